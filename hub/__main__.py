@@ -1,0 +1,30 @@
+"""``ocpi-hub``: serve the hub, or talk to a running one as its operator."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from hub import __version__
+from hub.cli import add_admin_commands, run_admin
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ocpi-hub", description="OCPI 2.2.1 roaming hub")
+    parser.add_argument("--version", action="version", version=__version__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    srv = sub.add_parser("serve", help="start the hub")
+    srv.add_argument("--workers", type=int, default=1, help="processes sharing the port (needs HUB_REDIS_URL)")
+    srv.add_argument("--host")
+    srv.add_argument("--port", type=int)
+    add_admin_commands(sub)
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        from hub.serve import serve
+
+        return serve(workers=args.workers, host=args.host, port=args.port)
+    return run_admin(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

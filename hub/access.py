@@ -1,0 +1,41 @@
+"""Who is calling: the credentials token in the Authorization header mapped to a platform (digest §2.2)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from hub.context import Hub
+from hub.ocpi.auth import token_candidates
+from hub.ocpi.errors import PlatformSuspended, Unauthorized
+from hub.platform import ConnectionStatus, Platform, hash_token
+
+
+@dataclass
+class Caller:
+    platform: Platform
+    token: str  # the token as presented (decoded), needed to answer credentials GET
+    is_token_a: bool
+
+
+async def authenticate(request: web.Request, hub: Hub, *, allow_token_a: bool) -> Caller:
+    candidates = token_candidates(request.headers.get("Authorization"))
+    found = await hub.registry.by_token(candidates)
+    if found is None:
+        raise Unauthorized("unknown token")
+    platform, is_token_a = found
+    if platform.removed:
+        raise Unauthorized("unknown token")
+    if is_token_a and not allow_token_a:
+        # OCPI: Token A is valid only on versions and credentials (digest §2.2)
+        raise Unauthorized("Token A may only be used on versions and credentials")
+    if platform.status == ConnectionStatus.SUSPENDED:
+        raise PlatformSuspended()
+    token = next(c for c in candidates if _matches(platform, c, is_token_a))
+    return Caller(platform=platform, token=token, is_token_a=is_token_a)
+
+
+def _matches(platform: Platform, token: str, is_token_a: bool) -> bool:
+    expected = platform.token_a_hash if is_token_a else platform.inbound_token_hash
+    return hash_token(token) == expected

@@ -1,0 +1,192 @@
+"""Admin API for hub operators (DESIGN.md §2): onboard, inspect, suspend, resume and offboard platforms.
+
+JSON in and out, ``Authorization: Bearer <HUB_ADMIN_TOKEN>``. The ``ocpi-hub`` CLI is a thin client of it.
+"""
+
+from __future__ import annotations
+
+import copy
+import hmac
+import uuid
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, Field, ValidationError
+
+from hub.context import Hub, hub_of
+from hub.ocpi.envelope import Handler
+from hub.ocpi.models import validation_message
+from hub.platform import ConnectionStatus, Party, Platform, hash_token, new_token, utcnow
+from hub.store.protocol import PartyConflict
+
+PARTY_ROLES = ("CPO", "EMSP", "NAP", "NSP", "OTHER", "SCSP")
+
+
+class RoleIn(BaseModel):
+    country_code: str = Field(pattern=r"^[A-Za-z]{2}$")
+    party_id: str = Field(pattern=r"^[A-Za-z0-9]{3}$")
+    role: str
+
+    def party(self) -> Party:
+        role = self.role.upper()
+        if role not in PARTY_ROLES:
+            raise web.HTTPBadRequest(reason=f"role must be one of {', '.join(PARTY_ROLES)}")
+        return Party(country_code=self.country_code, party_id=self.party_id, role=role)
+
+
+class PlatformIn(BaseModel):
+    name: str = Field(min_length=1, max_length=100)
+    roles: list[RoleIn] = Field(min_length=1)
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+@web.middleware
+async def admin_auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if not request.path.startswith("/admin"):
+        return await handler(request)
+    expected = hub_of(request).admin_token
+    given = request.headers.get("Authorization", "")
+    scheme, _, token = given.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected.encode()):
+        return _error(401, "admin API needs 'Authorization: Bearer <HUB_ADMIN_TOKEN>'")
+    return await handler(request)
+
+
+def platform_view(hub: Hub, p: Platform, token_a: str | None = None) -> dict[str, Any]:
+    """What an operator sees of a platform: never a stored token or hash."""
+    view: dict[str, Any] = {
+        "id": p.id,
+        "name": p.name,
+        "status": "REMOVED" if p.removed else p.status.value,
+        "registered": p.registered,
+        "versions_url": hub.versions_url,
+        "partner_versions_url": p.versions_url,
+        "version": p.version,
+        "parties": [
+            {"country_code": x.country_code, "party_id": x.party_id, "role": x.role, "status": x.status.value,
+             "business_details": x.business_details, "last_updated": x.last_updated.isoformat()}
+            for x in p.parties
+        ],
+        "endpoints": [{"identifier": e.identifier, "role": e.role, "url": e.url} for e in p.endpoints],
+        "created_at": p.created_at.isoformat(),
+        "updated_at": p.updated_at.isoformat(),
+    }
+    if token_a is not None:
+        view["token_a"] = token_a
+    return view
+
+
+async def _json(request: web.Request) -> Any:
+    try:
+        return await request.json()
+    except ValueError:
+        raise web.HTTPBadRequest(reason="body is not valid JSON") from None
+
+
+def _platform(request: web.Request) -> Platform:
+    platform = hub_of(request).registry.get(request.match_info["id"])
+    if platform is None:
+        raise web.HTTPNotFound(reason=f"no platform {request.match_info['id']}")
+    return copy.deepcopy(platform)
+
+
+async def _save(hub: Hub, platform: Platform) -> None:
+    try:
+        await hub.registry.save(platform)
+    except PartyConflict as exc:
+        raise web.HTTPConflict(reason=str(exc)) from None
+
+
+async def create_platform(request: web.Request) -> web.Response:
+    hub = hub_of(request)
+    try:
+        body = PlatformIn.model_validate(await _json(request))
+    except ValidationError as exc:
+        return _error(400, validation_message(exc))
+    parties = [r.party() for r in body.roles]
+    keys = [(p.country_code, p.party_id, p.role) for p in parties]
+    if len(set(keys)) != len(keys):
+        return _error(400, "the same role is listed twice")
+    token_a = new_token()
+    platform = Platform(id=uuid.uuid4().hex[:12], name=body.name, parties=parties, token_a_hash=hash_token(token_a))
+    await _save(hub, platform)
+    return web.json_response(platform_view(hub, platform, token_a), status=201)
+
+
+async def list_platforms(request: web.Request) -> web.Response:
+    hub = hub_of(request)
+    return web.json_response([platform_view(hub, p) for p in hub.registry.all()])
+
+
+async def show_platform(request: web.Request) -> web.Response:
+    return web.json_response(platform_view(hub_of(request), _platform(request)))
+
+
+def _set_status(platform: Platform, status: ConnectionStatus) -> None:
+    now = utcnow()
+    platform.status, platform.updated_at = status, now
+    for party in platform.parties:
+        if party.status != status:
+            party.status, party.last_updated = status, now
+
+
+async def suspend_platform(request: web.Request) -> web.Response:
+    hub, platform = hub_of(request), _platform(request)
+    if platform.removed:
+        return _error(409, "platform was removed")
+    _set_status(platform, ConnectionStatus.SUSPENDED)
+    await _save(hub, platform)
+    return web.json_response(platform_view(hub, platform))
+
+
+async def resume_platform(request: web.Request) -> web.Response:
+    """Back to CONNECTED when registered; otherwise PLANNED with a fresh Token A to register again."""
+    hub, platform = hub_of(request), _platform(request)
+    if platform.removed:
+        return _error(409, "platform was removed; onboard it again")
+    token_a = None
+    if platform.registered:
+        _set_status(platform, ConnectionStatus.CONNECTED)
+    else:
+        token_a = new_token()
+        platform.token_a_hash = hash_token(token_a)
+        _set_status(platform, ConnectionStatus.PLANNED)
+    await _save(hub, platform)
+    return web.json_response(platform_view(hub, platform, token_a))
+
+
+async def remove_platform(request: web.Request) -> web.Response:
+    """Offboard: tokens die, parties are SUSPENDED, queued messages for it are dropped."""
+    hub, platform = hub_of(request), _platform(request)
+    platform.inbound_token_hash = platform.token_a_hash = platform.outbound_token = None
+    _set_status(platform, ConnectionStatus.SUSPENDED)
+    platform.removed = True
+    await _save(hub, platform)
+    await hub.queue.purge_receiver(platform.id)
+    return web.json_response(platform_view(hub, platform))
+
+
+async def list_queues(request: web.Request) -> web.Response:
+    hub = hub_of(request)
+    stats = await hub.queue.stats()
+    return web.json_response([
+        {"receiver": s.receiver, "platform": getattr(hub.registry.get(s.receiver), "name", None),
+         "depth": s.depth, "inflight": s.inflight, "oldest_age_seconds": round(s.oldest_age_seconds, 3),
+         "dead_letters": s.dead_letters}
+        for s in stats
+    ])
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/admin/platforms", create_platform)
+    app.router.add_get("/admin/platforms", list_platforms)
+    app.router.add_get("/admin/platforms/{id}", show_platform)
+    app.router.add_post("/admin/platforms/{id}/suspend", suspend_platform)
+    app.router.add_post("/admin/platforms/{id}/resume", resume_platform)
+    app.router.add_delete("/admin/platforms/{id}", remove_platform)
+    app.router.add_get("/admin/queues", list_queues)
+
+

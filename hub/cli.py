@@ -1,0 +1,95 @@
+"""The ``ocpi-hub`` admin commands: thin clients of the admin API that print JSON.
+
+``HUB_URL`` says where the hub runs; ``HUB_ADMIN_TOKEN`` (or the token file a local ``serve`` wrote) opens it.
+A blocking HTTP client is right here: the CLI runs no event loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import urllib.error
+import urllib.request
+from typing import Any
+
+from hub.settings import Settings
+
+
+class CliError(Exception):
+    pass
+
+
+def _token(settings: Settings) -> str:
+    if settings.admin_token:
+        return settings.admin_token
+    from hub.serve import admin_token_file
+
+    path = admin_token_file(settings)
+    if path.exists():
+        return path.read_text().strip()
+    raise CliError("no admin token: set HUB_ADMIN_TOKEN (printed by 'ocpi-hub serve')")
+
+
+def call(settings: Settings, method: str, path: str, body: Any = None, timeout: float = 30.0) -> Any:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(
+        settings.url.rstrip("/") + path, data=data, method=method,
+        headers={"Authorization": f"Bearer {_token(settings)}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            raw = resp.read()
+    except urllib.error.HTTPError as exc:
+        raw = exc.read()
+        try:
+            message = json.loads(raw).get("error", raw.decode())
+        except ValueError:
+            message = raw.decode(errors="replace")
+        raise CliError(f"hub answered HTTP {exc.code}: {message}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise CliError(f"cannot reach the hub at {settings.url}: {exc}") from None
+    return json.loads(raw) if raw else None
+
+
+def parse_role(text: str) -> dict[str, str]:
+    parts = text.split(":")
+    if len(parts) != 3:
+        raise argparse.ArgumentTypeError(f"role must be CC:PID:ROLE, e.g. NL:CPA:CPO (got {text!r})")
+    cc, pid, role = parts
+    return {"country_code": cc, "party_id": pid, "role": role}
+
+
+def add_admin_commands(sub: Any) -> None:
+    plat = sub.add_parser("platforms", help="onboard and manage partner platforms")
+    psub = plat.add_subparsers(dest="action", required=True)
+    add = psub.add_parser("add", help="reserve parties for a new platform and issue its Token A")
+    add.add_argument("--name", required=True)
+    add.add_argument("--role", action="append", type=parse_role, required=True, metavar="CC:PID:ROLE")
+    psub.add_parser("list", help="all platforms")
+    for action in ("show", "suspend", "resume", "remove"):
+        p = psub.add_parser(action)
+        p.add_argument("id")
+    sub.add_parser("queues", help="depth, in-flight and oldest message age per receiver")
+
+
+def run_admin(args: argparse.Namespace) -> int:
+    settings = Settings()
+    try:
+        if args.command == "queues":
+            result = call(settings, "GET", "/admin/queues")
+        elif args.action == "add":
+            result = call(settings, "POST", "/admin/platforms", {"name": args.name, "roles": args.role})
+        elif args.action == "list":
+            result = call(settings, "GET", "/admin/platforms")
+        elif args.action == "show":
+            result = call(settings, "GET", f"/admin/platforms/{args.id}")
+        elif args.action == "remove":
+            result = call(settings, "DELETE", f"/admin/platforms/{args.id}")
+        else:
+            result = call(settings, "POST", f"/admin/platforms/{args.id}/{args.action}")
+    except CliError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, indent=2))
+    return 0

@@ -1,0 +1,46 @@
+"""Everything one hub process holds, built by ``create_app`` and reached from handlers via ``hub_of``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp import web
+from redis.asyncio import Redis
+
+from hub.audit import AuditWriter
+from hub.metrics import Metrics
+from hub.registry import PlatformRegistry
+from hub.settings import Settings
+from hub.store.protocol import Store
+from routing.delivery import Delivery
+from routing.queue import DeliveryQueue
+
+
+@dataclass
+class Hub:
+    settings: Settings
+    store: Store
+    registry: PlatformRegistry
+    redis: Redis
+    queue: DeliveryQueue
+    delivery: Delivery
+    session: aiohttp.ClientSession
+    audit: AuditWriter
+    metrics: Metrics
+    admin_token: str
+
+    @property
+    def versions_url(self) -> str:
+        return self.settings.public_url.rstrip("/") + "/ocpi/versions"
+
+    @property
+    def base_url(self) -> str:
+        return self.settings.public_url.rstrip("/") + "/ocpi/2.2.1"
+
+
+HUB_KEY = web.AppKey("hub", Hub)
+
+
+def hub_of(request: web.Request) -> Hub:
+    return request.app[HUB_KEY]

@@ -1,0 +1,1 @@
+"""The OCPI protocol edge: envelope, errors, headers, tokens, pagination, models."""

@@ -1,0 +1,38 @@
+"""The OCPI Authorization header: ``Token <base64(token)>``, the raw token tolerated (digest §2.2)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from hub.ocpi.errors import Unauthorized
+
+
+def token_candidates(header: str | None) -> list[str]:
+    """Possible credentials tokens in an Authorization header, most likely first.
+
+    2.2.1 wants Base64; 2.1.1 and many 2.2 peers send the raw token. The spec's own examples encode a
+    trailing newline, and a valid token has no whitespace, so it is stripped after decoding.
+    """
+    if not header:
+        raise Unauthorized("missing Authorization header")
+    scheme, _, value = header.strip().partition(" ")
+    value = value.strip()
+    if scheme.lower() != "token" or not value:
+        raise Unauthorized("Authorization header must be 'Token <token>'")
+    candidates: list[str] = []
+    try:
+        decoded = base64.b64decode(value, validate=True).decode("utf-8").strip()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        decoded = ""
+    if decoded and decoded.isprintable() and " " not in decoded:
+        candidates.append(decoded)
+    candidates.append(value)
+    return candidates
+
+
+def authorization_header(token: str, encoding: str = "base64") -> str:
+    """What the hub sends to a peer; ``raw`` is for peers that do not decode (2.1.1 style)."""
+    if encoding == "raw":
+        return f"Token {token}"
+    return "Token " + base64.b64encode(token.encode()).decode()

@@ -1,0 +1,93 @@
+"""The OCPI response envelope and the one middleware that maps every error onto it (digest §2.4)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from hub.exchange import exchange_of, reply_headers
+from hub.ocpi.errors import OcpiError
+
+log = logging.getLogger("hub.errors")
+
+JSON = "application/json"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def ocpi_timestamp(when: datetime | None = None) -> str:
+    """OCPI DateTime: UTC, no offset, 'Z' designator (digest §2.5)."""
+    when = when or datetime.now(UTC)
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def envelope(data: Any = None, status_code: int = 1000, message: str | None = "Success") -> bytes:
+    body: dict[str, Any] = {}
+    if data is not None:
+        body["data"] = data
+    body["status_code"] = status_code
+    if message:
+        body["status_message"] = message
+    body["timestamp"] = ocpi_timestamp()
+    return orjson.dumps(body)
+
+
+def ocpi_response(
+    data: Any = None,
+    *,
+    status: int = 200,
+    status_code: int = 1000,
+    message: str | None = "Success",
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    return web.Response(
+        body=envelope(data, status_code, message), status=status, content_type=JSON, headers=headers
+    )
+
+
+def error_response(err: OcpiError, headers: dict[str, str] | None = None) -> web.Response:
+    return ocpi_response(status=err.http_status, status_code=err.status_code, message=err.message, headers=headers)
+
+
+def _note_status(request: web.Request, code: int) -> None:
+    ex = exchange_of(request)
+    if ex is not None:
+        ex.ocpi_status = code
+
+
+def _is_ocpi_path(path: str) -> bool:
+    return path.startswith("/ocpi")
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every failure becomes a clear answer: an OCPI envelope on /ocpi, a JSON error elsewhere."""
+    try:
+        return await handler(request)
+    except OcpiError as err:
+        _note_status(request, err.status_code)
+        headers = reply_headers(request)
+        if _is_ocpi_path(request.path):
+            return error_response(err, headers)
+        return web.json_response({"error": err.message}, status=err.http_status)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        _note_status(request, 2000 if exc.status < 500 else 3000)
+        if _is_ocpi_path(request.path):
+            return ocpi_response(
+                status=exc.status, status_code=2000 if exc.status < 500 else 3000, message=exc.reason,
+                headers=reply_headers(request),
+            )
+        return web.json_response({"error": exc.reason}, status=exc.status)
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        _note_status(request, 3000)
+        if _is_ocpi_path(request.path):
+            return ocpi_response(status=500, status_code=3000, message="Internal hub error",
+                                 headers=reply_headers(request))
+        return web.json_response({"error": "internal error"}, status=500)

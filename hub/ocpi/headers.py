@@ -1,0 +1,76 @@
+"""Routing headers and unique message ids (digest §2.6, §3.1, §3.10)."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from hub.ocpi.errors import InvalidParameters
+
+TO_CC, TO_PID = "OCPI-to-country-code", "OCPI-to-party-id"
+FROM_CC, FROM_PID = "OCPI-from-country-code", "OCPI-from-party-id"
+REQUEST_ID, CORRELATION_ID = "X-Request-ID", "X-Correlation-ID"
+ROUTING_HEADERS = (TO_CC, TO_PID, FROM_CC, FROM_PID)
+
+_CC = re.compile(r"^[A-Za-z]{2}$")
+_PID = re.compile(r"^[A-Za-z0-9]{3}$")
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass(frozen=True)
+class Party:
+    """A (country_code, party_id) pair as carried by routing headers; upper-cased (CiString)."""
+
+    country_code: str
+    party_id: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.country_code}:{self.party_id}"
+
+
+@dataclass(frozen=True)
+class RoutingHeaders:
+    to: Party | None
+    from_: Party | None
+
+
+def _pair(request: web.Request, cc_name: str, pid_name: str, what: str) -> Party | None:
+    cc, pid = request.headers.get(cc_name), request.headers.get(pid_name)
+    if cc is None and pid is None:
+        return None
+    if not cc or not pid:
+        # OCPI: TO and FROM are used as pairs (digest §3.1)
+        raise InvalidParameters(f"{what} routing headers must come as a pair: {cc_name} and {pid_name}")
+    if not _CC.match(cc) or not _PID.match(pid):
+        raise InvalidParameters(f"invalid {what} party {cc}/{pid}: country code is 2 letters, party id 3 characters")
+    return Party(cc.upper(), pid.upper())
+
+
+def parse_routing(request: web.Request) -> RoutingHeaders:
+    return RoutingHeaders(
+        to=_pair(request, TO_CC, TO_PID, "OCPI-to"),
+        from_=_pair(request, FROM_CC, FROM_PID, "OCPI-from"),
+    )
+
+
+def message_ids(request: web.Request) -> tuple[str, str]:
+    """The caller's request and correlation ids; generated when missing (we repair, not reject)."""
+    request_id = request.headers.get(REQUEST_ID) or new_id()
+    correlation_id = request.headers.get(CORRELATION_ID) or request_id
+    return request_id[:255], correlation_id[:255]
+
+
+def routing_reply_headers(to: Party | None, from_: Party | None) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    if to is not None:
+        headers[TO_CC], headers[TO_PID] = to.country_code, to.party_id
+    if from_ is not None:
+        headers[FROM_CC], headers[FROM_PID] = from_.country_code, from_.party_id
+    return headers

@@ -1,0 +1,61 @@
+"""Calls the hub makes to a partner's versions endpoints during registration (digest §6.3 steps 6, 2–3)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+
+from hub.ocpi.auth import authorization_header
+from hub.ocpi.errors import InvalidParameters, NoMatchingEndpoints, UnableToUseClientApi, UnsupportedVersion
+from hub.ocpi.models import MODULES, Version, VersionDetails, parse_model
+from hub.platform import Endpoint
+
+VERSION = "2.2.1"
+
+
+async def _get_data(session: aiohttp.ClientSession, url: str, token: str, limit: float) -> Any:
+    try:
+        async with session.get(
+            url, headers={"Authorization": authorization_header(token)},
+            timeout=aiohttp.ClientTimeout(total=limit), allow_redirects=False,
+        ) as resp:
+            if resp.status != 200:
+                raise UnableToUseClientApi(f"GET {url} answered HTTP {resp.status}")
+            doc = await resp.json(content_type=None)
+    except UnableToUseClientApi:
+        raise
+    except TimeoutError:
+        raise UnableToUseClientApi(f"GET {url} timed out") from None
+    except (aiohttp.ClientError, OSError, ValueError) as exc:
+        raise UnableToUseClientApi(f"GET {url} failed: {type(exc).__name__}") from None
+    if not isinstance(doc, dict) or doc.get("status_code") != 1000 or "data" not in doc:
+        raise UnableToUseClientApi(f"GET {url} did not answer an OCPI success envelope")
+    return doc["data"]
+
+
+async def discover_endpoints(
+    session: aiohttp.ClientSession, versions_url: str, token: str, limit: float
+) -> list[Endpoint]:
+    """Read the partner's 2.2.1 endpoints; raise 3001/3002/3003 as the spec says."""
+    data = await _get_data(session, versions_url, token, limit)
+    if not isinstance(data, list):
+        raise UnableToUseClientApi("versions endpoint did not answer a list")
+    try:
+        versions = [parse_model(Version, v, "version") for v in data]
+    except InvalidParameters as exc:
+        raise UnableToUseClientApi(f"partner's versions list: {exc.message}") from None
+    chosen = next((v for v in versions if v.version == VERSION), None)
+    if chosen is None:
+        offered = ", ".join(v.version for v in versions) or "none"
+        raise UnsupportedVersion(f"partner offers OCPI {offered}; this hub speaks {VERSION}")
+    try:
+        details = parse_model(VersionDetails, await _get_data(session, chosen.url, token, limit), "version details")
+    except InvalidParameters as exc:  # a malformed answer is the partner's API failing us
+        raise UnableToUseClientApi(f"partner's version details: {exc.message}") from None
+    endpoints = [Endpoint(identifier=e.identifier, role=e.role, url=e.url) for e in details.endpoints]
+    if not any(e.identifier == "credentials" for e in endpoints):
+        raise NoMatchingEndpoints("partner's version details lack the credentials endpoint")
+    if not any(e.identifier in MODULES for e in endpoints):
+        raise NoMatchingEndpoints("partner offers no functional module (locations, sessions, cdrs, ...)")
+    return endpoints

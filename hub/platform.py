@@ -1,0 +1,101 @@
+"""Platforms (one OCPI connection each) and the parties they host: the hub's core domain records."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+
+class ConnectionStatus(StrEnum):
+    """OCPI ConnectionStatus (hubclientinfo), used for platforms and their parties."""
+
+    CONNECTED = "CONNECTED"
+    OFFLINE = "OFFLINE"
+    PLANNED = "PLANNED"
+    SUSPENDED = "SUSPENDED"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_token() -> str:
+    """A credentials token: printable, no whitespace, at most 64 characters (OCPI string(64))."""
+    return secrets.token_urlsafe(32)
+
+
+def hash_token(token: str) -> str:
+    """Inbound tokens are stored as SHA-256 hashes so a leaked store does not leak access."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def party_key(country_code: str, party_id: str) -> str:
+    """Routing key of a party; CiString values are compared upper-cased (digest §1)."""
+    return f"{country_code.upper()}:{party_id.upper()}"
+
+
+@dataclass
+class Party:
+    country_code: str
+    party_id: str
+    role: str
+    status: ConnectionStatus = ConnectionStatus.PLANNED
+    business_details: dict[str, Any] | None = None
+    last_updated: datetime = field(default_factory=utcnow)
+
+    def __post_init__(self) -> None:
+        self.country_code = self.country_code.upper()
+        self.party_id = self.party_id.upper()
+        self.role = self.role.upper()
+
+    @property
+    def key(self) -> str:
+        return party_key(self.country_code, self.party_id)
+
+
+@dataclass
+class Endpoint:
+    identifier: str
+    role: str  # InterfaceRole: SENDER | RECEIVER
+    url: str
+
+
+@dataclass
+class Platform:
+    """One OCPI connection: a token pair, a versions URL, and the parties it hosts."""
+
+    id: str
+    name: str
+    status: ConnectionStatus = ConnectionStatus.PLANNED
+    parties: list[Party] = field(default_factory=list)
+    token_a_hash: str | None = None  # pending Token A issued by the hub (hub = credentials receiver)
+    inbound_token_hash: str | None = None  # what the platform presents to the hub (Token C, or B if hub initiated)
+    outbound_token: str | None = None  # what the hub presents to the platform (Token B, or C if hub initiated)
+    versions_url: str | None = None
+    version: str | None = None
+    endpoints: list[Endpoint] = field(default_factory=list)
+    removed: bool = False
+    created_at: datetime = field(default_factory=utcnow)
+    updated_at: datetime = field(default_factory=utcnow)
+    last_seen: datetime | None = None
+
+    @property
+    def registered(self) -> bool:
+        return self.inbound_token_hash is not None
+
+    def endpoint_url(self, module: str, role: str) -> str | None:
+        for ep in self.endpoints:
+            if ep.identifier == module and ep.role == role:
+                return ep.url
+        return None
+
+    def party(self, country_code: str, party_id: str) -> Party | None:
+        key = party_key(country_code, party_id)
+        for p in self.parties:
+            if p.key == key:
+                return p
+        return None

@@ -1,0 +1,260 @@
+"""The production store: MongoDB through pymongo's ``AsyncMongoClient`` (or mongomock-motor in tests).
+
+Written against the subset both clients share (no aggregate, no transactions), so the collections are
+typed ``Any``. Party pairs are reserved by a unique index on ``party_reservations``; without a
+transaction, ``save_platform`` reserves first, writes the platform second and releases last, undoing its
+own reservations when anything in between fails.
+
+Audit records use the record id as ``_id`` (a retried batch cannot duplicate) and are queried on
+``time_us`` (exact, microseconds); ``time`` is kept as a BSON date for the TTL index that enforces
+retention.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Final
+
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
+from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
+
+from hub.audit import AuditQuery, AuditRecord
+from hub.platform import Platform, party_key
+from hub.store.names import (
+    AUDIT,
+    PARTY_RESERVATIONS,
+    PLATFORMS,
+    audit_extra_filters,
+    audit_from_doc,
+    audit_to_doc,
+    epoch_us,
+    party_pairs,
+    platform_from_doc,
+    platform_to_doc,
+)
+from hub.store.protocol import PartyConflict
+
+AUDIT_TTL_INDEX: Final = "audit_ttl"
+_DUPLICATE_KEY: Final = 11000
+_NO_ID: Final = {"_id": 0}
+_AUDIT_SORT: Final = [("time_us", DESCENDING), ("_id", DESCENDING)]
+
+
+def _pair_filter(pairs: Sequence[tuple[str, str]]) -> list[dict[str, str]]:
+    return [{"country_code": cc, "party_id": pid} for cc, pid in pairs]
+
+
+def _audit_filter(query: AuditQuery) -> dict[str, Any]:
+    flt: dict[str, Any] = {}
+    time_range: dict[str, int] = {}
+    if query.since is not None:
+        time_range["$gte"] = epoch_us(query.since)
+    if query.until is not None:
+        time_range["$lt"] = epoch_us(query.until)
+    if time_range:
+        flt["time_us"] = time_range
+    if query.party is not None:
+        flt["$or"] = [{"from_party": query.party}, {"to_party": query.party}]
+    named = {
+        "platform_id": query.platform_id,
+        "module": query.module,
+        "outcome": query.outcome,
+        "correlation_id": query.correlation_id,
+        "request_id": query.request_id,
+    }
+    flt.update({name: value for name, value in named.items() if value is not None})
+    for name, value in audit_extra_filters(query.extra).items():
+        flt["_id" if name == "id" else name] = value
+    return flt
+
+
+def _audit_doc(record: AuditRecord) -> dict[str, Any]:
+    doc = audit_to_doc(record)
+    doc["_id"] = doc.pop("id")
+    return doc
+
+
+def _audit_record(doc: dict[str, Any]) -> AuditRecord:
+    doc["id"] = doc.pop("_id")
+    return audit_from_doc(doc)
+
+
+class MongoStore:
+    """The Store on MongoDB: shared by every hub process, retention by TTL."""
+
+    def __init__(self, client: Any, db_name: str, audit_retention_days: int = 90) -> None:
+        if audit_retention_days < 1:
+            raise ValueError("audit_retention_days must be at least 1")
+        self.client = client
+        self.db_name = db_name
+        self.audit_retention_days = audit_retention_days
+        self._owns_client = False
+        self._db: Any = client[db_name]
+        self._platforms: Any = self._db[PLATFORMS]
+        self._reservations: Any = self._db[PARTY_RESERVATIONS]
+        self._audit: Any = self._db[AUDIT]
+
+    @classmethod
+    def from_url(cls, url: str, db_name: str, audit_retention_days: int = 90) -> MongoStore:
+        """A store owning its client, with bounded timeouts so an unreachable Mongo fails fast (readyz)."""
+        client: Any = AsyncMongoClient(
+            url,
+            serverSelectionTimeoutMS=5000,
+            connectTimeoutMS=5000,
+            socketTimeoutMS=10000,
+            tz_aware=True,
+        )
+        store = cls(client, db_name, audit_retention_days)
+        store._owns_client = True
+        return store
+
+    async def open(self) -> None:
+        await self._platforms.create_index([("id", ASCENDING)], unique=True, name="id")
+        for field in ("inbound_token_hash", "token_a_hash"):
+            await self._platforms.create_index([(field, ASCENDING)], unique=True, sparse=True, name=field)
+        await self._reservations.create_index(
+            [("country_code", ASCENDING), ("party_id", ASCENDING)], unique=True, name="pair"
+        )
+        await self._reservations.create_index([("platform_id", ASCENDING)], name="platform_id")
+        await self._open_audit_indexes()
+
+    async def _open_audit_indexes(self) -> None:
+        # Sorted queries end in (time_us, _id) so that the index, not an in-memory sort, orders the page.
+        await self._audit.create_index(_AUDIT_SORT, name="time")
+        for field in ("correlation_id", "request_id"):
+            await self._audit.create_index([(field, ASCENDING)], name=field)
+        for field in ("platform_id", "from_party", "to_party", "module", "outcome"):
+            await self._audit.create_index([(field, ASCENDING), *_AUDIT_SORT], name=f"{field}_time")
+        await self._open_ttl_index()
+
+    async def _open_ttl_index(self) -> None:
+        """Create the TTL index, or change its expiry in place when HUB_AUDIT_RETENTION_DAYS changed."""
+        seconds = self.audit_retention_days * 86400
+        try:
+            await self._audit.create_index(
+                [("time", ASCENDING)], name=AUDIT_TTL_INDEX, expireAfterSeconds=seconds
+            )
+            return
+        except OperationFailure:
+            pass  # same name, other expiry (IndexOptionsConflict)
+        try:
+            await self._db.command(
+                {"collMod": AUDIT, "index": {"name": AUDIT_TTL_INDEX, "expireAfterSeconds": seconds}}
+            )
+        except NotImplementedError:  # mongomock has no collMod
+            await self._audit.drop_index(AUDIT_TTL_INDEX)
+            await self._audit.create_index(
+                [("time", ASCENDING)], name=AUDIT_TTL_INDEX, expireAfterSeconds=seconds
+            )
+
+    async def close(self) -> None:
+        if self._owns_client:
+            await self.client.close()
+
+    async def ping(self) -> None:
+        await self._db.command("ping")
+
+    async def save_platform(self, platform: Platform) -> None:
+        wanted = party_pairs(platform)
+        held = {
+            (d["country_code"], d["party_id"])
+            for d in await self._reservations.find({"platform_id": platform.id}, _NO_ID).to_list(length=None)
+        }
+        reserved: list[tuple[str, str]] = []
+        try:
+            for pair in wanted:
+                if pair not in held and await self._reserve(pair, platform.id):
+                    reserved.append(pair)
+            await self._replace_platform(platform)
+        except BaseException:
+            if reserved:
+                await self._reservations.delete_many(
+                    {"platform_id": platform.id, "$or": _pair_filter(reserved)}
+                )
+            raise
+        release: dict[str, Any] = {"platform_id": platform.id}
+        if wanted:
+            release["$nor"] = _pair_filter(wanted)
+        await self._reservations.delete_many(release)
+
+    async def _reserve(self, pair: tuple[str, str], platform_id: str) -> bool:
+        """Reserve one pair; False when this platform already held it (a concurrent save of the same one)."""
+        country_code, party_id = pair
+        for _ in range(3):  # the owner may release the pair between our insert and our look-up
+            try:
+                await self._reservations.insert_one(
+                    {"country_code": country_code, "party_id": party_id, "platform_id": platform_id}
+                )
+                return True
+            except DuplicateKeyError:
+                pass
+            owner = await self._reservations.find_one(
+                {"country_code": country_code, "party_id": party_id}, _NO_ID
+            )
+            if owner is None:
+                continue
+            if owner["platform_id"] == platform_id:
+                return False
+            raise PartyConflict(party_key(country_code, party_id), owner["platform_id"])
+        raise PartyConflict(party_key(country_code, party_id))
+
+    async def _replace_platform(self, platform: Platform) -> None:
+        doc = platform_to_doc(platform)
+        for attempt in range(2):
+            try:
+                await self._platforms.replace_one({"id": platform.id}, doc, upsert=True)
+                return
+            except DuplicateKeyError as exc:
+                key = (exc.details or {}).get("keyPattern") or {}
+                if "id" not in key:
+                    raise ValueError(
+                        f"platform {platform.id}: a token hash belongs to another platform"
+                    ) from exc
+                if attempt > 0:
+                    raise
+                # two upserts of a new id raced: the retry finds the winner's doc and replaces it
+
+    async def get_platform(self, platform_id: str) -> Platform | None:
+        doc = await self._platforms.find_one({"id": platform_id}, _NO_ID)
+        return None if doc is None else platform_from_doc(doc)
+
+    async def list_platforms(self) -> list[Platform]:
+        cursor = self._platforms.find({}, _NO_ID).sort([("created_at_us", ASCENDING), ("id", ASCENDING)])
+        return [platform_from_doc(d) for d in await cursor.to_list(length=None)]
+
+    async def find_platform_by_token_hash(self, token_hash: str) -> Platform | None:
+        """Inbound token first: it is the hot path (every request); Token A only during registration."""
+        for field in ("inbound_token_hash", "token_a_hash"):
+            doc = await self._platforms.find_one({field: token_hash}, _NO_ID)
+            if doc is not None:
+                return platform_from_doc(doc)
+        return None
+
+    async def insert_audit(self, records: Sequence[AuditRecord]) -> None:
+        """Idempotent per record id: duplicates of a retried batch are skipped, other errors raise."""
+        if not records:
+            return
+        try:
+            await self._audit.insert_many([_audit_doc(r) for r in records], ordered=False)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if not errors or any(e.get("code") != _DUPLICATE_KEY for e in errors):
+                raise
+
+    async def query_audit(self, query: AuditQuery) -> list[AuditRecord]:
+        """Newest first; ``since`` is inclusive and ``until`` exclusive (as OCPI's date_from/date_to)."""
+        if query.limit <= 0:
+            return []  # Mongo's limit(0) would mean "no limit"
+        cursor = (
+            self._audit.find(_audit_filter(query))
+            .sort(_AUDIT_SORT)
+            .skip(max(query.offset, 0))
+            .limit(query.limit)
+        )
+        return [_audit_record(d) for d in await cursor.to_list(length=None)]
+
+    async def purge_audit(self, older_than: datetime) -> int:
+        """The TTL index does this on its own; this is for operators and tests that cannot wait."""
+        result = await self._audit.delete_many({"time_us": {"$lt": epoch_us(older_than)}})
+        return int(result.deleted_count)

@@ -1,0 +1,167 @@
+"""Where the stores keep things and how records become documents: shared by the SQLite and Mongo stores.
+
+Every datetime is written twice: as a datetime under its own name (readable, and what Mongo's TTL index
+needs) and as integer microseconds since the epoch under ``<name>_us``. BSON dates stop at milliseconds,
+so readers trust the ``_us`` value and the round-trip is exact to the microsecond, always tz-aware UTC.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+from hub.audit import AuditRecord
+from hub.platform import ConnectionStatus, Endpoint, Party, Platform
+
+PLATFORMS: Final = "platforms"
+PARTY_RESERVATIONS: Final = "party_reservations"
+AUDIT: Final = "audit"
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_US: Final = timedelta(microseconds=1)
+
+AUDIT_FIELDS: Final = frozenset(f.name for f in dataclasses.fields(AuditRecord))
+# Fields AuditQuery.extra may filter on by equality: scalars only; time has since/until.
+AUDIT_EXTRA_FIELDS: Final = AUDIT_FIELDS - {"time", "body"}
+
+Scalar = str | int | float | bool | None
+
+
+def epoch_us(value: datetime) -> int:
+    """Exact integer microseconds since the epoch; naive datetimes are refused, not guessed."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"naive datetime {value.isoformat()}: the store only takes tz-aware datetimes")
+    return (value - _EPOCH) // _ONE_US
+
+
+def from_epoch_us(value: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=value)
+
+
+def _put_dt(doc: dict[str, Any], key: str, value: datetime | None) -> None:
+    if value is None:
+        doc[key] = None
+        return
+    doc[key] = value.astimezone(UTC)
+    doc[f"{key}_us"] = epoch_us(value)
+
+
+def _get_dt(doc: dict[str, Any], key: str) -> datetime | None:
+    """Prefer the exact ``_us`` twin; fall back to the datetime itself (naive ones are UTC, as pymongo's)."""
+    us = doc.get(f"{key}_us")
+    if us is not None:
+        return from_epoch_us(int(us))
+    value = doc.get(key)
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if not isinstance(value, datetime):
+        raise TypeError(f"{key}: expected a datetime, got {type(value).__name__}")
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _get_dt_required(doc: dict[str, Any], key: str) -> datetime:
+    value = _get_dt(doc, key)
+    if value is None:
+        raise KeyError(f"document has no {key}")
+    return value
+
+
+def party_pairs(platform: Platform) -> list[tuple[str, str]]:
+    """The (country_code, party_id) pairs a platform reserves, once each, sorted; none when removed.
+
+    Sorted so both stores meet conflicts in the same order and report the same pair.
+    """
+    if platform.removed:
+        return []
+    return sorted({(p.country_code.upper(), p.party_id.upper()) for p in platform.parties})
+
+
+def _party_to_doc(party: Party) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "country_code": party.country_code,
+        "party_id": party.party_id,
+        "role": party.role,
+        "status": ConnectionStatus(party.status).value,
+        "business_details": party.business_details,
+    }
+    _put_dt(doc, "last_updated", party.last_updated)
+    return doc
+
+
+def _party_from_doc(doc: dict[str, Any]) -> Party:
+    return Party(
+        country_code=doc["country_code"],
+        party_id=doc["party_id"],
+        role=doc["role"],
+        status=ConnectionStatus(doc["status"]),
+        business_details=doc.get("business_details"),
+        last_updated=_get_dt_required(doc, "last_updated"),
+    )
+
+
+def platform_to_doc(platform: Platform) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "id": platform.id,
+        "name": platform.name,
+        "status": ConnectionStatus(platform.status).value,
+        "parties": [_party_to_doc(p) for p in platform.parties],
+        "outbound_token": platform.outbound_token,
+        "versions_url": platform.versions_url,
+        "version": platform.version,
+        "endpoints": [{"identifier": e.identifier, "role": e.role, "url": e.url} for e in platform.endpoints],
+        "removed": platform.removed,
+    }
+    # Absent rather than null: Mongo's sparse unique indexes skip missing fields but do index nulls.
+    if platform.token_a_hash is not None:
+        doc["token_a_hash"] = platform.token_a_hash
+    if platform.inbound_token_hash is not None:
+        doc["inbound_token_hash"] = platform.inbound_token_hash
+    _put_dt(doc, "created_at", platform.created_at)
+    _put_dt(doc, "updated_at", platform.updated_at)
+    _put_dt(doc, "last_seen", platform.last_seen)
+    return doc
+
+
+def platform_from_doc(doc: dict[str, Any]) -> Platform:
+    return Platform(
+        id=doc["id"],
+        name=doc["name"],
+        status=ConnectionStatus(doc["status"]),
+        parties=[_party_from_doc(p) for p in doc.get("parties") or []],
+        token_a_hash=doc.get("token_a_hash"),
+        inbound_token_hash=doc.get("inbound_token_hash"),
+        outbound_token=doc.get("outbound_token"),
+        versions_url=doc.get("versions_url"),
+        version=doc.get("version"),
+        endpoints=[Endpoint(e["identifier"], e["role"], e["url"]) for e in doc.get("endpoints") or []],
+        removed=bool(doc.get("removed", False)),
+        created_at=_get_dt_required(doc, "created_at"),
+        updated_at=_get_dt_required(doc, "updated_at"),
+        last_seen=_get_dt(doc, "last_seen"),
+    )
+
+
+def audit_to_doc(record: AuditRecord) -> dict[str, Any]:
+    doc = dataclasses.asdict(record)
+    _put_dt(doc, "time", record.time)
+    return doc
+
+
+def audit_from_doc(doc: dict[str, Any]) -> AuditRecord:
+    fields = {k: v for k, v in doc.items() if k in AUDIT_FIELDS}
+    fields["time"] = _get_dt_required(doc, "time")
+    return AuditRecord(**fields)
+
+
+def audit_extra_filters(extra: dict[str, Any]) -> dict[str, Scalar]:
+    """Validate ``AuditQuery.extra``: equality on known scalar fields; a typo fails loudly, not silently."""
+    unknown = set(extra) - AUDIT_EXTRA_FIELDS
+    if unknown:
+        raise ValueError(f"cannot filter audit on {sorted(unknown)}; allowed: {sorted(AUDIT_EXTRA_FIELDS)}")
+    for key, value in extra.items():
+        if value is not None and not isinstance(value, str | int | float | bool):
+            raise ValueError(f"audit filter {key} must be a scalar, got {type(value).__name__}")
+    return dict(extra)

@@ -1,0 +1,45 @@
+"""Versions module: the version list and the 2.2.1 version details (digest §5)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from hub.access import authenticate
+from hub.context import Hub, hub_of
+from hub.exchange import reply_headers
+from hub.ocpi.envelope import ocpi_response
+from hub.ocpi.models import MODULES
+
+VERSION = "2.2.1"
+
+
+def version_details(hub: Hub) -> dict[str, Any]:
+    """Every functional module in both roles, each role on its own base URL (digest §2.9)."""
+    base = hub.base_url
+    endpoints: list[dict[str, str]] = [
+        {"identifier": "credentials", "role": "SENDER", "url": f"{base}/credentials"},
+    ]
+    for module in MODULES:
+        endpoints.append({"identifier": module, "role": "SENDER", "url": f"{base}/sender/{module}"})
+        endpoints.append({"identifier": module, "role": "RECEIVER", "url": f"{base}/receiver/{module}"})
+    return {"version": VERSION, "endpoints": endpoints}
+
+
+async def get_versions(request: web.Request) -> web.Response:
+    hub = hub_of(request)
+    await authenticate(request, hub, allow_token_a=True)
+    return ocpi_response([{"version": VERSION, "url": hub.base_url}], headers=reply_headers(request))
+
+
+async def get_version_details(request: web.Request) -> web.Response:
+    hub = hub_of(request)
+    await authenticate(request, hub, allow_token_a=True)
+    return ocpi_response(version_details(hub), headers=reply_headers(request))
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/ocpi/versions", get_versions)
+    app.router.add_get(f"/ocpi/{VERSION}", get_version_details)
+    app.router.add_get(f"/ocpi/{VERSION}/", get_version_details)

@@ -1,0 +1,1 @@
+"""Routing decisions and the Redis-backed delivery queues."""

@@ -1,0 +1,119 @@
+"""Redis key and channel names of the hub; the only place they are spelt out.
+
+Every name starts with ``{prefix}:`` — the configured prefix (default ``ocpi-hub``) in braces. The braces
+make the prefix a Redis Cluster *hash tag*: a cluster hashes only the text between the first ``{`` and
+``}``, so all keys of one hub land in the same slot. That is what lets one Lua script touch the ready
+list, a group list, the lease set and the counters atomically, on a cluster too (the hub's queue then
+lives on one shard, which is fine: it is a small, hot working set, not bulk storage). Prefixes therefore
+may not contain braces.
+
+Delivery queue layout (``P`` = ``{prefix}:``; *token* = ``group_token(receiver, group)``):
+
+=========================  ======  ===============================================================
+``P m:<id>``               hash    one message: receiver, group, token, kind, payload, deadline,
+                                   origin, attempts, enqueued_at, lease (claim number holding it)
+``P q:<token>``            list    message ids of one ordering group; head = message in progress
+``P ready``                list    tokens of groups whose head can be claimed now
+``P parked:<receiver>``    list    tokens of ready groups waiting for an in-flight slot
+``P gstate``               hash    token -> r (ready) | u (ready, slot reserved) | p (parked) | l (leased)
+``P leases``               zset    message id -> lease expiry, or retry time after retry_later
+``P inflight``             hash    receiver -> in-flight slots in use (leases + reserved hand-overs)
+``P pending:<receiver>``   zset    message id -> enqueued_at of every unacked message (stats)
+``P receivers``            set     receivers with queued messages or dead letters (stats)
+``P dl:<id>``              hash    one dead letter
+``P dead``                 zset    dead-letter id -> time it was dead-lettered
+``P dead-of:<receiver>``   zset    the same, per receiver
+``P wake``                 pubsub  a group became ready: idle dispatchers should claim
+``P reply:<process>``      pubsub  replies for requests a process is waiting for
+``P platforms``            pubsub  a platform changed: processes reload it
+=========================  ======  ===============================================================
+
+The Lua scripts in ``routing/lua`` build ``m:``, ``q:``, ``parked:`` and ``pending:`` keys themselves for
+ids that only come out of Redis (a token popped from the ready list, an id from the lease set). They
+concatenate exactly as the functions below, with ``base(prefix)`` passed in.
+"""
+
+from __future__ import annotations
+
+
+def check_prefix(prefix: str) -> str:
+    """Reject prefixes that would break the hash tag; returns the prefix."""
+    if not prefix or "{" in prefix or "}" in prefix:
+        raise ValueError(f"key prefix must be non-empty and free of braces: {prefix!r}")
+    return prefix
+
+
+def base(prefix: str) -> str:
+    """``{prefix}:``, the start of every name."""
+    return "{" + prefix + "}:"
+
+
+def pattern(prefix: str) -> str:
+    """SCAN/KEYS pattern matching every key of ``prefix`` (tests, tooling)."""
+    escaped = "".join("\\" + c if c in "*?[]\\" else c for c in prefix)
+    return "{" + escaped + "}:*"
+
+
+def group_token(receiver: str, group: str) -> str:
+    """Name a (receiver, group) pair unambiguously: ``%`` and ``:`` in the receiver are escaped."""
+    return receiver.replace("%", "%25").replace(":", "%3A") + ":" + group
+
+
+def message(prefix: str, msg_id: str) -> str:
+    return f"{base(prefix)}m:{msg_id}"
+
+
+def group(prefix: str, token: str) -> str:
+    return f"{base(prefix)}q:{token}"
+
+
+def ready(prefix: str) -> str:
+    return f"{base(prefix)}ready"
+
+
+def parked(prefix: str, receiver: str) -> str:
+    return f"{base(prefix)}parked:{receiver}"
+
+
+def group_state(prefix: str) -> str:
+    return f"{base(prefix)}gstate"
+
+
+def leases(prefix: str) -> str:
+    return f"{base(prefix)}leases"
+
+
+def inflight(prefix: str) -> str:
+    return f"{base(prefix)}inflight"
+
+
+def pending(prefix: str, receiver: str) -> str:
+    return f"{base(prefix)}pending:{receiver}"
+
+
+def receivers(prefix: str) -> str:
+    return f"{base(prefix)}receivers"
+
+
+def dead_letter(prefix: str, msg_id: str) -> str:
+    return f"{base(prefix)}dl:{msg_id}"
+
+
+def dead_letters(prefix: str) -> str:
+    return f"{base(prefix)}dead"
+
+
+def dead_letters_of(prefix: str, receiver: str) -> str:
+    return f"{base(prefix)}dead-of:{receiver}"
+
+
+def wake_channel(prefix: str) -> str:
+    return f"{base(prefix)}wake"
+
+
+def reply_channel(prefix: str, process_id: str) -> str:
+    return f"{base(prefix)}reply:{process_id}"
+
+
+def platforms_channel(prefix: str) -> str:
+    return f"{base(prefix)}platforms"

@@ -1,0 +1,19 @@
+-- enqueue: KEYS[5] message, KEYS[6] group list, KEYS[7] pending zset, KEYS[8] receivers set,
+-- KEYS[9] parked list.
+-- ARGV[4] id, [5] receiver, [6] group, [7] token, [8] kind, [9] payload, [10] deadline, [11] origin,
+-- [12] enqueued_at, [13] claim 0|1, [14] max_inflight, [15] lease_seconds.
+-- Returns 1 = leased to the caller, 0 = queued, -1 = id already queued (nothing changed).
+local mkey, gkey, id = KEYS[5], KEYS[6], ARGV[4]
+if redis.call('EXISTS', mkey) == 1 then return -1 end
+redis.call('HSET', mkey, 'receiver', ARGV[5], 'group', ARGV[6], 'token', ARGV[7], 'kind', ARGV[8],
+  'payload', ARGV[9], 'deadline', ARGV[10], 'origin', ARGV[11], 'enqueued_at', ARGV[12], 'attempts', 0)
+local n = redis.call('RPUSH', gkey, id)
+redis.call('ZADD', KEYS[7], ARGV[12], id)
+redis.call('SADD', KEYS[8], ARGV[5])
+local leased = 0
+if n == 1 then
+  leased = start_group(id, mkey, ARGV[7], ARGV[5], KEYS[9], ARGV[13] == '1', ARGV[10],
+    tonumber(ARGV[14]), tonumber(ARGV[15]))
+end
+wake()
+return leased

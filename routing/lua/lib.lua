@@ -1,0 +1,137 @@
+-- Shared prelude of every delivery-queue script; routing/queue.py prepends it to each script body.
+--
+-- Calling convention (all scripts):
+--   KEYS[1] ready list, KEYS[2] group-state hash, KEYS[3] leases zset, KEYS[4] in-flight hash,
+--   KEYS[5..] script specific.
+--   ARGV[1] key base "{prefix}:", ARGV[2] now (unix seconds, caller's clock), ARGV[3] wake channel,
+--   ARGV[4..] script specific.
+--
+-- Keys that can only be known inside Redis (a token popped from the ready list, a message id popped from
+-- the lease set) are derived here as BASE .. kind .. ':' .. suffix, exactly like routing/keys.py builds
+-- them: m:<id>, q:<token>, parked:<receiver>, pending:<receiver>. All of them carry the {prefix} hash tag,
+-- so they live in the same cluster slot as the declared keys.
+--
+-- Group states (GSTATE hash, token -> state; no field = group empty):
+--   r  ready: token is in the ready list, head not leased
+--   u  ready with an in-flight slot already reserved for it (handed over by a finished group, or kept
+--      by a group whose lease expired or whose retry is due)
+--   p  parked: token is in parked:<receiver>, waiting for a slot
+--   l  leased: head message is in the lease set (also while it waits for a retry)
+-- A token whose state does not match the list it was popped from is stale (duplicate left behind by a
+-- purge) and is skipped.
+
+local READY, GSTATE, LEASES, INFLIGHT = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local BASE, NOW, WAKE = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local woken = 0
+
+local function message_key(id) return BASE .. 'm:' .. id end
+local function group_key(token) return BASE .. 'q:' .. token end
+local function parked_key(receiver) return BASE .. 'parked:' .. receiver end
+local function pending_key(receiver) return BASE .. 'pending:' .. receiver end
+
+local function expired(deadline)
+  deadline = tonumber(deadline) or 0
+  return deadline > 0 and deadline <= NOW
+end
+
+-- Publish once per script call if anything became claimable, so idle dispatchers everywhere wake up.
+local function wake()
+  if woken > 0 then redis.call('PUBLISH', WAKE, woken) end
+end
+
+-- True when (id, attempts, token) is the live lease: the message is in the lease set, the lease was
+-- granted by claim number `attempts` (retry_later and reap clear the field) and it belongs to `token`.
+local function holds_lease(mkey, id, attempts, token)
+  if not redis.call('ZSCORE', LEASES, id) then return false end
+  local m = redis.call('HMGET', mkey, 'lease', 'token')
+  return m[1] == attempts and m[2] == token
+end
+
+-- Lease a group head: claim number attempts+1; the caller has already accounted the in-flight slot.
+local function lease(mkey, id, token, lease_seconds)
+  local attempts = redis.call('HINCRBY', mkey, 'attempts', 1)
+  redis.call('HSET', mkey, 'lease', attempts)
+  redis.call('ZADD', LEASES, NOW + lease_seconds, id)
+  redis.call('HSET', GSTATE, token, 'l')
+  return attempts
+end
+
+-- Give up one in-flight slot of `receiver`. If a group of that receiver is parked, the slot goes straight
+-- to it (state u, front of the ready list) and the counter stays: nothing can grab the slot in between, so
+-- parked groups are served in order and cannot be starved by newly ready groups.
+local function release_slot(receiver, parked)
+  while true do
+    local token = redis.call('LPOP', parked)
+    if not token then
+      if redis.call('HINCRBY', INFLIGHT, receiver, -1) <= 0 then redis.call('HDEL', INFLIGHT, receiver) end
+      return
+    end
+    if redis.call('HGET', GSTATE, token) == 'p' then
+      redis.call('HSET', GSTATE, token, 'u')
+      redis.call('LPUSH', READY, token)
+      woken = woken + 1
+      return
+    end
+  end
+end
+
+-- The head of a group was finished (ack, dead letter): free the slot and make the group ready again if it
+-- has more messages. It goes to the back of the ready list and, if parked groups got the slot, behind
+-- them: a deep group cannot keep a slot to itself.
+local function end_lease(token, gkey, receiver, parked)
+  release_slot(receiver, parked)
+  if redis.call('EXISTS', gkey) == 1 then
+    redis.call('HSET', GSTATE, token, 'r')
+    redis.call('RPUSH', READY, token)
+    woken = woken + 1
+  else
+    redis.call('HDEL', GSTATE, token)
+  end
+end
+
+-- Delete an acked/dead-lettered/expired message everywhere. It is the group head, so LREM stops at once.
+local function remove_message(id, mkey, gkey, pkey)
+  redis.call('LREM', gkey, 1, id)
+  redis.call('DEL', mkey)
+  redis.call('ZREM', pkey, id)
+  redis.call('ZREM', LEASES, id)
+end
+
+-- A message became the head of an empty group: lease it right away (claim-on-enqueue), park the group if
+-- the receiver has no free slot, or make it ready. Returns 1 when leased.
+local function start_group(id, mkey, token, receiver, parked, claim, deadline, max_inflight, lease_seconds)
+  local inflight = tonumber(redis.call('HGET', INFLIGHT, receiver) or '0')
+  if inflight >= max_inflight then
+    redis.call('HSET', GSTATE, token, 'p')
+    redis.call('RPUSH', parked, token)
+    return 0
+  end
+  if claim and not expired(deadline) then
+    redis.call('HINCRBY', INFLIGHT, receiver, 1)
+    lease(mkey, id, token, lease_seconds)
+    return 1
+  end
+  redis.call('HSET', GSTATE, token, 'r')
+  redis.call('RPUSH', READY, token)
+  woken = woken + 1
+  return 0
+end
+
+-- Put back up to `limit` groups whose lease expired (holder died) or whose retry delay is over. The group
+-- keeps its in-flight slot (state u, front of the ready list): its head was in progress and is the next
+-- thing of that receiver to go out again, ahead of parked groups.
+local function reap_due(limit)
+  local ids = redis.call('ZRANGEBYSCORE', LEASES, '-inf', NOW, 'LIMIT', 0, limit)
+  for _, id in ipairs(ids) do
+    redis.call('ZREM', LEASES, id)
+    local mkey = message_key(id)
+    local token = redis.call('HGET', mkey, 'token')
+    if token then
+      redis.call('HDEL', mkey, 'lease')
+      redis.call('HSET', GSTATE, token, 'u')
+      redis.call('LPUSH', READY, token)
+      woken = woken + 1
+    end
+  end
+  return #ids
+end

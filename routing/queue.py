@@ -1,0 +1,433 @@
+"""The Redis-backed delivery queue every routed message passes through.
+
+Why Redis and why this shape
+----------------------------
+Several hub processes share one Redis; any of them may deliver any message, and a process may die at any
+moment. So all queue state lives in Redis and every state change that touches more than one key is a
+single Lua script (atomic, one round trip). The hot path — ``enqueue``, ``claim``, ``ack`` — costs one
+round trip each; ``enqueue(claim=True)`` even hands the message straight back to the caller when it can
+be delivered at once, so the common case is two round trips per message (enqueue, ack).
+
+Model
+-----
+* A message belongs to an **ordering group** ``(receiver, group)``. A group is a Redis list of message
+  ids; its head is the message currently in progress. Only the head can be leased, and it stays the head
+  until it is acked, so messages of one group go out strictly one at a time in enqueue order. Messages
+  that need no ordering use their own id as group, i.e. a group of one.
+* Groups, not messages, are scheduled. A group is in one of four states (``gstate`` hash, keyed by the
+  group's *token*): *ready* (token in the global ``ready`` list), *ready with a reserved slot* (likewise,
+  but already owning an in-flight slot), *parked* (token in the receiver's ``parked`` list) or *leased*
+  (head id in the ``leases`` sorted set, scored by lease expiry). An empty group has no state and no list.
+  A token found in a list that does not match its state is a stale duplicate (left by a purge) and is
+  skipped, so a group can never be leased twice.
+* **In-flight limit**: ``inflight[receiver]`` counts slots in use across all processes — leased groups,
+  groups waiting for a retry and reserved hand-overs. ``claim`` pops ready tokens; a group whose receiver
+  is at ``max_inflight`` is parked instead of leased, so a slow receiver only ever occupies its own slots
+  and never delays other receivers. When a group's head is finished (``ack``, ``dead_letter``) its slot
+  goes straight to the receiver's oldest parked group (reserved, front of the ready list) and the counter
+  only drops if nothing is parked. Handing over instead of freeing keeps parked groups first in line —
+  neither a newly ready group nor claim-on-enqueue can take the slot in between — and a finished group
+  with more messages queues up behind them, so a deep group cannot keep a slot to itself.
+* **Leases**: claiming the head increments its ``attempts`` and records that number as the lease id in
+  the message hash. ``ack``/``retry_later``/``dead_letter`` pass it back and succeed only if it is still
+  the live lease, so an ack arriving after the lease was reaped (and maybe re-granted to another process)
+  returns False and changes nothing.
+* **Crash recovery**: ``reap()`` takes lease entries whose time has passed and puts their groups back at
+  the front of the ready list, keeping their slot (reserved), so the counter stays exact without any
+  decrement; the same head message is claimed again next, with ``attempts`` + 1. ``claim`` also reaps up
+  to ``max_items`` due entries first, so retry delays do not depend on how often ``reap`` runs. Both are
+  idempotent.
+* **Retry later**: the lease entry is re-scored to ``now + delay`` and the lease id cleared; the group
+  stays leased (keeps its slot, nothing overtakes the message) until reaping makes it ready again.
+* **Deadlines**: ``claim`` never leases a message past its deadline. It removes it from the queue inside
+  the script and returns it with ``expired=True`` (the caller reports the timeout to whoever waits; it
+  must not deliver or ack it), then looks at the next message of the same group.
+* **Wake-ups**: every script that makes a group ready PUBLISHes on ``keys.wake_channel(prefix)`` (once per
+  call; ``claim`` only for work it leaves behind), so idle dispatchers in other processes can wait on the
+  channel instead of polling hard. A
+  dispatcher loop is: ``claim()``; deliver each message and ``ack``/``retry_later``/``dead_letter`` it;
+  when ``claim`` returned fewer than asked, wait for a wake message or a short poll timeout.
+* **Stats** are O(receivers): ``pending:<receiver>`` (id -> enqueued_at of every unacked message) gives
+  depth and the oldest age, ``inflight`` the slots, ``dead-of:<receiver>`` the dead-letter count.
+
+Time is the callers' clock (``time.time()`` by default), passed into the scripts, so hub hosts need
+synchronised clocks (NTP) — deadlines come from the callers' clocks anyway. The key layout is documented
+in :mod:`routing.keys`; the scripts are in ``routing/lua`` (``lib.lua`` is the shared prelude).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+
+from routing import keys
+from routing.keys import group_token
+
+_REAP_BATCH = 256
+
+_Arg = str | bytes | int
+
+
+@dataclass
+class Message:
+    """One message to deliver to ``receiver``; ``payload`` is opaque to the queue."""
+
+    receiver: str
+    group: str
+    payload: bytes
+    kind: str = "direct"  # "direct" | "broadcast" | "callback"
+    deadline: float = 0.0  # unix time after which delivering is pointless; 0 = none
+    origin: str = ""  # id of the process waiting for the reply ("" = nobody)
+    id: str = field(default_factory=lambda: uuid4().hex)
+    attempts: int = 0  # claims so far, this one included; identifies the caller's lease
+    enqueued_at: float = field(default_factory=time.time)
+    expired: bool = False  # set by claim: dropped for its deadline, report it, do not deliver or ack
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A message given up on, kept for operators to inspect, replay or delete."""
+
+    id: str
+    receiver: str
+    group: str
+    kind: str
+    payload: bytes
+    attempts: int
+    reason: str
+    time: float  # when it was dead-lettered
+    origin: str
+    deadline: float
+    enqueued_at: float
+
+
+@dataclass(frozen=True)
+class ReceiverStats:
+    """Queue health of one receiver, for the admin API and gauges."""
+
+    receiver: str
+    depth: int  # unacked messages, in flight included
+    inflight: int  # slots in use: leased groups (also those waiting for a retry) + reserved hand-overs
+    oldest_age_seconds: float  # age of the oldest unacked message; 0 if none
+    dead_letters: int
+
+
+def _str(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _bytes(value: Any) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode()
+
+
+def _load_scripts() -> dict[str, str]:
+    folder = Path(__file__).with_name("lua")  # package data, see pyproject
+    prelude = (folder / "lib.lua").read_text(encoding="utf-8")
+    names = (
+        "enqueue",
+        "claim",
+        "ack",
+        "retry",
+        "dead_letter",
+        "reap",
+        "replay",
+        "delete_dead_letter",
+        "purge",
+    )
+    return {name: prelude + "\n" + (folder / f"{name}.lua").read_text(encoding="utf-8") for name in names}
+
+
+_SCRIPTS = _load_scripts()
+
+
+class DeliveryQueue:
+    """Per-receiver delivery queue with ordering groups, leases and an in-flight limit, shared via Redis.
+
+    Every hub process creates one over the same Redis and prefix; settings must agree between them. The
+    client must be created with ``decode_responses=False`` (payloads are bytes).
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        prefix: str = "ocpi-hub",
+        max_inflight: int = 32,
+        lease_seconds: float = 30.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if max_inflight < 1:
+            raise ValueError("max_inflight must be at least 1")
+        if lease_seconds <= 0:
+            raise ValueError("lease_seconds must be positive")
+        pool = getattr(redis, "connection_pool", None)
+        if getattr(pool, "connection_kwargs", {}).get("decode_responses"):
+            raise ValueError("DeliveryQueue needs a Redis client with decode_responses=False")
+        self.redis = redis
+        self.prefix = keys.check_prefix(prefix)
+        self.max_inflight = max_inflight
+        self.lease_seconds = lease_seconds
+        self._clock = clock
+        self._scripts: dict[str, AsyncScript] = {
+            name: redis.register_script(text) for name, text in _SCRIPTS.items()
+        }
+
+    async def _run(
+        self, script: str, script_keys: Sequence[str], args: Sequence[_Arg], now: float | None = None
+    ) -> Any:
+        """Run a script with the KEYS/ARGV head every script shares (see ``lib.lua``)."""
+        p = self.prefix
+        return await self._scripts[script](
+            keys=[keys.ready(p), keys.group_state(p), keys.leases(p), keys.inflight(p), *script_keys],
+            args=[keys.base(p), repr(self._clock() if now is None else now), keys.wake_channel(p), *args],
+        )
+
+    # -- hot path ---------------------------------------------------------------------------------------
+
+    async def enqueue(self, msg: Message, *, claim: bool = False) -> bool:
+        """Queue ``msg``; with ``claim=True`` lease it to the caller at once when that is possible.
+
+        True only when the message was leased to the caller (its group was empty, the receiver had a free
+        slot, the deadline has not passed): the caller delivers and acks it; ``msg.attempts`` is now 1.
+        Otherwise it is queued (or was queued already under this id) and ``claim`` will hand it out.
+        """
+        p, token = self.prefix, group_token(msg.receiver, msg.group)
+        script_keys = [
+            keys.message(p, msg.id),
+            keys.group(p, token),
+            keys.pending(p, msg.receiver),
+            keys.receivers(p),
+            keys.parked(p, msg.receiver),
+        ]
+        args: list[_Arg] = [
+            msg.id,
+            msg.receiver,
+            msg.group,
+            token,
+            msg.kind,
+            msg.payload,
+            repr(msg.deadline),
+            msg.origin,
+            repr(msg.enqueued_at),
+            int(claim),
+            self.max_inflight,
+            repr(self.lease_seconds),
+        ]
+        if int(await self._run("enqueue", script_keys, args)) == 1:
+            msg.attempts = 1
+            return True
+        return False
+
+    async def claim(self, max_items: int = 16) -> list[Message]:
+        """Lease the heads of up to ``max_items`` ready groups in one script call.
+
+        Messages found past their deadline are removed from the queue and returned too, with
+        ``expired=True`` (not counted in ``max_items``): report them, never deliver or ack them.
+        """
+        if max_items < 1:
+            return []
+        scan_limit, expired_cap = max(64, 8 * max_items), max(64, 4 * max_items)
+        args: list[_Arg] = [max_items, self.max_inflight, repr(self.lease_seconds), scan_limit, expired_cap]
+        return [
+            Message(
+                receiver=_str(r[2]),
+                group=_str(r[3]),
+                payload=_bytes(r[5]),
+                kind=_str(r[4]),
+                deadline=float(r[6]),
+                origin=_str(r[7]),
+                id=_str(r[1]),
+                attempts=int(r[8]),
+                enqueued_at=float(r[9]),
+                expired=int(r[0]) == 1,
+            )
+            for r in await self._run("claim", [], args)
+        ]
+
+    def _lease_keys(self, msg: Message) -> tuple[str, list[str]]:
+        p, token = self.prefix, group_token(msg.receiver, msg.group)
+        return token, [
+            keys.message(p, msg.id),
+            keys.group(p, token),
+            keys.pending(p, msg.receiver),
+            keys.parked(p, msg.receiver),
+        ]
+
+    async def ack(self, msg: Message) -> bool:
+        """Finish ``msg`` (delivered, or given up without a dead letter) so its group moves on.
+
+        False when the caller no longer holds the lease — reaped, purged, handed to ``retry_later`` or acked
+        already — and then nothing changes.
+        """
+        token, script_keys = self._lease_keys(msg)
+        return int(await self._run("ack", script_keys, [msg.id, msg.attempts, token, msg.receiver])) == 1
+
+    async def retry_later(self, msg: Message, delay: float) -> bool:
+        """Make ``msg`` claimable again after ``delay`` seconds without losing its place in its group.
+
+        The group stays leased (and keeps its in-flight slot), so no later message of the group overtakes
+        it. False when the caller no longer holds the lease.
+        """
+        token = group_token(msg.receiver, msg.group)
+        until = repr(self._clock() + max(0.0, delay))
+        result = await self._run(
+            "retry", [keys.message(self.prefix, msg.id)], [msg.id, msg.attempts, token, until]
+        )
+        return int(result) == 1
+
+    async def dead_letter(self, msg: Message, reason: str) -> bool:
+        """Ack ``msg`` and keep a copy for operators. False (nothing stored) when the lease is gone."""
+        p = self.prefix
+        token, script_keys = self._lease_keys(msg)
+        script_keys += [
+            keys.dead_letter(p, msg.id),
+            keys.dead_letters(p),
+            keys.dead_letters_of(p, msg.receiver),
+        ]
+        args: list[_Arg] = [msg.id, msg.attempts, token, msg.receiver, reason]
+        return int(await self._run("dead_letter", script_keys, args)) == 1
+
+    # -- housekeeping -----------------------------------------------------------------------------------
+
+    async def reap(self) -> int:
+        """Put back groups whose lease expired (their process died) or whose retry delay is over.
+
+        Every process calls this periodically; it is idempotent. Returns how many groups were put back.
+        """
+        total = 0
+        while True:
+            n = int(await self._run("reap", [], [_REAP_BATCH]))
+            total += n
+            if n < _REAP_BATCH:
+                return total
+
+    async def purge_receiver(self, receiver: str) -> int:
+        """Drop every unacked message for ``receiver`` (platform removed); returns how many.
+
+        Leases on them become invalid (``ack`` returns False). Dead letters are kept.
+        """
+        p = self.prefix
+        script_keys = [
+            keys.pending(p, receiver),
+            keys.parked(p, receiver),
+            keys.receivers(p),
+            keys.dead_letters_of(p, receiver),
+        ]
+        return int(await self._run("purge", script_keys, [receiver]))
+
+    async def stats(self) -> list[ReceiverStats]:
+        """Queue health per receiver, sorted by receiver; two round trips, O(receivers)."""
+        p = self.prefix
+        members: set[bytes | str] = await self.redis.smembers(keys.receivers(p))
+        receivers = sorted(_str(r) for r in members)
+        if not receivers:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(keys.inflight(p))
+        for r in receivers:
+            pipe.zcard(keys.pending(p, r))
+            pipe.zrange(keys.pending(p, r), 0, 0, withscores=True)
+            pipe.zcard(keys.dead_letters_of(p, r))
+        results = await pipe.execute()
+        now = self._clock()
+        inflight = {_str(r): int(n) for r, n in results[0].items()}
+        out = []
+        for i, r in enumerate(receivers):
+            depth, oldest, dead = results[1 + 3 * i : 4 + 3 * i]
+            age = max(0.0, now - float(oldest[0][1])) if oldest else 0.0
+            out.append(ReceiverStats(r, int(depth), inflight.get(r, 0), age, int(dead)))
+        return out
+
+    # -- dead letters -----------------------------------------------------------------------------------
+
+    async def list_dead_letters(
+        self, limit: int = 100, offset: int = 0, *, receiver: str | None = None
+    ) -> list[DeadLetter]:
+        """Dead letters, newest first, optionally of one receiver."""
+        if limit < 1:
+            return []
+        p = self.prefix
+        index = keys.dead_letters(p) if receiver is None else keys.dead_letters_of(p, receiver)
+        ids = await self.redis.zrevrange(index, offset, offset + limit - 1)
+        if not ids:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for i in ids:
+            pipe.hgetall(keys.dead_letter(p, _str(i)))
+        return [d for d in map(_dead_letter, await pipe.execute()) if d is not None]
+
+    async def get_dead_letter(self, msg_id: str) -> DeadLetter | None:
+        raw: dict[Any, Any] = await self.redis.hgetall(keys.dead_letter(self.prefix, msg_id))
+        return _dead_letter(raw)
+
+    async def replay_dead_letter(self, msg_id: str, *, deadline: float = 0.0) -> Message | None:
+        """Queue a dead letter again (attempts 0, the given ``deadline``, no origin) and drop the record.
+
+        Returns the queued message, or None when there is no such dead letter (e.g. replayed just now).
+        """
+        dead = await self.get_dead_letter(msg_id)
+        if dead is None:
+            return None
+        p, token = self.prefix, group_token(dead.receiver, dead.group)
+        script_keys = [
+            keys.dead_letter(p, msg_id),
+            keys.dead_letters(p),
+            keys.dead_letters_of(p, dead.receiver),
+            keys.message(p, msg_id),
+            keys.group(p, token),
+            keys.pending(p, dead.receiver),
+            keys.receivers(p),
+            keys.parked(p, dead.receiver),
+        ]
+        args: list[_Arg] = [msg_id, dead.receiver, dead.group, token, repr(deadline), self.max_inflight]
+        now = self._clock()
+        result = await self._run("replay", script_keys, args, now)
+        if not result:
+            return None
+        return Message(
+            receiver=dead.receiver,
+            group=dead.group,
+            payload=_bytes(result[1]),
+            kind=_str(result[0]),
+            deadline=deadline,
+            id=msg_id,
+            enqueued_at=now,
+        )
+
+    async def delete_dead_letter(self, msg_id: str) -> bool:
+        dead = await self.get_dead_letter(msg_id)
+        if dead is None:
+            return False
+        p = self.prefix
+        script_keys = [
+            keys.dead_letter(p, msg_id),
+            keys.dead_letters(p),
+            keys.dead_letters_of(p, dead.receiver),
+        ]
+        return int(await self._run("delete_dead_letter", script_keys, [msg_id])) == 1
+
+
+def _dead_letter(raw: dict[Any, Any]) -> DeadLetter | None:
+    if not raw:
+        return None
+    f = {_str(k): v for k, v in raw.items()}
+    return DeadLetter(
+        id=_str(f["id"]),
+        receiver=_str(f["receiver"]),
+        group=_str(f["group"]),
+        kind=_str(f["kind"]),
+        payload=_bytes(f["payload"]),
+        attempts=int(f["attempts"]),
+        reason=_str(f["reason"]),
+        time=float(f["time"]),
+        origin=_str(f["origin"]),
+        deadline=float(f["deadline"]),
+        enqueued_at=float(f["enqueued_at"]),
+    )

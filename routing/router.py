@@ -1,0 +1,155 @@
+"""Routing decisions for functional-module requests: who receives a request, and in which order group.
+
+Pure functions over an ``InboundRequest`` and the platform directory: no HTTP, no Redis, so every rule
+here is testable on its own (digest §3.3, §3.10).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from hub.ocpi.errors import (
+    InvalidParameters,
+    PartyNotAllowed,
+    ReceiverNotConnected,
+    UnknownReceiver,
+)
+from hub.ocpi.headers import Party, RoutingHeaders
+from hub.platform import ConnectionStatus, Platform
+from hub.platform import Party as PlatformParty
+
+# Modules whose RECEIVER interface holds Client Owned Objects at {country_code}/{party_id}/{id} (digest §2.8).
+CLIENT_OWNED = frozenset({"locations", "sessions", "tariffs", "tokens"})
+# Field that carries the object id in the body, by path depth (3 = the object, 4 = EVSE, 5 = Connector).
+_ID_FIELD: dict[str, dict[int, str]] = {
+    "locations": {3: "id", 4: "uid", 5: "id"},
+    "sessions": {3: "id"},
+    "tariffs": {3: "id"},
+    "tokens": {3: "uid"},
+}
+PUSH_METHODS = frozenset({"PUT", "PATCH", "POST"})
+
+
+class Directory(Protocol):
+    def by_party(self, country_code: str, party_id: str) -> tuple[Platform, PlatformParty] | None: ...
+
+
+@dataclass
+class InboundRequest:
+    """A functional-module request as the edge parsed it."""
+
+    platform: Platform  # the authenticated caller
+    module: str
+    interface_role: str  # role of the hub endpoint that was called: SENDER | RECEIVER
+    method: str
+    tail: str  # path below the module base, no leading or trailing slash
+    query: str
+    routing: RoutingHeaders
+    body: bytes
+    json_body: Any = None
+
+    @property
+    def segments(self) -> list[str]:
+        return [s for s in self.tail.split("/") if s]
+
+
+@dataclass
+class Route:
+    receiver: Platform
+    to: Party
+    group: str | None  # ordering key within the receiver; None: no ordering needed
+
+
+def check_sender(req: InboundRequest) -> Party:
+    """The FROM pair must be one of the caller's own parties (anti-spoofing, digest §3.10)."""
+    sender = req.routing.from_
+    if sender is None:
+        raise InvalidParameters("OCPI-from-country-code and OCPI-from-party-id are required on functional modules")
+    if req.platform.party(sender.country_code, sender.party_id) is None:
+        raise PartyNotAllowed(f"party {sender.country_code}/{sender.party_id} is not hosted by this platform")
+    return sender
+
+
+def check_client_owned(req: InboundRequest, sender: Party) -> None:
+    """Client Owned Object paths carry the owner, which must be FROM and match the body (digest §2.8)."""
+    if req.module == "cdrs" and req.interface_role == "RECEIVER" and req.method == "POST":
+        _check_body_owner(req.json_body, sender, "CDR", required=False)
+        return
+    if req.interface_role != "RECEIVER" or req.module not in CLIENT_OWNED:
+        return
+    segs = req.segments
+    if len(segs) < 3:
+        raise InvalidParameters(
+            f"{req.module} RECEIVER paths are {{country_code}}/{{party_id}}/{{id}}; got '/{req.tail}'"
+        )
+    path_party = Party(segs[0].upper(), segs[1].upper())
+    if path_party != sender:
+        raise InvalidParameters(
+            f"path party {path_party.country_code}/{path_party.party_id} does not match "
+            f"FROM party {sender.country_code}/{sender.party_id}"
+        )
+    if req.method not in PUSH_METHODS:
+        return
+    if not isinstance(req.json_body, dict):
+        raise InvalidParameters(f"{req.method} {req.module} needs a JSON object body")
+    depth = len(segs)
+    top_level_put = req.method == "PUT" and depth == 3
+    _check_body_owner(req.json_body, path_party, req.module, required=top_level_put)
+    id_field = _ID_FIELD[req.module].get(depth)
+    if id_field is None:
+        raise InvalidParameters(f"{req.module} path '/{req.tail}' is too deep")
+    body_id = req.json_body.get(id_field)
+    if body_id is None:
+        if top_level_put:
+            raise InvalidParameters(f"PUT {req.module} body lacks '{id_field}'")
+        return
+    if str(body_id) != segs[-1]:
+        raise InvalidParameters(f"body {id_field} '{body_id}' does not match the path id '{segs[-1]}'")
+
+
+def _check_body_owner(body: Any, owner: Party, what: str, *, required: bool) -> None:
+    if not isinstance(body, dict):
+        raise InvalidParameters(f"{what} body must be a JSON object")
+    cc, pid = body.get("country_code"), body.get("party_id")
+    if cc is None and pid is None and not required:
+        return
+    if not isinstance(cc, str) or not isinstance(pid, str):
+        raise InvalidParameters(f"{what} body needs country_code and party_id")
+    if Party(cc.upper(), pid.upper()) != owner:
+        raise InvalidParameters(
+            f"{what} body party {cc}/{pid} does not match {owner.country_code}/{owner.party_id}"
+        )
+
+
+def order_group(req: InboundRequest, to: Party, sender: Party) -> str | None:
+    """Messages about one object (module + owner + id) keep their acceptance order (DESIGN §5)."""
+    segs = req.segments
+    if req.module in CLIENT_OWNED and req.interface_role == "RECEIVER" and len(segs) >= 3:
+        return f"{req.module}:{segs[0].upper()}:{segs[1].upper()}:{segs[2]}"
+    if req.module == "sessions" and req.interface_role == "SENDER" and len(segs) >= 2:
+        return f"sessions:{to.key}:{segs[0]}"  # charging_preferences of a session owned by the TO CPO
+    if req.module == "chargingprofiles" and segs:
+        cpo = to if req.interface_role == "RECEIVER" else sender
+        return f"chargingprofiles:{cpo.key}:{segs[0]}"
+    return None
+
+
+def direct_route(req: InboundRequest, directory: Directory, sender: Party) -> Route:
+    """Find the receiver of a request addressed to one party (digest §3.3 steps 2–3)."""
+    to = req.routing.to
+    assert to is not None
+    found = directory.by_party(to.country_code, to.party_id)
+    if found is None:
+        raise UnknownReceiver(f"party {to.country_code}/{to.party_id} is not known to this hub")
+    receiver, party = found
+    if receiver.removed or receiver.status != ConnectionStatus.CONNECTED or party.status != ConnectionStatus.CONNECTED:
+        status = "REMOVED" if receiver.removed else (
+            receiver.status if receiver.status != ConnectionStatus.CONNECTED else party.status
+        )
+        raise ReceiverNotConnected(f"party {to.country_code}/{to.party_id} is {status}")
+    if receiver.endpoint_url(req.module, req.interface_role) is None:
+        raise UnknownReceiver(
+            f"party {to.country_code}/{to.party_id} does not offer the {req.module} {req.interface_role} interface"
+        )
+    return Route(receiver=receiver, to=to, group=order_group(req, to, sender))

@@ -1,0 +1,53 @@
+"""How a forwarded request and its reply travel through Redis: a JSON head line, then the raw body.
+
+The body is never re-serialised, so objects reach the receiver byte for byte (digest §3.8).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import orjson
+
+
+@dataclass
+class ForwardRequest:
+    method: str
+    module: str
+    interface_role: str
+    tail: str
+    query: str
+    headers: dict[str, str]  # routing headers, correlation id, content type: what the receiver must see
+    body: bytes = b""
+
+    def encode(self) -> bytes:
+        head = {k: v for k, v in asdict(self).items() if k != "body"}
+        return orjson.dumps(head) + b"\n" + self.body
+
+    @classmethod
+    def decode(cls, data: bytes) -> ForwardRequest:
+        head, _, body = data.partition(b"\n")
+        return cls(**orjson.loads(head), body=body)
+
+
+@dataclass
+class Reply:
+    """What came back from the receiver, or the hub error that stands in for it."""
+
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    receiver_ms: float | None = None
+    hub_error: int | None = None  # 4000 / 4002 / 4003 when the receiver's answer is not relayed
+    message: str = ""
+    ocpi_status: int | None = None
+
+    def encode(self) -> bytes:
+        head: dict[str, Any] = {k: v for k, v in asdict(self).items() if k != "body"}
+        return orjson.dumps(head) + b"\n" + self.body
+
+    @classmethod
+    def decode(cls, data: bytes) -> Reply:
+        head, _, body = data.partition(b"\n")
+        return cls(**orjson.loads(head), body=body)

@@ -1,0 +1,138 @@
+"""Shared fixtures: a real hub app on a free port, fake partner platforms, real Redis when it answers."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import redis as sync_redis
+from aiohttp import web
+
+from hub.app import create_app
+from hub.settings import Settings
+from tests.partners import ALL_MODULES, FakePartner, Party
+
+ADMIN_TOKEN = "test-admin-token"
+REDIS_URL = "redis://127.0.0.1:6379/0"
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def real_redis_available() -> bool:
+    try:
+        return bool(sync_redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping())
+    except Exception:
+        return False
+
+
+def cleanup_prefix(prefix: str) -> None:
+    client = sync_redis.Redis.from_url(REDIS_URL)
+    keys = list(client.scan_iter(match="{" + prefix + "}:*", count=1000))
+    if keys:
+        client.delete(*keys)
+
+
+class HubHarness:
+    """One running hub plus helpers to drive it like an operator and like partners."""
+
+    def __init__(self, settings: Settings, runner: web.AppRunner, session: aiohttp.ClientSession) -> None:
+        self.settings = settings
+        self.runner = runner
+        self.session = session
+        self.url = settings.public_url
+        self.partners: list[FakePartner] = []
+
+    @property
+    def app(self) -> web.Application:
+        return self.runner.app
+
+    async def admin(self, method: str, path: str, json: Any = None) -> tuple[int, Any]:
+        async with self.session.request(method, self.url + path, json=json,
+                                        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as resp:
+            return resp.status, await resp.json(content_type=None)
+
+    async def onboard(self, partner: FakePartner) -> dict[str, Any]:
+        status, body = await self.admin("POST", "/admin/platforms", {
+            "name": partner.name,
+            "roles": [{"country_code": p.country_code, "party_id": p.party_id, "role": p.role}
+                      for p in partner.parties],
+        })
+        assert status == 201, body
+        return dict(body)
+
+    async def connect(self, partner: FakePartner) -> dict[str, Any]:
+        """Onboard, start and register a partner: it is CONNECTED afterwards."""
+        if not partner.base_url:
+            await partner.start()
+            self.partners.append(partner)
+        platform = await self.onboard(partner)
+        await partner.register(self.session, platform["versions_url"], platform["token_a"])
+        return platform
+
+
+def cpo(name: str = "Alpha CPO", pid: str = "CPA", modules: dict[str, tuple[str, ...]] | None = None) -> FakePartner:
+    return FakePartner(name=name, parties=[Party("NL", pid, "CPO")],
+                       modules=modules or {m: ("SENDER", "RECEIVER") for m in ALL_MODULES})
+
+
+def emsp(name: str = "Beta eMSP", pid: str = "EMA", modules: dict[str, tuple[str, ...]] | None = None) -> FakePartner:
+    return FakePartner(name=name, parties=[Party("DE", pid, "EMSP")],
+                       modules=modules or {m: ("SENDER", "RECEIVER") for m in ALL_MODULES})
+
+
+async def start_hub(settings: Settings, **kwargs: Any) -> HubHarness:
+    app = create_app(settings, **kwargs)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port)
+    await site.start()
+    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+    return HubHarness(settings, runner, session)
+
+
+async def stop_hub(h: HubHarness) -> None:
+    for partner in h.partners:
+        await partner.stop()
+    await h.session.close()
+    await h.runner.cleanup()
+
+
+def hub_settings(**overrides: Any) -> Settings:
+    port = free_port()
+    values: dict[str, Any] = {
+        "host": "127.0.0.1", "port": port, "public_url": f"http://127.0.0.1:{port}",
+        "sqlite_path": ":memory:", "admin_token": ADMIN_TOKEN, "forward_timeout": 2.0,
+        "registration_timeout": 2.0, "key_prefix": "test-" + uuid.uuid4().hex[:8],
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture(params=["fakeredis", "redis"])
+def backend(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """Queue backend for end-to-end tests: embedded fakeredis, and the real Redis at 127.0.0.1:6379."""
+    if request.param == "redis" and not real_redis_available():
+        pytest.skip("no Redis at 127.0.0.1:6379")
+    yield None if request.param == "fakeredis" else REDIS_URL
+
+
+@pytest.fixture
+async def hub(backend: str | None) -> AsyncIterator[HubHarness]:
+    settings = hub_settings(redis_url=backend)
+    h = await start_hub(settings)
+    try:
+        yield h
+    finally:
+        await stop_hub(h)
+        if backend:
+            cleanup_prefix(settings.key_prefix)

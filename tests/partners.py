@@ -1,0 +1,215 @@
+"""Fake partner platforms: real aiohttp servers on loopback that speak OCPI 2.2.1 to the hub.
+
+A partner hosts parties, offers chosen module interfaces, records every request it receives, and answers
+with a configurable responder. It can register with the hub (Token A → B → C) and call the hub with Token C.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import secrets
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+
+ALL_MODULES = ("cdrs", "chargingprofiles", "commands", "locations", "sessions", "tariffs", "tokens")
+
+
+def ocpi_token(token: str) -> str:
+    return "Token " + base64.b64encode(token.encode()).decode()
+
+
+def envelope(data: Any = None, status_code: int = 1000, message: str = "Success") -> dict[str, Any]:
+    body: dict[str, Any] = {"status_code": status_code, "status_message": message,
+                            "timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    if data is not None:
+        body["data"] = data
+    return body
+
+
+@dataclass
+class Received:
+    method: str
+    path: str
+    query: str
+    headers: CIMultiDict[str]
+    body: bytes
+    time: float
+
+    def json(self) -> Any:
+        import json
+
+        return json.loads(self.body) if self.body else None
+
+
+Responder = Callable[[web.Request, Received], Awaitable[web.StreamResponse]]
+
+
+async def default_responder(request: web.Request, rec: Received) -> web.StreamResponse:
+    headers = {}
+    for src, dst in (("OCPI-from-country-code", "OCPI-to-country-code"), ("OCPI-from-party-id", "OCPI-to-party-id"),
+                     ("OCPI-to-country-code", "OCPI-from-country-code"), ("OCPI-to-party-id", "OCPI-from-party-id")):
+        if src in request.headers:
+            headers[dst] = request.headers[src]
+    for h in ("X-Request-ID", "X-Correlation-ID"):
+        if h in request.headers:
+            headers[h] = request.headers[h]
+    data: Any = {"echo": rec.path}
+    return web.json_response(envelope(data), headers=headers)
+
+
+@dataclass
+class Party:
+    country_code: str
+    party_id: str
+    role: str
+
+    @property
+    def role_spec(self) -> str:
+        return f"{self.country_code}:{self.party_id}:{self.role}"
+
+
+@dataclass
+class FakePartner:
+    """One partner platform; ``modules`` maps module id to the interface roles it offers."""
+
+    name: str
+    parties: list[Party]
+    modules: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    token_b: str = field(default_factory=lambda: "B-" + secrets.token_hex(8))
+    responder: Responder = default_responder
+    versions_status: int = 200
+    offer_credentials: bool = True
+    received: list[Received] = field(default_factory=list)
+    token_c: str | None = None
+    hub_endpoints: dict[tuple[str, str], str] = field(default_factory=dict)
+    base_url: str = ""
+    _runner: web.AppRunner | None = None
+
+    @property
+    def versions_url(self) -> str:
+        return f"{self.base_url}/ocpi/versions"
+
+    @property
+    def party(self) -> Party:
+        return self.parties[0]
+
+    # -- server side ------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/ocpi/versions", self._versions)
+        app.router.add_get("/ocpi/2.2.1", self._details)
+        app.router.add_route("*", "/ocpi/2.2.1/{role}/{module}{tail:.*}", self._module)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.base_url = f"http://127.0.0.1:{port}"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    def _authorized(self, request: web.Request) -> bool:
+        return request.headers.get("Authorization") == ocpi_token(self.token_b)
+
+    async def _versions(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return web.json_response(envelope(status_code=2000, message="bad token"), status=401)
+        if self.versions_status != 200:
+            return web.Response(status=self.versions_status, text="down for maintenance")
+        return web.json_response(envelope([{"version": "2.2.1", "url": f"{self.base_url}/ocpi/2.2.1"}]))
+
+    async def _details(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return web.json_response(envelope(status_code=2000, message="bad token"), status=401)
+        endpoints = []
+        if self.offer_credentials:
+            endpoints.append({"identifier": "credentials", "role": "SENDER",
+                              "url": f"{self.base_url}/ocpi/2.2.1/credentials"})
+        for module, roles in self.modules.items():
+            for role in roles:
+                endpoints.append({"identifier": module, "role": role,
+                                  "url": f"{self.base_url}/ocpi/2.2.1/{role.lower()}/{module}"})
+        return web.json_response(envelope({"version": "2.2.1", "endpoints": endpoints}))
+
+    async def _module(self, request: web.Request) -> web.StreamResponse:
+        rec = Received(method=request.method, path=request.path, query=request.query_string,
+                       headers=CIMultiDict(request.headers), body=await request.read(),
+                       time=asyncio.get_running_loop().time())
+        self.received.append(rec)
+        if not self._authorized(request):
+            return web.json_response(envelope(status_code=2000, message="bad token"), status=401)
+        return await self.responder(request, rec)
+
+    # -- client side ------------------------------------------------------------------------------------
+    def credentials(self, token: str | None = None, url: str | None = None) -> dict[str, Any]:
+        return {
+            "token": token or self.token_b,
+            "url": url or self.versions_url,
+            "roles": [{"role": p.role, "party_id": p.party_id, "country_code": p.country_code,
+                       "business_details": {"name": f"{self.name} {p.party_id}"}} for p in self.parties],
+        }
+
+    async def register(self, session: aiohttp.ClientSession, hub_versions_url: str, token_a: str) -> dict[str, Any]:
+        """The credentials sender's side of registration (digest §6.3 steps 2–5, 8)."""
+        auth = {"Authorization": ocpi_token(token_a)}
+        async with session.get(hub_versions_url, headers=auth) as resp:
+            versions = (await resp.json())["data"]
+        details_url = next(v["url"] for v in versions if v["version"] == "2.2.1")
+        async with session.get(details_url, headers=auth) as resp:
+            endpoints = (await resp.json())["data"]["endpoints"]
+        self.hub_endpoints = {(e["identifier"], e["role"]): e["url"] for e in endpoints}
+        async with session.post(self.hub_endpoints[("credentials", "SENDER")], json=self.credentials(),
+                                headers=auth) as resp:
+            doc = await resp.json()
+            assert resp.status == 200, doc
+        self.token_c = doc["data"]["token"]
+        return dict(doc)
+
+    def hub_url(self, module: str, role: str, tail: str = "") -> str:
+        base = self.hub_endpoints[(module, role)]
+        return base + ("/" + tail.lstrip("/") if tail else "")
+
+    async def call(
+        self,
+        session: aiohttp.ClientSession,
+        method: str,
+        module: str,
+        role: str,
+        tail: str = "",
+        *,
+        to: Party | None = None,
+        from_: Party | None = None,
+        json: Any = None,
+        data: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        query: str = "",
+    ) -> tuple[int, CIMultiDict[str], Any]:
+        """Send one request to the hub as this partner; returns status, headers, parsed JSON (or text)."""
+        sender = from_ or self.party
+        h = {"Authorization": ocpi_token(self.token_c or ""),
+             "X-Request-ID": uuid.uuid4().hex, "X-Correlation-ID": uuid.uuid4().hex,
+             "OCPI-from-country-code": sender.country_code, "OCPI-from-party-id": sender.party_id}
+        if to is not None:
+            h["OCPI-to-country-code"], h["OCPI-to-party-id"] = to.country_code, to.party_id
+        h.update(headers or {})
+        url = self.hub_url(module, role, tail) + (f"?{query}" if query else "")
+        async with session.request(method, url, json=json, data=data, headers=h) as resp:
+            raw = await resp.read()
+            try:
+                import json as _json
+
+                body: Any = _json.loads(raw)
+            except ValueError:
+                body = raw.decode(errors="replace")
+            return resp.status, CIMultiDict(resp.headers), body

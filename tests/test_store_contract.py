@@ -1,0 +1,608 @@
+"""The Store contract: one suite, run against every backend (SQLite file and memory, mongomock, real MongoDB).
+
+Real MongoDB runs when ``HUB_TEST_MONGO_URL`` is set (each test gets its own database, dropped after).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import pytest
+from mongomock_motor import AsyncMongoMockClient
+
+from hub.audit import AuditQuery, AuditRecord
+from hub.platform import ConnectionStatus, Endpoint, Party, Platform, utcnow
+from hub.settings import Settings
+from hub.store import PartyConflict, Store, open_store
+from hub.store.mongo import AUDIT_TTL_INDEX, MongoStore
+from hub.store.names import AUDIT
+from hub.store.sqlite import SqliteStore
+
+MONGO_URL = os.environ.get("HUB_TEST_MONGO_URL")
+NEEDS_MONGO = pytest.mark.skipif(
+    not MONGO_URL, reason="set HUB_TEST_MONGO_URL=mongodb://... to run on MongoDB"
+)
+
+
+def _db_name() -> str:
+    return f"hub_test_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(params=["sqlite-file", "sqlite-memory", "mongomock", "mongodb"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    kind: str = request.param
+    db_name = _db_name()
+    backend: SqliteStore | MongoStore
+    if kind == "sqlite-file":
+        backend = SqliteStore(str(tmp_path / "data" / "hub.sqlite3"))
+    elif kind == "sqlite-memory":
+        backend = SqliteStore(":memory:")
+    elif kind == "mongomock":
+        backend = MongoStore(AsyncMongoMockClient(), db_name)
+    else:
+        if not MONGO_URL:
+            pytest.skip("real MongoDB backend: set HUB_TEST_MONGO_URL=mongodb://... to run")
+        backend = MongoStore.from_url(MONGO_URL, db_name)
+    await backend.open()
+    try:
+        yield backend
+    finally:
+        if kind == "mongodb" and isinstance(backend, MongoStore):
+            await backend.client.drop_database(db_name)
+        await backend.close()
+
+
+# Recent (mongomock applies the 90-day TTL on read) and with odd microseconds (BSON would round them).
+BASE = utcnow().replace(microsecond=123457) - timedelta(hours=1)
+
+
+def at(seconds: float = 0.0, base: datetime | None = None) -> datetime:
+    """``BASE`` shifted by some seconds: the audit tests' clock."""
+    base = base or BASE
+    return base + timedelta(seconds=seconds)
+
+
+def make_platform(platform_id: str, *pairs: str, **fields: Any) -> Platform:
+    """A platform hosting ``"CC:PID"`` or ``"CC:PID:ROLE"`` parties (role defaults to CPO)."""
+    parties = []
+    for pair in pairs:
+        cc, pid, *role = pair.split(":")
+        parties.append(Party(cc, pid, role[0] if role else "CPO"))
+    fields.setdefault("name", f"Platform {platform_id}")
+    return Platform(id=platform_id, parties=parties, **fields)
+
+
+def make_audit(record_id: str, time: datetime, **fields: Any) -> AuditRecord:
+    values: dict[str, Any] = {
+        "id": record_id,
+        "time": time,
+        "request_id": f"req-{record_id}",
+        "correlation_id": f"corr-{record_id}",
+        "platform_id": "p1",
+        "from_party": "NL:CPA",
+        "to_party": "DE:EMS",
+        "module": "locations",
+        "interface_role": "RECEIVER",
+        "method": "GET",
+        "path": "/ocpi/2.2.1/locations/NL/CPA/LOC1",
+        "outcome": "forwarded",
+        "http_status": 200,
+        "ocpi_status": 1000,
+    }
+    values.update(fields)
+    return AuditRecord(**values)
+
+
+async def owner_of(store: Store, pair: str) -> str | None:
+    """Who holds a pair, seen only through the protocol: try to claim it with a throwaway platform."""
+    probe = make_platform(f"probe-{uuid.uuid4().hex[:8]}", pair)
+    try:
+        await store.save_platform(probe)
+    except PartyConflict as exc:
+        return exc.platform_id
+    probe.removed = True
+    await store.save_platform(probe)
+    return None
+
+
+def ids(records: list[AuditRecord]) -> list[str]:
+    return [r.id for r in records]
+
+
+# --- platforms -----------------------------------------------------------------------------------------
+
+
+async def test_saved_platform_round_trips_every_field(store: Store) -> None:
+    platform = Platform(
+        id="p-full",
+        name="Full Platform",
+        status=ConnectionStatus.CONNECTED,
+        parties=[
+            Party(
+                "nl",
+                "cpa",
+                "cpo",
+                status=ConnectionStatus.CONNECTED,
+                business_details={"name": "CPA", "logo": {"url": "https://cpa.example/l.png", "width": 64}},
+                last_updated=at(-30),
+            ),
+            Party("NL", "EMA", "EMSP", status=ConnectionStatus.OFFLINE, last_updated=at(-20)),
+        ],
+        token_a_hash="a" * 64,
+        inbound_token_hash="b" * 64,
+        outbound_token="token-for-the-platform",
+        versions_url="https://cpa.example/ocpi/versions",
+        version="2.2.1",
+        endpoints=[
+            Endpoint("locations", "SENDER", "https://cpa.example/ocpi/2.2.1/locations"),
+            Endpoint("commands", "RECEIVER", "https://cpa.example/ocpi/2.2.1/commands"),
+        ],
+        removed=False,
+        created_at=at(-100),
+        updated_at=at(-10),
+        last_seen=at(-1),
+    )
+    await store.save_platform(platform)
+
+    loaded = await store.get_platform("p-full")
+
+    assert loaded == platform
+    assert loaded is not None
+    instants = [
+        loaded.created_at,
+        loaded.updated_at,
+        loaded.last_seen,
+        *(p.last_updated for p in loaded.parties),
+    ]
+    assert all(t is not None and t.tzinfo is not None and t.utcoffset() == timedelta(0) for t in instants)
+
+
+async def test_platform_with_only_defaults_round_trips(store: Store) -> None:
+    platform = Platform(id="p-min", name="Minimal")
+    await store.save_platform(platform)
+
+    assert await store.get_platform("p-min") == platform
+
+
+async def test_datetimes_in_other_offsets_come_back_as_the_same_instant_in_utc(store: Store) -> None:
+    plus_two = datetime(2030, 5, 6, 7, 8, 9, 999999, tzinfo=timezone(timedelta(hours=2)))
+    await store.save_platform(Platform(id="p-tz", name="TZ", created_at=plus_two, updated_at=plus_two))
+
+    loaded = await store.get_platform("p-tz")
+
+    assert loaded is not None
+    assert loaded.created_at == plus_two
+    assert loaded.created_at.tzinfo == UTC
+    assert loaded.created_at.microsecond == 999999
+
+
+async def test_get_unknown_platform_returns_none(store: Store) -> None:
+    assert await store.get_platform("nope") is None
+
+
+async def test_saving_again_replaces_the_whole_platform(store: Store) -> None:
+    await store.save_platform(make_platform("p1", "NL:CPA", versions_url="https://old.example/versions"))
+    updated = make_platform("p1", "NL:CPB", versions_url=None, status=ConnectionStatus.CONNECTED)
+
+    await store.save_platform(updated)
+
+    assert await store.get_platform("p1") == updated
+    assert len(await store.list_platforms()) == 1
+
+
+async def test_find_platform_by_inbound_token_hash_and_by_token_a_hash(store: Store) -> None:
+    registered = make_platform("p1", "NL:CPA", inbound_token_hash="in-1")
+    pending = make_platform("p2", "NL:CPB", token_a_hash="a-2")
+    await store.save_platform(registered)
+    await store.save_platform(pending)
+
+    assert await store.find_platform_by_token_hash("in-1") == registered
+    assert await store.find_platform_by_token_hash("a-2") == pending
+    assert await store.find_platform_by_token_hash("unknown") is None
+
+
+async def test_rotated_token_hash_no_longer_finds_the_platform(store: Store) -> None:
+    await store.save_platform(make_platform("p1", token_a_hash="a-1"))
+    await store.save_platform(make_platform("p1", inbound_token_hash="in-1"))
+
+    assert await store.find_platform_by_token_hash("a-1") is None
+    found = await store.find_platform_by_token_hash("in-1")
+    assert found is not None and found.id == "p1"
+
+
+async def test_platforms_without_tokens_do_not_collide(store: Store) -> None:
+    for i in range(3):
+        await store.save_platform(make_platform(f"p{i}"))
+
+    assert len(await store.list_platforms()) == 3
+
+
+async def test_token_hash_of_another_platform_is_refused_and_reserves_nothing(store: Store) -> None:
+    await store.save_platform(make_platform("p1", "NL:CPA", inbound_token_hash="shared"))
+
+    with pytest.raises(ValueError, match="token hash"):
+        await store.save_platform(make_platform("p2", "NL:NEW", inbound_token_hash="shared"))
+
+    assert await store.get_platform("p2") is None
+    assert await owner_of(store, "NL:NEW") is None
+
+
+async def test_list_platforms_oldest_first(store: Store) -> None:
+    for platform_id, age in [("middle", 20), ("newest", 10), ("oldest", 30)]:
+        await store.save_platform(
+            make_platform(platform_id, created_at=at(-age), removed=platform_id == "oldest")
+        )
+
+    assert [p.id for p in await store.list_platforms()] == ["oldest", "middle", "newest"]
+
+
+# --- party reservations --------------------------------------------------------------------------------
+
+
+async def test_party_pair_reserved_by_another_platform_raises_conflict(store: Store) -> None:
+    await store.save_platform(make_platform("p1", "NL:CPA"))
+
+    with pytest.raises(PartyConflict) as caught:
+        await store.save_platform(make_platform("p2", "nl:cpa:emsp"))
+
+    assert caught.value.party == "NL:CPA"
+    assert caught.value.platform_id == "p1"
+    assert await store.get_platform("p2") is None
+
+
+async def test_conflict_leaves_existing_reservations_untouched(store: Store) -> None:
+    await store.save_platform(make_platform("p1", "NL:CPA"))
+    before = make_platform("p2", "NL:EMA")
+    await store.save_platform(before)
+
+    # NL:AAA sorts before NL:CPA, so it is reserved before the conflict is met, then must be undone.
+    with pytest.raises(PartyConflict):
+        await store.save_platform(make_platform("p2", "NL:EMA", "NL:AAA", "NL:CPA", name="changed"))
+
+    assert await store.get_platform("p2") == before
+    assert await owner_of(store, "NL:AAA") is None
+    assert await owner_of(store, "NL:EMA") == "p2"
+    assert await owner_of(store, "NL:CPA") == "p1"
+
+
+async def test_resaving_a_platform_keeps_its_own_pairs(store: Store) -> None:
+    await store.save_platform(make_platform("p1", "NL:CPA", "NL:CPB"))
+    await store.save_platform(make_platform("p1", "NL:CPA", "NL:CPB", name="renamed"))
+
+    assert await owner_of(store, "NL:CPA") == "p1"
+    assert await owner_of(store, "NL:CPB") == "p1"
+
+
+async def test_dropping_a_party_releases_its_pair(store: Store) -> None:
+    await store.save_platform(make_platform("p1", "NL:CPA", "NL:CPB"))
+    await store.save_platform(make_platform("p1", "NL:CPA"))
+
+    assert await owner_of(store, "NL:CPB") is None
+    assert await owner_of(store, "NL:CPA") == "p1"
+
+
+async def test_removed_platform_releases_its_party_pairs(store: Store) -> None:
+    await store.save_platform(make_platform("p1", "NL:CPA"))
+    await store.save_platform(make_platform("p1", "NL:CPA", removed=True))
+
+    await store.save_platform(make_platform("p2", "NL:CPA"))
+
+    removed = await store.get_platform("p1")
+    assert removed is not None and removed.removed and removed.parties[0].key == "NL:CPA"
+    assert await owner_of(store, "NL:CPA") == "p2"
+
+
+async def test_removed_platform_does_not_conflict_but_cannot_return_while_its_pair_is_taken(
+    store: Store,
+) -> None:
+    await store.save_platform(make_platform("p1", "NL:CPA", removed=True))
+    await store.save_platform(make_platform("p2", "NL:CPA"))
+    await store.save_platform(make_platform("p1", "NL:CPA", removed=True, name="still removed"))
+
+    with pytest.raises(PartyConflict):
+        await store.save_platform(make_platform("p1", "NL:CPA", removed=False))
+
+
+async def test_same_pair_with_two_roles_on_one_platform_is_allowed(store: Store) -> None:
+    platform = make_platform("p1", "NL:ABC:CPO", "NL:ABC:EMSP")
+    await store.save_platform(platform)
+
+    assert await store.get_platform("p1") == platform
+    assert await owner_of(store, "NL:ABC") == "p1"
+
+
+async def test_concurrent_claims_of_one_pair_have_one_winner(store: Store) -> None:
+    results = await asyncio.gather(
+        *(store.save_platform(make_platform(f"p{i}", "NL:CPA")) for i in range(5)), return_exceptions=True
+    )
+
+    winners = [f"p{i}" for i, r in enumerate(results) if r is None]
+    assert len(winners) == 1
+    assert all(isinstance(r, PartyConflict) for r in results if r is not None)
+    assert [p.id for p in await store.list_platforms()] == winners
+    assert await owner_of(store, "NL:CPA") == winners[0]
+
+
+async def test_concurrent_saves_of_different_platforms_all_land(store: Store) -> None:
+    await asyncio.gather(*(store.save_platform(make_platform(f"p{i}", f"NL:C{i:02d}")) for i in range(20)))
+
+    assert len(await store.list_platforms()) == 20
+
+
+# --- audit ---------------------------------------------------------------------------------------------
+
+
+async def test_audit_round_trips_every_field(store: Store) -> None:
+    full = make_audit(
+        "a-full",
+        at(),
+        receiver_platform_id="p2",
+        receiver_http_status=201,
+        receiver_ocpi_status=1000,
+        latency_total_ms=12.345,
+        latency_receiver_ms=9.875,
+        request_size=321,
+        response_size=4567,
+        body={"request": {"id": "LOC1", "evses": [{"uid": "E1"}]}, "response": None},
+    )
+    bare = make_audit(
+        "a-bare", at(1), platform_id=None, from_party=None, to_party=None, module=None, ocpi_status=None
+    )
+    await store.insert_audit([full, bare])
+
+    assert await store.query_audit(AuditQuery()) == [bare, full]
+
+
+# r1..r4, one second apart, on top of make_audit's defaults (NL:CPA -> DE:EMS, locations, forwarded).
+AUDIT_DATASET: list[dict[str, Any]] = [
+    {"platform_id": "p1", "correlation_id": "c1", "request_id": "q1", "receiver_platform_id": "p2"},
+    {
+        "platform_id": "p2",
+        "from_party": "DE:EMS",
+        "to_party": "NL:CPA",
+        "module": "sessions",
+        "outcome": "timeout",
+        "correlation_id": "c1",
+        "request_id": "q2",
+        "http_status": 504,
+    },
+    {
+        "platform_id": "p1",
+        "to_party": "NL:HUB",
+        "outcome": "hub_error",
+        "correlation_id": "c2",
+        "request_id": "q3",
+    },
+    {
+        "platform_id": "p3",
+        "from_party": "FR:XYZ",
+        "to_party": None,
+        "module": None,
+        "outcome": "rejected",
+        "correlation_id": "c3",
+        "request_id": "q4",
+        "interface_role": "SENDER",
+    },
+]
+
+# (name, AuditQuery fields with since/until as seconds after r1, expected ids newest first)
+AUDIT_FILTER_CASES: list[tuple[str, dict[str, Any], list[str]]] = [
+    ("since", {"since": 1}, ["r4", "r3", "r2"]),
+    ("until", {"until": 2}, ["r2", "r1"]),
+    ("since-and-until", {"since": 1, "until": 3}, ["r3", "r2"]),
+    ("platform_id", {"platform_id": "p1"}, ["r3", "r1"]),
+    ("party-as-from-or-to", {"party": "NL:CPA"}, ["r3", "r2", "r1"]),
+    ("party-as-to-only", {"party": "NL:HUB"}, ["r3"]),
+    ("module", {"module": "locations"}, ["r3", "r1"]),
+    ("outcome", {"outcome": "timeout"}, ["r2"]),
+    ("correlation_id", {"correlation_id": "c1"}, ["r2", "r1"]),
+    ("request_id", {"request_id": "q3"}, ["r3"]),
+    ("combined", {"platform_id": "p1", "module": "locations", "since": 1}, ["r3"]),
+    ("extra-interface_role", {"extra": {"interface_role": "SENDER"}}, ["r4"]),
+    ("extra-two-fields", {"extra": {"receiver_platform_id": "p2", "http_status": 200}}, ["r1"]),
+    ("extra-null", {"extra": {"to_party": None}}, ["r4"]),
+    ("no-match", {"outcome": "nothing"}, []),
+]
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"), [c[1:] for c in AUDIT_FILTER_CASES], ids=[c[0] for c in AUDIT_FILTER_CASES]
+)
+async def test_audit_query_filters(store: Store, query: dict[str, Any], expected: list[str]) -> None:
+    await store.insert_audit(
+        [make_audit(f"r{i}", at(i - 1), **fields) for i, fields in enumerate(AUDIT_DATASET, start=1)]
+    )
+    for bound in ("since", "until"):
+        if bound in query:
+            query = {**query, bound: at(query[bound])}
+
+    assert ids(await store.query_audit(AuditQuery(**query))) == expected
+
+
+async def test_audit_since_is_inclusive_and_until_exclusive_to_the_microsecond(store: Store) -> None:
+    one_us = timedelta(microseconds=1)
+    await store.insert_audit([make_audit("r", at())])
+
+    assert ids(await store.query_audit(AuditQuery(since=at()))) == ["r"]
+    assert ids(await store.query_audit(AuditQuery(since=at() + one_us))) == []
+    assert ids(await store.query_audit(AuditQuery(until=at()))) == []
+    assert ids(await store.query_audit(AuditQuery(until=at() + one_us))) == ["r"]
+
+
+async def test_audit_filter_on_unknown_field_is_refused(store: Store) -> None:
+    with pytest.raises(ValueError, match="cannot filter"):
+        await store.query_audit(AuditQuery(extra={"no_such_field": 1}))
+
+
+async def test_audit_newest_first_with_limit_offset(store: Store) -> None:
+    await store.insert_audit([make_audit(f"r{i}", at(i)) for i in (3, 0, 4, 1, 2)])
+
+    assert ids(await store.query_audit(AuditQuery(limit=2))) == ["r4", "r3"]
+    assert ids(await store.query_audit(AuditQuery(limit=2, offset=2))) == ["r2", "r1"]
+    assert ids(await store.query_audit(AuditQuery(limit=2, offset=4))) == ["r0"]
+    assert ids(await store.query_audit(AuditQuery(limit=2, offset=5))) == []
+    assert ids(await store.query_audit(AuditQuery(limit=0))) == []
+
+
+async def test_insert_audit_skips_ids_already_stored(store: Store) -> None:
+    await store.insert_audit([make_audit("a", at(0)), make_audit("b", at(1))])
+    await store.insert_audit([make_audit("b", at(1)), make_audit("c", at(2))])
+    await store.insert_audit([])
+
+    assert ids(await store.query_audit(AuditQuery())) == ["c", "b", "a"]
+
+
+async def test_purge_audit_removes_old_records(store: Store) -> None:
+    now = utcnow()
+    await store.insert_audit(
+        [
+            make_audit("old", now - timedelta(days=10)),
+            make_audit("older", now - timedelta(days=6)),
+            make_audit("recent", now - timedelta(hours=1)),
+        ]
+    )
+
+    assert await store.purge_audit(now - timedelta(days=5)) == 2
+    assert ids(await store.query_audit(AuditQuery())) == ["recent"]
+    assert await store.purge_audit(now - timedelta(days=5)) == 0
+
+
+async def test_ping_succeeds_on_an_open_store(store: Store) -> None:
+    await store.ping()
+
+
+# --- SQLite only ---------------------------------------------------------------------------------------
+
+
+async def test_sqlite_file_survives_reopen(tmp_path: Path) -> None:
+    path = str(tmp_path / "hub.sqlite3")
+    platform = make_platform("p1", "NL:CPA", inbound_token_hash="in-1")
+    first = SqliteStore(path)
+    await first.open()
+    await first.save_platform(platform)
+    await first.insert_audit([make_audit("r1", at())])
+    await first.close()
+
+    again = SqliteStore(path)
+    await again.open()
+    try:
+        assert await again.get_platform("p1") == platform
+        assert ids(await again.query_audit(AuditQuery())) == ["r1"]
+        assert await owner_of(again, "NL:CPA") == "p1"
+    finally:
+        await again.close()
+
+
+async def test_two_sqlite_connections_share_the_file(tmp_path: Path) -> None:
+    path = str(tmp_path / "hub.sqlite3")
+    a, b = SqliteStore(path), SqliteStore(path)
+    await a.open()
+    await b.open()
+    try:
+        await a.save_platform(make_platform("p1", "NL:CPA"))
+        await b.insert_audit([make_audit("r1", at())])
+
+        assert (await b.get_platform("p1")) is not None
+        assert ids(await a.query_audit(AuditQuery())) == ["r1"]
+        with pytest.raises(PartyConflict):
+            await b.save_platform(make_platform("p2", "NL:CPA"))
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_sqlite_creates_missing_parent_directory_in_wal_mode(tmp_path: Path) -> None:
+    path = tmp_path / "deep" / "er" / "hub.sqlite3"
+    store = SqliteStore(str(path))
+    await store.open()
+    await store.close()
+
+    assert path.exists()
+    async with aiosqlite.connect(path) as db:
+        assert [tuple(row) for row in await db.execute_fetchall("PRAGMA journal_mode")] == [("wal",)]
+
+
+# --- MongoDB only --------------------------------------------------------------------------------------
+
+
+async def _ttl_seconds(store: MongoStore) -> Any:
+    indexes = await store.client[store.db_name][AUDIT].index_information()
+    return indexes[AUDIT_TTL_INDEX].get("expireAfterSeconds")
+
+
+async def test_mongo_ttl_index_expires_after_the_retention_days() -> None:
+    client: Any = AsyncMongoMockClient()
+    store = MongoStore(client, "hub", audit_retention_days=7)
+    await store.open()
+
+    indexes = await client["hub"][AUDIT].index_information()
+
+    assert indexes[AUDIT_TTL_INDEX]["key"] == [("time", 1)]
+    assert indexes[AUDIT_TTL_INDEX]["expireAfterSeconds"] == 7 * 86400
+
+
+async def test_mongo_reopen_with_other_retention_updates_the_ttl() -> None:
+    client: Any = AsyncMongoMockClient()
+    await MongoStore(client, "hub", audit_retention_days=7).open()
+    store = MongoStore(client, "hub", audit_retention_days=30)
+    await store.open()
+
+    assert await _ttl_seconds(store) == 30 * 86400
+
+
+async def test_mongo_from_url_bounds_its_timeouts() -> None:
+    store = MongoStore.from_url("mongodb://127.0.0.1:1", "hub")
+    try:
+        options = store.client.options
+        assert options.server_selection_timeout == 5
+        assert options.pool_options.connect_timeout == 5
+        assert options.pool_options.socket_timeout == 10
+    finally:
+        await store.close()
+
+
+@NEEDS_MONGO
+async def test_real_mongo_ttl_index_and_reopen_with_other_retention() -> None:
+    assert MONGO_URL
+    db_name = _db_name()
+    first = MongoStore.from_url(MONGO_URL, db_name, audit_retention_days=7)
+    await first.open()
+    await first.close()
+    store = MongoStore.from_url(MONGO_URL, db_name, audit_retention_days=30)
+    try:
+        await store.open()
+        assert await _ttl_seconds(store) == 30 * 86400
+    finally:
+        await store.client.drop_database(db_name)
+        await store.close()
+
+
+# --- open_store ----------------------------------------------------------------------------------------
+
+
+async def test_open_store_uses_sqlite_without_mongo_url(tmp_path: Path) -> None:
+    store = await open_store(Settings(mongo_url=None, sqlite_path=str(tmp_path / "x" / "hub.sqlite3")))
+    try:
+        assert isinstance(store, SqliteStore)
+        await store.ping()
+    finally:
+        await store.close()
+
+
+@NEEDS_MONGO
+async def test_open_store_uses_mongo_when_url_set() -> None:
+    db_name = _db_name()
+    store = await open_store(Settings(mongo_url=MONGO_URL, mongo_db=db_name))
+    try:
+        assert isinstance(store, MongoStore)
+        await store.ping()
+        await store.client.drop_database(db_name)
+    finally:
+        await store.close()
