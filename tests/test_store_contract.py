@@ -20,9 +20,9 @@ from mongomock_motor import AsyncMongoMockClient
 from hub.audit import AuditQuery, AuditRecord
 from hub.platform import ConnectionStatus, Endpoint, Party, Platform, utcnow
 from hub.settings import Settings
-from hub.store import PartyConflict, Store, open_store
+from hub.store import HubStore, PartyConflict, Store, StoredObject, open_store
 from hub.store.mongo import AUDIT_TTL_INDEX, MongoStore
-from hub.store.names import AUDIT
+from hub.store.names import AUDIT, epoch_us
 from hub.store.sqlite import SqliteStore
 
 MONGO_URL = os.environ.get("HUB_TEST_MONGO_URL")
@@ -36,7 +36,7 @@ def _db_name() -> str:
 
 
 @pytest.fixture(params=["sqlite-file", "sqlite-memory", "mongomock", "mongodb"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[HubStore]:
     kind: str = request.param
     db_name = _db_name()
     backend: SqliteStore | MongoStore
@@ -478,6 +478,239 @@ async def test_ping_succeeds_on_an_open_store(store: Store) -> None:
     await store.ping()
 
 
+# --- stored objects ------------------------------------------------------------------------------------
+
+
+def make_object(object_id: str, seconds: float = 0.0, **fields: Any) -> StoredObject:
+    """A location of NL:CPA last updated ``seconds`` after BASE and created then too, unless told."""
+    values: dict[str, Any] = {
+        "module": "locations",
+        "country_code": "NL",
+        "party_id": "CPA",
+        "object_id": object_id,
+        "last_updated": at(seconds),
+        "data": {"id": object_id, "last_updated": at(seconds).isoformat()},
+        "created_at": at(seconds),
+    }
+    values.update(fields)
+    return StoredObject(**values)
+
+
+def keys(objects: list[StoredObject]) -> list[str]:
+    return [f"{o.country_code}:{o.party_id}:{o.object_id}" for o in objects]
+
+
+async def test_stored_object_round_trips_nested_unicode_data_to_the_microsecond(store: HubStore) -> None:
+    data: dict[str, Any] = {
+        "id": "LOC1",
+        "name": "Gare de Lyon – Parking Ünderground 駐車場 ⚡",
+        "coordinates": {"latitude": "48.844", "longitude": "2.374"},
+        "evses": [
+            {"uid": "E1", "status": "AVAILABLE", "connectors": [{"id": "1", "max_voltage": 230, "tariff_ids": []}]},
+            {"uid": "E2", "status": "CHARGING", "capabilities": None, "power": 22.5, "reservable": True},
+        ],
+        "empty": {},
+    }
+    plus_two = timezone(timedelta(hours=2))
+    obj = StoredObject(
+        module="locations",
+        country_code="nl",
+        party_id="cpa",
+        object_id="LOC1",
+        last_updated=datetime(2030, 5, 6, 7, 8, 9, 999999, tzinfo=plus_two),
+        data=data,
+        created_at=at(-5),
+    )
+    await store.save_object(obj)
+
+    loaded = await store.get_object("locations", "NL", "CPA", "LOC1")
+
+    assert loaded == StoredObject(
+        "locations", "NL", "CPA", "LOC1", obj.last_updated, data, created_at=obj.created_at
+    )
+    assert loaded is not None
+    assert loaded.last_updated.tzinfo == UTC and loaded.last_updated.microsecond == 999999
+    assert loaded.created_at.tzinfo == UTC and loaded.created_at.microsecond == obj.created_at.microsecond
+    assert list(loaded.data) == list(data)  # key order kept
+    assert await store.get_object("locations", "nl", "cpa", "LOC1") == loaded
+
+
+async def test_stored_object_data_keys_mongo_would_refuse_round_trip(store: HubStore) -> None:
+    data: dict[str, Any] = {"$set": 1, "a.b": {"$gt": [1, 2]}, "": None, "big": 2**62, "tiny": 1e-300}
+    await store.save_object(make_object("odd", data=data))
+
+    loaded = await store.get_object("locations", "NL", "CPA", "odd")
+
+    assert loaded is not None and loaded.data == data
+
+
+async def test_get_unknown_object_returns_none(store: HubStore) -> None:
+    await store.save_object(make_object("LOC1"))
+
+    assert await store.get_object("locations", "NL", "CPA", "LOC2") is None
+    assert await store.get_object("locations", "NL", "CPB", "LOC1") is None
+    assert await store.get_object("tariffs", "NL", "CPA", "LOC1") is None
+    assert await store.get_object("locations", "NL", "CPA", "loc1") is None  # object ids are case-sensitive
+
+
+async def test_object_with_naive_datetime_is_refused(store: HubStore) -> None:
+    with pytest.raises(ValueError, match="naive"):
+        await store.save_object(make_object("LOC1", last_updated=datetime(2030, 1, 1)))
+
+    assert await store.get_object("locations", "NL", "CPA", "LOC1") is None
+
+
+async def test_saving_an_object_again_replaces_data_and_last_updated_but_keeps_created_at(
+    store: HubStore,
+) -> None:
+    await store.save_object(make_object("A", 0, data={"v": 1, "gone": True}))
+    await store.save_object(make_object("B", 1))
+    await store.save_object(make_object("A", 10, data={"v": 2}, created_at=at(20), country_code="nl"))
+
+    loaded = await store.get_object("locations", "NL", "CPA", "A")
+
+    assert loaded is not None
+    assert loaded.data == {"v": 2}
+    assert loaded.last_updated == at(10)
+    assert loaded.created_at == at(0)
+    page, total = await store.list_objects("locations")
+    assert (keys(page), total) == (["NL:CPA:A", "NL:CPA:B"], 2)  # A keeps its place in the crawl order
+
+
+async def test_concurrent_saves_of_one_new_object_store_it_once(store: HubStore) -> None:
+    await asyncio.gather(
+        *(store.save_object(make_object("A", i, data={"v": i}, created_at=at(0))) for i in range(5))
+    )
+
+    page, total = await store.list_objects("locations")
+    assert (keys(page), total) == (["NL:CPA:A"], 1)
+    assert page[0].created_at == at(0)
+
+
+async def test_list_objects_date_from_is_inclusive_and_date_to_exclusive_to_the_microsecond(
+    store: HubStore,
+) -> None:
+    one_us = timedelta(microseconds=1)
+    for i in range(4):
+        await store.save_object(make_object(f"O{i}", i))
+
+    async def listed(date_from: datetime | None = None, date_to: datetime | None = None) -> tuple[list[str], int]:
+        page, total = await store.list_objects("locations", date_from=date_from, date_to=date_to)
+        return [o.object_id for o in page], total
+
+    assert await listed() == (["O0", "O1", "O2", "O3"], 4)
+    assert await listed(date_from=at(1)) == (["O1", "O2", "O3"], 3)
+    assert await listed(date_from=at(1) + one_us) == (["O2", "O3"], 2)
+    assert await listed(date_to=at(2)) == (["O0", "O1"], 2)
+    assert await listed(date_to=at(2) + one_us) == (["O0", "O1", "O2"], 3)
+    assert await listed(date_from=at(1), date_to=at(3)) == (["O1", "O2"], 2)
+    assert await listed(date_from=at(2), date_to=at(2)) == ([], 0)
+
+
+async def test_list_objects_filters_on_last_updated_not_created_at(store: HubStore) -> None:
+    await store.save_object(make_object("old-but-updated", 0))
+    await store.save_object(make_object("old-but-updated", 100))
+
+    page, total = await store.list_objects("locations", date_from=at(50))
+
+    assert ([o.object_id for o in page], total) == (["old-but-updated"], 1)
+
+
+async def test_list_objects_pages_in_created_order_then_by_key(store: HubStore) -> None:
+    # Saved out of order; several share a created_at, so the key (country_code, party_id, object_id) decides.
+    saves = [
+        ("DE", "EMS", "Z", 2),
+        ("NL", "CPA", "B", 1),
+        ("NL", "CPB", "A", 1),
+        ("NL", "CPA", "A", 1),
+        ("DE", "EMS", "Y", 0),
+        ("BE", "XYZ", "Q", 3),
+        ("NL", "CPA", "A2", 1),
+    ]
+    for cc, pid, oid, seconds in saves:
+        await store.save_object(make_object(oid, seconds, country_code=cc, party_id=pid))
+    expected = ["DE:EMS:Y", "NL:CPA:A", "NL:CPA:A2", "NL:CPA:B", "NL:CPB:A", "DE:EMS:Z", "BE:XYZ:Q"]
+
+    pages = [await store.list_objects("locations", offset=offset, limit=3) for offset in (0, 3, 6)]
+
+    assert [keys(page) for page, _ in pages] == [expected[0:3], expected[3:6], expected[6:]]
+    assert [total for _, total in pages] == [7, 7, 7]
+    assert await store.list_objects("locations", offset=3, limit=3) == pages[1]  # stable when asked again
+    assert await store.list_objects("locations", offset=7, limit=3) == ([], 7)
+    assert await store.list_objects("locations", offset=0, limit=0) == ([], 7)
+    assert await store.list_objects("locations", offset=0, limit=-1) == ([], 7)
+    page, total = await store.list_objects("locations", offset=-5, limit=2)
+    assert (keys(page), total) == (expected[:2], 7)
+
+
+async def test_list_objects_total_counts_the_date_filter_not_the_page(store: HubStore) -> None:
+    for i in range(6):
+        await store.save_object(make_object(f"O{i}", i))
+
+    page, total = await store.list_objects("locations", date_from=at(1), date_to=at(5), offset=1, limit=2)
+
+    assert ([o.object_id for o in page], total) == (["O2", "O3"], 4)
+
+
+async def test_objects_of_different_modules_are_kept_apart(store: HubStore) -> None:
+    await store.save_object(make_object("X1", 0, data={"kind": "location"}))
+    await store.save_object(make_object("X1", 1, module="tariffs", data={"kind": "tariff"}))
+    await store.save_object(make_object("T1|RFID", 2, module="tokens", data={"kind": "token"}))
+
+    location = await store.get_object("locations", "NL", "CPA", "X1")
+    tariff = await store.get_object("tariffs", "NL", "CPA", "X1")
+
+    assert location is not None and location.data == {"kind": "location"}
+    assert tariff is not None and tariff.data == {"kind": "tariff"}
+    assert [(keys(p), t) for p, t in [await store.list_objects(m) for m in ("locations", "tariffs", "tokens")]] == [
+        (["NL:CPA:X1"], 1),
+        (["NL:CPA:X1"], 1),
+        (["NL:CPA:T1|RFID"], 1),
+    ]
+    assert await store.list_objects("sessions") == ([], 0)
+
+
+# --- route hints ---------------------------------------------------------------------------------------
+
+
+async def test_route_hints_are_idempotent_and_most_recently_seen_first(store: HubStore) -> None:
+    await store.add_route_hint("token", "DE*EMS*T1", "NL:CPA")
+    await store.add_route_hint("token", "DE*EMS*T1", "NL:CPA")
+    assert await store.find_route_hint("token", "DE*EMS*T1") == ["NL:CPA"]
+
+    await store.add_route_hint("token", "DE*EMS*T1", "DE:EMS")
+    assert await store.find_route_hint("token", "DE*EMS*T1") == ["DE:EMS", "NL:CPA"]
+
+    await store.add_route_hint("token", "DE*EMS*T1", "NL:CPA")
+    assert await store.find_route_hint("token", "DE*EMS*T1") == ["NL:CPA", "DE:EMS"]
+
+
+async def test_route_hints_for_two_parties_of_one_key_are_both_returned(store: HubStore) -> None:
+    await store.add_route_hint("location", "LOC1", "NL:CPA")
+    await store.add_route_hint("location", "LOC1", "BE:XYZ")
+
+    assert sorted(await store.find_route_hint("location", "LOC1")) == ["BE:XYZ", "NL:CPA"]
+
+
+async def test_route_hints_are_kept_apart_by_kind_and_case_sensitive_key(store: HubStore) -> None:
+    await store.add_route_hint("session", "S1", "NL:CPA")
+    await store.add_route_hint("location", "S1", "DE:EMS")
+
+    assert await store.find_route_hint("session", "S1") == ["NL:CPA"]
+    assert await store.find_route_hint("location", "S1") == ["DE:EMS"]
+    assert await store.find_route_hint("session", "s1") == []
+    assert await store.find_route_hint("token", "S1") == []
+
+
+async def test_concurrent_route_hints_of_one_party_store_it_once(store: HubStore) -> None:
+    await asyncio.gather(*(store.add_route_hint("token", "T1", "NL:CPA") for _ in range(5)))
+    await asyncio.gather(*(store.add_route_hint("token", "T1", f"NL:C{i:02d}") for i in range(5)))
+
+    found = await store.find_route_hint("token", "T1")
+    assert sorted(found) == ["NL:C00", "NL:C01", "NL:C02", "NL:C03", "NL:C04", "NL:CPA"]
+    assert found[-1] == "NL:CPA"
+
+
 # --- SQLite only ---------------------------------------------------------------------------------------
 
 
@@ -516,6 +749,52 @@ async def test_two_sqlite_connections_share_the_file(tmp_path: Path) -> None:
     finally:
         await a.close()
         await b.close()
+
+
+async def test_sqlite_file_keeps_objects_and_route_hints_across_reopen(tmp_path: Path) -> None:
+    path = str(tmp_path / "hub.sqlite3")
+    obj = make_object("LOC1", 0, data={"id": "LOC1", "ü": [1, {"x": None}]})
+    first = SqliteStore(path)
+    await first.open()
+    await first.save_object(obj)
+    await first.add_route_hint("token", "T1", "NL:CPA")
+    await first.close()
+
+    again = SqliteStore(path)
+    await again.open()
+    try:
+        assert await again.get_object("locations", "NL", "CPA", "LOC1") == obj
+        assert await again.find_route_hint("token", "T1") == ["NL:CPA"]
+        await again.add_route_hint("token", "T1", "DE:EMS")  # a new instance's clock still orders after
+        assert await again.find_route_hint("token", "T1") == ["DE:EMS", "NL:CPA"]
+    finally:
+        await again.close()
+
+
+async def test_sqlite_indexes_for_objects_and_route_hints(tmp_path: Path) -> None:
+    path = tmp_path / "hub.sqlite3"
+    store = SqliteStore(str(path))
+    await store.open()
+    await store.close()
+
+    async with aiosqlite.connect(path) as db:
+
+        async def index_columns(table: str) -> dict[tuple[str, ...], bool]:
+            found: dict[tuple[str, ...], bool] = {}
+            for row in await db.execute_fetchall(f"PRAGMA index_list({table})"):
+                name, unique = row[1], bool(row[2])
+                columns = tuple(r[2] for r in await db.execute_fetchall(f"PRAGMA index_info({name})"))
+                found[columns] = unique
+            return found
+
+        objects = await index_columns("objects")
+        hints = await index_columns("route_hints")
+
+    assert objects[("module", "country_code", "party_id", "object_id")] is True
+    assert objects[("module", "created_at_us", "country_code", "party_id", "object_id")] is False
+    assert objects[("module", "last_updated_us")] is False
+    assert hints[("kind", "key", "party")] is True
+    assert hints[("kind", "key", "seen_us")] is False
 
 
 async def test_sqlite_creates_missing_parent_directory_in_wal_mode(tmp_path: Path) -> None:
@@ -566,6 +845,37 @@ async def test_mongo_from_url_bounds_its_timeouts() -> None:
         assert options.pool_options.socket_timeout == 10
     finally:
         await store.close()
+
+
+async def test_mongo_indexes_for_objects_and_route_hints() -> None:
+    client: Any = AsyncMongoMockClient()
+    await MongoStore(client, "hub").open()
+
+    objects = await client["hub"]["objects"].index_information()
+    hints = await client["hub"]["route_hints"].index_information()
+
+    assert objects["key"]["key"] == [("module", 1), ("country_code", 1), ("party_id", 1), ("object_id", 1)]
+    assert objects["key"]["unique"] is True
+    assert objects["page"]["key"] == [
+        ("module", 1), ("created_at_us", 1), ("country_code", 1), ("party_id", 1), ("object_id", 1)
+    ]
+    assert objects["last_updated"]["key"] == [("module", 1), ("last_updated_us", 1)]
+    assert hints["hint"]["key"] == [("kind", 1), ("key", 1), ("party", 1)]
+    assert hints["hint"]["unique"] is True
+    assert hints["kind_key"]["key"][:2] == [("kind", 1), ("key", 1)]
+
+
+async def test_mongo_keeps_object_data_as_json_text_and_dates_readable() -> None:
+    client: Any = AsyncMongoMockClient()
+    store = MongoStore(client, "hub")
+    await store.open()
+    await store.save_object(make_object("LOC1", 0, data={"a.b": {"$c": 1}}))
+
+    doc = await client["hub"]["objects"].find_one({})
+
+    assert doc["data_json"] == '{"a.b":{"$c":1}}'
+    assert doc["last_updated_us"] == epoch_us(at(0))
+    assert isinstance(doc["last_updated"], datetime)  # a BSON date too, for people reading the collection
 
 
 @NEEDS_MONGO

@@ -1,20 +1,21 @@
-"""Storage of platforms and the audit log: pick the backend from settings, behind one Store protocol."""
+"""Durable storage (platforms, audit, stored objects, route hints): the backend picked from settings, behind
+one HubStore protocol."""
 
 from __future__ import annotations
 
 from hub.settings import Settings
-from hub.store.protocol import PartyConflict, Store
+from hub.store.protocol import HubStore, ObjectStore, PartyConflict, RouteHints, Store, StoredObject
 
-__all__ = ["PartyConflict", "Store", "open_store"]
+__all__ = ["HubStore", "ObjectStore", "PartyConflict", "RouteHints", "Store", "StoredObject", "open_store"]
 
 
-async def open_store(settings: Settings) -> Store:
+async def open_store(settings: Settings) -> HubStore:
     """MongoDB when HUB_MONGO_URL is set (production, scale-out), else the embedded SQLite file."""
     # Imported here so that importing hub.store does not pull in both drivers.
     from hub.store.mongo import MongoStore
     from hub.store.sqlite import SqliteStore
 
-    store: Store
+    store: HubStore
     if settings.mongo_url:
         store = MongoStore.from_url(
             settings.mongo_url, settings.mongo_db, audit_retention_days=settings.audit_retention_days

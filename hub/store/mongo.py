@@ -8,6 +8,12 @@ own reservations when anything in between fails.
 Audit records use the record id as ``_id`` (a retried batch cannot duplicate) and are queried on
 ``time_us`` (exact, microseconds); ``time`` is kept as a BSON date for the TTL index that enforces
 retention.
+
+Stored objects are upserted by a unique (module, country_code, party_id, object_id) index with
+``$setOnInsert`` for ``created_at``, so a replacement keeps the first save's place in the crawl order; their
+``data`` is JSON text (see ``names``). A page and its total are two reads, not one snapshot: a write
+landing between them can make the total differ from what paging then finds, as any live OCPI list can.
+Route hints are upserted by a unique (kind, key, party) index.
 """
 
 from __future__ import annotations
@@ -23,22 +29,35 @@ from hub.audit import AuditQuery, AuditRecord
 from hub.platform import Platform, party_key
 from hub.store.names import (
     AUDIT,
+    OBJECT_ORDER,
+    OBJECTS,
     PARTY_RESERVATIONS,
     PLATFORMS,
+    ROUTE_HINTS,
+    SeenClock,
     audit_extra_filters,
     audit_from_doc,
     audit_to_doc,
     epoch_us,
+    from_epoch_us,
+    object_from_doc,
+    object_key,
+    object_to_doc,
     party_pairs,
     platform_from_doc,
     platform_to_doc,
 )
-from hub.store.protocol import PartyConflict
+from hub.store.protocol import PartyConflict, StoredObject
 
 AUDIT_TTL_INDEX: Final = "audit_ttl"
 _DUPLICATE_KEY: Final = 11000
 _NO_ID: Final = {"_id": 0}
 _AUDIT_SORT: Final = [("time_us", DESCENDING), ("_id", DESCENDING)]
+_OBJECT_KEY: Final = [(f, ASCENDING) for f in ("module", "country_code", "party_id", "object_id")]
+_OBJECT_SORT: Final = [(f, ASCENDING) for f in OBJECT_ORDER]
+_OBJECT_INSERT_ONLY: Final = ("created_at", "created_at_us")
+_HINT_KEY: Final = [("kind", ASCENDING), ("key", ASCENDING), ("party", ASCENDING)]
+_HINT_SORT: Final = [("seen_us", DESCENDING), ("party", ASCENDING)]
 
 
 def _pair_filter(pairs: Sequence[tuple[str, str]]) -> list[dict[str, str]]:
@@ -69,6 +88,18 @@ def _audit_filter(query: AuditQuery) -> dict[str, Any]:
     return flt
 
 
+def _objects_filter(module: str, date_from: datetime | None, date_to: datetime | None) -> dict[str, Any]:
+    flt: dict[str, Any] = {"module": module}
+    last_updated: dict[str, int] = {}
+    if date_from is not None:
+        last_updated["$gte"] = epoch_us(date_from)
+    if date_to is not None:
+        last_updated["$lt"] = epoch_us(date_to)
+    if last_updated:
+        flt["last_updated_us"] = last_updated
+    return flt
+
+
 def _audit_doc(record: AuditRecord) -> dict[str, Any]:
     doc = audit_to_doc(record)
     doc["_id"] = doc.pop("id")
@@ -94,6 +125,9 @@ class MongoStore:
         self._platforms: Any = self._db[PLATFORMS]
         self._reservations: Any = self._db[PARTY_RESERVATIONS]
         self._audit: Any = self._db[AUDIT]
+        self._objects: Any = self._db[OBJECTS]
+        self._hints: Any = self._db[ROUTE_HINTS]
+        self._seen_us = SeenClock()
 
     @classmethod
     def from_url(cls, url: str, db_name: str, audit_retention_days: int = 90) -> MongoStore:
@@ -118,6 +152,14 @@ class MongoStore:
         )
         await self._reservations.create_index([("platform_id", ASCENDING)], name="platform_id")
         await self._open_audit_indexes()
+        await self._objects.create_index(_OBJECT_KEY, unique=True, name="key")
+        await self._objects.create_index([("module", ASCENDING), *_OBJECT_SORT], name="page")
+        await self._objects.create_index(
+            [("module", ASCENDING), ("last_updated_us", ASCENDING)], name="last_updated"
+        )
+        await self._hints.create_index(_HINT_KEY, unique=True, name="hint")
+        # (kind, key) first, as every look-up; seen_us after it so the index also orders the answer
+        await self._hints.create_index([("kind", ASCENDING), ("key", ASCENDING), *_HINT_SORT], name="kind_key")
 
     async def _open_audit_indexes(self) -> None:
         # Sorted queries end in (time_us, _id) so that the index, not an in-memory sort, orders the page.
@@ -258,3 +300,55 @@ class MongoStore:
         """The TTL index does this on its own; this is for operators and tests that cannot wait."""
         result = await self._audit.delete_many({"time_us": {"$lt": epoch_us(older_than)}})
         return int(result.deleted_count)
+
+    async def _upsert(self, collection: Any, flt: dict[str, Any], update: dict[str, Any]) -> None:
+        """An upsert that survives a race on the unique index: the loser retries and finds the winner's doc."""
+        for attempt in range(2):
+            try:
+                await collection.update_one(flt, update, upsert=True)
+                return
+            except DuplicateKeyError:
+                if attempt > 0:
+                    raise
+
+    async def save_object(self, obj: StoredObject) -> None:
+        """Insert or replace data and last_updated; the created_at of the first save is kept."""
+        doc = object_to_doc(obj)
+        key = object_key(obj.module, obj.country_code, obj.party_id, obj.object_id)
+        on_insert = {name: doc.pop(name) for name in _OBJECT_INSERT_ONLY}
+        for name in key:
+            doc.pop(name)  # an upsert copies the filter's equalities into the new document
+        await self._upsert(self._objects, key, {"$set": doc, "$setOnInsert": on_insert})
+
+    async def get_object(self, module: str, country_code: str, party_id: str, object_id: str) -> StoredObject | None:
+        doc = await self._objects.find_one(object_key(module, country_code, party_id, object_id), _NO_ID)
+        return None if doc is None else object_from_doc(doc)
+
+    async def list_objects(
+        self,
+        module: str,
+        *,
+        date_from: datetime | None = None,
+        date_to: datetime | None = None,
+        offset: int = 0,
+        limit: int = 100,
+    ) -> tuple[list[StoredObject], int]:
+        """A page by (created_at, key) and the total matching the dates; limit <= 0 gives only the total."""
+        flt = _objects_filter(module, date_from, date_to)
+        total = int(await self._objects.count_documents(flt))
+        if limit <= 0:
+            return [], total  # Mongo's limit(0) would mean "no limit"
+        cursor = self._objects.find(flt, _NO_ID).sort(_OBJECT_SORT).skip(max(offset, 0)).limit(limit)
+        return [object_from_doc(d) for d in await cursor.to_list(length=None)], total
+
+    async def add_route_hint(self, kind: str, key: str, party: str) -> None:
+        seen_us = self._seen_us()
+        await self._upsert(
+            self._hints,
+            {"kind": kind, "key": key, "party": party},
+            {"$set": {"seen": from_epoch_us(seen_us), "seen_us": seen_us}},
+        )
+
+    async def find_route_hint(self, kind: str, key: str) -> list[str]:
+        cursor = self._hints.find({"kind": kind, "key": key}, {"_id": 0, "party": 1}).sort(_HINT_SORT)
+        return [d["party"] for d in await cursor.to_list(length=None)]

@@ -3,6 +3,10 @@
 Every datetime is written twice: as a datetime under its own name (readable, and what Mongo's TTL index
 needs) and as integer microseconds since the epoch under ``<name>_us``. BSON dates stop at milliseconds,
 so readers trust the ``_us`` value and the round-trip is exact to the microsecond, always tz-aware UTC.
+
+A stored object's ``data`` is kept as JSON text (``data_json``) in both stores, Mongo included: BSON
+refuses keys starting with ``$`` or containing ``.`` in places, reorders nothing but cannot hold every
+JSON number, and the hub never queries inside the object, so text is the exact and safe choice.
 """
 
 from __future__ import annotations
@@ -11,12 +15,20 @@ import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
+import orjson
+
 from hub.audit import AuditRecord
 from hub.platform import ConnectionStatus, Endpoint, Party, Platform
+from hub.store.protocol import StoredObject
 
 PLATFORMS: Final = "platforms"
 PARTY_RESERVATIONS: Final = "party_reservations"
 AUDIT: Final = "audit"
+OBJECTS: Final = "objects"
+ROUTE_HINTS: Final = "route_hints"
+
+# The order of a page of stored objects, after the module: first save, then the key (ties on created_at).
+OBJECT_ORDER: Final = ("created_at_us", "country_code", "party_id", "object_id")
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US: Final = timedelta(microseconds=1)
@@ -165,3 +177,51 @@ def audit_extra_filters(extra: dict[str, Any]) -> dict[str, Scalar]:
         if value is not None and not isinstance(value, str | int | float | bool):
             raise ValueError(f"audit filter {key} must be a scalar, got {type(value).__name__}")
     return dict(extra)
+
+
+def object_key(module: str, country_code: str, party_id: str, object_id: str) -> dict[str, str]:
+    """The identity of a stored object; the party pair upper-cased, as OCPI compares it."""
+    return {
+        "module": module,
+        "country_code": country_code.upper(),
+        "party_id": party_id.upper(),
+        "object_id": object_id,
+    }
+
+
+def object_to_doc(obj: StoredObject) -> dict[str, Any]:
+    """Key fields, ``last_updated``/``created_at`` (with their ``_us`` twins) and ``data_json``."""
+    if not isinstance(obj.data, dict):
+        raise TypeError(f"stored object data must be a JSON object (dict), got {type(obj.data).__name__}")
+    doc: dict[str, Any] = object_key(obj.module, obj.country_code, obj.party_id, obj.object_id)
+    _put_dt(doc, "last_updated", obj.last_updated)
+    _put_dt(doc, "created_at", obj.created_at)
+    doc["data_json"] = orjson.dumps(obj.data).decode()
+    return doc
+
+
+def object_from_doc(doc: dict[str, Any]) -> StoredObject:
+    return StoredObject(
+        module=doc["module"],
+        country_code=doc["country_code"],
+        party_id=doc["party_id"],
+        object_id=doc["object_id"],
+        last_updated=_get_dt_required(doc, "last_updated"),
+        data=orjson.loads(doc["data_json"]),
+        created_at=_get_dt_required(doc, "created_at"),
+    )
+
+
+class SeenClock:
+    """Epoch microseconds for route hints' ``seen``: now, but strictly increasing per store instance.
+
+    Two hints added one after the other within the same microsecond still come back in that order.
+    Across processes the wall clock decides.
+    """
+
+    def __init__(self) -> None:
+        self._last = 0
+
+    def __call__(self) -> int:
+        self._last = max(epoch_us(datetime.now(UTC)), self._last + 1)
+        return self._last

@@ -7,8 +7,9 @@ Both pass the same contract suite in ``tests/test_store_contract.py``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
-from typing import Protocol
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
 
 from hub.audit import AuditQuery, AuditRecord
 from hub.platform import Platform
@@ -25,6 +26,8 @@ class PartyConflict(Exception):
 
 
 class Store(Protocol):
+    """Platforms and audit; the full store also implements ObjectStore and RouteHints (see HubStore)."""
+
     async def open(self) -> None: ...
 
     async def close(self) -> None: ...
@@ -53,3 +56,58 @@ class Store(Protocol):
 
     async def purge_audit(self, older_than: datetime) -> int:
         """Delete audit records older than the cut-off; returns how many went."""
+
+
+@dataclass
+class StoredObject:
+    """An object pushed to the hub itself (broadcast, TO = hub), kept to answer GET All (digest §3.5, §3.7)."""
+
+    module: str  # locations | tariffs | tokens
+    country_code: str  # owner
+    party_id: str
+    object_id: str  # opaque per module (tokens: "<uid>|<type>")
+    last_updated: datetime  # the object's own last_updated, never changed by the hub
+    data: dict[str, Any]  # the object as the owner pushed it, merged with later PATCHes
+    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))  # stable page order
+
+
+class ObjectStore(Protocol):
+    async def save_object(self, obj: StoredObject) -> None:
+        """Insert or replace by (module, country_code, party_id, object_id); keeps the first created_at.
+
+        country_code and party_id are stored upper-case; data must be a JSON object (stored as JSON text).
+        """
+
+    async def get_object(
+        self, module: str, country_code: str, party_id: str, object_id: str
+    ) -> StoredObject | None: ...
+
+    async def list_objects(
+        self,
+        module: str,
+        *,
+        date_from: datetime | None = None,
+        date_to: datetime | None = None,
+        offset: int = 0,
+        limit: int = 100,
+    ) -> tuple[list[StoredObject], int]:
+        """A page ordered by created_at then key (stable while crawling), and the total matching the dates.
+
+        date_from is inclusive, date_to exclusive, both on last_updated (digest §2.7). limit <= 0 gives an
+        empty page with the total; a negative offset counts as 0.
+        """
+
+
+class RouteHints(Protocol):
+    async def add_route_hint(self, kind: str, key: str, party: str) -> None:
+        """Remember that ``party`` ("CC:PID") owns ``key`` of ``kind`` (token, location, session, ...).
+
+        Idempotent: adding it again only marks it seen now. Keys are case-sensitive; callers normalise.
+        """
+
+    async def find_route_hint(self, kind: str, key: str) -> list[str]:
+        """Every party known to own ``key`` of ``kind``, most recently seen first."""
+
+
+class HubStore(Store, ObjectStore, RouteHints, Protocol):
+    """Everything the hub keeps durably; both implementations provide all of it."""

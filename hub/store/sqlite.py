@@ -3,13 +3,17 @@
 WAL mode and a busy timeout let several local processes share the file. Within one process a lock
 serialises access to the single connection: its transactions must not interleave, and readers must not
 see another coroutine's uncommitted writes.
+
+Stored objects live in ``objects`` (key columns, ``created_at_us``, ``last_updated_us``, ``data_json``);
+a page and its total are read in one transaction, so another process's write cannot slip between them.
+Route hints live in ``route_hints``, keyed by (kind, key, party).
 """
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
@@ -22,17 +26,24 @@ from hub.audit import AuditQuery, AuditRecord
 from hub.platform import Platform, party_key
 from hub.store.names import (
     AUDIT,
+    OBJECT_ORDER,
+    OBJECTS,
     PARTY_RESERVATIONS,
     PLATFORMS,
+    ROUTE_HINTS,
+    SeenClock,
     audit_extra_filters,
     audit_from_doc,
     audit_to_doc,
     epoch_us,
+    object_from_doc,
+    object_key,
+    object_to_doc,
     party_pairs,
     platform_from_doc,
     platform_to_doc,
 )
-from hub.store.protocol import PartyConflict
+from hub.store.protocol import PartyConflict, StoredObject
 
 BUSY_TIMEOUT_MS: Final = 5000
 
@@ -91,6 +102,28 @@ CREATE INDEX IF NOT EXISTS {AUDIT}_from_party ON {AUDIT} (from_party, time_us, i
 CREATE INDEX IF NOT EXISTS {AUDIT}_to_party ON {AUDIT} (to_party, time_us, id);
 CREATE INDEX IF NOT EXISTS {AUDIT}_module ON {AUDIT} (module, time_us, id);
 CREATE INDEX IF NOT EXISTS {AUDIT}_outcome ON {AUDIT} (outcome, time_us, id);
+
+CREATE TABLE IF NOT EXISTS {OBJECTS} (
+    module TEXT NOT NULL,
+    country_code TEXT NOT NULL,
+    party_id TEXT NOT NULL,
+    object_id TEXT NOT NULL,
+    created_at_us INTEGER NOT NULL,
+    last_updated_us INTEGER NOT NULL,
+    data_json TEXT NOT NULL,
+    PRIMARY KEY (module, country_code, party_id, object_id)
+);
+CREATE INDEX IF NOT EXISTS {OBJECTS}_page ON {OBJECTS} (module, {", ".join(OBJECT_ORDER)});
+CREATE INDEX IF NOT EXISTS {OBJECTS}_last_updated ON {OBJECTS} (module, last_updated_us);
+
+CREATE TABLE IF NOT EXISTS {ROUTE_HINTS} (
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    party TEXT NOT NULL,
+    seen_us INTEGER NOT NULL,
+    PRIMARY KEY (kind, key, party)
+);
+CREATE INDEX IF NOT EXISTS {ROUTE_HINTS}_kind_key ON {ROUTE_HINTS} (kind, key, seen_us);
 """
 
 _PLATFORM_UPSERT: Final = f"""
@@ -109,6 +142,30 @@ _AUDIT_INSERT: Final = (
 )
 
 
+_OBJECT_COLUMNS: Final = (
+    "module",
+    "country_code",
+    "party_id",
+    "object_id",
+    "created_at_us",
+    "last_updated_us",
+    "data_json",
+)
+
+# created_at_us is left alone on conflict: the first save fixes an object's place in the crawl order.
+_OBJECT_UPSERT: Final = (
+    f"INSERT INTO {OBJECTS} ({', '.join(_OBJECT_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in _OBJECT_COLUMNS)}) "
+    "ON CONFLICT (module, country_code, party_id, object_id) DO UPDATE SET "
+    "last_updated_us = excluded.last_updated_us, data_json = excluded.data_json"
+)
+
+_HINT_UPSERT: Final = (
+    f"INSERT INTO {ROUTE_HINTS} (kind, key, party, seen_us) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (kind, key, party) DO UPDATE SET seen_us = excluded.seen_us"
+)
+
+
 def _dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
@@ -124,6 +181,24 @@ def _audit_from_row(row: Sequence[Any]) -> AuditRecord:
     doc: dict[str, Any] = orjson.loads(row[-1])
     doc.update(zip(_AUDIT_COLUMNS, row[:-1], strict=True))
     return audit_from_doc(doc)
+
+
+def _object_from_row(row: Sequence[Any]) -> StoredObject:
+    return object_from_doc(dict(zip(_OBJECT_COLUMNS, row, strict=True)))
+
+
+def _objects_where(
+    module: str, date_from: datetime | None, date_to: datetime | None
+) -> tuple[str, list[Any]]:
+    clauses = ["module = ?"]
+    params: list[Any] = [module]
+    if date_from is not None:
+        clauses.append("last_updated_us >= ?")
+        params.append(epoch_us(date_from))
+    if date_to is not None:
+        clauses.append("last_updated_us < ?")
+        params.append(epoch_us(date_to))
+    return " WHERE " + " AND ".join(clauses), params
 
 
 def _audit_where(query: AuditQuery) -> tuple[str, list[Any]]:
@@ -167,6 +242,7 @@ class SqliteStore:
         self.path = path
         self._db: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
+        self._seen_us = SeenClock()
 
     async def open(self) -> None:
         if self._db is not None:
@@ -213,6 +289,17 @@ class SqliteStore:
                 await db.execute("ROLLBACK")
                 raise
             await db.execute("COMMIT")
+
+    @asynccontextmanager
+    async def _snapshot(self) -> AsyncIterator[aiosqlite.Connection]:
+        """Several reads seeing one state of the file (a deferred read transaction, WAL keeps it cheap)."""
+        async with self._lock:
+            db = self._conn()
+            await db.execute("BEGIN")
+            try:
+                yield db
+            finally:
+                await db.execute("ROLLBACK")
 
     async def ping(self) -> None:
         async with self._read() as db:
@@ -297,3 +384,56 @@ class SqliteStore:
                 f"DELETE FROM {AUDIT} WHERE time_us < ?", (epoch_us(older_than),)
             ) as cursor:
                 return cursor.rowcount
+
+    async def save_object(self, obj: StoredObject) -> None:
+        """Insert or replace data and last_updated; the created_at of the first save is kept."""
+        doc = object_to_doc(obj)
+        row = tuple(doc[name] for name in _OBJECT_COLUMNS)
+        async with self._write() as db:
+            await db.execute(_OBJECT_UPSERT, row)
+
+    async def get_object(self, module: str, country_code: str, party_id: str, object_id: str) -> StoredObject | None:
+        key = object_key(module, country_code, party_id, object_id)
+        async with self._read() as db:
+            rows = await db.execute_fetchall(
+                f"SELECT {', '.join(_OBJECT_COLUMNS)} FROM {OBJECTS} "
+                "WHERE module = ? AND country_code = ? AND party_id = ? AND object_id = ?",
+                tuple(key.values()),
+            )
+        for row in rows:
+            return _object_from_row(row)
+        return None
+
+    async def list_objects(
+        self,
+        module: str,
+        *,
+        date_from: datetime | None = None,
+        date_to: datetime | None = None,
+        offset: int = 0,
+        limit: int = 100,
+    ) -> tuple[list[StoredObject], int]:
+        """A page by (created_at, key) and the total matching the dates; limit <= 0 gives only the total."""
+        where, params = _objects_where(module, date_from, date_to)
+        async with self._snapshot() as db:
+            ((total,),) = await db.execute_fetchall(f"SELECT COUNT(*) FROM {OBJECTS}{where}", params)
+            rows: Iterable[Any] = []
+            if limit > 0:
+                rows = await db.execute_fetchall(
+                    f"SELECT {', '.join(_OBJECT_COLUMNS)} FROM {OBJECTS}{where} "
+                    f"ORDER BY {', '.join(OBJECT_ORDER)} LIMIT ? OFFSET ?",
+                    [*params, limit, max(offset, 0)],
+                )
+        return [_object_from_row(row) for row in rows], int(total)
+
+    async def add_route_hint(self, kind: str, key: str, party: str) -> None:
+        async with self._write() as db:
+            await db.execute(_HINT_UPSERT, (kind, key, party, self._seen_us()))
+
+    async def find_route_hint(self, kind: str, key: str) -> list[str]:
+        async with self._read() as db:
+            rows = await db.execute_fetchall(
+                f"SELECT party FROM {ROUTE_HINTS} WHERE kind = ? AND key = ? ORDER BY seen_us DESC, party",
+                (kind, key),
+            )
+        return [party for (party,) in rows]
