@@ -20,7 +20,21 @@ class Caller:
 
 
 async def authenticate(request: web.Request, hub: Hub, *, allow_token_a: bool) -> Caller:
-    candidates = token_candidates(request.headers.get("Authorization"))
+    return await _resolve(hub, token_candidates(request.headers.get("Authorization")), allow_token_a)
+
+
+async def reauthenticate(hub: Hub, caller: Caller) -> Caller:
+    """The same check after a slow step (registration callbacks): the operator may have acted meanwhile.
+
+    Returns the platform as it is now, so the caller changes the current state, not the one it started from.
+    """
+    again = await _resolve(hub, [caller.token], caller.is_token_a)
+    if again.platform.id != caller.platform.id or again.is_token_a != caller.is_token_a:
+        raise Unauthorized("unknown token")
+    return again
+
+
+async def _resolve(hub: Hub, candidates: list[str], allow_token_a: bool) -> Caller:
     found = await hub.registry.by_token(candidates)
     if found is None:
         raise Unauthorized("unknown token")

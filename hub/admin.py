@@ -15,8 +15,9 @@ from pydantic import BaseModel, Field, ValidationError
 
 from hub.context import Hub, hub_of
 from hub.ocpi.envelope import Handler
+from hub.ocpi.errors import ClientError, InvalidParameters, NotFound
 from hub.ocpi.models import validation_message
-from hub.platform import ConnectionStatus, Party, Platform, hash_token, new_token, utcnow
+from hub.platform import ConnectionStatus, Party, Platform, hash_token, new_token, party_key, utcnow
 from hub.store.protocol import PartyConflict
 
 PARTY_ROLES = ("CPO", "EMSP", "NAP", "NSP", "OTHER", "SCSP")
@@ -30,7 +31,7 @@ class RoleIn(BaseModel):
     def party(self) -> Party:
         role = self.role.upper()
         if role not in PARTY_ROLES:
-            raise web.HTTPBadRequest(reason=f"role must be one of {', '.join(PARTY_ROLES)}")
+            raise InvalidParameters(f"role must be one of {', '.join(PARTY_ROLES)}")
         return Party(country_code=self.country_code, party_id=self.party_id, role=role)
 
 
@@ -83,13 +84,14 @@ async def _json(request: web.Request) -> Any:
     try:
         return await request.json()
     except ValueError:
-        raise web.HTTPBadRequest(reason="body is not valid JSON") from None
+        raise InvalidParameters("body is not valid JSON") from None
 
 
 def _platform(request: web.Request) -> Platform:
     platform = hub_of(request).registry.get(request.match_info["id"])
     if platform is None:
-        raise web.HTTPNotFound(reason=f"no platform {request.match_info['id']}")
+        # The id comes from the URL: it goes into the JSON body, never into the HTTP reason phrase.
+        raise NotFound(f"no platform {request.match_info['id']}")
     return copy.deepcopy(platform)
 
 
@@ -97,7 +99,7 @@ async def _save(hub: Hub, platform: Platform) -> None:
     try:
         await hub.registry.save(platform)
     except PartyConflict as exc:
-        raise web.HTTPConflict(reason=str(exc)) from None
+        raise ClientError(str(exc), http_status=409) from None
 
 
 async def create_platform(request: web.Request) -> web.Response:
@@ -110,6 +112,10 @@ async def create_platform(request: web.Request) -> web.Response:
     keys = [(p.country_code, p.party_id, p.role) for p in parties]
     if len(set(keys)) != len(keys):
         return _error(400, "the same role is listed twice")
+    own = party_key(hub.settings.hub_country_code, hub.settings.hub_party_id)
+    if any(p.key == own for p in parties):
+        # Requests addressed to this pair are answered by the hub itself: no platform may host it.
+        return _error(409, f"party {own} is the hub's own party")
     token_a = new_token()
     platform = Platform(id=uuid.uuid4().hex[:12], name=body.name, parties=parties, token_a_hash=hash_token(token_a))
     await _save(hub, platform)
@@ -150,12 +156,20 @@ async def resume_platform(request: web.Request) -> web.Response:
     token_a = None
     if platform.registered:
         _set_status(platform, ConnectionStatus.CONNECTED)
+        for party in platform.parties:
+            if not _registered_party(party):
+                party.status = ConnectionStatus.PLANNED
     else:
         token_a = new_token()
         platform.token_a_hash = hash_token(token_a)
         _set_status(platform, ConnectionStatus.PLANNED)
     await _save(hub, platform)
     return web.json_response(platform_view(hub, platform, token_a))
+
+
+def _registered_party(party: Party) -> bool:
+    """Business details come only from the partner's credentials: a party without them never registered."""
+    return party.business_details is not None
 
 
 async def remove_platform(request: web.Request) -> web.Response:

@@ -6,32 +6,37 @@ Resources open and close in one cleanup context, so tests start the real app on 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 from redis.asyncio import Redis
 
-from hub import admin, credentials, modules, versions
+from hub import admin, clientinfo, credentials, modules, versions
 from hub.audit import AuditWriter
+from hub.clientinfo import Liveness
 from hub.context import HUB_KEY, Hub
-from hub.metrics import Metrics
+from hub.metrics import CONTENT_TYPE, Metrics
 from hub.observe import observe_middleware
 from hub.ocpi.envelope import error_middleware
-from hub.platform import ConnectionStatus
-from hub.registry import PlatformRegistry
+from hub.platform import ConnectionStatus, Platform, utcnow
+from hub.registry import PlatformFeed, PlatformRegistry
 from hub.settings import Settings
 from hub.store import open_store
-from hub.store.protocol import Store
+from hub.store.protocol import HubStore
+from hub.tasks import stop_task
 from routing import keys
+from routing.callbacks import Callbacks
 from routing.delivery import Delivery
+from routing.open_routing import RouteHints
 from routing.queue import DeliveryQueue
 
 log = logging.getLogger("hub.app")
+LIVENESS_KEY = web.AppKey("liveness", Liveness)
 
 
 def connect_redis(settings: Settings) -> Redis:
@@ -46,13 +51,14 @@ def connect_redis(settings: Settings) -> Redis:
     return fakeredis.FakeAsyncRedis()
 
 
-def create_app(settings: Settings, *, store: Store | None = None, redis: Redis | None = None) -> web.Application:
+def create_app(settings: Settings, *, store: HubStore | None = None, redis: Redis | None = None) -> web.Application:
     app = web.Application(middlewares=[observe_middleware, error_middleware, admin.admin_auth_middleware],
                           client_max_size=16 * 1024 * 1024)
     app.cleanup_ctx.append(_lifecycle(settings, store, redis))
     versions.add_routes(app)
     credentials.add_routes(app)
     modules.add_routes(app)
+    clientinfo.add_routes(app)
     admin.add_routes(app)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -60,12 +66,14 @@ def create_app(settings: Settings, *, store: Store | None = None, redis: Redis |
     return app
 
 
-def _lifecycle(settings: Settings, given_store: Store | None, given_redis: Redis | None) -> Any:
+def _lifecycle(settings: Settings, given_store: HubStore | None, given_redis: Redis | None) -> Any:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         store = given_store or await open_store(settings)
         redis = given_redis or connect_redis(settings)
         metrics_ = Metrics()
         registry = PlatformRegistry(store)
+        feed = PlatformFeed(registry, redis, keys.platforms_channel(settings.key_prefix))
+        await feed.open()  # subscribed before the first load: no change slips in between
         await registry.load()
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=settings.connections_per_receiver,
                                          ttl_dns_cache=300, enable_cleanup_closed=True)
@@ -74,29 +82,40 @@ def _lifecycle(settings: Settings, given_store: Store | None, given_redis: Redis
                               lease_seconds=settings.forward_timeout * 2 + 5)
         delivery = Delivery(queue=queue, redis=redis, resolve=registry.get, session=session,
                             prefix=settings.key_prefix, forward_timeout=settings.forward_timeout,
-                            concurrency=settings.delivery_concurrency)
+                            concurrency=settings.delivery_concurrency,
+                            retry_window=settings.broadcast_retry_window)
+        delivery.on_retry = lambda msg: metrics_.retries.labels(receiver=msg.receiver).inc()
         audit = AuditWriter(store, interval=settings.audit_flush_interval,
                             on_drop=lambda n: metrics_.audit_dropped.inc(n))
         hub = Hub(settings=settings, store=store, registry=registry, redis=redis, queue=queue, delivery=delivery,
                   session=session, audit=audit, metrics=metrics_,
-                  admin_token=settings.admin_token or secrets.token_urlsafe(24))
+                  admin_token=settings.admin_token or secrets.token_urlsafe(24),
+                  callbacks=Callbacks(redis, prefix=settings.key_prefix,
+                                      base_url=settings.public_url.rstrip("/") + "/ocpi/2.2.1"),
+                  hints=RouteHints(store))
         app[HUB_KEY] = hub
+        liveness = Liveness(hub)
+        app[LIVENESS_KEY] = liveness
 
-        async def announce(platform_id: str) -> None:
-            await redis.publish(keys.platforms_channel(settings.key_prefix), platform_id)
+        async def push_client_info(old: Platform | None, new: Platform) -> None:
+            await clientinfo.announce(hub, old, new)
 
-        registry.on_change = announce
+        registry.on_saved = push_client_info
+
+        registry.on_change = feed.announce
         await delivery.start()
         await audit.start()
-        loops = [asyncio.create_task(_follow_platforms(hub)), asyncio.create_task(_refresh_gauges(hub))]
+        await liveness.start()
+        loops = [asyncio.create_task(feed.run(), name="platform-feed"),
+                 asyncio.create_task(_refresh_gauges(hub), name="gauges"),
+                 asyncio.create_task(_purge_audit(hub), name="audit-retention")]
         try:
             yield
         finally:
             for task in loops:
-                task.cancel()
-            for task in loops:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+                await stop_task(task)
+            await liveness.stop()
+            await feed.close()
             await delivery.stop()
             await audit.stop()
             await session.close()
@@ -108,50 +127,50 @@ def _lifecycle(settings: Settings, given_store: Store | None, given_redis: Redis
     return ctx
 
 
-async def _follow_platforms(hub: Hub) -> None:
-    """Reload a platform when another process announces a change; reload all now and then as a safety net."""
-    pubsub = hub.redis.pubsub()
-    await pubsub.subscribe(keys.platforms_channel(hub.settings.key_prefix))
-    loop = asyncio.get_running_loop()
-    next_full = loop.time() + 15
-    try:
-        while True:
-            try:
-                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                if message is not None:
-                    data = message["data"]
-                    await hub.registry.reload(data.decode() if isinstance(data, bytes) else str(data))
-                if loop.time() >= next_full:
-                    next_full = loop.time() + 15
-                    await hub.registry.load()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.warning("platform change feed failed; retrying", exc_info=True)
-                await asyncio.sleep(1)
-    finally:
-        with contextlib.suppress(Exception):
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
-
-
 async def _refresh_gauges(hub: Hub) -> None:
     m = hub.metrics
+    seen: set[str] = set()
     while True:
         try:
-            for status in (*ConnectionStatus, "REMOVED"):
-                m.platforms.labels(status=str(status)).set(0)
+            counts = dict.fromkeys((*(str(s) for s in ConnectionStatus), "REMOVED"), 0)
             for p in hub.registry.all():
-                m.platforms.labels(status="REMOVED" if p.removed else p.status.value).inc()
-            for s in await hub.queue.stats():
+                counts["REMOVED" if p.removed else p.status.value] += 1
+            for status, count in counts.items():  # set, never reset-and-count: a scrape sees no half state
+                m.platforms.labels(status=status).set(count)
+            stats = await hub.queue.stats()
+            now = {s.receiver for s in stats}
+            for s in stats:
                 m.queue_depth.labels(receiver=s.receiver).set(s.depth)
                 m.queue_inflight.labels(receiver=s.receiver).set(s.inflight)
                 m.queue_oldest_age.labels(receiver=s.receiver).set(s.oldest_age_seconds)
                 m.dead_letters.labels(receiver=s.receiver).set(s.dead_letters)
+            for receiver in seen - now:  # drained and forgotten by the queue: show 0, not the last value
+                for gauge in (m.queue_depth, m.queue_inflight, m.queue_oldest_age, m.dead_letters):
+                    gauge.labels(receiver=receiver).set(0)
+            seen = now
         except asyncio.CancelledError:
             raise
         except Exception:
             log.warning("refreshing gauges failed", exc_info=True)
         await asyncio.sleep(5)
+
+
+AUDIT_PURGE_INTERVAL = 3600.0  # seconds between retention purges (one also runs at start)
+
+
+async def _purge_audit(hub: Hub) -> None:
+    """Audit retention: MongoDB expires records by TTL index; the embedded SQLite store needs this purge."""
+    while True:
+        try:
+            cutoff = utcnow() - timedelta(days=hub.settings.audit_retention_days)
+            removed = await hub.store.purge_audit(cutoff)
+            if removed:
+                log.info("purged %d audit records older than %s", removed, cutoff.isoformat())
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.warning("audit retention purge failed; retrying later", exc_info=True)
+        await asyncio.sleep(AUDIT_PURGE_INTERVAL)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -177,5 +196,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     hub = request.app[HUB_KEY]
-    return web.Response(body=hub.metrics.exposition(), content_type="text/plain", charset="utf-8",
-                        headers={"Cache-Control": "no-store"})
+    m = hub.metrics
+    # Multi-process mode reads every worker's files: off the event loop.
+    body = m.exposition() if m.multiprocess_dir is None else await asyncio.to_thread(m.exposition)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE, "Cache-Control": "no-store"})

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+from hub.tasks import stop_task
 
 log = logging.getLogger("hub.audit")
 
@@ -56,7 +57,11 @@ class AuditQuery:
 
 
 class AuditWriter:
-    """Buffers audit records and writes them in batches, so the routing path never waits on the store."""
+    """Buffers audit records and writes them in batches, so the routing path never waits on the store.
+
+    ``flush()`` returns once every record added before the call is in the store (or the store failed): flushes
+    are serialised, so a caller never overtakes the periodic flush that holds an earlier batch.
+    """
 
     def __init__(self, store: Any, *, interval: float = 0.2, max_batch: int = 500, max_buffer: int = 100_000,
                  on_drop: Any = None) -> None:
@@ -67,6 +72,7 @@ class AuditWriter:
         self.on_drop = on_drop
         self._buffer: list[AuditRecord] = []
         self._task: asyncio.Task[None] | None = None
+        self._flushing = asyncio.Lock()
 
     def add(self, record: AuditRecord) -> None:
         if len(self._buffer) >= self.max_buffer:  # the store is down for long: keep memory bounded
@@ -75,25 +81,34 @@ class AuditWriter:
                 self.on_drop(1)
         self._buffer.append(record)
 
+    @property
+    def pending(self) -> int:
+        """Records not yet written."""
+        return len(self._buffer)
+
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="audit-writer")
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop_task(self._task)
+            self._task = None
         await self.flush()
 
     async def flush(self) -> None:
-        while self._buffer:
-            batch, self._buffer = self._buffer[: self.max_batch], self._buffer[self.max_batch :]
-            try:
-                await self.store.insert_audit(batch)
-            except Exception:
-                log.warning("audit write failed; will retry %d records", len(batch), exc_info=True)
-                self._buffer[:0] = batch
-                return
+        async with self._flushing:
+            while self._buffer:
+                batch, self._buffer = self._buffer[: self.max_batch], self._buffer[self.max_batch :]
+                try:
+                    await self.store.insert_audit(batch)
+                except asyncio.CancelledError:
+                    # stop() cancels the periodic flush: keep the batch for the final one (ids make it idempotent)
+                    self._buffer[:0] = batch
+                    raise
+                except Exception:
+                    log.warning("audit write failed; will retry %d records", len(batch), exc_info=True)
+                    self._buffer[:0] = batch
+                    return
 
     async def _run(self) -> None:
         while True:

@@ -7,6 +7,7 @@ A blocking HTTP client is right here: the CLI runs no event loop.
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import sys
 import urllib.error
@@ -23,33 +24,45 @@ class CliError(Exception):
 def _token(settings: Settings) -> str:
     if settings.admin_token:
         return settings.admin_token
-    from hub.serve import admin_token_file
-
-    path = admin_token_file(settings)
+    path = settings.admin_token_path
     if path.exists():
         return path.read_text().strip()
     raise CliError("no admin token: set HUB_ADMIN_TOKEN (printed by 'ocpi-hub serve')")
 
 
 def call(settings: Settings, method: str, path: str, body: Any = None, timeout: float = 30.0) -> Any:
+    """One admin API request; every failure becomes a CliError with a one-line reason, never a traceback."""
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(
-        settings.url.rstrip("/") + path, data=data, method=method,
-        headers={"Authorization": f"Bearer {_token(settings)}", "Content-Type": "application/json"},
-    )
     try:
+        req = urllib.request.Request(
+            settings.url.rstrip("/") + path, data=data, method=method,
+            headers={"Authorization": f"Bearer {_token(settings)}", "Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             raw = resp.read()
     except urllib.error.HTTPError as exc:
-        raw = exc.read()
-        try:
-            message = json.loads(raw).get("error", raw.decode())
-        except ValueError:
-            message = raw.decode(errors="replace")
-        raise CliError(f"hub answered HTTP {exc.code}: {message}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        raise CliError(f"cannot reach the hub at {settings.url}: {exc}") from None
-    return json.loads(raw) if raw else None
+        raise CliError(f"hub answered HTTP {exc.code}: {_error_message(exc.read())}") from None
+    except urllib.error.URLError as exc:
+        raise CliError(f"cannot reach the hub at {settings.url}: {exc.reason}") from None
+    except (OSError, http.client.HTTPException) as exc:
+        raise CliError(f"cannot reach the hub at {settings.url}: {exc or type(exc).__name__}") from None
+    except ValueError as exc:  # urllib and http.client refuse a malformed URL with ValueError
+        raise CliError(f"invalid HUB_URL {settings.url!r}: {exc}") from None
+    try:
+        return json.loads(raw) if raw else None
+    except ValueError:
+        raise CliError(f"{settings.url} did not answer JSON: is HUB_URL the hub?") from None
+
+
+def _error_message(raw: bytes) -> str:
+    """The admin API's ``{"error": ...}``, or the raw text of whatever else answered."""
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        return raw.decode(errors="replace").strip()[:200] or "(empty answer)"
+    if isinstance(doc, dict) and isinstance(doc.get("error"), str):
+        return str(doc["error"])
+    return json.dumps(doc)[:200]
 
 
 def parse_role(text: str) -> dict[str, str]:

@@ -12,15 +12,17 @@ from hub.audit import AuditWriter
 from hub.metrics import Metrics
 from hub.registry import PlatformRegistry
 from hub.settings import Settings
-from hub.store.protocol import Store
+from hub.store.protocol import HubStore
+from routing.callbacks import Callbacks
 from routing.delivery import Delivery
+from routing.open_routing import RouteHints
 from routing.queue import DeliveryQueue
 
 
 @dataclass
 class Hub:
     settings: Settings
-    store: Store
+    store: HubStore
     registry: PlatformRegistry
     redis: Redis
     queue: DeliveryQueue
@@ -29,6 +31,8 @@ class Hub:
     audit: AuditWriter
     metrics: Metrics
     admin_token: str
+    callbacks: Callbacks
+    hints: RouteHints
 
     @property
     def versions_url(self) -> str:

@@ -6,22 +6,27 @@ Inbound tokens are stored hashed; the outbound token (the partner's Token B) is 
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import logging
 from typing import Any
 
 from aiohttp import web
 
-from hub.access import Caller, authenticate
+from hub.access import Caller, authenticate, reauthenticate
 from hub.context import Hub, hub_of
 from hub.exchange import reply_headers
 from hub.ocpi.envelope import ocpi_response
 from hub.ocpi.errors import MethodNotAllowed, PartyNotAllowed
 from hub.ocpi.models import Credentials, CredentialsRole, parse_json, parse_model
 from hub.peer import discover_endpoints
-from hub.platform import ConnectionStatus, Platform, hash_token, new_token, utcnow
+from hub.platform import ConnectionStatus, Endpoint, Platform, hash_token, new_token, utcnow
 
 log = logging.getLogger("hub.credentials")
+
+# One registration or update at a time per platform in this process: two POSTs with the same Token A must not
+# both answer 200 with a Token C of which only the last one saved works.
+_LOCKS = web.AppKey("credentials_locks", dict[str, asyncio.Lock])
 
 
 def hub_credentials(hub: Hub, token: str) -> dict[str, Any]:
@@ -52,10 +57,20 @@ def _check_roles(platform: Platform, creds: Credentials) -> None:
         raise PartyNotAllowed("roles not reserved for this platform by the hub operator: " + ", ".join(refused))
 
 
-async def _apply(hub: Hub, platform: Platform, creds: Credentials) -> str:
-    """Read the partner's endpoints with its new token, then issue a fresh inbound token."""
-    endpoints = await discover_endpoints(hub.session, creds.url, creds.token, hub.settings.registration_timeout)
-    platform = copy.deepcopy(platform)  # the registry's copy changes only once the store has the new state
+async def _apply(request: web.Request, hub: Hub, caller: Caller, creds: Credentials) -> str:
+    """Read the partner's endpoints with its new token, then issue a fresh inbound token.
+
+    The callbacks take seconds: the platform is read again afterwards, so an operator's suspend or remove (or a
+    concurrent registration that already used the token) wins instead of being overwritten by a stale copy.
+    """
+    async with request.app[_LOCKS].setdefault(caller.platform.id, asyncio.Lock()):
+        endpoints = await discover_endpoints(hub.session, creds.url, creds.token, hub.settings.registration_timeout)
+        caller = await reauthenticate(hub, caller)
+        return await _save_registration(hub, caller, creds, endpoints)
+
+
+async def _save_registration(hub: Hub, caller: Caller, creds: Credentials, endpoints: list[Endpoint]) -> str:
+    platform = copy.deepcopy(caller.platform)  # the registry's copy changes only once the store has the new state
     token_c = new_token()
     now = utcnow()
     claimed: dict[tuple[str, str, str], CredentialsRole] = {
@@ -63,9 +78,9 @@ async def _apply(hub: Hub, platform: Platform, creds: Credentials) -> str:
     }
     for party in platform.parties:
         role = claimed.get((party.country_code, party.party_id, party.role))
-        party.status = ConnectionStatus.CONNECTED if role else ConnectionStatus.PLANNED
-        if role is not None:
-            party.business_details = role.business_details.model_dump(exclude_none=True)
+        party.status = ConnectionStatus.CONNECTED if role is not None else ConnectionStatus.PLANNED
+        # Only parties the partner claims carry business details; admin resume relies on that.
+        party.business_details = role.business_details.model_dump(exclude_none=True) if role is not None else None
         party.last_updated = now
     platform.endpoints = endpoints
     platform.versions_url = creds.url
@@ -94,7 +109,7 @@ async def post_credentials(request: web.Request) -> web.Response:
     creds = await _read_credentials(request)
     _check_roles(caller.platform, creds)
     try:
-        token_c = await _apply(hub, caller.platform, creds)
+        token_c = await _apply(request, hub, caller, creds)
     except Exception:
         _count(hub, "register", "failed")
         raise
@@ -109,7 +124,7 @@ async def put_credentials(request: web.Request) -> web.Response:
     creds = await _read_credentials(request)
     _check_roles(caller.platform, creds)
     try:
-        token_c = await _apply(hub, caller.platform, creds)
+        token_c = await _apply(request, hub, caller, creds)
     except Exception:
         _count(hub, "update", "failed")
         raise
@@ -147,6 +162,7 @@ def _count(hub: Hub, action: str, result: str) -> None:
 
 
 def add_routes(app: web.Application) -> None:
+    app[_LOCKS] = {}
     for path in ("/ocpi/2.2.1/credentials", "/ocpi/2.2.1/credentials/"):
         app.router.add_get(path, get_credentials)
         app.router.add_post(path, post_credentials)

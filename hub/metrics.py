@@ -1,17 +1,50 @@
-"""Prometheus metrics, defined once. Labels stay low-cardinality: module, role, method, outcome, receiver party."""
+"""Prometheus metrics, defined once. Labels stay low-cardinality: module, role, method, outcome, receiver platform.
+
+Two modes, chosen by prometheus-client itself when it is first imported:
+
+- **one process** (``serve``, tests): every ``Metrics`` has a private registry, so several apps can live in one
+  process and each scrape shows exactly its own app.
+- **several processes** (``serve --workers N``): ``serve`` points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh
+  directory before it starts the workers; each worker writes its samples to memory-mapped files there, and
+  ``/metrics`` on any worker merges the files of all workers (``MultiProcessCollector``). A scrape of the shared
+  port therefore sees the whole hub: counters and histograms are summed over workers.
+
+Gauges are computed by every worker from shared state (Redis queues, the platform store), so in multi-process
+mode they use ``multiprocess_mode="mostrecent"``: the latest reading of any worker, never a sum of N copies.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+import os
+from typing import Final
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import values as _values
+from prometheus_client.multiprocess import MultiProcessCollector
 
 # 1 ms to 30 s: hub-added latency sits at the bottom, receiver timeouts at the top.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+_GAUGE_MODE: Final = "mostrecent"
+
+
+def multiprocess_dir() -> str | None:
+    """The shared metrics directory when prometheus-client writes samples to files, else None.
+
+    prometheus-client picks its value storage once, at import, from ``PROMETHEUS_MULTIPROC_DIR``; we follow what
+    it picked rather than the variable now, so values and exposition cannot disagree.
+    """
+    if _values.ValueClass is _values.MutexValue:
+        return None
+    return os.environ.get(MULTIPROC_ENV) or os.environ.get(MULTIPROC_ENV.lower())
 
 
 class Metrics:
-    """One instance per process; the registry is private so tests can create several apps."""
+    """One instance per app; a private registry in single-process mode so tests can create several apps."""
 
     def __init__(self) -> None:
+        self.multiprocess_dir = multiprocess_dir()
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
@@ -26,17 +59,21 @@ class Metrics:
             "ocpi_hub_receiver_duration_seconds", "Time the receiver took to answer a forwarded request",
             ["module", "receiver"], buckets=LATENCY_BUCKETS, registry=r,
         )
-        self.queue_depth = Gauge("ocpi_hub_queue_depth", "Messages queued per receiver", ["receiver"], registry=r)
+        self.queue_depth = Gauge("ocpi_hub_queue_depth", "Messages queued per receiver", ["receiver"], registry=r,
+                                 multiprocess_mode=_GAUGE_MODE)
         self.queue_inflight = Gauge(
             "ocpi_hub_queue_inflight", "Messages in flight per receiver", ["receiver"], registry=r,
+            multiprocess_mode=_GAUGE_MODE,
         )
         self.queue_oldest_age = Gauge(
             "ocpi_hub_queue_oldest_age_seconds", "Age of the oldest queued message per receiver",
-            ["receiver"], registry=r,
+            ["receiver"], registry=r, multiprocess_mode=_GAUGE_MODE,
         )
-        self.dead_letters = Gauge("ocpi_hub_dead_letters", "Dead letters per receiver", ["receiver"], registry=r)
+        self.dead_letters = Gauge("ocpi_hub_dead_letters", "Dead letters per receiver", ["receiver"], registry=r,
+                                  multiprocess_mode=_GAUGE_MODE)
         self.retries = Counter("ocpi_hub_retries", "Delivery retries", ["receiver"], registry=r)
-        self.platforms = Gauge("ocpi_hub_platforms", "Platforms by status", ["status"], registry=r)
+        self.platforms = Gauge("ocpi_hub_platforms", "Platforms by status", ["status"], registry=r,
+                               multiprocess_mode=_GAUGE_MODE)
         self.registrations = Counter(
             "ocpi_hub_registrations", "Credentials registrations, updates and unregistrations",
             ["action", "result"], registry=r,
@@ -44,4 +81,9 @@ class Metrics:
         self.audit_dropped = Counter("ocpi_hub_audit_dropped", "Audit records lost to store errors", registry=r)
 
     def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+        """Prometheus text format: this app's registry, or the merged files of every worker."""
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry)
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
+        return generate_latest(merged)

@@ -7,18 +7,42 @@ the delivery engine, relay the answer with the caller's own request id (digest �
 from __future__ import annotations
 
 import time
+from urllib.parse import quote
 
 from aiohttp import web
 
 from hub.access import authenticate
 from hub.context import Hub, hub_of
 from hub.exchange import EXCHANGE
-from hub.ocpi.envelope import envelope
-from hub.ocpi.errors import InvalidParameters
-from hub.ocpi.headers import CORRELATION_ID, REQUEST_ID, ROUTING_HEADERS, Party, parse_routing, routing_reply_headers
+from hub.objects import get_all, store_push
+from hub.ocpi.envelope import envelope, ocpi_response
+from hub.ocpi.errors import MethodNotAllowed, NotFound, PartyNotAllowed, ReceiverNotConnected
+from hub.ocpi.headers import (
+    CORRELATION_ID,
+    REQUEST_ID,
+    ROUTING_HEADERS,
+    TO_CC,
+    Party,
+    RoutingHeaders,
+    claimed_from,
+    parse_routing,
+    routing_reply_headers,
+)
 from hub.ocpi.models import MODULES, parse_json
+from hub.ocpi.pagination import page_headers, parse_page
+from hub.platform import ConnectionStatus
+from routing.broadcast import check_broadcast, recipients
+from routing.open_routing import find_receiver, learn
 from routing.queue import Message
-from routing.router import InboundRequest, check_client_owned, check_sender, direct_route
+from routing.rewrite import rearm_result_callback, rewrite_request, rewrite_response_headers
+from routing.router import (
+    InboundRequest,
+    allowed_methods,
+    check_client_owned,
+    check_sender,
+    direct_route,
+    order_group,
+)
 from routing.wire import ForwardRequest, Reply
 
 ROLE_OF_PATH = {"sender": "SENDER", "receiver": "RECEIVER"}
@@ -30,16 +54,20 @@ async def handle(request: web.Request) -> web.StreamResponse:
     role = ROLE_OF_PATH[request.match_info["role"]]
     module = request.match_info["module"]
     ex.module, ex.interface_role = module, role
+    hub_party = Party(hub.settings.hub_country_code, hub.settings.hub_party_id)
+    # Errors answer TO = the requester, FROM = the hub (digest §3.2), from the very first check on.
+    ex.reply_headers.update(routing_reply_headers(claimed_from(request), hub_party))
     if module not in MODULES:
-        raise web.HTTPNotFound(reason=f"unknown module '{module}'")
+        raise NotFound(f"unknown module '{module}'")
     caller = await authenticate(request, hub, allow_token_a=False)
     ex.platform_id = caller.platform.id
+    allowed = allowed_methods(module, role)
+    if request.method not in allowed:
+        ex.reply_headers["Allow"] = ", ".join(sorted(allowed))
+        raise MethodNotAllowed(f"{request.method} is not defined on the {module} {role} interface (OCPI 2.2.1)")
     routing = parse_routing(request)
     ex.from_party = routing.from_.key if routing.from_ else None
     ex.to_party = routing.to.key if routing.to else None
-    hub_party = Party(hub.settings.hub_country_code, hub.settings.hub_party_id)
-    # Errors answer TO = the requester, FROM = the hub (digest §3.2).
-    ex.reply_headers.update(routing_reply_headers(routing.from_, hub_party))
     body = await request.read()
     ex.request_size = len(body)
     req = InboundRequest(
@@ -47,33 +75,98 @@ async def handle(request: web.Request) -> web.StreamResponse:
         module=module,
         interface_role=role,
         method=request.method,
-        tail=request.match_info.get("tail", "").strip("/"),
-        query=request.query_string,
+        tail=raw_tail(request),
+        query=request.rel_url.raw_query_string,
         routing=routing,
         body=body,
         json_body=parse_json(body) if body else None,
     )
     sender = check_sender(req)
     check_client_owned(req, sender)
-    if routing.to is None:
-        raise InvalidParameters("OCPI-to-country-code and OCPI-to-party-id are required (open routing is not enabled)")
     if routing.to == hub_party:
-        raise InvalidParameters("requests addressed to the hub itself (broadcast, GET All) are not enabled")
+        return await to_hub(request, hub, req, sender, hub_party)
+    if routing.to is None:  # open routing: the hub finds the receiver from content it has seen (digest §3.6)
+        req.routing = RoutingHeaders(to=await find_receiver(req, hub.hints), from_=sender)
+        ex.to_party = req.routing.to.key if req.routing.to else None
     route = direct_route(req, hub.registry, sender)
     ex.receiver_platform_id = route.receiver.id
-    return await forward(request, hub, req, route.receiver.id, route.group)
+    rewritten = await rewrite_request(
+        hub.callbacks, module=module, interface_role=role, method=req.method, body=req.body,
+        json_body=req.json_body, query=req.query, requester=sender, requester_platform=caller.platform.id,
+        receiver=route.to,
+    )
+    reply = await forward(request, hub, req, route.receiver.id, route.group, body=rewritten.body,
+                          query=rewritten.query)
+    if reply.hub_error is None and reply.status < 300:
+        await learn(req, hub.hints, route.to)
+        await rearm_result_callback(hub.callbacks, rewritten.callback_id, reply.body)
+        reply.headers = await rewrite_response_headers(
+            hub.callbacks, reply.headers, module=module, interface_role=role, caller=sender, receiver=route.to,
+            receiver_platform=route.receiver.id,
+        )
+    return relay(request, reply, answered_by=route.to)
+
+
+async def to_hub(request: web.Request, hub: Hub, req: InboundRequest, sender: Party, hub_party: Party) -> web.Response:
+    """TO = the hub: GET All on a SENDER interface, or a broadcast push (digest §3.5, §3.7)."""
+    ex = request[EXCHANGE]
+    own = req.platform.party(sender.country_code, sender.party_id)
+    sender_role = own.role if own is not None else "OTHER"
+    headers = {**ex.reply_headers, **routing_reply_headers(sender, hub_party)}
+    if req.method == "GET" and req.interface_role == "SENDER" and not req.segments:
+        page = parse_page(dict(request.query))
+        items, total = await get_all(hub.store, req.module, sender_role, page)
+        base = f"{hub.base_url}/sender/{req.module}"
+        headers.update(page_headers(base, page, len(items), total))
+        ex.outcome = "get_all"
+        return ocpi_response(items, headers=headers)
+    check_broadcast(req.module, req.interface_role, req.method)
+    targets = recipients(hub.registry.all(), req.platform, sender_role, req.module)
+    # Stored durably before the 1000: the hub's copy (GET All) and every fan-out message in Redis.
+    await store_push(hub.store, req.module, req.method, req.segments, req.json_body, req.query)
+    await learn(req, hub.hints, None)
+    group = order_group(req, hub_party, sender)
+    for target in targets:
+        to = Party(target.party.country_code, target.party.party_id)
+        fwd = ForwardRequest(
+            method=req.method, module=req.module, interface_role=req.interface_role, tail=req.tail,
+            query=req.query, body=req.body,
+            headers={**routing_reply_headers(to, hub_party), CORRELATION_ID: ex.correlation_id,
+                     "Content-Type": "application/json"},
+        )
+        msg = Message(receiver=target.platform.id, group="", payload=fwd.encode(), kind="broadcast")
+        msg.group = group or "msg:" + msg.id
+        await hub.queue.enqueue(msg)
+    if targets:
+        hub.delivery.wake()
+    ex.outcome = "broadcast"
+    return ocpi_response(message=f"accepted for {len(targets)} receivers", headers=headers)
+
+
+def raw_tail(request: web.Request) -> str:
+    """The path below the module base as sent: decoding it would let an encoded '/' or '?' inside an id change
+    the path's shape at the receiver (ids are CiString, any printable ASCII)."""
+    prefix = f"/ocpi/2.2.1/{request.match_info['role']}/{request.match_info['module']}"
+    raw = request.rel_url.raw_path
+    if raw == prefix or raw.startswith(prefix + "/"):
+        return raw[len(prefix):].strip("/")
+    return quote(request.match_info.get("tail", ""), safe="/").strip("/")  # prefix itself was percent-encoded
 
 
 async def forward(
-    request: web.Request, hub: Hub, req: InboundRequest, receiver_id: str, group: str | None
-) -> web.Response:
+    request: web.Request, hub: Hub, req: InboundRequest, receiver_id: str, group: str | None, *,
+    body: bytes, query: str, url: str = "",
+) -> Reply:
+    """Through the receiver's queue: routing headers as the caller sent them (TO added for open routing)."""
     headers = {h: request.headers[h] for h in ROUTING_HEADERS if h in request.headers}
+    if TO_CC not in request.headers:  # open routing: the receiver learns who it is meant for
+        headers.update(routing_reply_headers(req.routing.to, None))
     headers[CORRELATION_ID] = request[EXCHANGE].correlation_id
-    if req.body:
+    if body:
         headers["Content-Type"] = "application/json"
     fwd = ForwardRequest(
         method=req.method, module=req.module, interface_role=req.interface_role, tail=req.tail,
-        query=req.query, headers=headers, body=req.body,
+        query=query, headers=headers, body=body, url=url,
     )
     msg = Message(
         receiver=receiver_id,
@@ -84,12 +177,14 @@ async def forward(
     )
     if not group:
         msg.group = "msg:" + msg.id
-    reply = await hub.delivery.send_direct(msg)
-    return relay(request, reply)
+    return await hub.delivery.send_direct(msg)
 
 
-def relay(request: web.Request, reply: Reply) -> web.Response:
-    """The receiver's real answer, or the hub error standing in for it, with the caller's own ids."""
+def relay(request: web.Request, reply: Reply, answered_by: Party | None = None) -> web.Response:
+    """The receiver's real answer, or the hub error standing in for it, with the caller's own ids.
+
+    ``answered_by``: the receiving party, FROM of the answer even when the receiver omits routing headers.
+    """
     ex = request[EXCHANGE]
     ex.receiver_http_status = reply.status if reply.hub_error is None else None
     ex.receiver_ocpi_status = reply.ocpi_status
@@ -101,13 +196,60 @@ def relay(request: web.Request, reply: Reply) -> web.Response:
             body=envelope(status_code=reply.hub_error, message=reply.message),
             status=reply.status, content_type="application/json", headers=headers,
         )
+    if answered_by is not None:
+        headers.update(routing_reply_headers(None, answered_by))
     headers.update(reply.headers)  # receiver's routing headers: TO = requester, FROM = receiver
     headers[REQUEST_ID] = ex.request_id
     ex.outcome = "forwarded"
     return web.Response(body=reply.body, status=reply.status, content_type="application/json", headers=headers)
 
 
+async def handle_callback(request: web.Request) -> web.StreamResponse:
+    """A hub URL handed out in place of a partner URL (digest §3.9): only its party may use it, until it expires."""
+    hub = hub_of(request)
+    ex = request[EXCHANGE]
+    hub_party = Party(hub.settings.hub_country_code, hub.settings.hub_party_id)
+    ex.reply_headers.update(routing_reply_headers(claimed_from(request), hub_party))
+    caller = await authenticate(request, hub, allow_token_a=False)
+    ex.platform_id = caller.platform.id
+    cb = await hub.callbacks.resolve(request.match_info["id"])
+    if cb is None:
+        raise NotFound("this hub URL is unknown or has expired")
+    ex.module, ex.interface_role = cb.module, cb.interface_role
+    if request.method != cb.method:
+        ex.reply_headers["Allow"] = cb.method
+        raise MethodNotAllowed(f"this hub URL accepts {cb.method} only")
+    routing = parse_routing(request)
+    issued_to = party_of(cb.issued_to)
+    if (routing.from_ is not None and routing.from_ != issued_to) or caller.platform.party(
+            issued_to.country_code, issued_to.party_id) is None:
+        raise PartyNotAllowed("this hub URL was issued to another party")
+    to = party_of(cb.to_party)
+    ex.from_party, ex.to_party, ex.receiver_platform_id = issued_to.key, to.key, cb.target_platform
+    body = await request.read()
+    ex.request_size = len(body)
+    req = InboundRequest(platform=caller.platform, module=cb.module, interface_role=cb.interface_role,
+                         method=request.method, tail="", query="", routing=RoutingHeaders(to=to, from_=issued_to),
+                         body=body, json_body=parse_json(body) if body else None)
+    receiver = hub.registry.get(cb.target_platform)
+    if receiver is None or receiver.removed or receiver.status != ConnectionStatus.CONNECTED:
+        raise ReceiverNotConnected(f"party {to.country_code}/{to.party_id} is not connected")
+    reply = await forward(request, hub, req, receiver.id, None, body=body, query="", url=cb.url)
+    if reply.hub_error is None and reply.status < 300:
+        reply.headers = await rewrite_response_headers(
+            hub.callbacks, reply.headers, module=cb.module, interface_role=cb.interface_role, caller=issued_to,
+            receiver=to, receiver_platform=receiver.id,
+        )
+    return relay(request, reply, answered_by=to)
+
+
+def party_of(key: str) -> Party:
+    cc, _, pid = key.partition(":")
+    return Party(cc, pid)
+
+
 def add_routes(app: web.Application) -> None:
+    app.router.add_route("*", "/ocpi/2.2.1/callbacks/{id}", handle_callback)
     for role in ROLE_OF_PATH:
         app.router.add_route("*", f"/ocpi/2.2.1/{{role:{role}}}/{{module}}", handle)
         app.router.add_route("*", f"/ocpi/2.2.1/{{role:{role}}}/{{module}}/{{tail:.*}}", handle)

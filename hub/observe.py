@@ -12,6 +12,7 @@ from hub.context import hub_of
 from hub.exchange import EXCHANGE, Exchange
 from hub.ocpi.envelope import Handler
 from hub.ocpi.headers import CORRELATION_ID, REQUEST_ID, message_ids, new_id
+from hub.ocpi.models import MODULES
 from hub.platform import utcnow
 
 log = logging.getLogger("hub.requests")
@@ -31,6 +32,11 @@ def outcome_of(status: int, ocpi_status: int | None) -> str:
     return "ok"
 
 
+# Module label values: the OCPI modules plus the configuration modules; anything else a caller typed in a URL
+# is "other", so a scan of random paths cannot grow the metrics without bound.
+_MODULE_LABELS = frozenset((*MODULES, "credentials", "versions", "hubclientinfo"))
+
+
 @web.middleware
 async def observe_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     if not request.path.startswith("/ocpi"):
@@ -39,9 +45,15 @@ async def observe_middleware(request: web.Request, handler: Handler) -> web.Stre
     request_id, correlation_id = message_ids(request)
     ex = Exchange(request_id, correlation_id, {REQUEST_ID: request_id, CORRELATION_ID: correlation_id})
     request[EXCHANGE] = ex
-    response = await handler(request)
-    elapsed = time.perf_counter() - started
-    record(request, ex, response, elapsed)
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:  # redirects (the error middleware answers every 4xx/5xx itself)
+        record(request, ex, exc, time.perf_counter() - started)
+        raise
+    except Exception:  # not expected past the error middleware; still one record per request
+        record(request, ex, web.Response(status=500), time.perf_counter() - started)
+        raise
+    record(request, ex, response, time.perf_counter() - started)
     return response
 
 
@@ -50,11 +62,14 @@ def record(request: web.Request, ex: Exchange, response: web.StreamResponse, ela
     ocpi_status = ex.ocpi_status if ex.ocpi_status is not None else (ex.receiver_ocpi_status or 1000)
     outcome = ex.outcome or outcome_of(response.status, ocpi_status)
     module = ex.module or _config_module(request.path)
+    label = module if module in _MODULE_LABELS else "other"
     role = ex.interface_role or ""
-    hub.metrics.requests.labels(module=module, interface_role=role, method=request.method, outcome=outcome).inc()
-    hub.metrics.request_latency.labels(module=module).observe(elapsed)
-    if ex.latency_receiver_ms is not None and ex.to_party:
-        hub.metrics.receiver_latency.labels(module=module, receiver=ex.to_party).observe(ex.latency_receiver_ms / 1000)
+    hub.metrics.requests.labels(module=label, interface_role=role, method=request.method, outcome=outcome).inc()
+    hub.metrics.request_latency.labels(module=label).observe(elapsed)
+    if ex.latency_receiver_ms is not None and ex.receiver_platform_id:
+        # receiver = platform id, as on the queue gauges: opaque, bounded, and the admin API's key
+        hub.metrics.receiver_latency.labels(module=label, receiver=ex.receiver_platform_id).observe(
+            ex.latency_receiver_ms / 1000)
     hub.audit.add(AuditRecord(
         id=new_id(),
         time=utcnow(),
@@ -75,7 +90,7 @@ def record(request: web.Request, ex: Exchange, response: web.StreamResponse, ela
         receiver_ocpi_status=ex.receiver_ocpi_status,
         latency_total_ms=round(elapsed * 1000, 3),
         latency_receiver_ms=ex.latency_receiver_ms,
-        request_size=ex.request_size,
+        request_size=ex.request_size or request.content_length or 0,
         response_size=_body_size(response),
     ))
     if log.isEnabledFor(logging.INFO):
@@ -87,7 +102,11 @@ def record(request: web.Request, ex: Exchange, response: web.StreamResponse, ela
 
 
 def _config_module(path: str) -> str:
-    return "credentials" if path.startswith("/ocpi/2.2.1/credentials") else "versions"
+    if path.startswith("/ocpi/2.2.1/credentials"):
+        return "credentials"
+    if path.rstrip("/") in ("/ocpi/versions", "/ocpi/2.2.1"):
+        return "versions"
+    return "other"
 
 
 def _body_size(response: web.StreamResponse) -> int:

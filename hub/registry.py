@@ -1,19 +1,31 @@
 """In-memory view of platforms, kept in step with the store, so routing never waits on the database.
 
 Every change goes through ``save()``: the store first, then this process's view, then a notice on Redis so the
-other hub processes reload that platform. A periodic full reload covers a lost notice.
+other hub processes reload that platform (``PlatformFeed``). ``save()`` returns once every hub process has
+confirmed it applied the change (bounded wait), so what the admin API or a registration just answered holds on
+every worker at once: a platform registered through one worker is routable through the others, a suspended
+one is refused everywhere. A periodic full reload covers a lost notice.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
 
 from hub.platform import Party, Platform, hash_token, party_key
 from hub.store.protocol import Store
 
 log = logging.getLogger("hub.registry")
 
+SavedHook = Callable[["Platform | None", Platform], Awaitable[None]]
 ChangeHook = Callable[[str], Awaitable[None]]
 
 
@@ -24,10 +36,24 @@ class PlatformRegistry:
         self._by_token: dict[str, str] = {}
         self._by_party: dict[str, str] = {}
         self.on_change: ChangeHook | None = None
+        self.on_saved: SavedHook | None = None  # (state before, state after) in this process
+        # Local writes are numbered, so a store read that started before one cannot undo it in this view.
+        self._seq = 0
+        self._touched: dict[str, int] = {}
 
     async def load(self) -> None:
+        started = self._seq
         platforms = await self.store.list_platforms()
-        self._by_id = {p.id: p for p in platforms}
+        fresh = {p.id: p for p in platforms}
+        for platform_id, seq in self._touched.items():
+            if seq > started:  # written here while the list was read: this view is the newer one
+                current = self._by_id.get(platform_id)
+                if current is None:
+                    fresh.pop(platform_id, None)
+                else:
+                    fresh[platform_id] = current
+        self._by_id = fresh
+        self._touched = {k: v for k, v in self._touched.items() if v > started}
         self._reindex()
 
     def _reindex(self) -> None:
@@ -43,13 +69,24 @@ class PlatformRegistry:
                     by_party[party.key] = p.id
         self._by_token, self._by_party = by_token, by_party
 
+    def _touch(self, platform_id: str) -> None:
+        self._seq += 1
+        self._touched[platform_id] = self._seq
+
     def _put(self, platform: Platform) -> None:
+        self._touch(platform.id)
         self._by_id[platform.id] = platform
         self._reindex()
 
     async def save(self, platform: Platform) -> None:
+        old = self._by_id.get(platform.id)
         await self.store.save_platform(platform)
         self._put(platform)
+        if self.on_saved is not None:
+            try:
+                await self.on_saved(old, platform)
+            except Exception:  # a missed ClientInfo push is repaired by the partner's pull; never fail the save
+                log.warning("after-save hook failed for platform %s", platform.id, exc_info=True)
         if self.on_change is not None:
             try:
                 await self.on_change(platform.id)
@@ -57,12 +94,17 @@ class PlatformRegistry:
                 log.warning("could not announce change of platform %s", platform.id, exc_info=True)
 
     async def reload(self, platform_id: str) -> None:
+        started = self._seq
         platform = await self.store.get_platform(platform_id)
+        if self._touched.get(platform_id, 0) > started:
+            return  # this process wrote or read a newer state while the store answered
+        self._touch(platform_id)
         if platform is None:
             self._by_id.pop(platform_id, None)
             self._reindex()
         else:
-            self._put(platform)
+            self._by_id[platform.id] = platform
+            self._reindex()
 
     def get(self, platform_id: str) -> Platform | None:
         return self._by_id.get(platform_id)
@@ -96,3 +138,113 @@ class PlatformRegistry:
             return None
         party = platform.party(country_code, party_id)
         return (platform, party) if party is not None else None
+
+
+@dataclass
+class _Acks:
+    expected: int | None = None  # subscribers that received the notice, this process included
+    count: int = 0
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def add(self, n: int = 1) -> None:
+        self.count += n
+        self._check()
+
+    def expect(self, n: int) -> None:
+        self.expected = n
+        self._check()
+
+    def _check(self) -> None:
+        if self.expected is not None and self.count >= self.expected:
+            self.done.set()
+
+
+class PlatformFeed:
+    """Platform changes between hub processes over one Redis pub/sub channel.
+
+    Messages (JSON): ``{"platform": id, "change": cid}`` — reload ``id``, then answer ``{"ack": cid}``. The
+    announcing process waits until as many acks arrived as PUBLISH reported subscribers (itself included), or
+    ``ack_timeout``. A plain platform id (older processes) is reloaded without an ack.
+    """
+
+    def __init__(self, registry: PlatformRegistry, redis: Redis, channel: str, *, ack_timeout: float = 2.0,
+                 full_reload_every: float = 15.0) -> None:
+        self.registry = registry
+        self.redis = redis
+        self.channel = channel
+        self.ack_timeout = ack_timeout
+        self.full_reload_every = full_reload_every
+        self._pending: dict[str, _Acks] = {}
+        self._pubsub: Any = None
+
+    async def open(self) -> None:
+        """Subscribe; call before the registry's first load so no change slips in between."""
+        self._pubsub = self.redis.pubsub()
+        await self._pubsub.subscribe(self.channel)
+
+    async def close(self) -> None:
+        pubsub, self._pubsub = self._pubsub, None
+        if pubsub is not None:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
+
+    async def announce(self, platform_id: str) -> None:
+        change = uuid.uuid4().hex
+        acks = self._pending[change] = _Acks()
+        try:
+            receivers = int(await self.redis.publish(self.channel, orjson.dumps({"platform": platform_id,
+                                                                                  "change": change})))
+            acks.expect(receivers)
+            try:
+                await asyncio.wait_for(acks.done.wait(), self.ack_timeout)
+            except TimeoutError:
+                log.warning("only %d of %d hub processes confirmed the change of platform %s within %.1fs",
+                            acks.count, receivers, platform_id, self.ack_timeout)
+        finally:
+            self._pending.pop(change, None)
+
+    async def run(self) -> None:
+        """Apply changes announced by any process (this one included); reload everything now and then."""
+        if self._pubsub is None:
+            await self.open()
+        loop = asyncio.get_running_loop()
+        next_full = loop.time() + self.full_reload_every
+        while True:
+            try:
+                message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                if message is not None:
+                    await self._handle(message["data"])
+                if loop.time() >= next_full:
+                    next_full = loop.time() + self.full_reload_every
+                    await self.registry.load()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("platform change feed failed; retrying", exc_info=True)
+                next_full = loop.time()  # notices may have been lost meanwhile: reload all once back
+                await asyncio.sleep(1)
+
+    async def _handle(self, data: Any) -> None:
+        raw = data if isinstance(data, bytes | str) else str(data)
+        try:
+            doc = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            doc = None
+        if not isinstance(doc, dict):  # a plain platform id
+            await self.registry.reload(raw.decode() if isinstance(raw, bytes) else raw)
+            return
+        if "ack" in doc:
+            acks = self._pending.get(str(doc["ack"]))
+            if acks is not None:
+                acks.add()
+            return
+        platform_id, change = str(doc.get("platform", "")), str(doc.get("change", ""))
+        if not platform_id:
+            return
+        own = self._pending.get(change)
+        if own is not None:  # our own notice: this view already has the change
+            own.add()
+            return
+        await self.registry.reload(platform_id)
+        if change:
+            await self.redis.publish(self.channel, orjson.dumps({"ack": change}))

@@ -1,20 +1,41 @@
-"""``ocpi-hub serve``: run the hub, in one process or as N processes sharing one port (SO_REUSEPORT)."""
+"""``ocpi-hub serve``: run the hub, in one process or as N processes sharing one port (SO_REUSEPORT).
+
+With ``--workers N`` this process is a small supervisor: it prepares the store once (schema, WAL mode) so the
+workers do not race to create it, points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory so ``/metrics`` on
+any worker shows the whole hub, starts the workers, forwards SIGTERM/SIGINT to them, and stops them all and
+exits non-zero when one of them dies (a supervisor such as systemd or Kubernetes then restarts the hub). A
+worker whose supervisor disappears (``kill -9``) stops on its own, so no orphan keeps serving the port.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import multiprocessing
+import multiprocessing.connection
 import os
 import secrets
+import shutil
 import signal
 import sys
+import tempfile
+import time
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
 from hub.app import create_app
 from hub.logs import setup_logging
+from hub.metrics import MULTIPROC_ENV
 from hub.settings import Settings
+from hub.store import open_store
+
+log = logging.getLogger("hub.serve")
+
+STOP_GRACE_SECONDS = 30.0  # after SIGTERM, how long workers get before SIGKILL
 
 
 def admin_token_file(settings: Settings) -> Path:
@@ -45,44 +66,84 @@ def _banner(settings: Settings, workers: int, generated: bool) -> None:
               " set HUB_REDIS_URL for durable queues and --workers", file=out)
     else:
         print(f"  queues: Redis at {settings.redis_url}", file=out)
+    if workers > 1:
+        print(f"  metrics: /metrics on the shared port merges all {workers} workers", file=out)
     out.flush()
 
 
-async def _serve(settings: Settings, reuse_port: bool) -> None:
+async def _watch_parent(parent_pid: int, stop: asyncio.Event) -> None:
+    """A worker outlives its supervisor only by a second: re-parenting means the supervisor is gone."""
+    while True:
+        await asyncio.sleep(1.0)
+        if os.getppid() != parent_pid:
+            break
+    log.warning("supervisor %d is gone; stopping", parent_pid)
+    stop.set()
+
+
+async def _serve(settings: Settings, reuse_port: bool, parent_pid: int | None) -> int:
     app = create_app(settings)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
+    try:
+        await runner.setup()
+    except Exception as exc:
+        log.exception("the hub could not start")
+        print(f"error: the hub could not start: {exc}", file=sys.stderr)
+        await runner.cleanup()
+        return 1
     site = web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port or None, backlog=1024)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:
+        print(f"error: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}", file=sys.stderr)
+        await runner.cleanup()
+        return 1
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    watchdog = asyncio.create_task(_watch_parent(parent_pid, stop)) if parent_pid else None
     await stop.wait()
+    if watchdog is not None:
+        watchdog.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watchdog
     await runner.cleanup()
+    return 0
 
 
-def _worker(env: dict[str, str], reuse_port: bool) -> None:
+def _worker(env: dict[str, str], reuse_port: bool, parent_pid: int | None = None) -> int:
     os.environ.update(env)
     settings = Settings()
     setup_logging(settings.log_level)
-    _run_loop(_serve(settings, reuse_port))
+    code = _run_loop(_serve(settings, reuse_port, parent_pid))
+    if parent_pid is not None:  # a worker process: its exit code is what the supervisor sees
+        sys.exit(code)
+    return code
 
 
-def _run_loop(coro: object) -> None:
+def _run_loop(coro: Coroutine[Any, Any, int]) -> int:
     try:
         import uvloop
 
         uvloop.install()
     except ImportError:
         pass
-    asyncio.run(coro)  # type: ignore[arg-type]
+    return asyncio.run(coro)
+
+
+async def _prepare_store(settings: Settings) -> None:
+    store = await open_store(settings)
+    await store.close()
 
 
 def serve(workers: int = 1, host: str | None = None, port: int | None = None) -> int:
     overrides = {k: v for k, v in (("HUB_HOST", host), ("HUB_PORT", str(port) if port else None)) if v}
     os.environ.update(overrides)
     settings = Settings()
+    if workers < 1:
+        print("--workers must be at least 1", file=sys.stderr)
+        return 2
     if workers > 1 and settings.embedded:
         print("--workers needs a real Redis: set HUB_REDIS_URL (the embedded fakeredis lives in one process)",
               file=sys.stderr)
@@ -92,23 +153,74 @@ def serve(workers: int = 1, host: str | None = None, port: int | None = None) ->
         settings.admin_token = secrets.token_urlsafe(24)
         _write_token(admin_token_file(settings), settings.admin_token)
     assert settings.admin_token is not None
-    _banner(settings, workers, generated)
     env = {**overrides, "HUB_ADMIN_TOKEN": settings.admin_token}
-    if workers <= 1:
-        _worker(env, reuse_port=False)
-        return 0
+    if workers == 1:
+        _banner(settings, workers, generated)
+        return _worker(env, reuse_port=False)
+    # Create the schema (and switch SQLite to WAL, which fails rather than waits when another process holds a
+    # lock) once, here, instead of N workers racing to do it.
+    try:
+        asyncio.run(_prepare_store(settings))
+    except Exception as exc:
+        print(f"error: cannot open the store: {exc}", file=sys.stderr)
+        return 1
+    _banner(settings, workers, generated)
+    metrics_dir = tempfile.mkdtemp(prefix="ocpi-hub-metrics-")
+    # Set before the workers start: prometheus-client reads it once, when a worker first imports it.
+    os.environ[MULTIPROC_ENV] = metrics_dir
+    try:
+        return _supervise(env, workers)
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _supervise(env: dict[str, str], workers: int) -> int:
+    import faulthandler  # DEBUG-TEMP
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # DEBUG-TEMP
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_worker, args=(env, True), name=f"ocpi-hub-{i}") for i in range(workers)]
-    for p in procs:
-        p.start()
+    me = os.getpid()
+    procs = [ctx.Process(target=_worker, args=(env, True, me), name=f"ocpi-hub-{i}") for i in range(workers)]
+    stopping = False
+
+    def _signal_all(signum: int) -> None:
+        for p in procs:
+            if p.pid and p.exitcode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(p.pid, signum)
 
     def _forward(signum: int, _frame: object) -> None:
-        for p in procs:
-            if p.is_alive() and p.pid:
-                os.kill(p.pid, signum)
+        nonlocal stopping
+        stopping = True
+        _signal_all(signum)
 
     signal.signal(signal.SIGTERM, _forward)
     signal.signal(signal.SIGINT, _forward)
     for p in procs:
-        p.join()
-    return max((p.exitcode or 0) for p in procs)
+        p.start()
+    if stopping:  # a signal came while starting
+        _signal_all(signal.SIGTERM)
+    failed = False
+    deadline: float | None = None
+
+    while any(p.exitcode is None for p in procs):
+        live = [p for p in procs if p.exitcode is None]
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        ready = multiprocessing.connection.wait([p.sentinel for p in live], timeout=timeout)
+        for p in procs:
+            p.join(timeout=0)
+        print("DEBUG-TEMP", ready, [(p.pid, p.exitcode) for p in procs], stopping, file=sys.stderr, flush=True)
+        if not stopping and any(p.exitcode is not None for p in procs):
+            dead = [p for p in procs if p.exitcode is not None]
+            for p in dead:
+                print(f"error: worker {p.name} (pid {p.pid}) exited with code {p.exitcode}; stopping the hub",
+                      file=sys.stderr, flush=True)
+            failed = stopping = True
+            _signal_all(signal.SIGTERM)
+        if stopping and deadline is None:
+            deadline = time.monotonic() + STOP_GRACE_SECONDS
+        if deadline is not None and time.monotonic() >= deadline:
+            _signal_all(signal.SIGKILL)
+            deadline = time.monotonic() + STOP_GRACE_SECONDS
+    if failed or any(p.exitcode != 0 for p in procs):
+        return 1
+    return 0

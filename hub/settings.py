@@ -35,6 +35,10 @@ class Settings(BaseSettings):
     delivery_concurrency: int = Field(512, ge=1, description="deliveries one process runs at once")
     connections_per_receiver: int = Field(64, ge=1)
 
+    broadcast_retry_window: float = Field(600.0, gt=0, description="seconds a fan-out delivery is retried")
+    alive_interval: float = Field(300.0, gt=0, description="silence before a still-alive GET versions")
+    alive_check_every: float = Field(30.0, gt=0, description="how often silent platforms are looked at")
+
     audit_bodies: bool = False
     audit_retention_days: int = Field(90, ge=1)
     audit_flush_interval: float = Field(0.2, gt=0)
@@ -55,6 +59,11 @@ class Settings(BaseSettings):
         if self.sqlite_path == ":memory:":
             return Path(".hub-data")
         return Path(self.sqlite_path).parent
+
+    @property
+    def admin_token_path(self) -> Path:
+        """Where ``serve`` keeps a generated admin token (mode 0600) so the CLI on this machine finds it."""
+        return self.data_dir / "admin-token"
 
     @property
     def embedded(self) -> bool:

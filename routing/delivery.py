@@ -3,7 +3,8 @@
 A direct request is enqueued with claim-on-enqueue: when its ordering group is free the handler delivers it
 itself (one Redis round trip saved); otherwise any process's dispatcher delivers it when its turn comes and the
 reply reaches the waiting handler through an in-process future or, across processes, the origin's reply channel.
-Direct requests are never retried (OCPI); past their deadline they are dropped, not delivered late.
+Direct requests are never retried (OCPI); past their deadline, or with less than ``MIN_BUDGET_SHARE`` of the
+forward timeout left, they are dropped with 4002, not delivered late.
 """
 
 from __future__ import annotations
@@ -13,18 +14,21 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import aiohttp
 import orjson
 from redis.asyncio import Redis
+from yarl import URL
 
 from hub.ocpi.auth import authorization_header
 from hub.ocpi.headers import REQUEST_ID, ROUTING_HEADERS, new_id
 from hub.platform import ConnectionStatus, Platform
+from hub.tasks import stop_task
 from routing import keys
 from routing.queue import DeliveryQueue, Message
+from routing.retry import NOT_CONNECTED, backoff, describe, push_verdict
 from routing.wire import ForwardRequest, Reply
 
 log = logging.getLogger("routing.delivery")
@@ -36,8 +40,12 @@ Resolver = Callable[[str], Platform | None]
 
 
 def join_url(base: str, tail: str, query: str = "") -> str:
-    """Exactly one slash between an endpoint URL and the path below it (digest §2.9)."""
-    url = base.rstrip("/")
+    """Exactly one slash between an endpoint URL and the path below it (digest §2.9); the result is encoded.
+
+    ``tail`` and ``query`` are percent-encoded as the caller sent them and must go out unchanged (an id with
+    an encoded '/' or a query value with an encoded '&' keeps its meaning): request ``URL(.., encoded=True)``.
+    """
+    url = str(URL(base)).rstrip("/")
     if tail:
         url += "/" + tail.lstrip("/")
     if query:
@@ -57,8 +65,14 @@ def ocpi_status_of(body: bytes) -> int | None:
     return code if isinstance(code, int) and not isinstance(code, bool) else None
 
 
+# Share of the forward timeout a queued direct request must still have to be forwarded at all: one that waited
+# almost its whole budget behind a slow receiver would reach it with milliseconds left, be acted on there
+# (a START_SESSION, a PUT) while its caller gets 4002 and may retry: that is a late delivery in all but name.
+MIN_BUDGET_SHARE = 0.2
+
+
 def hub_error_reply(code: int, message: str) -> Reply:
-    http = {4000: 502, 4001: 404, 4002: 504, 4003: 503}.get(code, 502)
+    http = {3000: 500, 4000: 502, 4001: 404, 4002: 504, 4003: 503}.get(code, 502)
     return Reply(status=http, hub_error=code, message=message)
 
 
@@ -75,6 +89,8 @@ class Delivery:
         prefix: str,
         forward_timeout: float,
         concurrency: int = 512,
+        min_budget: float | None = None,
+        retry_window: float = 600.0,
     ) -> None:
         self.queue = queue
         self.redis = redis
@@ -83,6 +99,9 @@ class Delivery:
         self.prefix = prefix
         self.forward_timeout = forward_timeout
         self.concurrency = concurrency
+        self.min_budget = forward_timeout * MIN_BUDGET_SHARE if min_budget is None else min_budget
+        self.retry_window = retry_window
+        self.on_retry: Callable[[Message], None] | None = None
         self.process_id = uuid.uuid4().hex
         self._pending: dict[str, asyncio.Future[Reply]] = {}
         self._wake = asyncio.Event()
@@ -103,12 +122,13 @@ class Delivery:
             asyncio.create_task(self._reap(), name="delivery-reap"),
         ]
 
+    def wake(self) -> None:
+        """Tell this process's dispatcher there is queued work (other processes hear the wake channel)."""
+        self._wake.set()
+
     async def stop(self) -> None:
         for task in self._loops:
-            task.cancel()
-        for task in self._loops:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            await stop_task(task)
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=self.forward_timeout + 1)
         if self._pubsub is not None:
@@ -123,9 +143,12 @@ class Delivery:
         self._pending[msg.id] = future  # before enqueue: a fast dispatcher must find it
         try:
             if await self.queue.enqueue(msg, claim=True):
-                reply = await self._deliver(msg)
-                await self.queue.ack(msg)
-                return reply
+                try:
+                    return await self._deliver(msg)
+                finally:
+                    # Whatever happened, free the group: a lease left behind would stall it. The caller need
+                    # not wait for that round trip; the ack batches with others in the same tick.
+                    self._background(self._ack(msg))
             self._wake.set()
             wait = max(msg.deadline - time.time(), 0.0) + 0.5
             try:
@@ -135,26 +158,41 @@ class Delivery:
         finally:
             self._pending.pop(msg.id, None)
 
+    async def _ack(self, msg: Message) -> None:
+        try:
+            await self.queue.ack(msg)
+        except Exception:  # the lease expires and the reaper frees the group
+            log.warning("ack of message %s failed", msg.id, exc_info=True)
+
+    def _background(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     # -- forwarding --------------------------------------------------------------------------------------
     async def _deliver(self, msg: Message) -> Reply:
         fwd = ForwardRequest.decode(msg.payload)
         platform = self.resolve(msg.receiver)
         if platform is None or platform.removed or platform.status != ConnectionStatus.CONNECTED:
-            return hub_error_reply(4003, "receiver is not connected")
-        base = platform.endpoint_url(fwd.module, fwd.interface_role)
+            return hub_error_reply(4003, NOT_CONNECTED)
+        base = fwd.url or platform.endpoint_url(fwd.module, fwd.interface_role)
         if base is None or not platform.outbound_token:
             return hub_error_reply(4003, f"receiver has no {fwd.module} {fwd.interface_role} endpoint")
         remaining = msg.deadline - time.time() if msg.deadline else self.forward_timeout
-        if remaining <= 0:
-            return hub_error_reply(4002, "request expired before it could be forwarded")
+        if remaining < min(self.min_budget, self.forward_timeout):
+            return hub_error_reply(4002, "request waited too long in the queue to be forwarded in time")
         headers = dict(fwd.headers)
         headers["Authorization"] = authorization_header(platform.outbound_token)
         headers[REQUEST_ID] = new_id()  # OCPI: a hub sets a new request id, keeps the correlation id
         started = time.perf_counter()
         try:
+            url = URL(fwd.url if fwd.url else join_url(base, fwd.tail, fwd.query), encoded=True)
+        except ValueError:  # e.g. a port out of range: the partner advertised an endpoint no one can call
+            return hub_error_reply(4003, f"receiver's {fwd.module} {fwd.interface_role} endpoint URL is unusable")
+        try:
             async with self.session.request(
                 fwd.method,
-                join_url(base, fwd.tail, fwd.query),
+                url,
                 data=fwd.body or None,
                 headers=headers,
                 timeout=aiohttp.ClientTimeout(total=min(remaining, self.forward_timeout)),
@@ -176,16 +214,48 @@ class Delivery:
         return Reply(status=status, headers=relayed, body=body, receiver_ms=receiver_ms, ocpi_status=ocpi_status)
 
     async def _process(self, msg: Message) -> None:
-        """Dispatcher path: deliver unless expired, free the group, hand the reply to its waiter."""
+        """Dispatcher path: deliver unless expired, free the group, hand the reply to its waiter.
+
+        The group is freed and the waiter answered even when forwarding fails unexpectedly: a lease left
+        behind would hold up every later message of the object until it expires.
+        """
+        if msg.kind != "direct":
+            await self._process_push(msg)
+            return
+        reply = hub_error_reply(4002, "request expired in the queue")  # never delivered late
         try:
-            if msg.deadline and msg.deadline <= time.time():
-                reply = hub_error_reply(4002, "request expired in the queue")  # never delivered late
-            else:
+            if not msg.expired and not (msg.deadline and msg.deadline <= time.time()):
                 reply = await self._deliver(msg)
-            await self.queue.ack(msg)
-            await self._send_reply(msg, reply)
         except Exception:
             log.exception("delivery of message %s to %s failed", msg.id, msg.receiver)
+            reply = hub_error_reply(3000, "internal hub error while forwarding")
+        try:
+            if not msg.expired:  # claim already removed an expired message: nothing to ack
+                await self.queue.ack(msg)
+            await self._send_reply(msg, reply)
+        except Exception:
+            log.exception("finishing message %s to %s failed", msg.id, msg.receiver)
+
+    async def _process_push(self, msg: Message) -> None:
+        """Hub-originated pushes (broadcast fan-out, ClientInfo): retried on transient failures within the
+        retry window, never for receivers that are not CONNECTED; what still fails becomes a dead letter."""
+        try:
+            reply = await self._deliver(msg)
+        except Exception:
+            log.exception("push %s to %s failed", msg.id, msg.receiver)
+            reply = hub_error_reply(3000, "internal hub error while forwarding")
+        verdict = push_verdict(reply)
+        try:
+            if verdict == "ok":
+                await self.queue.ack(msg)
+            elif verdict == "transient" and time.time() - msg.enqueued_at < self.retry_window:
+                await self.queue.retry_later(msg, backoff(msg.attempts))
+                if self.on_retry is not None:
+                    self.on_retry(msg)
+            else:
+                await self.queue.dead_letter(msg, describe(reply))
+        except Exception:
+            log.exception("finishing push %s to %s failed", msg.id, msg.receiver)
 
     async def _send_reply(self, msg: Message, reply: Reply) -> None:
         if not msg.origin:

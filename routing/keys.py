@@ -117,3 +117,18 @@ def reply_channel(prefix: str, process_id: str) -> str:
 
 def platforms_channel(prefix: str) -> str:
     return f"{base(prefix)}platforms"
+
+
+def callback(prefix: str, callback_id: str) -> str:
+    """A hub URL handed out in place of a partner's URL (response_url, Location, Link); expires by TTL."""
+    return f"{base(prefix)}cb:{callback_id}"
+
+
+def last_seen(prefix: str) -> str:
+    """Hash platform id -> unix time of the last request received from it (still-alive checks)."""
+    return f"{base(prefix)}seen"
+
+
+def liveness_lock(prefix: str, platform_id: str) -> str:
+    """Held by the one process that runs a still-alive check of a platform."""
+    return f"{base(prefix)}alive-lock:{platform_id}"

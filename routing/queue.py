@@ -68,6 +68,7 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 from routing import keys
+from routing.batching import ScriptBatcher
 from routing.keys import group_token
 
 _REAP_BATCH = 256
@@ -145,6 +146,8 @@ def _load_scripts() -> dict[str, str]:
 
 
 _SCRIPTS = _load_scripts()
+# The hot path: calls made in the same event-loop tick share one pipeline (routing/batching.py).
+_BATCHED = frozenset({"enqueue", "ack"})
 
 
 class DeliveryQueue:
@@ -178,16 +181,18 @@ class DeliveryQueue:
         self._scripts: dict[str, AsyncScript] = {
             name: redis.register_script(text) for name, text in _SCRIPTS.items()
         }
+        self._batcher = ScriptBatcher(redis)
 
     async def _run(
         self, script: str, script_keys: Sequence[str], args: Sequence[_Arg], now: float | None = None
     ) -> Any:
         """Run a script with the KEYS/ARGV head every script shares (see ``lib.lua``)."""
         p = self.prefix
-        return await self._scripts[script](
-            keys=[keys.ready(p), keys.group_state(p), keys.leases(p), keys.inflight(p), *script_keys],
-            args=[keys.base(p), repr(self._clock() if now is None else now), keys.wake_channel(p), *args],
-        )
+        all_keys = [keys.ready(p), keys.group_state(p), keys.leases(p), keys.inflight(p), *script_keys]
+        all_args = [keys.base(p), repr(self._clock() if now is None else now), keys.wake_channel(p), *args]
+        if script in _BATCHED:
+            return await self._batcher.call(self._scripts[script], all_keys, all_args)
+        return await self._scripts[script](keys=all_keys, args=all_args)
 
     # -- hot path ---------------------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.parse import unquote
 
 from hub.ocpi.errors import (
     InvalidParameters,
@@ -29,6 +30,24 @@ _ID_FIELD: dict[str, dict[int, str]] = {
     "tokens": {3: "uid"},
 }
 PUSH_METHODS = frozenset({"PUT", "PATCH", "POST"})
+# Methods OCPI 2.2.1 defines per module and interface role (digest §8); anything else is refused with 405
+# rather than forwarded: no receiver implements it, and a hub must not invent semantics (e.g. DELETE a Location).
+ALLOWED_METHODS: dict[tuple[str, str], frozenset[str]] = {
+    ("locations", "SENDER"): frozenset({"GET"}),
+    ("locations", "RECEIVER"): frozenset({"GET", "PUT", "PATCH"}),
+    ("sessions", "SENDER"): frozenset({"GET", "PUT"}),
+    ("sessions", "RECEIVER"): frozenset({"GET", "PUT", "PATCH"}),
+    ("cdrs", "SENDER"): frozenset({"GET"}),
+    ("cdrs", "RECEIVER"): frozenset({"GET", "POST"}),
+    ("tariffs", "SENDER"): frozenset({"GET"}),
+    ("tariffs", "RECEIVER"): frozenset({"GET", "PUT", "DELETE"}),
+    ("tokens", "SENDER"): frozenset({"GET", "POST"}),
+    ("tokens", "RECEIVER"): frozenset({"GET", "PUT", "PATCH"}),
+    ("commands", "SENDER"): frozenset({"POST"}),
+    ("commands", "RECEIVER"): frozenset({"POST"}),
+    ("chargingprofiles", "SENDER"): frozenset({"POST", "PUT"}),
+    ("chargingprofiles", "RECEIVER"): frozenset({"GET", "PUT", "DELETE"}),
+}
 
 
 class Directory(Protocol):
@@ -43,15 +62,16 @@ class InboundRequest:
     module: str
     interface_role: str  # role of the hub endpoint that was called: SENDER | RECEIVER
     method: str
-    tail: str  # path below the module base, no leading or trailing slash
-    query: str
+    tail: str  # path below the module base as sent (percent-encoded), no leading or trailing slash
+    query: str  # query string as sent (percent-encoded)
     routing: RoutingHeaders
     body: bytes
     json_body: Any = None
 
     @property
     def segments(self) -> list[str]:
-        return [s for s in self.tail.split("/") if s]
+        """Decoded path segments; split before decoding so an id holding an encoded '/' stays one segment."""
+        return [unquote(s) for s in self.tail.split("/") if s]
 
 
 @dataclass
@@ -59,6 +79,10 @@ class Route:
     receiver: Platform
     to: Party
     group: str | None  # ordering key within the receiver; None: no ordering needed
+
+
+def allowed_methods(module: str, interface_role: str) -> frozenset[str]:
+    return ALLOWED_METHODS.get((module, interface_role), frozenset())
 
 
 def check_sender(req: InboundRequest) -> Party:

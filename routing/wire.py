@@ -20,6 +20,7 @@ class ForwardRequest:
     query: str
     headers: dict[str, str]  # routing headers, correlation id, content type: what the receiver must see
     body: bytes = b""
+    url: str = ""  # absolute target instead of endpoint + tail + query (hub callback URLs, digest §3.9)
 
     def encode(self) -> bytes:
         head = {k: v for k, v in asdict(self).items() if k != "body"}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json as _json
 import secrets
 import uuid
 from collections.abc import Awaitable, Callable
@@ -18,6 +19,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
+from yarl import URL
 
 ALL_MODULES = ("cdrs", "chargingprofiles", "commands", "locations", "sessions", "tariffs", "tokens")
 
@@ -42,11 +44,11 @@ class Received:
     headers: CIMultiDict[str]
     body: bytes
     time: float
+    raw_path: str = ""  # as on the wire, percent-encoding kept: forwarding must not decode it
+    raw_query: str = ""
 
     def json(self) -> Any:
-        import json
-
-        return json.loads(self.body) if self.body else None
+        return _json.loads(self.body) if self.body else None
 
 
 Responder = Callable[[web.Request, Received], Awaitable[web.StreamResponse]]
@@ -87,7 +89,12 @@ class FakePartner:
     responder: Responder = default_responder
     versions_status: int = 200
     offer_credentials: bool = True
+    trailing_slash: bool = False  # advertise endpoint URLs ending in '/': the hub must still join with one '/'
+    endpoint_urls: dict[tuple[str, str], str] = field(default_factory=dict)  # (module, role) -> URL advertised
+    offered_versions: tuple[str, ...] = ("2.2.1",)
+    versions_delay: float = 0.0  # seconds the versions endpoint waits: lets tests act mid-registration
     received: list[Received] = field(default_factory=list)
+    config_calls: list[Received] = field(default_factory=list)  # GETs on versions and version details
     token_c: str | None = None
     hub_endpoints: dict[tuple[str, str], str] = field(default_factory=dict)
     base_url: str = ""
@@ -96,6 +103,11 @@ class FakePartner:
     @property
     def versions_url(self) -> str:
         return f"{self.base_url}/ocpi/versions"
+
+    @staticmethod
+    def endpoint_path(module: str, role: str) -> str:
+        """Path of the endpoint this partner advertises for a module and interface role (no trailing slash)."""
+        return f"/ocpi/2.2.1/{role.lower()}/{module}"
 
     @property
     def party(self) -> Party:
@@ -122,14 +134,25 @@ class FakePartner:
     def _authorized(self, request: web.Request) -> bool:
         return request.headers.get("Authorization") == ocpi_token(self.token_b)
 
+    async def _record(self, request: web.Request) -> Received:
+        return Received(method=request.method, path=request.path, query=request.query_string,
+                        headers=CIMultiDict(request.headers), body=await request.read(),
+                        time=asyncio.get_running_loop().time(), raw_path=request.rel_url.raw_path,
+                        raw_query=request.rel_url.raw_query_string)
+
     async def _versions(self, request: web.Request) -> web.Response:
+        self.config_calls.append(await self._record(request))
+        if self.versions_delay:
+            await asyncio.sleep(self.versions_delay)
         if not self._authorized(request):
             return web.json_response(envelope(status_code=2000, message="bad token"), status=401)
         if self.versions_status != 200:
             return web.Response(status=self.versions_status, text="down for maintenance")
-        return web.json_response(envelope([{"version": "2.2.1", "url": f"{self.base_url}/ocpi/2.2.1"}]))
+        return web.json_response(envelope([{"version": v, "url": f"{self.base_url}/ocpi/{v}"}
+                                           for v in self.offered_versions]))
 
     async def _details(self, request: web.Request) -> web.Response:
+        self.config_calls.append(await self._record(request))
         if not self._authorized(request):
             return web.json_response(envelope(status_code=2000, message="bad token"), status=401)
         endpoints = []
@@ -138,14 +161,13 @@ class FakePartner:
                               "url": f"{self.base_url}/ocpi/2.2.1/credentials"})
         for module, roles in self.modules.items():
             for role in roles:
+                url = self.base_url + self.endpoint_path(module, role) + ("/" if self.trailing_slash else "")
                 endpoints.append({"identifier": module, "role": role,
-                                  "url": f"{self.base_url}/ocpi/2.2.1/{role.lower()}/{module}"})
+                                  "url": self.endpoint_urls.get((module, role), url)})
         return web.json_response(envelope({"version": "2.2.1", "endpoints": endpoints}))
 
     async def _module(self, request: web.Request) -> web.StreamResponse:
-        rec = Received(method=request.method, path=request.path, query=request.query_string,
-                       headers=CIMultiDict(request.headers), body=await request.read(),
-                       time=asyncio.get_running_loop().time())
+        rec = await self._record(request)
         self.received.append(rec)
         if not self._authorized(request):
             return web.json_response(envelope(status_code=2000, message="bad token"), status=401)
@@ -196,6 +218,31 @@ class FakePartner:
         query: str = "",
     ) -> tuple[int, CIMultiDict[str], Any]:
         """Send one request to the hub as this partner; returns status, headers, parsed JSON (or text)."""
+        status, resp_headers, raw = await self.call_raw(session, method, module, role, tail, to=to, from_=from_,
+                                                        json=json, data=data, headers=headers, query=query)
+        try:
+            body: Any = _json.loads(raw)
+        except ValueError:
+            body = raw.decode(errors="replace")
+        return status, resp_headers, body
+
+    async def call_raw(
+        self,
+        session: aiohttp.ClientSession,
+        method: str,
+        module: str,
+        role: str,
+        tail: str = "",
+        *,
+        to: Party | None = None,
+        from_: Party | None = None,
+        json: Any = None,
+        data: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        query: str = "",
+        encoded: bool = False,
+    ) -> tuple[int, CIMultiDict[str], bytes]:
+        """Like ``call`` but the body comes back as bytes; ``encoded=True`` sends tail and query byte for byte."""
         sender = from_ or self.party
         h = {"Authorization": ocpi_token(self.token_c or ""),
              "X-Request-ID": uuid.uuid4().hex, "X-Correlation-ID": uuid.uuid4().hex,
@@ -204,12 +251,6 @@ class FakePartner:
             h["OCPI-to-country-code"], h["OCPI-to-party-id"] = to.country_code, to.party_id
         h.update(headers or {})
         url = self.hub_url(module, role, tail) + (f"?{query}" if query else "")
-        async with session.request(method, url, json=json, data=data, headers=h) as resp:
-            raw = await resp.read()
-            try:
-                import json as _json
-
-                body: Any = _json.loads(raw)
-            except ValueError:
-                body = raw.decode(errors="replace")
-            return resp.status, CIMultiDict(resp.headers), body
+        target: str | URL = URL(url, encoded=True) if encoded else url
+        async with session.request(method, target, json=json, data=data, headers=h) as resp:
+            return resp.status, CIMultiDict(resp.headers), await resp.read()

@@ -60,6 +60,17 @@ def parse_routing(request: web.Request) -> RoutingHeaders:
     )
 
 
+def claimed_from(request: web.Request) -> Party | None:
+    """The FROM pair as sent, or None when absent or malformed, without raising.
+
+    Lets every answer, a refusal before authentication or header checks included, be addressed TO = requester.
+    """
+    try:
+        return _pair(request, FROM_CC, FROM_PID, "OCPI-from")
+    except InvalidParameters:
+        return None
+
+
 def message_ids(request: web.Request) -> tuple[str, str]:
     """The caller's request and correlation ids; generated when missing (we repair, not reject)."""
     request_id = request.headers.get(REQUEST_ID) or new_id()

@@ -1,0 +1,102 @@
+"""The benchmark's output: a plain table for people, ``bench/results/latest.json`` for tools."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from loadgen import Result
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+@dataclass
+class Measured:
+    """One scenario's result plus the CPU each process used while it ran (% of one core)."""
+
+    scenario: str  # e.g. "hub GET"
+    target: str  # "hub" | "bare"
+    method: str
+    result: Result
+    cpu_pct: dict[str, float] = field(default_factory=dict)
+    receiver_seen: int = 0
+
+    @property
+    def cpu_per_request_us(self) -> float:
+        """CPU time of the process under test per request: steadier than req/s when the machine is shared."""
+        return self.cpu_pct.get(self.target, 0.0) / 100 / max(self.result.rps, 1e-9) * 1e6
+
+    def as_dict(self) -> dict[str, Any]:
+        r = self.result
+        return {
+            "scenario": self.scenario, "target": self.target, "method": self.method,
+            "requests": r.requests, "duration_s": round(r.duration_s, 3), "rps": round(r.rps, 1),
+            "latency_ms": r.latency_ms, "errors": r.errors, "error_rate": round(r.error_rate, 6),
+            "non2xx": r.non2xx, "bad_ocpi": r.bad_ocpi, "socket_errors": r.socket_errors,
+            "receiver_seen": self.receiver_seen, "cpu_pct_of_one_core": self.cpu_pct,
+            "cpu_us_per_request": round(self.cpu_per_request_us, 1),
+        }
+
+
+def pick(rows: list[Measured]) -> list[Measured]:
+    """Per scenario, the round with the median req/s (the upper median for an even count), in first-seen order."""
+    names = list(dict.fromkeys(m.scenario for m in rows))
+    shown = []
+    for name in names:
+        runs = sorted((m for m in rows if m.scenario == name), key=lambda m: m.result.rps)
+        shown.append(runs[len(runs) // 2])
+    return shown
+
+
+def ratios(rows: list[Measured]) -> dict[str, float | None]:
+    """hub req/s divided by bare-proxy req/s, per method."""
+    out: dict[str, float | None] = {}
+    for method in ("GET", "PUT"):
+        hub = next((m.result.rps for m in rows if m.target == "hub" and m.method == method), None)
+        bare = next((m.result.rps for m in rows if m.target == "bare" and m.method == method), None)
+        out[method] = round(hub / bare, 3) if hub is not None and bare else None
+    return out
+
+
+def cpu_ratio(rows: list[Measured], method: str) -> float | None:
+    """hub CPU per request divided by bare-proxy CPU per request."""
+    hub = next((m.cpu_per_request_us for m in rows if m.target == "hub" and m.method == method), None)
+    bare = next((m.cpu_per_request_us for m in rows if m.target == "bare" and m.method == method), None)
+    return round(hub / bare, 2) if hub is not None and bare else None
+
+
+def render(rows: list[Measured], meta: dict[str, Any]) -> str:
+    head = f"{'scenario':<10} | {'req/s':>8} | {'p50 ms':>7} | {'p99 ms':>7} | {'errors':>14} | {'CPU µs/req':>10}"
+    lines = [head, "-" * len(head)]
+    for m in rows:
+        r = m.result
+        errors = f"{r.errors} ({r.error_rate:.2%})"
+        lines.append(f"{m.scenario:<10} | {r.rps:>8.0f} | {r.latency_ms['p50']:>7.2f} | "
+                     f"{r.latency_ms['p99']:>7.2f} | {errors:>14} | {m.cpu_per_request_us:>10.0f}")
+    lines.append("")
+    for method, ratio in ratios(rows).items():
+        cost = cpu_ratio(rows, method)
+        if ratio is not None and cost is not None:
+            lines.append(f"hub/bare req/s {method}: {ratio:.2f}   (hub CPU per request = {cost:.1f} x bare)")
+    lines.append("")
+    lines.append("CPU while measuring (% of one core; the machine has "
+                 f"{meta['machine']['cores']} cores = {100 * meta['machine']['cores']}%):")
+    for m in rows:
+        parts = ", ".join(f"{k} {v:.0f}" for k, v in m.cpu_pct.items())
+        lines.append(f"  {m.scenario:<10} {parts}; receiver saw {m.receiver_seen} requests")
+    noisy = [m.scenario for m in rows if m.cpu_pct.get("other", 0) > 25]
+    if noisy:
+        lines.append(f"WARNING: other processes used > 25% of a core during {', '.join(noisy)}: figures are noisy")
+    return "\n".join(lines)
+
+
+def write_json(rows: list[Measured], shown: list[Measured], meta: dict[str, Any], ok: bool) -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / "latest.json"
+    doc = {"ok": ok, "meta": meta, "ratios_hub_over_bare": ratios(shown),
+           "cpu_per_request_hub_over_bare": {m: cpu_ratio(shown, m) for m in ("GET", "PUT")},
+           "scenarios": [m.as_dict() for m in shown], "all_rounds": [m.as_dict() for m in rows]}
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+    return path

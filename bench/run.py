@@ -1,0 +1,252 @@
+"""``make bench``: routed OCPI GETs and PUTs through one hub process vs a bare aiohttp proxy, same load.
+
+One run starts a fast fake receiver, the hub (real Redis when it answers, else embedded) and the bare proxy,
+registers a sender and the receiver through the admin API and the credentials handshake, then drives wrk at
+fixed concurrency against hub and proxy in turn (GET hub, GET bare, PUT hub, PUT bare: neighbours in time
+see the same machine) and prints req/s, p50/p99 and errors side by side. Everything listens on loopback,
+every child is stopped in ``finally`` and the hub's Redis keys are deleted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.metadata
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+import hubproc
+import loadgen
+import measure
+import onboard
+import pyspy
+import report
+from common import HERE, LOOPBACK, Child, free_port, python_argv, wait_http
+from loadgen import Load
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="hub vs bare aiohttp proxy, routed locations GET and PUT")
+    p.add_argument("--duration", type=float, default=10.0, help="seconds measured per scenario")
+    p.add_argument("--warmup", type=float, default=2.0, help="seconds of discarded load before each scenario")
+    p.add_argument("--rounds", type=int, default=1, help="repeat all scenarios; the median-req/s round is shown")
+    p.add_argument("--connections", type=int, default=32)
+    p.add_argument("--threads", type=int, default=1, help="wrk threads (2 cores: keep 1)")
+    p.add_argument("--loadgen", choices=("auto", "wrk", "python"), default="auto")
+    p.add_argument("--embedded", action="store_true", help="run the hub on fakeredis even if Redis answers")
+    p.add_argument("--max-error-rate", type=float, default=0.01, help="fail above this share of errors")
+    p.add_argument("--profile", action="store_true",
+                   help="after the hub scenarios, extra runs sampled by py-spy (bench/results/profile-*.txt)")
+    p.add_argument("--hub-src", type=Path, help="benchmark the hub of another checkout (A/B), not this one")
+    p.add_argument("--time-limit", type=float, default=900.0, help="hard bound on the whole run, seconds")
+    return p.parse_args()
+
+
+def git_commit() -> str:
+    def git(*argv: str) -> str:
+        return subprocess.run(["git", *argv], cwd=HERE.parent, capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+
+    try:
+        commit, dirty = git("rev-parse", "--short", "HEAD"), git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return (commit or "unknown") + ("+dirty" if dirty else "")
+
+
+def package_version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def loads(sender: onboard.Registration) -> list[Load]:
+    """GET: eMSP asks the CPO for a Location (SENDER). PUT: CPO pushes its Location to the eMSP (RECEIVER)."""
+    get_path = urlsplit(sender.hub_endpoints[("locations", "SENDER")]).path
+    put_path = urlsplit(sender.hub_endpoints[("locations", "RECEIVER")]).path + "/NL/CPA"
+    return [Load("GET", get_path, sender.auth, from_=("DE", "EMA"), to=("NL", "CPR")),
+            Load("PUT", put_path, sender.auth, from_=("NL", "CPA"), to=("DE", "EMR"), owner=("NL", "CPA"))]
+
+
+class Bench:
+    """One benchmark run: its children, temp dir and results; ``close`` undoes everything it started."""
+
+    def __init__(self, args: argparse.Namespace, wrk: str | None, tmp: Path) -> None:
+        self.args, self.wrk, self.tmp = args, wrk, tmp
+        self.children: list[Child] = []
+        self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15))
+        self.sender = onboard.SenderPlatform()
+        self.redis_url: str | None = None
+        self.prefix = hubproc.new_prefix()
+        self.rows: list[report.Measured] = []
+        self.receiver_url = ""
+
+    async def spawn(self, child: Child, ready_url: str) -> Child:
+        self.children.append(child)
+        await child.start()
+        await wait_http(ready_url, 30, child)
+        return child
+
+    async def received(self) -> int:
+        async with self.session.get(f"{self.receiver_url}/stats") as resp:
+            return sum((await resp.json()).values())
+
+    async def load(self, load: Load, origin: str, duration: float) -> loadgen.Result:
+        a = self.args
+        return await loadgen.run(load, origin, wrk=self.wrk, connections=a.connections, threads=a.threads,
+                                 duration=duration)
+
+    async def start(self) -> list[measure.Scenario]:
+        """Receiver, hub (registered partners) and bare proxy up; the scenarios to measure."""
+        receiver_port, token_b = free_port(), "B-recv-" + os.urandom(8).hex()
+        self.receiver_url = f"http://{LOOPBACK}:{receiver_port}"
+        receiver = await self.spawn(Child("receiver", python_argv("receiver.py", str(receiver_port), token_b),
+                                          self.tmp), f"{self.receiver_url}/healthz")
+        await self.sender.start()
+        if not self.args.embedded and hubproc.redis_available():
+            self.redis_url = hubproc.REDIS_URL
+        hub_port, proxy_port = free_port(), free_port()
+        hub_url, proxy_url = f"http://{LOOPBACK}:{hub_port}", f"http://{LOOPBACK}:{proxy_port}"
+        hub_child = hubproc.hub_child(hub_port, self.tmp, self.redis_url, self.prefix, self.args.hub_src)
+        hub = await self.spawn(hub_child, f"{hub_url}/healthz")
+        recv = await onboard.connect(self.session, hub_url, hubproc.ADMIN_TOKEN, "Bench Receiver",
+                                     onboard.RECEIVER_PARTIES, f"{self.receiver_url}/ocpi/versions", token_b)
+        sender = await onboard.connect(self.session, hub_url, hubproc.ADMIN_TOKEN, "Bench Sender",
+                                       onboard.SENDER_PARTIES, self.sender.versions_url, self.sender.token_b)
+        print(f"registered {recv.name} ({recv.platform_id}) and {sender.name} ({sender.platform_id})", flush=True)
+        bare = await self.spawn(Child("bare_proxy", python_argv("bare_proxy.py", str(proxy_port),
+                                                                self.receiver_url), self.tmp),
+                                f"{proxy_url}/healthz")
+        procs = {"hub": hub, "bare": bare, "receiver": receiver}
+        return [measure.Scenario(target, origin, load, procs, self.redis_url)
+                for load in loads(sender) for target, origin in (("hub", hub_url), ("bare", proxy_url))]
+
+    async def run(self) -> None:
+        a = self.args
+        scenarios = await self.start()
+        for sc in scenarios:
+            await measure.probe(self.session, sc.origin, sc.load)
+        for i in range(a.rounds):
+            for sc in scenarios:
+                m = await measure.measure(sc, self.load, self.received, a.duration, a.warmup)
+                self.rows.append(m)
+                r = m.result
+                print(f"  round {i + 1}/{a.rounds} {m.scenario}: {r.rps:.0f} req/s, p50 {r.latency_ms['p50']:.2f} ms, "
+                      f"p99 {r.latency_ms['p99']:.2f} ms, errors {r.errors}", flush=True)
+        if a.profile:
+            for sc in scenarios:
+                if sc.target == "hub":
+                    await self.profile(sc)
+
+    async def profile(self, sc: measure.Scenario) -> None:
+        exe = pyspy.find()
+        if exe is None:
+            print("  --profile: py-spy not found (pip install py-spy into the venv)", flush=True)
+            return
+        raw = self.tmp / f"profile-{sc.load.method}.raw"
+        seconds = self.args.duration
+        await asyncio.gather(pyspy.record(exe, sc.procs["hub"].pid, seconds, raw),
+                             self.load(sc.load, sc.origin, seconds))
+        out = pyspy.save(raw, report.RESULTS, f"hub-{sc.load.method}")
+        print(f"  profile of {sc.name}: {out}", flush=True)
+
+    async def close(self) -> None:
+        for child in reversed(self.children):
+            await child.stop()
+        await self.sender.stop()
+        await self.session.close()
+        if self.redis_url:
+            n = hubproc.cleanup_prefix(self.redis_url, self.prefix)
+            print(f"deleted {n} Redis keys of prefix {{{self.prefix}}}", flush=True)
+
+    def meta(self) -> dict[str, Any]:
+        a = self.args
+        redis = hubproc.redis_info(self.redis_url) if self.redis_url else None
+        return {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "queues": f"Redis {redis['version']} at {self.redis_url}" if redis else "embedded fakeredis",
+            "hub_processes": 1, "hub_src": str(a.hub_src or HERE.parent),
+            "connections": a.connections, "threads": a.threads,
+            "duration_s": a.duration, "warmup_s": a.warmup, "rounds": a.rounds,
+            "loadgen": loadgen.wrk_version(self.wrk) if self.wrk else "python aiohttp fallback (bench/pyload.py)",
+            "versions": {"python": platform.python_version(), "aiohttp": package_version("aiohttp"),
+                         "redis-py": package_version("redis"), "hiredis": package_version("hiredis"),
+                         "uvloop": package_version("uvloop"), "ocpi-hub": package_version("ocpi-hub"),
+                         "commit": git_commit()},
+            "machine": {"cores": os.cpu_count(), "kernel": platform.release()},
+        }
+
+
+def summary(bench: Bench, args: argparse.Namespace) -> int:
+    meta = bench.meta()
+    shown = report.pick(bench.rows)
+    worst = max((m.result.error_rate for m in bench.rows), default=0.0)
+    ok = worst <= args.max_error_rate
+    path = report.write_json(bench.rows, shown, meta, ok)
+    print(f"\nmeasured: one hub process, queues on {meta['queues']}; load {meta['loadgen']}, "
+          f"-t{args.threads} -c{args.connections}, {args.warmup:g}s warm-up + {args.duration:g}s per scenario, "
+          f"{args.rounds} round(s)")
+    print("versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()) + "\n")
+    print(report.render(shown, meta))
+    ratio = report.ratios(shown).get("GET")
+    if ratio is not None:
+        print(f"\ntarget hub/bare GET >= 0.50: {'met' if ratio >= 0.5 else 'NOT met'} ({ratio:.2f})")
+    print(f"results: {path}")
+    if not ok:
+        print(f"FAILED: error rate {worst:.2%} is above {args.max_error_rate:.0%}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def main_async(args: argparse.Namespace, wrk: str | None) -> int:
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    with tempfile.TemporaryDirectory(prefix="ocpi-bench-") as tmp:
+        bench = Bench(args, wrk, Path(tmp))
+        try:
+            async with asyncio.timeout(args.time_limit):
+                await bench.run()
+        except Exception:
+            for child in bench.children:
+                print(f"--- last lines of {child.name} log ---\n{child.log_tail()}", file=sys.stderr)
+            raise
+        finally:
+            await bench.close()
+    return summary(bench, args)
+
+
+def main() -> int:
+    args = parse_args()
+    wrk = None
+    if args.loadgen != "python":
+        wrk = loadgen.ensure_wrk()
+        if wrk is None and args.loadgen == "wrk":
+            print("wrk is not available and could not be installed", file=sys.stderr)
+            return 2
+        if wrk is None:
+            print("WARNING: wrk unavailable; falling back to the slower Python load generator", file=sys.stderr)
+    try:
+        return asyncio.run(main_async(args, wrk))
+    except asyncio.CancelledError:
+        print("interrupted: every process the bench started is stopped", file=sys.stderr)
+        return 130
+    except TimeoutError:
+        print(f"FAILED: the run exceeded --time-limit {args.time_limit:g}s; everything was stopped", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,192 @@
+"""hubclientinfo: the hub tells every connected platform the connection status of the other parties (digest §7).
+
+- SENDER interface: ``GET /ocpi/2.2.1/hubclientinfo``, paginated and date-filtered, full-list semantics.
+- Pushes: every new or changed ClientInfo is PUT to each CONNECTED platform offering the RECEIVER interface
+  (through the delivery queue, with retries); a newly connected platform also receives all existing ones.
+- Still-alive: a platform silent for ``HUB_ALIVE_INTERVAL`` seconds gets ``GET versions``; failure turns its
+  parties OFFLINE, success after that CONNECTED again (PLANNED → CONNECTED ⇄ OFFLINE → SUSPENDED).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import logging
+import time
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from hub.access import authenticate
+from hub.context import Hub, hub_of
+from hub.exchange import reply_headers
+from hub.ocpi.auth import authorization_header
+from hub.ocpi.envelope import ocpi_response, ocpi_timestamp
+from hub.ocpi.headers import CORRELATION_ID, new_id
+from hub.ocpi.pagination import page_headers, parse_page
+from hub.platform import ConnectionStatus, Party, Platform, utcnow
+from routing import keys
+from routing.queue import Message
+from routing.wire import ForwardRequest
+
+log = logging.getLogger("hub.clientinfo")
+
+
+def client_info(party: Party) -> dict[str, Any]:
+    return {
+        "party_id": party.party_id,
+        "country_code": party.country_code,
+        "role": party.role,
+        "status": party.status.value,
+        "last_updated": ocpi_timestamp(party.last_updated),
+    }
+
+
+def _visible(hub: Hub, viewer: Platform) -> list[tuple[Platform, Party]]:
+    """Every party of every other platform, in onboarding order (stable pages)."""
+    return [(p, party) for p in hub.registry.all() if p.id != viewer.id for party in p.parties]
+
+
+async def get_client_infos(request: web.Request) -> web.Response:
+    hub = hub_of(request)
+    caller = await authenticate(request, hub, allow_token_a=False)
+    page = parse_page(dict(request.query))
+    rows = [
+        party for _, party in _visible(hub, caller.platform)
+        if (page.date_from is None or party.last_updated >= page.date_from)
+        and (page.date_to is None or party.last_updated < page.date_to)
+    ]
+    chunk = rows[page.offset: page.offset + page.limit]
+    headers = dict(reply_headers(request) or {})
+    headers.update(page_headers(f"{hub.base_url}/hubclientinfo", page, len(chunk), len(rows)))
+    return ocpi_response([client_info(p) for p in chunk], headers=headers)
+
+
+def _push_message(receiver: Platform, party: Party) -> Message:
+    fwd = ForwardRequest(
+        method="PUT", module="hubclientinfo", interface_role="RECEIVER",
+        tail=f"{party.country_code}/{party.party_id}", query="",
+        headers={"Content-Type": "application/json", CORRELATION_ID: new_id()},
+        body=orjson.dumps(client_info(party)),
+    )
+    return Message(receiver=receiver.id, group=f"clientinfo:{party.key}", payload=fwd.encode(), kind="clientinfo")
+
+
+def _listeners(hub: Hub) -> list[Platform]:
+    return [p for p in hub.registry.all()
+            if not p.removed and p.status == ConnectionStatus.CONNECTED
+            and p.endpoint_url("hubclientinfo", "RECEIVER") is not None]
+
+
+async def announce(hub: Hub, old: Platform | None, new: Platform) -> None:
+    """Push what changed in ``new`` to every listener; a platform that just connected gets everything."""
+    before = {(p.key, p.role): p.status for p in (old.parties if old else [])}
+    changed = [p for p in new.parties if before.get((p.key, p.role)) != p.status]
+    messages = [_push_message(listener, party) for listener in _listeners(hub) if listener.id != new.id
+                for party in changed]
+    just_connected = new.status == ConnectionStatus.CONNECTED and (old is None or old.status != new.status
+                                                                   or old.outbound_token != new.outbound_token)
+    if just_connected and new.endpoint_url("hubclientinfo", "RECEIVER") and not new.removed:
+        messages += [_push_message(new, party) for _, party in _visible(hub, new)]
+    for msg in messages:
+        await hub.queue.enqueue(msg)
+    if messages:
+        hub.delivery.wake()
+
+
+# -- still-alive ------------------------------------------------------------------------------------------
+
+class Liveness:
+    """Tracks when each platform was last heard from and checks silent ones (one process per platform)."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self._seen: dict[str, float] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def seen(self, platform_id: str) -> None:
+        self._seen[platform_id] = time.time()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="liveness")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def flush(self) -> None:
+        if self._seen:
+            seen, self._seen = self._seen, {}
+            await self.hub.redis.hset(keys.last_seen(self.hub.settings.key_prefix),
+                                      mapping={k: str(v) for k, v in seen.items()})
+
+    async def _run(self) -> None:
+        interval = self.hub.settings.alive_check_every
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.check_all()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("still-alive round failed", exc_info=True)
+
+    async def check_all(self) -> None:
+        await self.flush()
+        prefix = self.hub.settings.key_prefix
+        raw = await self.hub.redis.hgetall(keys.last_seen(prefix))
+        last = {(k.decode() if isinstance(k, bytes) else k): float(v) for k, v in raw.items()}
+        now = time.time()
+        for platform in self.hub.registry.all():
+            if platform.removed or not platform.registered or platform.status not in (
+                    ConnectionStatus.CONNECTED, ConnectionStatus.OFFLINE):
+                continue
+            silent_since = last.get(platform.id, platform.updated_at.timestamp())
+            if platform.status == ConnectionStatus.CONNECTED and now - silent_since < self.hub.settings.alive_interval:
+                continue
+            lock = keys.liveness_lock(prefix, platform.id)
+            if not await self.hub.redis.set(lock, b"1", nx=True, ex=max(int(self.hub.settings.alive_check_every), 1)):
+                continue
+            await self.check(platform)
+
+    async def check(self, platform: Platform) -> bool:
+        """GET the partner's versions endpoint; move its parties CONNECTED ⇄ OFFLINE on the result."""
+        alive = await self._ping(platform)
+        if alive:
+            await self.hub.redis.hset(keys.last_seen(self.hub.settings.key_prefix), platform.id, str(time.time()))
+        target = ConnectionStatus.CONNECTED if alive else ConnectionStatus.OFFLINE
+        current = self.hub.registry.get(platform.id)
+        if current is None or current.status == target or current.status not in (
+                ConnectionStatus.CONNECTED, ConnectionStatus.OFFLINE):
+            return alive
+        updated = copy.deepcopy(current)
+        now = utcnow()
+        updated.status, updated.updated_at = target, now
+        for party in updated.parties:
+            if party.status in (ConnectionStatus.CONNECTED, ConnectionStatus.OFFLINE):
+                party.status, party.last_updated = target, now
+        log.info("platform %s is %s", platform.id, target.value)
+        await self.hub.registry.save(updated)
+        return alive
+
+    async def _ping(self, platform: Platform) -> bool:
+        if not platform.versions_url or not platform.outbound_token:
+            return False
+        try:
+            async with self.hub.session.get(
+                platform.versions_url, headers={"Authorization": authorization_header(platform.outbound_token)},
+                timeout=aiohttp.ClientTimeout(total=self.hub.settings.registration_timeout), allow_redirects=False,
+            ) as resp:
+                await resp.read()
+                return resp.status == 200
+        except (aiohttp.ClientError, OSError, TimeoutError):
+            return False
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/ocpi/2.2.1/hubclientinfo", get_client_infos)

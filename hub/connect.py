@@ -1,0 +1,107 @@
+"""The hub as credentials *sender*: register with a partner that issued a Token A, and rotate tokens by PUT
+(digest §6.3, §6.4 "The hub registers with a party").
+"""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from typing import Any
+
+import aiohttp
+
+from hub.context import Hub
+from hub.credentials import hub_credentials
+from hub.ocpi.auth import authorization_header
+from hub.ocpi.errors import OcpiError, UnableToUseClientApi
+from hub.ocpi.models import Credentials, parse_model
+from hub.peer import discover_endpoints
+from hub.platform import ConnectionStatus, Party, Platform, hash_token, new_token, utcnow
+
+
+async def _send_credentials(hub: Hub, method: str, url: str, token: str, body: dict[str, Any]) -> Credentials:
+    try:
+        async with hub.session.request(
+            method, url, json=body, headers={"Authorization": authorization_header(token)},
+            timeout=aiohttp.ClientTimeout(total=hub.settings.registration_timeout * 3), allow_redirects=False,
+        ) as resp:
+            doc = await resp.json(content_type=None)
+            status = resp.status
+    except TimeoutError:
+        raise UnableToUseClientApi(f"{method} {url} timed out") from None
+    except (aiohttp.ClientError, OSError, ValueError) as exc:
+        raise UnableToUseClientApi(f"{method} {url} failed: {type(exc).__name__}") from None
+    if status != 200 or not isinstance(doc, dict) or doc.get("status_code") != 1000:
+        message = doc.get("status_message") if isinstance(doc, dict) else None
+        raise UnableToUseClientApi(f"{method} {url} answered HTTP {status}: {message or 'no OCPI success'}")
+    try:
+        return parse_model(Credentials, doc.get("data"), "partner credentials")
+    except OcpiError as exc:
+        raise UnableToUseClientApi(exc.message) from None
+
+
+def _credentials_url(platform: Platform) -> str:
+    for ep in platform.endpoints:
+        if ep.identifier == "credentials":
+            return ep.url
+    raise UnableToUseClientApi("partner offers no credentials endpoint")
+
+
+def _parties(creds: Credentials) -> list[Party]:
+    now = utcnow()
+    return [Party(country_code=r.country_code, party_id=r.party_id, role=r.role, status=ConnectionStatus.CONNECTED,
+                  business_details=r.business_details.model_dump(exclude_none=True), last_updated=now)
+            for r in creds.roles if r.role != "HUB"]
+
+
+async def connect(hub: Hub, name: str, versions_url: str, token_a: str) -> Platform:
+    """Register the hub with a partner. Its Token B is valid before the POST, since the partner calls back."""
+    endpoints = await discover_endpoints(hub.session, versions_url, token_a, hub.settings.registration_timeout)
+    token_b = new_token()
+    platform = Platform(id=uuid.uuid4().hex[:12], name=name, inbound_token_hash=hash_token(token_b),
+                        versions_url=versions_url, version="2.2.1", endpoints=endpoints)
+    await hub.registry.save(platform)
+    try:
+        creds = await _send_credentials(hub, "POST", _credentials_url(platform), token_a,
+                                        hub_credentials(hub, token_b))
+        if creds.url != versions_url:
+            endpoints = await discover_endpoints(hub.session, creds.url, creds.token, hub.settings.registration_timeout)
+    except Exception:
+        failed = copy.deepcopy(platform)
+        failed.inbound_token_hash, failed.removed = None, True
+        await hub.registry.save(failed)
+        raise
+    done = copy.deepcopy(platform)
+    done.parties = _parties(creds)
+    done.outbound_token, done.versions_url, done.endpoints = creds.token, creds.url, endpoints
+    done.status = ConnectionStatus.CONNECTED
+    done.updated_at = done.last_seen = utcnow()
+    await hub.registry.save(done)
+    return done
+
+
+async def rotate(hub: Hub, platform: Platform) -> Platform:
+    """Credentials PUT from the hub: new token both ways, endpoints re-read.
+
+    During the PUT the new inbound token sits in the Token A slot, so the partner's callbacks (versions,
+    details — all Token A may reach) work while the old token keeps serving traffic until the swap.
+    """
+    if not platform.registered or not platform.outbound_token:
+        raise UnableToUseClientApi("platform is not registered")
+    url = _credentials_url(platform)
+    new_inbound = new_token()
+    pending = copy.deepcopy(platform)
+    pending.token_a_hash = hash_token(new_inbound)
+    await hub.registry.save(pending)
+    try:
+        creds = await _send_credentials(hub, "PUT", url, platform.outbound_token, hub_credentials(hub, new_inbound))
+        endpoints = await discover_endpoints(hub.session, creds.url, creds.token, hub.settings.registration_timeout)
+    except Exception:
+        await hub.registry.save(platform)
+        raise
+    done = copy.deepcopy(platform)
+    done.inbound_token_hash, done.token_a_hash = hash_token(new_inbound), None
+    done.outbound_token, done.versions_url, done.endpoints = creds.token, creds.url, endpoints
+    done.updated_at = utcnow()
+    await hub.registry.save(done)
+    return done

@@ -1,0 +1,29 @@
+"""Stopping background tasks reliably.
+
+On Python 3.11, ``asyncio.wait_for`` - used inside redis-py, and by loops that wait on an event with a timeout -
+can swallow a cancellation when the awaited operation completes in the same loop iteration (CPython bpo-42130,
+fixed in 3.12). A ``while True`` loop hit by it carries on, and a shutdown that cancels it once and awaits it
+hangs forever. ``stop_task`` repeats the cancellation until the task has really finished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+log = logging.getLogger("hub.tasks")
+
+
+async def stop_task(task: asyncio.Task[Any], *, patience: float = 10.0) -> None:
+    """Cancel ``task`` (again and again if it swallows it) and wait until it is done; never raises its error."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + patience
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.05)
+        if not task.done() and loop.time() >= deadline:
+            log.warning("task %s did not stop within %.0fs; leaving it", task.get_name(), patience)
+            return
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("task %s had failed", task.get_name(), exc_info=task.exception())

@@ -1,0 +1,58 @@
+"""Broadcast push (TO = the hub): who receives it, and how a failed fan-out delivery is retried (digest §3.5)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from hub.ocpi.errors import InvalidParameters
+from hub.platform import ConnectionStatus, Platform
+from hub.platform import Party as PlatformParty
+
+# Modules whose data is meant for everyone; sessions and CDRs are party-specific (and personal data).
+BROADCAST_MODULES = frozenset({"locations", "tariffs", "tokens"})
+BROADCAST_METHODS = frozenset({"PUT", "PATCH", "POST"})
+# "Opposite role": CPO data goes to eMSPs, NSPs, NAPs and OTHER; eMSP and OTHER data goes to CPOs.
+AUDIENCE = {
+    "CPO": frozenset({"EMSP", "NSP", "NAP", "OTHER"}),
+    "EMSP": frozenset({"CPO"}),
+    "OTHER": frozenset({"CPO"}),
+}
+
+
+@dataclass(frozen=True)
+class Recipient:
+    platform: Platform
+    party: PlatformParty
+
+
+def check_broadcast(module: str, interface_role: str, method: str) -> None:
+    if method == "GET":
+        raise InvalidParameters("GET is never broadcast: address one party, or use TO = hub on a SENDER "
+                                "interface for GET All")
+    if method not in BROADCAST_METHODS:
+        raise InvalidParameters(f"{method} cannot be broadcast; only POST, PUT and PATCH can")
+    if interface_role != "RECEIVER" or module not in BROADCAST_MODULES:
+        raise InvalidParameters(f"{module} {interface_role} pushes cannot be broadcast; broadcast is for "
+                                "locations, tariffs and tokens RECEIVER pushes")
+
+
+def recipients(platforms: Iterable[Platform], sender_platform: Platform, sender_role: str,
+               module: str) -> list[Recipient]:
+    """CONNECTED parties of the opposite role whose platform offers the module's RECEIVER interface.
+
+    Never the sender's own platform: it has the data already.
+    """
+    audience = AUDIENCE.get(sender_role)
+    if audience is None:
+        raise InvalidParameters(f"a party with role {sender_role} cannot broadcast")
+    out = []
+    for platform in platforms:
+        if platform.id == sender_platform.id or platform.removed or platform.status != ConnectionStatus.CONNECTED:
+            continue
+        if platform.endpoint_url(module, "RECEIVER") is None:
+            continue
+        for party in platform.parties:
+            if party.role in audience and party.status == ConnectionStatus.CONNECTED:
+                out.append(Recipient(platform, party))
+    return out

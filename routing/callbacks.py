@@ -1,0 +1,55 @@
+"""Hub URLs that stand in for partner URLs: command/charging-profile ``response_url``, the CDR ``Location``
+header and pagination ``Link`` headers (digest §3.9).
+
+Each is an unguessable id in Redis with a TTL. It records where to forward, who may call it (the party it
+was issued to) and the routing headers to use; a callback used by anyone else, or after it expired, is refused.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import asdict, dataclass
+
+import orjson
+from redis.asyncio import Redis
+
+from routing import keys
+
+
+@dataclass
+class Callback:
+    url: str  # the partner URL the hub forwards to
+    method: str  # the one method allowed on it: POST (async results) or GET (Location, Link)
+    issued_to: str  # "CC:PID" of the only party that may call it
+    target_platform: str  # platform that owns ``url``
+    to_party: str  # OCPI-to-* when forwarding
+    module: str
+    interface_role: str
+    id: str = ""
+
+
+class Callbacks:
+    def __init__(self, redis: Redis, *, prefix: str, base_url: str) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.base_url = base_url.rstrip("/") + "/callbacks"
+
+    def url_of(self, callback_id: str) -> str:
+        return f"{self.base_url}/{callback_id}"
+
+    async def issue(self, cb: Callback, ttl: float) -> str:
+        cb.id = secrets.token_urlsafe(24)
+        await self.redis.set(keys.callback(self.prefix, cb.id), orjson.dumps(asdict(cb)), px=max(int(ttl * 1000), 1))
+        return self.url_of(cb.id)
+
+    async def extend(self, callback_id: str, ttl: float) -> None:
+        """Re-arm the expiry, e.g. to CommandResponse.timeout plus a margin once the CPO answered."""
+        await self.redis.pexpire(keys.callback(self.prefix, callback_id), max(int(ttl * 1000), 1))
+
+    async def resolve(self, callback_id: str) -> Callback | None:
+        raw = await self.redis.get(keys.callback(self.prefix, callback_id))
+        return Callback(**orjson.loads(raw)) if raw else None
+
+    def id_of(self, url: str) -> str | None:
+        prefix = self.base_url + "/"
+        return url[len(prefix):] if url.startswith(prefix) else None

@@ -1,0 +1,138 @@
+"""Open routing (no TO headers): the hub finds the receiver from content it has seen (digest §3.6).
+
+Keys the hub learns from traffic passing through it (``learn``) and looks up (``find_receiver``):
+token uid+type → eMSP, location id → CPO, session id → CPO, session → eMSP, reservation id → CPO.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any, Protocol
+
+from hub.ocpi.errors import InvalidParameters, UnknownReceiver
+from hub.ocpi.headers import Party
+from routing.router import InboundRequest
+
+_COMMAND_KEYS = (("location_id", "location"), ("session_id", "session"), ("reservation_id", "reservation"))
+
+
+class HintStore(Protocol):
+    async def add_route_hint(self, kind: str, key: str, party: str) -> None: ...
+
+    async def find_route_hint(self, kind: str, key: str) -> list[str]: ...
+
+
+class RouteHints:
+    """Hints in the durable store, fronted by a bounded in-process cache (lookups sit on the routing path)."""
+
+    def __init__(self, store: HintStore, cache_size: int = 100_000) -> None:
+        self.store = store
+        self.cache_size = cache_size
+        self._cache: OrderedDict[tuple[str, str], list[str]] = OrderedDict()
+
+    async def add(self, kind: str, key: str, party: str) -> None:
+        known = self._cache.get((kind, key))
+        if known is not None and known and known[0] == party:
+            return
+        await self.store.add_route_hint(kind, key, party)
+        self._remember(kind, key, [party, *[p for p in known or [] if p != party]])
+
+    async def find(self, kind: str, key: str) -> list[str]:
+        known = self._cache.get((kind, key))
+        if known is not None:
+            self._cache.move_to_end((kind, key))
+            return known
+        parties = await self.store.find_route_hint(kind, key)
+        if parties:
+            self._remember(kind, key, parties)
+        return parties
+
+    def _remember(self, kind: str, key: str, parties: list[str]) -> None:
+        self._cache[(kind, key)] = parties
+        self._cache.move_to_end((kind, key))
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+
+
+def _party(key: str) -> Party:
+    cc, _, pid = key.partition(":")
+    return Party(cc, pid)
+
+
+def token_key(uid: str, token_type: str | None) -> str:
+    return f"{uid}|{(token_type or 'RFID').upper()}"
+
+
+def _query_type(query: str) -> str | None:
+    from urllib.parse import parse_qs
+
+    values = parse_qs(query).get("type")
+    return values[0] if values else None
+
+
+async def _one(hints: RouteHints, kind: str, key: str, what: str) -> Party:
+    parties = await hints.find(kind, key)
+    if not parties:
+        raise UnknownReceiver(f"open routing: no receiver known for {what}; send OCPI-to-* headers")
+    if len(parties) > 1:
+        owners = ", ".join(p.replace(":", "/") for p in parties)
+        raise UnknownReceiver(f"open routing: {what} is ambiguous (known from {owners}); send OCPI-to-* headers")
+    return _party(parties[0])
+
+
+def _cdr_token_owner(body: Any) -> Party | None:
+    token = body.get("cdr_token") if isinstance(body, dict) else None
+    if not isinstance(token, dict):
+        return None
+    cc, pid = token.get("country_code"), token.get("party_id")
+    if isinstance(cc, str) and isinstance(pid, str):
+        return Party(cc.upper(), pid.upper())
+    return None
+
+
+async def find_receiver(req: InboundRequest, hints: RouteHints) -> Party:
+    """The party a request without TO headers is meant for, or a clear 4001 saying why not."""
+    segs, body = req.segments, req.json_body
+    if req.method == "GET" and not segs:
+        raise InvalidParameters("a GET list needs TO headers: TO = the hub for GET All, or TO = one party")
+    if req.module == "tokens" and req.interface_role == "SENDER" and len(segs) == 2 and segs[1] == "authorize":
+        return await _one(hints, "token", token_key(segs[0], _query_type(req.query)), f"token {segs[0]}")
+    if req.module == "commands" and req.interface_role == "RECEIVER" and isinstance(body, dict):
+        for field_name, kind in _COMMAND_KEYS:
+            if isinstance(body.get(field_name), str):
+                return await _one(hints, kind, body[field_name], f"{field_name} {body[field_name]}")
+        raise UnknownReceiver("open routing: the command names no location_id, session_id or reservation_id")
+    if req.module in ("sessions", "cdrs") and req.interface_role == "RECEIVER":
+        owner = _cdr_token_owner(body)
+        if owner is not None:
+            return owner
+        if req.module == "sessions" and len(segs) >= 3:
+            key = f"{segs[0].upper()}:{segs[1].upper()}:{segs[2]}"
+            return await _one(hints, "session_emsp", key, f"session {segs[2]}")
+        raise UnknownReceiver(f"open routing: the {req.module} request carries no cdr_token")
+    if req.module == "chargingprofiles" and req.interface_role == "RECEIVER" and segs:
+        return await _one(hints, "session", segs[0], f"session {segs[0]}")
+    if req.module == "locations" and req.interface_role == "SENDER" and segs:
+        return await _one(hints, "location", segs[0], f"location {segs[0]}")
+    raise UnknownReceiver(f"open routing is not possible for {req.method} {req.module} {req.interface_role}; "
+                          "send OCPI-to-* headers")
+
+
+async def learn(req: InboundRequest, hints: RouteHints, to: Party | None) -> None:
+    """Remember owners the request reveals, so later requests without TO headers can be routed."""
+    segs, body = req.segments, req.json_body
+    if req.interface_role != "RECEIVER" or req.method not in ("PUT", "POST") or not isinstance(body, dict):
+        return
+    if req.module == "tokens" and len(segs) == 3:
+        await hints.add("token", token_key(segs[2], body.get("type") or _query_type(req.query)),
+                        f"{segs[0].upper()}:{segs[1].upper()}")
+    elif req.module == "locations" and len(segs) == 3:
+        await hints.add("location", segs[2], f"{segs[0].upper()}:{segs[1].upper()}")
+    elif req.module == "sessions" and len(segs) == 3:
+        await hints.add("session", segs[2], f"{segs[0].upper()}:{segs[1].upper()}")
+        owner = _cdr_token_owner(body) or to
+        if owner is not None:
+            await hints.add("session_emsp", f"{segs[0].upper()}:{segs[1].upper()}:{segs[2]}", owner.key)
+    elif req.module == "commands" and segs and segs[0] == "RESERVE_NOW" and to is not None:
+        if isinstance(body.get("reservation_id"), str):
+            await hints.add("reservation", body["reservation_id"], to.key)

@@ -1,0 +1,186 @@
+"""/healthz, /readyz and /metrics of one in-process hub (DESIGN.md §1, §6).
+
+None of them needs a token or shows party data; /metrics is Prometheus text whose request counters and
+latency histograms add up exactly to what the test sent.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import aiohttp
+import fakeredis
+from prometheus_client.parser import text_string_to_metric_families
+
+from hub.context import HUB_KEY
+from hub.store.sqlite import SqliteStore
+from tests.conftest import ADMIN_TOKEN, HubHarness, cpo, emsp, hub_settings, start_hub, stop_hub
+from tests.partners import FakePartner, Party
+
+LOCATION = {"country_code": "NL", "party_id": "CPA", "id": "LOC1", "last_updated": "2024-01-01T00:00:00Z"}
+NOBODY = Party("DE", "ZZZ", "EMSP")
+
+
+async def get(session: aiohttp.ClientSession, url: str) -> tuple[int, str, str]:
+    async with session.get(url) as resp:  # never an Authorization header
+        return resp.status, resp.headers.get("Content-Type", ""), await resp.text()
+
+
+def samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    """Samples of one series name, keyed by their sorted labels."""
+    return {tuple(sorted(s.labels.items())): s.value for family in text_string_to_metric_families(text)
+            for s in family.samples if s.name == name}
+
+
+def key(**labels: str) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(labels.items()))
+
+
+async def put_location(hub: HubHarness, sender: FakePartner, to: Party, loc_id: str) -> tuple[int, Any]:
+    status, _, body = await sender.call(hub.session, "PUT", "locations", "RECEIVER", f"NL/CPA/{loc_id}", to=to,
+                                        json={**LOCATION, "id": loc_id})
+    return status, body
+
+
+# -- health --------------------------------------------------------------------------------------------------
+async def test_healthz_answers_without_a_token(hub: HubHarness) -> None:
+    status, content_type, text = await get(hub.session, hub.url + "/healthz")
+    assert status == 200
+    assert content_type.startswith("application/json")
+    assert text == '{"status": "ok"}'
+
+
+async def test_readyz_reports_redis_and_store(hub: HubHarness) -> None:
+    async with hub.session.get(hub.url + "/readyz") as resp:
+        assert resp.status == 200
+        assert await resp.json() == {"status": "ready", "redis": "ok", "store": "ok"}
+
+
+async def test_readyz_is_503_when_the_store_is_gone_and_healthz_stays_200() -> None:
+    store = SqliteStore(":memory:")
+    await store.open()
+    h = await start_hub(hub_settings(), store=store)
+    try:
+        async with h.session.get(h.url + "/readyz") as resp:
+            assert resp.status == 200
+        await store.close()  # the store the app was given stops answering
+        async with h.session.get(h.url + "/readyz") as resp:
+            assert resp.status == 503
+            body = await resp.json()
+        assert body["status"] == "not ready"
+        assert body["redis"] == "ok"
+        assert body["store"].startswith("unreachable")
+        status, _, _ = await get(h.session, h.url + "/healthz")
+        assert status == 200  # alive, just not ready
+    finally:
+        await stop_hub(h)
+        await store.close()
+
+
+async def test_readyz_is_503_when_redis_is_unreachable() -> None:
+    server = fakeredis.FakeServer()
+    h = await start_hub(hub_settings(), redis=fakeredis.FakeAsyncRedis(server=server))
+    try:
+        server.connected = False
+        async with h.session.get(h.url + "/readyz") as resp:
+            assert resp.status == 503
+            body = await resp.json()
+        assert body["status"] == "not ready"
+        assert body["redis"].startswith("unreachable")
+        assert body["store"] == "ok"
+        server.connected = True
+        async with h.session.get(h.url + "/readyz") as resp:
+            assert resp.status == 200
+    finally:
+        server.connected = True
+        await stop_hub(h)
+
+
+# -- metrics -------------------------------------------------------------------------------------------------
+async def test_metrics_count_exactly_what_was_sent(hub: HubHarness) -> None:
+    alpha, beta = cpo(), emsp()
+    await hub.connect(alpha)  # 3 requests each: versions, version details, credentials POST
+    beta_platform = await hub.connect(beta)
+    for i in range(3):
+        status, body = await put_location(hub, alpha, beta.party, f"LOC{i}")
+        assert status == 200, body
+    for i in range(2):
+        status, body = await put_location(hub, alpha, NOBODY, f"LOC{i}")
+        assert (status, body["status_code"]) == (404, 4001), body
+
+    status, content_type, text = await get(hub.session, hub.url + "/metrics")
+    assert status == 200
+    assert content_type.startswith("text/plain")
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert {"ocpi_hub_requests", "ocpi_hub_request_duration_seconds", "ocpi_hub_receiver_duration_seconds",
+            "ocpi_hub_queue_depth", "ocpi_hub_queue_inflight", "ocpi_hub_dead_letters", "ocpi_hub_retries",
+            "ocpi_hub_platforms", "ocpi_hub_registrations"} <= set(families)
+
+    assert samples(text, "ocpi_hub_requests_total") == {
+        key(module="versions", interface_role="", method="GET", outcome="ok"): 4.0,
+        key(module="credentials", interface_role="", method="POST", outcome="ok"): 2.0,
+        key(module="locations", interface_role="RECEIVER", method="PUT", outcome="forwarded"): 3.0,
+        key(module="locations", interface_role="RECEIVER", method="PUT", outcome="unknown_receiver"): 2.0,
+    }
+    assert samples(text, "ocpi_hub_request_duration_seconds_count") == {
+        key(module="versions"): 4.0, key(module="credentials"): 2.0, key(module="locations"): 5.0,
+    }
+    durations = samples(text, "ocpi_hub_request_duration_seconds_bucket")
+    assert durations[key(module="locations", le="+Inf")] == 5.0
+    # Only answered forwards have a receiver latency; the receiver is named by its platform id.
+    assert samples(text, "ocpi_hub_receiver_duration_seconds_count") == {
+        key(module="locations", receiver=beta_platform["id"]): 3.0,
+    }
+    assert samples(text, "ocpi_hub_receiver_duration_seconds_sum")[
+        key(module="locations", receiver=beta_platform["id"])] > 0
+    assert samples(text, "ocpi_hub_registrations_total") == {key(action="register", result="ok"): 2.0}
+
+
+async def test_a_scan_of_made_up_modules_cannot_grow_the_metric_labels(hub: HubHarness) -> None:
+    made_up = [f"m{uuid.uuid4().hex[:10]}" for _ in range(3)]
+    for name in made_up:
+        async with hub.session.get(f"{hub.url}/ocpi/2.2.1/sender/{name}") as resp:
+            assert resp.status in (401, 404)
+    async with hub.session.get(f"{hub.url}/ocpi/2.2.1/{made_up[0]}") as resp:
+        assert resp.status == 404
+    _, _, text = await get(hub.session, hub.url + "/metrics")
+    assert not any(name in text for name in made_up)
+    counted = samples(text, "ocpi_hub_requests_total")
+    assert sum(v for labels, v in counted.items() if ("module", "other") in labels) == 4.0
+
+
+async def test_each_app_in_a_process_has_its_own_metrics(hub: HubHarness) -> None:
+    other = await start_hub(hub_settings())
+    try:
+        for _ in range(3):
+            async with hub.session.get(hub.url + "/ocpi/versions") as resp:
+                assert resp.status == 401
+        assert hub.app[HUB_KEY].metrics is not other.app[HUB_KEY].metrics
+        _, _, mine = await get(hub.session, hub.url + "/metrics")
+        _, _, theirs = await get(other.session, other.url + "/metrics")
+        assert sum(samples(mine, "ocpi_hub_requests_total").values()) == 3.0
+        assert sum(samples(theirs, "ocpi_hub_requests_total").values()) == 0.0
+    finally:
+        await stop_hub(other)
+
+
+# -- nothing leaks -------------------------------------------------------------------------------------------
+async def test_health_and_metrics_show_no_party_data_or_tokens(hub: HubHarness) -> None:
+    alpha, beta = cpo(), emsp()
+    alpha_platform = await hub.connect(alpha)
+    beta_platform = await hub.connect(beta)
+    status, body = await put_location(hub, alpha, beta.party, "LOC-SECRET-1")
+    assert status == 200, body
+    status, body = await put_location(hub, alpha, NOBODY, "LOC-SECRET-2")
+    assert status == 404, body
+
+    secrets_ = [ADMIN_TOKEN, alpha_platform["token_a"], beta_platform["token_a"], alpha.token_b, beta.token_b,
+                alpha.token_c, beta.token_c, alpha.name, beta.name, alpha.base_url, beta.base_url,
+                "LOC-SECRET", "CPA", "EMA", "ZZZ"]
+    assert all(secrets_)
+    for path in ("/healthz", "/readyz", "/metrics"):
+        status, _, text = await get(hub.session, hub.url + path)
+        assert status == 200, (path, text)
+        leaked = [s for s in secrets_ if s and s in text]
+        assert not leaked, (path, leaked)
