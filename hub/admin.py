@@ -8,17 +8,21 @@ from __future__ import annotations
 import copy
 import hmac
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, Field, ValidationError
 
+from hub.connect import connect, rotate
 from hub.context import Hub, hub_of
 from hub.ocpi.envelope import Handler
-from hub.ocpi.errors import ClientError, InvalidParameters, NotFound
+from hub.ocpi.errors import ClientError, InvalidParameters, NotFound, OcpiError
+from hub.ocpi.headers import TO_CC, TO_PID
 from hub.ocpi.models import validation_message
 from hub.platform import ConnectionStatus, Party, Platform, hash_token, new_token, party_key, utcnow
 from hub.store.protocol import PartyConflict
+from routing.wire import ForwardRequest
 
 PARTY_ROLES = ("CPO", "EMSP", "NAP", "NSP", "OTHER", "SCSP")
 
@@ -194,7 +198,97 @@ async def list_queues(request: web.Request) -> web.Response:
     ])
 
 
+class ConnectIn(BaseModel):
+    name: str = Field(min_length=1, max_length=100)
+    versions_url: str = Field(min_length=1, max_length=255)
+    token_a: str = Field(min_length=1, max_length=64)
+
+
+async def _connect_errors(coro: Any) -> Any:
+    """A partner that fails the handshake is the operator's to hear about: 502 with the OCPI reason."""
+    try:
+        return await coro
+    except OcpiError as exc:
+        raise ClientError(f"partner handshake failed (OCPI {exc.status_code}): {exc.message}",
+                          http_status=502) from None
+    except PartyConflict as exc:
+        raise ClientError(str(exc), http_status=409) from None
+
+
+async def connect_platform(request: web.Request) -> web.Response:
+    """The hub registers with a partner that issued a Token A (hub = credentials sender)."""
+    hub = hub_of(request)
+    try:
+        body = ConnectIn.model_validate(await _json(request))
+    except ValidationError as exc:
+        return _error(400, validation_message(exc))
+    platform = await _connect_errors(connect(hub, body.name, body.versions_url, body.token_a))
+    return web.json_response(platform_view(hub, platform), status=201)
+
+
+async def rotate_platform(request: web.Request) -> web.Response:
+    """Credentials PUT from the hub: both tokens are replaced and the partner's endpoints re-read."""
+    hub, platform = hub_of(request), _platform(request)
+    if platform.removed or not platform.registered:
+        return _error(409, "platform is not registered")
+    platform = await _connect_errors(rotate(hub, platform))
+    return web.json_response(platform_view(hub, platform))
+
+
+def _dead_letter_view(hub: Hub, d: Any) -> dict[str, Any]:
+    fwd = ForwardRequest.decode(d.payload)
+    return {
+        "id": d.id, "receiver": d.receiver, "platform": getattr(hub.registry.get(d.receiver), "name", None),
+        "kind": d.kind, "group": d.group, "attempts": d.attempts, "reason": d.reason,
+        "time": datetime.fromtimestamp(d.time, UTC).isoformat(),
+        "request": {"method": fwd.method, "module": fwd.module, "interface_role": fwd.interface_role,
+                    "path": fwd.tail, "query": fwd.query, "to": fwd.headers.get(TO_CC, "") + "/"
+                    + fwd.headers.get(TO_PID, ""), "body_size": len(fwd.body)},
+    }
+
+
+def _int_param(request: web.Request, name: str, default: int, top: int) -> int:
+    try:
+        value = int(request.query.get(name, default))
+    except ValueError:
+        raise InvalidParameters(f"{name} must be a whole number") from None
+    if value < 0:
+        raise InvalidParameters(f"{name} must not be negative")
+    return min(value, top)
+
+
+async def list_dead_letters(request: web.Request) -> web.Response:
+    hub = hub_of(request)
+    letters = await hub.queue.list_dead_letters(
+        _int_param(request, "limit", 100, 1000), _int_param(request, "offset", 0, 10**9),
+        receiver=request.query.get("receiver") or None,
+    )
+    return web.json_response([_dead_letter_view(hub, d) for d in letters])
+
+
+async def replay_dead_letter(request: web.Request) -> web.Response:
+    """Queue a dead letter again, to be retried like a fresh push (the receiver must be CONNECTED by then)."""
+    hub = hub_of(request)
+    msg = await hub.queue.replay_dead_letter(request.match_info["id"])
+    if msg is None:
+        raise NotFound(f"no dead letter {request.match_info['id']}")
+    hub.delivery.wake()
+    return web.json_response({"id": msg.id, "receiver": msg.receiver, "status": "queued"})
+
+
+async def delete_dead_letter(request: web.Request) -> web.Response:
+    hub = hub_of(request)
+    if not await hub.queue.delete_dead_letter(request.match_info["id"]):
+        raise NotFound(f"no dead letter {request.match_info['id']}")
+    return web.json_response({"id": request.match_info["id"], "status": "deleted"})
+
+
 def add_routes(app: web.Application) -> None:
+    app.router.add_post("/admin/platforms/connect", connect_platform)
+    app.router.add_post("/admin/platforms/{id}/rotate", rotate_platform)
+    app.router.add_get("/admin/dead-letters", list_dead_letters)
+    app.router.add_post("/admin/dead-letters/{id}/replay", replay_dead_letter)
+    app.router.add_delete("/admin/dead-letters/{id}", delete_dead_letter)
     app.router.add_post("/admin/platforms", create_platform)
     app.router.add_get("/admin/platforms", list_platforms)
     app.router.add_get("/admin/platforms/{id}", show_platform)

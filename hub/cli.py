@@ -80,10 +80,31 @@ def add_admin_commands(sub: Any) -> None:
     add.add_argument("--name", required=True)
     add.add_argument("--role", action="append", type=parse_role, required=True, metavar="CC:PID:ROLE")
     psub.add_parser("list", help="all platforms")
-    for action in ("show", "suspend", "resume", "remove"):
+    for action in ("show", "suspend", "resume", "remove", "rotate"):
         p = psub.add_parser(action)
         p.add_argument("id")
+    con = psub.add_parser("connect", help="register the hub with a partner that issued a Token A")
+    con.add_argument("--name", required=True)
+    con.add_argument("--versions-url", required=True)
+    con.add_argument("--token-a", required=True)
     sub.add_parser("queues", help="depth, in-flight and oldest message age per receiver")
+    dead = sub.add_parser("dead-letters", help="pushes that could not be delivered")
+    dsub = dead.add_subparsers(dest="action", required=True)
+    dlist = dsub.add_parser("list")
+    dlist.add_argument("--receiver", help="platform id")
+    dlist.add_argument("--limit", type=int, default=100)
+    for action in ("replay", "delete"):
+        d = dsub.add_parser(action)
+        d.add_argument("id")
+
+
+def _dead_letters(settings: Settings, args: argparse.Namespace) -> Any:
+    if args.action == "list":
+        query = f"?limit={args.limit}" + (f"&receiver={args.receiver}" if args.receiver else "")
+        return call(settings, "GET", "/admin/dead-letters" + query)
+    if args.action == "replay":
+        return call(settings, "POST", f"/admin/dead-letters/{args.id}/replay")
+    return call(settings, "DELETE", f"/admin/dead-letters/{args.id}")
 
 
 def run_admin(args: argparse.Namespace) -> int:
@@ -91,6 +112,11 @@ def run_admin(args: argparse.Namespace) -> int:
     try:
         if args.command == "queues":
             result = call(settings, "GET", "/admin/queues")
+        elif args.command == "dead-letters":
+            result = _dead_letters(settings, args)
+        elif args.action == "connect":
+            result = call(settings, "POST", "/admin/platforms/connect",
+                          {"name": args.name, "versions_url": args.versions_url, "token_a": args.token_a})
         elif args.action == "add":
             result = call(settings, "POST", "/admin/platforms", {"name": args.name, "roles": args.role})
         elif args.action == "list":

@@ -97,11 +97,13 @@ CREATE TABLE IF NOT EXISTS {AUDIT} (
 CREATE INDEX IF NOT EXISTS {AUDIT}_time ON {AUDIT} (time_us, id);
 CREATE INDEX IF NOT EXISTS {AUDIT}_correlation_id ON {AUDIT} (correlation_id);
 CREATE INDEX IF NOT EXISTS {AUDIT}_request_id ON {AUDIT} (request_id);
-CREATE INDEX IF NOT EXISTS {AUDIT}_platform_id ON {AUDIT} (platform_id, time_us, id);
-CREATE INDEX IF NOT EXISTS {AUDIT}_from_party ON {AUDIT} (from_party, time_us, id);
-CREATE INDEX IF NOT EXISTS {AUDIT}_to_party ON {AUDIT} (to_party, time_us, id);
-CREATE INDEX IF NOT EXISTS {AUDIT}_module ON {AUDIT} (module, time_us, id);
-CREATE INDEX IF NOT EXISTS {AUDIT}_outcome ON {AUDIT} (outcome, time_us, id);
+-- The embedded store indexes audit by time and by id only: every extra index costs each routed request an
+-- insert on this one machine. Other filters scan within the time range; MongoDB indexes them all.
+DROP INDEX IF EXISTS {AUDIT}_platform_id;
+DROP INDEX IF EXISTS {AUDIT}_from_party;
+DROP INDEX IF EXISTS {AUDIT}_to_party;
+DROP INDEX IF EXISTS {AUDIT}_module;
+DROP INDEX IF EXISTS {AUDIT}_outcome;
 
 CREATE TABLE IF NOT EXISTS {OBJECTS} (
     module TEXT NOT NULL,
