@@ -22,7 +22,7 @@ from aiohttp import web
 
 from hub.access import authenticate
 from hub.context import Hub, hub_of
-from hub.exchange import reply_headers
+from hub.exchange import exchange_of, reply_headers
 from hub.ocpi.auth import authorization_header
 from hub.ocpi.envelope import ocpi_response, ocpi_timestamp
 from hub.ocpi.headers import CORRELATION_ID, new_id
@@ -46,13 +46,31 @@ def client_info(party: Party) -> dict[str, Any]:
 
 
 def _visible(hub: Hub, viewer: Platform) -> list[tuple[Platform, Party]]:
-    """Every party of every other platform, in onboarding order (stable pages)."""
-    return [(p, party) for p in hub.registry.all() if p.id != viewer.id for party in p.parties]
+    """Every party of every other platform, in onboarding order (stable pages), one ClientInfo per party.
+
+    ClientInfo objects are never deleted, so parties of removed platforms stay (SUSPENDED) — unless their pair
+    was onboarded again, by another platform or the viewer itself: then the current holder is the only truth.
+    """
+    platforms = hub.registry.all()
+    own = {party.key for party in viewer.parties}
+    live = {party.key for p in platforms if not p.removed and p.id != viewer.id for party in p.parties}
+    chosen: dict[tuple[str, str], tuple[Platform, Party]] = {}
+    for p in platforms:
+        if p.id == viewer.id:
+            continue
+        for party in p.parties:
+            if party.key in own or (p.removed and party.key in live):
+                continue
+            chosen[(party.key, party.role)] = (p, party)  # a later onboarding of the same pair and role wins
+    return list(chosen.values())
 
 
 async def get_client_infos(request: web.Request) -> web.Response:
     hub = hub_of(request)
     caller = await authenticate(request, hub, allow_token_a=False)
+    ex = exchange_of(request)
+    if ex is not None:
+        ex.platform_id = caller.platform.id
     page = parse_page(dict(request.query))
     rows = [
         party for _, party in _visible(hub, caller.platform)
@@ -146,7 +164,8 @@ class Liveness:
             if platform.removed or not platform.registered or platform.status not in (
                     ConnectionStatus.CONNECTED, ConnectionStatus.OFFLINE):
                 continue
-            silent_since = last.get(platform.id, platform.updated_at.timestamp())
+            # Registration or a credentials update counts as hearing from it too.
+            silent_since = max(last.get(platform.id, 0.0), platform.updated_at.timestamp())
             if platform.status == ConnectionStatus.CONNECTED and now - silent_since < self.hub.settings.alive_interval:
                 continue
             lock = keys.liveness_lock(prefix, platform.id)
@@ -188,5 +207,19 @@ class Liveness:
             return False
 
 
+async def _note_seen(request: web.Request, response: web.StreamResponse) -> None:
+    """Every answer to an authenticated platform means the hub just heard from it (still-alive clock)."""
+    ex = exchange_of(request)
+    if ex is None or ex.platform_id is None or response.status == 401:
+        return
+    from hub.app import LIVENESS_KEY  # the app module builds the Liveness; imported late to avoid a cycle
+
+    liveness = request.app.get(LIVENESS_KEY)
+    if liveness is not None:
+        liveness.seen(ex.platform_id)
+
+
 def add_routes(app: web.Application) -> None:
+    """The SENDER list, and the hook that tells the still-alive check which platforms are talking."""
     app.router.add_get("/ocpi/2.2.1/hubclientinfo", get_client_infos)
+    app.on_response_prepare.append(_note_seen)

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import uuid
 from typing import Any
 
@@ -16,7 +17,10 @@ from hub.ocpi.auth import authorization_header
 from hub.ocpi.errors import OcpiError, UnableToUseClientApi
 from hub.ocpi.models import Credentials, parse_model
 from hub.peer import discover_endpoints
-from hub.platform import ConnectionStatus, Party, Platform, hash_token, new_token, utcnow
+from hub.platform import ConnectionStatus, Endpoint, Party, Platform, hash_token, new_token, party_key, utcnow
+from hub.store.protocol import PartyConflict
+
+log = logging.getLogger("hub.connect")
 
 
 async def _send_credentials(hub: Hub, method: str, url: str, token: str, body: dict[str, Any]) -> Credentials:
@@ -66,42 +70,75 @@ async def connect(hub: Hub, name: str, versions_url: str, token_a: str) -> Platf
                                         hub_credentials(hub, token_b))
         if creds.url != versions_url:
             endpoints = await discover_endpoints(hub.session, creds.url, creds.token, hub.settings.registration_timeout)
-    except Exception:
+        parties = _parties(creds)
+        _check_parties(hub, platform, parties)
+        done = copy.deepcopy(platform)
+        done.parties = parties
+        done.outbound_token, done.versions_url, done.endpoints = creds.token, creds.url, endpoints
+        done.status = ConnectionStatus.CONNECTED
+        done.updated_at = done.last_seen = utcnow()
+        await hub.registry.save(done)  # PartyConflict when another platform took a pair meanwhile
+    except BaseException:
+        # Nothing half-registered stays usable: Token B dies, the record is kept (REMOVED) for the operator.
         failed = copy.deepcopy(platform)
         failed.inbound_token_hash, failed.removed = None, True
         await hub.registry.save(failed)
         raise
-    done = copy.deepcopy(platform)
-    done.parties = _parties(creds)
-    done.outbound_token, done.versions_url, done.endpoints = creds.token, creds.url, endpoints
-    done.status = ConnectionStatus.CONNECTED
-    done.updated_at = done.last_seen = utcnow()
-    await hub.registry.save(done)
     return done
+
+
+def _check_parties(hub: Hub, platform: Platform, parties: list[Party]) -> None:
+    """The partner's roles become its parties: at least one, none the hub's own, none another platform's."""
+    if not parties:
+        raise UnableToUseClientApi("partner's credentials list no party role (only HUB or none)")
+    own = party_key(hub.settings.hub_country_code, hub.settings.hub_party_id)
+    for party in parties:
+        if party.key == own:
+            raise UnableToUseClientApi(f"partner claims the hub's own party {party.country_code}/{party.party_id}")
+        found = hub.registry.by_party(party.country_code, party.party_id)
+        if found is not None and found[0].id != platform.id:
+            raise PartyConflict(f"{party.country_code}/{party.party_id}", found[0].id)
 
 
 async def rotate(hub: Hub, platform: Platform) -> Platform:
     """Credentials PUT from the hub: new token both ways, endpoints re-read.
 
     During the PUT the new inbound token sits in the Token A slot, so the partner's callbacks (versions,
-    details — all Token A may reach) work while the old token keeps serving traffic until the swap.
+    details — all Token A may reach) work while the old token keeps serving traffic until the swap. Once the
+    partner accepted the PUT it uses the new tokens only: the swap is kept even if re-reading its endpoints
+    fails afterwards (the old endpoint list stays).
     """
     if not platform.registered or not platform.outbound_token:
         raise UnableToUseClientApi("platform is not registered")
     url = _credentials_url(platform)
     new_inbound = new_token()
-    pending = copy.deepcopy(platform)
+    pending = _current(hub, platform)
     pending.token_a_hash = hash_token(new_inbound)
     await hub.registry.save(pending)
     try:
         creds = await _send_credentials(hub, "PUT", url, platform.outbound_token, hub_credentials(hub, new_inbound))
-        endpoints = await discover_endpoints(hub.session, creds.url, creds.token, hub.settings.registration_timeout)
-    except Exception:
-        await hub.registry.save(platform)
+    except BaseException:
+        restored = _current(hub, platform)
+        restored.token_a_hash = platform.token_a_hash  # the offered token dies; the old ones keep working
+        await hub.registry.save(restored)
         raise
-    done = copy.deepcopy(platform)
+    endpoints: list[Endpoint] | None
+    try:
+        endpoints = await discover_endpoints(hub.session, creds.url, creds.token, hub.settings.registration_timeout)
+    except OcpiError as exc:
+        log.warning("platform %s: tokens rotated, but its endpoints could not be re-read: %s", platform.id,
+                    exc.message)
+        endpoints = None
+    done = _current(hub, platform)
     done.inbound_token_hash, done.token_a_hash = hash_token(new_inbound), None
-    done.outbound_token, done.versions_url, done.endpoints = creds.token, creds.url, endpoints
+    done.outbound_token, done.versions_url = creds.token, creds.url
+    if endpoints is not None:
+        done.endpoints = endpoints
     done.updated_at = utcnow()
     await hub.registry.save(done)
     return done
+
+
+def _current(hub: Hub, platform: Platform) -> Platform:
+    """A copy of the platform as the registry holds it now: a liveness or operator change made meanwhile stays."""
+    return copy.deepcopy(hub.registry.get(platform.id) or platform)

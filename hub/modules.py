@@ -6,6 +6,7 @@ the delivery engine, relay the answer with the caller's own request id (digest �
 
 from __future__ import annotations
 
+import asyncio
 import time
 from urllib.parse import quote
 
@@ -14,7 +15,7 @@ from aiohttp import web
 from hub.access import authenticate
 from hub.context import Hub, hub_of
 from hub.exchange import EXCHANGE
-from hub.objects import get_all, store_push
+from hub.objects import get_all, object_lock, store_push
 from hub.ocpi.envelope import envelope, ocpi_response
 from hub.ocpi.errors import MethodNotAllowed, NotFound, PartyNotAllowed, ReceiverNotConnected
 from hub.ocpi.headers import (
@@ -31,7 +32,7 @@ from hub.ocpi.headers import (
 from hub.ocpi.models import MODULES, parse_json
 from hub.ocpi.pagination import page_headers, parse_page
 from hub.platform import ConnectionStatus
-from routing.broadcast import check_broadcast, recipients
+from routing.broadcast import broadcast_role, check_broadcast, recipients
 from routing.open_routing import find_receiver, learn
 from routing.queue import Message
 from routing.rewrite import rearm_result_callback, rewrite_request, rewrite_response_headers
@@ -110,22 +111,20 @@ async def handle(request: web.Request) -> web.StreamResponse:
 async def to_hub(request: web.Request, hub: Hub, req: InboundRequest, sender: Party, hub_party: Party) -> web.Response:
     """TO = the hub: GET All on a SENDER interface, or a broadcast push (digest §3.5, §3.7)."""
     ex = request[EXCHANGE]
-    own = req.platform.party(sender.country_code, sender.party_id)
-    sender_role = own.role if own is not None else "OTHER"
+    # One pair may hold several roles (CPO and EMSP under one party id): all of them count.
+    roles = [p.role for p in req.platform.parties if p.key == sender.key] or ["OTHER"]
     headers = {**ex.reply_headers, **routing_reply_headers(sender, hub_party)}
     if req.method == "GET" and req.interface_role == "SENDER" and not req.segments:
         page = parse_page(dict(request.query))
-        items, total = await get_all(hub.store, req.module, sender_role, page)
+        items, total = await get_all(hub.store, req.module, roles, page)
         base = f"{hub.base_url}/sender/{req.module}"
         headers.update(page_headers(base, page, len(items), total))
         ex.outcome = "get_all"
         return ocpi_response(items, headers=headers)
     check_broadcast(req.module, req.interface_role, req.method)
-    targets = recipients(hub.registry.all(), req.platform, sender_role, req.module)
-    # Stored durably before the 1000: the hub's copy (GET All) and every fan-out message in Redis.
-    await store_push(hub.store, req.module, req.method, req.segments, req.json_body, req.query)
-    await learn(req, hub.hints, None)
+    targets = recipients(hub.registry.all(), req.platform, broadcast_role(roles, req.module), req.module)
     group = order_group(req, hub_party, sender)
+    messages = []
     for target in targets:
         to = Party(target.party.country_code, target.party.party_id)
         fwd = ForwardRequest(
@@ -136,7 +135,15 @@ async def to_hub(request: web.Request, hub: Hub, req: InboundRequest, sender: Pa
         )
         msg = Message(receiver=target.platform.id, group="", payload=fwd.encode(), kind="broadcast")
         msg.group = group or "msg:" + msg.id
-        await hub.queue.enqueue(msg)
+        messages.append(msg)
+    # Stored durably before the 1000: the hub's copy (GET All) and every fan-out message in Redis. One push of
+    # an object at a time: concurrent EVSE pushes would otherwise overwrite each other's stored Location, and
+    # the receivers could get the pushes in another order than the one the stored copy reflects.
+    async with object_lock(hub.redis, hub.settings.key_prefix, req.module, req.segments, req.json_body, req.query):
+        await store_push(hub.store, req.module, req.method, req.segments, req.json_body, req.query)
+        # All receivers at once: the enqueues share one Redis pipeline instead of a round trip each.
+        await asyncio.gather(*(hub.queue.enqueue(msg) for msg in messages))
+    await learn(req, hub.hints, None)
     if targets:
         hub.delivery.wake()
     ex.outcome = "broadcast"
@@ -155,12 +162,16 @@ def raw_tail(request: web.Request) -> str:
 
 async def forward(
     request: web.Request, hub: Hub, req: InboundRequest, receiver_id: str, group: str | None, *,
-    body: bytes, query: str, url: str = "",
+    body: bytes, query: str, url: str = "", routing: dict[str, str] | None = None,
 ) -> Reply:
-    """Through the receiver's queue: routing headers as the caller sent them (TO added for open routing)."""
-    headers = {h: request.headers[h] for h in ROUTING_HEADERS if h in request.headers}
-    if TO_CC not in request.headers:  # open routing: the receiver learns who it is meant for
-        headers.update(routing_reply_headers(req.routing.to, None))
+    """Through the receiver's queue: routing headers as the caller sent them (TO added for open routing), or
+    ``routing`` when the hub sets them itself."""
+    if routing is not None:
+        headers = dict(routing)
+    else:
+        headers = {h: request.headers[h] for h in ROUTING_HEADERS if h in request.headers}
+        if TO_CC not in request.headers:  # open routing: the receiver learns who it is meant for
+            headers.update(routing_reply_headers(req.routing.to, None))
     headers[CORRELATION_ID] = request[EXCHANGE].correlation_id
     if body:
         headers["Content-Type"] = "application/json"
@@ -232,9 +243,13 @@ async def handle_callback(request: web.Request) -> web.StreamResponse:
                          method=request.method, tail="", query="", routing=RoutingHeaders(to=to, from_=issued_to),
                          body=body, json_body=parse_json(body) if body else None)
     receiver = hub.registry.get(cb.target_platform)
-    if receiver is None or receiver.removed or receiver.status != ConnectionStatus.CONNECTED:
+    party = receiver.party(to.country_code, to.party_id) if receiver is not None else None
+    if receiver is None or receiver.removed or receiver.status != ConnectionStatus.CONNECTED or party is None \
+            or party.status != ConnectionStatus.CONNECTED:
         raise ReceiverNotConnected(f"party {to.country_code}/{to.party_id} is not connected")
-    reply = await forward(request, hub, req, receiver.id, None, body=body, query="", url=cb.url)
+    # TO = the party the URL belongs to, FROM = the party it was issued to, whatever the caller put there.
+    reply = await forward(request, hub, req, receiver.id, None, body=body, query="", url=cb.url,
+                          routing=routing_reply_headers(to, issued_to))
     if reply.hub_error is None and reply.status < 300:
         reply.headers = await rewrite_response_headers(
             hub.callbacks, reply.headers, module=cb.module, interface_role=cb.interface_role, caller=issued_to,

@@ -2,19 +2,29 @@
 
 Only data addressed to the hub is merged into one copy: a direct push to one party is that party's business
 and is never stored (digest §3.8, maintainer #507/#511). ``last_updated`` is the owner's, never the hub's.
+
+EVSE and Connector pushes are a read-modify-write of the stored Location: ``object_lock`` makes them one writer
+per object at a time, in this process and across hub processes, so concurrent pushes never lose an update.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import copy
+from collections.abc import AsyncIterator, Iterable
 from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qs
 
-from hub.ocpi.errors import InvalidParameters
+from redis.asyncio import Redis
+from redis.exceptions import LockError
+
+from hub.ocpi.errors import InvalidParameters, ServerError
 from hub.ocpi.pagination import Page, parse_datetime
 from hub.platform import utcnow
 from hub.store.protocol import ObjectStore, StoredObject
+from routing import keys
 
 GET_ALL_MODULES = frozenset({"locations", "tariffs", "tokens"})
 # Who may see what through GET All: the same audience a broadcast of that data reaches.
@@ -31,6 +41,46 @@ def object_id(module: str, segs: list[str], body: Any, query: str) -> str:
     token_type = body.get("type") if isinstance(body, dict) else None
     token_type = token_type or (parse_qs(query).get("type") or ["RFID"])[0]
     return f"{segs[2]}|{str(token_type).upper()}"
+
+
+# Longest a writer may hold an object (it expires with a dead process), and longest another one waits for it.
+LOCK_SECONDS = 10.0
+_local_locks: dict[str, tuple[asyncio.Lock, int]] = {}  # lock name -> (lock, users): waiters in this process
+
+
+def _lock_name(prefix: str, module: str, segs: list[str], body: Any, query: str) -> str:
+    # TODO(keys): belongs in routing/keys.py with the other Redis names
+    return f"{keys.base(prefix)}object-lock:{module}:{segs[0].upper()}:{segs[1].upper()}:" + \
+        object_id(module, segs, body, query)
+
+
+@contextlib.asynccontextmanager
+async def object_lock(redis: Redis, prefix: str, module: str, segs: list[str], body: Any,
+                      query: str) -> AsyncIterator[None]:
+    """Hold one pushed object: its stored copy and its fan-out are then in the same order in every process.
+
+    Waiters of this process queue on an asyncio lock; only one of them at a time contends for the Redis lock.
+    """
+    name = _lock_name(prefix, module, segs, body, query)
+    local, users = _local_locks.get(name, (asyncio.Lock(), 0))
+    _local_locks[name] = (local, users + 1)
+    try:
+        async with local:
+            lock = redis.lock(name, timeout=LOCK_SECONDS, sleep=0.01, blocking_timeout=LOCK_SECONDS,
+                              thread_local=False)
+            if not await lock.acquire():
+                raise ServerError("the object is being updated by another request for too long; try again")
+            try:
+                yield
+            finally:
+                with contextlib.suppress(LockError):  # expired meanwhile: nothing left to release
+                    await lock.release()
+    finally:
+        local, users = _local_locks[name]
+        if users > 1:
+            _local_locks[name] = (local, users - 1)
+        else:
+            del _local_locks[name]
 
 
 def _last_updated(data: dict[str, Any]) -> datetime:
@@ -91,11 +141,13 @@ async def store_push(store: ObjectStore, module: str, method: str, segs: list[st
                                          last_updated=_last_updated(data), data=data))
 
 
-async def get_all(store: ObjectStore, module: str, viewer_role: str, page: Page) -> tuple[list[dict[str, Any]], int]:
+async def get_all(store: ObjectStore, module: str, viewer_roles: Iterable[str],
+                  page: Page) -> tuple[list[dict[str, Any]], int]:
+    """One page of the module's objects for a party holding ``viewer_roles`` (any one of them may suffice)."""
     if module not in GET_ALL_MODULES:
         raise InvalidParameters(f"GET All is served for locations, tariffs and tokens; for {module} "
                                 "address the party concerned with OCPI-to-* headers")
-    if viewer_role not in _VIEWERS[module]:
+    if _VIEWERS[module].isdisjoint(viewer_roles):
         return [], 0
     items, total = await store.list_objects(module, date_from=page.date_from, date_to=page.date_to,
                                             offset=page.offset, limit=page.limit)

@@ -32,6 +32,7 @@ from hub.logs import setup_logging
 from hub.metrics import MULTIPROC_ENV
 from hub.settings import Settings
 from hub.store import open_store
+from hub.tasks import stop_task
 
 log = logging.getLogger("hub.serve")
 
@@ -105,9 +106,7 @@ async def _serve(settings: Settings, reuse_port: bool, parent_pid: int | None) -
     watchdog = asyncio.create_task(_watch_parent(parent_pid, stop)) if parent_pid else None
     await stop.wait()
     if watchdog is not None:
-        watchdog.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watchdog
+        await stop_task(watchdog)
     await runner.cleanup()
     return 0
 
@@ -175,8 +174,6 @@ def serve(workers: int = 1, host: str | None = None, port: int | None = None) ->
 
 
 def _supervise(env: dict[str, str], workers: int) -> int:
-    import faulthandler  # DEBUG-TEMP
-    faulthandler.register(signal.SIGUSR1, all_threads=True)  # DEBUG-TEMP
     ctx = multiprocessing.get_context("spawn")
     me = os.getpid()
     procs = [ctx.Process(target=_worker, args=(env, True, me), name=f"ocpi-hub-{i}") for i in range(workers)]
@@ -201,19 +198,17 @@ def _supervise(env: dict[str, str], workers: int) -> int:
         _signal_all(signal.SIGTERM)
     failed = False
     deadline: float | None = None
-
-    while any(p.exitcode is None for p in procs):
-        live = [p for p in procs if p.exitcode is None]
-        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-        ready = multiprocessing.connection.wait([p.sentinel for p in live], timeout=timeout)
-        for p in procs:
-            p.join(timeout=0)
-        print("DEBUG-TEMP", ready, [(p.pid, p.exitcode) for p in procs], stopping, file=sys.stderr, flush=True)
-        if not stopping and any(p.exitcode is not None for p in procs):
-            dead = [p for p in procs if p.exitcode is not None]
-            for p in dead:
-                print(f"error: worker {p.name} (pid {p.pid}) exited with code {p.exitcode}; stopping the hub",
-                      file=sys.stderr, flush=True)
+    while True:
+        # Decide on one reading of the exit codes: checking again later could see a death this round missed.
+        codes = [(p, p.exitcode) for p in procs]
+        live = [p for p, code in codes if code is None]
+        if not live:
+            break
+        if not stopping and len(live) < len(procs):
+            for p, code in codes:
+                if code is not None:
+                    print(f"error: worker {p.name} (pid {p.pid}) exited with code {code}; stopping the hub",
+                          file=sys.stderr, flush=True)
             failed = stopping = True
             _signal_all(signal.SIGTERM)
         if stopping and deadline is None:
@@ -221,6 +216,10 @@ def _supervise(env: dict[str, str], workers: int) -> int:
         if deadline is not None and time.monotonic() >= deadline:
             _signal_all(signal.SIGKILL)
             deadline = time.monotonic() + STOP_GRACE_SECONDS
+        timeout = 1.0 if deadline is None else min(1.0, max(0.0, deadline - time.monotonic()))
+        if multiprocessing.connection.wait([p.sentinel for p in live], timeout=timeout):
+            # A sentinel closes a moment before its process can be reaped: do not spin meanwhile.
+            time.sleep(0.01)
     if failed or any(p.exitcode != 0 for p in procs):
         return 1
     return 0

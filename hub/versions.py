@@ -20,6 +20,8 @@ def version_details(hub: Hub) -> dict[str, Any]:
     base = hub.base_url
     endpoints: list[dict[str, str]] = [
         {"identifier": "credentials", "role": "SENDER", "url": f"{base}/credentials"},
+        # The hub owns the ClientInfo list: SENDER only; parties implement the RECEIVER (digest §7.3).
+        {"identifier": "hubclientinfo", "role": "SENDER", "url": f"{base}/hubclientinfo"},
     ]
     for module in MODULES:
         endpoints.append({"identifier": module, "role": "SENDER", "url": f"{base}/sender/{module}"})

@@ -20,6 +20,10 @@ AUDIENCE = {
 }
 
 
+# Who owns each module's data (digest §8): the role a party holding several roles broadcasts it as.
+DATA_OWNER = {"locations": "CPO", "tariffs": "CPO", "tokens": "EMSP"}
+
+
 @dataclass(frozen=True)
 class Recipient:
     platform: Platform
@@ -37,11 +41,22 @@ def check_broadcast(module: str, interface_role: str, method: str) -> None:
                                 "locations, tariffs and tokens RECEIVER pushes")
 
 
+def broadcast_role(roles: Iterable[str], module: str) -> str:
+    """The role the sender broadcasts as: one pair may hold several (e.g. CPO and EMSP under NL/ABC), and its
+    Tokens are eMSP data, its Locations CPO data, whichever role its platform listed first."""
+    held = set(roles)
+    for role in (DATA_OWNER.get(module, ""), "CPO", "EMSP", "OTHER"):
+        if role in held:
+            return role
+    raise InvalidParameters(f"a party with role {', '.join(sorted(held))} cannot broadcast")
+
+
 def recipients(platforms: Iterable[Platform], sender_platform: Platform, sender_role: str,
                module: str) -> list[Recipient]:
     """CONNECTED parties of the opposite role whose platform offers the module's RECEIVER interface.
 
-    Never the sender's own platform: it has the data already.
+    Never the sender's own platform: it has the data already. One delivery per party (country code and party
+    id), even when the party holds several roles of the audience (e.g. EMSP and NSP).
     """
     audience = AUDIENCE.get(sender_role)
     if audience is None:
@@ -52,7 +67,9 @@ def recipients(platforms: Iterable[Platform], sender_platform: Platform, sender_
             continue
         if platform.endpoint_url(module, "RECEIVER") is None:
             continue
+        seen: set[str] = set()
         for party in platform.parties:
-            if party.role in audience and party.status == ConnectionStatus.CONNECTED:
+            if party.role in audience and party.status == ConnectionStatus.CONNECTED and party.key not in seen:
+                seen.add(party.key)
                 out.append(Recipient(platform, party))
     return out

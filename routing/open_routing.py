@@ -14,6 +14,10 @@ from hub.ocpi.headers import Party
 from routing.router import InboundRequest
 
 _COMMAND_KEYS = (("location_id", "location"), ("session_id", "session"), ("reservation_id", "reservation"))
+# The body field each command is routed by (digest §8.6); unknown commands try the fields in _COMMAND_KEYS order.
+_KEY_OF_COMMAND = {"START_SESSION": _COMMAND_KEYS[0], "RESERVE_NOW": _COMMAND_KEYS[0],
+                   "UNLOCK_CONNECTOR": _COMMAND_KEYS[0], "STOP_SESSION": _COMMAND_KEYS[1],
+                   "CANCEL_RESERVATION": _COMMAND_KEYS[2]}
 
 
 class HintStore(Protocol):
@@ -31,6 +35,7 @@ class RouteHints:
         self._cache: OrderedDict[tuple[str, str], list[str]] = OrderedDict()
 
     async def add(self, kind: str, key: str, party: str) -> None:
+        key = key.upper()  # ids are CiString: case-insensitive (digest §2.5)
         known = self._cache.get((kind, key))
         if known is not None and known and known[0] == party:
             return
@@ -38,6 +43,7 @@ class RouteHints:
         self._remember(kind, key, [party, *[p for p in known or [] if p != party]])
 
     async def find(self, kind: str, key: str) -> list[str]:
+        key = key.upper()
         known = self._cache.get((kind, key))
         if known is not None:
             self._cache.move_to_end((kind, key))
@@ -98,10 +104,13 @@ async def find_receiver(req: InboundRequest, hints: RouteHints) -> Party:
     if req.module == "tokens" and req.interface_role == "SENDER" and len(segs) == 2 and segs[1] == "authorize":
         return await _one(hints, "token", token_key(segs[0], _query_type(req.query)), f"token {segs[0]}")
     if req.module == "commands" and req.interface_role == "RECEIVER" and isinstance(body, dict):
-        for field_name, kind in _COMMAND_KEYS:
+        command = segs[0].upper() if segs else ""
+        candidates = (_KEY_OF_COMMAND[command],) if command in _KEY_OF_COMMAND else _COMMAND_KEYS
+        for field_name, kind in candidates:
             if isinstance(body.get(field_name), str):
                 return await _one(hints, kind, body[field_name], f"{field_name} {body[field_name]}")
-        raise UnknownReceiver("open routing: the command names no location_id, session_id or reservation_id")
+        names = " or ".join(f for f, _ in candidates)
+        raise UnknownReceiver(f"open routing: the command names no {names}; send OCPI-to-* headers")
     if req.module in ("sessions", "cdrs") and req.interface_role == "RECEIVER":
         owner = _cdr_token_owner(body)
         if owner is not None:
@@ -109,9 +118,15 @@ async def find_receiver(req: InboundRequest, hints: RouteHints) -> Party:
         if req.module == "sessions" and len(segs) >= 3:
             key = f"{segs[0].upper()}:{segs[1].upper()}:{segs[2]}"
             return await _one(hints, "session_emsp", key, f"session {segs[2]}")
-        raise UnknownReceiver(f"open routing: the {req.module} request carries no cdr_token")
+        raise UnknownReceiver(f"open routing: the {req.module} request carries no cdr_token; send OCPI-to-* headers")
     if req.module == "chargingprofiles" and req.interface_role == "RECEIVER" and segs:
         return await _one(hints, "session", segs[0], f"session {segs[0]}")
+    if req.module == "chargingprofiles" and req.interface_role == "SENDER" and segs and req.routing.from_:
+        # ActiveChargingProfile pushes go to whoever set a profile on that session (digest §8.7).
+        key = f"{req.routing.from_.key}:{segs[0]}"
+        return await _one(hints, "profile_setter", key, f"charging profiles of session {segs[0]}")
+    if req.module == "sessions" and req.interface_role == "SENDER" and len(segs) >= 2:
+        return await _one(hints, "session", segs[0], f"session {segs[0]}")  # {session_id}/charging_preferences
     if req.module == "locations" and req.interface_role == "SENDER" and segs:
         return await _one(hints, "location", segs[0], f"location {segs[0]}")
     raise UnknownReceiver(f"open routing is not possible for {req.method} {req.module} {req.interface_role}; "
@@ -133,6 +148,9 @@ async def learn(req: InboundRequest, hints: RouteHints, to: Party | None) -> Non
         owner = _cdr_token_owner(body) or to
         if owner is not None:
             await hints.add("session_emsp", f"{segs[0].upper()}:{segs[1].upper()}:{segs[2]}", owner.key)
+    elif req.module == "chargingprofiles" and req.method == "PUT" and segs and to is not None \
+            and req.routing.from_ is not None:
+        await hints.add("profile_setter", f"{to.key}:{segs[0]}", req.routing.from_.key)
     elif req.module == "commands" and segs and segs[0] == "RESERVE_NOW" and to is not None:
         if isinstance(body.get("reservation_id"), str):
             await hints.add("reservation", body["reservation_id"], to.key)

@@ -1,31 +1,48 @@
 """Retry policy of hub-originated pushes (broadcast fan-out, ClientInfo): what to retry, when, and what to give up.
 
-Transient: the receiver could not be reached, timed out, or answered 5xx. Permanent: it answered, but refused
-(4xx or an OCPI 2xxx/3xxx error) — sending the same again would not help. Not connected: OCPI says not to
+Transient: the receiver could not be reached, timed out, or answered 5xx (an OCPI envelope or a proxy's bare
+page). Permanent: it answered, but refused (4xx or an OCPI 2xxx/3xxx error), or it offers no endpoint for the
+module — sending the same again would not help. Not connected: OCPI says not to
 queue for OFFLINE parties (digest §2.10), so no retry either. Only transient failures are retried.
 """
 
 from __future__ import annotations
 
 import random
+import re
 from typing import Literal
 
 from routing.wire import Reply
 
 Verdict = Literal["ok", "transient", "permanent", "not_connected"]
 NOT_CONNECTED = "receiver is not connected"
+# The 4000/4003 messages of ``Delivery._deliver`` that carry what the receiver did. TODO: a field on Reply
+# (the receiver's own HTTP status, "could not connect") would spare this matching.
+_UNREACHABLE = "receiver unreachable"
+_RECEIVER_HTTP = re.compile(r"receiver answered HTTP (\d{3}) without an OCPI envelope")
 
 
 def push_verdict(reply: Reply) -> Verdict:
     if reply.hub_error is not None:
-        if reply.hub_error == 4003 and reply.message == NOT_CONNECTED:
-            return "not_connected"
-        return "transient" if reply.hub_error in (4002, 4003, 3000) else "permanent"
+        return _hub_error_verdict(reply)
     if reply.status >= 500:
         return "transient"
     if reply.status >= 400 or (reply.ocpi_status is not None and reply.ocpi_status >= 2000):
         return "permanent"
     return "ok"
+
+
+def _hub_error_verdict(reply: Reply) -> Verdict:
+    if reply.hub_error == 4003:
+        if reply.message == NOT_CONNECTED:
+            return "not_connected"
+        # unreachable is transient; no endpoint for the module, or an unusable URL, stays so until it registers again
+        return "transient" if reply.message.startswith(_UNREACHABLE) else "permanent"
+    if reply.hub_error == 4000:
+        # not OCPI: a bare 502/503/504 page is what a proxy in front of a restarting receiver sends
+        match = _RECEIVER_HTTP.match(reply.message)
+        return "transient" if match and int(match.group(1)) >= 500 else "permanent"
+    return "transient" if reply.hub_error in (4002, 3000) else "permanent"
 
 
 def describe(reply: Reply) -> str:

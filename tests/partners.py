@@ -98,6 +98,11 @@ class FakePartner:
     token_c: str | None = None
     hub_endpoints: dict[tuple[str, str], str] = field(default_factory=dict)
     base_url: str = ""
+    # Credentials RECEIVER side (the hub registers with this partner, or updates its credentials here):
+    token_a: str | None = None  # a Token A this partner issued; opens versions, details and credentials once
+    credentials_calls: list[Received] = field(default_factory=list)  # requests on this partner's credentials
+    hub_callbacks: list[tuple[str, str, int]] = field(default_factory=list)  # (url, token, HTTP status) it made
+    hub_credentials: dict[str, Any] | None = None  # the hub's credentials object as last received
     _runner: web.AppRunner | None = None
 
     @property
@@ -118,6 +123,7 @@ class FakePartner:
         app = web.Application()
         app.router.add_get("/ocpi/versions", self._versions)
         app.router.add_get("/ocpi/2.2.1", self._details)
+        app.router.add_route("*", "/ocpi/2.2.1/credentials", self._credentials)
         app.router.add_route("*", "/ocpi/2.2.1/{role}/{module}{tail:.*}", self._module)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -134,6 +140,9 @@ class FakePartner:
     def _authorized(self, request: web.Request) -> bool:
         return request.headers.get("Authorization") == ocpi_token(self.token_b)
 
+    def _token_a_used(self, request: web.Request) -> bool:
+        return self.token_a is not None and request.headers.get("Authorization") == ocpi_token(self.token_a)
+
     async def _record(self, request: web.Request) -> Received:
         return Received(method=request.method, path=request.path, query=request.query_string,
                         headers=CIMultiDict(request.headers), body=await request.read(),
@@ -144,7 +153,7 @@ class FakePartner:
         self.config_calls.append(await self._record(request))
         if self.versions_delay:
             await asyncio.sleep(self.versions_delay)
-        if not self._authorized(request):
+        if not (self._authorized(request) or self._token_a_used(request)):
             return web.json_response(envelope(status_code=2000, message="bad token"), status=401)
         if self.versions_status != 200:
             return web.Response(status=self.versions_status, text="down for maintenance")
@@ -153,7 +162,7 @@ class FakePartner:
 
     async def _details(self, request: web.Request) -> web.Response:
         self.config_calls.append(await self._record(request))
-        if not self._authorized(request):
+        if not (self._authorized(request) or self._token_a_used(request)):
             return web.json_response(envelope(status_code=2000, message="bad token"), status=401)
         endpoints = []
         if self.offer_credentials:
@@ -172,6 +181,59 @@ class FakePartner:
         if not self._authorized(request):
             return web.json_response(envelope(status_code=2000, message="bad token"), status=401)
         return await self.responder(request, rec)
+
+    async def _credentials(self, request: web.Request) -> web.Response:
+        """Credentials RECEIVER (digest §6.3 steps 6–7): POST with Token A, PUT/GET/DELETE with the current token.
+
+        On POST and PUT it reads the sender's versions and details with the token in the body before answering,
+        then keeps that token for its own calls (``token_c``) and issues a fresh one for the sender (``token_b``).
+        """
+        rec = await self._record(request)
+        self.credentials_calls.append(rec)
+        with_a, with_current = self._token_a_used(request), self._authorized(request)
+        if not (with_a or with_current):
+            return web.json_response(envelope(status_code=2000, message="bad token"), status=401)
+        if request.method == "GET":
+            return web.json_response(envelope(self.credentials()))
+        if request.method == "DELETE":
+            if not with_current:
+                return web.json_response(envelope(status_code=2000, message="not registered"), status=405)
+            self.token_c, self.token_b = None, "B-" + secrets.token_hex(8)
+            return web.json_response(envelope())
+        if request.method not in ("POST", "PUT"):
+            return web.json_response(envelope(status_code=2000, message="method not allowed"), status=405)
+        if (request.method == "POST") != with_a:
+            message = "use PUT to update" if request.method == "POST" else "not registered: POST first"
+            return web.json_response(envelope(status_code=2000, message=message), status=405)
+        body = rec.json()
+        if not await self._read_sender(body["url"], body["token"]):
+            return web.json_response(envelope(status_code=3001, message="unable to use the client's API"),
+                                     status=400)
+        self.hub_credentials = body
+        self.token_c = body["token"]
+        self.token_b = "C-" + secrets.token_hex(8)
+        self.token_a = None  # returning the new token invalidates Token A
+        return web.json_response(envelope(self.credentials()))
+
+    async def _read_sender(self, versions_url: str, token: str) -> bool:
+        """GET the sender's versions and 2.2.1 details with the token it sent; remembers its endpoints."""
+        auth = {"Authorization": ocpi_token(token)}
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+            async with session.get(versions_url, headers=auth) as resp:
+                self.hub_callbacks.append((versions_url, token, resp.status))
+                if resp.status != 200:
+                    return False
+                versions = (await resp.json())["data"]
+            details_url = next((v["url"] for v in versions if v["version"] == "2.2.1"), None)
+            if details_url is None:
+                return False
+            async with session.get(details_url, headers=auth) as resp:
+                self.hub_callbacks.append((details_url, token, resp.status))
+                if resp.status != 200:
+                    return False
+                endpoints = (await resp.json())["data"]["endpoints"]
+        self.hub_endpoints = {(e["identifier"], e["role"]): e["url"] for e in endpoints}
+        return True
 
     # -- client side ------------------------------------------------------------------------------------
     def credentials(self, token: str | None = None, url: str | None = None) -> dict[str, Any]:

@@ -4,7 +4,6 @@ with JSON errors, and never a token or token hash in what it shows."""
 from __future__ import annotations
 
 import asyncio
-
 import hashlib
 from typing import Any
 

@@ -23,6 +23,10 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from hub.platform import ConnectionStatus, Platform
+from hub.platform import Party as PlatformParty
+from hub.registry import PlatformRegistry
+from hub.store.sqlite import SqliteStore
 from tests.conftest import ADMIN_TOKEN, REDIS_URL, cleanup_prefix, cpo, emsp, free_port, real_redis_available
 from tests.partners import FakePartner, ocpi_token
 
@@ -502,3 +506,52 @@ async def test_a_platform_registered_through_one_worker_is_routable_at_once_thro
         for p in (alpha, *receivers):
             await p.stop()
         cleanup_prefix(prefix)
+
+
+# -- the platform view every process routes from -------------------------------------------------------------
+class _GatedStore(SqliteStore):
+    """Holds ``list_platforms`` / ``get_platform`` answers until the test opens the gate."""
+
+    def __init__(self) -> None:
+        super().__init__(":memory:")
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.reading = asyncio.Event()
+
+    async def list_platforms(self) -> list[Platform]:
+        result = await super().list_platforms()
+        self.reading.set()
+        await self.gate.wait()
+        return result
+
+    async def get_platform(self, platform_id: str) -> Platform | None:
+        result = await super().get_platform(platform_id)
+        self.reading.set()
+        await self.gate.wait()
+        return result
+
+
+@pytest.mark.parametrize("read", ["full reload", "reload of one platform"])
+async def test_a_slow_store_read_never_undoes_a_newer_change_in_the_view(read: str) -> None:
+    store = _GatedStore()
+    await store.open()
+    try:
+        registry = PlatformRegistry(store)
+        await registry.save(Platform(id="p1", name="before", parties=[PlatformParty("NL", "CPA", "CPO")]))
+        store.gate.clear()
+        store.reading.clear()
+        reader = asyncio.create_task(registry.load() if read == "full reload" else registry.reload("p1"))
+        await store.reading.wait()  # the read has its (old) answer and is held
+        await registry.save(Platform(id="p1", name="after", status=ConnectionStatus.SUSPENDED,
+                                     parties=[PlatformParty("NL", "CPA", "CPO")]))
+        store.gate.set()
+        await reader
+        current = registry.get("p1")
+        assert current is not None and current.name == "after"
+        assert current.status == ConnectionStatus.SUSPENDED
+        await registry.load()  # a read that starts after the change sees it from the store too
+        current = registry.get("p1")
+        assert current is not None and current.name == "after"
+    finally:
+        store.gate.set()
+        await store.close()

@@ -1,0 +1,312 @@
+"""URL rewriting (DESIGN §4, digest §3.9): URLs one party hands another through the hub are replaced by unguessable
+hub URLs that map back — command and charging-profile ``response_url`` (body and query), the CDR ``Location``
+header and pagination ``Link`` headers. A hub URL reaches the original URL with the owner's token and routing
+headers, only for the party it was issued to, only with its method, and only until it expires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import pytest
+from aiohttp import web
+from multidict import CIMultiDict
+
+from routing import rewrite
+from tests.conftest import HubHarness, cpo, emsp
+from tests.partners import FakePartner, Party, Received, default_responder, envelope, ocpi_token
+
+TS = "2024-05-01T10:00:00Z"
+CALLBACKS = "/ocpi/2.2.1/callbacks/"
+
+
+def swapped(request: web.Request) -> dict[str, str]:
+    pairs = (("OCPI-from-country-code", "OCPI-to-country-code"), ("OCPI-from-party-id", "OCPI-to-party-id"),
+             ("OCPI-to-country-code", "OCPI-from-country-code"), ("OCPI-to-party-id", "OCPI-from-party-id"))
+    return {dst: request.headers[src] for src, dst in pairs if src in request.headers}
+
+
+class Cpo:
+    """CPO behaviour: accepts commands and profile requests with a given timeout; serves a paginated list."""
+
+    def __init__(self, timeout: int = 30, total: int = 5) -> None:
+        self.timeout = timeout
+        self.total = total
+        self.base_url = ""
+
+    async def __call__(self, request: web.Request, rec: Received) -> web.StreamResponse:
+        if "/receiver/commands/" in rec.path or "/receiver/chargingprofiles/" in rec.path:
+            return web.json_response(envelope({"result": "ACCEPTED", "timeout": self.timeout}),
+                                     headers=swapped(request))
+        if rec.method == "GET" and rec.path.rstrip("/") == "/ocpi/2.2.1/sender/locations":
+            offset, limit = int(request.query.get("offset", 0)), int(request.query.get("limit", 2))
+            items = [{"id": f"LOC{i}"} for i in range(offset, min(offset + limit, self.total))]
+            headers = {**swapped(request), "X-Total-Count": str(self.total), "X-Limit": str(limit)}
+            if offset + limit < self.total:
+                nxt = urlencode({"offset": offset + limit, "limit": limit})
+                headers["Link"] = f'<{self.base_url}/ocpi/2.2.1/sender/locations?{nxt}>; rel="next"'
+            return web.json_response(envelope(items), headers=headers)
+        return await default_responder(request, rec)
+
+
+CDR = {"country_code": "NL", "party_id": "CPA", "id": "CDR1", "total_energy": 3.25, "last_updated": TS}
+
+
+async def emsp_responder(request: web.Request, rec: Received) -> web.StreamResponse:
+    """eMSP behaviour: takes results on its own URLs; stores CDRs and tells where (Location)."""
+    base = f"{request.scheme}://{request.host}"
+    if rec.method == "POST" and rec.path.rstrip("/") == "/ocpi/2.2.1/receiver/cdrs":
+        return web.json_response(envelope(), status=201, headers={
+            **swapped(request), "Location": f"{base}/ocpi/2.2.1/receiver/cdrs/stored/CDR1"})
+    if rec.method == "GET" and rec.path == "/ocpi/2.2.1/receiver/cdrs/stored/CDR1":
+        return web.json_response(envelope(CDR), headers=swapped(request))
+    if rec.method == "POST" and "/results/" in rec.path:
+        return web.json_response(envelope(message="result noted"), headers=swapped(request))
+    return await default_responder(request, rec)
+
+
+@pytest.fixture
+async def parties(hub: HubHarness) -> tuple[FakePartner, FakePartner, FakePartner, FakePartner]:
+    """CPO NL/CPA (the one commands go to), eMSP DE/EMA (the requester), and a bystander of each role."""
+    cpa, cpb = cpo(), cpo(name="Other CPO", pid="CPB")
+    ema, emb = emsp(), emsp(name="Other eMSP", pid="EMB")
+    behaviour = Cpo()
+    cpa.responder = cpb.responder = behaviour
+    ema.responder = emb.responder = emsp_responder
+    for partner in (cpa, cpb, ema, emb):
+        await hub.connect(partner)
+    behaviour.base_url = cpa.base_url
+    return cpa, cpb, ema, emb
+
+
+def original_url(ema: FakePartner, name: str) -> str:
+    return f"{ema.base_url}/ocpi/2.2.1/sender/results/{name}/{uuid.uuid4().hex[:8]}?ref=kept"
+
+
+def request_for(case: str, ema: FakePartner, response_url: str) -> tuple[str, str, str, str, Any]:
+    """(method, module, tail, query, body) of one request carrying ``response_url``."""
+    token = {"country_code": "DE", "party_id": "EMA", "uid": "TOK1", "type": "RFID", "contract_id": "DE-EMA-C1",
+             "issuer": "Beta", "valid": True, "whitelist": "ALLOWED", "last_updated": TS}
+    profile = {"charging_rate_unit": "W", "charging_profile_period": [{"start_period": 0, "limit": 11000.0}]}
+    bodies: dict[str, Any] = {
+        "START_SESSION": {"token": token, "location_id": "LOC1", "evse_uid": "EVSE1"},
+        "STOP_SESSION": {"session_id": "S1"},
+        "RESERVE_NOW": {"token": token, "expiry_date": TS, "reservation_id": "R1", "location_id": "LOC1"},
+        "UNLOCK_CONNECTOR": {"location_id": "LOC1", "evse_uid": "EVSE1", "connector_id": "1"},
+        "CANCEL_RESERVATION": {"reservation_id": "R1"},
+    }
+    if case in bodies:
+        return "POST", "commands", case, "", {"response_url": response_url, **bodies[case]}
+    if case == "SET_PROFILE":
+        return "PUT", "chargingprofiles", "S1", "", {"charging_profile": profile, "response_url": response_url}
+    if case == "GET_PROFILE":
+        return "GET", "chargingprofiles", "S1", urlencode({"duration": 900, "response_url": response_url}), None
+    return "DELETE", "chargingprofiles", "S1", urlencode({"response_url": response_url}), None
+
+
+def hub_url_seen_by_cpo(rec: Received) -> str:
+    if rec.body:
+        return str(rec.json()["response_url"])
+    return parse_qs(rec.query)["response_url"][0]
+
+
+async def post_raw(hub: HubHarness, url: str, token: str, body: bytes, *, method: str = "POST",
+                   headers: dict[str, str] | None = None) -> tuple[int, CIMultiDict[str], Any]:
+    h = {"Authorization": ocpi_token(token), "X-Request-ID": uuid.uuid4().hex, "Content-Type": "application/json",
+         **(headers or {})}
+    async with hub.session.request(method, url, data=body or None, headers=h) as resp:
+        return resp.status, CIMultiDict(resp.headers), await resp.json(content_type=None)
+
+
+def from_(party: Party) -> dict[str, str]:
+    return {"OCPI-from-country-code": party.country_code, "OCPI-from-party-id": party.party_id}
+
+
+def routing_of(rec: Received) -> tuple[str | None, ...]:
+    return tuple(rec.headers.get(h) for h in ("OCPI-to-country-code", "OCPI-to-party-id",
+                                                "OCPI-from-country-code", "OCPI-from-party-id"))
+
+
+async def issue(hub: HubHarness, cpa: FakePartner, ema: FakePartner, case: str = "START_SESSION") -> tuple[str, str]:
+    """The eMSP sends one request with a response_url to the CPO; returns (original URL, hub URL the CPO got)."""
+    original = original_url(ema, case)
+    method, module, tail, query, body = request_for(case, ema, original)
+    before = len(cpa.received)
+    status, _, doc = await ema.call(hub.session, method, module, "RECEIVER", tail, to=cpa.party, json=body,
+                                    query=query)
+    assert status == 200 and doc["data"]["result"] == "ACCEPTED", doc
+    [rec] = cpa.received[before:]
+    return original, hub_url_seen_by_cpo(rec)
+
+
+RESULT = b'{"result" :  "ACCEPTED", "message": [{"language": "en", "text": "gestart \xc3\xa9"}]}'
+CASES = ["START_SESSION", "STOP_SESSION", "RESERVE_NOW", "UNLOCK_CONNECTOR", "CANCEL_RESERVATION",
+         "SET_PROFILE", "GET_PROFILE", "DELETE_PROFILE"]
+
+
+@pytest.mark.parametrize("case", CASES)
+async def test_result_posted_to_the_hub_url_reaches_the_original_url_at_the_emsp(
+        hub: HubHarness, parties: tuple[FakePartner, ...], case: str) -> None:
+    cpa, _, ema, _ = parties
+    original, hub_url = await issue(hub, cpa, ema, case)
+    assert hub_url.startswith(hub.url + CALLBACKS), hub_url
+    assert original not in hub_url and ema.base_url not in hub_url and "results" not in hub_url
+    assert len(hub_url.rsplit("/", 1)[1]) >= 22, "unguessable: at least 128 random bits"
+    # The CPO posts its result with its own token, FROM = itself.
+    status, headers, doc = await post_raw(hub, hub_url, cpa.token_c or "", RESULT, headers=from_(cpa.party))
+    assert status == 200, doc
+    assert doc["status_message"] == "result noted", "the CPO gets the eMSP's own answer"
+    assert (headers["OCPI-from-country-code"], headers["OCPI-from-party-id"]) == ("DE", "EMA")
+    assert (headers["OCPI-to-country-code"], headers["OCPI-to-party-id"]) == ("NL", "CPA")
+    [rec] = [r for r in ema.received if "/results/" in r.path]
+    assert f"{ema.base_url}{rec.path}?{rec.query}" == original
+    assert rec.method == "POST" and rec.body == RESULT
+    assert rec.headers["Authorization"] == ocpi_token(ema.token_b), "the hub calls the eMSP with its token"
+    assert routing_of(rec) == ("DE", "EMA", "NL", "CPA")
+
+
+async def test_each_request_gets_its_own_hub_url(hub: HubHarness, parties: tuple[FakePartner, ...]) -> None:
+    cpa, _, ema, _ = parties
+    urls = {(await issue(hub, cpa, ema))[1] for _ in range(3)}
+    assert len(urls) == 3
+
+
+@pytest.mark.parametrize("routing", ["none", "to-hub", "to-emsp"])
+async def test_the_hub_sets_routing_headers_of_a_result_itself(
+        hub: HubHarness, parties: tuple[FakePartner, ...], routing: str) -> None:
+    """Whatever the CPO puts in (or leaves out of) the routing headers, the eMSP sees TO = itself, FROM = CPO."""
+    cpa, _, ema, _ = parties
+    _, hub_url = await issue(hub, cpa, ema)
+    headers = {"none": {},
+               "to-hub": {**from_(cpa.party), "OCPI-to-country-code": "NL", "OCPI-to-party-id": "HUB"},
+               "to-emsp": {**from_(cpa.party), "OCPI-to-country-code": "DE", "OCPI-to-party-id": "EMA"}}[routing]
+    status, _, doc = await post_raw(hub, hub_url, cpa.token_c or "", RESULT, headers=headers)
+    assert status == 200, doc
+    [rec] = [r for r in ema.received if "/results/" in r.path]
+    assert routing_of(rec) == ("DE", "EMA", "NL", "CPA")
+
+
+async def test_another_party_using_the_hub_url_is_403(hub: HubHarness, parties: tuple[FakePartner, ...]) -> None:
+    cpa, cpb, ema, emb = parties
+    _, hub_url = await issue(hub, cpa, ema)
+    attempts = [(cpb, from_(cpb.party)), (cpb, from_(cpa.party)), (emb, from_(emb.party)), (ema, from_(ema.party)),
+                (cpa, from_(cpb.party))]  # the last: the right platform speaking for a party it does not host
+    for partner, headers in attempts:
+        status, _, doc = await post_raw(hub, hub_url, partner.token_c or "", RESULT, headers=headers)
+        assert status == 403, (partner.name, headers, doc)
+        assert doc["status_code"] in (2000, 2001), doc
+    assert [r for r in ema.received if "/results/" in r.path] == []
+    status, _, doc = await post_raw(hub, hub_url, cpa.token_c or "", RESULT, headers=from_(cpa.party))
+    assert status == 200, "refusals did not use the hub URL up"
+
+
+async def test_wrong_method_is_405_unknown_id_is_404_no_token_is_401(
+        hub: HubHarness, parties: tuple[FakePartner, ...]) -> None:
+    cpa, _, ema, _ = parties
+    _, hub_url = await issue(hub, cpa, ema)
+    for method in ("GET", "PUT", "DELETE"):
+        status, headers, doc = await post_raw(hub, hub_url, cpa.token_c or "", b"", method=method,
+                                              headers=from_(cpa.party))
+        assert status == 405, (method, doc)
+        assert headers.get("Allow") == "POST"
+    status, _, doc = await post_raw(hub, hub.url + CALLBACKS + "x" * 32, cpa.token_c or "", RESULT,
+                                    headers=from_(cpa.party))
+    assert status == 404, doc
+    status, _, doc = await post_raw(hub, hub_url, "not-a-token", RESULT, headers=from_(cpa.party))
+    assert status == 401, doc
+    assert [r for r in ema.received if "/results/" in r.path] == []
+
+
+async def test_result_for_an_emsp_that_is_not_connected_is_4003(
+        hub: HubHarness, parties: tuple[FakePartner, ...]) -> None:
+    cpa, _, ema, _ = parties
+    _, hub_url = await issue(hub, cpa, ema)
+    platform = next(p for p in (await hub.admin("GET", "/admin/platforms"))[1] if p["name"] == ema.name)
+    assert (await hub.admin("POST", f"/admin/platforms/{platform['id']}/suspend"))[0] == 200
+    status, _, doc = await post_raw(hub, hub_url, cpa.token_c or "", RESULT, headers=from_(cpa.party))
+    assert status == 503 and doc["status_code"] == 4003, doc
+    assert (await hub.admin("POST", f"/admin/platforms/{platform['id']}/resume"))[0] == 200
+    status, _, doc = await post_raw(hub, hub_url, cpa.token_c or "", RESULT, headers=from_(cpa.party))
+    assert status == 200, doc
+    assert len([r for r in ema.received if "/results/" in r.path]) == 1
+
+
+async def test_hub_url_expires_after_the_cpo_timeout_plus_margin(
+        hub: HubHarness, parties: tuple[FakePartner, ...], monkeypatch: pytest.MonkeyPatch) -> None:
+    cpa, _, ema, _ = parties
+    monkeypatch.setattr(rewrite, "RESULT_MARGIN", 0.4)
+    behaviour = cpa.responder
+    assert isinstance(behaviour, Cpo)
+    behaviour.timeout = 0
+    _, short = await issue(hub, cpa, ema, "START_SESSION")
+    _, short_query = await issue(hub, cpa, ema, "GET_PROFILE")
+    behaviour.timeout = 30
+    _, long = await issue(hub, cpa, ema, "STOP_SESSION")
+    await asyncio.sleep(0.8)
+    for url in (short, short_query):
+        status, _, doc = await post_raw(hub, url, cpa.token_c or "", RESULT, headers=from_(cpa.party))
+        assert status == 404 and "expired" in doc["status_message"], doc
+    status, _, doc = await post_raw(hub, long, cpa.token_c or "", RESULT, headers=from_(cpa.party))
+    assert status == 200, "a result within the CPO's timeout still gets through"
+    assert len([r for r in ema.received if "/results/" in r.path]) == 1
+
+
+# -- CDR Location ------------------------------------------------------------------------------------------------
+
+async def test_cdr_location_points_at_the_hub_and_returns_the_emsps_cdr(
+        hub: HubHarness, parties: tuple[FakePartner, ...]) -> None:
+    cpa, cpb, ema, _ = parties
+    cdr = {**CDR, "cdr_token": {"country_code": "DE", "party_id": "EMA", "uid": "TOK1", "type": "RFID",
+                                "contract_id": "DE-EMA-C1"}}
+    status, headers, doc = await cpa.call(hub.session, "POST", "cdrs", "RECEIVER", to=ema.party, json=cdr)
+    assert status == 201, doc
+    location = headers["Location"]
+    assert location.startswith(hub.url + CALLBACKS) and ema.base_url not in location, location
+    status, headers, doc = await post_raw(hub, location, cpa.token_c or "", b"", method="GET",
+                                          headers=from_(cpa.party))
+    assert status == 200 and doc["data"] == CDR, doc
+    assert (headers["OCPI-from-country-code"], headers["OCPI-from-party-id"]) == ("DE", "EMA")
+    [rec] = [r for r in ema.received if r.method == "GET"]
+    assert rec.path == "/ocpi/2.2.1/receiver/cdrs/stored/CDR1"
+    assert rec.headers["Authorization"] == ocpi_token(ema.token_b)
+    assert routing_of(rec) == ("DE", "EMA", "NL", "CPA")
+    status, _, doc = await post_raw(hub, location, cpb.token_c or "", b"", method="GET", headers=from_(cpb.party))
+    assert status == 403, doc
+    status, _, doc = await post_raw(hub, location, cpa.token_c or "", b"{}", headers=from_(cpa.party))
+    assert status == 405, doc
+
+
+# -- pagination Link -----------------------------------------------------------------------------------------------
+
+async def test_link_of_a_forwarded_list_points_at_the_hub_and_can_be_followed_to_the_end(
+        hub: HubHarness, parties: tuple[FakePartner, ...]) -> None:
+    cpa, _, ema, emb = parties
+    status, headers, doc = await ema.call(hub.session, "GET", "locations", "SENDER", to=cpa.party, query="limit=2")
+    assert status == 200, doc
+    ids = [x["id"] for x in doc["data"]]
+    links = []
+    while "Link" in headers:
+        link = headers["Link"]
+        assert link.endswith('; rel="next"'), link
+        url = link[link.index("<") + 1:link.index(">")]
+        assert url.startswith(hub.url + CALLBACKS) and cpa.base_url not in url, url
+        links.append(url)
+        status, headers, doc = await post_raw(hub, url, ema.token_c or "", b"", method="GET",
+                                              headers=from_(ema.party))
+        assert status == 200, doc
+        assert headers["X-Total-Count"] == "5"
+        assert (headers["OCPI-from-country-code"], headers["OCPI-from-party-id"]) == ("NL", "CPA")
+        ids += [x["id"] for x in doc["data"]]
+    assert ids == ["LOC0", "LOC1", "LOC2", "LOC3", "LOC4"]
+    assert len(links) == 2
+    gets = [r for r in cpa.received if r.method == "GET"]
+    assert [parse_qs(r.query).get("offset", ["0"])[0] for r in gets] == ["0", "2", "4"]
+    assert all(routing_of(r) == ("NL", "CPA", "DE", "EMA") for r in gets)
+    assert all(r.headers["Authorization"] == ocpi_token(cpa.token_b) for r in gets)
+    # The link is the caller's: another eMSP cannot use it to read the CPO's list.
+    status, _, doc = await post_raw(hub, links[0], emb.token_c or "", b"", method="GET", headers=from_(emb.party))
+    assert status == 403, doc
+    assert urlsplit(links[0]).query == "", "nothing of the CPO's URL leaks into the hub URL"

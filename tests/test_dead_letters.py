@@ -1,0 +1,499 @@
+"""Broadcast fan-out delivery: retries of transient failures, dead letters, their admin API and CLI, and
+at-least-once delivery across a kill -9 of the hub (DESIGN §5, digest §14 item 1).
+
+Retries follow routing/retry.py: transient failures (unreachable, timeout, 5xx) are retried with backoff (about
+1 s, then 2 s, ...) within ``broadcast_retry_window``; refusals (4xx, OCPI 2xxx) are dead letters at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import redis as sync_redis
+from aiohttp import web
+from yarl import URL
+
+from tests import partners
+from tests.conftest import (
+    ADMIN_TOKEN,
+    HubHarness,
+    cleanup_prefix,
+    cpo,
+    emsp,
+    free_port,
+    hub_settings,
+    start_hub,
+    stop_hub,
+)
+from tests.partners import FakePartner, Party, Received, Responder, default_responder, envelope
+
+HUB = Party("NL", "HUB", "HUB")
+OCPI_HUB = str(Path(sys.executable).with_name("ocpi-hub"))
+TS = "2024-01-01T00:00:00Z"
+
+
+def location(lid: str = "LOC1", version: int = 1) -> dict[str, Any]:
+    return {"country_code": "NL", "party_id": "CPA", "id": lid, "publish": True, "address": "Stationsplein 1",
+            "city": "Amsterdam", "country": "NLD", "coordinates": {"latitude": "52.379189", "longitude": "4.899431"},
+            "time_zone": "Europe/Amsterdam", "evses": [], "name": f"v{version}", "last_updated": TS}
+
+
+async def eventually(check: Callable[[], Any], within: float = 10.0, what: str = "condition") -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not check():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def failing(times: int, status: int = 503, ocpi_status: int = 3000, bare_after: int | None = None) -> Responder:
+    """Answer ``status`` the first ``times`` requests, then like a healthy receiver.
+
+    From failure number ``bare_after`` on, the failure is a bare page without an OCPI envelope, as a proxy or
+    load balancer in front of a restarting receiver sends it.
+    """
+    failed = [0]
+
+    async def respond(request: web.Request, rec: Received) -> web.StreamResponse:
+        if failed[0] < times:
+            failed[0] += 1
+            if bare_after is not None and failed[0] > bare_after:
+                return web.Response(status=status, text="<html>Service Unavailable</html>", content_type="text/html")
+            return web.json_response(envelope(status_code=ocpi_status, message="not now"), status=status)
+        return await default_responder(request, rec)
+
+    return respond
+
+
+async def broadcast(hub_session: aiohttp.ClientSession, sender: FakePartner, doc: dict[str, Any],
+                    correlation_id: str | None = None) -> None:
+    headers = {"X-Correlation-ID": correlation_id} if correlation_id else None
+    status, _, body = await sender.call(hub_session, "PUT", "locations", "RECEIVER", f"NL/CPA/{doc['id']}", to=HUB,
+                                        json=doc, headers=headers)
+    assert (status, body["status_code"]) == (200, 1000), body
+
+
+async def restart_on_same_port(partner: FakePartner) -> None:
+    """Bring a stopped partner back where the hub knows it: same port, same routes, same tokens."""
+    port = URL(partner.base_url).port
+    real_site = web.TCPSite
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(partners.web, "TCPSite", lambda runner, host, _port: real_site(runner, host, port))
+        await partner.start()
+    assert URL(partner.base_url).port == port
+
+
+MakeHub = Callable[..., Awaitable[HubHarness]]
+
+
+@pytest.fixture
+async def make_hub(backend: str | None) -> AsyncIterator[MakeHub]:
+    """Hubs with settings of the test's choosing (retry window), on fakeredis and on the real Redis."""
+    started: list[HubHarness] = []
+
+    async def make(**overrides: Any) -> HubHarness:
+        h = await start_hub(hub_settings(redis_url=backend, **overrides))
+        started.append(h)
+        return h
+
+    try:
+        yield make
+    finally:
+        for h in started:
+            await stop_hub(h)
+            if backend:
+                cleanup_prefix(h.settings.key_prefix)
+
+
+async def dead_letters(hub: HubHarness, query: str = "") -> list[dict[str, Any]]:
+    status, body = await hub.admin("GET", "/admin/dead-letters" + query)
+    assert status == 200, body
+    return list(body)
+
+
+async def queue_depth(hub: HubHarness) -> int:
+    status, queues = await hub.admin("GET", "/admin/queues")
+    assert status == 200, queues
+    return sum(q["depth"] for q in queues)
+
+
+async def test_transient_failures_are_retried_in_order_until_delivered(make_hub: MakeHub) -> None:
+    """503 twice (an OCPI one, then a bare one from a proxy), then 200: three deliveries of the first PUT, and the
+    second PUT waits its turn behind them."""
+    hub = await make_hub(broadcast_retry_window=30)
+    sender, flaky, healthy = cpo(), emsp("Flaky eMSP", "EMF"), emsp("Healthy eMSP", "EMH")
+    for partner in (sender, flaky, healthy):
+        await hub.connect(partner)
+    flaky.responder = failing(2, bare_after=1)
+
+    await broadcast(hub.session, sender, location(version=1))
+    await broadcast(hub.session, sender, location(version=2))
+
+    await eventually(lambda: len(flaky.received) >= 4, within=15, what="three tries of v1 and then v2")
+    assert [r.json()["name"] for r in flaky.received] == ["v1", "v1", "v1", "v2"]
+    assert [r.json()["name"] for r in healthy.received] == ["v1", "v2"]  # never held up by the flaky one
+    assert len({r.headers["X-Request-ID"] for r in flaky.received}) == 4  # every try is a new request
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 5
+    while await queue_depth(hub):
+        assert loop.time() < deadline, "the retried push was never acked"
+        await asyncio.sleep(0.05)
+    assert await dead_letters(hub) == []
+    assert len(flaky.received) == 4
+
+
+async def test_refused_and_unreachable_pushes_become_dead_letters_that_can_be_replayed_or_deleted(
+    make_hub: MakeHub,
+) -> None:
+    hub = await make_hub(broadcast_retry_window=1.5)
+    sender = cpo()
+    refusing, down, healthy = emsp("Refusing eMSP", "EMR"), emsp("Down eMSP", "EMD"), emsp("Healthy eMSP", "EMH")
+    ids = {}
+    for partner in (sender, refusing, down, healthy):
+        ids[partner.name] = (await hub.connect(partner))["id"]
+    refusing.responder = failing(1, status=400, ocpi_status=2001)
+    await down.stop()
+    correlation_id = uuid.uuid4().hex
+    doc = location()
+
+    await broadcast(hub.session, sender, doc, correlation_id)
+
+    # permanent: dead at once, after one try
+    await eventually(lambda: refusing.received and healthy.received, what="the fan-out")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 5
+    while not (letters := await dead_letters(hub, f"?receiver={ids['Refusing eMSP']}")):
+        assert loop.time() < deadline, "no dead letter for the refusing receiver"
+        await asyncio.sleep(0.05)
+    assert len(refusing.received) == 1
+    (refused,) = letters
+    assert refused["receiver"] == ids["Refusing eMSP"] and refused["platform"] == "Refusing eMSP"
+    assert refused["attempts"] == 1
+    assert "400" in refused["reason"] and "2001" in refused["reason"]
+    assert refused["request"] == {"method": "PUT", "module": "locations", "interface_role": "RECEIVER",
+                                  "path": "NL/CPA/LOC1", "query": "", "to": "DE/EMR",
+                                  "body_size": len(json.dumps(doc).encode())}
+
+    # transient but lasting past the retry window: dead after a few tries
+    deadline = loop.time() + 10
+    while len(letters := await dead_letters(hub)) < 2:
+        assert loop.time() < deadline, f"no dead letter for the down receiver: {letters}"
+        await asyncio.sleep(0.1)
+    unreachable = next(d for d in letters if d["receiver"] == ids["Down eMSP"])
+    assert unreachable["attempts"] >= 2
+    assert "unreachable" in unreachable["reason"] or "4003" in unreachable["reason"]
+    assert unreachable["request"]["to"] == "DE/EMD"
+    assert await queue_depth(hub) == 0
+    assert len(healthy.received) == 1  # the others' failures never touched it
+
+    # the receiver comes back: the operator replays its dead letter, it gets the push as it was
+    await restart_on_same_port(down)
+    status, body = await hub.admin("POST", f"/admin/dead-letters/{unreachable['id']}/replay")
+    assert (status, body["status"]) == (200, "queued"), body
+    await eventually(lambda: down.received, what="the replayed push")
+    got = down.received[0]
+    assert got.json() == doc and got.path == "/ocpi/2.2.1/receiver/locations/NL/CPA/LOC1"
+    assert (got.headers["OCPI-to-party-id"], got.headers["OCPI-from-party-id"]) == ("EMD", "HUB")
+    assert got.headers["X-Correlation-ID"] == correlation_id
+    assert [d["id"] for d in await dead_letters(hub)] == [refused["id"]]
+
+    # the other one is deleted
+    status, body = await hub.admin("DELETE", f"/admin/dead-letters/{refused['id']}")
+    assert status == 200, body
+    assert await dead_letters(hub) == []
+    for method, path in (("DELETE", f"/admin/dead-letters/{refused['id']}"),
+                         ("POST", f"/admin/dead-letters/{refused['id']}/replay"),
+                         ("POST", "/admin/dead-letters/nope/replay")):
+        status, body = await hub.admin(method, path)
+        assert status == 404, (method, path, body)
+    await asyncio.sleep(0.2)
+    assert len(refusing.received) == 1 and len(down.received) == 1
+
+
+async def test_a_receiver_suspended_with_pushes_queued_gets_none_of_them_later(make_hub: MakeHub) -> None:
+    """Not CONNECTED: no retries (OCPI: do not queue for offline parties); the pushes are kept as dead letters."""
+    hub = await make_hub(broadcast_retry_window=30)
+    sender, slow = cpo(), emsp("Slow eMSP", "EMS")
+    await hub.connect(sender)
+    slow_id = (await hub.connect(slow))["id"]
+    gate = asyncio.Event()
+
+    async def stall(request: web.Request, rec: Received) -> web.StreamResponse:
+        await gate.wait()
+        return await default_responder(request, rec)
+
+    slow.responder = stall
+    for version in (1, 2, 3):  # one object: v2 and v3 wait behind v1
+        await broadcast(hub.session, sender, location(version=version))
+    await eventually(lambda: slow.received, what="v1 in flight")
+    status, _ = await hub.admin("POST", f"/admin/platforms/{slow_id}/suspend")
+    assert status == 200
+    gate.set()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 5
+    while len(await dead_letters(hub)) < 2:
+        assert loop.time() < deadline, "queued pushes for a suspended receiver were not dead-lettered"
+        await asyncio.sleep(0.05)
+    letters = await dead_letters(hub)
+    assert {d["attempts"] for d in letters} == {1}
+    assert [r.json()["name"] for r in slow.received] == ["v1"]
+
+
+# -- a hub in its own process ----------------------------------------------------------------------------------
+
+class HubProcess:
+    """``ocpi-hub serve`` in its own session, output in files; always stopped by the test that started it."""
+
+    def __init__(self, tmp_path: Path, **env: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.dir = tmp_path
+        base = {k: v for k, v in os.environ.items() if not k.startswith("HUB_") and k != "PROMETHEUS_MULTIPROC_DIR"}
+        self.env = {**base, "HUB_HOST": "127.0.0.1", "HUB_PORT": str(self.port), "HUB_PUBLIC_URL": self.url,
+                    "HUB_SQLITE_PATH": str(tmp_path / "hub.sqlite3"), "HUB_ADMIN_TOKEN": ADMIN_TOKEN,
+                    "HUB_LOG_LEVEL": "WARNING", **env}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.runs = 0
+
+    def start(self) -> None:
+        self.runs += 1
+        with open(self.dir / f"hub-{self.runs}.log", "wb") as out:
+            self.proc = subprocess.Popen([OCPI_HUB, "serve"], env=self.env, cwd=self.dir, stdout=out,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+
+    def log(self) -> str:
+        return "\n".join((self.dir / f"hub-{n}.log").read_text(errors="replace")[-3000:]
+                         for n in range(1, self.runs + 1))
+
+    async def ready(self, session: aiohttp.ClientSession) -> None:
+        deadline = time.monotonic() + 20
+        while True:
+            assert self.proc is not None
+            assert self.proc.poll() is None, f"hub exited with {self.proc.returncode}:\n{self.log()}"
+            try:
+                async with session.get(self.url + "/healthz", timeout=aiohttp.ClientTimeout(total=1)) as resp:
+                    if resp.status == 200:
+                        return
+            except (aiohttp.ClientError, TimeoutError):
+                pass
+            assert time.monotonic() < deadline, f"hub did not become healthy:\n{self.log()}"
+            await asyncio.sleep(0.05)
+
+    def kill(self) -> None:
+        """SIGKILL this hub's process group (the one it was started in), then reap it."""
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(timeout=10)
+        self.proc = None
+
+    async def admin(self, session: aiohttp.ClientSession, method: str, path: str, json: Any = None) -> Any:
+        async with session.request(method, self.url + path, json=json,
+                                   headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as resp:
+            body = await resp.json(content_type=None)
+            assert resp.status < 300, (method, path, resp.status, body)
+            return body
+
+    async def connect(self, session: aiohttp.ClientSession, partner: FakePartner) -> str:
+        if not partner.base_url:
+            await partner.start()
+        platform = await self.admin(session, "POST", "/admin/platforms", {
+            "name": partner.name,
+            "roles": [{"country_code": p.country_code, "party_id": p.party_id, "role": p.role}
+                      for p in partner.parties],
+        })
+        await partner.register(session, platform["versions_url"], platform["token_a"])
+        return str(platform["id"])
+
+
+@dataclass
+class CliResult:
+    code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        assert self.code == 0, f"exit {self.code}: {self.stderr}"
+        return json.loads(self.stdout)
+
+
+async def cli(hub: HubProcess, *args: str) -> CliResult:
+    """One ``ocpi-hub`` admin command, off the event loop: the partners it may cause traffic to live on it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
+    env.update(HUB_URL=hub.url, HUB_ADMIN_TOKEN=ADMIN_TOKEN)
+    done = await asyncio.to_thread(subprocess.run, [OCPI_HUB, *args], env=env, capture_output=True, text=True,
+                                   timeout=30)
+    return CliResult(done.returncode, done.stdout, done.stderr)
+
+
+async def test_dead_letters_list_replay_and_delete_from_the_cli(tmp_path: Path) -> None:
+    hub = HubProcess(tmp_path, HUB_BROADCAST_RETRY_WINDOW="0.5", HUB_FORWARD_TIMEOUT="2")
+    sender, receiver = cpo(), emsp()
+    session = aiohttp.ClientSession()
+    try:
+        hub.start()
+        await hub.ready(session)
+        await hub.connect(session, sender)
+        receiver_id = await hub.connect(session, receiver)
+        receiver.responder = failing(2, status=400, ocpi_status=2001)
+        await broadcast(session, sender, location("LOC1"))
+        await broadcast(session, sender, location("LOC2"))
+        await eventually(lambda: len(receiver.received) == 2, what="two refused pushes")
+
+        deadline = time.monotonic() + 5
+        while len(listed := (await cli(hub, "dead-letters", "list")).json()) < 2:
+            assert time.monotonic() < deadline, listed
+            await asyncio.sleep(0.1)
+        assert {d["receiver"] for d in listed} == {receiver_id}
+        assert sorted(d["request"]["path"] for d in listed) == ["NL/CPA/LOC1", "NL/CPA/LOC2"]
+        assert all(d["attempts"] == 1 and "2001" in d["reason"] for d in listed)
+        assert (await cli(hub, "dead-letters", "list", "--receiver", receiver_id)).json() == listed
+        assert (await cli(hub, "dead-letters", "list", "--receiver", "nobody")).json() == []
+        first = next(d for d in listed if d["request"]["path"] == "NL/CPA/LOC1")
+        second = next(d for d in listed if d["request"]["path"] == "NL/CPA/LOC2")
+
+        replayed = (await cli(hub, "dead-letters", "replay", first["id"])).json()
+        assert replayed["status"] == "queued"
+        await eventually(lambda: len(receiver.received) == 3, what="the replayed push")
+        assert receiver.received[-1].path.endswith("/NL/CPA/LOC1")
+
+        assert (await cli(hub, "dead-letters", "delete", second["id"])).json()["status"] == "deleted"
+        assert (await cli(hub, "dead-letters", "list")).json() == []
+        for action in ("replay", "delete"):
+            result = await cli(hub, "dead-letters", action, second["id"])
+            assert result.code != 0 and result.stdout == "", result
+            assert "404" in result.stderr and "Traceback" not in result.stderr, result.stderr
+    finally:
+        hub.kill()
+        await session.close()
+        for partner in (sender, receiver):
+            await partner.stop()
+
+
+# -- kill -9 during fan-out, real Redis with persistence ---------------------------------------------------------
+
+@contextmanager
+def scratch_redis(tmp_path: Path) -> Iterator[str]:
+    """A redis-server of this test's own, fsyncing every write to its append-only file in tmp_path."""
+    port = free_port()
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--appendonly", "yes",
+         "--appendfsync", "always", "--dir", str(tmp_path), "--save", ""],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                if sync_redis.Redis.from_url(url, socket_connect_timeout=0.5).ping():
+                    break
+            except sync_redis.ConnectionError:
+                pass
+            assert proc.poll() is None, "redis-server exited"
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+@dataclass
+class Delivery:
+    name: str
+    arrived: float
+    done: float
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
+async def test_every_broadcast_answered_1000_reaches_every_receiver_across_a_kill_9(tmp_path: Path) -> None:
+    """Slow receivers keep the fan-out in progress; the hub dies by SIGKILL and starts again on the same Redis
+    and SQLite. Deliveries in flight at the kill count only when the receiver finished them before it: the
+    others must come again (lease expiry), the queued ones must come at all. At least once, never missing."""
+    deliveries: dict[str, list[Delivery]] = {}
+
+    def slow(name: str) -> Responder:
+        async def respond(request: web.Request, rec: Received) -> web.StreamResponse:
+            arrived = time.monotonic()
+            await asyncio.sleep(0.4)
+            deliveries.setdefault(name, []).append(Delivery(rec.json()["name"], arrived, time.monotonic()))
+            return await default_responder(request, rec)
+
+        return respond
+
+    sender = cpo()
+    receivers = [emsp(f"eMSP {n}", f"EM{n}") for n in range(5)]
+    for partner in receivers:
+        partner.responder = slow(partner.name)
+    # versions v1..v5 over three objects: LOC1 gets three in a row, which one receiver takes one at a time
+    pushes = [("LOC1", 1), ("LOC2", 2), ("LOC1", 3), ("LOC3", 4), ("LOC1", 5)]
+    session = aiohttp.ClientSession()
+    with scratch_redis(tmp_path) as redis_url:
+        hub = HubProcess(tmp_path, HUB_REDIS_URL=redis_url, HUB_FORWARD_TIMEOUT="1")
+        try:
+            hub.start()
+            await hub.ready(session)
+            await hub.connect(session, sender)
+            for partner in receivers:
+                await hub.connect(session, partner)
+
+            for lid, version in pushes:
+                await broadcast(session, sender, location(lid, version))
+            hub.kill()
+            killed_at = time.monotonic()
+            finished_before = sum(1 for ds in deliveries.values() for d in ds if d.done < killed_at)
+            assert finished_before < len(pushes) * len(receivers), "the fan-out was over before the kill"
+
+            hub.start()
+            await hub.ready(session)
+
+            def missing() -> list[tuple[str, str]]:
+                out = []
+                for partner in receivers:
+                    counted = {d.name for d in deliveries.get(partner.name, [])
+                               if d.done < killed_at or d.arrived > killed_at}
+                    out += [(partner.name, f"v{v}") for _, v in pushes if f"v{v}" not in counted]
+                return out
+
+            deadline = time.monotonic() + 25
+            while missing():
+                letters = await hub.admin(session, "GET", "/admin/dead-letters")
+                assert not letters, f"dead letters on healthy receivers: {letters}"
+                assert time.monotonic() < deadline, f"never delivered: {missing()}\n{hub.log()}"
+                await asyncio.sleep(0.1)
+            # the kill cut deliveries short: those came again after their lease expired
+            assert any(d.arrived < killed_at < d.done for ds in deliveries.values() for d in ds)
+            # per object, the last push accepted is the last one each receiver got: no stale state left behind
+            for partner in receivers:
+                loc1 = [d.name for d in deliveries[partner.name] if d.name in ("v1", "v3", "v5")]
+                assert loc1[-1] == "v5", (partner.name, loc1)
+                assert loc1 == sorted(loc1), (partner.name, loc1)
+        finally:
+            hub.kill()
+            await session.close()
+            for partner in (sender, *receivers):
+                await partner.stop()
