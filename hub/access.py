@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from hub.context import Hub
+from hub.exchange import exchange_of
 from hub.ocpi.auth import token_candidates
 from hub.ocpi.errors import PlatformSuspended, Unauthorized
 from hub.platform import ConnectionStatus, Platform, hash_token
@@ -20,7 +21,13 @@ class Caller:
 
 
 async def authenticate(request: web.Request, hub: Hub, *, allow_token_a: bool) -> Caller:
-    return await _resolve(hub, token_candidates(request.headers.get("Authorization")), allow_token_a)
+    caller = await _resolve(hub, token_candidates(request.headers.get("Authorization")), allow_token_a)
+    ex = exchange_of(request)
+    if ex is not None:
+        ex.platform_id = caller.platform.id
+    if hub.on_seen is not None:
+        hub.on_seen(caller.platform.id)  # any request counts as a sign of life (still-alive checks)
+    return caller
 
 
 async def reauthenticate(hub: Hub, caller: Caller) -> Caller:

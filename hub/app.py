@@ -95,6 +95,7 @@ def _lifecycle(settings: Settings, given_store: HubStore | None, given_redis: Re
                   hints=RouteHints(store))
         app[HUB_KEY] = hub
         liveness = Liveness(hub)
+        hub.on_seen = liveness.seen
         app[LIVENESS_KEY] = liveness
 
         async def push_client_info(old: Platform | None, new: Platform) -> None:

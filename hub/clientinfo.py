@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import logging
 import time
@@ -28,6 +27,7 @@ from hub.ocpi.envelope import ocpi_response, ocpi_timestamp
 from hub.ocpi.headers import CORRELATION_ID, new_id
 from hub.ocpi.pagination import page_headers, parse_page
 from hub.platform import ConnectionStatus, Party, Platform, utcnow
+from hub.tasks import stop_task
 from routing import keys
 from routing.queue import Message
 from routing.wire import ForwardRequest
@@ -133,9 +133,7 @@ class Liveness:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop_task(self._task)
 
     async def flush(self) -> None:
         if self._seen:

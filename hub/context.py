@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiohttp
@@ -33,6 +34,7 @@ class Hub:
     admin_token: str
     callbacks: Callbacks
     hints: RouteHints
+    on_seen: Callable[[str], None] | None = None  # platform id heard from (still-alive tracking)
 
     @property
     def versions_url(self) -> str:

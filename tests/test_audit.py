@@ -235,8 +235,6 @@ async def test_versions_and_credentials_requests_are_recorded(hub: HubHarness) -
     assert registration.response_size > 0
 
 
-@pytest.mark.xfail(strict=True, reason="hub/access.py: authenticate() does not note the caller's platform on the "
-                                       "exchange, so versions/credentials records have no platform_id")
 async def test_versions_and_credentials_records_name_the_callers_platform(hub: HubHarness) -> None:
     alpha = cpo()
     await alpha.start()
