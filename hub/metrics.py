@@ -16,7 +16,7 @@ mode they use ``multiprocess_mode="mostrecent"``: the latest reading of any work
 from __future__ import annotations
 
 import os
-from typing import Final
+from typing import Any, Final
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import values as _values
@@ -79,6 +79,29 @@ class Metrics:
             ["action", "result"], registry=r,
         )
         self.audit_dropped = Counter("ocpi_hub_audit_dropped", "Audit records lost to store errors", registry=r)
+        # Labelled children by label values: .labels() takes a lock and builds keys on every call, and this
+        # runs once per routed request. The label sets are bounded (modules, outcomes, platforms).
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def count_request(self, module: str, role: str, method: str, outcome: str, seconds: float) -> None:
+        key: tuple[str, ...] = ("r", module, role, method, outcome)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.requests.labels(
+                module=module, interface_role=role, method=method, outcome=outcome)
+        child.inc()
+        key = ("l", module)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.request_latency.labels(module=module)
+        child.observe(seconds)
+
+    def observe_receiver(self, module: str, receiver: str, seconds: float) -> None:
+        key = ("x", module, receiver)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.receiver_latency.labels(module=module, receiver=receiver)
+        child.observe(seconds)
 
     def exposition(self) -> bytes:
         """Prometheus text format: this app's registry, or the merged files of every worker."""

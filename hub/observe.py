@@ -64,12 +64,10 @@ def record(request: web.Request, ex: Exchange, response: web.StreamResponse, ela
     module = ex.module or _config_module(request.path)
     label = module if module in _MODULE_LABELS else "other"
     role = ex.interface_role or ""
-    hub.metrics.requests.labels(module=label, interface_role=role, method=request.method, outcome=outcome).inc()
-    hub.metrics.request_latency.labels(module=label).observe(elapsed)
+    hub.metrics.count_request(label, role, request.method, outcome, elapsed)
     if ex.latency_receiver_ms is not None and ex.receiver_platform_id:
         # receiver = platform id, as on the queue gauges: opaque, bounded, and the admin API's key
-        hub.metrics.receiver_latency.labels(module=label, receiver=ex.receiver_platform_id).observe(
-            ex.latency_receiver_ms / 1000)
+        hub.metrics.observe_receiver(label, ex.receiver_platform_id, ex.latency_receiver_ms / 1000)
     hub.audit.add(AuditRecord(
         id=new_id(),
         time=utcnow(),
