@@ -6,7 +6,9 @@ JSON in and out, ``Authorization: Bearer <HUB_ADMIN_TOKEN>``. The ``ocpi-hub`` C
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hmac
+import re
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -14,12 +16,14 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, Field, ValidationError
 
+from hub.audit import AuditQuery, AuditRecord
 from hub.connect import connect, rotate
 from hub.context import Hub, hub_of
 from hub.ocpi.envelope import Handler
 from hub.ocpi.errors import ClientError, InvalidParameters, NotFound, OcpiError
 from hub.ocpi.headers import TO_CC, TO_PID
 from hub.ocpi.models import validation_message
+from hub.ocpi.pagination import parse_datetime
 from hub.platform import ConnectionStatus, Party, Platform, hash_token, new_token, party_key, utcnow
 from hub.store.protocol import PartyConflict
 from routing.wire import ForwardRequest
@@ -283,7 +287,36 @@ async def delete_dead_letter(request: web.Request) -> web.Response:
     return web.json_response({"id": request.match_info["id"], "status": "deleted"})
 
 
+def _audit_view(r: AuditRecord) -> dict[str, Any]:
+    view = dataclasses.asdict(r)
+    view["time"] = r.time.isoformat()
+    return view
+
+
+async def search_audit(request: web.Request) -> web.Response:
+    """Audit trail, newest first: filter by time range, platform, party (FROM or TO), module, outcome, ids."""
+    hub, q = hub_of(request), request.query
+    party = q.get("party")
+    if party and not re.fullmatch(r"[A-Za-z]{2}[:/*-]?[A-Za-z0-9]{3}", party):
+        raise InvalidParameters("party is CC:PID, e.g. NL:CPA")
+    query = AuditQuery(
+        since=parse_datetime(q["since"], "since") if q.get("since") else None,
+        until=parse_datetime(q["until"], "until") if q.get("until") else None,
+        platform_id=q.get("platform") or None,
+        party=f"{party[:2].upper()}:{party[-3:].upper()}" if party else None,
+        module=q.get("module") or None,
+        outcome=q.get("outcome") or None,
+        correlation_id=q.get("correlation_id") or None,
+        request_id=q.get("request_id") or None,
+        limit=_int_param(request, "limit", 100, 1000),
+        offset=_int_param(request, "offset", 0, 10**9),
+    )
+    await hub.audit.flush()  # what this process handled a moment ago is part of the answer
+    return web.json_response([_audit_view(r) for r in await hub.store.query_audit(query)])
+
+
 def add_routes(app: web.Application) -> None:
+    app.router.add_get("/admin/audit", search_audit)
     app.router.add_post("/admin/platforms/connect", connect_platform)
     app.router.add_post("/admin/platforms/{id}/rotate", rotate_platform)
     app.router.add_get("/admin/dead-letters", list_dead_letters)

@@ -11,6 +11,7 @@ import http.client
 import json
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Any
 
@@ -88,6 +89,12 @@ def add_admin_commands(sub: Any) -> None:
     con.add_argument("--versions-url", required=True)
     con.add_argument("--token-a", required=True)
     sub.add_parser("queues", help="depth, in-flight and oldest message age per receiver")
+    audit = sub.add_parser("audit", help="search the audit trail, newest first (one message across hops: "
+                                         "--correlation-id)")
+    for flag in ("--correlation-id", "--request-id", "--platform", "--party", "--module", "--outcome",
+                 "--since", "--until"):
+        audit.add_argument(flag)
+    audit.add_argument("--limit", type=int, default=100)
     dead = sub.add_parser("dead-letters", help="pushes that could not be delivered")
     dsub = dead.add_subparsers(dest="action", required=True)
     dlist = dsub.add_parser("list")
@@ -112,6 +119,11 @@ def run_admin(args: argparse.Namespace) -> int:
     try:
         if args.command == "queues":
             result = call(settings, "GET", "/admin/queues")
+        elif args.command == "audit":
+            params = {k: v for k, v in vars(args).items()
+                      if k in ("correlation_id", "request_id", "platform", "party", "module", "outcome", "since",
+                               "until", "limit") and v is not None}
+            result = call(settings, "GET", "/admin/audit?" + urllib.parse.urlencode(params))
         elif args.command == "dead-letters":
             result = _dead_letters(settings, args)
         elif args.action == "connect":
