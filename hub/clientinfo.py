@@ -205,19 +205,6 @@ class Liveness:
             return False
 
 
-async def _note_seen(request: web.Request, response: web.StreamResponse) -> None:
-    """Every answer to an authenticated platform means the hub just heard from it (still-alive clock)."""
-    ex = exchange_of(request)
-    if ex is None or ex.platform_id is None or response.status == 401:
-        return
-    from hub.app import LIVENESS_KEY  # the app module builds the Liveness; imported late to avoid a cycle
-
-    liveness = request.app.get(LIVENESS_KEY)
-    if liveness is not None:
-        liveness.seen(ex.platform_id)
-
-
 def add_routes(app: web.Application) -> None:
-    """The SENDER list, and the hook that tells the still-alive check which platforms are talking."""
+    # Which platforms are talking reaches Liveness.seen through hub.on_seen, called by authenticate().
     app.router.add_get("/ocpi/2.2.1/hubclientinfo", get_client_infos)
-    app.on_response_prepare.append(_note_seen)
