@@ -119,6 +119,7 @@ def _lifecycle(settings: Settings, given_store: HubStore | None, given_redis: Re
             await feed.close()
             await delivery.stop()
             await audit.stop()
+            await hub.hints.flush()
             await session.close()
             if given_redis is None:
                 await redis.aclose()

@@ -6,12 +6,16 @@ token uid+type → eMSP, location id → CPO, session id → CPO, session → eM
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections import OrderedDict
 from typing import Any, Protocol
 
 from hub.ocpi.errors import InvalidParameters, UnknownReceiver
 from hub.ocpi.headers import Party
 from routing.router import InboundRequest
+
+log = logging.getLogger("routing.open_routing")
 
 _COMMAND_KEYS = (("location_id", "location"), ("session_id", "session"), ("reservation_id", "reservation"))
 # The body field each command is routed by (digest §8.6); unknown commands try the fields in _COMMAND_KEYS order.
@@ -27,20 +31,49 @@ class HintStore(Protocol):
 
 
 class RouteHints:
-    """Hints in the durable store, fronted by a bounded in-process cache (lookups sit on the routing path)."""
+    """Hints in the durable store, fronted by a bounded in-process cache (lookups sit on the routing path).
 
-    def __init__(self, store: HintStore, cache_size: int = 100_000) -> None:
+    Writes go behind the routing path: the cache knows a hint at once, the store a moment later, in one
+    batch (other hub processes see it from then on).
+    """
+
+    def __init__(self, store: HintStore, cache_size: int = 100_000, flush_delay: float = 0.05) -> None:
         self.store = store
         self.cache_size = cache_size
+        self.flush_delay = flush_delay
         self._cache: OrderedDict[tuple[str, str], list[str]] = OrderedDict()
+        self._unwritten: dict[tuple[str, str, str], None] = {}
+        self._writer: asyncio.Task[None] | None = None
 
     async def add(self, kind: str, key: str, party: str) -> None:
         key = key.upper()  # ids are CiString: case-insensitive (digest §2.5)
         known = self._cache.get((kind, key))
         if known is not None and known and known[0] == party:
             return
-        await self.store.add_route_hint(kind, key, party)
         self._remember(kind, key, [party, *[p for p in known or [] if p != party]])
+        self._unwritten[(kind, key, party)] = None
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_soon())
+
+    async def flush(self) -> None:
+        while self._unwritten:
+            batch, self._unwritten = list(self._unwritten), {}
+            try:
+                many = getattr(self.store, "add_route_hints", None)
+                if many is not None:
+                    await many(batch)
+                else:
+                    for hint in batch:
+                        await self.store.add_route_hint(*hint)
+            except Exception:
+                log.warning("writing %d route hints failed; kept for the next try", len(batch), exc_info=True)
+                for hint in batch:
+                    self._unwritten.setdefault(hint, None)
+                return
+
+    async def _write_soon(self) -> None:
+        await asyncio.sleep(self.flush_delay)
+        await self.flush()
 
     async def find(self, kind: str, key: str) -> list[str]:
         key = key.upper()

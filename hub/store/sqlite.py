@@ -429,8 +429,14 @@ class SqliteStore:
         return [_object_from_row(row) for row in rows], int(total)
 
     async def add_route_hint(self, kind: str, key: str, party: str) -> None:
+        await self.add_route_hints([(kind, key, party)])
+
+    async def add_route_hints(self, hints: Sequence[tuple[str, str, str]]) -> None:
+        """Many hints in one transaction: the hub writes them behind the routing path, in batches."""
+        if not hints:
+            return
         async with self._write() as db:
-            await db.execute(_HINT_UPSERT, (kind, key, party, self._seen_us()))
+            await db.executemany(_HINT_UPSERT, [(kind, key, party, self._seen_us()) for kind, key, party in hints])
 
     async def find_route_hint(self, kind: str, key: str) -> list[str]:
         async with self._read() as db:
