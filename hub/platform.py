@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ def new_token() -> str:
     return secrets.token_urlsafe(32)
 
 
+@functools.lru_cache(maxsize=4096)  # every request hashes its token; few distinct tokens are live at once
 def hash_token(token: str) -> str:
     """Inbound tokens are stored as SHA-256 hashes so a leaked store does not leak access."""
     return hashlib.sha256(token.encode()).hexdigest()

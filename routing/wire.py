@@ -5,7 +5,7 @@ The body is never re-serialised, so objects reach the receiver byte for byte (di
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -23,7 +23,8 @@ class ForwardRequest:
     url: str = ""  # absolute target instead of endpoint + tail + query (hub callback URLs, digest §3.9)
 
     def encode(self) -> bytes:
-        head = {k: v for k, v in asdict(self).items() if k != "body"}
+        head = {"method": self.method, "module": self.module, "interface_role": self.interface_role,
+                "tail": self.tail, "query": self.query, "headers": self.headers, "url": self.url}
         return orjson.dumps(head) + b"\n" + self.body
 
     @classmethod
@@ -45,7 +46,8 @@ class Reply:
     ocpi_status: int | None = None
 
     def encode(self) -> bytes:
-        head: dict[str, Any] = {k: v for k, v in asdict(self).items() if k != "body"}
+        head: dict[str, Any] = {"status": self.status, "headers": self.headers, "receiver_ms": self.receiver_ms,
+                                "hub_error": self.hub_error, "message": self.message, "ocpi_status": self.ocpi_status}
         return orjson.dumps(head) + b"\n" + self.body
 
     @classmethod
