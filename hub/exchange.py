@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
@@ -24,6 +25,7 @@ class Exchange:
     request_size: int = 0
     ocpi_status: int | None = None  # what the hub answered, when it built the answer itself
     outcome: str | None = None
+    request_json: Any = None  # the parsed body, kept for the audit only when HUB_AUDIT_BODIES is on
 
 
 EXCHANGE = web.RequestKey("exchange", Exchange)

@@ -82,6 +82,8 @@ async def handle(request: web.Request) -> web.StreamResponse:
         body=body,
         json_body=parse_json(body) if body else None,
     )
+    if hub.settings.audit_bodies:
+        ex.request_json = req.json_body
     sender = check_sender(req)
     check_client_owned(req, sender)
     if routing.to == hub_party:

@@ -14,6 +14,7 @@ from hub.ocpi.envelope import Handler
 from hub.ocpi.headers import CORRELATION_ID, REQUEST_ID, message_ids, new_id
 from hub.ocpi.models import MODULES
 from hub.platform import utcnow
+from hub.redact import redact
 
 log = logging.getLogger("hub.requests")
 
@@ -90,6 +91,7 @@ def record(request: web.Request, ex: Exchange, response: web.StreamResponse, ela
         latency_receiver_ms=ex.latency_receiver_ms,
         request_size=ex.request_size or request.content_length or 0,
         response_size=_body_size(response),
+        body={"request": redact(ex.request_json)} if ex.request_json is not None else None,
     ))
     if log.isEnabledFor(logging.INFO):
         log.info("request", extra={"ocpi": {
