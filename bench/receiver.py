@@ -4,11 +4,18 @@ It hosts the CPO and eMSP the load is addressed to, serves versions and version 
 hub can register it, and counts the module requests it answered so the bench can check they arrived.
 Module endpoints do not check the token: the bare proxy forwards the load generator's token unchanged.
 
-Usage: receiver.py PORT TOKEN_B
+One process can serve several receivers, one per PORT TOKEN_B pair, each a platform of its own to the hub
+(the broadcast fan-out uses ten of them in one process: lighter on two cores than ten processes). With
+``--record`` every receiver also notes the arrival time (``time.time()``, the same clock as the sender on this
+machine) of each locations PUT whose id starts with ``BC``, served at ``GET /broadcasts``.
+
+Usage: receiver.py [--record] PORT TOKEN_B [PORT TOKEN_B ...]
 """
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import sys
 import time
 
@@ -19,6 +26,8 @@ SWAP = (("OCPI-from-country-code", "OCPI-to-country-code"), ("OCPI-from-party-id
         ("OCPI-to-country-code", "OCPI-from-country-code"), ("OCPI-to-party-id", "OCPI-from-party-id"),
         ("X-Request-ID", "X-Request-ID"), ("X-Correlation-ID", "X-Correlation-ID"))
 COUNTS = web.AppKey("counts", dict[str, int])
+ARRIVALS = web.AppKey("arrivals", dict[str, list[float]])  # broadcast location id -> arrival times
+BROADCAST_PREFIX = "BC"
 
 
 class Clock:
@@ -61,7 +70,16 @@ async def module(request: web.Request) -> web.Response:
     return web.Response(body=body, content_type="application/json", headers=headers)
 
 
-def build(port: int, token_b: str) -> web.Application:
+async def recording(request: web.Request) -> web.Response:
+    """``module``, plus the arrival time of every broadcast PUT (a duplicate delivery adds a second time)."""
+    response = await module(request)
+    location_id = request.match_info["tail"].rsplit("/", 1)[-1]
+    if request.method == "PUT" and location_id.startswith(BROADCAST_PREFIX):
+        request.app[ARRIVALS].setdefault(location_id, []).append(time.time())
+    return response
+
+
+def build(port: int, token_b: str, record: bool = False) -> web.Application:
     base = f"http://{LOOPBACK}:{port}/ocpi/2.2.1"
     expected = ocpi_token(token_b)
 
@@ -85,23 +103,53 @@ def build(port: int, token_b: str) -> web.Application:
     async def stats(request: web.Request) -> web.Response:
         return web.json_response(request.app[COUNTS])
 
+    async def broadcasts(request: web.Request) -> web.Response:
+        arrivals = request.app[ARRIVALS]
+        return web.json_response({"received": sum(map(len, arrivals.values())), "arrivals": arrivals})
+
     async def healthz(request: web.Request) -> web.Response:
         return web.Response(text="ok")
 
     app = web.Application()
     app[COUNTS] = {}
+    app[ARRIVALS] = {}
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/stats", stats)
+    app.router.add_get("/broadcasts", broadcasts)
     app.router.add_get("/ocpi/versions", versions)
     app.router.add_get("/ocpi/2.2.1", details)
-    app.router.add_route("*", "/ocpi/2.2.1/{role}/locations/{tail:.*}", module)
+    app.router.add_route("*", "/ocpi/2.2.1/{role}/locations/{tail:.*}", recording if record else module)
     return app
 
 
+async def serve(receivers: list[tuple[int, str]], record: bool) -> None:
+    """Every receiver on its own loopback port, until SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    runners = []
+    try:
+        for port, token_b in receivers:
+            runner = web.AppRunner(build(port, token_b, record), access_log=None)
+            runners.append(runner)
+            await runner.setup()
+            await web.TCPSite(runner, LOOPBACK, port, backlog=1024).start()
+        await stop.wait()
+    finally:
+        for runner in runners:
+            await runner.cleanup()
+
+
 def main() -> None:
-    port, token_b = int(sys.argv[1]), sys.argv[2]
+    argv = sys.argv[1:]
+    record = "--record" in argv
+    argv = [a for a in argv if a != "--record"]
+    if not argv or len(argv) % 2:
+        sys.exit(__doc__)
+    receivers = [(int(argv[i]), argv[i + 1]) for i in range(0, len(argv), 2)]
     install_uvloop()
-    web.run_app(build(port, token_b), host=LOOPBACK, port=port, access_log=None, print=None, backlog=1024)
+    asyncio.run(serve(receivers, record))
 
 
 if __name__ == "__main__":

@@ -92,11 +92,51 @@ def render(rows: list[Measured], meta: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_json(rows: list[Measured], shown: list[Measured], meta: dict[str, Any], ok: bool) -> Path:
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1f}"
+
+
+def render_broadcast(b: dict[str, Any]) -> str:
+    """The fan-out table: acceptance and delivery rates, 1000 → last receiver latency, losses and doubles."""
+    rate = f"paced at {b['rate_per_s']:g}/s" if b["rate_per_s"] else "unpaced (closed loop)"
+    lines = [f"broadcast fan-out: {b['broadcasts']} location PUTs TO NL/HUB, {b['receivers']} eMSP receivers "
+             f"(one platform each), concurrency {b['concurrency']}, {rate}, after {b['warmup_broadcasts']} "
+             "warm-up broadcasts"]
+    head = (f"{'accepted/s':>10} | {'deliveries/s':>12} | {'last p50 ms':>11} | {'last p99 ms':>11} | "
+            f"{'last max ms':>11} | {'missing':>7} | {'duplicates':>10}")
+    last = b["latency_last_ms"]
+    accepted = "-" if b["accepted_per_s"] is None else f"{b['accepted_per_s']:.0f}"
+    delivered = "-" if b["deliveries_per_s"] is None else f"{b['deliveries_per_s']:.0f}"
+    lines += [head, "-" * len(head),
+              f"{accepted:>10} | {delivered:>12} | {_ms(last['p50']):>11} | {_ms(last['p99']):>11} | "
+              f"{_ms(last['max']):>11} | {b['missing']:>7} | {b['duplicates']:>10}"]
+    first, answer = b["latency_first_ms"], b["answer_ms"]
+    lines.append(f"  {b['accepted']}/{b['broadcasts']} answered 1000 in {b['accept_window_s']:.2f} s "
+                 f"(answer p50 {_ms(answer['p50'])} ms, p99 {_ms(answer['p99'])} ms); {b['deliveries']} of "
+                 f"{b['expected_deliveries']} deliveries made ({b['arrivals']} arrivals) in "
+                 f"{b['delivery_window_s']:.2f} s from the first 1000")
+    lines.append(f"  1000 → first receiver: p50 {_ms(first['p50'])} ms, p99 {_ms(first['p99'])} ms; "
+                 f"hub queues after: {', '.join(f'{k} {v}' for k, v in b['hub_queues'].items())}")
+    if b["rate_per_s"] and (b["accepted_per_s"] or 0) < 0.95 * b["rate_per_s"]:
+        lines.append(f"  WARNING: the hub accepted fewer than the {b['rate_per_s']:g}/s offered: it was saturated, so "
+                     "these figures include queueing in the hub")
+    if b["missing"] or b["send_errors"] or b["unexpected"]:
+        lines.append(f"  !! {b['missing']} missing deliveries, {b['send_errors']} broadcasts not answered 1000, "
+                     f"{b['unexpected']} unexpected arrivals: the run FAILS")
+    parts = ", ".join(f"{k} {v:.0f}" for k, v in b["cpu_pct_of_one_core"].items())
+    lines.append(f"  CPU over {b['wall_s']:.1f} s (% of one core): {parts}")
+    if b["cpu_pct_of_one_core"].get("other", 0) > 25:
+        lines.append("WARNING: other processes used > 25% of a core during the fan-out: figures are noisy")
+    return "\n".join(lines)
+
+
+def write_json(rows: list[Measured], shown: list[Measured], meta: dict[str, Any], ok: bool,
+               broadcast: dict[str, Any] | None = None) -> Path:
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / "latest.json"
     doc = {"ok": ok, "meta": meta, "ratios_hub_over_bare": ratios(shown),
            "cpu_per_request_hub_over_bare": {m: cpu_ratio(shown, m) for m in ("GET", "PUT")},
-           "scenarios": [m.as_dict() for m in shown], "all_rounds": [m.as_dict() for m in rows]}
+           "scenarios": [m.as_dict() for m in shown], "all_rounds": [m.as_dict() for m in rows],
+           "broadcast": broadcast}
     path.write_text(json.dumps(doc, indent=2) + "\n")
     return path

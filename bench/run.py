@@ -1,10 +1,12 @@
-"""``make bench``: routed OCPI GETs and PUTs through one hub process vs a bare aiohttp proxy, same load.
+"""``make bench``: routed OCPI GETs and PUTs through one hub process vs a bare aiohttp proxy, same load;
+then broadcast fan-out from one CPO to ten eMSPs through the same hub.
 
 One run starts a fast fake receiver, the hub (real Redis when it answers, else embedded) and the bare proxy,
 registers a sender and the receiver through the admin API and the credentials handshake, then drives wrk at
 fixed concurrency against hub and proxy in turn (GET hub, GET bare, PUT hub, PUT bare: neighbours in time
-see the same machine) and prints req/s, p50/p99 and errors side by side. Everything listens on loopback,
-every child is stopped in ``finally`` and the hub's Redis keys are deleted.
+see the same machine) and prints req/s, p50/p99 and errors side by side. Then ten recording eMSP receivers
+register and the CPO sends broadcast pushes (TO = the hub); see ``fanout.py``. Everything listens on
+loopback, every child is stopped in ``finally`` and the hub's Redis keys are deleted.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+import fanout
 import hubproc
 import loadgen
 import measure
@@ -48,6 +51,14 @@ def parse_args() -> argparse.Namespace:
                    help="after the hub scenarios, extra runs sampled by py-spy (bench/results/profile-*.txt)")
     p.add_argument("--hub-src", type=Path, help="benchmark the hub of another checkout (A/B), not this one")
     p.add_argument("--time-limit", type=float, default=900.0, help="hard bound on the whole run, seconds")
+    b = p.add_argument_group("broadcast fan-out (after the table above)")
+    b.add_argument("--broadcasts", type=int, default=500, help="measured broadcast pushes; 0 skips the fan-out")
+    b.add_argument("--broadcast-concurrency", type=int, default=8, help="broadcasts in flight at most")
+    b.add_argument("--broadcast-rate", type=float, default=100.0,
+                   help="broadcasts started per second (0: as fast as the concurrency allows)")
+    b.add_argument("--broadcast-receivers", type=int, default=10, help="eMSP platforms, one party each")
+    b.add_argument("--broadcast-warmup", type=int, default=30, help="unmeasured broadcasts first")
+    b.add_argument("--broadcast-only", action="store_true", help="skip the hub vs bare scenarios")
     return p.parse_args()
 
 
@@ -90,6 +101,11 @@ class Bench:
         self.prefix = hubproc.new_prefix()
         self.rows: list[report.Measured] = []
         self.receiver_url = ""
+        self.hub_url = ""
+        self.hub: Child | None = None
+        self.recv: onboard.Registration | None = None
+        self.sender_reg: onboard.Registration | None = None
+        self.broadcast: dict[str, Any] | None = None
 
     async def spawn(self, child: Child, ready_url: str) -> Child:
         self.children.append(child)
@@ -119,11 +135,13 @@ class Bench:
         hub_url, proxy_url = f"http://{LOOPBACK}:{hub_port}", f"http://{LOOPBACK}:{proxy_port}"
         hub_child = hubproc.hub_child(hub_port, self.tmp, self.redis_url, self.prefix, self.args.hub_src)
         hub = await self.spawn(hub_child, f"{hub_url}/healthz")
+        self.hub, self.hub_url = hub, hub_url
         recv = await onboard.connect(self.session, hub_url, hubproc.ADMIN_TOKEN, "Bench Receiver",
                                      onboard.RECEIVER_PARTIES, f"{self.receiver_url}/ocpi/versions", token_b)
         sender = await onboard.connect(self.session, hub_url, hubproc.ADMIN_TOKEN, "Bench Sender",
                                        onboard.SENDER_PARTIES, self.sender.versions_url, self.sender.token_b)
         print(f"registered {recv.name} ({recv.platform_id}) and {sender.name} ({sender.platform_id})", flush=True)
+        self.recv, self.sender_reg = recv, sender
         bare = await self.spawn(Child("bare_proxy", python_argv("bare_proxy.py", str(proxy_port),
                                                                 self.receiver_url), self.tmp),
                                 f"{proxy_url}/healthz")
@@ -134,9 +152,11 @@ class Bench:
     async def run(self) -> None:
         a = self.args
         scenarios = await self.start()
+        if a.broadcast_only:
+            scenarios = []
         for sc in scenarios:
             await measure.probe(self.session, sc.origin, sc.load)
-        for i in range(a.rounds):
+        for i in range(a.rounds if scenarios else 0):
             for sc in scenarios:
                 m = await measure.measure(sc, self.load, self.received, a.duration, a.warmup)
                 self.rows.append(m)
@@ -147,6 +167,35 @@ class Bench:
             for sc in scenarios:
                 if sc.target == "hub":
                     await self.profile(sc)
+        if a.broadcasts > 0:
+            await self.fan_out()
+
+    async def fan_out(self) -> None:
+        """Ten recording eMSPs register; the throughput receiver's platform is suspended, so its eMSP DE/EMR
+        is no broadcast recipient (the ten are the whole audience); then the measured broadcasts."""
+        a = self.args
+        assert self.hub is not None and self.recv is not None and self.sender_reg is not None
+        receivers = fanout.FanoutReceivers(a.broadcast_receivers)
+        child = receivers.child_for(self.tmp)
+        self.children.append(child)
+        await child.start()
+        await receivers.wait_ready()
+        await receivers.register(self.session, self.hub_url)
+        admin = {"Authorization": f"Bearer {hubproc.ADMIN_TOKEN}"}
+        async with self.session.post(f"{self.hub_url}/admin/platforms/{self.recv.platform_id}/suspend",
+                                     headers=admin) as resp:
+            if resp.status != 200:
+                raise RuntimeError(f"suspending {self.recv.name}: HTTP {resp.status} {await resp.text()}")
+        print(f"registered {len(receivers.parties)} eMSP platforms DE/{receivers.parties[0]}..DE/"
+              f"{receivers.parties[-1]} on one receiver process; suspended {self.recv.name}", flush=True)
+        cfg = fanout.Config(broadcasts=a.broadcasts, concurrency=a.broadcast_concurrency, rate=a.broadcast_rate,
+                            receivers=a.broadcast_receivers, warmup=a.broadcast_warmup)
+        self.broadcast = await fanout.run(cfg, self.session, self.hub_url, self.sender_reg, receivers,
+                                          {"hub": self.hub, "receivers": child}, self.redis_url)
+        b = self.broadcast
+        print(f"  fan-out: {b['accepted']}/{b['broadcasts']} accepted, {b['deliveries']}/"
+              f"{b['expected_deliveries']} delivered, 1000 → last receiver p50 {b['latency_last_ms']['p50']} ms",
+              flush=True)
 
     async def profile(self, sc: measure.Scenario) -> None:
         exe = pyspy.find()
@@ -178,7 +227,8 @@ class Bench:
             "hub_processes": 1, "hub_src": str(a.hub_src or HERE.parent),
             "connections": a.connections, "threads": a.threads,
             "duration_s": a.duration, "warmup_s": a.warmup, "rounds": a.rounds,
-            "loadgen": loadgen.wrk_version(self.wrk) if self.wrk else "python aiohttp fallback (bench/pyload.py)",
+            "loadgen": "none (--broadcast-only)" if a.broadcast_only else
+                       loadgen.wrk_version(self.wrk) if self.wrk else "python aiohttp fallback (bench/pyload.py)",
             "versions": {"python": platform.python_version(), "aiohttp": package_version("aiohttp"),
                          "redis-py": package_version("redis"), "hiredis": package_version("hiredis"),
                          "uvloop": package_version("uvloop"), "ocpi-hub": package_version("ocpi-hub"),
@@ -191,21 +241,26 @@ def summary(bench: Bench, args: argparse.Namespace) -> int:
     meta = bench.meta()
     shown = report.pick(bench.rows)
     worst = max((m.result.error_rate for m in bench.rows), default=0.0)
-    ok = worst <= args.max_error_rate
-    path = report.write_json(bench.rows, shown, meta, ok)
-    print(f"\nmeasured: one hub process, queues on {meta['queues']}; load {meta['loadgen']}, "
-          f"-t{args.threads} -c{args.connections}, {args.warmup:g}s warm-up + {args.duration:g}s per scenario, "
-          f"{args.rounds} round(s)")
+    failures = fanout.problems(bench.broadcast) if bench.broadcast else []
+    if worst > args.max_error_rate:
+        failures.insert(0, f"error rate {worst:.2%} is above {args.max_error_rate:.0%}")
+    path = report.write_json(bench.rows, shown, meta, not failures, bench.broadcast)
+    if shown:
+        print(f"\nmeasured: one hub process, queues on {meta['queues']}; load {meta['loadgen']}, "
+              f"-t{args.threads} -c{args.connections}, {args.warmup:g}s warm-up + {args.duration:g}s per "
+              f"scenario, {args.rounds} round(s)")
     print("versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()) + "\n")
-    print(report.render(shown, meta))
-    ratio = report.ratios(shown).get("GET")
-    if ratio is not None:
-        print(f"\ntarget hub/bare GET >= 0.50: {'met' if ratio >= 0.5 else 'NOT met'} ({ratio:.2f})")
+    if shown:
+        print(report.render(shown, meta))
+        ratio = report.ratios(shown).get("GET")
+        if ratio is not None:
+            print(f"\ntarget hub/bare GET >= 0.50: {'met' if ratio >= 0.5 else 'NOT met'} ({ratio:.2f})")
+    if bench.broadcast:
+        print("\n" + report.render_broadcast(bench.broadcast))
     print(f"results: {path}")
-    if not ok:
-        print(f"FAILED: error rate {worst:.2%} is above {args.max_error_rate:.0%}", file=sys.stderr)
-        return 1
-    return 0
+    for failure in failures:
+        print(f"FAILED: {failure}", file=sys.stderr)
+    return 1 if failures else 0
 
 
 async def main_async(args: argparse.Namespace, wrk: str | None) -> int:
@@ -231,7 +286,7 @@ async def main_async(args: argparse.Namespace, wrk: str | None) -> int:
 def main() -> int:
     args = parse_args()
     wrk = None
-    if args.loadgen != "python":
+    if args.loadgen != "python" and not args.broadcast_only:
         wrk = loadgen.ensure_wrk()
         if wrk is None and args.loadgen == "wrk":
             print("wrk is not available and could not be installed", file=sys.stderr)

@@ -23,7 +23,7 @@ import pytest
 import yaml
 from pydantic import TypeAdapter
 
-from hub.metrics import Metrics
+from hub.metrics import LATENCY_BUCKETS, Metrics
 from hub.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -207,11 +207,127 @@ def test_grafana_provisions_the_datasource_and_the_dashboard_folder(compose: dic
     mounts = compose["services"]["grafana"]["volumes"]
     assert f"./grafana/dashboards:{provider['options']['path']}:ro" in mounts
     dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "ocpi-hub.json").read_text())
-    assert dashboard["uid"] == "ocpi-hub" and "placeholder" in dashboard["tags"]
-    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    assert dashboard["uid"] == "ocpi-hub" and "placeholder" not in dashboard["tags"]
+    exprs = [t["expr"] for p in dashboard_panels(dashboard) for t in p["targets"]]
     assert any("ocpi_hub_requests_total" in e for e in exprs)
     for metric in re.findall(r"\bocpi_hub_[a-z0-9_]+", " ".join(exprs)):
         assert metric in exported_metric_names()
+
+
+DASHBOARD = DEPLOY / "grafana" / "dashboards" / "ocpi-hub.json"
+_PROMQL_KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or", "unless",
+                    "offset", "inf", "nan"}
+_GROUPING = re.compile(r"\b(by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)")
+
+
+def dashboard_panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
+    """The panels that show data: rows (and panels nested in collapsed rows) unfolded, rows themselves left out."""
+    found: list[dict[str, Any]] = []
+    for panel in dashboard["panels"]:
+        if panel["type"] == "row":
+            found += panel.get("panels", [])
+        else:
+            found.append(panel)
+    return found
+
+
+def promql_metrics(expr: str) -> set[str]:
+    """Metric names a PromQL expression selects: identifiers left once strings, label matchers, ranges and
+    grouping clauses are removed, other than function names (followed by '(') and keywords. Good enough for the
+    expressions of our dashboard and rules; it is no PromQL parser."""
+    e = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+    e = re.sub(r"\{[^}]*\}|\[[^\]]*\]", " ", e)
+    e = _GROUPING.sub(" ", e)
+    names = set()
+    for m in re.finditer(r"(?<![\w.$])[A-Za-z_:][A-Za-z0-9_:]*", e):
+        if not e[m.end():].lstrip().startswith("(") and m.group() not in _PROMQL_KEYWORDS:
+            names.add(m.group())
+    return names
+
+
+def promql_labels(expr: str) -> set[str]:
+    """Label names used in matchers ({name=~"..."}) and grouping clauses (by (a, b))."""
+    labels = set(re.findall(r"[{,]\s*([A-Za-z_]\w*)\s*(?:=~|!~|!=|=)", re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)))
+    for _, inner in _GROUPING.findall(expr):
+        labels |= {x.strip() for x in inner.split(",") if x.strip()}
+    return labels
+
+
+def metric_labels() -> set[str]:
+    """Every label hub/metrics.py defines, plus those Prometheus and histograms add."""
+    labels = {"le", "job", "instance"}
+    for value in vars(Metrics()).values():
+        labels |= set(getattr(value, "_labelnames", ()))
+    return labels
+
+
+def test_promql_helpers_find_metrics_and_labels() -> None:
+    expr = ('histogram_quantile(0.99, sum by (le, module) (rate(ocpi_hub_request_duration_seconds_bucket'
+            '{module=~"$module", x="a{b}"}[$__rate_interval]))) / on (job) group_left up > 1e3')
+    assert promql_metrics(expr) == {"ocpi_hub_request_duration_seconds_bucket", "up"}
+    assert promql_labels(expr) == {"le", "module", "x", "job"}
+
+
+def test_dashboard_panels_query_metrics_the_hub_exports() -> None:
+    """Every data panel has Prometheus targets, and each selects metrics and labels hub/metrics.py exports."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    exported, labels = exported_metric_names() | {"up"}, metric_labels()  # up: Prometheus' own, per target
+    panels = dashboard_panels(dashboard)
+    assert len(panels) >= 15
+    for panel in panels:
+        title = panel["title"]
+        assert panel["datasource"] == {"type": "prometheus", "uid": "prometheus"}, title
+        assert panel["targets"], f"{title}: no targets"
+        for target in panel["targets"]:
+            metrics = promql_metrics(target["expr"])
+            assert metrics, f"{title}: {target['expr']!r} selects no metric"
+            assert metrics <= exported, f"{title}: {metrics - exported} not exported by hub/metrics.py"
+            assert promql_labels(target["expr"]) <= labels, f"{title}: unknown label in {target['expr']!r}"
+            assert target["datasource"]["uid"] == "prometheus", title
+            for le in re.findall(r'le="([^"]*)"', target["expr"]):  # as prometheus_client writes bucket bounds
+                assert le in {str(b) for b in LATENCY_BUCKETS}, f"{title}: no bucket le={le}"
+
+
+def test_dashboard_covers_what_operators_look_at() -> None:
+    exprs = " ".join(t["expr"] for p in dashboard_panels(json.loads(DASHBOARD.read_text())) for t in p["targets"])
+    for metric in ("ocpi_hub_requests_total", "ocpi_hub_request_duration_seconds_bucket",
+                   "ocpi_hub_receiver_duration_seconds_bucket", "ocpi_hub_queue_depth", "ocpi_hub_queue_inflight",
+                   "ocpi_hub_queue_oldest_age_seconds", "ocpi_hub_dead_letters", "ocpi_hub_retries_total",
+                   "ocpi_hub_platforms", "ocpi_hub_registrations_total"):
+        assert metric in exprs, f"no panel shows {metric}"
+    assert "histogram_quantile(0.5," in exprs and "histogram_quantile(0.99," in exprs
+    assert 'outcome=~"error|hub_error|timeout|not_connected"' in exprs  # the failure set of OcpiHubErrorRateHigh
+
+
+def test_dashboard_layout_ids_and_variables_are_consistent() -> None:
+    """What Grafana needs to provision it: unique ids, a 24-column grid without overlaps, defined variables,
+    the provisioned datasource's uid."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    ds_uid = yaml.safe_load((DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yml").read_text())[
+        "datasources"][0]["uid"]
+    assert dashboard["uid"] == "ocpi-hub" and dashboard["schemaVersion"] >= 36
+    assert "placeholder" not in dashboard["tags"] and "placeholder" not in dashboard["description"].lower()
+    everything = [*dashboard["panels"], *(p for r in dashboard["panels"] for p in r.get("panels", []))]
+    ids = [p["id"] for p in everything]
+    assert len(ids) == len(set(ids)), "duplicate panel ids"
+    cells: set[tuple[int, int]] = set()
+    for panel in everything:
+        g = panel["gridPos"]
+        assert g["x"] >= 0 and g["w"] > 0 and g["x"] + g["w"] <= 24, panel["title"]
+        mine = {(g["y"] + dy, g["x"] + dx) for dy in range(g["h"]) for dx in range(g["w"])}
+        assert not cells & mine, f"{panel['title']} overlaps another panel"
+        cells |= mine
+    defined = {v["name"] for v in dashboard["templating"]["list"]}
+    used: set[str] = set()
+    for panel in dashboard_panels(dashboard):
+        for target in panel["targets"]:
+            used |= set(re.findall(r"\$\{?(\w+)", target["expr"]))
+    assert {v for v in used if not v.startswith("__")} == defined
+    for var in dashboard["templating"]["list"]:
+        assert var["datasource"]["uid"] == ds_uid
+        query = var["query"]["query"]
+        assert re.fullmatch(r"label_values\((.+), (\w+)\)", query), query
+        assert re.fullmatch(r"label_values\((.+), (\w+)\)", query)[2] in metric_labels()  # type: ignore[index]
 
 
 # --- settings and secrets -------------------------------------------------------------------------------------
