@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -136,3 +136,25 @@ async def hub(backend: str | None) -> AsyncIterator[HubHarness]:
         await stop_hub(h)
         if backend:
             cleanup_prefix(settings.key_prefix)
+
+
+MakeHub = Callable[..., Awaitable[HubHarness]]
+
+
+@pytest.fixture
+async def make_hub(backend: str | None) -> AsyncIterator[MakeHub]:
+    """Hubs with settings of the test's choosing (timeouts, limits, windows), on the ``hub`` fixture's backends."""
+    started: list[HubHarness] = []
+
+    async def make(**overrides: Any) -> HubHarness:
+        h = await start_hub(hub_settings(redis_url=backend, **overrides))
+        started.append(h)
+        return h
+
+    try:
+        yield make
+    finally:
+        for h in started:
+            await stop_hub(h)
+            if backend:
+                cleanup_prefix(h.settings.key_prefix)

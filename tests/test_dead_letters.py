@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,13 +32,10 @@ from tests import partners
 from tests.conftest import (
     ADMIN_TOKEN,
     HubHarness,
-    cleanup_prefix,
+    MakeHub,
     cpo,
     emsp,
     free_port,
-    hub_settings,
-    start_hub,
-    stop_hub,
 )
 from tests.partners import FakePartner, Party, Received, Responder, default_responder, envelope
 
@@ -99,26 +96,6 @@ async def restart_on_same_port(partner: FakePartner) -> None:
     assert URL(partner.base_url).port == port
 
 
-MakeHub = Callable[..., Awaitable[HubHarness]]
-
-
-@pytest.fixture
-async def make_hub(backend: str | None) -> AsyncIterator[MakeHub]:
-    """Hubs with settings of the test's choosing (retry window), on fakeredis and on the real Redis."""
-    started: list[HubHarness] = []
-
-    async def make(**overrides: Any) -> HubHarness:
-        h = await start_hub(hub_settings(redis_url=backend, **overrides))
-        started.append(h)
-        return h
-
-    try:
-        yield make
-    finally:
-        for h in started:
-            await stop_hub(h)
-            if backend:
-                cleanup_prefix(h.settings.key_prefix)
 
 
 async def dead_letters(hub: HubHarness, query: str = "") -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -18,28 +18,10 @@ from aiohttp import web
 from hub.context import HUB_KEY
 from routing.queue import Message
 from routing.wire import Reply
-from tests.conftest import HubHarness, cleanup_prefix, cpo, emsp, hub_settings, start_hub, stop_hub
+from tests.conftest import HubHarness, MakeHub, cpo, emsp
 from tests.partners import FakePartner, Received, default_responder
 
 TS = "2024-01-01T00:00:00Z"
-MakeHub = Callable[..., Awaitable[HubHarness]]
-
-
-@pytest.fixture
-async def make_hub(backend: str | None) -> AsyncIterator[MakeHub]:
-    """Hubs with settings overrides (in-flight limit, forward timeout) on the ``hub`` fixture's backends."""
-    started: list[HubHarness] = []
-
-    async def make(**overrides: Any) -> HubHarness:
-        h = await start_hub(hub_settings(redis_url=backend, **overrides))
-        started.append(h)
-        return h
-
-    yield make
-    for h in started:
-        await stop_hub(h)
-        if backend:
-            cleanup_prefix(h.settings.key_prefix)
 
 
 class Tracker:

@@ -13,37 +13,18 @@ import json
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
 from aiohttp import web
 from multidict import CIMultiDict
 
-from tests.conftest import HubHarness, cleanup_prefix, cpo, emsp, hub_settings, start_hub, stop_hub
+from tests.conftest import HubHarness, MakeHub, cpo, emsp
 from tests.partners import FakePartner, Party, Received, ocpi_token
 
 HUB = ("NL", "HUB")
 LOCATION = {"country_code": "NL", "party_id": "CPA", "id": "LOC1", "last_updated": "2024-01-01T00:00:00Z"}
 TOKEN = {"country_code": "DE", "party_id": "EMA", "uid": "TOK1", "type": "RFID", "last_updated": "2024-01-01T00:00:00Z"}
-MakeHub = Callable[..., Awaitable[HubHarness]]
-
-
-@pytest.fixture
-async def make_hub(backend: str | None) -> AsyncIterator[MakeHub]:
-    """Hubs with settings overrides (e.g. forward_timeout) on the same backend as the ``hub`` fixture."""
-    started: list[HubHarness] = []
-
-    async def make(**overrides: Any) -> HubHarness:
-        h = await start_hub(hub_settings(redis_url=backend, **overrides))
-        started.append(h)
-        return h
-
-    yield make
-    for h in started:
-        await stop_hub(h)
-        if backend:
-            cleanup_prefix(h.settings.key_prefix)
 
 
 async def send(
