@@ -109,8 +109,8 @@ async def announce(hub: Hub, old: Platform | None, new: Platform) -> None:
                                                                    or old.outbound_token != new.outbound_token)
     if just_connected and new.endpoint_url("hubclientinfo", "RECEIVER") and not new.removed:
         messages += [_push_message(new, party) for _, party in _visible(hub, new)]
-    for msg in messages:
-        await hub.queue.enqueue(msg)
+    # Enqueued together: the calls share one Redis pipeline (routing/batching.py) instead of a round trip each.
+    await asyncio.gather(*(hub.queue.enqueue(msg) for msg in messages))
     if messages:
         hub.delivery.wake()
 

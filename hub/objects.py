@@ -49,9 +49,8 @@ _local_locks: dict[str, tuple[asyncio.Lock, int]] = {}  # lock name -> (lock, us
 
 
 def _lock_name(prefix: str, module: str, segs: list[str], body: Any, query: str) -> str:
-    # TODO(keys): belongs in routing/keys.py with the other Redis names
-    return f"{keys.base(prefix)}object-lock:{module}:{segs[0].upper()}:{segs[1].upper()}:" + \
-        object_id(module, segs, body, query)
+    owner = f"{segs[0].upper()}:{segs[1].upper()}"
+    return keys.object_lock(prefix, module, owner, object_id(module, segs, body, query))
 
 
 @contextlib.asynccontextmanager

@@ -39,9 +39,6 @@ log = logging.getLogger("hub.serve")
 STOP_GRACE_SECONDS = 30.0  # after SIGTERM, how long workers get before SIGKILL
 
 
-def admin_token_file(settings: Settings) -> Path:
-    """Where a generated admin token is kept so the CLI on this machine finds it (mode 0600)."""
-    return settings.data_dir / "admin-token"
 
 
 def _write_token(path: Path, token: str) -> None:
@@ -57,7 +54,7 @@ def _banner(settings: Settings, workers: int, generated: bool) -> None:
     print(f"  versions URL for partners: {settings.public_url.rstrip('/')}/ocpi/versions", file=out)
     print(f"  hub party: {settings.hub_country_code}/{settings.hub_party_id} (role HUB), workers: {workers}", file=out)
     if generated:
-        print(f"  admin token (generated, saved to {admin_token_file(settings)}): {settings.admin_token}", file=out)
+        print(f"  admin token (generated, saved to {settings.admin_token_path}): {settings.admin_token}", file=out)
     else:
         print("  admin token: from HUB_ADMIN_TOKEN", file=out)
     store = "MongoDB" if settings.mongo_url else f"SQLite at {settings.sqlite_path}"
@@ -150,7 +147,7 @@ def serve(workers: int = 1, host: str | None = None, port: int | None = None) ->
     generated = not settings.admin_token
     if generated:
         settings.admin_token = secrets.token_urlsafe(24)
-        _write_token(admin_token_file(settings), settings.admin_token)
+        _write_token(settings.admin_token_path, settings.admin_token)
     assert settings.admin_token is not None
     env = {**overrides, "HUB_ADMIN_TOKEN": settings.admin_token}
     if workers == 1:

@@ -28,7 +28,7 @@ from hub.platform import ConnectionStatus, Platform
 from hub.tasks import stop_task
 from routing import keys
 from routing.queue import DeliveryQueue, Message
-from routing.retry import NOT_CONNECTED, backoff, describe, push_verdict
+from routing.retry import backoff, describe, push_verdict
 from routing.wire import ForwardRequest, Reply
 
 log = logging.getLogger("routing.delivery")
@@ -71,9 +71,9 @@ def ocpi_status_of(body: bytes) -> int | None:
 MIN_BUDGET_SHARE = 0.2
 
 
-def hub_error_reply(code: int, message: str) -> Reply:
+def hub_error_reply(code: int, message: str, cause: str = "") -> Reply:
     http = {3000: 500, 4000: 502, 4001: 404, 4002: 504, 4003: 503}.get(code, 502)
-    return Reply(status=http, hub_error=code, message=message)
+    return Reply(status=http, hub_error=code, message=message, cause=cause)
 
 
 class Delivery:
@@ -154,7 +154,7 @@ class Delivery:
             try:
                 return await asyncio.wait_for(future, timeout=wait)
             except TimeoutError:
-                return hub_error_reply(4002, "receiver did not answer in time")
+                return hub_error_reply(4002, "receiver did not answer in time", "timeout")
         finally:
             self._pending.pop(msg.id, None)
 
@@ -174,13 +174,13 @@ class Delivery:
         fwd = ForwardRequest.decode(msg.payload)
         platform = self.resolve(msg.receiver)
         if platform is None or platform.removed or platform.status != ConnectionStatus.CONNECTED:
-            return hub_error_reply(4003, NOT_CONNECTED)
+            return hub_error_reply(4003, "receiver is not connected", "not_connected")
         base = fwd.url or platform.endpoint_url(fwd.module, fwd.interface_role)
         if base is None or not platform.outbound_token:
-            return hub_error_reply(4003, f"receiver has no {fwd.module} {fwd.interface_role} endpoint")
+            return hub_error_reply(4003, f"receiver has no {fwd.module} {fwd.interface_role} endpoint", "no_endpoint")
         remaining = msg.deadline - time.time() if msg.deadline else self.forward_timeout
         if remaining < min(self.min_budget, self.forward_timeout):
-            return hub_error_reply(4002, "request waited too long in the queue to be forwarded in time")
+            return hub_error_reply(4002, "request waited too long in the queue to be forwarded in time", "expired")
         headers = dict(fwd.headers)
         headers["Authorization"] = authorization_header(platform.outbound_token)
         headers[REQUEST_ID] = new_id()  # OCPI: a hub sets a new request id, keeps the correlation id
@@ -188,7 +188,8 @@ class Delivery:
         try:
             url = URL(fwd.url if fwd.url else join_url(base, fwd.tail, fwd.query), encoded=True)
         except ValueError:  # e.g. a port out of range: the partner advertised an endpoint no one can call
-            return hub_error_reply(4003, f"receiver's {fwd.module} {fwd.interface_role} endpoint URL is unusable")
+            return hub_error_reply(4003, f"receiver's {fwd.module} {fwd.interface_role} endpoint URL is unusable",
+                                   "bad_url")
         try:
             async with self.session.request(
                 fwd.method,
@@ -202,14 +203,14 @@ class Delivery:
                 relayed = {h: resp.headers[h] for h in RELAYED_HEADERS if h in resp.headers}
                 status = resp.status
         except TimeoutError:
-            return hub_error_reply(4002, "receiver did not answer in time")
+            return hub_error_reply(4002, "receiver did not answer in time", "timeout")
         except (aiohttp.ClientError, OSError) as exc:
-            return hub_error_reply(4003, f"receiver unreachable: {type(exc).__name__}")
+            return hub_error_reply(4003, f"receiver unreachable: {type(exc).__name__}", "unreachable")
         receiver_ms = (time.perf_counter() - started) * 1000
         ocpi_status = ocpi_status_of(body)
         if ocpi_status is None:
-            reply = hub_error_reply(4000, f"receiver answered HTTP {status} without an OCPI envelope")
-            reply.receiver_ms = receiver_ms
+            reply = hub_error_reply(4000, f"receiver answered HTTP {status} without an OCPI envelope", "not_ocpi")
+            reply.receiver_ms, reply.receiver_status = receiver_ms, status
             return reply
         return Reply(status=status, headers=relayed, body=body, receiver_ms=receiver_ms, ocpi_status=ocpi_status)
 
@@ -222,13 +223,13 @@ class Delivery:
         if msg.kind != "direct":
             await self._process_push(msg)
             return
-        reply = hub_error_reply(4002, "request expired in the queue")  # never delivered late
+        reply = hub_error_reply(4002, "request expired in the queue", "expired")  # never delivered late
         try:
             if not msg.expired and not (msg.deadline and msg.deadline <= time.time()):
                 reply = await self._deliver(msg)
         except Exception:
             log.exception("delivery of message %s to %s failed", msg.id, msg.receiver)
-            reply = hub_error_reply(3000, "internal hub error while forwarding")
+            reply = hub_error_reply(3000, "internal hub error while forwarding", "internal")
         try:
             if not msg.expired:  # claim already removed an expired message: nothing to ack
                 await self.queue.ack(msg)
@@ -243,7 +244,7 @@ class Delivery:
             reply = await self._deliver(msg)
         except Exception:
             log.exception("push %s to %s failed", msg.id, msg.receiver)
-            reply = hub_error_reply(3000, "internal hub error while forwarding")
+            reply = hub_error_reply(3000, "internal hub error while forwarding", "internal")
         verdict = push_verdict(reply)
         try:
             if verdict == "ok":

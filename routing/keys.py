@@ -132,3 +132,8 @@ def last_seen(prefix: str) -> str:
 def liveness_lock(prefix: str, platform_id: str) -> str:
     """Held by the one process that runs a still-alive check of a platform."""
     return f"{base(prefix)}alive-lock:{platform_id}"
+
+
+def object_lock(prefix: str, module: str, owner: str, object_id: str) -> str:
+    """Held while one object broadcast to the hub is stored and its fan-out queued (hub/objects.py)."""
+    return f"{base(prefix)}object-lock:{module}:{owner}:{object_id}"

@@ -9,17 +9,13 @@ queue for OFFLINE parties (digest §2.10), so no retry either. Only transient fa
 from __future__ import annotations
 
 import random
-import re
 from typing import Literal
 
 from routing.wire import Reply
 
 Verdict = Literal["ok", "transient", "permanent", "not_connected"]
-NOT_CONNECTED = "receiver is not connected"
-# The 4000/4003 messages of ``Delivery._deliver`` that carry what the receiver did. TODO: a field on Reply
-# (the receiver's own HTTP status, "could not connect") would spare this matching.
-_UNREACHABLE = "receiver unreachable"
-_RECEIVER_HTTP = re.compile(r"receiver answered HTTP (\d{3}) without an OCPI envelope")
+# Hub stand-ins worth another try: the receiver may be back or faster next time.
+_TRANSIENT_CAUSES = frozenset({"unreachable", "timeout", "internal"})
 
 
 def push_verdict(reply: Reply) -> Verdict:
@@ -33,16 +29,13 @@ def push_verdict(reply: Reply) -> Verdict:
 
 
 def _hub_error_verdict(reply: Reply) -> Verdict:
-    if reply.hub_error == 4003:
-        if reply.message == NOT_CONNECTED:
-            return "not_connected"
-        # unreachable is transient; no endpoint for the module, or an unusable URL, stays so until it registers again
-        return "transient" if reply.message.startswith(_UNREACHABLE) else "permanent"
-    if reply.hub_error == 4000:
-        # not OCPI: a bare 502/503/504 page is what a proxy in front of a restarting receiver sends
-        match = _RECEIVER_HTTP.match(reply.message)
-        return "transient" if match and int(match.group(1)) >= 500 else "permanent"
-    return "transient" if reply.hub_error in (4002, 3000) else "permanent"
+    if reply.cause == "not_connected":
+        return "not_connected"
+    if reply.cause == "not_ocpi":
+        # a bare 502/503/504 page is what a proxy in front of a restarting receiver sends
+        return "transient" if (reply.receiver_status or 0) >= 500 else "permanent"
+    # no endpoint for the module, or an unusable URL, stays so until the partner registers again
+    return "transient" if reply.cause in _TRANSIENT_CAUSES else "permanent"
 
 
 def describe(reply: Reply) -> str:

@@ -166,12 +166,10 @@ def direct_route(req: InboundRequest, directory: Directory, sender: Party) -> Ro
     found = directory.by_party(to.country_code, to.party_id)
     if found is None:
         raise UnknownReceiver(f"party {to.country_code}/{to.party_id} is not known to this hub")
-    receiver, party = found
-    if receiver.removed or receiver.status != ConnectionStatus.CONNECTED or party.status != ConnectionStatus.CONNECTED:
-        status = "REMOVED" if receiver.removed else (
-            receiver.status if receiver.status != ConnectionStatus.CONNECTED else party.status
-        )
-        raise ReceiverNotConnected(f"party {to.country_code}/{to.party_id} is {status}")
+    receiver, party = found  # the directory knows no party of a removed platform: those are 4001
+    for status in (receiver.status, party.status):
+        if status != ConnectionStatus.CONNECTED:
+            raise ReceiverNotConnected(f"party {to.country_code}/{to.party_id} is {status.value}")
     if receiver.endpoint_url(req.module, req.interface_role) is None:
         raise UnknownReceiver(
             f"party {to.country_code}/{to.party_id} does not offer the {req.module} {req.interface_role} interface"

@@ -44,10 +44,15 @@ class Reply:
     hub_error: int | None = None  # 4000 / 4002 / 4003 when the receiver's answer is not relayed
     message: str = ""
     ocpi_status: int | None = None
+    # Why the hub stands in for the receiver, for retry decisions (routing/retry.py): not_connected,
+    # unreachable, timeout, no_endpoint, bad_url, expired, internal, or not_ocpi (then receiver_status is set).
+    cause: str = ""
+    receiver_status: int | None = None
 
     def encode(self) -> bytes:
         head: dict[str, Any] = {"status": self.status, "headers": self.headers, "receiver_ms": self.receiver_ms,
-                                "hub_error": self.hub_error, "message": self.message, "ocpi_status": self.ocpi_status}
+                                "hub_error": self.hub_error, "message": self.message, "ocpi_status": self.ocpi_status,
+                                "cause": self.cause, "receiver_status": self.receiver_status}
         return orjson.dumps(head) + b"\n" + self.body
 
     @classmethod
