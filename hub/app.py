@@ -118,6 +118,7 @@ def _lifecycle(settings: Settings, given_store: HubStore | None, given_redis: Re
             await liveness.stop()
             await feed.close()
             await delivery.stop()
+            await queue.close()
             await audit.stop()
             await hub.hints.flush()
             await session.close()

@@ -11,7 +11,7 @@ from hub.audit import AuditRecord
 from hub.context import hub_of
 from hub.exchange import EXCHANGE, Exchange
 from hub.ocpi.envelope import Handler
-from hub.ocpi.headers import CORRELATION_ID, REQUEST_ID, message_ids, new_id
+from hub.ocpi.headers import CORRELATION_ID, REQUEST_ID, message_ids, time_ordered_id
 from hub.ocpi.models import MODULES
 from hub.platform import utcnow
 from hub.redact import redact
@@ -70,7 +70,7 @@ def record(request: web.Request, ex: Exchange, response: web.StreamResponse, ela
         # receiver = platform id, as on the queue gauges: opaque, bounded, and the admin API's key
         hub.metrics.observe_receiver(label, ex.receiver_platform_id, ex.latency_receiver_ms / 1000)
     hub.audit.add(AuditRecord(
-        id=new_id(),
+        id=time_ordered_id(),
         time=utcnow(),
         request_id=ex.request_id,
         correlation_id=ex.correlation_id,

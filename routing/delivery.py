@@ -14,7 +14,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -74,6 +74,11 @@ MIN_BUDGET_SHARE = 0.2
 def hub_error_reply(code: int, message: str, cause: str = "") -> Reply:
     http = {3000: 500, 4000: 502, 4001: 404, 4002: 504, 4003: 503}.get(code, 502)
     return Reply(status=http, hub_error=code, message=message, cause=cause)
+
+
+def _log_failed_ack(done: asyncio.Future[Any]) -> None:
+    if not done.cancelled() and done.exception() is not None:  # the lease expires and the reaper frees the group
+        log.warning("ack failed: %s", done.exception())
 
 
 class Delivery:
@@ -147,8 +152,8 @@ class Delivery:
                     return await self._deliver(msg)
                 finally:
                     # Whatever happened, free the group: a lease left behind would stall it. The caller need
-                    # not wait for that round trip; the ack batches with others in the same tick.
-                    self._background(self._ack(msg))
+                    # not wait for that round trip; the ack goes out with this tick's other script calls.
+                    self.queue.ack_soon(msg).add_done_callback(_log_failed_ack)
             self._wake.set()
             wait = max(msg.deadline - time.time(), 0.0) + 0.5
             try:
@@ -157,17 +162,6 @@ class Delivery:
                 return hub_error_reply(4002, "receiver did not answer in time", "timeout")
         finally:
             self._pending.pop(msg.id, None)
-
-    async def _ack(self, msg: Message) -> None:
-        try:
-            await self.queue.ack(msg)
-        except Exception:  # the lease expires and the reaper frees the group
-            log.warning("ack of message %s failed", msg.id, exc_info=True)
-
-    def _background(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     # -- forwarding --------------------------------------------------------------------------------------
     async def _deliver(self, msg: Message) -> Reply:

@@ -57,6 +57,7 @@ in :mod:`routing.keys`; the scripts are in ``routing/lua`` (``lib.lua`` is the s
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -68,7 +69,7 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 from routing import keys
-from routing.batching import ScriptBatcher
+from routing.batching import ScriptRunner, script_runner
 from routing.keys import group_token
 
 _REAP_BATCH = 256
@@ -146,8 +147,6 @@ def _load_scripts() -> dict[str, str]:
 
 
 _SCRIPTS = _load_scripts()
-# The hot path: calls made in the same event-loop tick share one pipeline (routing/batching.py).
-_BATCHED = frozenset({"enqueue", "ack"})
 
 
 class DeliveryQueue:
@@ -181,18 +180,28 @@ class DeliveryQueue:
         self._scripts: dict[str, AsyncScript] = {
             name: redis.register_script(text) for name, text in _SCRIPTS.items()
         }
-        self._batcher = ScriptBatcher(redis)
+        # Calls made in the same event-loop tick go out together (routing/batching.py, routing/resp.py).
+        self._runner: ScriptRunner = script_runner(redis)
+        p = self.prefix
+        self._head_keys = (keys.ready(p), keys.group_state(p), keys.leases(p), keys.inflight(p))
+        self._base, self._wake = keys.base(p), keys.wake_channel(p)
+
+    async def close(self) -> None:
+        """Close what the queue opened itself (the lean script connection); the Redis client is the caller's."""
+        await self._runner.close()
+
+    def _submit(
+        self, script: str, script_keys: Sequence[str], args: Sequence[_Arg], now: float | None = None
+    ) -> asyncio.Future[Any]:
+        """Start a script with the KEYS/ARGV head every script shares (see ``lib.lua``)."""
+        all_keys = (*self._head_keys, *script_keys)
+        all_args = (self._base, repr(self._clock() if now is None else now), self._wake, *args)
+        return self._runner.submit(self._scripts[script], all_keys, all_args)
 
     async def _run(
         self, script: str, script_keys: Sequence[str], args: Sequence[_Arg], now: float | None = None
     ) -> Any:
-        """Run a script with the KEYS/ARGV head every script shares (see ``lib.lua``)."""
-        p = self.prefix
-        all_keys = [keys.ready(p), keys.group_state(p), keys.leases(p), keys.inflight(p), *script_keys]
-        all_args = [keys.base(p), repr(self._clock() if now is None else now), keys.wake_channel(p), *args]
-        if script in _BATCHED:
-            return await self._batcher.call(self._scripts[script], all_keys, all_args)
-        return await self._scripts[script](keys=all_keys, args=all_args)
+        return await self._submit(script, script_keys, args, now)
 
     # -- hot path ---------------------------------------------------------------------------------------
 
@@ -271,8 +280,13 @@ class DeliveryQueue:
         False when the caller no longer holds the lease — reaped, purged, handed to ``retry_later`` or acked
         already — and then nothing changes.
         """
+        return int(await self.ack_soon(msg)) == 1
+
+    def ack_soon(self, msg: Message) -> asyncio.Future[Any]:
+        """``ack`` without waiting: for a caller that answers first and frees the group behind it (the future
+        holds the script's answer, 1 or 0, or the error)."""
         token, script_keys = self._lease_keys(msg)
-        return int(await self._run("ack", script_keys, [msg.id, msg.attempts, token, msg.receiver])) == 1
+        return self._submit("ack", script_keys, (msg.id, msg.attempts, token, msg.receiver))
 
     async def retry_later(self, msg: Message, delay: float) -> bool:
         """Make ``msg`` claimable again after ``delay`` seconds without losing its place in its group.

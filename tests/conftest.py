@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,41 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@contextmanager
+def scratch_redis(tmp_path: Path, *options: str, password: str | None = None) -> Iterator[str]:
+    """A redis-server of this test's own, fsyncing every write to its append-only file in tmp_path.
+
+    ``options`` are more redis-server arguments; with ``password`` it requires AUTH (the URL carries it).
+    """
+    port = free_port()
+    auth = ["--requirepass", password] if password else []
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--appendonly", "yes",
+         "--appendfsync", "always", "--dir", str(tmp_path), "--save", "", *auth, *options],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://:{password}@127.0.0.1:{port}/0" if password else f"redis://127.0.0.1:{port}/0"
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                if sync_redis.Redis.from_url(url, socket_connect_timeout=0.5).ping():
+                    break
+            except sync_redis.ConnectionError:
+                pass
+            assert proc.poll() is None, "redis-server exited"
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
 
 
 def real_redis_available() -> bool:

@@ -16,15 +16,13 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-import redis as sync_redis
 from aiohttp import web
 from yarl import URL
 
@@ -36,6 +34,7 @@ from tests.conftest import (
     cpo,
     emsp,
     free_port,
+    scratch_redis,
 )
 from tests.partners import FakePartner, Party, Received, Responder, default_responder, envelope
 
@@ -367,37 +366,6 @@ async def test_dead_letters_list_replay_and_delete_from_the_cli(tmp_path: Path) 
 
 
 # -- kill -9 during fan-out, real Redis with persistence ---------------------------------------------------------
-
-@contextmanager
-def scratch_redis(tmp_path: Path) -> Iterator[str]:
-    """A redis-server of this test's own, fsyncing every write to its append-only file in tmp_path."""
-    port = free_port()
-    proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--appendonly", "yes",
-         "--appendfsync", "always", "--dir", str(tmp_path), "--save", ""],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                if sync_redis.Redis.from_url(url, socket_connect_timeout=0.5).ping():
-                    break
-            except sync_redis.ConnectionError:
-                pass
-            assert proc.poll() is None, "redis-server exited"
-            assert time.monotonic() < deadline, "redis-server did not start"
-            time.sleep(0.05)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-
 
 @dataclass
 class Delivery:

@@ -51,6 +51,7 @@ class Backend:
     new_client: Callable[[], Redis]
     clock: Clock = field(default_factory=Clock)
     clients: list[Redis] = field(default_factory=list)
+    queues: list[DeliveryQueue] = field(default_factory=list)
 
     def client(self) -> Redis:
         client = self.new_client()
@@ -59,7 +60,9 @@ class Backend:
 
     def queue(self, client: Redis | None = None, **options: Any) -> DeliveryQueue:
         options.setdefault("clock", self.clock)
-        return DeliveryQueue(client or self.client(), prefix=self.prefix, **options)
+        queue = DeliveryQueue(client or self.client(), prefix=self.prefix, **options)
+        self.queues.append(queue)
+        return queue
 
 
 def _real_client() -> Redis:
@@ -95,6 +98,8 @@ async def rb(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
             for i in range(0, len(found), 500):
                 await probe.delete(*found[i : i + 500])
             await probe.aclose()
+        for queue in b.queues:
+            await queue.close()
         for client in b.clients:
             await client.aclose()
 

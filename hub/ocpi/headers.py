@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import random
 import re
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -21,6 +23,16 @@ _PID = re.compile(r"^[A-Za-z0-9]{3}$")
 
 def new_id() -> str:
     return uuid.uuid4().hex
+
+
+def time_ordered_id() -> str:
+    """32 hex digits, unique, that sort by creation time (48 bits of milliseconds, then 80 random bits).
+
+    For ids that end up as keys of an ever-growing index (audit records): new keys land at the right edge of
+    the B-tree instead of on a random page. The random part comes from ``random`` (seeded per process, and
+    again after a fork): these ids must be unique, not unguessable.
+    """
+    return f"{time.time_ns() // 1_000_000:012x}{random.getrandbits(80):020x}"
 
 
 @dataclass(frozen=True)

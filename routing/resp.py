@@ -1,0 +1,285 @@
+"""One lean Redis connection for the delivery queue's Lua scripts: the hot path of every routed message.
+
+Why not redis-py here
+---------------------
+Each routed request runs two scripts (enqueue, ack). Through redis-py each call builds a pipeline, checks a
+connection out of the pool, packs the command through several layers and parses the answer through response
+callbacks: in the benchmark that was about a quarter of the hub's CPU per request, more than routing,
+authentication and audit together. Scripts need none of that machinery. This connection writes every command
+submitted in one event-loop tick in one ``write`` (implicit pipelining across all concurrent requests) and
+matches the answers in order with hiredis, the parser redis-py itself uses.
+
+What it keeps from a real client: connect and command timeouts (a stuck Redis fails the waiting calls instead
+of hanging them), AUTH and SELECT from the URL, reconnecting on the next call after a lost connection (calls in
+flight then fail with ``ConnectionError``, as with redis-py: the script may or may not have run), and
+``NOSCRIPT`` recovery (the script is sent once more with EVAL, which also caches it again).
+
+It serves plain TCP (``redis://``) and Unix sockets (``unix://``); other set-ups (TLS, credential providers)
+keep the redis-py path, see :func:`routing.batching.script_runner`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Sequence
+from typing import Any, cast
+
+import hiredis
+from redis.commands.core import AsyncScript
+from redis.exceptions import AuthenticationError, ConnectionError, NoScriptError, ResponseError, TimeoutError
+
+log = logging.getLogger("routing.resp")
+
+_Arg = str | bytes | int | float
+
+
+def encode_command(parts: Sequence[_Arg]) -> bytes:
+    """A command as a RESP array of bulk strings."""
+    out = [b"*%d\r\n" % len(parts)]
+    append = out.append
+    for part in parts:
+        if isinstance(part, str):
+            data = part.encode()
+        elif isinstance(part, bytes):
+            data = part
+        elif isinstance(part, int):
+            data = b"%d" % part
+        else:
+            data = repr(part).encode()
+        append(b"$%d\r\n" % len(data))
+        append(data)
+        append(b"\r\n")
+    return b"".join(out)
+
+
+class _Call:
+    """A submitted command: its future, and what is needed to send it again as EVAL after NOSCRIPT."""
+
+    __slots__ = ("args", "future", "keys", "script", "sent_at")
+
+    def __init__(self, future: asyncio.Future[Any], script: AsyncScript | None, keys: Sequence[_Arg],
+                 args: Sequence[_Arg]) -> None:
+        self.future = future
+        self.script = script
+        self.keys = keys
+        self.args = args
+        self.sent_at = 0.0
+
+
+class _Protocol(asyncio.Protocol):
+    def __init__(self, owner: ScriptConnection) -> None:
+        self.owner = owner
+        self.reader = hiredis.Reader(replyError=ResponseError)
+        self.transport: asyncio.Transport | None = None
+        self.waiting: deque[_Call] = deque()  # written, answer not read yet: answers come in this order
+        self.lost = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.feed(data)
+        waiting, owner = self.waiting, self.owner
+        while True:
+            try:
+                reply = self.reader.gets()
+            except hiredis.ProtocolError as exc:  # the stream is unreadable from here on
+                self.fail(ConnectionError(f"Redis protocol error: {exc}"))
+                return
+            if reply is False:
+                return
+            if not waiting:  # an answer nobody asked for: the stream is out of step
+                self.fail(ConnectionError("Redis sent an unexpected reply"))
+                return
+            owner.answer(waiting.popleft(), reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self.fail_waiting(ConnectionError(f"Redis connection lost: {exc}" if exc else "Redis connection closed"))
+
+    def fail(self, exc: Exception) -> None:
+        self.fail_waiting(exc)
+        if self.transport is not None:
+            self.transport.abort()
+
+    def fail_waiting(self, exc: Exception) -> None:
+        while self.waiting:
+            call = self.waiting.popleft()
+            if not call.future.done():
+                call.future.set_exception(exc)
+
+
+class ScriptConnection:
+    """Pipelined script calls over one connection of this process (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 6379,
+        path: str | None = None,
+        db: int = 0,
+        username: str | None = None,
+        password: str | None = None,
+        connect_timeout: float = 5.0,
+        command_timeout: float = 10.0,
+    ) -> None:
+        self.host, self.port, self.path = host, port, path
+        self.db, self.username, self.password = db, username, password
+        self.connect_timeout = connect_timeout
+        self.command_timeout = command_timeout
+        self._protocol: _Protocol | None = None
+        self._connecting: asyncio.Task[None] | None = None
+        self._unsent: list[tuple[bytes, _Call]] = []
+        self._flush_scheduled = False
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._closed = False
+
+    # -- calls -----------------------------------------------------------------------------------------
+    def submit(self, script: AsyncScript, keys: Sequence[_Arg], args: Sequence[_Arg]) -> asyncio.Future[Any]:
+        """Run ``script`` (EVALSHA); the answer arrives on the returned future. Sent with this tick's others."""
+        return self._submit(encode_command(("EVALSHA", script.sha, len(keys), *keys, *args)), script, keys, args)
+
+    async def call(self, script: AsyncScript, keys: Sequence[_Arg], args: Sequence[_Arg]) -> Any:
+        return await self.submit(script, keys, args)
+
+    async def execute(self, *parts: _Arg) -> Any:
+        """Any other command (used for the handshake and by tests)."""
+        return await self._submit(encode_command(parts), None, (), ())
+
+    def _submit(self, data: bytes, script: AsyncScript | None, keys: Sequence[_Arg],
+                args: Sequence[_Arg]) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        if self._closed:
+            future.set_exception(ConnectionError("the script connection is closed"))
+            return future
+        self._unsent.append((data, _Call(future, script, keys, args)))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
+        return future
+
+    def answer(self, call: _Call, reply: Any) -> None:
+        if isinstance(reply, ResponseError) and call.script is not None and str(reply).startswith("NOSCRIPT"):
+            # Redis restarted or its script cache was flushed: send the text once; EVAL caches it again.
+            script, call.script = call.script, None
+            text = script.script if isinstance(script.script, str | bytes) else bytes(script.script)
+            data = encode_command(("EVAL", text, len(call.keys), *call.keys, *call.args))
+            self._unsent.append((data, call))
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                asyncio.get_running_loop().call_soon(self._flush)
+            return
+        if call.future.done():
+            return
+        if isinstance(reply, ResponseError):
+            call.future.set_exception(NoScriptError(str(reply)) if str(reply).startswith("NOSCRIPT") else reply)
+        else:
+            call.future.set_result(reply)
+
+    # -- the connection --------------------------------------------------------------------------------
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if not self._unsent:
+            return
+        protocol = self._protocol
+        if protocol is None or protocol.lost or protocol.transport is None or protocol.transport.is_closing():
+            if self._connecting is None or self._connecting.done():
+                self._connecting = asyncio.get_running_loop().create_task(self._connect())
+            return
+        batch, self._unsent = self._unsent, []
+        now = asyncio.get_running_loop().time()
+        for _, call in batch:
+            call.sent_at = now
+        protocol.waiting.extend(call for _, call in batch)
+        protocol.transport.write(b"".join(data for data, _ in batch))
+
+    async def _connect(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            protocol = await asyncio.wait_for(self._open(loop), timeout=self.connect_timeout)
+            await asyncio.wait_for(self._handshake(protocol), timeout=self.command_timeout)
+        except Exception as exc:
+            error: Exception
+            if isinstance(exc, ConnectionError | AuthenticationError):
+                error = exc
+            elif isinstance(exc, asyncio.TimeoutError):
+                error = TimeoutError("timed out connecting to Redis for queue scripts")
+            else:
+                error = ConnectionError(f"cannot connect to Redis for queue scripts: {type(exc).__name__}: {exc}")
+            unsent, self._unsent = self._unsent, []
+            for _, call in unsent:
+                if not call.future.done():
+                    call.future.set_exception(error)
+            return
+        self._protocol = protocol
+        if self._watchdog is None:
+            self._watchdog = loop.call_later(self._watch_every, self._watch)
+        self._flush()
+
+    async def _open(self, loop: asyncio.AbstractEventLoop) -> _Protocol:
+        if self.path:
+            _, protocol = await loop.create_unix_connection(lambda: _Protocol(self), self.path)
+        else:
+            _, protocol = await loop.create_connection(lambda: _Protocol(self), self.host, self.port)
+        return protocol
+
+    async def _handshake(self, protocol: _Protocol) -> None:
+        """AUTH and SELECT go first, ahead of anything queued meanwhile."""
+        steps: list[tuple[_Arg, ...]] = []
+        if self.password is not None:
+            steps.append(("AUTH", self.username, self.password) if self.username else ("AUTH", self.password))
+        if self.db:
+            steps.append(("SELECT", self.db))
+        if not steps:
+            return
+        loop = asyncio.get_running_loop()
+        calls = [_Call(loop.create_future(), None, (), ()) for _ in steps]
+        protocol.waiting.extend(calls)
+        assert protocol.transport is not None
+        protocol.transport.write(b"".join(encode_command(step) for step in steps))
+        for call in calls:
+            try:
+                await call.future
+            except ResponseError as exc:
+                protocol.transport.abort()
+                if "AUTH" in str(exc) or "WRONGPASS" in str(exc):
+                    raise AuthenticationError(str(exc)) from exc
+                raise
+
+    @property
+    def _watch_every(self) -> float:
+        return max(self.command_timeout / 4, 0.05)
+
+    def _watch(self) -> None:
+        """Bounded command time without a timer per call: a connection whose oldest answer is overdue is cut,
+        which fails everything waiting on it; the next call reconnects."""
+        loop = asyncio.get_running_loop()
+        protocol = self._protocol
+        if protocol is not None and protocol.waiting and not protocol.lost:
+            if loop.time() - protocol.waiting[0].sent_at > self.command_timeout:
+                log.warning("Redis did not answer queue scripts within %.1f s; reconnecting", self.command_timeout)
+                protocol.fail(TimeoutError(f"Redis did not answer within {self.command_timeout} s"))
+        self._watchdog = None if self._closed else loop.call_later(self._watch_every, self._watch)
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        if self._connecting is not None and not self._connecting.done():
+            self._connecting.cancel()
+            with contextlib.suppress(BaseException):
+                await self._connecting
+        unsent, self._unsent = self._unsent, []
+        for _, call in unsent:
+            if not call.future.done():
+                call.future.set_exception(ConnectionError("the script connection is closed"))
+        if self._protocol is not None and self._protocol.transport is not None:
+            self._protocol.transport.close()
+            self._protocol.fail_waiting(ConnectionError("the script connection is closed"))
+        self._protocol = None
