@@ -13,7 +13,7 @@ from hub.tasks import stop_task
 log = logging.getLogger("hub.audit")
 
 
-@dataclass
+@dataclass(slots=True)
 class AuditRecord:
     id: str
     time: datetime

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -11,6 +12,7 @@ from redis.asyncio import Redis
 
 from hub.audit import AuditWriter
 from hub.metrics import Metrics
+from hub.ocpi.headers import Party
 from hub.registry import PlatformRegistry
 from hub.settings import Settings
 from hub.store.protocol import HubStore
@@ -35,6 +37,11 @@ class Hub:
     callbacks: Callbacks
     hints: RouteHints
     on_seen: Callable[[str], None] | None = None  # platform id heard from (still-alive tracking)
+
+    @functools.cached_property
+    def party(self) -> Party:
+        """The hub's own party: FROM of every answer it gives itself, TO of broadcasts and GET All."""
+        return Party(self.settings.hub_country_code, self.settings.hub_party_id)
 
     @property
     def versions_url(self) -> str:

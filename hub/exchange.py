@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 
 
-@dataclass
+@dataclass(slots=True)
 class Exchange:
     request_id: str
     correlation_id: str

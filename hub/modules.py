@@ -17,7 +17,7 @@ from hub.context import Hub, hub_of
 from hub.exchange import EXCHANGE
 from hub.objects import get_all, object_lock, store_push
 from hub.ocpi.envelope import envelope, ocpi_response
-from hub.ocpi.errors import MethodNotAllowed, NotFound, PartyNotAllowed, ReceiverNotConnected
+from hub.ocpi.errors import InvalidParameters, MethodNotAllowed, NotFound, PartyNotAllowed, ReceiverNotConnected
 from hub.ocpi.headers import (
     CORRELATION_ID,
     REQUEST_ID,
@@ -55,9 +55,16 @@ async def handle(request: web.Request) -> web.StreamResponse:
     role = ROLE_OF_PATH[request.match_info["role"]]
     module = request.match_info["module"]
     ex.module, ex.interface_role = module, role
-    hub_party = Party(hub.settings.hub_country_code, hub.settings.hub_party_id)
-    # Errors answer TO = the requester, FROM = the hub (digest §3.2), from the very first check on.
-    ex.reply_headers.update(routing_reply_headers(claimed_from(request), hub_party))
+    hub_party = hub.party
+    # Errors answer TO = the requester, FROM = the hub (digest §3.2), from the very first check on. Malformed
+    # routing headers are refused (400) only after authentication, as every other check of the request.
+    routing: RoutingHeaders | None = None
+    try:
+        routing = parse_routing(request)
+        requester = routing.from_
+    except InvalidParameters as err:
+        bad_routing, requester = err, claimed_from(request)
+    ex.reply_headers.update(routing_reply_headers(requester, hub_party))
     if module not in MODULES:
         raise NotFound(f"unknown module '{module}'")
     caller = await authenticate(request, hub, allow_token_a=False)
@@ -66,7 +73,8 @@ async def handle(request: web.Request) -> web.StreamResponse:
     if request.method not in allowed:
         ex.reply_headers["Allow"] = ", ".join(sorted(allowed))
         raise MethodNotAllowed(f"{request.method} is not defined on the {module} {role} interface (OCPI 2.2.1)")
-    routing = parse_routing(request)
+    if routing is None:
+        raise bad_routing
     ex.from_party = routing.from_.key if routing.from_ else None
     ex.to_party = routing.to.key if routing.to else None
     body = await request.read()
@@ -190,7 +198,7 @@ async def forward(
     )
     if not group:
         msg.group = "msg:" + msg.id
-    return await hub.delivery.send_direct(msg)
+    return await hub.delivery.send_direct(msg, fwd)
 
 
 def relay(request: web.Request, reply: Reply, answered_by: Party | None = None) -> web.Response:
@@ -221,7 +229,7 @@ async def handle_callback(request: web.Request) -> web.StreamResponse:
     """A hub URL handed out in place of a partner URL (digest §3.9): only its party may use it, until it expires."""
     hub = hub_of(request)
     ex = request[EXCHANGE]
-    hub_party = Party(hub.settings.hub_country_code, hub.settings.hub_party_id)
+    hub_party = hub.party
     ex.reply_headers.update(routing_reply_headers(claimed_from(request), hub_party))
     caller = await authenticate(request, hub, allow_token_a=False)
     ex.platform_id = caller.platform.id

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 import uuid
@@ -45,12 +46,23 @@ def join_url(base: str, tail: str, query: str = "") -> str:
     ``tail`` and ``query`` are percent-encoded as the caller sent them and must go out unchanged (an id with
     an encoded '/' or a query value with an encoded '&' keeps its meaning): request ``URL(.., encoded=True)``.
     """
-    url = str(URL(base)).rstrip("/")
+    url = _endpoint_base(base)
     if tail:
         url += "/" + tail.lstrip("/")
     if query:
         url += "?" + query
     return url
+
+
+@functools.lru_cache(maxsize=1024)
+def _endpoint_base(base: str) -> str:
+    """A partner's endpoint URL, encoded and without trailing slash (a handful per platform, parsed once)."""
+    return str(URL(base)).rstrip("/")
+
+
+@functools.lru_cache(maxsize=1024)
+def _authorization(token: str) -> str:
+    return authorization_header(token)
 
 
 def ocpi_status_of(body: bytes) -> int | None:
@@ -141,15 +153,19 @@ class Delivery:
                 await self._pubsub.aclose()
 
     # -- direct requests ---------------------------------------------------------------------------------
-    async def send_direct(self, msg: Message) -> Reply:
-        """Route one direct request through the receiver's queue and wait for its answer."""
+    async def send_direct(self, msg: Message, fwd: ForwardRequest | None = None) -> Reply:
+        """Route one direct request through the receiver's queue and wait for its answer.
+
+        ``fwd`` is the request ``msg.payload`` encodes, when the caller has it: delivered at once, it need not be
+        decoded again.
+        """
         msg.origin = self.process_id
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._pending[msg.id] = future  # before enqueue: a fast dispatcher must find it
         try:
             if await self.queue.enqueue(msg, claim=True):
                 try:
-                    return await self._deliver(msg)
+                    return await self._deliver(msg, fwd)
                 finally:
                     # Whatever happened, free the group: a lease left behind would stall it. The caller need
                     # not wait for that round trip; the ack goes out with this tick's other script calls.
@@ -164,8 +180,9 @@ class Delivery:
             self._pending.pop(msg.id, None)
 
     # -- forwarding --------------------------------------------------------------------------------------
-    async def _deliver(self, msg: Message) -> Reply:
-        fwd = ForwardRequest.decode(msg.payload)
+    async def _deliver(self, msg: Message, fwd: ForwardRequest | None = None) -> Reply:
+        if fwd is None:
+            fwd = ForwardRequest.decode(msg.payload)
         platform = self.resolve(msg.receiver)
         if platform is None or platform.removed or platform.status != ConnectionStatus.CONNECTED:
             return hub_error_reply(4003, "receiver is not connected", "not_connected")
@@ -176,7 +193,7 @@ class Delivery:
         if remaining < min(self.min_budget, self.forward_timeout):
             return hub_error_reply(4002, "request waited too long in the queue to be forwarded in time", "expired")
         headers = dict(fwd.headers)
-        headers["Authorization"] = authorization_header(platform.outbound_token)
+        headers["Authorization"] = _authorization(platform.outbound_token)
         headers[REQUEST_ID] = new_id()  # OCPI: a hub sets a new request id, keeps the correlation id
         started = time.perf_counter()
         try:

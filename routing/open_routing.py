@@ -168,9 +168,10 @@ async def find_receiver(req: InboundRequest, hints: RouteHints) -> Party:
 
 async def learn(req: InboundRequest, hints: RouteHints, to: Party | None) -> None:
     """Remember owners the request reveals, so later requests without TO headers can be routed."""
-    segs, body = req.segments, req.json_body
+    body = req.json_body
     if req.interface_role != "RECEIVER" or req.method not in ("PUT", "POST") or not isinstance(body, dict):
         return
+    segs = req.segments
     if req.module == "tokens" and len(segs) == 3:
         await hints.add("token", token_key(segs[2], body.get("type") or _query_type(req.query)),
                         f"{segs[0].upper()}:{segs[1].upper()}")

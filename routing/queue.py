@@ -63,11 +63,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from uuid import uuid4
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
+from hub.ocpi.headers import time_ordered_id
 from routing import keys
 from routing.batching import ScriptRunner, script_runner
 from routing.keys import group_token
@@ -77,7 +77,7 @@ _REAP_BATCH = 256
 _Arg = str | bytes | int
 
 
-@dataclass
+@dataclass(slots=True)
 class Message:
     """One message to deliver to ``receiver``; ``payload`` is opaque to the queue."""
 
@@ -87,7 +87,7 @@ class Message:
     kind: str = "direct"  # "direct" | "broadcast" | "callback"
     deadline: float = 0.0  # unix time after which delivering is pointless; 0 = none
     origin: str = ""  # id of the process waiting for the reply ("" = nobody)
-    id: str = field(default_factory=lambda: uuid4().hex)
+    id: str = field(default_factory=time_ordered_id)
     attempts: int = 0  # claims so far, this one included; identifies the caller's lease
     enqueued_at: float = field(default_factory=time.time)
     expired: bool = False  # set by claim: dropped for its deadline, report it, do not deliver or ack

@@ -6,7 +6,7 @@ here is testable on its own (digest §3.3, §3.10).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import unquote
 
@@ -67,11 +67,14 @@ class InboundRequest:
     routing: RoutingHeaders
     body: bytes
     json_body: Any = None
+    _segments: list[str] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def segments(self) -> list[str]:
         """Decoded path segments; split before decoding so an id holding an encoded '/' stays one segment."""
-        return [unquote(s) for s in self.tail.split("/") if s]
+        if self._segments is None:
+            self._segments = [unquote(s) for s in self.tail.split("/") if s] if self.tail else []
+        return self._segments
 
 
 @dataclass

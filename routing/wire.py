@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 
-@dataclass
+@dataclass(slots=True)
 class ForwardRequest:
     method: str
     module: str
@@ -33,7 +33,7 @@ class ForwardRequest:
         return cls(**orjson.loads(head), body=body)
 
 
-@dataclass
+@dataclass(slots=True)
 class Reply:
     """What came back from the receiver, or the hub error that stands in for it."""
 

@@ -227,10 +227,10 @@ async def test_an_unexpected_failure_while_forwarding_does_not_stall_the_object(
     delivery = hub.app[HUB_KEY].delivery
     deliver = delivery._deliver
 
-    async def broken(msg: Message) -> Reply:
+    async def broken(msg: Message, fwd: Any = None) -> Reply:
         if b'"seq": 1,' in msg.payload or b'"seq": 3,' in msg.payload:
             raise RuntimeError("bug while forwarding")
-        return await deliver(msg)
+        return await deliver(msg, fwd)
 
     monkeypatch.setattr(delivery, "_deliver", broken)
 

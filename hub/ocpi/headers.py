@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 import re
 import time
-import uuid
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -22,7 +21,13 @@ _PID = re.compile(r"^[A-Za-z0-9]{3}$")
 
 
 def new_id() -> str:
-    return uuid.uuid4().hex
+    """A unique id (32 hex digits) for requests and messages.
+
+    From ``random`` (seeded per process from the OS, reseeded after a fork), not from the OS on every call:
+    ``uuid4`` costs a system call, several per routed request. Ids need to be unique, not unguessable;
+    secrets (tokens, callback ids) come from ``secrets``.
+    """
+    return f"{random.getrandbits(128):032x}"
 
 
 def time_ordered_id() -> str:
