@@ -128,6 +128,7 @@ class Delivery:
         self._tasks: set[asyncio.Task[None]] = set()
         self._loops: list[asyncio.Task[None]] = []
         self._pubsub: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -160,7 +161,9 @@ class Delivery:
         decoded again.
         """
         msg.origin = self.process_id
-        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        if self._loop is None:  # looked up once: get_running_loop() costs a getpid() system call on 3.11
+            self._loop = asyncio.get_running_loop()
+        future: asyncio.Future[Reply] = self._loop.create_future()
         self._pending[msg.id] = future  # before enqueue: a fast dispatcher must find it
         try:
             if await self.queue.enqueue(msg, claim=True):

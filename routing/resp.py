@@ -124,6 +124,7 @@ class ScriptConnection:
         self._flush_scheduled = False
         self._watchdog: asyncio.TimerHandle | None = None
         self._closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- calls -----------------------------------------------------------------------------------------
     def submit(self, script: AsyncScript, keys: Sequence[_Arg], args: Sequence[_Arg]) -> asyncio.Future[Any]:
@@ -139,7 +140,7 @@ class ScriptConnection:
 
     def _submit(self, data: bytes, script: AsyncScript | None, keys: Sequence[_Arg],
                 args: Sequence[_Arg]) -> asyncio.Future[Any]:
-        loop = asyncio.get_running_loop()
+        loop = self._running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         if self._closed:
             future.set_exception(ConnectionError("the script connection is closed"))
@@ -150,6 +151,13 @@ class ScriptConnection:
             loop.call_soon(self._flush)
         return future
 
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        """The loop this connection lives on, looked up once: ``asyncio.get_running_loop()`` makes a getpid()
+        system call each time (CPython 3.11 checks for a fork), and this runs twice per routed request."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
+
     def answer(self, call: _Call, reply: Any) -> None:
         if isinstance(reply, ResponseError) and call.script is not None and str(reply).startswith("NOSCRIPT"):
             # Redis restarted or its script cache was flushed: send the text once; EVAL caches it again.
@@ -159,7 +167,7 @@ class ScriptConnection:
             self._unsent.append((data, call))
             if not self._flush_scheduled:
                 self._flush_scheduled = True
-                asyncio.get_running_loop().call_soon(self._flush)
+                self._running_loop().call_soon(self._flush)
             return
         if call.future.done():
             return
@@ -179,7 +187,7 @@ class ScriptConnection:
                 self._connecting = asyncio.get_running_loop().create_task(self._connect())
             return
         batch, self._unsent = self._unsent, []
-        now = asyncio.get_running_loop().time()
+        now = self._running_loop().time()
         for _, call in batch:
             call.sent_at = now
         protocol.waiting.extend(call for _, call in batch)
