@@ -179,8 +179,9 @@ async def forward(
     if routing is not None:
         headers = dict(routing)
     else:
-        headers = {h: request.headers[h] for h in ROUTING_HEADERS if h in request.headers}
-        if TO_CC not in request.headers:  # open routing: the receiver learns who it is meant for
+        got = request.headers.get
+        headers = {h: v for h in ROUTING_HEADERS if (v := got(h)) is not None}
+        if TO_CC not in headers:  # open routing: the receiver learns who it is meant for
             headers.update(routing_reply_headers(req.routing.to, None))
     headers[CORRELATION_ID] = request[EXCHANGE].correlation_id
     if body:

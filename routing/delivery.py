@@ -214,7 +214,8 @@ class Delivery:
                 allow_redirects=False,
             ) as resp:
                 body = await resp.read()
-                relayed = {h: resp.headers[h] for h in RELAYED_HEADERS if h in resp.headers}
+                got = resp.headers.get
+                relayed = {h: v for h in RELAYED_HEADERS if (v := got(h)) is not None}
                 status = resp.status
         except TimeoutError:
             return hub_error_reply(4002, "receiver did not answer in time", "timeout")
