@@ -269,6 +269,8 @@ class SqliteStore:
             # fetchall: a PRAGMA returns a row, and an unread cursor keeps its statement (and a lock) open
             await db.execute_fetchall(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             await db.execute_fetchall("PRAGMA journal_mode = WAL")
+            # A multi-row upsert keeps a statement journal; in memory, not as a temp file per audit batch
+            await db.execute_fetchall("PRAGMA temp_store = MEMORY")
             await db.executescript(f"BEGIN IMMEDIATE;\n{_SCHEMA}\nCOMMIT;")
         except BaseException:
             await db.close()
