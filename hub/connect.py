@@ -65,6 +65,7 @@ async def connect(hub: Hub, name: str, versions_url: str, token_a: str) -> Platf
     platform = Platform(id=uuid.uuid4().hex[:12], name=name, inbound_token_hash=hash_token(token_b),
                         versions_url=versions_url, version="2.2.1", endpoints=endpoints)
     await hub.registry.save(platform)
+    creds: Credentials | None = None
     try:
         creds = await _send_credentials(hub, "POST", _credentials_url(platform), token_a,
                                         hub_credentials(hub, token_b))
@@ -78,13 +79,30 @@ async def connect(hub: Hub, name: str, versions_url: str, token_a: str) -> Platf
         done.status = ConnectionStatus.CONNECTED
         done.updated_at = done.last_seen = utcnow()
         await hub.registry.save(done)  # PartyConflict when another platform took a pair meanwhile
-    except BaseException:
+    except BaseException as exc:
         # Nothing half-registered stays usable: Token B dies, the record is kept (REMOVED) for the operator.
         failed = copy.deepcopy(platform)
         failed.inbound_token_hash, failed.removed = None, True
         await hub.registry.save(failed)
+        if creds is not None and isinstance(exc, Exception):
+            # The partner registered us: undo that too, or it keeps a hub registration nobody can use.
+            await _unregister(hub, _credentials_url(platform), creds.token)
         raise
     return done
+
+
+async def _unregister(hub: Hub, url: str, token: str) -> None:
+    """Best effort DELETE of our registration at a partner; a failure is logged, the caller's error stands."""
+    try:
+        async with hub.session.delete(
+            url, headers={"Authorization": authorization_header(token)},
+            timeout=aiohttp.ClientTimeout(total=hub.settings.registration_timeout), allow_redirects=False,
+        ) as resp:
+            await resp.read()
+            if resp.status != 200:
+                log.warning("partner at %s answered HTTP %d to the credentials DELETE", url, resp.status)
+    except (TimeoutError, aiohttp.ClientError, OSError) as err:
+        log.warning("could not unregister at partner %s: %s", url, type(err).__name__)
 
 
 def _check_parties(hub: Hub, platform: Platform, parties: list[Party]) -> None:

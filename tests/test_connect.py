@@ -147,7 +147,10 @@ async def test_partner_claiming_a_pair_of_another_platform_is_409(hub: HubHarnes
     assert status == 409, doc
     assert "NL" in doc["error"] and "CPA" in doc["error"], doc
     assert all(p["status"] == "REMOVED" for p in await platforms_named(hub, "Twin CPO"))
-    assert await hub_versions(hub, twin.token_c or "") == 401
+    post, delete = twin.credentials_calls
+    assert (post.method, delete.method) == ("POST", "DELETE"), "the partner's registration of the hub is undone"
+    assert twin.token_c is None, "the partner no longer holds a token for the hub"
+    assert await hub_versions(hub, post.json()["token"]) == 401
     assert await hub_versions(hub, alpha.token_c or "") == 200
 
 
