@@ -85,6 +85,7 @@ def _lifecycle(settings: Settings, given_store: HubStore | None, given_redis: Re
                             concurrency=settings.delivery_concurrency,
                             retry_window=settings.broadcast_retry_window)
         delivery.on_retry = lambda msg: metrics_.retries.labels(receiver=msg.receiver).inc()
+        delivery.on_result = metrics_.count_receiver_result
         audit = AuditWriter(store, interval=settings.audit_flush_interval,
                             on_drop=lambda n: metrics_.audit_dropped.inc(n))
         hub = Hub(settings=settings, store=store, registry=registry, redis=redis, queue=queue, delivery=delivery,

@@ -72,6 +72,11 @@ class Metrics:
         self.dead_letters = Gauge("ocpi_hub_dead_letters", "Dead letters per receiver", ["receiver"], registry=r,
                                   multiprocess_mode=_GAUGE_MODE)
         self.retries = Counter("ocpi_hub_retries", "Delivery retries", ["receiver"], registry=r)
+        self.receiver_results = Counter(
+            "ocpi_hub_receiver_results",
+            "Forward attempts per receiver platform by result: ok, ocpi_error, not_ocpi, timeout, unreachable",
+            ["receiver", "result"], registry=r,
+        )
         self.platforms = Gauge("ocpi_hub_platforms", "Platforms by status", ["status"], registry=r,
                                multiprocess_mode=_GAUGE_MODE)
         self.registrations = Counter(
@@ -102,6 +107,13 @@ class Metrics:
         if child is None:
             child = self._children[key] = self.receiver_latency.labels(module=module, receiver=receiver)
         child.observe(seconds)
+
+    def count_receiver_result(self, receiver: str, result: str) -> None:
+        key = ("rr", receiver, result)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.receiver_results.labels(receiver=receiver, result=result)
+        child.inc()
 
     def exposition(self) -> bytes:
         """Prometheus text format: this app's registry, or the merged files of every worker."""

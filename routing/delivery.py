@@ -119,6 +119,8 @@ class Delivery:
         self.min_budget = forward_timeout * MIN_BUDGET_SHARE if min_budget is None else min_budget
         self.retry_window = retry_window
         self.on_retry: Callable[[Message], None] | None = None
+        # Every forward attempt's outcome (direct, callback and hub-originated pushes alike): metrics.
+        self.on_result: Callable[[str, str], None] | None = None  # (receiver platform id, Reply.result)
         self.process_id = uuid.uuid4().hex
         self._pending: dict[str, asyncio.Future[Reply]] = {}
         self._wake = asyncio.Event()
@@ -184,6 +186,12 @@ class Delivery:
 
     # -- forwarding --------------------------------------------------------------------------------------
     async def _deliver(self, msg: Message, fwd: ForwardRequest | None = None) -> Reply:
+        reply = await self._forward(msg, fwd)
+        if self.on_result is not None and (result := reply.result) is not None:
+            self.on_result(msg.receiver, result)
+        return reply
+
+    async def _forward(self, msg: Message, fwd: ForwardRequest | None) -> Reply:
         if fwd is None:
             fwd = ForwardRequest.decode(msg.payload)
         platform = self.resolve(msg.receiver)

@@ -49,6 +49,18 @@ class Reply:
     cause: str = ""
     receiver_status: int | None = None
 
+    @property
+    def result(self) -> str | None:
+        """How the receiver did, for per-receiver metrics; None when the hub never reached out to it.
+
+        ok: a 2xx answer with an OCPI 1xxx status; ocpi_error: any other OCPI answer (a 2xxx/3xxx status or
+        an HTTP error with an envelope); not_ocpi, timeout, unreachable: no usable answer at all.
+        """
+        if self.hub_error is None:
+            ok = 200 <= self.status < 300 and self.ocpi_status is not None and 1000 <= self.ocpi_status < 2000
+            return "ok" if ok else "ocpi_error"
+        return self.cause if self.cause in ("not_ocpi", "timeout", "unreachable") else None
+
     def encode(self) -> bytes:
         head: dict[str, Any] = {"status": self.status, "headers": self.headers, "receiver_ms": self.receiver_ms,
                                 "hub_error": self.hub_error, "message": self.message, "ocpi_status": self.ocpi_status,

@@ -192,6 +192,8 @@ def test_alerts_cover_the_required_conditions_with_real_metrics() -> None:
     assert "max(ocpi_hub_queue_oldest_age_seconds) > 60" in rules["OcpiHubQueueAgeHigh"]["expr"]
     assert rules["OcpiHubQueueAgeHigh"]["for"] == "5m"
     assert "delta(ocpi_hub_dead_letters[15m])" in rules["OcpiHubDeadLettersGrowing"]["expr"]
+    failing = rules["OcpiHubReceiverFailing"]
+    assert "sum by (receiver)" in failing["expr"] and 'result!="ok"' in failing["expr"] and failing["for"] == "15m"
     exported = exported_metric_names()
     for name, rule in rules.items():
         assert rule["labels"]["severity"] in ("critical", "warning"), name
@@ -293,7 +295,7 @@ def test_dashboard_covers_what_operators_look_at() -> None:
     for metric in ("ocpi_hub_requests_total", "ocpi_hub_request_duration_seconds_bucket",
                    "ocpi_hub_receiver_duration_seconds_bucket", "ocpi_hub_queue_depth", "ocpi_hub_queue_inflight",
                    "ocpi_hub_queue_oldest_age_seconds", "ocpi_hub_dead_letters", "ocpi_hub_retries_total",
-                   "ocpi_hub_platforms", "ocpi_hub_registrations_total"):
+                   "ocpi_hub_platforms", "ocpi_hub_registrations_total", "ocpi_hub_receiver_results_total"):
         assert metric in exprs, f"no panel shows {metric}"
     assert "histogram_quantile(0.5," in exprs and "histogram_quantile(0.99," in exprs
     assert 'outcome=~"error|hub_error|timeout|not_connected"' in exprs  # the failure set of OcpiHubErrorRateHigh

@@ -6,17 +6,19 @@ latency histograms add up exactly to what the test sent.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
 import aiohttp
 import fakeredis
+from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from hub.context import HUB_KEY
 from hub.store.sqlite import SqliteStore
-from tests.conftest import ADMIN_TOKEN, HubHarness, cpo, emsp, hub_settings, start_hub, stop_hub
-from tests.partners import FakePartner, Party
+from tests.conftest import ADMIN_TOKEN, HubHarness, MakeHub, cpo, emsp, hub_settings, start_hub, stop_hub
+from tests.partners import FakePartner, Party, Received, envelope
 
 LOCATION = {"country_code": "NL", "party_id": "CPA", "id": "LOC1", "last_updated": "2024-01-01T00:00:00Z"}
 NOBODY = Party("DE", "ZZZ", "EMSP")
@@ -135,6 +137,41 @@ async def test_metrics_count_exactly_what_was_sent(hub: HubHarness) -> None:
     assert samples(text, "ocpi_hub_receiver_duration_seconds_sum")[
         key(module="locations", receiver=beta_platform["id"])] > 0
     assert samples(text, "ocpi_hub_registrations_total") == {key(action="register", result="ok"): 2.0}
+
+
+async def test_forward_results_are_counted_per_receiver(make_hub: MakeHub) -> None:
+    """What each receiver did with what the hub forwarded: the per-receiver error rate of the dashboard."""
+    hub = await make_hub(forward_timeout=0.5)
+
+    async def receiver(request: web.Request, rec: Received) -> web.StreamResponse:
+        object_id = rec.path.rsplit("/", 1)[-1]
+        if object_id.startswith("BAD"):
+            return web.json_response(envelope(status_code=2001, message="invalid"), status=400)
+        if object_id.startswith("HTML"):
+            return web.Response(status=502, text="<html>bad gateway</html>")
+        if object_id.startswith("SLOW"):
+            await asyncio.sleep(1.0)
+        return web.json_response(envelope())
+
+    alpha, beta, gamma = cpo(), emsp(), emsp(name="Gone eMSP", pid="GON")
+    beta.responder = receiver
+    await hub.connect(alpha)
+    beta_id, gamma_id = (await hub.connect(beta))["id"], (await hub.connect(gamma))["id"]
+    for loc_id in ("OK1", "OK2", "BAD1", "HTML1", "SLOW1"):
+        await put_location(hub, alpha, beta.party, loc_id)
+    await gamma.stop()  # registered, but nothing listens any more
+    status, body = await put_location(hub, alpha, gamma.party, "OK3")
+    assert (status, body["status_code"]) == (503, 4003), body
+    await put_location(hub, alpha, NOBODY, "OK4")  # no receiver at all: not a receiver's result
+
+    _, _, text = await get(hub.session, hub.url + "/metrics")
+    assert samples(text, "ocpi_hub_receiver_results_total") == {
+        key(receiver=beta_id, result="ok"): 2.0,
+        key(receiver=beta_id, result="ocpi_error"): 1.0,
+        key(receiver=beta_id, result="not_ocpi"): 1.0,
+        key(receiver=beta_id, result="timeout"): 1.0,
+        key(receiver=gamma_id, result="unreachable"): 1.0,
+    }
 
 
 async def test_a_scan_of_made_up_modules_cannot_grow_the_metric_labels(hub: HubHarness) -> None:
