@@ -111,10 +111,11 @@ async def handle(request: web.Request) -> web.StreamResponse:
     if reply.hub_error is None and reply.status < 300:
         await learn(req, hub.hints, route.to)
         await rearm_result_callback(hub.callbacks, rewritten.callback_id, reply.body)
-        reply.headers = await rewrite_response_headers(
-            hub.callbacks, reply.headers, module=module, interface_role=role, caller=sender, receiver=route.to,
-            receiver_platform=route.receiver.id,
-        )
+        if "Link" in reply.headers or "Location" in reply.headers:  # most answers have neither
+            reply.headers = await rewrite_response_headers(
+                hub.callbacks, reply.headers, module=module, interface_role=role, caller=sender,
+                receiver=route.to, receiver_platform=route.receiver.id,
+            )
     return relay(request, reply, answered_by=route.to)
 
 

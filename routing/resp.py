@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections import deque
 from collections.abc import Sequence
 from typing import Any, cast
@@ -99,6 +100,11 @@ class _Protocol(asyncio.Protocol):
                 call.future.set_exception(exc)
 
 
+def _quiet(done: asyncio.Future[Any]) -> None:
+    if not done.cancelled():
+        done.exception()  # retrieved: a failed health PING is handled by the watchdog, not logged as unhandled
+
+
 class ScriptConnection:
     """Pipelined script calls over one connection of this process (see the module docstring)."""
 
@@ -113,11 +119,14 @@ class ScriptConnection:
         password: str | None = None,
         connect_timeout: float = 5.0,
         command_timeout: float = 10.0,
+        idle_ping: float = 15.0,
     ) -> None:
         self.host, self.port, self.path = host, port, path
         self.db, self.username, self.password = db, username, password
         self.connect_timeout = connect_timeout
         self.command_timeout = command_timeout
+        self.idle_ping = idle_ping
+        self._last_sent = 0.0
         self._protocol: _Protocol | None = None
         self._connecting: asyncio.Task[None] | None = None
         self._unsent: list[tuple[bytes, _Call]] = []
@@ -187,7 +196,7 @@ class ScriptConnection:
                 self._connecting = asyncio.get_running_loop().create_task(self._connect())
             return
         batch, self._unsent = self._unsent, []
-        now = self._running_loop().time()
+        now = self._last_sent = self._running_loop().time()
         for _, call in batch:
             call.sent_at = now
         protocol.waiting.extend(call for _, call in batch)
@@ -220,7 +229,10 @@ class ScriptConnection:
         if self.path:
             _, protocol = await loop.create_unix_connection(lambda: _Protocol(self), self.path)
         else:
-            _, protocol = await loop.create_connection(lambda: _Protocol(self), self.host, self.port)
+            transport, protocol = await loop.create_connection(lambda: _Protocol(self), self.host, self.port)
+            sock = transport.get_extra_info("socket")
+            if sock is not None:  # a peer that vanished without a FIN is noticed even on an idle connection
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         return protocol
 
     async def _handshake(self, protocol: _Protocol) -> None:
@@ -248,17 +260,22 @@ class ScriptConnection:
 
     @property
     def _watch_every(self) -> float:
-        return max(self.command_timeout / 4, 0.05)
+        return max(min(self.command_timeout / 4, self.idle_ping / 2), 0.05)
 
     def _watch(self) -> None:
         """Bounded command time without a timer per call: a connection whose oldest answer is overdue is cut,
-        which fails everything waiting on it; the next call reconnects."""
+        which fails everything waiting on it; the next call reconnects. An idle connection is PINGed, so a
+        dead one is found (and replaced) before a routed request needs it, like redis-py's health checks."""
         loop = asyncio.get_running_loop()
         protocol = self._protocol
-        if protocol is not None and protocol.waiting and not protocol.lost:
-            if loop.time() - protocol.waiting[0].sent_at > self.command_timeout:
-                log.warning("Redis did not answer queue scripts within %.1f s; reconnecting", self.command_timeout)
-                protocol.fail(TimeoutError(f"Redis did not answer within {self.command_timeout} s"))
+        if protocol is not None and not protocol.lost:
+            if protocol.waiting:
+                if loop.time() - protocol.waiting[0].sent_at > self.command_timeout:
+                    log.warning("Redis did not answer queue scripts within %.1f s; reconnecting",
+                                self.command_timeout)
+                    protocol.fail(TimeoutError(f"Redis did not answer within {self.command_timeout} s"))
+            elif not self._unsent and loop.time() - self._last_sent > self.idle_ping:
+                self._submit(encode_command(("PING",)), None, (), ()).add_done_callback(_quiet)
         self._watchdog = None if self._closed else loop.call_later(self._watch_every, self._watch)
 
     async def close(self) -> None:

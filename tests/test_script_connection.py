@@ -160,3 +160,17 @@ async def test_a_closed_queue_refuses_calls(server: str) -> None:
     await close(queue, client)
     with pytest.raises(ConnectionError):
         await queue.enqueue(message(), claim=True)
+
+
+async def test_an_idle_connection_is_pinged(server: str) -> None:
+    conn = ScriptConnection(port=int(server.rsplit(":", 1)[1].split("/")[0]), idle_ping=0.2, command_timeout=1.0)
+    admin = Redis.from_url(server)
+    try:
+        assert await conn.execute("ECHO", "hello") == b"hello"
+        await asyncio.sleep(0.8)
+        mine = [c for c in await admin.client_list() if c["cmd"] != "client|list"]
+        assert [c["cmd"] for c in mine] == ["ping"], mine
+        assert int(mine[0]["idle"]) <= 1
+    finally:
+        await conn.close()
+        await admin.aclose()
