@@ -31,13 +31,9 @@ class ScriptRunner(Protocol):
     async def close(self) -> None: ...
 
 
-# Connection options the lean runner understands; a client configured with anything else keeps redis-py.
-_LEAN_OPTIONS = frozenset({"host", "port", "path", "db", "username", "password", "socket_timeout",
-                           "socket_connect_timeout", "health_check_interval", "client_name", "retry_on_timeout",
-                           "encoding", "encoding_errors", "decode_responses", "socket_keepalive", "lib_name",
-                           "lib_version", "retry", "himport_registry", "maint_notifications_pool_handler",
-                           "maint_notifications_config", "orig_host_address", "orig_socket_timeout",
-                           "orig_socket_connect_timeout", "protocol", "max_connections"})
+# Client options that change how a connection is made or authenticated in ways the lean runner does not copy:
+# a client using any of them keeps redis-py (TLS and other connection classes are refused by class).
+_NEEDS_REDIS_PY = ("credential_provider", "redis_connect_func")
 
 
 def script_runner(redis: Redis) -> ScriptRunner:
@@ -45,7 +41,7 @@ def script_runner(redis: Redis) -> ScriptRunner:
     pool = getattr(redis, "connection_pool", None)
     kind = getattr(pool, "connection_class", None)
     options: dict[str, Any] = dict(getattr(pool, "connection_kwargs", {}))
-    if kind not in (Connection, UnixDomainSocketConnection) or not set(options) <= _LEAN_OPTIONS:
+    if kind not in (Connection, UnixDomainSocketConnection) or any(options.get(k) for k in _NEEDS_REDIS_PY):
         return ScriptBatcher(redis)
     from routing.resp import ScriptConnection
 

@@ -58,14 +58,30 @@ async def close(queue: DeliveryQueue, client: Redis) -> None:
 
 
 async def test_a_tcp_redis_gets_the_lean_connection_and_fakeredis_keeps_redis_py(server: str) -> None:
-    client = Redis.from_url(server)
-    runner = script_runner(client)
+    port = int(server.rsplit(":", 1)[1].split("/")[0])
+    clients = [Redis.from_url(server), Redis(host="127.0.0.1", port=port, socket_connect_timeout=1.0)]
+    runners = [script_runner(client) for client in clients]
     try:
-        assert isinstance(runner, ScriptConnection)
+        assert all(isinstance(runner, ScriptConnection) for runner in runners), runners
         assert isinstance(script_runner(fakeredis.FakeAsyncRedis()), ScriptBatcher)
+
+        async def provider_credentials() -> tuple[str]:
+            return ("",)
+
+        class Provider:
+            def get_credentials(self) -> tuple[str]:
+                return ("",)
+
+            get_credentials_async = staticmethod(provider_credentials)
+
+        custom = Redis(host="127.0.0.1", port=port, credential_provider=Provider())  # type: ignore[arg-type]
+        clients.append(custom)
+        assert isinstance(script_runner(custom), ScriptBatcher), "credentials it cannot copy: redis-py"
     finally:
-        await runner.close()
-        await client.aclose()
+        for runner in runners:
+            await runner.close()
+        for client in clients:
+            await client.aclose()
 
 
 async def test_scripts_run_on_their_own_connection_and_keep_the_queue_consistent(server: str) -> None:
