@@ -15,7 +15,7 @@ from aiohttp import web
 from hub.access import authenticate
 from hub.context import Hub, hub_of
 from hub.exchange import EXCHANGE
-from hub.objects import get_all, object_lock, store_push
+from hub.objects import forget_deleted, get_all, object_lock, store_push
 from hub.ocpi.envelope import envelope, ocpi_response
 from hub.ocpi.errors import InvalidParameters, MethodNotAllowed, NotFound, PartyNotAllowed, ReceiverNotConnected
 from hub.ocpi.headers import (
@@ -109,6 +109,8 @@ async def handle(request: web.Request) -> web.StreamResponse:
     reply = await forward(request, hub, req, route.receiver.id, route.group, body=rewritten.body,
                           query=rewritten.query)
     if reply.hub_error is None and reply.status < 300:
+        if req.method == "DELETE" and role == "RECEIVER" and reply.result == "ok":
+            await forget_deleted(hub.store, module, req.segments)
         await learn(req, hub.hints, route.to)
         await rearm_result_callback(hub.callbacks, rewritten.callback_id, reply.body)
         if "Link" in reply.headers or "Location" in reply.headers:  # most answers have neither

@@ -140,6 +140,16 @@ async def store_push(store: ObjectStore, module: str, method: str, segs: list[st
                                          last_updated=_last_updated(data), data=data))
 
 
+async def forget_deleted(store: ObjectStore, module: str, segs: list[str]) -> None:
+    """The owner DELETEd a tariff at a receiver: the hub's GET All copy goes too.
+
+    DELETE is not a broadcast method (a CPO sends it to each eMSP itself), but the owner saying that its tariff
+    no longer exists holds for every viewer of the hub's copy, so that copy must not outlive it.
+    """
+    if module == "tariffs" and len(segs) == 3:
+        await store.delete_object(module, segs[0], segs[1], segs[2])
+
+
 async def get_all(store: ObjectStore, module: str, viewer_roles: Iterable[str],
                   page: Page) -> tuple[list[dict[str, Any]], int]:
     """One page of the module's objects for a party holding ``viewer_roles`` (any one of them may suffice)."""

@@ -12,10 +12,11 @@ import uuid
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from aiohttp import web
 from multidict import CIMultiDict
 
 from tests.conftest import HubHarness, cpo, emsp
-from tests.partners import FakePartner, Party, ocpi_token
+from tests.partners import FakePartner, Party, Received, envelope, ocpi_token
 
 HUB = Party("NL", "HUB", "HUB")
 LINK = re.compile(r'^<([^>]+)>; rel="next"$')
@@ -253,6 +254,29 @@ async def test_tariffs_of_every_cpo_are_listed(hub: HubHarness) -> None:
     assert status == 200, body
     assert body["data"] == docs
     assert (headers["OCPI-to-party-id"], headers["OCPI-from-party-id"]) == ("EMA", "HUB")
+
+
+async def test_a_tariff_its_owner_deletes_at_a_receiver_leaves_get_all(hub: HubHarness) -> None:
+    """DELETE is not broadcast: the CPO deletes at each eMSP. The first accepted one drops the hub's copy."""
+    cpo_a, cpo_b, emsp_a, emsp_b = await connect(hub)
+    await push(hub, cpo_a, "PUT", "tariffs", "NL/CPA/T1", tariff("CPA", "T1", "2024-01-01T00:00:00Z"))
+    await push(hub, cpo_b, "PUT", "tariffs", "NL/CPB/T1", tariff("CPB", "T1", "2024-01-01T00:00:00Z"))
+
+    async def refuse(request: web.Request, rec: Received) -> web.StreamResponse:
+        return web.json_response(envelope(status_code=2003, message="unknown tariff"), status=404)
+
+    emsp_b.responder = refuse
+    status, _, body = await cpo_a.call(hub.session, "DELETE", "tariffs", "RECEIVER", "NL/CPA/T1", to=emsp_b.party)
+    assert (status, body["status_code"]) == (404, 2003), body
+    _, _, body = await get_all(hub, emsp_a, "tariffs")
+    assert [t["party_id"] for t in body["data"]] == ["CPA", "CPB"], "a refused DELETE changes nothing"
+
+    status, _, body = await cpo_a.call(hub.session, "DELETE", "tariffs", "RECEIVER", "NL/CPA/T1", to=emsp_a.party)
+    assert (status, body["status_code"]) == (200, 1000), body
+    for viewer in (emsp_a, emsp_b):
+        _, headers, body = await get_all(hub, viewer, "tariffs")
+        assert [t["party_id"] for t in body["data"]] == ["CPB"], body
+        assert headers["X-Total-Count"] == "1"
 
 
 async def test_sessions_and_cdrs_are_not_served_by_get_all(hub: HubHarness) -> None:

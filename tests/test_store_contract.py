@@ -553,6 +553,19 @@ async def test_get_unknown_object_returns_none(store: HubStore) -> None:
     assert await store.get_object("locations", "NL", "CPA", "loc1") is None  # object ids are case-sensitive
 
 
+async def test_deleting_an_object_removes_only_that_one(store: HubStore) -> None:
+    await store.save_object(make_object("A"))
+    await store.save_object(make_object("B"))
+
+    assert await store.delete_object("locations", "nl", "cpa", "A") is True  # the pair is case-insensitive
+    assert await store.delete_object("locations", "NL", "CPA", "A") is False, "already gone"
+    assert await store.delete_object("tariffs", "NL", "CPA", "B") is False, "another module's key"
+
+    assert await store.get_object("locations", "NL", "CPA", "A") is None
+    page, total = await store.list_objects("locations")
+    assert (keys(page), total) == (["NL:CPA:B"], 1)
+
+
 async def test_object_with_naive_datetime_is_refused(store: HubStore) -> None:
     with pytest.raises(ValueError, match="naive"):
         await store.save_object(make_object("LOC1", last_updated=datetime(2030, 1, 1)))

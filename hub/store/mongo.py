@@ -324,6 +324,10 @@ class MongoStore:
         doc = await self._objects.find_one(object_key(module, country_code, party_id, object_id), _NO_ID)
         return None if doc is None else object_from_doc(doc)
 
+    async def delete_object(self, module: str, country_code: str, party_id: str, object_id: str) -> bool:
+        result = await self._objects.delete_one(object_key(module, country_code, party_id, object_id))
+        return bool(result.deleted_count)
+
     async def list_objects(
         self,
         module: str,

@@ -82,6 +82,9 @@ class ObjectStore(Protocol):
         self, module: str, country_code: str, party_id: str, object_id: str
     ) -> StoredObject | None: ...
 
+    async def delete_object(self, module: str, country_code: str, party_id: str, object_id: str) -> bool:
+        """Drop one stored object; False when there was none."""
+
     async def list_objects(
         self,
         module: str,

@@ -428,6 +428,15 @@ class SqliteStore:
             return _object_from_row(row)
         return None
 
+    async def delete_object(self, module: str, country_code: str, party_id: str, object_id: str) -> bool:
+        key = object_key(module, country_code, party_id, object_id)
+        async with self._write() as db:
+            cursor = await db.execute(
+                f"DELETE FROM {OBJECTS} WHERE module = ? AND country_code = ? AND party_id = ? AND object_id = ?",
+                tuple(key.values()),
+            )
+            return cursor.rowcount > 0
+
     async def list_objects(
         self,
         module: str,
