@@ -78,9 +78,6 @@ class ScriptBatcher:
             loop.call_soon(self._flush)
         return future
 
-    async def call(self, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]) -> Any:
-        return await self.submit(script, keys, args)
-
     async def close(self) -> None:
         """Nothing of its own to close (the client belongs to the caller); lets pending batches finish."""
         if self._tasks:

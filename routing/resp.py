@@ -140,9 +140,6 @@ class ScriptConnection:
         """Run ``script`` (EVALSHA); the answer arrives on the returned future. Sent with this tick's others."""
         return self._submit(encode_command(("EVALSHA", script.sha, len(keys), *keys, *args)), script, keys, args)
 
-    async def call(self, script: AsyncScript, keys: Sequence[_Arg], args: Sequence[_Arg]) -> Any:
-        return await self.submit(script, keys, args)
-
     async def execute(self, *parts: _Arg) -> Any:
         """Any other command (used for the handshake and by tests)."""
         return await self._submit(encode_command(parts), None, (), ())
