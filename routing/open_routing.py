@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from hub.ocpi.errors import InvalidParameters, UnknownReceiver
@@ -25,7 +26,7 @@ _KEY_OF_COMMAND = {"START_SESSION": _COMMAND_KEYS[0], "RESERVE_NOW": _COMMAND_KE
 
 
 class HintStore(Protocol):
-    async def add_route_hint(self, kind: str, key: str, party: str) -> None: ...
+    async def add_route_hints(self, hints: Sequence[tuple[str, str, str]]) -> None: ...
 
     async def find_route_hint(self, kind: str, key: str) -> list[str]: ...
 
@@ -59,12 +60,7 @@ class RouteHints:
         while self._unwritten:
             batch, self._unwritten = list(self._unwritten), {}
             try:
-                many = getattr(self.store, "add_route_hints", None)
-                if many is not None:
-                    await many(batch)
-                else:
-                    for hint in batch:
-                        await self.store.add_route_hint(*hint)
+                await self.store.add_route_hints(batch)
             except Exception:
                 log.warning("writing %d route hints failed; kept for the next try", len(batch), exc_info=True)
                 for hint in batch:

@@ -698,6 +698,15 @@ async def test_route_hints_are_idempotent_and_most_recently_seen_first(store: Hu
     assert await store.find_route_hint("token", "DE*EMS*T1") == ["NL:CPA", "DE:EMS"]
 
 
+async def test_a_batch_of_route_hints_lands_at_once_repeats_included(store: HubStore) -> None:
+    hints = [("location", f"LOC{i}", "NL:CPA") for i in range(70)]  # more than one multi-row statement
+    await store.add_route_hints([*hints, ("location", "LOC1", "BE:XYZ"), ("location", "LOC1", "NL:CPA")])
+
+    assert await store.find_route_hint("location", "LOC69") == ["NL:CPA"]
+    assert await store.find_route_hint("location", "LOC1") == ["NL:CPA", "BE:XYZ"], "the later repeat is newest"
+    await store.add_route_hints([])
+
+
 async def test_route_hints_for_two_parties_of_one_key_are_both_returned(store: HubStore) -> None:
     await store.add_route_hint("location", "LOC1", "NL:CPA")
     await store.add_route_hint("location", "LOC1", "BE:XYZ")

@@ -108,6 +108,10 @@ class RouteHints(Protocol):
         Idempotent: adding it again only marks it seen now. Keys are case-sensitive; callers normalise.
         """
 
+    async def add_route_hints(self, hints: Sequence[tuple[str, str, str]]) -> None:
+        """``add_route_hint`` for a batch of (kind, key, party), in one write: how the hub writes them, behind
+        the routing path."""
+
     async def find_route_hint(self, kind: str, key: str) -> list[str]:
         """Every party known to own ``key`` of ``kind``, most recently seen first."""
 

@@ -138,21 +138,32 @@ ON CONFLICT (id) DO UPDATE SET
     document = excluded.document
 """
 
-# Rows go in as multi-row INSERTs of fixed sizes (64, then 32, 16, ... 1 for the rest), so every statement is
-# compiled once and then found in the statement cache. ``executemany`` binds each row under the GIL and steps it
-# without, which hands the GIL back and forth with the event loop once per row: under load that convoy cost
-# the routing path more than the inserts themselves. One JSON array unpacked with json_each avoided it but
-# made SQLite re-parse each row's JSON once per column.
-_AUDIT_CHUNKS: Final = (64, 32, 16, 8, 4, 2, 1)
+class _RowsInsert:
+    """Batches of rows as multi-row INSERTs of fixed sizes (64, then 32, 16, ... 1 for the rest).
+
+    Every size is compiled once and then found in the statement cache. ``executemany`` binds each row under the
+    GIL and steps it without, which hands the GIL back and forth with the event loop once per row: under load
+    that convoy cost the routing path more than the inserts themselves (audit records, route hints).
+    """
+
+    SIZES: Final = (64, 32, 16, 8, 4, 2, 1)
+
+    def __init__(self, table: str, columns: Sequence[str], on_conflict: str) -> None:
+        row = "(" + ", ".join("?" for _ in columns) + ")"
+        self._sql = {n: f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([row] * n)} {on_conflict}"
+                     for n in self.SIZES}
+
+    def statements(self, rows: Sequence[Sequence[Any]]) -> list[tuple[str, list[Any]]]:
+        out: list[tuple[str, list[Any]]] = []
+        start = 0
+        for size in self.SIZES:
+            while len(rows) - start >= size:
+                out.append((self._sql[size], [value for row in rows[start:start + size] for value in row]))
+                start += size
+        return out
 
 
-def _audit_insert(rows: int) -> str:
-    values = "(" + ", ".join("?" for _ in range(len(_AUDIT_COLUMNS) + 1)) + ")"
-    return (f"INSERT INTO {AUDIT} ({', '.join(_AUDIT_COLUMNS)}, rest) VALUES {', '.join([values] * rows)} "
-            "ON CONFLICT (id) DO NOTHING")
-
-
-_AUDIT_INSERTS: Final = {rows: _audit_insert(rows) for rows in _AUDIT_CHUNKS}
+_AUDIT_INSERT: Final = _RowsInsert(AUDIT, (*_AUDIT_COLUMNS, "rest"), "ON CONFLICT (id) DO NOTHING")
 
 
 _OBJECT_COLUMNS: Final = (
@@ -173,10 +184,8 @@ _OBJECT_UPSERT: Final = (
     "last_updated_us = excluded.last_updated_us, data_json = excluded.data_json"
 )
 
-_HINT_UPSERT: Final = (
-    f"INSERT INTO {ROUTE_HINTS} (kind, key, party, seen_us) VALUES (?, ?, ?, ?) "
-    "ON CONFLICT (kind, key, party) DO UPDATE SET seen_us = excluded.seen_us"
-)
+_HINT_UPSERT: Final = _RowsInsert(ROUTE_HINTS, ("kind", "key", "party", "seen_us"),
+                                  "ON CONFLICT (kind, key, party) DO UPDATE SET seen_us = excluded.seen_us")
 
 
 def _dumps(value: Any) -> str:
@@ -304,6 +313,13 @@ class SqliteStore:
         async with self._lock:
             yield self._conn()
 
+    async def _write_batch(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
+        """Statements known up front, as one write transaction in one trip to the connection's thread: each trip
+        costs the event loop a GIL hand-over with that thread, and ``_write`` makes one per statement."""
+        async with self._lock:
+            db = self._conn()
+            await db._execute(_write_all, db._conn, statements)  # type: ignore[no-untyped-call]  # aiosqlite runner
+
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[aiosqlite.Connection]:
         """One write transaction; rolled back on any exception (cancellation included)."""
@@ -387,20 +403,7 @@ class SqliteStore:
         """Idempotent per record id, so a retried batch does not duplicate what already landed."""
         if not records:
             return
-        width = len(_AUDIT_COLUMNS) + 1
-        values = [value for record in records for value in _audit_row(record)]
-        statements: list[tuple[str, list[Any]]] = []
-        start = 0
-        for rows in _AUDIT_CHUNKS:
-            while len(records) - start // width >= rows:
-                end = start + rows * width
-                statements.append((_AUDIT_INSERTS[rows], values[start:end]))
-                start = end
-        async with self._lock:
-            db = self._conn()
-            # The whole transaction in one trip to the connection's thread: each trip costs the event loop a
-            # GIL hand-over with that thread, and an audit batch would otherwise make a dozen of them.
-            await db._execute(_write_all, db._conn, statements)  # type: ignore[no-untyped-call]  # aiosqlite runner
+        await self._write_batch(_AUDIT_INSERT.statements([_audit_row(r) for r in records]))
 
     async def query_audit(self, query: AuditQuery) -> list[AuditRecord]:
         """Newest first; ``since`` is inclusive and ``until`` exclusive (as OCPI's date_from/date_to)."""
@@ -480,8 +483,8 @@ class SqliteStore:
         """Many hints in one transaction: the hub writes them behind the routing path, in batches."""
         if not hints:
             return
-        async with self._write() as db:
-            await db.executemany(_HINT_UPSERT, [(kind, key, party, self._seen_us()) for kind, key, party in hints])
+        await self._write_batch(_HINT_UPSERT.statements([(kind, key, party, self._seen_us())
+                                                          for kind, key, party in hints]))
 
     async def find_route_hint(self, kind: str, key: str) -> list[str]:
         async with self._read() as db:
