@@ -109,7 +109,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
     reply = await forward(request, hub, req, route.receiver.id, route.group, body=rewritten.body,
                           query=rewritten.query)
     if reply.hub_error is None and reply.status < 300:
-        if req.method == "DELETE" and role == "RECEIVER" and reply.result == "ok":
+        if req.method == "DELETE" and role == "RECEIVER" and reply.accepted:
             await forget_deleted(hub.store, module, req.segments)
         await learn(req, hub.hints, route.to)
         await rearm_result_callback(hub.callbacks, rewritten.callback_id, reply.body)

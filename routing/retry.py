@@ -19,13 +19,11 @@ _TRANSIENT_CAUSES = frozenset({"unreachable", "timeout", "internal"})
 
 
 def push_verdict(reply: Reply) -> Verdict:
+    if reply.accepted:
+        return "ok"
     if reply.hub_error is not None:
         return _hub_error_verdict(reply)
-    if reply.status >= 500:
-        return "transient"
-    if reply.status >= 400 or (reply.ocpi_status is not None and reply.ocpi_status >= 2000):
-        return "permanent"
-    return "ok"
+    return "transient" if reply.status >= 500 else "permanent"
 
 
 def _hub_error_verdict(reply: Reply) -> Verdict:

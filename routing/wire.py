@@ -50,6 +50,12 @@ class Reply:
     receiver_status: int | None = None
 
     @property
+    def accepted(self) -> bool:
+        """The receiver answered and took it: a 2xx with an OCPI 1xxx status."""
+        return (self.hub_error is None and 200 <= self.status < 300 and self.ocpi_status is not None
+                and 1000 <= self.ocpi_status < 2000)
+
+    @property
     def result(self) -> str | None:
         """How the receiver did, for per-receiver metrics; None when the hub never reached out to it.
 
@@ -57,8 +63,7 @@ class Reply:
         an HTTP error with an envelope); not_ocpi, timeout, unreachable: no usable answer at all.
         """
         if self.hub_error is None:
-            ok = 200 <= self.status < 300 and self.ocpi_status is not None and 1000 <= self.ocpi_status < 2000
-            return "ok" if ok else "ocpi_error"
+            return "ok" if self.accepted else "ocpi_error"
         return self.cause if self.cause in ("not_ocpi", "timeout", "unreachable") else None
 
     def encode(self) -> bytes:
