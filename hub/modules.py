@@ -146,9 +146,8 @@ async def to_hub(request: web.Request, hub: Hub, req: InboundRequest, sender: Pa
             headers={**routing_reply_headers(to, hub_party), CORRELATION_ID: ex.correlation_id,
                      "Content-Type": "application/json"},
         )
-        msg = Message(receiver=target.platform.id, group="", payload=fwd.encode(), kind="broadcast")
-        msg.group = group or "msg:" + msg.id
-        messages.append(msg)
+        messages.append(Message(receiver=target.platform.id, group=group or "", payload=fwd.encode(),
+                                kind="broadcast"))
     # Stored durably before the 1000: the hub's copy (GET All) and every fan-out message in Redis. One push of
     # an object at a time: concurrent EVSE pushes would otherwise overwrite each other's stored Location, and
     # the receivers could get the pushes in another order than the one the stored copy reflects.
@@ -200,8 +199,6 @@ async def forward(
         kind="direct",
         deadline=time.time() + hub.settings.forward_timeout,
     )
-    if not group:
-        msg.group = "msg:" + msg.id
     return await hub.delivery.send_direct(msg, fwd)
 
 

@@ -79,7 +79,10 @@ _Arg = str | bytes | int
 
 @dataclass(slots=True)
 class Message:
-    """One message to deliver to ``receiver``; ``payload`` is opaque to the queue."""
+    """One message to deliver to ``receiver``; ``payload`` is opaque to the queue.
+
+    ``group`` "" means no ordering is needed: the message gets a group of its own, ``msg:<id>``.
+    """
 
     receiver: str
     group: str
@@ -91,6 +94,10 @@ class Message:
     attempts: int = 0  # claims so far, this one included; identifies the caller's lease
     enqueued_at: float = field(default_factory=time.time)
     expired: bool = False  # set by claim: dropped for its deadline, report it, do not deliver or ack
+
+    def __post_init__(self) -> None:
+        if not self.group:
+            self.group = "msg:" + self.id
 
 
 @dataclass(frozen=True)
