@@ -8,14 +8,14 @@ import asyncio
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import HubHarness, cleanup_prefix, cpo, emsp, hub_settings, start_hub, stop_hub
+from tests.conftest import HubHarness, MakeHub, cpo, emsp
 from tests.partners import ALL_MODULES, FakePartner, Party, Received, ocpi_token
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "shared" / "ocpi" / "examples" / "2.2.1"
@@ -229,17 +229,7 @@ async def test_a_newcomer_receives_every_existing_client_info(hub: HubHarness) -
 
 # -- still-alive --------------------------------------------------------------------------------------------------
 
-@pytest.fixture
-async def lively_hub(backend: str | None) -> AsyncIterator[HubHarness]:
-    """A hub that checks platforms silent for 0.3 s, looking every 0.1 s."""
-    settings = hub_settings(redis_url=backend, alive_interval=0.3, alive_check_every=0.1)
-    h = await start_hub(settings)
-    try:
-        yield h
-    finally:
-        await stop_hub(h)
-        if backend:
-            cleanup_prefix(settings.key_prefix)
+LIVELY = {"alive_interval": 0.3, "alive_check_every": 0.1}  # checks platforms silent for 0.3 s, every 0.1 s
 
 
 async def platform_status(hub: HubHarness, platform_id: str) -> str:
@@ -255,8 +245,8 @@ async def wait_status(hub: HubHarness, platform_id: str, expected: str) -> None:
         await asyncio.sleep(0.05)
 
 
-async def test_a_silent_unreachable_partner_turns_offline_and_back(lively_hub: HubHarness) -> None:
-    hub = lively_hub
+async def test_a_silent_unreachable_partner_turns_offline_and_back(make_hub: MakeHub) -> None:
+    hub = await make_hub(**LIVELY)
     watcher, silent, beta = listener(), cpo(name="Silent CPO", pid="SIL"), emsp()
     await hub.connect(watcher)
     platform = await hub.connect(silent)
@@ -280,9 +270,9 @@ async def test_a_silent_unreachable_partner_turns_offline_and_back(lively_hub: H
     assert await platform_status(hub, platform["id"]) == "CONNECTED"
 
 
-async def test_a_partner_that_keeps_talking_is_not_declared_offline(lively_hub: HubHarness) -> None:
+async def test_a_partner_that_keeps_talking_is_not_declared_offline(make_hub: MakeHub) -> None:
     """Still-alive checks are for silent partners: traffic from a partner counts as hearing from it."""
-    hub = lively_hub
+    hub = await make_hub(**LIVELY)
     chatty, beta = cpo(name="Chatty CPO", pid="CHA"), emsp()
     platform = await hub.connect(chatty)
     await hub.connect(beta)
