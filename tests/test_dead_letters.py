@@ -37,6 +37,8 @@ from tests.conftest import (
     scratch_redis,
 )
 from tests.partners import FakePartner, Party, Received, Responder, default_responder, envelope
+from tests.test_cli import Result
+from tests.test_cli import cli as run_cli
 
 HUB = Party("NL", "HUB", "HUB")
 OCPI_HUB = str(Path(sys.executable).with_name("ocpi-hub"))
@@ -301,24 +303,9 @@ class HubProcess:
         return str(platform["id"])
 
 
-@dataclass
-class CliResult:
-    code: int
-    stdout: str
-    stderr: str
-
-    def json(self) -> Any:
-        assert self.code == 0, f"exit {self.code}: {self.stderr}"
-        return json.loads(self.stdout)
-
-
-async def cli(hub: HubProcess, *args: str) -> CliResult:
+async def cli(hub: HubProcess, *args: str) -> Result:
     """One ``ocpi-hub`` admin command, off the event loop: the partners it may cause traffic to live on it."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
-    env.update(HUB_URL=hub.url, HUB_ADMIN_TOKEN=ADMIN_TOKEN)
-    done = await asyncio.to_thread(subprocess.run, [OCPI_HUB, *args], env=env, capture_output=True, text=True,
-                                   timeout=30)
-    return CliResult(done.returncode, done.stdout, done.stderr)
+    return await asyncio.to_thread(run_cli, *args, url=hub.url, token=ADMIN_TOKEN)
 
 
 async def test_dead_letters_list_replay_and_delete_from_the_cli(tmp_path: Path) -> None:
