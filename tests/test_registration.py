@@ -504,28 +504,21 @@ async def _register_slowly(hub: HubHarness, partner: FakePartner, platform: dict
     return task
 
 
-async def test_removing_a_platform_during_its_registration_wins(hub: HubHarness) -> None:
+@pytest.mark.parametrize(("method", "action", "refused", "final"), [
+    ("DELETE", "", 401, "REMOVED"),
+    ("POST", "/suspend", 403, "SUSPENDED"),
+])
+async def test_an_operator_action_during_a_registration_wins(
+        hub: HubHarness, method: str, action: str, refused: int, final: str) -> None:
     alpha = await started(hub, cpo())
     platform = await hub.onboard(alpha)
     task = await _register_slowly(hub, alpha, platform)
-    status, _ = await hub.admin("DELETE", f"/admin/platforms/{platform['id']}")
+    status, _ = await hub.admin(method, f"/admin/platforms/{platform['id']}{action}")
     assert status == 200
     status, doc = await task
-    assert status == 401, doc
+    assert status == refused, doc
     view = await platform_of(hub, platform["id"])
-    assert view["status"] == "REMOVED" and not view["registered"]
-
-
-async def test_suspending_a_platform_during_its_registration_wins(hub: HubHarness) -> None:
-    alpha = await started(hub, cpo())
-    platform = await hub.onboard(alpha)
-    task = await _register_slowly(hub, alpha, platform)
-    status, _ = await hub.admin("POST", f"/admin/platforms/{platform['id']}/suspend")
-    assert status == 200
-    status, doc = await task
-    assert status == 403, doc
-    view = await platform_of(hub, platform["id"])
-    assert view["status"] == "SUSPENDED" and not view["registered"]
+    assert view["status"] == final and not view["registered"]
 
 
 async def test_concurrent_registrations_with_one_token_a_issue_one_working_token_c(hub: HubHarness) -> None:
