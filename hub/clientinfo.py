@@ -21,7 +21,7 @@ from aiohttp import web
 
 from hub.access import authenticate
 from hub.context import Hub, hub_of
-from hub.exchange import exchange_of, reply_headers
+from hub.exchange import reply_headers
 from hub.ocpi.auth import authorization_header
 from hub.ocpi.envelope import ocpi_response, ocpi_timestamp
 from hub.ocpi.headers import CORRELATION_ID, new_id
@@ -67,10 +67,7 @@ def _visible(hub: Hub, viewer: Platform) -> list[tuple[Platform, Party]]:
 
 async def get_client_infos(request: web.Request) -> web.Response:
     hub = hub_of(request)
-    caller = await authenticate(request, hub, allow_token_a=False)
-    ex = exchange_of(request)
-    if ex is not None:
-        ex.platform_id = caller.platform.id
+    caller = await authenticate(request, hub, allow_token_a=False)  # notes the caller's platform for the audit
     page = parse_page(dict(request.query))
     rows = [
         party for _, party in _visible(hub, caller.platform)

@@ -68,7 +68,6 @@ async def handle(request: web.Request) -> web.StreamResponse:
     if module not in MODULES:
         raise NotFound(f"unknown module '{module}'")
     caller = await authenticate(request, hub, allow_token_a=False)
-    ex.platform_id = caller.platform.id
     allowed = allowed_methods(module, role)
     if request.method not in allowed:
         ex.reply_headers["Allow"] = ", ".join(sorted(allowed))
@@ -233,7 +232,6 @@ async def handle_callback(request: web.Request) -> web.StreamResponse:
     hub_party = hub.party
     ex.reply_headers.update(routing_reply_headers(claimed_from(request), hub_party))
     caller = await authenticate(request, hub, allow_token_a=False)
-    ex.platform_id = caller.platform.id
     cb = await hub.callbacks.resolve(request.match_info["id"])
     if cb is None:
         raise NotFound("this hub URL is unknown or has expired")
