@@ -141,7 +141,7 @@ class ScriptConnection:
         return self._submit(encode_command(("EVALSHA", script.sha, len(keys), *keys, *args)), script, keys, args)
 
     async def execute(self, *parts: _Arg) -> Any:
-        """Any other command (used for the handshake and by tests)."""
+        """Any other command, answered in order with the scripts (tests; the idle PING goes the same way)."""
         return await self._submit(encode_command(parts), None, (), ())
 
     def _submit(self, data: bytes, script: AsyncScript | None, keys: Sequence[_Arg],
