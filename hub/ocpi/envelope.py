@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -50,6 +51,8 @@ def ocpi_response(
 
 
 def error_response(err: OcpiError, headers: dict[str, str] | None = None) -> web.Response:
+    if err.retry_after is not None:
+        headers = {**(headers or {}), "Retry-After": str(max(1, math.ceil(err.retry_after)))}
     return ocpi_response(status=err.http_status, status_code=err.status_code, message=err.message, headers=headers)
 
 
@@ -73,7 +76,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         headers = reply_headers(request)
         if _is_ocpi_path(request.path):
             return error_response(err, headers)
-        return web.json_response({"error": err.message}, status=err.http_status)
+        extra = {"Retry-After": str(max(1, math.ceil(err.retry_after)))} if err.retry_after is not None else None
+        return web.json_response({"error": err.message}, status=err.http_status, headers=extra)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -14,10 +14,12 @@ class OcpiError(Exception):
     http_status: int = 400
     default_message: str = "Generic client error"
 
-    def __init__(self, message: str | None = None, *, http_status: int | None = None) -> None:
+    def __init__(self, message: str | None = None, *, http_status: int | None = None,
+                 retry_after: float | None = None) -> None:
         self.message = message or self.default_message
         if http_status is not None:
             self.http_status = http_status
+        self.retry_after = retry_after  # seconds; answered as a ``Retry-After`` header when set
         super().__init__(self.message)
 
 
@@ -101,3 +103,23 @@ class PartyNotAllowed(OcpiError):
 
 class PlatformSuspended(OcpiError):
     status_code, http_status, default_message = 2000, 403, "Platform is suspended by the hub operator"
+
+
+class HubUnavailable(OcpiError):
+    """HTTP 503 + ``Retry-After``: the hub itself cannot take this request now (Redis down or full, the process or
+    the receiver's waiting room at its limit). The receiver is not blamed: 4000 is OCPI 2.2.1's generic hub error.
+    See docs/security.md."""
+
+    status_code, http_status, default_message = 4000, 503, "The hub is temporarily unavailable"
+
+    def __init__(self, message: str | None = None, *, retry_after: float = 1.0) -> None:
+        super().__init__(message, retry_after=retry_after)
+
+
+class RateLimited(OcpiError):
+    """HTTP 429 + ``Retry-After``: the calling platform exceeded its request rate (docs/security.md)."""
+
+    status_code, http_status, default_message = 2000, 429, "Too many requests"
+
+    def __init__(self, message: str | None = None, *, retry_after: float = 1.0) -> None:
+        super().__init__(message, retry_after=retry_after)
