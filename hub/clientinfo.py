@@ -85,7 +85,7 @@ def _push_message(receiver: Platform, party: Party) -> Message:
         method="PUT", module="hubclientinfo", interface_role="RECEIVER",
         tail=f"{party.country_code}/{party.party_id}", query="",
         headers={"Content-Type": "application/json", CORRELATION_ID: new_id()},
-        body=orjson.dumps(client_info(party)),
+        body=orjson.dumps(client_info(party)), receiver_revision=receiver.revision,
     )
     return Message(receiver=receiver.id, group=f"clientinfo:{party.key}", payload=fwd.encode(), kind="clientinfo")
 
