@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -87,7 +88,9 @@ class PlatformRegistry:
 
     async def save(self, platform: Platform) -> None:
         old = self._by_id.get(platform.id)
-        platform.revision = max(platform.revision, old.revision if old else 0) + 1
+        # Above every revision this process has seen, and a microsecond clock reading: two processes saving one
+        # platform at once rarely end up with the same number (comparisons need only "older than").
+        platform.revision = max(platform.revision + 1, (old.revision + 1) if old else 1, time.time_ns() // 1000)
         await self.store.save_platform(platform)
         self._put(platform)
         # Every process first, pushes second: a push queued before the other workers reloaded the platform

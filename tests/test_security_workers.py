@@ -34,6 +34,7 @@ from tests.conftest import (
     stop_hub,
 )
 from tests.partners import ALL_MODULES, FakePartner, ocpi_token
+from tests.test_broadcast import HUB, LOCATION
 from tests.test_processes import HubProcess, admin, onboard_and_register
 
 needs_redis = pytest.mark.skipif(not real_redis_available(), reason="no Redis at 127.0.0.1:6379")
@@ -271,4 +272,30 @@ async def test_a_worker_that_still_sees_a_resumed_platform_suspended_delivers_it
     assert status == 200 and body["status"] == "CONNECTED", body
     assert pair.status_behind(new_id) == ConnectionStatus.SUSPENDED  # the delivering worker is behind
     await eventually(lambda: pushed_parties(new) >= party_names([old]), "ClientInfo after resume")
+    assert await dead_letters(pair.front.session, pair.front.url) == []
+
+
+async def test_a_push_queued_before_a_token_rotation_is_resent_with_the_new_token_not_dead_lettered(
+        pair: _Pair) -> None:
+    """A worker still on the old view routes a broadcast to the partner with its old Token B; the partner answers
+    401. The store shows a newer revision: the hub sends again with the rotated token instead of giving up."""
+    modules = {m: ("SENDER", "RECEIVER") for m in ALL_MODULES}  # no hubclientinfo: the rotation queues nothing
+    sender, receiver = cpo(name="Sender", pid="X02"), emsp(name="Receiver", pid="R02", modules=modules)
+    await pair.front.connect(sender)
+    platform = await pair.front.connect(receiver)
+    await eventually(lambda: pair.status_behind(platform["id"]) == ConnectionStatus.CONNECTED,
+                     "the registration everywhere")
+    pair.hold.clear()
+    await put_credentials(pair.front.session, receiver)
+    sender.hub_endpoints = {k: v.replace(pair.front.url, pair.behind.url) for k, v in sender.hub_endpoints.items()}
+    location = {**LOCATION, "party_id": "X02"}
+    status, _, body = await sender.call(pair.behind.session, "PUT", "locations", "RECEIVER", "NL/X02/LOC1",
+                                        to=HUB, json=location)
+    assert status == 200, body
+    got = await eventually(lambda: [r for r in receiver.received if r.path.endswith("/locations/NL/X02/LOC1")
+                                    and r.headers["Authorization"] == ocpi_token(receiver.token_b)],
+                           "the broadcast with the rotated token")
+    assert len(got) == 1
+    refused = [r for r in receiver.received if r.headers["Authorization"] != ocpi_token(receiver.token_b)]
+    assert len(refused) == 1, "the race did not happen: the held-back worker should have tried the old token once"
     assert await dead_letters(pair.front.session, pair.front.url) == []
