@@ -178,6 +178,12 @@ class Liveness:
         if current is None or current.status == target or current.status not in (
                 ConnectionStatus.CONNECTED, ConnectionStatus.OFFLINE):
             return alive
+        # The whole record is saved: never from a view that lags behind another worker's change. A ping made
+        # with a Token B or URL the partner has replaced meanwhile says nothing; the next round asks again.
+        current = await self.hub.registry.refresh(platform.id)
+        if current is None or current.revision != platform.revision or current.status == target or (
+                current.status not in (ConnectionStatus.CONNECTED, ConnectionStatus.OFFLINE)):
+            return alive
         updated = copy.deepcopy(current)
         now = utcnow()
         updated.status, updated.updated_at = target, now

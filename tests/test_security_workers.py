@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from hub.app import LIVENESS_KEY
 from hub.context import HUB_KEY, Hub
 from hub.platform import ConnectionStatus
 from tests.conftest import (
@@ -299,3 +300,19 @@ async def test_a_push_queued_before_a_token_rotation_is_resent_with_the_new_toke
     refused = [r for r in receiver.received if r.headers["Authorization"] != ocpi_token(receiver.token_b)]
     assert len(refused) == 1, "the race did not happen: the held-back worker should have tried the old token once"
     assert await dead_letters(pair.front.session, pair.front.url) == []
+
+
+async def test_a_still_alive_check_with_a_replaced_token_b_never_writes_the_old_registration_back(
+        pair: _Pair) -> None:
+    _, new, new_id = await registered(pair)
+    pair.hold.clear()
+    await put_credentials(pair.front.session, new)
+    stale = pair.hub(pair.behind).registry.get(new_id)
+    assert stale is not None and stale.outbound_token != new.token_b  # this worker still holds the old Token B
+    assert await pair.behind.app[LIVENESS_KEY].check(stale) is False  # pinged with it: the partner says 401
+    stored = await pair.hub(pair.front).store.get_platform(new_id)
+    assert stored is not None
+    assert (stored.status, stored.outbound_token) == (ConnectionStatus.CONNECTED, new.token_b)
+    async with pair.front.session.get(new.hub_endpoints[("credentials", "SENDER")],
+                                      headers={"Authorization": ocpi_token(new.token_c or "")}) as resp:
+        assert resp.status == 200, "the partner's current Token C must still open the hub"
