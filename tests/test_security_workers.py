@@ -316,3 +316,21 @@ async def test_a_still_alive_check_with_a_replaced_token_b_never_writes_the_old_
     async with pair.front.session.get(new.hub_endpoints[("credentials", "SENDER")],
                                       headers={"Authorization": ocpi_token(new.token_c or "")}) as resp:
         assert resp.status == 200, "the partner's current Token C must still open the hub"
+
+
+async def test_an_operator_action_on_a_worker_that_lags_behind_keeps_the_newer_registration(pair: _Pair) -> None:
+    _, new, new_id = await registered(pair)
+    pair.hold.clear()
+    await put_credentials(pair.front.session, new)
+    stale = pair.hub(pair.behind).registry.get(new_id)
+    assert stale is not None and stale.outbound_token != new.token_b  # this worker still holds the old Token B
+    status, body = await pair.behind.admin("POST", f"/admin/platforms/{new_id}/suspend")
+    assert status == 200 and body["status"] == "SUSPENDED", body
+    stored = await pair.hub(pair.front).store.get_platform(new_id)
+    assert stored is not None
+    assert (stored.status, stored.outbound_token) == (ConnectionStatus.SUSPENDED, new.token_b)
+    status, body = await pair.behind.admin("POST", f"/admin/platforms/{new_id}/resume")
+    assert status == 200 and body["status"] == "CONNECTED", body
+    async with pair.front.session.get(new.hub_endpoints[("credentials", "SENDER")],
+                                      headers={"Authorization": ocpi_token(new.token_c or "")}) as resp:
+        assert resp.status == 200, "the partner's current Token C must open the hub again after resume"
