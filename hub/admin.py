@@ -103,6 +103,15 @@ def _platform(request: web.Request) -> Platform:
     return copy.deepcopy(platform)
 
 
+async def _current(request: web.Request) -> Platform:
+    """The platform as the store has it, for an action that saves it whole: this worker's view may not have
+    applied another worker's change yet (a registration, a token rotation), which the save would undo."""
+    platform = await hub_of(request).registry.refresh(request.match_info["id"])
+    if platform is None:
+        raise NotFound(f"no platform {request.match_info['id']}")
+    return copy.deepcopy(platform)
+
+
 async def _save(hub: Hub, platform: Platform) -> None:
     try:
         await hub.registry.save(platform)
@@ -148,7 +157,7 @@ def _set_status(platform: Platform, status: ConnectionStatus) -> None:
 
 
 async def suspend_platform(request: web.Request) -> web.Response:
-    hub, platform = hub_of(request), _platform(request)
+    hub, platform = hub_of(request), await _current(request)
     if platform.removed:
         return _error(409, "platform was removed")
     _set_status(platform, ConnectionStatus.SUSPENDED)
@@ -158,7 +167,7 @@ async def suspend_platform(request: web.Request) -> web.Response:
 
 async def resume_platform(request: web.Request) -> web.Response:
     """Back to CONNECTED when registered; otherwise PLANNED with a fresh Token A to register again."""
-    hub, platform = hub_of(request), _platform(request)
+    hub, platform = hub_of(request), await _current(request)
     if platform.removed:
         return _error(409, "platform was removed; onboard it again")
     token_a = None
@@ -182,7 +191,7 @@ def _registered_party(party: Party) -> bool:
 
 async def remove_platform(request: web.Request) -> web.Response:
     """Offboard: tokens die, parties are SUSPENDED, queued messages for it are dropped."""
-    hub, platform = hub_of(request), _platform(request)
+    hub, platform = hub_of(request), await _current(request)
     platform.inbound_token_hash = platform.token_a_hash = platform.outbound_token = None
     _set_status(platform, ConnectionStatus.SUSPENDED)
     platform.removed = True
@@ -232,7 +241,7 @@ async def connect_platform(request: web.Request) -> web.Response:
 
 async def rotate_platform(request: web.Request) -> web.Response:
     """Credentials PUT from the hub: both tokens are replaced and the partner's endpoints re-read."""
-    hub, platform = hub_of(request), _platform(request)
+    hub, platform = hub_of(request), await _current(request)
     if platform.removed or not platform.registered:
         return _error(409, "platform is not registered")
     platform = await _connect_errors(rotate(hub, platform))

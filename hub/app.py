@@ -80,7 +80,7 @@ def _lifecycle(settings: Settings, given_store: HubStore | None, given_redis: Re
         session = aiohttp.ClientSession(connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",))
         queue = DeliveryQueue(redis, prefix=settings.key_prefix, max_inflight=settings.max_inflight_per_receiver,
                               lease_seconds=settings.forward_timeout * 2 + 5)
-        delivery = Delivery(queue=queue, redis=redis, resolve=registry.get, session=session,
+        delivery = Delivery(queue=queue, redis=redis, resolve=registry.get, refresh=registry.refresh, session=session,
                             prefix=settings.key_prefix, forward_timeout=settings.forward_timeout,
                             concurrency=settings.delivery_concurrency,
                             retry_window=settings.broadcast_retry_window)

@@ -85,7 +85,7 @@ def _push_message(receiver: Platform, party: Party) -> Message:
         method="PUT", module="hubclientinfo", interface_role="RECEIVER",
         tail=f"{party.country_code}/{party.party_id}", query="",
         headers={"Content-Type": "application/json", CORRELATION_ID: new_id()},
-        body=orjson.dumps(client_info(party)),
+        body=orjson.dumps(client_info(party)), receiver_revision=receiver.revision,
     )
     return Message(receiver=receiver.id, group=f"clientinfo:{party.key}", payload=fwd.encode(), kind="clientinfo")
 
@@ -177,6 +177,12 @@ class Liveness:
         current = self.hub.registry.get(platform.id)
         if current is None or current.status == target or current.status not in (
                 ConnectionStatus.CONNECTED, ConnectionStatus.OFFLINE):
+            return alive
+        # The whole record is saved: never from a view that lags behind another worker's change. A ping made
+        # with a Token B or URL the partner has replaced meanwhile says nothing; the next round asks again.
+        current = await self.hub.registry.refresh(platform.id)
+        if current is None or current.revision != platform.revision or current.status == target or (
+                current.status not in (ConnectionStatus.CONNECTED, ConnectionStatus.OFFLINE)):
             return alive
         updated = copy.deepcopy(current)
         now = utcnow()

@@ -144,6 +144,7 @@ async def to_hub(request: web.Request, hub: Hub, req: InboundRequest, sender: Pa
             query=req.query, body=req.body,
             headers={**routing_reply_headers(to, hub_party), CORRELATION_ID: ex.correlation_id,
                      "Content-Type": "application/json"},
+            receiver_revision=target.platform.revision,
         )
         messages.append(Message(receiver=target.platform.id, group=group or "", payload=fwd.encode(),
                                 kind="broadcast"))

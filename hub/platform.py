@@ -84,6 +84,9 @@ class Platform:
     created_at: datetime = field(default_factory=utcnow)
     updated_at: datetime = field(default_factory=utcnow)
     last_seen: datetime | None = None
+    # Raised by every save (hub/registry.py): a message made for revision N tells a process whose view is
+    # older that it must read this platform from the store before judging or calling it.
+    revision: int = 0
 
     @property
     def registered(self) -> bool:

@@ -1,17 +1,24 @@
 """In-memory view of platforms, kept in step with the store, so routing never waits on the database.
 
-Every change goes through ``save()``: the store first, then this process's view, then a notice on Redis so the
-other hub processes reload that platform (``PlatformFeed``). ``save()`` returns once every hub process has
-confirmed it applied the change (bounded wait), so what the admin API or a registration just answered holds on
-every worker at once: a platform registered through one worker is routable through the others, a suspended
-one is refused everywhere. A periodic full reload covers a lost notice.
+Every change goes through ``save()``: it raises the platform's ``revision``, writes the store, updates this
+process's view, then sends a notice on Redis so the other hub processes reload that platform (``PlatformFeed``)
+and waits until every hub process confirmed it applied the change (bounded wait). Only then does ``on_saved``
+queue the ClientInfo pushes the change causes, and only then does ``save()`` return: what the admin API or a
+registration just answered holds on every worker at once, and a push is not claimed by a worker that has not
+heard of its receiver yet. A periodic full reload covers a lost notice.
+
+The wait is bounded, so a slow worker can still be behind. Messages therefore carry the receiver's revision
+(``ForwardRequest.receiver_revision``): a delivering process whose view is older, or that sees the receiver as
+not CONNECTED, calls ``refresh()`` (a store read, on that rare path only) before judging or calling it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -40,6 +47,7 @@ class PlatformRegistry:
         # Local writes are numbered, so a store read that started before one cannot undo it in this view.
         self._seq = 0
         self._touched: dict[str, int] = {}
+        self._reads: dict[str, asyncio.Future[None]] = {}  # refresh() store reads in flight, one per platform
 
     async def load(self) -> None:
         started = self._seq
@@ -80,20 +88,29 @@ class PlatformRegistry:
 
     async def save(self, platform: Platform) -> None:
         old = self._by_id.get(platform.id)
+        # Above every revision this process has seen, and a microsecond clock reading: two processes saving one
+        # platform at once rarely end up with the same number (comparisons need only "older than").
+        platform.revision = max(platform.revision + 1, (old.revision + 1) if old else 1, time.time_ns() // 1000)
         await self.store.save_platform(platform)
         self._put(platform)
+        # Every process first, pushes second: a push queued before the other workers reloaded the platform
+        # could be claimed by one that still sees it PLANNED (dead-lettered) or holds its old Token B.
+        if self.on_change is not None:
+            try:
+                await self.on_change(platform.id)
+            except Exception:  # the periodic reload repairs a lost notice; deliveries check revisions
+                log.warning("could not announce change of platform %s", platform.id, exc_info=True)
         if self.on_saved is not None:
             try:
                 await self.on_saved(old, platform)
             except Exception:  # a missed ClientInfo push is repaired by the partner's pull; never fail the save
                 log.warning("after-save hook failed for platform %s", platform.id, exc_info=True)
-        if self.on_change is not None:
-            try:
-                await self.on_change(platform.id)
-            except Exception:  # the periodic reload repairs a lost notice
-                log.warning("could not announce change of platform %s", platform.id, exc_info=True)
 
     async def reload(self, platform_id: str) -> None:
+        """Apply a change another process announced."""
+        await self._read(platform_id)
+
+    async def _read(self, platform_id: str) -> None:
         started = self._seq
         platform = await self.store.get_platform(platform_id)
         if self._touched.get(platform_id, 0) > started:
@@ -105,6 +122,29 @@ class PlatformRegistry:
         else:
             self._by_id[platform.id] = platform
             self._reindex()
+
+    async def refresh(self, platform_id: str, revision: int = 0) -> Platform | None:
+        """This platform as the store has it now, applied to this view; for rare paths only (see module doc).
+
+        Concurrent callers share one store read. A caller that needs ``revision`` and joined a read that
+        started before that revision was written reads once more.
+        """
+        for _ in range(2):
+            read = self._reads.get(platform_id)
+            if read is None or read.done():
+                read = self._reads[platform_id] = asyncio.ensure_future(self._read(platform_id))
+                read.add_done_callback(functools.partial(self._forget_read, platform_id))
+            await asyncio.shield(read)
+            current = self._by_id.get(platform_id)
+            if current is None or current.revision >= revision:
+                return current
+        return self._by_id.get(platform_id)
+
+    def _forget_read(self, platform_id: str, read: asyncio.Future[None]) -> None:
+        if self._reads.get(platform_id) is read:
+            del self._reads[platform_id]
+        if not read.cancelled():
+            read.exception()  # retrieved here too: a failed read is reported to its callers, not logged twice
 
     def get(self, platform_id: str) -> Platform | None:
         return self._by_id.get(platform_id)

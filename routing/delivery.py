@@ -15,7 +15,8 @@ import functools
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -38,6 +39,8 @@ log = logging.getLogger("routing.delivery")
 RELAYED_HEADERS = (*ROUTING_HEADERS, "X-Total-Count", "X-Limit", "Link", "Location")
 
 Resolver = Callable[[str], Platform | None]
+# Reads one platform from the store into the process's view: (platform id, revision needed) -> current state.
+Refresher = Callable[[str, int], Awaitable[Platform | None]]
 
 
 def join_url(base: str, tail: str, query: str = "") -> str:
@@ -83,6 +86,19 @@ def ocpi_status_of(body: bytes) -> int | None:
 MIN_BUDGET_SHARE = 0.2
 
 
+def _live(platform: Platform) -> bool:
+    return platform.status == ConnectionStatus.CONNECTED and not platform.removed
+
+
+@dataclass(slots=True)
+class _Receiver:
+    """Who a message goes to, and how sure this process is of it."""
+
+    platform: Platform | None
+    refreshed: bool = False  # just read from the store
+    unconfirmed: bool = False  # the view looked behind and the store could not be read
+
+
 def hub_error_reply(code: int, message: str, cause: str = "") -> Reply:
     http = {3000: 500, 4000: 502, 4001: 404, 4002: 504, 4003: 503}.get(code, 502)
     return Reply(status=http, hub_error=code, message=message, cause=cause)
@@ -108,10 +124,12 @@ class Delivery:
         concurrency: int = 512,
         min_budget: float | None = None,
         retry_window: float = 600.0,
+        refresh: Refresher | None = None,
     ) -> None:
         self.queue = queue
         self.redis = redis
         self.resolve = resolve
+        self.refresh = refresh
         self.session = session
         self.prefix = prefix
         self.forward_timeout = forward_timeout
@@ -185,16 +203,44 @@ class Delivery:
             self._pending.pop(msg.id, None)
 
     # -- forwarding --------------------------------------------------------------------------------------
-    async def _deliver(self, msg: Message, fwd: ForwardRequest | None = None) -> Reply:
-        reply = await self._forward(msg, fwd)
+    async def _deliver(self, msg: Message, fwd: ForwardRequest | None = None, receiver: _Receiver | None = None,
+                       ) -> Reply:
+        reply = await self._forward(msg, fwd, receiver)
         if self.on_result is not None and (result := reply.result) is not None:
             self.on_result(msg.receiver, result)
         return reply
 
-    async def _forward(self, msg: Message, fwd: ForwardRequest | None) -> Reply:
+    async def _receiver(self, receiver_id: str, revision: int) -> _Receiver:
+        """The receiver as this process sees it; read from the store first when that view may be behind.
+
+        Behind means older than the revision the message was made for, or not CONNECTED: the view is only
+        kept in step by notices (bounded wait), and a receiver must never be refused as not connected on a
+        stale view alone. Routing refuses receivers that are not CONNECTED before anything is queued, so the
+        store read happens on rare paths only, never per routed request.
+        """
+        platform = self.resolve(receiver_id)
+        if platform is not None and platform.revision >= revision and _live(platform):
+            return _Receiver(platform)
+        if self.refresh is None:
+            return _Receiver(platform)
+        try:
+            return _Receiver(await self.refresh(receiver_id, revision), refreshed=True)
+        except Exception:  # the store is unreachable: not a verdict on the receiver, retry the push later
+            log.warning("could not read receiver %s from the store", receiver_id, exc_info=True)
+            return _Receiver(platform, unconfirmed=True)
+
+    async def _forward(self, msg: Message, fwd: ForwardRequest | None, receiver: _Receiver | None = None) -> Reply:
         if fwd is None:
             fwd = ForwardRequest.decode(msg.payload)
-        platform = self.resolve(msg.receiver)
+        if receiver is None:
+            platform = self.resolve(msg.receiver)
+            if (platform is None or platform.removed or platform.status != ConnectionStatus.CONNECTED
+                    or platform.revision < fwd.receiver_revision):
+                receiver = await self._receiver(msg.receiver, fwd.receiver_revision)  # rare path
+        if receiver is not None:
+            if receiver.unconfirmed:
+                return hub_error_reply(4003, "receiver's state could not be read", "internal")
+            platform = receiver.platform
         if platform is None or platform.removed or platform.status != ConnectionStatus.CONNECTED:
             return hub_error_reply(4003, "receiver is not connected", "not_connected")
         base = fwd.url or platform.endpoint_url(fwd.module, fwd.interface_role)
@@ -262,9 +308,20 @@ class Delivery:
 
     async def _process_push(self, msg: Message) -> None:
         """Hub-originated pushes (broadcast fan-out, ClientInfo): retried on transient failures within the
-        retry window, never for receivers that are not CONNECTED; what still fails becomes a dead letter."""
+        retry window, never for receivers that are not CONNECTED; what still fails becomes a dead letter.
+
+        Before giving up on a refusal (not connected, or the receiver said no: e.g. 401 to a Token B it has
+        just replaced), the receiver is read from the store once; when it changed since the view this push
+        was judged on, the push is tried again at once with the new state instead."""
         try:
-            reply = await self._deliver(msg)
+            fwd = ForwardRequest.decode(msg.payload)
+            receiver = await self._receiver(msg.receiver, fwd.receiver_revision)
+            reply = await self._deliver(msg, fwd, receiver)
+            if (push_verdict(reply) in ("permanent", "not_connected") and not receiver.refreshed
+                    and self.refresh is not None):
+                fresh = await self.refresh(msg.receiver, 0)
+                if fresh is not None and (receiver.platform is None or fresh.revision != receiver.platform.revision):
+                    reply = await self._deliver(msg, fwd, _Receiver(fresh, refreshed=True))
         except Exception:
             log.exception("push %s to %s failed", msg.id, msg.receiver)
             reply = hub_error_reply(3000, "internal hub error while forwarding", "internal")

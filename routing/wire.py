@@ -21,10 +21,16 @@ class ForwardRequest:
     headers: dict[str, str]  # routing headers, correlation id, content type: what the receiver must see
     body: bytes = b""
     url: str = ""  # absolute target instead of endpoint + tail + query (hub callback URLs, digest §3.9)
+    # The receiver's Platform.revision this request was made for (pushes); 0 = none. A delivering process whose
+    # view of the receiver is older reads it from the store first (docs/architecture.md, platform registry).
+    receiver_revision: int = 0
 
     def encode(self) -> bytes:
-        head = {"method": self.method, "module": self.module, "interface_role": self.interface_role,
-                "tail": self.tail, "query": self.query, "headers": self.headers, "url": self.url}
+        head: dict[str, Any] = {"method": self.method, "module": self.module,
+                                "interface_role": self.interface_role, "tail": self.tail, "query": self.query,
+                                "headers": self.headers, "url": self.url}
+        if self.receiver_revision:  # direct requests leave it out: their bytes stay as they were
+            head["receiver_revision"] = self.receiver_revision
         return orjson.dumps(head) + b"\n" + self.body
 
     @classmethod

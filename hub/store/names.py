@@ -126,6 +126,7 @@ def platform_to_doc(platform: Platform) -> dict[str, Any]:
         "version": platform.version,
         "endpoints": [{"identifier": e.identifier, "role": e.role, "url": e.url} for e in platform.endpoints],
         "removed": platform.removed,
+        "revision": platform.revision,
     }
     # Absent rather than null: Mongo's sparse unique indexes skip missing fields but do index nulls.
     if platform.token_a_hash is not None:
@@ -154,6 +155,7 @@ def platform_from_doc(doc: dict[str, Any]) -> Platform:
         created_at=_get_dt_required(doc, "created_at"),
         updated_at=_get_dt_required(doc, "updated_at"),
         last_seen=_get_dt(doc, "last_seen"),
+        revision=int(doc.get("revision", 0)),
     )
 
 
