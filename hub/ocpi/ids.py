@@ -1,0 +1,95 @@
+"""The one validator of ids a caller sends: X-Request-ID / X-Correlation-ID and the id segments of a URL path.
+
+OCPI 2.2.1 ids are strings of printable ASCII (CiString / string, transport_and_format §4.1, types §16); the hub
+never needs anything else, and anything else is how a caller breaks what it touches next: a non-UTF-8 header byte
+(aiohttp hands it over as a lone surrogate) cannot be stored, logged as JSON or sent on; a dot segment or an
+encoded '/' in a path id changes the path's meaning at a receiver that normalises or decodes it. So every id is
+checked here, once, and the edge decides what a failure means (see docs/security.md, "Ids and paths"):
+
+- message ids: a replacement is generated, so the request's audit record, log line and answer carry a clean id;
+  functional modules then refuse the request (400/2001, after authentication), the configuration modules
+  (versions, credentials) answer it.
+- path ids: refused with 400/2001 before anything is forwarded or stored.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+from hub.ocpi.errors import InvalidParameters
+
+MAX_ID_LENGTH = 255
+_PRINTABLE_ASCII = re.compile(r"[\x20-\x7e]{1,255}")
+# A raw path tail the hub passes on as is: RFC 3986 path characters, percent escapes included. The percent-free
+# fast path needs nothing more than this and the dot-segment check.
+_RAW_TAIL = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:@%/]*")
+# Still-encoded '.', '/' or '\' after one decoding: a receiver that decodes twice would see a dot segment or a
+# separator.
+_ENCODED_AGAIN = re.compile(r"%(?:2e|2f|5c)", re.IGNORECASE)
+_DOT_SEGMENTS = frozenset((".", ".."))
+
+
+def valid_message_id(value: str) -> bool:
+    """Printable ASCII, 1 to 255 characters."""
+    return _PRINTABLE_ASCII.fullmatch(value) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class MessageIds:
+    request_id: str
+    correlation_id: str
+    problem: str | None = None  # why a caller's id was replaced; None when both were used as sent
+
+
+def message_ids(request_id: str | None, correlation_id: str | None, new_id: str) -> MessageIds:
+    """The caller's ids when valid; ``new_id`` in place of a missing or invalid one (never the raw value).
+
+    A missing correlation id is the request id (OCPI 2.2.1 transport_and_format §4.1.2); a missing id is
+    repaired silently, an invalid one is reported in ``problem``.
+    """
+    problem = None
+    if request_id is None or request_id == "":
+        request_id = new_id
+    elif not valid_message_id(request_id):
+        problem, request_id = "X-Request-ID", new_id
+    if correlation_id is None or correlation_id == "":
+        correlation_id = request_id
+    elif not valid_message_id(correlation_id):
+        problem, correlation_id = ("X-Request-ID and X-Correlation-ID" if problem else "X-Correlation-ID"), new_id
+    if problem is not None:
+        problem = f"{problem} must be 1 to {MAX_ID_LENGTH} printable ASCII characters"
+    return MessageIds(request_id, correlation_id, problem)
+
+
+def check_path_tail(tail: str) -> None:
+    """Refuses a raw (percent-encoded) path tail whose id segments a receiver could read as another path.
+
+    Refused, raw or percent-encoded: the dot segments '.' and '..' (also with ';' parameters), '/' and '\\' inside an
+    id, empty ids, control and non-ASCII characters, an id longer than 255 characters, and '%2e', '%2f', '%5c' still
+    encoded after one decoding.
+    """
+    if not tail:
+        return
+    if "%" not in tail and _RAW_TAIL.fullmatch(tail) is not None:
+        for segment in tail.split("/"):
+            if segment.partition(";")[0] in _DOT_SEGMENTS or segment == "" or len(segment) > MAX_ID_LENGTH:
+                check_path_id(segment)  # raises with the reason
+        return
+    for segment in tail.split("/"):
+        check_path_id(unquote(segment, errors="replace"))
+        if _ENCODED_AGAIN.search(unquote(segment)) is not None:
+            raise InvalidParameters("double-encoded '.', '/' or '\\' in a path id is refused")
+
+
+def check_path_id(value: str) -> None:
+    """One decoded path segment: an id. ``..;x`` counts as a dot segment (some servers drop ';' parameters)."""
+    if value == "":
+        raise InvalidParameters("an empty id ('//') in the path is refused")
+    if value.partition(";")[0] in _DOT_SEGMENTS:
+        raise InvalidParameters("'.' and '..' are not valid ids (dot segments, raw or encoded, are refused)")
+    if not valid_message_id(value):
+        raise InvalidParameters(f"ids in the path must be 1 to {MAX_ID_LENGTH} printable ASCII characters")
+    if "/" in value or "\\" in value:
+        raise InvalidParameters("an encoded '/' or '\\' inside a path id is refused")
