@@ -83,7 +83,7 @@ class ThrottledLog:
 
     def _report(self, kind: str, window: list[Any]) -> None:
         if window[2]:
-            self.logger.log(window[3], "%d more '%s' lines suppressed in %.0f s", window[2], kind, self.interval,
+            self.logger.log(window[3], "%d more '%s' lines suppressed in %g s", window[2], kind, self.interval,
                             extra={"ocpi": {"kind": kind, "suppressed": window[2]}})
             window[2] = 0
 

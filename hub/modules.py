@@ -286,4 +286,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_route("*", "/ocpi/2.2.1/callbacks/{id}", handle_callback)
     for role in ROLE_OF_PATH:
         app.router.add_route("*", f"/ocpi/2.2.1/{{role:{role}}}/{{module}}", handle)
-        app.router.add_route("*", f"/ocpi/2.2.1/{{role:{role}}}/{{module}}/{{tail:.*}}", handle)
+        # [\s\S]*, not .*: a tail holding an encoded CR or LF reaches the handler, which refuses it (400/2001)
+        app.router.add_route("*", f"/ocpi/2.2.1/{{role:{role}}}/{{module}}/{{tail:[\\s\\S]*}}", handle)
