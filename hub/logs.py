@@ -26,7 +26,20 @@ class JsonFormatter(logging.Formatter):
             line.update(extra)
         if record.exc_info:
             line["error"] = self.formatException(record.exc_info)
-        return orjson.dumps(line, default=str).decode()
+        try:
+            return orjson.dumps(line, default=str).decode()
+        except orjson.JSONEncodeError:  # text that is not UTF-8 (a lone surrogate from a header): escaped, kept
+            return orjson.dumps(_escaped(line), default=str).decode()
+
+
+def _escaped(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_escaped(k): _escaped(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_escaped(v) for v in value]
+    return value
 
 
 def setup_logging(level: str = "INFO") -> None:

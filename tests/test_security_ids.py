@@ -10,6 +10,8 @@ functional modules with 400/2001, and answers and records the request with the c
 from __future__ import annotations
 
 import base64
+import json
+import logging
 import re
 from dataclasses import replace
 from datetime import timedelta
@@ -21,6 +23,7 @@ from mongomock_motor import AsyncMongoMockClient
 
 from hub.audit import AuditQuery, AuditRecord, AuditRecordRejected, AuditWriter
 from hub.context import HUB_KEY
+from hub.logs import JsonFormatter
 from hub.platform import utcnow
 from hub.store.mongo import MongoStore
 from hub.store.sqlite import SqliteStore
@@ -227,3 +230,9 @@ async def test_audit_rejections_are_exposed_as_a_metric(hub: HubHarness) -> None
     async with hub.session.get(hub.url + "/metrics") as resp:
         text = await resp.text()
     assert 'ocpi_hub_audit_rejected_total{result="rewritten"} 1.0' in text
+
+
+def test_a_log_line_with_undecodable_text_is_escaped_not_lost() -> None:
+    line = logging.LogRecord("hub.requests", logging.INFO, __file__, 1, "request %s", ("\udcff",), None)
+    line.ocpi = {"request_id": "\udcfe"}
+    assert json.loads(JsonFormatter().format(line))["request_id"] == "\\udcfe"
