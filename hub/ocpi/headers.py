@@ -94,7 +94,7 @@ def message_ids(request: web.Request) -> MessageIds:
     """The caller's request and correlation ids, checked by the one id validator (``hub.ocpi.ids``): a missing
     or invalid one is replaced by a new id, and an invalid one is reported for the handler to refuse."""
     headers = request.headers
-    return checked_message_ids(headers.get(REQUEST_ID), headers.get(CORRELATION_ID), new_id())
+    return checked_message_ids(headers.get(REQUEST_ID), headers.get(CORRELATION_ID), new_id)
 
 
 def routing_reply_headers(to: Party | None, from_: Party | None) -> dict[str, str]:
