@@ -40,10 +40,9 @@ class MessageIds(NamedTuple):  # a tuple: built on every request, and cheaper th
 
 
 def message_ids(request_id: str | None, correlation_id: str | None, new_id: Callable[[], str]) -> MessageIds:
-    """The caller's ids when valid; ``new_id`` in place of a missing or invalid one (never the raw value).
-
-    A missing correlation id is the request id (OCPI 2.2.1 transport_and_format §4.1.2); a missing id is
-    repaired silently, an invalid one is reported in ``problem``.
+    """The caller's ids when valid; in place of a missing or invalid one (never the raw value), a new id for the
+    request id and the request id for the correlation id (as OCPI 2.2.1 transport_and_format §4.1 has a request
+    start its correlation). A missing id is repaired silently, an invalid one is reported in ``problem``.
     """
     problem = None
     if not request_id:
@@ -52,8 +51,8 @@ def message_ids(request_id: str | None, correlation_id: str | None, new_id: Call
         problem, request_id = "X-Request-ID", new_id()
     if not correlation_id:
         correlation_id = request_id
-    elif not valid_message_id(correlation_id):
-        problem, correlation_id = ("X-Request-ID and X-Correlation-ID" if problem else "X-Correlation-ID"), new_id()
+    elif not valid_message_id(correlation_id):  # as if missing: the request id stands in
+        problem, correlation_id = ("X-Request-ID and X-Correlation-ID" if problem else "X-Correlation-ID"), request_id
     if problem is not None:
         problem = f"{problem} must be 1 to {MAX_ID_LENGTH} printable ASCII characters"
     return MessageIds(request_id, correlation_id, problem)
