@@ -29,7 +29,7 @@ from hub.ocpi.headers import (
     parse_routing,
     routing_reply_headers,
 )
-from hub.ocpi.ids import check_path_id, check_path_tail
+from hub.ocpi.ids import check_path_tail
 from hub.ocpi.models import MODULES, parse_json
 from hub.ocpi.pagination import page_headers, parse_page
 from hub.platform import ConnectionStatus
@@ -241,7 +241,7 @@ async def handle_callback(request: web.Request) -> web.StreamResponse:
     caller = await authenticate(request, hub, allow_token_a=False)
     if ex.bad_ids is not None:
         raise InvalidParameters(ex.bad_ids)
-    check_path_id(request.match_info["id"])
+    check_path_tail(request.rel_url.raw_path.rpartition("/")[2])  # the id as sent: {id} holds no '/'
     cb = await hub.callbacks.resolve(request.match_info["id"])
     if cb is None:
         raise NotFound("this hub URL is unknown or has expired")
