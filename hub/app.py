@@ -75,8 +75,8 @@ def _lifecycle(settings: Settings, given_store: HubStore | None, given_redis: Re
         registry = PlatformRegistry(store, unknown_token_ttl=settings.unknown_token_cache_seconds,
                                     unknown_token_max=settings.unknown_token_cache_size,
                                     on_unknown_token=lambda source: metrics_.unknown_tokens.labels(source=source).inc())
-        def throttled(logger: logging.Logger) -> ThrottledLog:
-            return ThrottledLog(logger, lines=settings.log_throttle_lines, interval=settings.log_throttle_interval,
+        def throttled(logger: logging.Logger, lines: int = settings.log_throttle_lines) -> ThrottledLog:
+            return ThrottledLog(logger, lines=lines, interval=settings.log_throttle_interval,
                                 on_suppressed=lambda kind: metrics_.log_suppressed.labels(kind=kind).inc())
 
         client_log, hub_log = throttled(logging.getLogger("hub.requests")), throttled(log)
@@ -104,7 +104,7 @@ def _lifecycle(settings: Settings, given_store: HubStore | None, given_redis: Re
         audit = AuditWriter(store, interval=settings.audit_flush_interval,
                             on_drop=lambda n: metrics_.audit_dropped.inc(n),
                             on_rejected=lambda result: metrics_.audit_rejected.labels(result=result).inc(),
-                            failure_log=throttled(logging.getLogger("hub.audit")))
+                            failure_log=throttled(logging.getLogger("hub.audit"), lines=1))  # tracebacks: 1/interval
         hub = Hub(settings=settings, store=store, registry=registry, redis=redis, queue=queue, delivery=delivery,
                   session=session, audit=audit, metrics=metrics_,
                   admin_token=settings.admin_token or secrets.token_urlsafe(24),
