@@ -107,7 +107,8 @@ class MalformedHttpFilter(logging.Filter):
     aiohttp logs each one at ERROR with a full traceback, several times the size of the request: a cheap way to
     flood the logs. This filter, on the ``aiohttp.server`` logger, hands the client errors (4xx) to
     ``on_malformed`` (a metric and a throttled one-line warning) and drops aiohttp's line; everything else, the
-    server errors included, passes unchanged.
+    server errors included, passes unchanged. A process serves one app; with several apps in one process (tests)
+    the first one started counts them all.
     """
 
     def __init__(self, on_malformed: Callable[[BaseException], None]) -> None:

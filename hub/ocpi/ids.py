@@ -28,7 +28,7 @@ _ENCODED_AGAIN = re.compile(r"%(?:2e|2f|5c)", re.IGNORECASE)
 _DOT_SEGMENTS = frozenset((".", ".."))
 
 
-def valid_message_id(value: str) -> bool:
+def is_printable_id(value: str) -> bool:
     """Printable ASCII (space to '~'), 1 to 255 characters."""
     return 0 < len(value) <= MAX_ID_LENGTH and value.isascii() and value.isprintable()
 
@@ -47,11 +47,11 @@ def message_ids(request_id: str | None, correlation_id: str | None, new_id: Call
     problem = None
     if not request_id:
         request_id = new_id()
-    elif not valid_message_id(request_id):
+    elif not is_printable_id(request_id):
         problem, request_id = "X-Request-ID", new_id()
     if not correlation_id:
         correlation_id = request_id
-    elif not valid_message_id(correlation_id):  # as if missing: the request id stands in
+    elif not is_printable_id(correlation_id):  # as if missing: the request id stands in
         problem, correlation_id = ("X-Request-ID and X-Correlation-ID" if problem else "X-Correlation-ID"), request_id
     if problem is not None:
         problem = f"{problem} must be 1 to {MAX_ID_LENGTH} printable ASCII characters"
@@ -83,7 +83,7 @@ def check_path_id(value: str) -> None:
         raise InvalidParameters("an empty id ('//') in the path is refused")
     if value.partition(";")[0] in _DOT_SEGMENTS:
         raise InvalidParameters("'.' and '..' are not valid ids (dot segments, raw or encoded, are refused)")
-    if not valid_message_id(value):
+    if not is_printable_id(value):
         raise InvalidParameters(f"ids in the path must be 1 to {MAX_ID_LENGTH} printable ASCII characters")
     if "/" in value or "\\" in value:
         raise InvalidParameters("an encoded '/' or '\\' inside a path id is refused")
