@@ -20,6 +20,7 @@ from hub import admin, clientinfo, credentials, modules, versions
 from hub.audit import AuditWriter
 from hub.clientinfo import Liveness
 from hub.context import HUB_KEY, Hub
+from hub.logs import MalformedHttpFilter, ThrottledLog, one_line
 from hub.metrics import CONTENT_TYPE, Metrics
 from hub.observe import observe_middleware
 from hub.ocpi.envelope import error_middleware
@@ -71,7 +72,21 @@ def _lifecycle(settings: Settings, given_store: HubStore | None, given_redis: Re
         store = given_store or await open_store(settings)
         redis = given_redis or connect_redis(settings)
         metrics_ = Metrics()
-        registry = PlatformRegistry(store)
+        registry = PlatformRegistry(store, unknown_token_ttl=settings.unknown_token_cache_seconds,
+                                    unknown_token_max=settings.unknown_token_cache_size,
+                                    on_unknown_token=lambda source: metrics_.unknown_tokens.labels(source=source).inc())
+        def throttled(logger: logging.Logger, lines: int = settings.log_throttle_lines) -> ThrottledLog:
+            return ThrottledLog(logger, lines=lines, interval=settings.log_throttle_interval,
+                                on_suppressed=lambda kind: metrics_.log_suppressed.labels(kind=kind).inc())
+
+        client_log, hub_log = throttled(logging.getLogger("hub.requests")), throttled(log)
+
+        def malformed(exc: BaseException) -> None:
+            metrics_.malformed_http.inc()
+            hub_log.log(logging.WARNING, "malformed_http", "malformed HTTP request refused: %s", one_line(exc))
+
+        parser_filter = MalformedHttpFilter(malformed)
+        logging.getLogger("aiohttp.server").addFilter(parser_filter)
         feed = PlatformFeed(registry, redis, keys.platforms_channel(settings.key_prefix))
         await feed.open()  # subscribed before the first load: no change slips in between
         await registry.load()
@@ -87,13 +102,15 @@ def _lifecycle(settings: Settings, given_store: HubStore | None, given_redis: Re
         delivery.on_retry = lambda msg: metrics_.retries.labels(receiver=msg.receiver).inc()
         delivery.on_result = metrics_.count_receiver_result
         audit = AuditWriter(store, interval=settings.audit_flush_interval,
-                            on_drop=lambda n: metrics_.audit_dropped.inc(n))
+                            on_drop=lambda n: metrics_.audit_dropped.inc(n),
+                            on_rejected=lambda result: metrics_.audit_rejected.labels(result=result).inc(),
+                            failure_log=throttled(logging.getLogger("hub.audit"), lines=1))  # tracebacks: 1/interval
         hub = Hub(settings=settings, store=store, registry=registry, redis=redis, queue=queue, delivery=delivery,
                   session=session, audit=audit, metrics=metrics_,
                   admin_token=settings.admin_token or secrets.token_urlsafe(24),
                   callbacks=Callbacks(redis, prefix=settings.key_prefix,
                                       base_url=settings.public_url.rstrip("/") + "/ocpi/2.2.1"),
-                  hints=RouteHints(store))
+                  hints=RouteHints(store), client_log=client_log)
         app[HUB_KEY] = hub
         liveness = Liveness(hub)
         hub.on_seen = liveness.seen
@@ -110,7 +127,10 @@ def _lifecycle(settings: Settings, given_store: HubStore | None, given_redis: Re
         await liveness.start()
         loops = [asyncio.create_task(feed.run(), name="platform-feed"),
                  asyncio.create_task(_refresh_gauges(hub), name="gauges"),
-                 asyncio.create_task(_purge_audit(hub), name="audit-retention")]
+                 asyncio.create_task(_purge_audit(hub), name="audit-retention"),
+                 asyncio.create_task(_flush_logs(settings.log_throttle_interval, client_log, hub_log,
+                                                             audit.failure_log),
+                                     name="log-throttle")]
         try:
             yield
         finally:
@@ -123,6 +143,7 @@ def _lifecycle(settings: Settings, given_store: HubStore | None, given_redis: Re
             await audit.stop()
             await hub.hints.flush()
             await session.close()
+            logging.getLogger("aiohttp.server").removeFilter(parser_filter)
             if given_redis is None:
                 await redis.aclose()
             if given_store is None:
@@ -157,6 +178,14 @@ async def _refresh_gauges(hub: Hub) -> None:
         except Exception:
             log.warning("refreshing gauges failed", exc_info=True)
         await asyncio.sleep(5)
+
+
+async def _flush_logs(interval: float, *logs: ThrottledLog) -> None:
+    """Reports what the log throttles held back, also once a flood has stopped."""
+    while True:
+        await asyncio.sleep(interval)
+        for throttled in logs:
+            throttled.flush()
 
 
 AUDIT_PURGE_INTERVAL = 3600.0  # seconds between retention purges (one also runs at start)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from hub.logs import ThrottledLog
 from hub.tasks import stop_task
 
 log = logging.getLogger("hub.audit")
@@ -56,20 +59,36 @@ class AuditQuery:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+class AuditRecordRejected(Exception):
+    """A store cannot write these records at all (e.g. text that is not UTF-8), as opposed to being unreachable.
+
+    Stores raise it from ``insert_audit``; the writer then isolates the record at fault instead of retrying.
+    """
+
+
 class AuditWriter:
     """Buffers audit records and writes them in batches, so the routing path never waits on the store.
 
     ``flush()`` returns once every record added before the call is in the store (or the store failed): flushes
     are serialised, so a caller never overtakes the periodic flush that holds an earlier batch.
+
+    Two kinds of failure, handled apart: a store that is down keeps the buffer (bounded by ``max_buffer``, oldest
+    dropped first) and is retried on the next flush; a batch the store *rejects* (``AuditRecordRejected``) is
+    split in halves until the record at fault is alone, that record is written again with every text field
+    escaped to ASCII and without its body, or dropped when even that fails, and the rest goes on. One bad record
+    therefore never stalls the trail behind it.
     """
 
     def __init__(self, store: Any, *, interval: float = 0.2, max_batch: int = 500, max_buffer: int = 100_000,
-                 on_drop: Any = None) -> None:
+                 on_drop: Callable[[int], None] | None = None, on_rejected: Callable[[str], None] | None = None,
+                 failure_log: ThrottledLog | None = None) -> None:
         self.store = store
         self.interval = interval
         self.max_batch = max_batch
         self.max_buffer = max_buffer
         self.on_drop = on_drop
+        self.on_rejected = on_rejected  # "rewritten" or "dropped", once per rejected record
+        self.failure_log = failure_log or ThrottledLog(log, lines=1, interval=60.0)
         self._buffer: list[AuditRecord] = []
         self._task: asyncio.Task[None] | None = None
         self._flushing = asyncio.Lock()
@@ -99,18 +118,69 @@ class AuditWriter:
         async with self._flushing:
             while self._buffer:
                 batch, self._buffer = self._buffer[: self.max_batch], self._buffer[self.max_batch :]
-                try:
-                    await self.store.insert_audit(batch)
-                except asyncio.CancelledError:
-                    # stop() cancels the periodic flush: keep the batch for the final one (ids make it idempotent)
-                    self._buffer[:0] = batch
-                    raise
-                except Exception:
-                    log.warning("audit write failed; will retry %d records", len(batch), exc_info=True)
-                    self._buffer[:0] = batch
+                if not await self._write(batch):
                     return
+
+    async def _write(self, batch: list[AuditRecord]) -> bool:
+        """Writes ``batch``, isolating rejected records; False (the unwritten rest back in the buffer) on an outage."""
+        parts = [batch]
+        while parts:
+            part = parts.pop(0)
+            try:
+                await self.store.insert_audit(part)
+            except asyncio.CancelledError:
+                # stop() cancels the periodic flush: keep the records for the final one (ids make it idempotent)
+                self._buffer[:0] = [r for p in (part, *parts) for r in p]
+                raise
+            except AuditRecordRejected as exc:
+                if len(part) > 1:
+                    middle = len(part) // 2
+                    parts[:0] = [part[:middle], part[middle:]]
+                elif not await self._quarantine(part[0], exc):
+                    self._buffer[:0] = [r for p in (part, *parts) for r in p]
+                    return False
+            except Exception:
+                self.failure_log.log(logging.WARNING, "outage", "audit write failed; will retry %d records",
+                              len(self._buffer) + sum(map(len, (part, *parts))), exc_info=True)
+                self._buffer[:0] = [r for p in (part, *parts) for r in p]
+                return False
+        return True
+
+    async def _quarantine(self, record: AuditRecord, why: AuditRecordRejected) -> bool:
+        """The one record a store refused: written again with escaped fields, else dropped; False on an outage."""
+        result = "rewritten"
+        try:
+            await self.store.insert_audit([escaped(record)])
+        except AuditRecordRejected:
+            result = "dropped"
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            return False  # the store went away meanwhile: the caller keeps the record for the next flush
+        self.failure_log.log(logging.WARNING, "rejected", "audit record %s refused by the store (%s): %s",
+                      escaped_text(record.id), why, result)
+        if self.on_rejected is not None:
+            self.on_rejected(result)
+        return True
 
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self.interval)
             await self.flush()
+
+
+def escaped_text(value: str) -> str:
+    """ASCII only: anything else as a backslash escape, so any store and any log can hold it."""
+    return value if value.isascii() else value.encode("ascii", "backslashreplace").decode("ascii")
+
+
+def escaped(record: AuditRecord) -> AuditRecord:
+    """A copy every store can write: text fields escaped to ASCII, numbers bounded, no body."""
+    copy = dataclasses.replace(record, body=None)
+    for f in dataclasses.fields(copy):
+        value = getattr(copy, f.name)
+        if isinstance(value, str):
+            setattr(copy, f.name, escaped_text(value)[:2048])
+        elif isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
+            setattr(copy, f.name, 0)
+    return copy

@@ -11,6 +11,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from hub.audit import AuditWriter
+from hub.logs import ThrottledLog
 from hub.metrics import Metrics
 from hub.ocpi.headers import Party
 from hub.registry import PlatformRegistry
@@ -37,6 +38,7 @@ class Hub:
     callbacks: Callbacks
     hints: RouteHints
     on_seen: Callable[[str], None] | None = None  # platform id heard from (still-alive tracking)
+    client_log: ThrottledLog | None = None  # refused requests and malformed HTTP: a bounded number of lines
 
     @functools.cached_property
     def party(self) -> Party:

@@ -84,6 +84,22 @@ class Metrics:
             ["action", "result"], registry=r,
         )
         self.audit_dropped = Counter("ocpi_hub_audit_dropped", "Audit records lost to store errors", registry=r)
+        self.audit_rejected = Counter(
+            "ocpi_hub_audit_rejected",
+            "Audit records a store refused: written again with escaped fields (rewritten) or dropped",
+            ["result"], registry=r,
+        )
+        self.malformed_http = Counter(
+            "ocpi_hub_malformed_http_requests", "Requests the HTTP parser refused before the hub saw them", registry=r,
+        )
+        self.log_suppressed = Counter(
+            "ocpi_hub_log_lines_suppressed", "Log lines held back by the log throttle, by kind", ["kind"], registry=r,
+        )
+        self.unknown_tokens = Counter(
+            "ocpi_hub_unknown_token_lookups",
+            "Tokens unknown to this process: looked up in the store, or refused from the unknown-token cache",
+            ["source"], registry=r,
+        )
         # Labelled children by label values: .labels() takes a lock and builds keys on every call, and this
         # runs once per routed request. The label sets are bounded (modules, outcomes, platforms).
         self._children: dict[tuple[str, ...], Any] = {}

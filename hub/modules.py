@@ -29,6 +29,7 @@ from hub.ocpi.headers import (
     parse_routing,
     routing_reply_headers,
 )
+from hub.ocpi.ids import check_path_tail
 from hub.ocpi.models import MODULES, parse_json
 from hub.ocpi.pagination import page_headers, parse_page
 from hub.platform import ConnectionStatus
@@ -65,13 +66,15 @@ async def handle(request: web.Request) -> web.StreamResponse:
     except InvalidParameters as err:
         bad_routing, requester = err, claimed_from(request)
     ex.reply_headers.update(routing_reply_headers(requester, hub_party))
+    caller = await authenticate(request, hub, allow_token_a=False)  # first: an anonymous probe learns nothing
     if module not in MODULES:
         raise NotFound(f"unknown module '{module}'")
-    caller = await authenticate(request, hub, allow_token_a=False)
     allowed = allowed_methods(module, role)
     if request.method not in allowed:
         ex.reply_headers["Allow"] = ", ".join(sorted(allowed))
         raise MethodNotAllowed(f"{request.method} is not defined on the {module} {role} interface (OCPI 2.2.1)")
+    if ex.bad_ids is not None:  # replaced for the audit and this answer; never forwarded as a stand-in
+        raise InvalidParameters(ex.bad_ids)
     if routing is None:
         raise bad_routing
     ex.from_party = routing.from_.key if routing.from_ else None
@@ -164,12 +167,16 @@ async def to_hub(request: web.Request, hub: Hub, req: InboundRequest, sender: Pa
 
 def raw_tail(request: web.Request) -> str:
     """The path below the module base as sent: decoding it would let an encoded '/' or '?' inside an id change
-    the path's shape at the receiver (ids are CiString, any printable ASCII)."""
+    the path's shape at the receiver (ids are CiString, any printable ASCII). Ids a receiver could read as
+    another path (dot segments, encoded '/') are refused here, before anything is forwarded or stored."""
     prefix = f"/ocpi/2.2.1/{request.match_info['role']}/{request.match_info['module']}"
     raw = request.rel_url.raw_path
     if raw == prefix or raw.startswith(prefix + "/"):
-        return raw[len(prefix):].strip("/")
-    return quote(request.match_info.get("tail", ""), safe="/").strip("/")  # prefix itself was percent-encoded
+        tail = raw[len(prefix):].strip("/")
+    else:  # the prefix itself was percent-encoded
+        tail = quote(request.match_info.get("tail", ""), safe="/").strip("/")
+    check_path_tail(tail)
+    return tail
 
 
 async def forward(
@@ -233,6 +240,9 @@ async def handle_callback(request: web.Request) -> web.StreamResponse:
     hub_party = hub.party
     ex.reply_headers.update(routing_reply_headers(claimed_from(request), hub_party))
     caller = await authenticate(request, hub, allow_token_a=False)
+    if ex.bad_ids is not None:
+        raise InvalidParameters(ex.bad_ids)
+    check_path_tail(request.rel_url.raw_path.rpartition("/")[2])  # the id as sent: {id} holds no '/'
     cb = await hub.callbacks.resolve(request.match_info["id"])
     if cb is None:
         raise NotFound("this hub URL is unknown or has expired")
@@ -277,4 +287,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_route("*", "/ocpi/2.2.1/callbacks/{id}", handle_callback)
     for role in ROLE_OF_PATH:
         app.router.add_route("*", f"/ocpi/2.2.1/{{role:{role}}}/{{module}}", handle)
-        app.router.add_route("*", f"/ocpi/2.2.1/{{role:{role}}}/{{module}}/{{tail:.*}}", handle)
+        # [\s\S]*, not .*: a tail holding an encoded CR or LF reaches the handler, which refuses it (400/2001)
+        app.router.add_route("*", f"/ocpi/2.2.1/{{role:{role}}}/{{module}}/{{tail:[\\s\\S]*}}", handle)

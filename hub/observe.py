@@ -8,7 +8,7 @@ import time
 from aiohttp import web
 
 from hub.audit import AuditRecord
-from hub.context import hub_of
+from hub.context import Hub, hub_of
 from hub.exchange import EXCHANGE, Exchange
 from hub.ocpi.envelope import Handler
 from hub.ocpi.headers import CORRELATION_ID, REQUEST_ID, message_ids, time_ordered_id
@@ -43,8 +43,10 @@ async def observe_middleware(request: web.Request, handler: Handler) -> web.Stre
     if not request.path.startswith("/ocpi"):
         return await handler(request)
     started = time.perf_counter()
-    request_id, correlation_id = message_ids(request)
-    ex = Exchange(request_id, correlation_id, {REQUEST_ID: request_id, CORRELATION_ID: correlation_id})
+    ids = message_ids(request)
+    request_id, correlation_id = ids.request_id, ids.correlation_id
+    ex = Exchange(request_id, correlation_id, {REQUEST_ID: request_id, CORRELATION_ID: correlation_id},
+                  bad_ids=ids.problem)
     request[EXCHANGE] = ex
     try:
         response = await handler(request)
@@ -69,6 +71,26 @@ def record(request: web.Request, ex: Exchange, response: web.StreamResponse, ela
     if ex.latency_receiver_ms is not None and ex.receiver_platform_id:
         # receiver = platform id, as on the queue gauges: opaque, bounded, and the admin API's key
         hub.metrics.observe_receiver(label, ex.receiver_platform_id, ex.latency_receiver_ms / 1000)
+    if ex.platform_id is not None or not 400 <= response.status < 500:
+        # A caller the hub could not identify and refused (401, unknown URL, ...) leaves no audit record: that
+        # would let anyone grow the store at will. The metric above counts it; the log below is throttled.
+        _audit(hub, request, ex, response, outcome, module, role, elapsed, ocpi_status)
+    if 400 <= response.status < 500 and hub.client_log is not None:
+        hub.client_log.log(logging.INFO, outcome, "request", extra={"ocpi": {
+            "correlation_id": ex.correlation_id, "request_id": ex.request_id, "from": ex.from_party,
+            "to": ex.to_party, "module": module, "method": request.method, "outcome": outcome,
+            "http_status": response.status, "latency_ms": round(elapsed * 1000, 3), "platform_id": ex.platform_id,
+        }})
+    elif log.isEnabledFor(logging.INFO):
+        log.info("request", extra={"ocpi": {
+            "correlation_id": ex.correlation_id, "request_id": ex.request_id, "from": ex.from_party,
+            "to": ex.to_party, "module": module, "method": request.method, "outcome": outcome,
+            "http_status": response.status, "latency_ms": round(elapsed * 1000, 3),
+        }})
+
+
+def _audit(hub: Hub, request: web.Request, ex: Exchange, response: web.StreamResponse, outcome: str,
+           module: str, role: str, elapsed: float, ocpi_status: int) -> None:
     hub.audit.add(AuditRecord(
         id=time_ordered_id(),
         time=utcnow(),
@@ -93,12 +115,6 @@ def record(request: web.Request, ex: Exchange, response: web.StreamResponse, ela
         response_size=_body_size(response),
         body={"request": redact(ex.request_json)} if ex.request_json is not None else None,
     ))
-    if log.isEnabledFor(logging.INFO):
-        log.info("request", extra={"ocpi": {
-            "correlation_id": ex.correlation_id, "request_id": ex.request_id, "from": ex.from_party,
-            "to": ex.to_party, "module": module, "method": request.method, "outcome": outcome,
-            "http_status": response.status, "latency_ms": round(elapsed * 1000, 3),
-        }})
 
 
 def _config_module(path: str) -> str:

@@ -37,8 +37,16 @@ ChangeHook = Callable[[str], Awaitable[None]]
 
 
 class PlatformRegistry:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, unknown_token_ttl: float = 0.0, unknown_token_max: int = 10_000,
+                 on_unknown_token: Callable[[str], None] | None = None) -> None:
         self.store = store
+        # Token hashes the store did not know either, with the (monotonic) time until which they are refused
+        # without asking it again: a flood of made-up tokens costs one store read per distinct token per TTL,
+        # in bounded memory. Insertion order is expiry order (one TTL), so the oldest go first.
+        self._unknown: dict[str, float] = {}
+        self._unknown_ttl = unknown_token_ttl
+        self._unknown_max = unknown_token_max
+        self.on_unknown_token = on_unknown_token  # "store" (looked up) or "cache" (refused from memory)
         self._by_id: dict[str, Platform] = {}
         self._by_token: dict[str, str] = {}
         self._by_party: dict[str, str] = {}
@@ -76,6 +84,7 @@ class PlatformRegistry:
                 for party in p.parties:
                     by_party[party.key] = p.id
         self._by_token, self._by_party = by_token, by_party
+        self._unknown.clear()  # a change this process heard of may have issued one of them
 
     def _touch(self, platform_id: str) -> None:
         self._seq += 1
@@ -159,10 +168,14 @@ class PlatformRegistry:
             platform_id = self._by_token.get(token_hash)
             platform = self._by_id.get(platform_id) if platform_id else None
             if platform is None:
+                if self._known_unknown(token_hash):
+                    continue
                 # Another process may have issued it a moment ago: ask the store before refusing.
                 platform = await self.store.find_platform_by_token_hash(token_hash)
                 if platform is not None:
                     self._put(platform)
+                else:
+                    self._remember_unknown(token_hash)
             if platform is None:
                 continue
             if platform.inbound_token_hash == token_hash:
@@ -170,6 +183,23 @@ class PlatformRegistry:
             if platform.token_a_hash == token_hash:
                 return platform, True
         return None
+
+    def _known_unknown(self, token_hash: str) -> bool:
+        until = self._unknown.get(token_hash)
+        known = until is not None and until > time.monotonic()
+        if self.on_unknown_token is not None:
+            self.on_unknown_token("cache" if known else "store")
+        return known
+
+    def _remember_unknown(self, token_hash: str) -> None:
+        if self._unknown_ttl <= 0 or self._unknown_max <= 0:
+            return
+        now = time.monotonic()
+        unknown = self._unknown
+        unknown.pop(token_hash, None)
+        while unknown and (len(unknown) >= self._unknown_max or next(iter(unknown.values())) <= now):
+            del unknown[next(iter(unknown))]
+        unknown[token_hash] = now + self._unknown_ttl
 
     def by_party(self, country_code: str, party_id: str) -> tuple[Platform, Party] | None:
         platform_id = self._by_party.get(party_key(country_code, party_id))

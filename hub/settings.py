@@ -44,6 +44,19 @@ class Settings(BaseSettings):
     audit_flush_interval: float = Field(0.2, gt=0)
 
     log_level: str = "INFO"
+    log_throttle_lines: int = Field(
+        20, ge=1, le=10_000,
+        description="log lines per kind (refused request, malformed HTTP, rejected audit record) per interval",
+    )
+    log_throttle_interval: float = Field(
+        10.0, gt=0, le=3600, description="seconds of one log-throttle interval; then the suppressed count is logged",
+    )
+    unknown_token_cache_seconds: float = Field(
+        5.0, ge=0, le=300, description="seconds a token unknown to the store is refused without asking it again",
+    )
+    unknown_token_cache_size: int = Field(
+        10_000, ge=0, le=1_000_000, description="unknown tokens remembered at most (oldest forgotten first)",
+    )
 
     @property
     def hub_country_code(self) -> str:

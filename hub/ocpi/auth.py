@@ -20,6 +20,8 @@ def token_candidates(header: str | None) -> list[str]:
     value = value.strip()
     if scheme.lower() != "token" or not value:
         raise Unauthorized("Authorization header must be 'Token <token>'")
+    if not value.isascii():  # a non-UTF-8 byte arrives as a lone surrogate: no token has one, and it cannot be hashed
+        raise Unauthorized("unknown token")
     candidates: list[str] = []
     try:
         decoded = base64.b64decode(value, validate=True).decode("utf-8").strip()

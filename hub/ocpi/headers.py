@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from hub.ocpi.errors import InvalidParameters
+from hub.ocpi.ids import MessageIds
+from hub.ocpi.ids import message_ids as checked_message_ids
 
 TO_CC, TO_PID = "OCPI-to-country-code", "OCPI-to-party-id"
 FROM_CC, FROM_PID = "OCPI-from-country-code", "OCPI-from-party-id"
@@ -88,11 +90,11 @@ def claimed_from(request: web.Request) -> Party | None:
         return None
 
 
-def message_ids(request: web.Request) -> tuple[str, str]:
-    """The caller's request and correlation ids; generated when missing (we repair, not reject)."""
-    request_id = request.headers.get(REQUEST_ID) or new_id()
-    correlation_id = request.headers.get(CORRELATION_ID) or request_id
-    return request_id[:255], correlation_id[:255]
+def message_ids(request: web.Request) -> MessageIds:
+    """The caller's request and correlation ids, checked by the one id validator (``hub.ocpi.ids``): a missing
+    or invalid one is replaced by a new id, and an invalid one is reported for the handler to refuse."""
+    headers = request.headers
+    return checked_message_ids(headers.get(REQUEST_ID), headers.get(CORRELATION_ID), new_id)
 
 
 def routing_reply_headers(to: Party | None, from_: Party | None) -> dict[str, str]:

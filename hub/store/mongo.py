@@ -23,10 +23,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Final
 
+from bson.errors import BSONError
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 
-from hub.audit import AuditQuery, AuditRecord
+from hub.audit import AuditQuery, AuditRecord, AuditRecordRejected
 from hub.platform import Platform, party_key
 from hub.store.names import (
     AUDIT,
@@ -275,15 +276,21 @@ class MongoStore:
         return None
 
     async def insert_audit(self, records: Sequence[AuditRecord]) -> None:
-        """Idempotent per record id: duplicates of a retried batch are skipped, other errors raise."""
+        """Idempotent per record id: duplicates of a retried batch are skipped, other errors raise.
+
+        ``AuditRecordRejected`` when a record itself cannot be written (the others of the batch may have been)."""
         if not records:
             return
         try:
             await self._audit.insert_many([_audit_doc(r) for r in records], ordered=False)
         except BulkWriteError as exc:
             errors = exc.details.get("writeErrors", [])
-            if not errors or any(e.get("code") != _DUPLICATE_KEY for e in errors):
+            if not errors or exc.details.get("writeConcernErrors"):
                 raise
+            if any(e.get("code") != _DUPLICATE_KEY for e in errors):  # a document the server refused
+                raise AuditRecordRejected(str(errors[0].get("errmsg", exc))) from exc
+        except (BSONError, ValueError, TypeError, OverflowError) as exc:  # BSON cannot encode it
+            raise AuditRecordRejected(str(exc)) from exc
 
     async def query_audit(self, query: AuditQuery) -> list[AuditRecord]:
         """Newest first; ``since`` is inclusive and ``until`` exclusive (as OCPI's date_from/date_to)."""

@@ -22,7 +22,7 @@ from typing import Any, Final
 import aiosqlite
 import orjson
 
-from hub.audit import AuditQuery, AuditRecord
+from hub.audit import AuditQuery, AuditRecord, AuditRecordRejected
 from hub.platform import Platform, party_key
 from hub.store.names import (
     AUDIT,
@@ -400,10 +400,16 @@ class SqliteStore:
         return None
 
     async def insert_audit(self, records: Sequence[AuditRecord]) -> None:
-        """Idempotent per record id, so a retried batch does not duplicate what already landed."""
+        """Idempotent per record id, so a retried batch does not duplicate what already landed.
+
+        Raises ``AuditRecordRejected`` when a record cannot be written at all (nothing of the batch is then)."""
         if not records:
             return
-        await self._write_batch(_AUDIT_INSERT.statements([_audit_row(r) for r in records]))
+        try:
+            await self._write_batch(_AUDIT_INSERT.statements([_audit_row(r) for r in records]))
+        except (ValueError, TypeError, OverflowError, sqlite3.DataError, sqlite3.IntegrityError,
+                sqlite3.InterfaceError) as exc:  # the data (e.g. text that is not UTF-8), not the database
+            raise AuditRecordRejected(str(exc)) from exc
 
     async def query_audit(self, query: AuditQuery) -> list[AuditRecord]:
         """Newest first; ``since`` is inclusive and ``until`` exclusive (as OCPI's date_from/date_to)."""
