@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import aiosqlite
+from cryptography.fernet import Fernet
 import pytest
 from mongomock_motor import AsyncMongoMockClient
 
@@ -931,7 +932,7 @@ async def test_open_store_uses_sqlite_without_mongo_url(tmp_path: Path) -> None:
 @NEEDS_MONGO
 async def test_open_store_uses_mongo_when_url_set() -> None:
     db_name = _db_name()
-    store = await open_store(Settings(mongo_url=MONGO_URL, mongo_db=db_name))
+    store = await open_store(Settings(mongo_url=MONGO_URL, mongo_db=db_name, secret_keys=Fernet.generate_key().decode()))
     try:
         assert isinstance(store, MongoStore)
         await store.ping()
