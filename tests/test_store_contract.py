@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import aiosqlite
-from cryptography.fernet import Fernet
 import pytest
+from cryptography.fernet import Fernet
 from mongomock_motor import AsyncMongoMockClient
 
 from hub.audit import AuditQuery, AuditRecord
@@ -932,7 +932,8 @@ async def test_open_store_uses_sqlite_without_mongo_url(tmp_path: Path) -> None:
 @NEEDS_MONGO
 async def test_open_store_uses_mongo_when_url_set() -> None:
     db_name = _db_name()
-    store = await open_store(Settings(mongo_url=MONGO_URL, mongo_db=db_name, secret_keys=Fernet.generate_key().decode()))
+    key = Fernet.generate_key().decode()
+    store = await open_store(Settings(mongo_url=MONGO_URL, mongo_db=db_name, secret_keys=key))
     try:
         assert isinstance(store, MongoStore)
         await store.ping()
