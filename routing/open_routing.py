@@ -10,6 +10,8 @@ import asyncio
 import hashlib
 import hmac
 import logging
+import math
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -47,24 +49,29 @@ class RouteHints:
     """
 
     def __init__(self, store: HintStore, hint_keys: Sequence[bytes], cache_size: int = 100_000,
-                 flush_delay: float = 0.05) -> None:
+                 flush_delay: float = 0.05, refresh_after: float = 86400.0) -> None:
         if not hint_keys:
             raise ValueError("RouteHints needs at least one hint key")
         self.store = store
         self.hint_keys = tuple(hint_keys)
         self.cache_size = cache_size
         self.flush_delay = flush_delay
+        # A hint pushed again is written again (its ``seen`` refreshed, so retention keeps it) at most this often.
+        self.refresh_after = refresh_after
         self._cache: OrderedDict[tuple[str, str], list[str]] = OrderedDict()
+        self._written: dict[tuple[str, str], float] = {}  # monotonic time this process last wrote the first party
         self._unwritten: dict[tuple[str, str, str], None] = {}
         self._writer: asyncio.Task[None] | None = None
 
     async def add(self, kind: str, key: str, party: str) -> None:
         key = key.upper()  # ids are CiString: case-insensitive (digest §2.5)
         known = self._cache.get((kind, key))
-        if known is not None and known and known[0] == party:
+        now = time.monotonic()
+        if known and known[0] == party and now - self._written.get((kind, key), -math.inf) < self.refresh_after:
             return
         parties = [party, *[p for p in known or [] if p != party]]
         self._remember(kind, key, parties)
+        self._written[(kind, key)] = now
         if len(parties) > 1 and kind in HASHED_KINDS:
             # For the operator (logs only): the key is now ambiguous and open routing will refuse it.
             log.warning("open routing: a %s key is now claimed by %s; requests for it get 4001 until one of "
@@ -116,7 +123,8 @@ class RouteHints:
         self._cache[(kind, key)] = parties
         self._cache.move_to_end((kind, key))
         while len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
+            evicted, _ = self._cache.popitem(last=False)
+            self._written.pop(evicted, None)
 
 
 def _party(key: str) -> Party:

@@ -280,6 +280,24 @@ async def test_purges_on_mongo_drop_only_what_is_past_the_cut_off() -> None:
     assert await store.find_route_hint("location", "L1") == []
 
 
+@pytest.mark.parametrize("refresh_after", [0.0, 86400.0])
+async def test_a_hint_pushed_again_is_seen_again_at_most_once_per_refresh_interval(
+        make_store: Any, refresh_after: float) -> None:
+    """Retention counts from the last push; re-writing on every push would put a store write behind each one."""
+    sealer = Sealer.generate()
+    store = await make_store(sealer)
+    hints = RouteHints(store, sealer.hint_keys, refresh_after=refresh_after)
+    await hints.add("token", "TOK5|RFID", "DE:EMA")
+    await hints.flush()
+    await asyncio.sleep(0.01)
+    between = utcnow()
+    await asyncio.sleep(0.01)
+    await hints.add("token", "TOK5|RFID", "DE:EMA")  # pushed again
+    await hints.flush()
+    purged = await store.purge_route_hints(between)
+    assert purged == (0 if refresh_after == 0 else 1)
+
+
 # --- /metrics -------------------------------------------------------------------------------------------------
 
 
