@@ -74,8 +74,8 @@ class RouteHints:
         self._written[(kind, key)] = now
         if len(parties) > 1 and kind in HASHED_KINDS:
             # For the operator (logs only): the key is now ambiguous and open routing will refuse it.
-            log.warning("open routing: a %s key is now claimed by %s; requests for it get 4001 until one of "
-                        "them stops", kind, ", ".join(parties))
+            log.warning("open routing: a %s key is now claimed by %s; open-routed requests for it get 4001",
+                        kind, ", ".join(parties))
         self._unwritten[(kind, self._stored_key(kind, key), party)] = None
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_soon())
