@@ -17,8 +17,14 @@ def main(argv: list[str] | None = None) -> int:
     srv.add_argument("--workers", type=int, default=1, help="processes sharing the port (needs HUB_REDIS_URL)")
     srv.add_argument("--host")
     srv.add_argument("--port", type=int)
+    sub.add_parser("secret-key", help="print a new key for HUB_SECRET_KEYS (put it in front to rotate)")
     add_admin_commands(sub)
     args = parser.parse_args(argv)
+    if args.command == "secret-key":
+        from cryptography.fernet import Fernet
+
+        print(Fernet.generate_key().decode())
+        return 0
     if args.command == "serve":
         from hub.serve import serve
 

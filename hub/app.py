@@ -6,6 +6,7 @@ Resources open and close in one cleanup context, so tests start the real app on 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import secrets
 from collections.abc import AsyncIterator
@@ -110,7 +111,7 @@ def _lifecycle(settings: Settings, given_store: HubStore | None, given_redis: Re
                   admin_token=settings.admin_token or secrets.token_urlsafe(24),
                   callbacks=Callbacks(redis, prefix=settings.key_prefix,
                                       base_url=settings.public_url.rstrip("/") + "/ocpi/2.2.1"),
-                  hints=RouteHints(store), client_log=client_log)
+                  hints=RouteHints(store, store.sealer.hint_keys), client_log=client_log)
         app[HUB_KEY] = hub
         liveness = Liveness(hub)
         hub.on_seen = liveness.seen
@@ -128,8 +129,9 @@ def _lifecycle(settings: Settings, given_store: HubStore | None, given_redis: Re
         loops = [asyncio.create_task(feed.run(), name="platform-feed"),
                  asyncio.create_task(_refresh_gauges(hub), name="gauges"),
                  asyncio.create_task(_purge_audit(hub), name="audit-retention"),
+                 asyncio.create_task(purge_personal_data(hub), name="personal-data-retention"),
                  asyncio.create_task(_flush_logs(settings.log_throttle_interval, client_log, hub_log,
-                                                             audit.failure_log),
+                                                 audit.failure_log),
                                      name="log-throttle")]
         try:
             yield
@@ -206,6 +208,31 @@ async def _purge_audit(hub: Hub) -> None:
         await asyncio.sleep(AUDIT_PURGE_INTERVAL)
 
 
+async def purge_personal_data(hub: Hub) -> None:
+    """Retention of stored personal data, on both stores (hints and tokens carry no BSON date a TTL index could
+    use without a second copy): tokens kept for GET All, and route hints nobody pushed again."""
+    while True:
+        try:
+            now = utcnow()
+            tokens = await hub.store.purge_objects("tokens", now - timedelta(days=hub.settings.token_retention_days))
+            hints = await hub.store.purge_route_hints(now - timedelta(days=hub.settings.route_hint_retention_days))
+            if tokens or hints:
+                log.info("retention: dropped %d stored tokens and %d route hints", tokens, hints)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.warning("personal data retention purge failed; retrying later", exc_info=True)
+        await asyncio.sleep(AUDIT_PURGE_INTERVAL)
+
+
+def metrics_authorized(header: str | None, token: str | None) -> bool:
+    """``HUB_METRICS_TOKEN`` unset: open. Set: ``Bearer <token>``, compared in constant time."""
+    if token is None:
+        return True
+    scheme, _, given = (header or "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
@@ -229,6 +256,9 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     hub = request.app[HUB_KEY]
+    if not metrics_authorized(request.headers.get("Authorization"), hub.settings.metrics_token):
+        return web.json_response({"error": "/metrics needs Authorization: Bearer <HUB_METRICS_TOKEN>"}, status=401,
+                                 headers={"WWW-Authenticate": 'Bearer realm="metrics"', "Cache-Control": "no-store"})
     m = hub.metrics
     # Multi-process mode reads every worker's files: off the event loop.
     body = m.exposition() if m.multiprocess_dir is None else await asyncio.to_thread(m.exposition)

@@ -14,7 +14,7 @@ from hub.ocpi.envelope import Handler
 from hub.ocpi.headers import CORRELATION_ID, REQUEST_ID, message_ids, time_ordered_id
 from hub.ocpi.models import MODULES
 from hub.platform import utcnow
-from hub.redact import redact
+from hub.redact import redact, redact_path
 
 log = logging.getLogger("hub.requests")
 
@@ -102,7 +102,7 @@ def _audit(hub: Hub, request: web.Request, ex: Exchange, response: web.StreamRes
         module=module,
         interface_role=role or None,
         method=request.method,
-        path=request.path,
+        path=redact_path(request.path),
         outcome=outcome,
         http_status=response.status,
         ocpi_status=ocpi_status,

@@ -31,6 +31,7 @@ from aiohttp import web
 from hub.app import create_app
 from hub.logs import setup_logging
 from hub.metrics import MULTIPROC_ENV
+from hub.sealing import SecretKeyError, load_sealer
 from hub.settings import Settings
 from hub.store import open_store
 from hub.tasks import stop_task
@@ -159,6 +160,11 @@ def serve(workers: int = 1, host: str | None = None, port: int | None = None) ->
     if workers > 1 and settings.embedded:
         print("--workers needs a real Redis: set HUB_REDIS_URL (the embedded fakeredis lives in one process)",
               file=sys.stderr)
+        return 2
+    try:
+        load_sealer(settings)  # a missing or bad key stops here with one line; a kept key file is created now
+    except SecretKeyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     generated = not settings.admin_token
     if generated:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -43,6 +44,16 @@ class Settings(BaseSettings):
     audit_retention_days: int = Field(90, ge=1)
     audit_flush_interval: float = Field(0.2, gt=0)
 
+    secret_keys: str | None = Field(
+        None, description="comma-separated Fernet keys sealing outbound tokens at rest and keying route-hint "
+        "hashes: the first seals, all open (rotation). Unset: a key kept in the data dir; required with MongoDB")
+    token_retention_days: int = Field(
+        365, ge=1, le=3650, description="days a token stored for GET All is kept after its last_updated")
+    route_hint_retention_days: int = Field(
+        365, ge=1, le=3650, description="days an open-routing hint is kept after it was last seen")
+    metrics_token: str | None = Field(
+        None, min_length=16, description="bearer token /metrics requires; unset = /metrics is open")
+
     log_level: str = "INFO"
     log_throttle_lines: int = Field(
         20, ge=1, le=10_000,
@@ -57,6 +68,24 @@ class Settings(BaseSettings):
     unknown_token_cache_size: int = Field(
         10_000, ge=0, le=1_000_000, description="unknown tokens remembered at most (oldest forgotten first)",
     )
+
+    @field_validator("secret_keys")
+    @classmethod
+    def _fernet_keys(cls, value: str | None) -> str | None:
+        """A bad key fails at start with the setting's name, not at the first sealed token."""
+        if value is None:
+            return None
+        keys = [k.strip() for k in value.split(",") if k.strip()]
+        if not keys:
+            raise ValueError("HUB_SECRET_KEYS is empty: unset it or give at least one key")
+        for i, key in enumerate(keys):
+            try:
+                if len(base64.urlsafe_b64decode(key.encode())) != 32:
+                    raise ValueError
+            except ValueError:
+                raise ValueError(f"key #{i + 1} is not a Fernet key (32 url-safe base64 bytes); "
+                                 "make one with `ocpi-hub secret-key`") from None
+        return value
 
     @property
     def hub_country_code(self) -> str:

@@ -7,7 +7,11 @@ token uid+type → eMSP, location id → CPO, session id → CPO, session → eM
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
+import math
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -31,28 +35,48 @@ class HintStore(Protocol):
     async def find_route_hint(self, kind: str, key: str) -> list[str]: ...
 
 
+# Kinds whose key is personal data (a token uid): stored only as a keyed hash, so a leaked store does not
+# give them away; the hub can still look them up, hashing the uid it is asked about the same way.
+HASHED_KINDS = frozenset({"token"})
+
+
 class RouteHints:
     """Hints in the durable store, fronted by a bounded in-process cache (lookups sit on the routing path).
 
     Writes go behind the routing path: the cache knows a hint at once, the store a moment later, in one
-    batch (other hub processes see it from then on).
+    batch (other hub processes see it from then on). Keys of ``HASHED_KINDS`` reach the store as an HMAC under
+    the first of ``hint_keys``; a look-up that misses tries the older keys (a secret-key rotation in progress).
     """
 
-    def __init__(self, store: HintStore, cache_size: int = 100_000, flush_delay: float = 0.05) -> None:
+    def __init__(self, store: HintStore, hint_keys: Sequence[bytes], cache_size: int = 100_000,
+                 flush_delay: float = 0.05, refresh_after: float = 86400.0) -> None:
+        if not hint_keys:
+            raise ValueError("RouteHints needs at least one hint key")
         self.store = store
+        self.hint_keys = tuple(hint_keys)
         self.cache_size = cache_size
         self.flush_delay = flush_delay
+        # A hint pushed again is written again (its ``seen`` refreshed, so retention keeps it) at most this often.
+        self.refresh_after = refresh_after
         self._cache: OrderedDict[tuple[str, str], list[str]] = OrderedDict()
+        self._written: dict[tuple[str, str], float] = {}  # monotonic time this process last wrote the first party
         self._unwritten: dict[tuple[str, str, str], None] = {}
         self._writer: asyncio.Task[None] | None = None
 
     async def add(self, kind: str, key: str, party: str) -> None:
         key = key.upper()  # ids are CiString: case-insensitive (digest §2.5)
         known = self._cache.get((kind, key))
-        if known is not None and known and known[0] == party:
+        now = time.monotonic()
+        if known and known[0] == party and now - self._written.get((kind, key), -math.inf) < self.refresh_after:
             return
-        self._remember(kind, key, [party, *[p for p in known or [] if p != party]])
-        self._unwritten[(kind, key, party)] = None
+        parties = [party, *[p for p in known or [] if p != party]]
+        self._remember(kind, key, parties)
+        self._written[(kind, key)] = now
+        if len(parties) > 1 and kind in HASHED_KINDS:
+            # For the operator (logs only): the key is now ambiguous and open routing will refuse it.
+            log.warning("open routing: a %s key is now claimed by %s; open-routed requests for it get 4001",
+                        kind, ", ".join(parties))
+        self._unwritten[(kind, self._stored_key(kind, key), party)] = None
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_soon())
 
@@ -77,16 +101,30 @@ class RouteHints:
         if known is not None:
             self._cache.move_to_end((kind, key))
             return known
-        parties = await self.store.find_route_hint(kind, key)
-        if parties:
-            self._remember(kind, key, parties)
+        parties: list[str] = []
+        for stored in self._stored_keys(kind, key):
+            parties = await self.store.find_route_hint(kind, stored)
+            if parties:
+                self._remember(kind, key, parties)
+                break
         return parties
+
+    def _stored_key(self, kind: str, key: str) -> str:
+        if kind not in HASHED_KINDS:
+            return key
+        return hmac.new(self.hint_keys[0], key.encode(), hashlib.sha256).hexdigest()
+
+    def _stored_keys(self, kind: str, key: str) -> list[str]:
+        if kind not in HASHED_KINDS:
+            return [key]
+        return [hmac.new(k, key.encode(), hashlib.sha256).hexdigest() for k in self.hint_keys]
 
     def _remember(self, kind: str, key: str, parties: list[str]) -> None:
         self._cache[(kind, key)] = parties
         self._cache.move_to_end((kind, key))
         while len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
+            evicted, _ = self._cache.popitem(last=False)
+            self._written.pop(evicted, None)
 
 
 def _party(key: str) -> Party:
@@ -110,8 +148,9 @@ async def _one(hints: RouteHints, kind: str, key: str, what: str) -> Party:
     if not parties:
         raise UnknownReceiver(f"open routing: no receiver known for {what}; send OCPI-to-* headers")
     if len(parties) > 1:
-        owners = ", ".join(p.replace(":", "/") for p in parties)
-        raise UnknownReceiver(f"open routing: {what} is ambiguous (known from {owners}); send OCPI-to-* headers")
+        # Naming the parties would tell any caller who else holds this key (a token uid: whose card it is).
+        raise UnknownReceiver(f"open routing: {what} is ambiguous (known at more than one party); "
+                              "send OCPI-to-* headers")
     return _party(parties[0])
 
 
@@ -162,6 +201,16 @@ async def find_receiver(req: InboundRequest, hints: RouteHints) -> Party:
                           "send OCPI-to-* headers")
 
 
+def _is_token_owner(req: InboundRequest, owner: str) -> bool:
+    """Only a token's owner teaches the hub where its uid goes: the eMSP named in the path is the sender (FROM)
+    and holds the EMSP role on the sending platform. Anyone else could steer or block that token's
+    authorizations."""
+    sender = req.routing.from_
+    if sender is None or sender.key != owner:
+        return False
+    return any(p.key == owner and p.role == "EMSP" for p in req.platform.parties)
+
+
 async def learn(req: InboundRequest, hints: RouteHints, to: Party | None) -> None:
     """Remember owners the request reveals, so later requests without TO headers can be routed."""
     body = req.json_body
@@ -169,8 +218,9 @@ async def learn(req: InboundRequest, hints: RouteHints, to: Party | None) -> Non
         return
     segs = req.segments
     if req.module == "tokens" and len(segs) == 3:
-        await hints.add("token", token_key(segs[2], body.get("type") or _query_type(req.query)),
-                        f"{segs[0].upper()}:{segs[1].upper()}")
+        token_owner = f"{segs[0].upper()}:{segs[1].upper()}"
+        if _is_token_owner(req, token_owner):
+            await hints.add("token", token_key(segs[2], body.get("type") or _query_type(req.query)), token_owner)
     elif req.module == "locations" and len(segs) == 3:
         await hints.add("location", segs[2], f"{segs[0].upper()}:{segs[1].upper()}")
     elif req.module == "sessions" and len(segs) == 3:

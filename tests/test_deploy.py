@@ -358,7 +358,7 @@ def test_k8s_settings_are_real_and_secrets_are_in_the_secret() -> None:
     secret = docs["Secret/ocpi-hub-secrets"]["stringData"]
     fields = setting_vars()
     assert set(config) | set(secret) <= fields.keys()
-    assert set(secret) == {"HUB_ADMIN_TOKEN", "HUB_REDIS_URL", "HUB_MONGO_URL"}
+    assert set(secret) == {"HUB_ADMIN_TOKEN", "HUB_REDIS_URL", "HUB_MONGO_URL", "HUB_SECRET_KEYS", "HUB_METRICS_TOKEN"}
     assert not any(re.search(r"TOKEN|PASSWORD|SECRET", k) for k in config)
     assert not any(re.search(r"://[^/@\s]+:[^/@\s]+@", v) for v in config.values()), "credentials in ConfigMap"
     assert all(PLACEHOLDER in value for value in secret.values()), "the Secret template holds example values only"

@@ -15,6 +15,7 @@ from typing import Any
 
 import aiosqlite
 import pytest
+from cryptography.fernet import Fernet
 from mongomock_motor import AsyncMongoMockClient
 
 from hub.audit import AuditQuery, AuditRecord
@@ -733,6 +734,41 @@ async def test_concurrent_route_hints_of_one_party_store_it_once(store: HubStore
     assert found[-1] == "NL:CPA"
 
 
+# --- retention and secrets at rest (docs/security.md) -------------------------------------------------------
+
+
+async def test_purge_route_hints_drops_those_last_seen_before_the_cut_off(store: HubStore) -> None:
+    await store.add_route_hint("location", "OLD", "NL:CPA")
+    await asyncio.sleep(0.01)
+    cutoff = utcnow()
+    await asyncio.sleep(0.01)
+    await store.add_route_hint("location", "NEW", "NL:CPA")
+
+    assert await store.purge_route_hints(cutoff) == 1
+    assert await store.find_route_hint("location", "OLD") == []
+    assert await store.find_route_hint("location", "NEW") == ["NL:CPA"]
+
+
+async def test_purge_objects_drops_only_that_modules_objects_updated_before_the_cut_off(store: HubStore) -> None:
+    now = utcnow()
+    for module, oid, age in (("tokens", "T-OLD|RFID", 10), ("tokens", "T-NEW|RFID", 1), ("locations", "L-OLD", 10)):
+        await store.save_object(StoredObject(module, "NL", "CPA", oid, now - timedelta(days=age), {"id": oid}))
+
+    assert await store.purge_objects("tokens", now - timedelta(days=5)) == 1
+    assert await store.get_object("tokens", "NL", "CPA", "T-OLD|RFID") is None
+    assert await store.get_object("tokens", "NL", "CPA", "T-NEW|RFID") is not None
+    assert await store.get_object("locations", "NL", "CPA", "L-OLD") is not None
+
+
+async def test_a_freshly_saved_outbound_token_needs_no_resealing(store: HubStore) -> None:
+    await store.save_platform(Platform(id="p1", name="A", outbound_token="token-b"))
+    await store.save_platform(Platform(id="p2", name="B"))
+
+    assert await store.reseal_secrets() == 0
+    loaded = await store.get_platform("p1")
+    assert loaded is not None and loaded.outbound_token == "token-b"
+
+
 # --- SQLite only ---------------------------------------------------------------------------------------
 
 
@@ -931,7 +967,8 @@ async def test_open_store_uses_sqlite_without_mongo_url(tmp_path: Path) -> None:
 @NEEDS_MONGO
 async def test_open_store_uses_mongo_when_url_set() -> None:
     db_name = _db_name()
-    store = await open_store(Settings(mongo_url=MONGO_URL, mongo_db=db_name))
+    key = Fernet.generate_key().decode()
+    store = await open_store(Settings(mongo_url=MONGO_URL, mongo_db=db_name, secret_keys=key))
     try:
         assert isinstance(store, MongoStore)
         await store.ping()

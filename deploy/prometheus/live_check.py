@@ -29,6 +29,7 @@ import json
 import math
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import sys
@@ -229,6 +230,12 @@ class Harness:
     children: list[Child] = field(default_factory=list)
     partners: list[FakePartner] = field(default_factory=list)
 
+    metrics_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+
+    @property
+    def metrics_token_file(self) -> Path:
+        return self.tmp / "metrics-token"
+
     @property
     def hub_url(self) -> str:
         return f"http://{LOOPBACK}:{self.hub_port}"
@@ -243,9 +250,13 @@ class Harness:
         config = {
             "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
             "rule_files": [str(ALERTS)],
+            # As deploy/prometheus/prometheus.yml: the hub requires HUB_METRICS_TOKEN, Prometheus reads it from a file.
             "scrape_configs": [{"job_name": "ocpi-hub", "metrics_path": "/metrics",
+                                "authorization": {"type": "Bearer", "credentials_file": str(self.metrics_token_file)},
                                 "static_configs": [{"targets": [f"{LOOPBACK}:{self.hub_port}"]}]}],
         }
+        self.metrics_token_file.write_text(self.metrics_token)
+        self.metrics_token_file.chmod(0o600)
         path.write_text(json.dumps(config, indent=2))  # JSON is YAML
         return path
 
@@ -253,6 +264,7 @@ class Harness:
         hub = hubproc.hub_child(self.hub_port, self.tmp, self.redis_url, self.prefix)
         assert hub.env is not None
         hub.env["HUB_FORWARD_TIMEOUT"] = str(FORWARD_TIMEOUT)
+        hub.env["HUB_METRICS_TOKEN"] = self.metrics_token
         prom = Child("prometheus", [
             prometheus, f"--config.file={config}", f"--storage.tsdb.path={self.tmp / 'tsdb'}",
             f"--web.listen-address={LOOPBACK}:{self.prom_port}", "--log.level=warn",
@@ -489,6 +501,10 @@ async def run(prometheus: str, promtool_bin: str, redis_url: str | None, dashboa
                 return bool(await prom.query('up{job="ocpi-hub"} == 1'))
 
             await poll_until("the first scrape of the hub", hub_scraped, 15)
+            async with session.get(f"{h.hub_url}/metrics") as resp:
+                if resp.status != 401:
+                    raise CheckFailed(f"/metrics without the bearer token answered {resp.status}, not 401")
+            print("ok: Prometheus scrapes with HUB_METRICS_TOKEN; /metrics without it is 401", flush=True)
             cpo, emsp = await onboard_partners(h, session)
             started = time.monotonic()
             seen = await drive_traffic(session, cpo, emsp)

@@ -29,6 +29,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 
 from hub.audit import AuditQuery, AuditRecord, AuditRecordRejected
 from hub.platform import Platform, party_key
+from hub.sealing import Sealer, process_sealer
 from hub.store.names import (
     AUDIT,
     OBJECT_ORDER,
@@ -42,12 +43,14 @@ from hub.store.names import (
     audit_to_doc,
     epoch_us,
     from_epoch_us,
+    needs_reseal,
     object_from_doc,
     object_key,
     object_to_doc,
     party_pairs,
     platform_from_doc,
     platform_to_doc,
+    resealed,
 )
 from hub.store.protocol import PartyConflict, StoredObject
 
@@ -116,7 +119,8 @@ def _audit_record(doc: dict[str, Any]) -> AuditRecord:
 class MongoStore:
     """The Store on MongoDB: shared by every hub process, retention by TTL."""
 
-    def __init__(self, client: Any, db_name: str, audit_retention_days: int = 90) -> None:
+    def __init__(self, client: Any, db_name: str, audit_retention_days: int = 90, *,
+                 sealer: Sealer | None = None) -> None:
         if audit_retention_days < 1:
             raise ValueError("audit_retention_days must be at least 1")
         self.client = client
@@ -130,9 +134,12 @@ class MongoStore:
         self._objects: Any = self._db[OBJECTS]
         self._hints: Any = self._db[ROUTE_HINTS]
         self._seen_us = SeenClock()
+        # Without a sealer: a key for this process only (tests); open_store always passes HUB_SECRET_KEYS'.
+        self.sealer = sealer or process_sealer()
 
     @classmethod
-    def from_url(cls, url: str, db_name: str, audit_retention_days: int = 90) -> MongoStore:
+    def from_url(cls, url: str, db_name: str, audit_retention_days: int = 90, *,
+                 sealer: Sealer | None = None) -> MongoStore:
         """A store owning its client, with bounded timeouts so an unreachable Mongo fails fast (readyz)."""
         client: Any = AsyncMongoClient(
             url,
@@ -141,7 +148,7 @@ class MongoStore:
             socketTimeoutMS=10000,
             tz_aware=True,
         )
-        store = cls(client, db_name, audit_retention_days)
+        store = cls(client, db_name, audit_retention_days, sealer=sealer)
         store._owns_client = True
         return store
 
@@ -162,6 +169,7 @@ class MongoStore:
         await self._hints.create_index(_HINT_KEY, unique=True, name="hint")
         # (kind, key) first, as every look-up; seen_us after it so the index also orders the answer
         await self._hints.create_index([("kind", ASCENDING), ("key", ASCENDING), *_HINT_SORT], name="kind_key")
+        await self._hints.create_index([("seen_us", ASCENDING)], name="seen")  # the retention purge
 
     async def _open_audit_indexes(self) -> None:
         # Sorted queries end in (time_us, _id) so that the index, not an in-memory sort, orders the page.
@@ -244,7 +252,7 @@ class MongoStore:
         raise PartyConflict(party_key(country_code, party_id))
 
     async def _replace_platform(self, platform: Platform) -> None:
-        doc = platform_to_doc(platform)
+        doc = platform_to_doc(platform, self.sealer)
         for attempt in range(2):
             try:
                 await self._platforms.replace_one({"id": platform.id}, doc, upsert=True)
@@ -261,19 +269,37 @@ class MongoStore:
 
     async def get_platform(self, platform_id: str) -> Platform | None:
         doc = await self._platforms.find_one({"id": platform_id}, _NO_ID)
-        return None if doc is None else platform_from_doc(doc)
+        return None if doc is None else platform_from_doc(doc, self.sealer)
 
     async def list_platforms(self) -> list[Platform]:
         cursor = self._platforms.find({}, _NO_ID).sort([("created_at_us", ASCENDING), ("id", ASCENDING)])
-        return [platform_from_doc(d) for d in await cursor.to_list(length=None)]
+        return [platform_from_doc(d, self.sealer) for d in await cursor.to_list(length=None)]
 
     async def find_platform_by_token_hash(self, token_hash: str) -> Platform | None:
         """Inbound token first: it is the hot path (every request); Token A only during registration."""
         for field in ("inbound_token_hash", "token_a_hash"):
             doc = await self._platforms.find_one({field: token_hash}, _NO_ID)
             if doc is not None:
-                return platform_from_doc(doc)
+                return platform_from_doc(doc, self.sealer)
         return None
+
+    async def reseal_secrets(self) -> int:
+        """Re-seal outbound tokens stored in clear or under an older key; returns how many platforms changed.
+
+        Each update is conditional on the token fields read, so a concurrent save (or another worker re-sealing
+        at its own start) is never overwritten with an older token.
+        """
+        changed = 0
+        for doc in await self._platforms.find({}, _NO_ID).to_list(length=None):
+            if not needs_reseal(doc, self.sealer):
+                continue
+            new = resealed(doc, self.sealer)
+            flt = {"id": doc["id"], "outbound_token": doc.get("outbound_token"),
+                   "outbound_token_sealed": doc.get("outbound_token_sealed")}
+            result = await self._platforms.update_one(flt, {
+                "$set": {"outbound_token_sealed": new["outbound_token_sealed"]}, "$unset": {"outbound_token": ""}})
+            changed += int(result.modified_count)
+        return changed
 
     async def insert_audit(self, records: Sequence[AuditRecord]) -> None:
         """Idempotent per record id: duplicates of a retried batch are skipped, other errors raise.
@@ -352,6 +378,16 @@ class MongoStore:
             return [], total  # Mongo's limit(0) would mean "no limit"
         cursor = self._objects.find(flt, _NO_ID).sort(_OBJECT_SORT).skip(max(offset, 0)).limit(limit)
         return [object_from_doc(d) for d in await cursor.to_list(length=None)], total
+
+    async def purge_objects(self, module: str, last_updated_before: datetime) -> int:
+        """Retention of stored personal data (tokens): drop a module's objects not updated since the cut-off."""
+        result = await self._objects.delete_many(
+            {"module": module, "last_updated_us": {"$lt": epoch_us(last_updated_before)}})
+        return int(result.deleted_count)
+
+    async def purge_route_hints(self, seen_before: datetime) -> int:
+        result = await self._hints.delete_many({"seen_us": {"$lt": epoch_us(seen_before)}})
+        return int(result.deleted_count)
 
     async def add_route_hint(self, kind: str, key: str, party: str) -> None:
         await self.add_route_hints([(kind, key, party)])

@@ -19,6 +19,7 @@ import orjson
 
 from hub.audit import AuditRecord
 from hub.platform import ConnectionStatus, Endpoint, Party, Platform
+from hub.sealing import Sealer
 from hub.store.protocol import StoredObject
 
 PLATFORMS: Final = "platforms"
@@ -115,13 +116,15 @@ def _party_from_doc(doc: dict[str, Any]) -> Party:
     )
 
 
-def platform_to_doc(platform: Platform) -> dict[str, Any]:
+def platform_to_doc(platform: Platform, sealer: Sealer) -> dict[str, Any]:
+    """The outbound token is sealed (``outbound_token_sealed``); the clear field is never written."""
     doc: dict[str, Any] = {
         "id": platform.id,
         "name": platform.name,
         "status": ConnectionStatus(platform.status).value,
         "parties": [_party_to_doc(p) for p in platform.parties],
-        "outbound_token": platform.outbound_token,
+        "outbound_token_sealed": (None if platform.outbound_token is None
+                                  else sealer.seal(platform.outbound_token)),
         "versions_url": platform.versions_url,
         "version": platform.version,
         "endpoints": [{"identifier": e.identifier, "role": e.role, "url": e.url} for e in platform.endpoints],
@@ -139,7 +142,8 @@ def platform_to_doc(platform: Platform) -> dict[str, Any]:
     return doc
 
 
-def platform_from_doc(doc: dict[str, Any]) -> Platform:
+def platform_from_doc(doc: dict[str, Any], sealer: Sealer) -> Platform:
+    """Opens the sealed outbound token; a clear ``outbound_token`` of an older version still loads."""
     return Platform(
         id=doc["id"],
         name=doc["name"],
@@ -147,7 +151,7 @@ def platform_from_doc(doc: dict[str, Any]) -> Platform:
         parties=[_party_from_doc(p) for p in doc.get("parties") or []],
         token_a_hash=doc.get("token_a_hash"),
         inbound_token_hash=doc.get("inbound_token_hash"),
-        outbound_token=doc.get("outbound_token"),
+        outbound_token=outbound_token(doc, sealer),
         versions_url=doc.get("versions_url"),
         version=doc.get("version"),
         endpoints=[Endpoint(e["identifier"], e["role"], e["url"]) for e in doc.get("endpoints") or []],
@@ -157,6 +161,30 @@ def platform_from_doc(doc: dict[str, Any]) -> Platform:
         last_seen=_get_dt(doc, "last_seen"),
         revision=int(doc.get("revision", 0)),
     )
+
+
+def outbound_token(doc: dict[str, Any], sealer: Sealer) -> str | None:
+    sealed = doc.get("outbound_token_sealed")
+    if sealed is not None:
+        return sealer.open(sealed)
+    clear: str | None = doc.get("outbound_token")  # stored before sealing existed; re-sealed at start
+    return clear
+
+
+def needs_reseal(doc: dict[str, Any], sealer: Sealer) -> bool:
+    """A stored platform whose outbound token is in clear, or sealed with a key other than the first."""
+    if doc.get("outbound_token") is not None:
+        return True
+    sealed = doc.get("outbound_token_sealed")
+    return sealed is not None and not sealer.sealed_with_primary(sealed)
+
+
+def resealed(doc: dict[str, Any], sealer: Sealer) -> dict[str, Any]:
+    """The token fields of ``doc`` sealed with the first key: ``outbound_token_sealed`` set, the clear one gone."""
+    token = outbound_token(doc, sealer)
+    new = {k: v for k, v in doc.items() if k != "outbound_token"}
+    new["outbound_token_sealed"] = None if token is None else sealer.seal(token)
+    return new
 
 
 def audit_to_doc(record: AuditRecord) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from hub.audit import AuditQuery, AuditRecord
 from hub.platform import Platform
+from hub.sealing import Sealer
 
 
 class PartyConflict(Exception):
@@ -27,6 +28,8 @@ class PartyConflict(Exception):
 
 class Store(Protocol):
     """Platforms and audit; the full store also implements ObjectStore and RouteHints (see HubStore)."""
+
+    sealer: Sealer  # seals outbound tokens; its hint keys hash personal route-hint keys
 
     async def open(self) -> None: ...
 
@@ -49,6 +52,10 @@ class Store(Protocol):
 
     async def find_platform_by_token_hash(self, token_hash: str) -> Platform | None:
         """The platform whose inbound token hash or pending Token A hash equals ``token_hash``."""
+
+    async def reseal_secrets(self) -> int:
+        """Seal every stored outbound token with the first secret key (clear ones of older versions included);
+        returns how many platforms changed. Run at every start: that completes a key rotation."""
 
     async def insert_audit(self, records: Sequence[AuditRecord]) -> None: ...
 
@@ -101,6 +108,10 @@ class ObjectStore(Protocol):
         """
 
 
+    async def purge_objects(self, module: str, last_updated_before: datetime) -> int:
+        """Drop the module's objects whose last_updated is before the cut-off (retention of personal data)."""
+
+
 class RouteHints(Protocol):
     async def add_route_hint(self, kind: str, key: str, party: str) -> None:
         """Remember that ``party`` ("CC:PID") owns ``key`` of ``kind`` (token, location, session, ...).
@@ -114,6 +125,9 @@ class RouteHints(Protocol):
 
     async def find_route_hint(self, kind: str, key: str) -> list[str]:
         """Every party known to own ``key`` of ``kind``, most recently seen first."""
+
+    async def purge_route_hints(self, seen_before: datetime) -> int:
+        """Drop hints last seen before the cut-off; returns how many went."""
 
 
 class HubStore(Store, ObjectStore, RouteHints, Protocol):

@@ -24,6 +24,7 @@ import orjson
 
 from hub.audit import AuditQuery, AuditRecord, AuditRecordRejected
 from hub.platform import Platform, party_key
+from hub.sealing import Sealer, process_sealer
 from hub.store.names import (
     AUDIT,
     OBJECT_ORDER,
@@ -36,12 +37,14 @@ from hub.store.names import (
     audit_from_doc,
     audit_to_doc,
     epoch_us,
+    needs_reseal,
     object_from_doc,
     object_key,
     object_to_doc,
     party_pairs,
     platform_from_doc,
     platform_to_doc,
+    resealed,
 )
 from hub.store.protocol import PartyConflict, StoredObject
 
@@ -126,6 +129,7 @@ CREATE TABLE IF NOT EXISTS {ROUTE_HINTS} (
     PRIMARY KEY (kind, key, party)
 );
 CREATE INDEX IF NOT EXISTS {ROUTE_HINTS}_kind_key ON {ROUTE_HINTS} (kind, key, seen_us);
+CREATE INDEX IF NOT EXISTS {ROUTE_HINTS}_seen ON {ROUTE_HINTS} (seen_us);
 """
 
 _PLATFORM_UPSERT: Final = f"""
@@ -272,8 +276,10 @@ def _audit_where(query: AuditQuery) -> tuple[str, list[Any]]:
 class SqliteStore:
     """The Store on SQLite: the embedded default when no MongoDB is configured."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, sealer: Sealer | None = None) -> None:
         self.path = path
+        # Without a sealer: a key for this process only (``:memory:`` and tests); open_store always passes one.
+        self.sealer = sealer or process_sealer()
         self._db: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
         self._seen_us = SeenClock()
@@ -349,7 +355,7 @@ class SqliteStore:
             await db.execute_fetchall("SELECT 1")
 
     async def save_platform(self, platform: Platform) -> None:
-        doc = platform_to_doc(platform)
+        doc = platform_to_doc(platform, self.sealer)
         row = (
             platform.id,
             doc["created_at_us"],
@@ -380,13 +386,13 @@ class SqliteStore:
         async with self._read() as db:
             rows = await db.execute_fetchall(f"SELECT document FROM {PLATFORMS} WHERE id = ?", (platform_id,))
         for (document,) in rows:
-            return platform_from_doc(orjson.loads(document))
+            return platform_from_doc(orjson.loads(document), self.sealer)
         return None
 
     async def list_platforms(self) -> list[Platform]:
         async with self._read() as db:
             rows = await db.execute_fetchall(f"SELECT document FROM {PLATFORMS} ORDER BY created_at_us, id")
-        return [platform_from_doc(orjson.loads(document)) for (document,) in rows]
+        return [platform_from_doc(orjson.loads(document), self.sealer) for (document,) in rows]
 
     async def find_platform_by_token_hash(self, token_hash: str) -> Platform | None:
         """Inbound token first: it is the hot path (every request); Token A only during registration."""
@@ -396,8 +402,21 @@ class SqliteStore:
                     f"SELECT document FROM {PLATFORMS} WHERE {column} = ?", (token_hash,)
                 )
                 for (document,) in rows:
-                    return platform_from_doc(orjson.loads(document))
+                    return platform_from_doc(orjson.loads(document), self.sealer)
         return None
+
+    async def reseal_secrets(self) -> int:
+        """Re-seal outbound tokens stored in clear or under an older key; returns how many platforms changed."""
+        changed = 0
+        async with self._write() as db:
+            rows = await db.execute_fetchall(f"SELECT id, document FROM {PLATFORMS}")
+            for platform_id, document in rows:
+                doc = orjson.loads(document)
+                if needs_reseal(doc, self.sealer):
+                    await db.execute(f"UPDATE {PLATFORMS} SET document = ? WHERE id = ?",
+                                     (_dumps(resealed(doc, self.sealer)), platform_id))
+                    changed += 1
+        return changed
 
     async def insert_audit(self, records: Sequence[AuditRecord]) -> None:
         """Idempotent per record id, so a retried batch does not duplicate what already landed.
@@ -481,6 +500,19 @@ class SqliteStore:
                     [*params, limit, max(offset, 0)],
                 )
         return [_object_from_row(row) for row in rows], int(total)
+
+    async def purge_objects(self, module: str, last_updated_before: datetime) -> int:
+        """Retention of stored personal data (tokens): drop a module's objects not updated since the cut-off."""
+        async with self._write() as db:
+            async with db.execute(f"DELETE FROM {OBJECTS} WHERE module = ? AND last_updated_us < ?",
+                                  (module, epoch_us(last_updated_before))) as cursor:
+                return cursor.rowcount
+
+    async def purge_route_hints(self, seen_before: datetime) -> int:
+        async with self._write() as db:
+            async with db.execute(f"DELETE FROM {ROUTE_HINTS} WHERE seen_us < ?",
+                                  (epoch_us(seen_before),)) as cursor:
+                return cursor.rowcount
 
     async def add_route_hint(self, kind: str, key: str, party: str) -> None:
         await self.add_route_hints([(kind, key, party)])
