@@ -1,4 +1,8 @@
-"""Calls the hub makes to a partner's versions endpoints during registration (digest §6.3 steps 6, 2–3)."""
+"""Calls the hub makes to a partner's versions endpoints during registration (OCPI 2.2.1 credentials §6.3).
+
+Every URL on the way (versions URL, version details URL, endpoint URLs) passes the outbound-URL policy
+(routing/outbound.py) before the hub calls or stores it: a refusal is 400/2001 naming the field.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from hub.ocpi.auth import authorization_header
 from hub.ocpi.errors import InvalidParameters, NoMatchingEndpoints, UnableToUseClientApi, UnsupportedVersion
 from hub.ocpi.models import MODULES, Version, VersionDetails, parse_model
 from hub.platform import Endpoint
+from routing.outbound import OutboundPolicy
 
 VERSION = "2.2.1"
 
@@ -35,9 +40,14 @@ async def _get_data(session: aiohttp.ClientSession, url: str, token: str, limit:
 
 
 async def discover_endpoints(
-    session: aiohttp.ClientSession, versions_url: str, token: str, limit: float
+    session: aiohttp.ClientSession, versions_url: str, token: str, limit: float, *, policy: OutboundPolicy,
+    field: str = "credentials url",
 ) -> list[Endpoint]:
-    """Read the partner's 2.2.1 endpoints; raise 3001/3002/3003 as the spec says."""
+    """Read the partner's 2.2.1 endpoints; raise 3001/3002/3003 as the spec says, 2001 for a refused URL.
+
+    ``field`` names where ``versions_url`` came from, for the refusal message.
+    """
+    policy.check(versions_url, field)
     data = await _get_data(session, versions_url, token, limit)
     if not isinstance(data, list):
         raise UnableToUseClientApi("versions endpoint did not answer a list")
@@ -49,11 +59,14 @@ async def discover_endpoints(
     if chosen is None:
         offered = ", ".join(v.version for v in versions) or "none"
         raise UnsupportedVersion(f"partner offers OCPI {offered}; this hub speaks {VERSION}")
+    policy.check(chosen.url, f"versions: url of version {VERSION}")
     try:
         details = parse_model(VersionDetails, await _get_data(session, chosen.url, token, limit), "version details")
     except InvalidParameters as exc:  # a malformed answer is the partner's API failing us
         raise UnableToUseClientApi(f"partner's version details: {exc.message}") from None
     endpoints = [Endpoint(identifier=e.identifier, role=e.role, url=e.url) for e in details.endpoints]
+    for ep in endpoints:
+        policy.check(ep.url, f"version details: url of endpoint {ep.identifier} {ep.role}")
     if not any(e.identifier == "credentials" for e in endpoints):
         raise NoMatchingEndpoints("partner's version details lack the credentials endpoint")
     if not any(e.identifier in MODULES for e in endpoints):
