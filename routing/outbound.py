@@ -101,6 +101,8 @@ def host_of(url: str) -> str | None:
         return host.rstrip(".")
 
 
+# OCPI 2.2.1 types the URLs it defines as string(255); pagination Links carry queries: room for those, no more.
+MAX_URL_LENGTH = 2048
 _HOST_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
 MAX_ALLOWED_HOSTS = 20
 
@@ -137,6 +139,8 @@ class OutboundPolicy:
 
     def refusal(self, url: str) -> str | None:
         """Why the hub must not call ``url`` (scheme, host, address written in it), or None."""
+        if len(url) > MAX_URL_LENGTH:  # checked before the cache: it must not hold megabytes of hostile URLs
+            return f"longer than {MAX_URL_LENGTH} characters"
         return _refusal(url, self.allow_private)
 
     def check(self, url: str, field: str) -> str:

@@ -136,7 +136,8 @@ async def test_a_response_url_on_a_host_the_sender_never_registered_is_refused_a
     ("/results/1", "http and https"),
     ("http://user:secret@127.0.0.1/results", "user name or password"),
     ("http://127.0.0.1:99999/results", "not a valid URL"),
-], ids=["ftp", "file", "relative", "credentials", "bad-port"])
+    ("http://127.0.0.1/" + "r" * 2100, "longer than 2048"),
+], ids=["ftp", "file", "relative", "credentials", "bad-port", "too-long"])
 async def test_a_response_url_that_is_not_plain_http_is_refused_naming_the_field(
         hub: HubHarness, url: str, why: str) -> None:
     cpa, ema = cpo(), emsp()
