@@ -76,7 +76,7 @@ def _lifecycle(settings: Settings, given_store: HubStore | None, given_redis: Re
         feed = PlatformFeed(registry, redis, keys.platforms_channel(settings.key_prefix))
         await feed.open()  # subscribed before the first load: no change slips in between
         await registry.load()
-        outbound = OutboundPolicy(allow_private=settings.allow_private_urls)
+        outbound = OutboundPolicy(allow_private=settings.allow_private_urls, public_url=settings.public_url)
         # The resolver checks the addresses of every host name the hub connects to (DNS rebinding).
         resolver = outbound.resolver()
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=settings.connections_per_receiver,

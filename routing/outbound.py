@@ -11,13 +11,15 @@ reachable there. The rules:
   what its host name resolves to at connect time (``PolicyResolver``: a name that resolves to a public address
   when checked and to 127.0.0.1 when called - DNS rebinding - is refused too), unless
   ``HUB_ALLOW_PRIVATE_URLS`` (development, tests);
-- a URL a partner hands over in traffic must be on a host that platform registered (``registered_hosts``).
+- a URL a partner hands over in traffic must be on a host that platform registered (``registered_hosts``);
+- never the hub's own public URL (host and port of ``HUB_PUBLIC_URL``): the hub would forward to itself.
 
 Checks are cached per URL string: the forward path pays one dictionary lookup per request.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import ipaddress
 import re
@@ -62,7 +64,7 @@ def address_refusal(ip: IPAddress) -> str | None:
 
 
 @functools.lru_cache(maxsize=4096)
-def _refusal(url: str, allow_private: bool) -> str | None:
+def _refusal(url: str, allow_private: bool, own: tuple[str, int] | None) -> str | None:
     try:
         parsed = URL(url)
         port = parsed.port  # a port out of range raises here, not at connect time
@@ -75,6 +77,8 @@ def _refusal(url: str, allow_private: bool) -> str | None:
         return "the URL has no host"
     if parsed.raw_user is not None or parsed.raw_password is not None:
         return "a URL with a user name or password is not allowed"
+    if own is not None and (host_of(url), port) == own:
+        return "the hub's own public URL: the hub does not call itself"
     if allow_private:
         return None
     try:
@@ -134,14 +138,21 @@ def registered_hosts(platform: Platform) -> frozenset[str]:
 class OutboundPolicy:
     """The rules of one hub process; ``allow_private`` is ``HUB_ALLOW_PRIVATE_URLS``."""
 
-    def __init__(self, *, allow_private: bool = False) -> None:
+    def __init__(self, *, allow_private: bool = False, public_url: str | None = None) -> None:
         self.allow_private = allow_private
+        # A partner that registers the hub's own URLs would have the hub forward its requests to itself.
+        self._own: tuple[str, int] | None = None
+        if public_url:
+            with contextlib.suppress(ValueError, TypeError):
+                own = URL(public_url)
+                if (host := host_of(public_url)) and own.port is not None:
+                    self._own = (host, own.port)
 
     def refusal(self, url: str) -> str | None:
         """Why the hub must not call ``url`` (scheme, host, address written in it), or None."""
         if len(url) > MAX_URL_LENGTH:  # checked before the cache: it must not hold megabytes of hostile URLs
             return f"longer than {MAX_URL_LENGTH} characters"
-        return _refusal(url, self.allow_private)
+        return _refusal(url, self.allow_private, self._own)
 
     def check(self, url: str, field: str) -> str:
         """``url`` if the hub may call it, else ``InvalidParameters`` (400/2001) naming the field it came in."""

@@ -374,3 +374,11 @@ async def test_the_hubs_client_session_refuses_a_name_that_resolves_to_loopback(
         async with session.get("http://localhost:9/"):
             pass
     assert isinstance(caught.value.os_error, RefusedAddress)
+
+
+async def test_a_partner_cannot_register_the_hubs_own_urls_as_its_endpoints(hub: HubHarness) -> None:
+    """Its requests would be forwarded to the hub itself, again and again until their deadline."""
+    ema = emsp()
+    ema.endpoint_urls[("locations", "RECEIVER")] = f"{hub.url}/ocpi/2.2.1/receiver/locations"
+    status, body = await register_raw(hub, ema)
+    assert_refused(status, body, "endpoint locations RECEIVER", "the hub's own public URL")
