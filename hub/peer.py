@@ -14,7 +14,7 @@ from hub.ocpi.auth import authorization_header
 from hub.ocpi.errors import InvalidParameters, NoMatchingEndpoints, UnableToUseClientApi, UnsupportedVersion
 from hub.ocpi.models import MODULES, Version, VersionDetails, parse_model
 from hub.platform import Endpoint
-from routing.outbound import OutboundPolicy
+from routing.outbound import OutboundPolicy, refused_address
 
 VERSION = "2.2.1"
 
@@ -33,6 +33,8 @@ async def _get_data(session: aiohttp.ClientSession, url: str, token: str, limit:
     except TimeoutError:
         raise UnableToUseClientApi(f"GET {url} timed out") from None
     except (aiohttp.ClientError, OSError, ValueError) as exc:
+        if (refused := refused_address(exc)) is not None:  # its host name resolves to a private address
+            raise InvalidParameters(f"GET {url} refused: {refused}") from None
         raise UnableToUseClientApi(f"GET {url} failed: {type(exc).__name__}") from None
     if not isinstance(doc, dict) or doc.get("status_code") != 1000 or "data" not in doc:
         raise UnableToUseClientApi(f"GET {url} did not answer an OCPI success envelope")
@@ -60,8 +62,9 @@ async def discover_endpoints(
         offered = ", ".join(v.version for v in versions) or "none"
         raise UnsupportedVersion(f"partner offers OCPI {offered}; this hub speaks {VERSION}")
     policy.check(chosen.url, f"versions: url of version {VERSION}")
+    raw_details = await _get_data(session, chosen.url, token, limit)
     try:
-        details = parse_model(VersionDetails, await _get_data(session, chosen.url, token, limit), "version details")
+        details = parse_model(VersionDetails, raw_details, "version details")
     except InvalidParameters as exc:  # a malformed answer is the partner's API failing us
         raise UnableToUseClientApi(f"partner's version details: {exc.message}") from None
     endpoints = [Endpoint(identifier=e.identifier, role=e.role, url=e.url) for e in details.endpoints]

@@ -28,7 +28,7 @@ from hub.ocpi.headers import REQUEST_ID, ROUTING_HEADERS, new_id
 from hub.platform import ConnectionStatus, Platform
 from hub.tasks import stop_task
 from routing import keys
-from routing.outbound import OutboundPolicy, RefusedAddress, host_of
+from routing.outbound import OutboundPolicy, host_of, refused_address
 from routing.queue import DeliveryQueue, Message
 from routing.retry import backoff, describe, push_verdict
 from routing.wire import ForwardRequest, Reply
@@ -241,8 +241,7 @@ class Delivery:
         except TimeoutError:
             return hub_error_reply(4002, "receiver did not answer in time", "timeout")
         except (aiohttp.ClientError, OSError) as exc:
-            refused = getattr(exc, "os_error", None)
-            if isinstance(refused, RefusedAddress):  # from the session's PolicyResolver
+            if (refused := refused_address(exc)) is not None:  # from the session's PolicyResolver
                 return hub_error_reply(4003, f"the hub does not call this receiver URL: {refused}", "refused_url")
             return hub_error_reply(4003, f"receiver unreachable: {type(exc).__name__}", "unreachable")
         receiver_ms = (time.perf_counter() - started) * 1000

@@ -180,6 +180,12 @@ class RefusedAddress(OSError):
     """Every address a host name resolved to is refused by the policy: aiohttp reports it as a connect error."""
 
 
+def refused_address(exc: BaseException) -> RefusedAddress | None:
+    """The policy's refusal behind a client connection error, if that is what it was."""
+    inner = getattr(exc, "os_error", None)
+    return inner if isinstance(inner, RefusedAddress) else None
+
+
 class PolicyResolver(AbstractResolver):
     """Resolves like aiohttp's default resolver, then drops refused addresses; none left → ``RefusedAddress``.
 

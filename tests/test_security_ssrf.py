@@ -382,3 +382,19 @@ async def test_a_partner_cannot_register_the_hubs_own_urls_as_its_endpoints(hub:
     ema.endpoint_urls[("locations", "RECEIVER")] = f"{hub.url}/ocpi/2.2.1/receiver/locations"
     status, body = await register_raw(hub, ema)
     assert_refused(status, body, "endpoint locations RECEIVER", "the hub's own public URL")
+
+
+async def test_a_versions_url_whose_name_resolves_to_loopback_fails_the_registration_uncalled(
+        make_hub: MakeHub) -> None:
+    hub = await make_hub(allow_private_urls=False)
+    ema = emsp()
+    await ema.start()
+    hub.partners.append(ema)
+    platform = await hub.onboard(ema)
+    port = ema.base_url.rsplit(":", 1)[1]
+    creds = ema.credentials(url=f"http://localhost:{port}/ocpi/versions")
+    async with hub.session.post(f"{hub.url}/ocpi/2.2.1/credentials", json=creds,
+                                headers={"Authorization": ocpi_token(platform["token_a"])}) as resp:
+        status, body = resp.status, await resp.json()
+    assert_refused(status, body, "localhost resolves only to refused addresses")
+    assert ema.config_calls == []
