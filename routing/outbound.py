@@ -37,10 +37,6 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # well-known NAT64 prefix: the last 32 bits are an IPv4 address
 
 
-class UrlRefused(ValueError):
-    """A URL the outbound policy does not let the hub call; the message says why (no stack trace, no secret)."""
-
-
 def address_refusal(ip: IPAddress) -> str | None:
     """Why the hub must not connect to ``ip`` (None: a public unicast address).
 
