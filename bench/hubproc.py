@@ -57,6 +57,7 @@ def hub_child(port: int, data_dir: Path, redis_url: str | None, prefix: str, src
         "HUB_HOST": LOOPBACK, "HUB_PORT": str(port), "HUB_PUBLIC_URL": f"http://{LOOPBACK}:{port}",
         "HUB_URL": f"http://{LOOPBACK}:{port}", "HUB_SQLITE_PATH": str(data_dir / "hub.sqlite3"),
         "HUB_LOG_LEVEL": "WARNING", "HUB_ADMIN_TOKEN": ADMIN_TOKEN, "HUB_KEY_PREFIX": prefix,
+        "HUB_ALLOW_PRIVATE_URLS": "true",  # the fake partners run on loopback
     })
     if redis_url:
         env["HUB_REDIS_URL"] = redis_url

@@ -26,6 +26,7 @@ from hub.ocpi.models import validation_message
 from hub.ocpi.pagination import parse_datetime
 from hub.platform import ConnectionStatus, Party, Platform, hash_token, new_token, party_key, utcnow
 from hub.store.protocol import PartyConflict
+from routing.outbound import MAX_ALLOWED_HOSTS, normalise_host
 from routing.wire import ForwardRequest
 
 PARTY_ROLES = ("CPO", "EMSP", "NAP", "NSP", "OTHER", "SCSP")
@@ -46,6 +47,19 @@ class RoleIn(BaseModel):
 class PlatformIn(BaseModel):
     name: str = Field(min_length=1, max_length=100)
     roles: list[RoleIn] = Field(min_length=1)
+    allowed_hosts: list[str] = Field(default_factory=list, max_length=MAX_ALLOWED_HOSTS)
+
+
+class AllowedHostsIn(BaseModel):
+    allowed_hosts: list[str] = Field(max_length=MAX_ALLOWED_HOSTS)
+
+
+def _hosts(given: list[str]) -> list[str]:
+    """The operator's allow-list of a platform, normalised; 400 naming the bad entry."""
+    try:
+        return sorted({normalise_host(h) for h in given})
+    except ValueError as exc:
+        raise InvalidParameters(f"allowed_hosts: {exc}") from None
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -80,6 +94,7 @@ def platform_view(hub: Hub, p: Platform, token_a: str | None = None) -> dict[str
             for x in p.parties
         ],
         "endpoints": [{"identifier": e.identifier, "role": e.role, "url": e.url} for e in p.endpoints],
+        "allowed_hosts": list(p.allowed_hosts),
         "created_at": p.created_at.isoformat(),
         "updated_at": p.updated_at.isoformat(),
     }
@@ -133,8 +148,10 @@ async def create_platform(request: web.Request) -> web.Response:
     if any(p.key == own for p in parties):
         # Requests addressed to this pair are answered by the hub itself: no platform may host it.
         return _error(409, f"party {own} is the hub's own party")
+    allowed_hosts = _hosts(body.allowed_hosts)
     token_a = new_token()
-    platform = Platform(id=uuid.uuid4().hex[:12], name=body.name, parties=parties, token_a_hash=hash_token(token_a))
+    platform = Platform(id=uuid.uuid4().hex[:12], name=body.name, parties=parties, token_a_hash=hash_token(token_a),
+                        allowed_hosts=allowed_hosts)
     await _save(hub, platform)
     return web.json_response(platform_view(hub, platform, token_a), status=201)
 
@@ -189,6 +206,20 @@ def _registered_party(party: Party) -> bool:
     return party.business_details is not None
 
 
+async def set_allowed_hosts(request: web.Request) -> web.Response:
+    """Replace a platform's allow-list: hosts besides its registered ones on which it may hand over URLs
+    (``response_url``, ``Link``, ``Location``). It never lifts the private-address rule (docs/security.md)."""
+    hub, platform = hub_of(request), _platform(request)
+    try:
+        body = AllowedHostsIn.model_validate(await _json(request))
+    except ValidationError as exc:
+        return _error(400, validation_message(exc))
+    platform.allowed_hosts = _hosts(body.allowed_hosts)
+    platform.updated_at = utcnow()
+    await _save(hub, platform)
+    return web.json_response(platform_view(hub, platform))
+
+
 async def remove_platform(request: web.Request) -> web.Response:
     """Offboard: tokens die, parties are SUSPENDED, queued messages for it are dropped."""
     hub, platform = hub_of(request), await _current(request)
@@ -235,6 +266,10 @@ async def connect_platform(request: web.Request) -> web.Response:
         body = ConnectIn.model_validate(await _json(request))
     except ValidationError as exc:
         return _error(400, validation_message(exc))
+    # The operator's URL: trusted for its host, not for its address (a typo or a pasted internal URL would
+    # otherwise have the hub probe its own network).
+    if (why := hub.outbound.refusal(body.versions_url)) is not None:
+        return _error(400, f"versions_url refused: {why}")
     platform = await _connect_errors(connect(hub, body.name, body.versions_url, body.token_a))
     return web.json_response(platform_view(hub, platform), status=201)
 
@@ -336,6 +371,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/admin/platforms/{id}", show_platform)
     app.router.add_post("/admin/platforms/{id}/suspend", suspend_platform)
     app.router.add_post("/admin/platforms/{id}/resume", resume_platform)
+    app.router.add_put("/admin/platforms/{id}/allowed-hosts", set_allowed_hosts)
     app.router.add_delete("/admin/platforms/{id}", remove_platform)
     app.router.add_get("/admin/queues", list_queues)
 

@@ -35,6 +35,7 @@ from routing import keys
 from routing.callbacks import Callbacks
 from routing.delivery import Delivery
 from routing.open_routing import RouteHints
+from routing.outbound import OutboundPolicy
 from routing.queue import DeliveryQueue
 
 log = logging.getLogger("hub.app")
@@ -91,15 +92,19 @@ def _lifecycle(settings: Settings, given_store: HubStore | None, given_redis: Re
         feed = PlatformFeed(registry, redis, keys.platforms_channel(settings.key_prefix))
         await feed.open()  # subscribed before the first load: no change slips in between
         await registry.load()
+        outbound = OutboundPolicy(allow_private=settings.allow_private_urls, public_url=settings.public_url)
+        # The resolver checks the addresses of every host name the hub connects to (DNS rebinding).
+        resolver = outbound.resolver()
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=settings.connections_per_receiver,
-                                         ttl_dns_cache=300, enable_cleanup_closed=True)
+                                         ttl_dns_cache=300, enable_cleanup_closed=True, resolver=resolver)
         session = aiohttp.ClientSession(connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",))
         queue = DeliveryQueue(redis, prefix=settings.key_prefix, max_inflight=settings.max_inflight_per_receiver,
                               lease_seconds=settings.forward_timeout * 2 + 5)
         delivery = Delivery(queue=queue, redis=redis, resolve=registry.get, refresh=registry.refresh, session=session,
                             prefix=settings.key_prefix, forward_timeout=settings.forward_timeout,
                             concurrency=settings.delivery_concurrency,
-                            retry_window=settings.broadcast_retry_window)
+                            retry_window=settings.broadcast_retry_window, outbound=outbound,
+                            url_hosts=registry.url_hosts)
         delivery.on_retry = lambda msg: metrics_.retries.labels(receiver=msg.receiver).inc()
         delivery.on_result = metrics_.count_receiver_result
         audit = AuditWriter(store, interval=settings.audit_flush_interval,
@@ -110,8 +115,9 @@ def _lifecycle(settings: Settings, given_store: HubStore | None, given_redis: Re
                   session=session, audit=audit, metrics=metrics_,
                   admin_token=settings.admin_token or secrets.token_urlsafe(24),
                   callbacks=Callbacks(redis, prefix=settings.key_prefix,
-                                      base_url=settings.public_url.rstrip("/") + "/ocpi/2.2.1"),
-                  hints=RouteHints(store, store.sealer.hint_keys), client_log=client_log)
+                                      base_url=settings.public_url.rstrip("/") + "/ocpi/2.2.1",
+                                      policy=outbound, hosts_of=registry.url_hosts),
+                  hints=RouteHints(store, store.sealer.hint_keys), client_log=client_log, outbound=outbound)
         app[HUB_KEY] = hub
         liveness = Liveness(hub)
         hub.on_seen = liveness.seen
@@ -146,6 +152,7 @@ def _lifecycle(settings: Settings, given_store: HubStore | None, given_redis: Re
             await hub.hints.flush()
             await session.close()
             logging.getLogger("aiohttp.server").removeFilter(parser_filter)
+            await resolver.close()  # a resolver passed in is not closed by its connector
             if given_redis is None:
                 await redis.aclose()
             if given_store is None:

@@ -80,10 +80,16 @@ def add_admin_commands(sub: Any) -> None:
     add = psub.add_parser("add", help="reserve parties for a new platform and issue its Token A")
     add.add_argument("--name", required=True)
     add.add_argument("--role", action="append", type=parse_role, required=True, metavar="CC:PID:ROLE")
+    add.add_argument("--allowed-host", action="append", default=[], metavar="HOST",
+                     help="a host besides its registered ones on which it may hand over URLs (repeatable)")
     psub.add_parser("list", help="all platforms")
     for action in ("show", "suspend", "resume", "remove", "rotate"):
         p = psub.add_parser(action)
         p.add_argument("id")
+    hosts = psub.add_parser("allowed-hosts", help="replace the hosts besides its registered ones on which a "
+                            "platform may hand over URLs (response_url, Link, Location); none clears the list")
+    hosts.add_argument("id")
+    hosts.add_argument("hosts", nargs="*", metavar="HOST")
     con = psub.add_parser("connect", help="register the hub with a partner that issued a Token A")
     con.add_argument("--name", required=True)
     con.add_argument("--versions-url", required=True)
@@ -130,7 +136,10 @@ def run_admin(args: argparse.Namespace) -> int:
             result = call(settings, "POST", "/admin/platforms/connect",
                           {"name": args.name, "versions_url": args.versions_url, "token_a": args.token_a})
         elif args.action == "add":
-            result = call(settings, "POST", "/admin/platforms", {"name": args.name, "roles": args.role})
+            result = call(settings, "POST", "/admin/platforms", {"name": args.name, "roles": args.role,
+                                                                 "allowed_hosts": args.allowed_host})
+        elif args.action == "allowed-hosts":
+            result = call(settings, "PUT", f"/admin/platforms/{args.id}/allowed-hosts", {"allowed_hosts": args.hosts})
         elif args.action == "list":
             result = call(settings, "GET", "/admin/platforms")
         elif args.action == "show":

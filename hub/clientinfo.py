@@ -197,6 +197,8 @@ class Liveness:
     async def _ping(self, platform: Platform) -> bool:
         if not platform.versions_url or not platform.outbound_token:
             return False
+        if self.hub.outbound.refusal(platform.versions_url) is not None:  # e.g. HUB_ALLOW_PRIVATE_URLS turned off
+            return False
         try:
             async with self.hub.session.get(
                 platform.versions_url, headers={"Authorization": authorization_header(platform.outbound_token)},

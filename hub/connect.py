@@ -60,7 +60,8 @@ def _parties(creds: Credentials) -> list[Party]:
 
 async def connect(hub: Hub, name: str, versions_url: str, token_a: str) -> Platform:
     """Register the hub with a partner. Its Token B is valid before the POST, since the partner calls back."""
-    endpoints = await discover_endpoints(hub.session, versions_url, token_a, hub.settings.registration_timeout)
+    endpoints = await discover_endpoints(hub.session, versions_url, token_a, hub.settings.registration_timeout,
+                                         policy=hub.outbound, field="versions_url")
     token_b = new_token()
     platform = Platform(id=uuid.uuid4().hex[:12], name=name, inbound_token_hash=hash_token(token_b),
                         versions_url=versions_url, version="2.2.1", endpoints=endpoints)
@@ -70,7 +71,9 @@ async def connect(hub: Hub, name: str, versions_url: str, token_a: str) -> Platf
         creds = await _send_credentials(hub, "POST", _credentials_url(platform), token_a,
                                         hub_credentials(hub, token_b))
         if creds.url != versions_url:
-            endpoints = await discover_endpoints(hub.session, creds.url, creds.token, hub.settings.registration_timeout)
+            endpoints = await discover_endpoints(hub.session, creds.url, creds.token,
+                                                 hub.settings.registration_timeout, policy=hub.outbound,
+                                                 field="partner credentials url")
         parties = _parties(creds)
         _check_parties(hub, platform, parties)
         done = copy.deepcopy(platform)
@@ -142,14 +145,17 @@ async def rotate(hub: Hub, platform: Platform) -> Platform:
         raise
     endpoints: list[Endpoint] | None
     try:
-        endpoints = await discover_endpoints(hub.session, creds.url, creds.token, hub.settings.registration_timeout)
+        endpoints = await discover_endpoints(hub.session, creds.url, creds.token, hub.settings.registration_timeout,
+                                             policy=hub.outbound, field="partner credentials url")
     except OcpiError as exc:
         log.warning("platform %s: tokens rotated, but its endpoints could not be re-read: %s", platform.id,
                     exc.message)
         endpoints = None
     done = _current(hub, platform)
     done.inbound_token_hash, done.token_a_hash = hash_token(new_inbound), None
-    done.outbound_token, done.versions_url = creds.token, creds.url
+    done.outbound_token = creds.token
+    if hub.outbound.refusal(creds.url) is None:  # a refused URL is never stored: liveness would call it
+        done.versions_url = creds.url
     if endpoints is not None:
         done.endpoints = endpoints
     done.updated_at = utcnow()

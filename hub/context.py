@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiohttp
 from aiohttp import web
@@ -20,6 +20,7 @@ from hub.store.protocol import HubStore
 from routing.callbacks import Callbacks
 from routing.delivery import Delivery
 from routing.open_routing import RouteHints
+from routing.outbound import OutboundPolicy
 from routing.queue import DeliveryQueue
 
 
@@ -37,6 +38,7 @@ class Hub:
     admin_token: str
     callbacks: Callbacks
     hints: RouteHints
+    outbound: OutboundPolicy = field(default_factory=OutboundPolicy)  # which URLs the hub calls (routing/outbound.py)
     on_seen: Callable[[str], None] | None = None  # platform id heard from (still-alive tracking)
     client_log: ThrottledLog | None = None  # refused requests and malformed HTTP: a bounded number of lines
 

@@ -64,7 +64,8 @@ async def _apply(request: web.Request, hub: Hub, caller: Caller, creds: Credenti
     concurrent registration that already used the token) wins instead of being overwritten by a stale copy.
     """
     async with request.app[_LOCKS].setdefault(caller.platform.id, asyncio.Lock()):
-        endpoints = await discover_endpoints(hub.session, creds.url, creds.token, hub.settings.registration_timeout)
+        endpoints = await discover_endpoints(hub.session, creds.url, creds.token, hub.settings.registration_timeout,
+                                             policy=hub.outbound)
         caller = await reauthenticate(hub, caller)
         return await _save_registration(hub, caller, creds, endpoints)
 

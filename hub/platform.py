@@ -80,6 +80,9 @@ class Platform:
     versions_url: str | None = None
     version: str | None = None
     endpoints: list[Endpoint] = field(default_factory=list)
+    # Hosts besides its versions and endpoint hosts on which the platform may hand over URLs (response_url, Link,
+    # Location): set by the operator (docs/security.md, "Outbound URLs").
+    allowed_hosts: list[str] = field(default_factory=list)
     removed: bool = False
     created_at: datetime = field(default_factory=utcnow)
     updated_at: datetime = field(default_factory=utcnow)

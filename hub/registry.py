@@ -29,6 +29,7 @@ from redis.asyncio import Redis
 
 from hub.platform import Party, Platform, hash_token, party_key
 from hub.store.protocol import Store
+from routing.outbound import registered_hosts
 
 log = logging.getLogger("hub.registry")
 
@@ -50,6 +51,7 @@ class PlatformRegistry:
         self._by_id: dict[str, Platform] = {}
         self._by_token: dict[str, str] = {}
         self._by_party: dict[str, str] = {}
+        self._hosts: dict[str, frozenset[str]] = {}  # per platform, computed on first use after a change
         self.on_change: ChangeHook | None = None
         self.on_saved: SavedHook | None = None  # (state before, state after) in this process
         # Local writes are numbered, so a store read that started before one cannot undo it in this view.
@@ -85,6 +87,7 @@ class PlatformRegistry:
                     by_party[party.key] = p.id
         self._by_token, self._by_party = by_token, by_party
         self._unknown.clear()  # a change this process heard of may have issued one of them
+        self._hosts = {}
 
     def _touch(self, platform_id: str) -> None:
         self._seq += 1
@@ -157,6 +160,15 @@ class PlatformRegistry:
 
     def get(self, platform_id: str) -> Platform | None:
         return self._by_id.get(platform_id)
+
+    def url_hosts(self, platform_id: str) -> frozenset[str]:
+        """The hosts a platform may hand over URLs on (routing/outbound.py), cached until a platform changes."""
+        hosts = self._hosts.get(platform_id)
+        if hosts is None:
+            platform = self._by_id.get(platform_id)
+            hosts = registered_hosts(platform) if platform is not None else frozenset()
+            self._hosts[platform_id] = hosts
+        return hosts
 
     def all(self) -> list[Platform]:
         return sorted(self._by_id.values(), key=lambda p: p.created_at)

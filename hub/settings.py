@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     delivery_concurrency: int = Field(512, ge=1, description="deliveries one process runs at once")
     connections_per_receiver: int = Field(64, ge=1)
 
+    allow_private_urls: bool = Field(
+        False, description="let the hub call partner URLs on private, loopback and link-local addresses: "
+        "development and tests with partners on 127.0.0.1 only (docs/security.md, 'Outbound URLs')")
+
     broadcast_retry_window: float = Field(600.0, gt=0, description="seconds a fan-out delivery is retried")
     alive_interval: float = Field(300.0, gt=0, description="silence before a still-alive GET versions")
     alive_check_every: float = Field(30.0, gt=0, description="how often silent platforms are looked at")

@@ -3,17 +3,21 @@ header and pagination ``Link`` headers (digest §3.9).
 
 Each is an unguessable id in Redis with a TTL. It records where to forward, who may call it (the party it
 was issued to) and the routing headers to use; a callback used by anyone else, or after it expired, is refused.
+Only a URL the outbound-URL policy accepts, on a host its platform registered, becomes a callback
+(routing/outbound.py): the hub would call it with its own credentials.
 """
 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import orjson
 from redis.asyncio import Redis
 
 from routing import keys
+from routing.outbound import OutboundPolicy
 
 
 @dataclass
@@ -29,15 +33,21 @@ class Callback:
 
 
 class Callbacks:
-    def __init__(self, redis: Redis, *, prefix: str, base_url: str) -> None:
+    def __init__(self, redis: Redis, *, prefix: str, base_url: str, policy: OutboundPolicy | None = None,
+                 hosts_of: Callable[[str], frozenset[str]] | None = None) -> None:
         self.redis = redis
         self.prefix = prefix
         self.base_url = base_url.rstrip("/") + "/callbacks"
+        self.policy = policy or OutboundPolicy()
+        self.hosts_of = hosts_of or (lambda platform_id: frozenset())  # PlatformRegistry.url_hosts
 
     def url_of(self, callback_id: str) -> str:
         return f"{self.base_url}/{callback_id}"
 
-    async def issue(self, cb: Callback, ttl: float) -> str:
+    async def issue(self, cb: Callback, ttl: float, *, field: str) -> str:
+        """Store ``cb`` and return its hub URL; ``InvalidParameters`` (naming ``field``) when the outbound policy
+        refuses ``cb.url`` or it is not on a host of ``cb.target_platform``, and then nothing is stored."""
+        self.policy.check_handed_over(cb.url, self.hosts_of(cb.target_platform), field)
         cb.id = secrets.token_urlsafe(24)
         await self.redis.set(keys.callback(self.prefix, cb.id), orjson.dumps(asdict(cb)), px=max(int(ttl * 1000), 1))
         return self.url_of(cb.id)

@@ -29,6 +29,7 @@ from hub.ocpi.headers import REQUEST_ID, ROUTING_HEADERS, new_id
 from hub.platform import ConnectionStatus, Platform
 from hub.tasks import stop_task
 from routing import keys
+from routing.outbound import OutboundPolicy, host_of, refused_address
 from routing.queue import DeliveryQueue, Message
 from routing.retry import backoff, describe, push_verdict
 from routing.wire import ForwardRequest, Reply
@@ -41,17 +42,20 @@ RELAYED_HEADERS = (*ROUTING_HEADERS, "X-Total-Count", "X-Limit", "Link", "Locati
 Resolver = Callable[[str], Platform | None]
 # Reads one platform from the store into the process's view: (platform id, revision needed) -> current state.
 Refresher = Callable[[str, int], Awaitable[Platform | None]]
+HostsOf = Callable[[str], frozenset[str]]  # platform id -> hosts it registered (PlatformRegistry.url_hosts)
 
 
 def join_url(base: str, tail: str, query: str = "") -> str:
-    """Exactly one slash between an endpoint URL and the path below it (digest §2.9); the result is encoded.
+    """The advertised endpoint URL exactly as given when nothing is appended (a partner that advertised
+    ``…/cdrs/`` is called on ``…/cdrs/``, not ``…/cdrs``, which FastAPI-style servers answer with a redirect);
+    exactly one slash between it and a path below it (OCPI 2.2.1 transport_and_format). The result is encoded.
 
     ``tail`` and ``query`` are percent-encoded as the caller sent them and must go out unchanged (an id with
     an encoded '/' or a query value with an encoded '&' keeps its meaning): request ``URL(.., encoded=True)``.
     """
     url = _endpoint_base(base)
     if tail:
-        url += "/" + tail.lstrip("/")
+        url += ("" if url.endswith("/") else "/") + tail.lstrip("/")
     if query:
         url += "?" + query
     return url
@@ -59,8 +63,8 @@ def join_url(base: str, tail: str, query: str = "") -> str:
 
 @functools.lru_cache(maxsize=1024)
 def _endpoint_base(base: str) -> str:
-    """A partner's endpoint URL, encoded and without trailing slash (a handful per platform, parsed once)."""
-    return str(URL(base)).rstrip("/")
+    """A partner's endpoint URL, encoded, its path as advertised (a handful per platform, parsed once)."""
+    return str(URL(base))
 
 
 @functools.lru_cache(maxsize=1024)
@@ -125,6 +129,8 @@ class Delivery:
         min_budget: float | None = None,
         retry_window: float = 600.0,
         refresh: Refresher | None = None,
+        outbound: OutboundPolicy | None = None,
+        url_hosts: HostsOf | None = None,
     ) -> None:
         self.queue = queue
         self.redis = redis
@@ -136,6 +142,10 @@ class Delivery:
         self.concurrency = concurrency
         self.min_budget = forward_timeout * MIN_BUDGET_SHARE if min_budget is None else min_budget
         self.retry_window = retry_window
+        # Checked again at call time (docs/security.md, "Outbound URLs"): the policy or the platform's hosts may
+        # have changed since a URL was accepted.
+        self.outbound = outbound or OutboundPolicy()
+        self.url_hosts: HostsOf = url_hosts or (lambda platform_id: frozenset())
         self.on_retry: Callable[[Message], None] | None = None
         # Every forward attempt's outcome (direct, callback and hub-originated pushes alike): metrics.
         self.on_result: Callable[[str, str], None] | None = None  # (receiver platform id, Reply.result)
@@ -246,6 +256,9 @@ class Delivery:
         base = fwd.url or platform.endpoint_url(fwd.module, fwd.interface_role)
         if base is None or not platform.outbound_token:
             return hub_error_reply(4003, f"receiver has no {fwd.module} {fwd.interface_role} endpoint", "no_endpoint")
+        why = self._refusal(msg.receiver, fwd.url or base, callback=bool(fwd.url))
+        if why is not None:
+            return hub_error_reply(4003, f"the hub does not call this receiver URL: {why}", "refused_url")
         remaining = msg.deadline - time.time() if msg.deadline else self.forward_timeout
         if remaining < min(self.min_budget, self.forward_timeout):
             return hub_error_reply(4002, "request waited too long in the queue to be forwarded in time", "expired")
@@ -274,6 +287,8 @@ class Delivery:
         except TimeoutError:
             return hub_error_reply(4002, "receiver did not answer in time", "timeout")
         except (aiohttp.ClientError, OSError) as exc:
+            if (refused := refused_address(exc)) is not None:  # from the session's PolicyResolver
+                return hub_error_reply(4003, f"the hub does not call this receiver URL: {refused}", "refused_url")
             return hub_error_reply(4003, f"receiver unreachable: {type(exc).__name__}", "unreachable")
         receiver_ms = (time.perf_counter() - started) * 1000
         ocpi_status = ocpi_status_of(body)
@@ -282,6 +297,14 @@ class Delivery:
             reply.receiver_ms, reply.receiver_status = receiver_ms, status
             return reply
         return Reply(status=status, headers=relayed, body=body, receiver_ms=receiver_ms, ocpi_status=ocpi_status)
+
+    def _refusal(self, receiver: str, url: str, *, callback: bool) -> str | None:
+        """Why the outbound policy forbids calling ``url`` now; a callback URL must still be on a host its platform
+        registered. Endpoint URLs cost one cached lookup: they were checked in full at registration."""
+        why = self.outbound.refusal(url)
+        if why is None and callback and host_of(url) not in self.url_hosts(receiver):
+            why = f"host {host_of(url)} is no longer one the receiver registered"
+        return why
 
     async def _process(self, msg: Message) -> None:
         """Dispatcher path: deliver unless expired, free the group, hand the reply to its waiter.

@@ -2,16 +2,22 @@
 
 Requests: ``response_url`` in the body of the five commands and of SetChargingProfile, and in the query of
 charging-profile GET/DELETE. Responses: the CDR ``Location`` header and every pagination ``Link`` header.
+
+A URL the outbound-URL policy refuses (routing/outbound.py) is never forwarded: a request carrying one is
+refused (400/2001 naming the field); a refused ``Link`` makes the answer unusable (502/4000: dropping it would
+end the caller's crawl early without telling it); a refused ``Location`` is left out of the accepted answer.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 import orjson
 
+from hub.ocpi.errors import HubError, InvalidParameters
 from hub.ocpi.headers import Party
 from routing.callbacks import Callback, Callbacks
 from routing.delivery import ocpi_status_of
@@ -22,6 +28,7 @@ RESULT_MARGIN = 60.0
 LOCATION_TTL = 30 * 24 * 3600.0  # a CDR stays retrievable at its Location for a month
 LINK_TTL = 3600.0  # a crawl's next page
 _LINK = re.compile(r"<([^>]*)>(.*)")
+log = logging.getLogger("routing.rewrite")
 
 
 class Rewritten:
@@ -41,15 +48,15 @@ async def rewrite_request(
     if interface_role != "RECEIVER" or module not in ("commands", "chargingprofiles"):
         return Rewritten(body, query)
 
-    async def issue(url: str) -> tuple[str, str]:
+    async def issue(url: str, field: str) -> tuple[str, str]:
         cb = Callback(url=url, method="POST", issued_to=receiver.key, target_platform=requester_platform,
                       to_party=requester.key, module=module, interface_role="SENDER")
-        hub_url = await callbacks.issue(cb, PENDING_RESULT_TTL)
+        hub_url = await callbacks.issue(cb, PENDING_RESULT_TTL, field=field)
         return hub_url, cb.id
 
     in_body = (module == "commands" and method == "POST") or (module == "chargingprofiles" and method == "PUT")
     if in_body and isinstance(json_body, dict) and isinstance(json_body.get("response_url"), str):
-        hub_url, cb_id = await issue(json_body["response_url"])
+        hub_url, cb_id = await issue(json_body["response_url"], "response_url")
         return Rewritten(orjson.dumps({**json_body, "response_url": hub_url}), query, cb_id)
     if module == "chargingprofiles" and method in ("GET", "DELETE") and "response_url" in query:
         pairs = parse_qsl(query, keep_blank_values=True)
@@ -57,7 +64,7 @@ async def rewrite_request(
         out: list[tuple[str, str]] = []
         for name, value in pairs:
             if name == "response_url" and value:
-                value, issued = await issue(value)
+                value, issued = await issue(value, "response_url (query parameter)")
             out.append((name, value))
         return Rewritten(body, urlencode(out), issued)
     return Rewritten(body, query)
@@ -87,10 +94,17 @@ async def rewrite_response_headers(
         if match:
             cb = Callback(url=match.group(1), method="GET", issued_to=caller.key, target_platform=receiver_platform,
                           to_party=receiver.key, module=module, interface_role=interface_role)
-            out["Link"] = f"<{await callbacks.issue(cb, LINK_TTL)}>{match.group(2)}"
+            try:
+                out["Link"] = f"<{await callbacks.issue(cb, LINK_TTL, field='Link header')}>{match.group(2)}"
+            except InvalidParameters as exc:
+                raise HubError(f"receiver's answer is unusable: {exc.message}") from None
     location = out.get("Location")
     if location:
         cb = Callback(url=location, method="GET", issued_to=caller.key, target_platform=receiver_platform,
                       to_party=receiver.key, module=module, interface_role=interface_role)
-        out["Location"] = await callbacks.issue(cb, LOCATION_TTL)
+        try:
+            out["Location"] = await callbacks.issue(cb, LOCATION_TTL, field="Location header")
+        except InvalidParameters as exc:  # the receiver accepted the request: its answer stands, minus the URL
+            log.warning("platform %s: %s; left out of the answer", receiver_platform, exc.message)
+            del out["Location"]
     return out

@@ -51,7 +51,8 @@ class Reply:
     message: str = ""
     ocpi_status: int | None = None
     # Why the hub stands in for the receiver, for retry decisions (routing/retry.py): not_connected,
-    # unreachable, timeout, no_endpoint, bad_url, expired, internal, or not_ocpi (then receiver_status is set).
+    # unreachable, timeout, no_endpoint, bad_url, refused_url (outbound policy), expired, internal, or not_ocpi
+    # (then receiver_status is set).
     cause: str = ""
     receiver_status: int | None = None
 

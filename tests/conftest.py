@@ -151,6 +151,7 @@ def hub_settings(**overrides: Any) -> Settings:
         "host": "127.0.0.1", "port": port, "public_url": f"http://127.0.0.1:{port}",
         "sqlite_path": ":memory:", "admin_token": ADMIN_TOKEN, "forward_timeout": 2.0,
         "registration_timeout": 2.0, "key_prefix": "test-" + uuid.uuid4().hex[:8],
+        "allow_private_urls": True,  # every fake partner runs on 127.0.0.1 (tests/test_security_ssrf.py: off)
     }
     values.update(overrides)
     return Settings(**values)

@@ -89,7 +89,7 @@ class FakePartner:
     responder: Responder = default_responder
     versions_status: int = 200
     offer_credentials: bool = True
-    trailing_slash: bool = False  # advertise endpoint URLs ending in '/': the hub must still join with one '/'
+    trailing_slash: bool = False  # advertise endpoint URLs ending in "/": the hub must call them as given
     endpoint_urls: dict[tuple[str, str], str] = field(default_factory=dict)  # (module, role) -> URL advertised
     offered_versions: tuple[str, ...] = ("2.2.1",)
     versions_delay: float = 0.0  # seconds the versions endpoint waits: lets tests act mid-registration
@@ -113,6 +113,17 @@ class FakePartner:
     def endpoint_path(module: str, role: str) -> str:
         """Path of the endpoint this partner advertises for a module and interface role (no trailing slash)."""
         return f"/ocpi/2.2.1/{role.lower()}/{module}"
+
+    def advertised_url(self, module: str, role: str) -> str:
+        """The endpoint URL this partner advertises in its version details, exactly."""
+        url = self.base_url + self.endpoint_path(module, role) + ("/" if self.trailing_slash else "")
+        return self.endpoint_urls.get((module, role), url)
+
+    def served_path(self, module: str, role: str, tail: str = "") -> str:
+        """The one path this partner serves for an endpoint (and an object below it): the advertised path as
+        given, with exactly one '/' before ``tail``."""
+        path = URL(self.advertised_url(module, role), encoded=True).raw_path
+        return path + ("" if path.endswith("/") else "/") + tail if tail else path
 
     @property
     def party(self) -> Party:
@@ -170,14 +181,30 @@ class FakePartner:
                               "url": f"{self.base_url}/ocpi/2.2.1/credentials"})
         for module, roles in self.modules.items():
             for role in roles:
-                url = self.base_url + self.endpoint_path(module, role) + ("/" if self.trailing_slash else "")
-                endpoints.append({"identifier": module, "role": role,
-                                  "url": self.endpoint_urls.get((module, role), url)})
+                endpoints.append({"identifier": module, "role": role, "url": self.advertised_url(module, role)})
         return web.json_response(envelope({"version": "2.2.1", "endpoints": endpoints}))
+
+    def _misrouted(self, raw_path: str) -> web.StreamResponse | None:
+        """Strict like FastAPI and similar stacks: an advertised endpoint is served on exactly its advertised path
+        (the other trailing-slash form is redirected with 307, which the hub must not need), and a path below it
+        only after exactly one '/' (404 otherwise). Other paths (callback URLs this partner handed over) pass."""
+        if "//" in raw_path:
+            return web.Response(status=404, text="404: Not Found")
+        for module, roles in self.modules.items():
+            for role in roles:
+                url = self.advertised_url(module, role)
+                if not url.startswith(self.base_url + "/"):
+                    continue
+                served = URL(url, encoded=True).raw_path
+                if raw_path.rstrip("/") == served.rstrip("/") and raw_path != served:
+                    raise web.HTTPTemporaryRedirect(url)  # 307, as FastAPI's redirect_slashes
+        return None
 
     async def _module(self, request: web.Request) -> web.StreamResponse:
         rec = await self._record(request)
         self.received.append(rec)
+        if (wrong := self._misrouted(rec.raw_path)) is not None:
+            return wrong
         if not self._authorized(request):
             return web.json_response(envelope(status_code=2000, message="bad token"), status=401)
         return await self.responder(request, rec)

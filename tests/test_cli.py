@@ -61,7 +61,8 @@ def serve(data_dir: Path, admin_token: str | None = ADMIN_TOKEN) -> Served:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     sqlite_path = data_dir / "hub.sqlite3"
-    env = clean_env(HUB_PORT=str(port), HUB_PUBLIC_URL=url, HUB_SQLITE_PATH=str(sqlite_path))
+    env = clean_env(HUB_PORT=str(port), HUB_PUBLIC_URL=url, HUB_SQLITE_PATH=str(sqlite_path),
+                    HUB_ALLOW_PRIVATE_URLS="true")  # the fake partners run on 127.0.0.1
     if admin_token is not None:
         env["HUB_ADMIN_TOKEN"] = admin_token
     log = data_dir / f"serve-{port}.log"

@@ -245,7 +245,7 @@ class HubProcess:
         base = {k: v for k, v in os.environ.items() if not k.startswith("HUB_") and k != "PROMETHEUS_MULTIPROC_DIR"}
         self.env = {**base, "HUB_HOST": "127.0.0.1", "HUB_PORT": str(self.port), "HUB_PUBLIC_URL": self.url,
                     "HUB_SQLITE_PATH": str(tmp_path / "hub.sqlite3"), "HUB_ADMIN_TOKEN": ADMIN_TOKEN,
-                    "HUB_LOG_LEVEL": "WARNING", **env}
+                    "HUB_LOG_LEVEL": "WARNING", "HUB_ALLOW_PRIVATE_URLS": "true", **env}
         self.proc: subprocess.Popen[bytes] | None = None
         self.runs = 0
 

@@ -16,7 +16,7 @@ from tests.partners import FakePartner, Party, Received, default_responder, enve
 
 TS = "2024-05-01T10:00:00Z"
 HUB = Party("NL", "HUB", "HUB")
-RESPONSE_URL = "https://emsp.example/ocpi/emsp/2.2.1/commands/77"
+RESPONSE_URL = "http://127.0.0.1/ocpi/emsp/2.2.1/commands/77"
 
 
 def token(owner: Party, uid: str = "TOK1", token_type: str = "RFID") -> dict[str, Any]:
@@ -244,8 +244,8 @@ async def test_session_patch_without_cdr_token_follows_what_the_hub_learned(
     ("PUT", "", {"response_url": RESPONSE_URL,
                  "charging_profile": {"charging_rate_unit": "W",
                                       "charging_profile_period": [{"start_period": 0, "limit": 11000.0}]}}),
-    ("GET", "duration=900&response_url=https%3A%2F%2Femsp.example%2Fcp%2F1", None),
-    ("DELETE", "response_url=https%3A%2F%2Femsp.example%2Fcp%2F2", None),
+    ("GET", "duration=900&response_url=http%3A%2F%2F127.0.0.1%2Fcp%2F1", None),
+    ("DELETE", "response_url=http%3A%2F%2F127.0.0.1%2Fcp%2F2", None),
 ])
 async def test_charging_profiles_reach_the_cpo_of_the_session(
         hub: HubHarness, parties: tuple[FakePartner, ...], method: str, query: str, body: Any) -> None:

@@ -58,6 +58,7 @@ class HubProcess:
             "HUB_SQLITE_PATH": str(tmp_path / "data" / "hub.sqlite3"),
             "HUB_FORWARD_TIMEOUT": "5",
             "HUB_LOG_LEVEL": "WARNING",
+            "HUB_ALLOW_PRIVATE_URLS": "true",  # the fake partners run on 127.0.0.1
             **env,
         }
         self.proc: subprocess.Popen[bytes] | None = None

@@ -58,7 +58,7 @@ TARIFF = {"country_code": "NL", "party_id": "CPA", "id": "T1", "currency": "EUR"
           "last_updated": TS, **UNKNOWN}
 TOKEN = {"country_code": "DE", "party_id": "EMA", "uid": "TOK1", "type": "RFID", "contract_id": "DE-EMA-C1",
          "issuer": "Beta", "valid": True, "whitelist": "ALLOWED", "last_updated": TS, **UNKNOWN}
-RESPONSE_URL = "https://emsp.example/ocpi/emsp/2.2.1/commands/START_SESSION/77"
+RESPONSE_URL = "http://127.0.0.1/ocpi/emsp/2.2.1/commands/START_SESSION/77"
 PROFILE = {"charging_rate_unit": "W", "charging_profile_period": [{"start_period": 0, "limit": 11000.0}]}
 PAGED = {"X-Total-Count": "153", "X-Limit": "25"}
 
@@ -186,13 +186,13 @@ CASES = [
                 body=raw({"result": "ACCEPTED", "message": [{"language": "en", "text": "Charging"}]})),
     # chargingprofiles RECEIVER (eMSP → CPO): GET/PUT/DELETE {session_id}
     emsp_to_cpo("chargingprofiles-receiver-get", "GET", "chargingprofiles", "RECEIVER", "S1",
-                query="duration=900&response_url=https%3A%2F%2Femsp.example%2Fcp%2F1",
+                query="duration=900&response_url=http%3A%2F%2F127.0.0.1%2Fcp%2F1",
                 answer=answer({"result": "ACCEPTED", "timeout": 30}), rewritable=("response_url",)),
     emsp_to_cpo("chargingprofiles-receiver-put", "PUT", "chargingprofiles", "RECEIVER", "S1",
-                body=raw({"charging_profile": PROFILE, "response_url": "https://emsp.example/cp/2"}),
+                body=raw({"charging_profile": PROFILE, "response_url": "http://127.0.0.1/cp/2"}),
                 answer=answer({"result": "ACCEPTED", "timeout": 30}), rewritable=("response_url",)),
     emsp_to_cpo("chargingprofiles-receiver-delete", "DELETE", "chargingprofiles", "RECEIVER", "S1",
-                query="response_url=https%3A%2F%2Femsp.example%2Fcp%2F3",
+                query="response_url=http%3A%2F%2F127.0.0.1%2Fcp%2F3",
                 answer=answer({"result": "UNKNOWN_SESSION", "timeout": 0}), rewritable=("response_url",)),
     # chargingprofiles SENDER (CPO → eMSP): result to the response_url path, ActiveChargingProfile pushes
     cpo_to_emsp("chargingprofiles-sender-post-result", "POST", "chargingprofiles", "SENDER", "cp/1",
@@ -265,7 +265,7 @@ async def test_direct_request_reaches_the_receiver_unchanged_and_its_answer_come
     assert len(receiver.received) == 1, (status, body)
     got = receiver.received[0]
     assert got.method == case.method
-    assert got.raw_path == receiver.endpoint_path(case.module, case.role) + (f"/{case.tail}" if case.tail else "")
+    assert got.raw_path == receiver.served_path(case.module, case.role, case.tail)
     if case.rewritable:
         assert without(got.raw_query, case.rewritable) == without(case.query, case.rewritable)
     else:

@@ -410,19 +410,3 @@ async def test_the_receivers_own_errors_are_relayed_not_replaced(hub: HubHarness
     # the receiver did not send routing headers: the answer is still addressed TO = requester, FROM = receiver
     assert (resp_headers["OCPI-to-country-code"], resp_headers["OCPI-to-party-id"]) == ("NL", "CPA")
     assert (resp_headers["OCPI-from-country-code"], resp_headers["OCPI-from-party-id"]) == ("DE", "EMA")
-
-
-@pytest.mark.parametrize("url", ["http://127.0.0.1:99999/ocpi/locations", "not a url", "ftp://127.0.0.1/x"],
-                         ids=["port-out-of-range", "relative", "not-http"])
-async def test_a_receiver_endpoint_url_nobody_can_call_is_503_4003(hub: HubHarness, url: str) -> None:
-    alpha = cpo()
-    beta = emsp()
-    beta.endpoint_urls[("locations", "RECEIVER")] = url
-    await hub.connect(alpha)
-    await hub.connect(beta)
-    for _ in range(2):  # and the object's queue is not left stuck behind the failure
-        headers = as_(alpha, **routing(to=beta.party))
-        started = time.monotonic()
-        reply = await send(hub, "GET", alpha.hub_url("locations", "RECEIVER", "NL/CPA/LOC1"), headers)
-        assert_hub_error(reply, headers, http=503, code=4003, requester=alpha.party)
-        assert time.monotonic() - started < 1.0

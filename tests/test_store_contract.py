@@ -145,6 +145,7 @@ async def test_saved_platform_round_trips_every_field(store: Store) -> None:
             Endpoint("locations", "SENDER", "https://cpa.example/ocpi/2.2.1/locations"),
             Endpoint("commands", "RECEIVER", "https://cpa.example/ocpi/2.2.1/commands"),
         ],
+        allowed_hosts=["results.cpa.example", "192.0.2.7"],
         removed=False,
         created_at=at(-100),
         updated_at=at(-10),

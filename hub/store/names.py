@@ -128,6 +128,7 @@ def platform_to_doc(platform: Platform, sealer: Sealer) -> dict[str, Any]:
         "versions_url": platform.versions_url,
         "version": platform.version,
         "endpoints": [{"identifier": e.identifier, "role": e.role, "url": e.url} for e in platform.endpoints],
+        "allowed_hosts": list(platform.allowed_hosts),
         "removed": platform.removed,
         "revision": platform.revision,
     }
@@ -155,6 +156,7 @@ def platform_from_doc(doc: dict[str, Any], sealer: Sealer) -> Platform:
         versions_url=doc.get("versions_url"),
         version=doc.get("version"),
         endpoints=[Endpoint(e["identifier"], e["role"], e["url"]) for e in doc.get("endpoints") or []],
+        allowed_hosts=[str(h) for h in doc.get("allowed_hosts") or []],
         removed=bool(doc.get("removed", False)),
         created_at=_get_dt_required(doc, "created_at"),
         updated_at=_get_dt_required(doc, "updated_at"),
