@@ -27,6 +27,7 @@ async def authenticate(request: web.Request, hub: Hub, *, allow_token_a: bool) -
         ex.platform_id = caller.platform.id
     if hub.on_seen is not None:
         hub.on_seen(caller.platform.id)  # any request counts as a sign of life (still-alive checks)
+    hub.rate_limits.check(caller.platform)  # 429 beyond the platform's rate; in memory, no Redis round trip
     return caller
 
 

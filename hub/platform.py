@@ -66,6 +66,14 @@ class Endpoint:
     url: str
 
 
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """A platform's request rate, hub-wide: ``rps`` on average, up to ``burst`` at once (docs/security.md)."""
+
+    rps: float
+    burst: int
+
+
 @dataclass
 class Platform:
     """One OCPI connection: a token pair, a versions URL, and the parties it hosts."""
@@ -84,6 +92,7 @@ class Platform:
     created_at: datetime = field(default_factory=utcnow)
     updated_at: datetime = field(default_factory=utcnow)
     last_seen: datetime | None = None
+    rate_limit: RateLimit | None = None  # None: the hub-wide default (HUB_RATE_LIMIT_RPS / _BURST)
 
     @property
     def registered(self) -> bool:

@@ -35,6 +35,29 @@ class Settings(BaseSettings):
     delivery_concurrency: int = Field(512, ge=1, description="deliveries one process runs at once")
     connections_per_receiver: int = Field(64, ge=1)
 
+    # Admission control (hub/admission.py, docs/security.md): what may wait on receivers in one process.
+    max_waiting_requests: int = Field(
+        1024, ge=1, le=1_000_000,
+        description="requests one process holds at once while they wait on receivers or are queued")
+    max_waiting_bytes: int = Field(
+        64 * 1024 * 1024, ge=64 * 1024, le=64 * 1024**3,
+        description="request body bytes one process holds at once for those requests")
+    max_waiting_requests_per_receiver: int = Field(
+        256, ge=1, le=1_000_000, description="requests one process holds at once for one receiver platform")
+    max_waiting_bytes_per_receiver: int = Field(
+        16 * 1024 * 1024, ge=64 * 1024, le=64 * 1024**3,
+        description="request body bytes one process holds at once for one receiver platform")
+    admission_retry_after: float = Field(
+        1.0, ge=1, le=3600, description="seconds answered in Retry-After when admission refuses a request")
+
+    # Per-platform rate limit (hub/ratelimit.py): a token bucket per platform, its total over every process.
+    rate_limit_rps: float = Field(
+        500.0, gt=0, le=1_000_000, description="requests per second a platform may send, hub-wide, by default")
+    rate_limit_burst: int = Field(
+        1000, ge=1, le=10_000_000, description="requests a platform may send at once above its rate, by default")
+    rate_limit_sync_interval: float = Field(
+        0.25, ge=0.05, le=10, description="seconds between the processes' exchanges of what each admitted")
+
     broadcast_retry_window: float = Field(600.0, gt=0, description="seconds a fan-out delivery is retried")
     alive_interval: float = Field(300.0, gt=0, description="silence before a still-alive GET versions")
     alive_check_every: float = Field(30.0, gt=0, description="how often silent platforms are looked at")

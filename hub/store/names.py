@@ -18,7 +18,7 @@ from typing import Any, Final
 import orjson
 
 from hub.audit import AuditRecord
-from hub.platform import ConnectionStatus, Endpoint, Party, Platform
+from hub.platform import ConnectionStatus, Endpoint, Party, Platform, RateLimit
 from hub.store.protocol import StoredObject
 
 PLATFORMS: Final = "platforms"
@@ -135,6 +135,8 @@ def platform_to_doc(platform: Platform) -> dict[str, Any]:
     _put_dt(doc, "created_at", platform.created_at)
     _put_dt(doc, "updated_at", platform.updated_at)
     _put_dt(doc, "last_seen", platform.last_seen)
+    if platform.rate_limit is not None:
+        doc["rate_limit"] = {"rps": platform.rate_limit.rps, "burst": platform.rate_limit.burst}
     return doc
 
 
@@ -154,7 +156,12 @@ def platform_from_doc(doc: dict[str, Any]) -> Platform:
         created_at=_get_dt_required(doc, "created_at"),
         updated_at=_get_dt_required(doc, "updated_at"),
         last_seen=_get_dt(doc, "last_seen"),
+        rate_limit=_rate_limit_from_doc(doc.get("rate_limit")),
     )
+
+
+def _rate_limit_from_doc(doc: dict[str, Any] | None) -> RateLimit | None:
+    return None if not doc else RateLimit(rps=float(doc["rps"]), burst=int(doc["burst"]))
 
 
 def audit_to_doc(record: AuditRecord) -> dict[str, Any]:
