@@ -40,12 +40,12 @@ class Settings(BaseSettings):
         1024, ge=1, le=1_000_000,
         description="requests one process holds at once while they wait on receivers or are queued")
     max_waiting_bytes: int = Field(
-        64 * 1024 * 1024, ge=64 * 1024, le=64 * 1024**3,
+        32 * 1024 * 1024, ge=64 * 1024, le=64 * 1024**3,
         description="request body bytes one process holds at once for those requests")
     max_waiting_requests_per_receiver: int = Field(
         256, ge=1, le=1_000_000, description="requests one process holds at once for one receiver platform")
     max_waiting_bytes_per_receiver: int = Field(
-        16 * 1024 * 1024, ge=64 * 1024, le=64 * 1024**3,
+        8 * 1024 * 1024, ge=64 * 1024, le=64 * 1024**3,
         description="request body bytes one process holds at once for one receiver platform")
     admission_retry_after: float = Field(
         1.0, ge=1, le=3600, description="seconds answered in Retry-After when admission refuses a request")
