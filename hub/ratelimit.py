@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -34,6 +35,7 @@ from routing import keys
 
 log = logging.getLogger("hub.ratelimit")
 
+MAX_HELD = 1024  # refusals one process holds back at once; beyond, they are answered at once
 SHARED_COUNTER_TTL = 86_400  # seconds; a hub gone for a day leaves no counter behind
 IDLE_FORGET = 300.0  # seconds: a bucket this long unused is full again; it is dropped and made anew when needed
 
@@ -52,13 +54,15 @@ class RateLimits:
     """The buckets of one process, and their exchange with the other processes through Redis."""
 
     def __init__(self, default: RateLimit, *, redis: Redis | None = None, prefix: str = "ocpi-hub",
-                 interval: float = 0.25, on_limited: Callable[[str], None] | None = None,
+                 interval: float = 0.25, hold: float = 0.0, on_limited: Callable[[str], None] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.default = default
         self.redis = redis
         self.key = keys.rate_used(prefix)
         self.interval = interval
+        self.hold_max = hold
         self.on_limited = on_limited  # metrics: platform id of a refused request
+        self._held = 0
         self.clock = clock
         self._buckets: dict[str, _Bucket] = {}
         self._seen: dict[str, int] = {}  # platform id -> shared total at the last exchange
@@ -89,6 +93,22 @@ class RateLimits:
             )
         bucket.tokens = tokens - 1.0
         bucket.used += 1
+
+    async def hold(self, refusal: RateLimited) -> None:
+        """Hold a 429 back for the ``Retry-After`` it announces (at most ``HUB_RATE_LIMIT_HOLD`` seconds).
+
+        A refusal still costs the hub a request's handling; a flooder that ignores ``Retry-After`` and resends at
+        once on every connection would keep the event loop busy with 429s, and the other platforms' requests wait
+        behind them. Held, each of its connections sends at most one request per hold: sleeping costs no CPU. At
+        most ``MAX_HELD`` at once per process (then answered at once), and the request's body is not read yet.
+        """
+        if self.hold_max <= 0 or self._held >= MAX_HELD:
+            return
+        self._held += 1
+        try:
+            await asyncio.sleep(min(self.hold_max, max(1.0, math.ceil(refusal.retry_after or 1.0))))
+        finally:
+            self._held -= 1
 
     # -- across processes -------------------------------------------------------------------------------
     async def run(self) -> None:

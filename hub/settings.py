@@ -55,6 +55,9 @@ class Settings(BaseSettings):
         500.0, gt=0, le=1_000_000, description="requests per second a platform may send, hub-wide, by default")
     rate_limit_burst: int = Field(
         1000, ge=1, le=10_000_000, description="requests a platform may send at once above its rate, by default")
+    rate_limit_hold: float = Field(
+        1.0, ge=0, le=10,
+        description="seconds a 429 is held back before it is sent (at most its Retry-After; 0 = answer at once)")
     rate_limit_sync_interval: float = Field(
         0.25, ge=0.05, le=10, description="seconds between the processes' exchanges of what each admitted")
 
