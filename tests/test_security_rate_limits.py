@@ -52,8 +52,11 @@ async def test_a_platform_over_its_rate_is_answered_429_in_an_ocpi_envelope_and_
     for _ in range(3):
         _, (status, _, raw) = await get_tokens(hub, alpha, beta)
         assert status == 200, raw
+    started = time.monotonic()
     headers, reply = await get_tokens(hub, alpha, beta)
+    held = time.monotonic() - started
     doc = assert_hub_error(reply, headers, http=429, code=2000, requester=alpha.party)
+    assert held >= 0.9  # held back for HUB_RATE_LIMIT_HOLD (1 s), its Retry-After being longer
     assert "requests per second" in doc["status_message"]
     assert reply[1]["Retry-After"] == "2"  # one request at 0.5 per second
     assert len(beta.received) == 3  # the refused request was not forwarded
