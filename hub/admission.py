@@ -11,8 +11,9 @@ answer is built:
   ``max_waiting_requests_per_receiver`` tickets and ``max_waiting_bytes_per_receiver`` bytes. A hung receiver
   fills only its own room; requests to the other receivers still get through.
 
-Body bytes are reserved from ``Content-Length`` before a byte is read, and as chunks arrive for chunked or
-compressed bodies, so the body read never holds more than the rooms allow. A room that holds nothing admits one
+A ``Content-Length`` that would not fit is refused before a byte is read; body bytes are reserved as they arrive
+(chunked and compressed bodies included), so the body read never holds more than the rooms allow and a body sent
+slowly holds only what it has sent. A room that holds nothing admits one
 request whatever its size (the body limit bounds it), so no request is refused for ever. Overflow is answered at
 once with ``HubUnavailable`` (HTTP 503, OCPI 4000, ``Retry-After``), never queued.
 
@@ -121,10 +122,8 @@ class Ticket:
         room.bytes += self.bytes
         self._room, self.receiver = room, receiver
 
-    def reserve(self, more: int) -> None:
-        """``more`` body bytes in the process room (and the receiver's, once bound); HubUnavailable when full."""
-        if more <= 0 or self._released:
-            return
+    def check_fits(self, more: int) -> None:
+        """HubUnavailable unless ``more`` body bytes would fit in this ticket's rooms now; reserves nothing."""
         adm = self._admission
         process, room = adm._process, self._room
         # A room holding nothing but this request admits it whatever its size: the body limit bounds it.
@@ -132,21 +131,31 @@ class Ticket:
             raise adm._refuse(PROCESS_BYTES, "the hub is holding as much request data as it may")
         if room is not None and room.bytes + more > adm.limits.receiver_bytes and room.bytes > self.bytes:
             raise adm._refuse(RECEIVER_BYTES, "too much data is waiting on this receiver")
+
+    def reserve(self, more: int) -> None:
+        """``more`` body bytes in the process room (and the receiver's, once bound); HubUnavailable when full."""
+        if more <= 0 or self._released:
+            return
+        self.check_fits(more)
+        process, room = self._admission._process, self._room
         process.bytes += more
         if room is not None:
             room.bytes += more
         self.bytes += more
 
     async def read_body(self, request: web.Request) -> bytes:
-        """The request body, read only as far as the rooms allow (``Content-Length`` reserved before reading).
+        """The request body, read only as far as the rooms allow.
 
-        Replaces ``request.read()``: the same body limit (``client_max_size``, 413), but a chunked or compressed
-        body is reserved chunk by chunk instead of being buffered whole first.
+        Replaces ``request.read()``: the same body limit (``client_max_size``, 413). A declared ``Content-Length``
+        that would not fit is refused before a byte is read; the bytes themselves are reserved as they arrive,
+        so a body sent slowly holds only what it has sent, and a chunked or compressed one cannot slip past.
         """
+        limit = request.client_max_size
         declared = request.content_length
         if declared:
-            self.reserve(declared)
-        limit = request.client_max_size
+            if limit and declared > limit:
+                raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=declared)
+            self.check_fits(declared)
         body = bytearray()
         while chunk := await request.content.readany():
             size = len(body) + len(chunk)
