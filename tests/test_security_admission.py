@@ -21,6 +21,7 @@ from multidict import CIMultiDict
 from hub.context import HUB_KEY
 from tests.conftest import ADMIN_TOKEN, REDIS_URL, HubHarness, MakeHub, cleanup_prefix, cpo, emsp, real_redis_available
 from tests.partners import FakePartner, Party, Received
+from tests.test_callbacks import RESULT, Cpo, emsp_responder, from_, issue, post_raw
 from tests.test_processes import HubProcess, admin, metric_samples
 from tests.test_routing_errors import as_, assert_hub_error, routing, send
 
@@ -186,7 +187,7 @@ async def test_the_process_room_bounds_all_receivers_together_and_a_chunked_body
     assert admission.stats().requests == 0
 
 
-async def test_callbacks_and_broadcasts_wait_in_the_same_rooms(make_hub: MakeHub) -> None:
+async def test_broadcasts_hold_a_place_in_the_process_room(make_hub: MakeHub) -> None:
     """A broadcast push holds its place (and body) until it is queued; with a full process room it is refused."""
     hub = await make_hub(forward_timeout=5.0, max_waiting_requests=2)
     alpha, hung, quiet = await three(hub)
@@ -205,6 +206,32 @@ async def test_callbacks_and_broadcasts_wait_in_the_same_rooms(make_hub: MakeHub
         await asyncio.gather(*waiting)
     headers, reply = await put_location(hub, alpha, Party("NL", "HUB", "HUB"), 7)
     assert reply[0] == 200, reply
+
+
+async def test_results_posted_to_hub_callback_urls_wait_in_the_receivers_room(make_hub: MakeHub) -> None:
+    """A CPO posting command results to hub URLs (``response_url`` rewritten) of an eMSP that hangs: the eMSP's
+    room holds one, the next is 503 at once and never forwarded."""
+    hub = await make_hub(forward_timeout=5.0, max_waiting_requests_per_receiver=1)
+    cpa, ema = cpo(), emsp()
+    behaviour = Cpo()
+    cpa.responder, ema.responder = behaviour, emsp_responder
+    for partner in (cpa, ema):
+        await hub.connect(partner)
+    behaviour.base_url = cpa.base_url
+    (_, first), (_, second) = await issue(hub, cpa, ema), await issue(hub, cpa, ema)
+    hang = Hang()
+    ema.responder = hang
+    waiting = asyncio.create_task(post_raw(hub, first, cpa.token_c or "", RESULT, headers=from_(cpa.party)))
+    try:
+        await wait_for(lambda: hang.arrived == 1)
+        status, headers, doc = await post_raw(hub, second, cpa.token_c or "", RESULT, headers=from_(cpa.party))
+        assert (status, doc["status_code"]) == (503, 4000), doc
+        assert headers["Retry-After"] == "1"
+        assert hang.arrived == 1
+    finally:
+        hang.release.set()
+        status, _, doc = await waiting
+    assert status == 200, doc
 
 
 # -- a real ``ocpi-hub serve``: its memory stays bounded ------------------------------------------------------
