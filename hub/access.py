@@ -9,7 +9,7 @@ from aiohttp import web
 from hub.context import Hub
 from hub.exchange import exchange_of
 from hub.ocpi.auth import token_candidates
-from hub.ocpi.errors import PlatformSuspended, Unauthorized
+from hub.ocpi.errors import PlatformSuspended, RateLimited, Unauthorized
 from hub.platform import ConnectionStatus, Platform, hash_token
 
 
@@ -27,6 +27,11 @@ async def authenticate(request: web.Request, hub: Hub, *, allow_token_a: bool) -
         ex.platform_id = caller.platform.id
     if hub.on_seen is not None:
         hub.on_seen(caller.platform.id)  # any request counts as a sign of life (still-alive checks)
+    try:
+        hub.rate_limits.check(caller.platform)  # 429 beyond the platform's rate; in memory, no Redis round trip
+    except RateLimited as refusal:
+        await hub.rate_limits.hold(refusal)
+        raise
     return caller
 
 

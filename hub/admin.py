@@ -24,7 +24,7 @@ from hub.ocpi.errors import ClientError, InvalidParameters, NotFound, OcpiError
 from hub.ocpi.headers import TO_CC, TO_PID
 from hub.ocpi.models import validation_message
 from hub.ocpi.pagination import parse_datetime
-from hub.platform import ConnectionStatus, Party, Platform, hash_token, new_token, party_key, utcnow
+from hub.platform import ConnectionStatus, Party, Platform, RateLimit, hash_token, new_token, party_key, utcnow
 from hub.store.protocol import PartyConflict
 from routing.outbound import MAX_ALLOWED_HOSTS, normalise_host
 from routing.wire import ForwardRequest
@@ -97,10 +97,16 @@ def platform_view(hub: Hub, p: Platform, token_a: str | None = None) -> dict[str
         "allowed_hosts": list(p.allowed_hosts),
         "created_at": p.created_at.isoformat(),
         "updated_at": p.updated_at.isoformat(),
+        "rate_limit": _rate_limit_view(hub, p),
     }
     if token_a is not None:
         view["token_a"] = token_a
     return view
+
+
+def _rate_limit_view(hub: Hub, p: Platform) -> dict[str, Any]:
+    limit = hub.rate_limits.limit_of(p)
+    return {"rps": limit.rps, "burst": limit.burst, "source": "default" if p.rate_limit is None else "platform"}
 
 
 async def _json(request: web.Request) -> Any:
@@ -242,6 +248,36 @@ async def list_queues(request: web.Request) -> web.Response:
     ])
 
 
+class RateLimitIn(BaseModel):
+    """Bounds as for HUB_RATE_LIMIT_RPS / HUB_RATE_LIMIT_BURST; burst defaults to two seconds' worth."""
+
+    rps: float = Field(gt=0, le=1_000_000)
+    burst: int | None = Field(None, ge=1, le=10_000_000)
+
+    def limit(self) -> RateLimit:
+        return RateLimit(rps=self.rps, burst=self.burst or max(1, round(self.rps * 2)))
+
+
+async def set_rate_limit(request: web.Request) -> web.Response:
+    """The platform's own rate limit, hub-wide (every worker applies it once the save returns)."""
+    hub, platform = hub_of(request), _platform(request)
+    try:
+        body = RateLimitIn.model_validate(await _json(request))
+    except ValidationError as exc:
+        return _error(400, validation_message(exc))
+    platform.rate_limit, platform.updated_at = body.limit(), utcnow()
+    await _save(hub, platform)
+    return web.json_response(platform_view(hub, platform))
+
+
+async def clear_rate_limit(request: web.Request) -> web.Response:
+    """Back to the hub-wide default (HUB_RATE_LIMIT_RPS / HUB_RATE_LIMIT_BURST)."""
+    hub, platform = hub_of(request), _platform(request)
+    platform.rate_limit, platform.updated_at = None, utcnow()
+    await _save(hub, platform)
+    return web.json_response(platform_view(hub, platform))
+
+
 class ConnectIn(BaseModel):
     name: str = Field(min_length=1, max_length=100)
     versions_url: str = Field(min_length=1, max_length=255)
@@ -373,6 +409,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/admin/platforms/{id}/resume", resume_platform)
     app.router.add_put("/admin/platforms/{id}/allowed-hosts", set_allowed_hosts)
     app.router.add_delete("/admin/platforms/{id}", remove_platform)
+    app.router.add_put("/admin/platforms/{id}/rate-limit", set_rate_limit)
+    app.router.add_delete("/admin/platforms/{id}/rate-limit", clear_rate_limit)
     app.router.add_get("/admin/queues", list_queues)
 
 

@@ -18,6 +18,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from hub import admin, clientinfo, credentials, modules, versions
+from hub.admission import Admission, AdmissionLimits
 from hub.audit import AuditWriter
 from hub.clientinfo import Liveness
 from hub.context import HUB_KEY, Hub
@@ -25,7 +26,8 @@ from hub.logs import MalformedHttpFilter, ThrottledLog, one_line
 from hub.metrics import CONTENT_TYPE, Metrics
 from hub.observe import observe_middleware
 from hub.ocpi.envelope import error_middleware
-from hub.platform import ConnectionStatus, Platform, utcnow
+from hub.platform import ConnectionStatus, Platform, RateLimit, utcnow
+from hub.ratelimit import RateLimits
 from hub.registry import PlatformFeed, PlatformRegistry
 from hub.settings import Settings
 from hub.store import open_store
@@ -52,6 +54,14 @@ def connect_redis(settings: Settings) -> Redis:
     import fakeredis
 
     return fakeredis.FakeAsyncRedis()
+
+
+def admission_limits(settings: Settings) -> AdmissionLimits:
+    return AdmissionLimits(
+        process_requests=settings.max_waiting_requests, process_bytes=settings.max_waiting_bytes,
+        receiver_requests=settings.max_waiting_requests_per_receiver,
+        receiver_bytes=settings.max_waiting_bytes_per_receiver, retry_after=settings.admission_retry_after,
+    )
 
 
 def create_app(settings: Settings, *, store: HubStore | None = None, redis: Redis | None = None) -> web.Application:
@@ -117,7 +127,12 @@ def _lifecycle(settings: Settings, given_store: HubStore | None, given_redis: Re
                   callbacks=Callbacks(redis, prefix=settings.key_prefix,
                                       base_url=settings.public_url.rstrip("/") + "/ocpi/2.2.1",
                                       policy=outbound, hosts_of=registry.url_hosts),
-                  hints=RouteHints(store, store.sealer.hint_keys), client_log=client_log, outbound=outbound)
+                  hints=RouteHints(store, store.sealer.hint_keys), client_log=client_log, outbound=outbound,
+                  admission=Admission(admission_limits(settings), on_refused=metrics_.count_admission_refused),
+                  rate_limits=RateLimits(RateLimit(settings.rate_limit_rps, settings.rate_limit_burst), redis=redis,
+                                         prefix=settings.key_prefix, interval=settings.rate_limit_sync_interval,
+                                         hold=settings.rate_limit_hold,
+                                         on_limited=metrics_.count_rate_limited))
         app[HUB_KEY] = hub
         liveness = Liveness(hub)
         hub.on_seen = liveness.seen
@@ -138,7 +153,8 @@ def _lifecycle(settings: Settings, given_store: HubStore | None, given_redis: Re
                  asyncio.create_task(purge_personal_data(hub), name="personal-data-retention"),
                  asyncio.create_task(_flush_logs(settings.log_throttle_interval, client_log, hub_log,
                                                  audit.failure_log),
-                                     name="log-throttle")]
+                                     name="log-throttle"),
+                 asyncio.create_task(hub.rate_limits.run(), name="rate-limit-exchange")]
         try:
             yield
         finally:
@@ -166,6 +182,9 @@ async def _refresh_gauges(hub: Hub) -> None:
     seen: set[str] = set()
     while True:
         try:
+            waiting = hub.admission.stats()
+            m.admission_waiting_requests.set(waiting.requests)
+            m.admission_waiting_bytes.set(waiting.bytes)
             counts = dict.fromkeys((*(str(s) for s in ConnectionStatus), "REMOVED"), 0)
             for p in hub.registry.all():
                 counts["REMOVED" if p.removed else p.status.value] += 1

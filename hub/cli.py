@@ -74,6 +74,26 @@ def parse_role(text: str) -> dict[str, str]:
     return {"country_code": cc, "party_id": pid, "role": role}
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0: {text!r}")
+    return value
+
+
+def _rate_limit(settings: Settings, args: argparse.Namespace) -> Any:
+    path = f"/admin/platforms/{args.id}/rate-limit"
+    if args.default:
+        return call(settings, "DELETE", path)
+    body: dict[str, Any] = {"rps": args.rps}
+    if args.burst is not None:
+        body["burst"] = args.burst
+    return call(settings, "PUT", path, body)
+
+
 def add_admin_commands(sub: Any) -> None:
     plat = sub.add_parser("platforms", help="onboard and manage partner platforms")
     psub = plat.add_subparsers(dest="action", required=True)
@@ -90,6 +110,12 @@ def add_admin_commands(sub: Any) -> None:
                             "platform may hand over URLs (response_url, Link, Location); none clears the list")
     hosts.add_argument("id")
     hosts.add_argument("hosts", nargs="*", metavar="HOST")
+    rate = psub.add_parser("rate-limit", help="set a platform's request rate (hub-wide), or --default")
+    rate.add_argument("id")
+    how = rate.add_mutually_exclusive_group(required=True)
+    how.add_argument("--rps", type=_positive_float, help="requests per second on average")
+    how.add_argument("--default", action="store_true", help="back to HUB_RATE_LIMIT_RPS / HUB_RATE_LIMIT_BURST")
+    rate.add_argument("--burst", type=int, help="requests at once above the rate (default: 2 x rps)")
     con = psub.add_parser("connect", help="register the hub with a partner that issued a Token A")
     con.add_argument("--name", required=True)
     con.add_argument("--versions-url", required=True)
@@ -144,6 +170,8 @@ def run_admin(args: argparse.Namespace) -> int:
             result = call(settings, "GET", "/admin/platforms")
         elif args.action == "show":
             result = call(settings, "GET", f"/admin/platforms/{args.id}")
+        elif args.action == "rate-limit":
+            result = _rate_limit(settings, args)
         elif args.action == "remove":
             result = call(settings, "DELETE", f"/admin/platforms/{args.id}")
         else:

@@ -10,10 +10,12 @@ import aiohttp
 from aiohttp import web
 from redis.asyncio import Redis
 
+from hub.admission import Admission
 from hub.audit import AuditWriter
 from hub.logs import ThrottledLog
 from hub.metrics import Metrics
 from hub.ocpi.headers import Party
+from hub.ratelimit import RateLimits
 from hub.registry import PlatformRegistry
 from hub.settings import Settings
 from hub.store.protocol import HubStore
@@ -38,6 +40,8 @@ class Hub:
     admin_token: str
     callbacks: Callbacks
     hints: RouteHints
+    admission: Admission  # requests and body bytes waiting on receivers in this process (503 beyond)
+    rate_limits: RateLimits  # requests per second per platform, hub-wide (429 beyond)
     outbound: OutboundPolicy = field(default_factory=OutboundPolicy)  # which URLs the hub calls (routing/outbound.py)
     on_seen: Callable[[str], None] | None = None  # platform id heard from (still-alive tracking)
     client_log: ThrottledLog | None = None  # refused requests and malformed HTTP: a bounded number of lines

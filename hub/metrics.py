@@ -83,6 +83,23 @@ class Metrics:
             "ocpi_hub_registrations", "Credentials registrations, updates and unregistrations",
             ["action", "result"], registry=r,
         )
+        self.admission_refused = Counter(
+            "ocpi_hub_admission_refused",
+            "Requests answered 503 at once because a waiting room was full, by the limit that refused them: "
+            "process_requests, process_bytes, receiver_requests, receiver_bytes", ["limit"], registry=r,
+        )
+        self.admission_waiting_requests = Gauge(
+            "ocpi_hub_admission_waiting_requests", "Requests held while they wait on receivers, per process",
+            registry=r, multiprocess_mode="livesum",
+        )
+        self.admission_waiting_bytes = Gauge(
+            "ocpi_hub_admission_waiting_bytes", "Request body bytes held while they wait on receivers, per process",
+            registry=r, multiprocess_mode="livesum",
+        )
+        self.rate_limited = Counter(
+            "ocpi_hub_rate_limited", "Requests answered 429 because their platform exceeded its rate limit",
+            ["platform"], registry=r,
+        )
         self.audit_dropped = Counter("ocpi_hub_audit_dropped", "Audit records lost to store errors", registry=r)
         self.audit_rejected = Counter(
             "ocpi_hub_audit_rejected",
@@ -129,6 +146,16 @@ class Metrics:
         child = self._children.get(key)
         if child is None:
             child = self._children[key] = self.receiver_results.labels(receiver=receiver, result=result)
+        child.inc()
+
+    def count_admission_refused(self, limit: str) -> None:
+        self.admission_refused.labels(limit=limit).inc()
+
+    def count_rate_limited(self, platform: str) -> None:
+        key = ("rl", platform)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.rate_limited.labels(platform=platform)
         child.inc()
 
     def exposition(self) -> bytes:

@@ -13,6 +13,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from hub.access import authenticate
+from hub.admission import admit, admitted
 from hub.context import Hub, hub_of
 from hub.exchange import EXCHANGE
 from hub.objects import forget_deleted, get_all, object_lock, store_push
@@ -50,6 +51,7 @@ from routing.wire import ForwardRequest, Reply
 ROLE_OF_PATH = {"sender": "SENDER", "receiver": "RECEIVER"}
 
 
+@admitted
 async def handle(request: web.Request) -> web.StreamResponse:
     hub = hub_of(request)
     ex = request[EXCHANGE]
@@ -79,7 +81,12 @@ async def handle(request: web.Request) -> web.StreamResponse:
         raise bad_routing
     ex.from_party = routing.from_.key if routing.from_ else None
     ex.to_party = routing.to.key if routing.to else None
-    body = await request.read()
+    # Admission (503 at once when full) before the body is read: the receiver's room too when TO names it.
+    ticket = admit(request, hub.admission)
+    if routing.to is not None and routing.to != hub_party and (
+            addressed := hub.registry.by_party(routing.to.country_code, routing.to.party_id)) is not None:
+        ticket.bind(addressed[0].id)
+    body = await ticket.read_body(request)
     ex.request_size = len(body)
     req = InboundRequest(
         platform=caller.platform,
@@ -103,6 +110,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
         ex.to_party = req.routing.to.key if req.routing.to else None
     route = direct_route(req, hub.registry, sender)
     ex.receiver_platform_id = route.receiver.id
+    ticket.bind(route.receiver.id)  # open routing: the receiver is known only now
     rewritten = await rewrite_request(
         hub.callbacks, module=module, interface_role=role, method=req.method, body=req.body,
         json_body=req.json_body, query=req.query, requester=sender, requester_platform=caller.platform.id,
@@ -233,6 +241,7 @@ def relay(request: web.Request, reply: Reply, answered_by: Party | None = None) 
     return web.Response(body=reply.body, status=reply.status, content_type="application/json", headers=headers)
 
 
+@admitted
 async def handle_callback(request: web.Request) -> web.StreamResponse:
     """A hub URL handed out in place of a partner URL (digest §3.9): only its party may use it, until it expires."""
     hub = hub_of(request)
@@ -257,7 +266,9 @@ async def handle_callback(request: web.Request) -> web.StreamResponse:
         raise PartyNotAllowed("this hub URL was issued to another party")
     to = party_of(cb.to_party)
     ex.from_party, ex.to_party, ex.receiver_platform_id = issued_to.key, to.key, cb.target_platform
-    body = await request.read()
+    ticket = admit(request, hub.admission)
+    ticket.bind(cb.target_platform)
+    body = await ticket.read_body(request)
     ex.request_size = len(body)
     req = InboundRequest(platform=caller.platform, module=cb.module, interface_role=cb.interface_role,
                          method=request.method, tail="", query="", routing=RoutingHeaders(to=to, from_=issued_to),

@@ -66,6 +66,14 @@ class Endpoint:
     url: str
 
 
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """A platform's request rate, hub-wide: ``rps`` on average, up to ``burst`` at once (docs/security.md)."""
+
+    rps: float
+    burst: int
+
+
 @dataclass
 class Platform:
     """One OCPI connection: a token pair, a versions URL, and the parties it hosts."""
@@ -90,6 +98,7 @@ class Platform:
     # Raised by every save (hub/registry.py): a message made for revision N tells a process whose view is
     # older that it must read this platform from the store before judging or calling it.
     revision: int = 0
+    rate_limit: RateLimit | None = None  # None: the hub-wide default (HUB_RATE_LIMIT_RPS / _BURST)
 
     @property
     def registered(self) -> bool:

@@ -39,6 +39,31 @@ class Settings(BaseSettings):
     allow_private_urls: bool = Field(
         False, description="let the hub call partner URLs on private, loopback and link-local addresses: "
         "development and tests with partners on 127.0.0.1 only (docs/security.md, 'Outbound URLs')")
+    # Admission control (hub/admission.py, docs/security.md): what may wait on receivers in one process.
+    max_waiting_requests: int = Field(
+        1024, ge=1, le=1_000_000,
+        description="requests one process holds at once while they wait on receivers or are queued")
+    max_waiting_bytes: int = Field(
+        32 * 1024 * 1024, ge=64 * 1024, le=64 * 1024**3,
+        description="request body bytes one process holds at once for those requests")
+    max_waiting_requests_per_receiver: int = Field(
+        256, ge=1, le=1_000_000, description="requests one process holds at once for one receiver platform")
+    max_waiting_bytes_per_receiver: int = Field(
+        8 * 1024 * 1024, ge=64 * 1024, le=64 * 1024**3,
+        description="request body bytes one process holds at once for one receiver platform")
+    admission_retry_after: float = Field(
+        1.0, ge=1, le=3600, description="seconds answered in Retry-After when admission refuses a request")
+
+    # Per-platform rate limit (hub/ratelimit.py): a token bucket per platform, its total over every process.
+    rate_limit_rps: float = Field(
+        500.0, gt=0, le=1_000_000, description="requests per second a platform may send, hub-wide, by default")
+    rate_limit_burst: int = Field(
+        1000, ge=1, le=10_000_000, description="requests a platform may send at once above its rate, by default")
+    rate_limit_hold: float = Field(
+        1.0, ge=0, le=10,
+        description="seconds a 429 is held back before it is sent (at most its Retry-After; 0 = answer at once)")
+    rate_limit_sync_interval: float = Field(
+        0.25, ge=0.05, le=10, description="seconds between the processes' exchanges of what each admitted")
 
     broadcast_retry_window: float = Field(600.0, gt=0, description="seconds a fan-out delivery is retried")
     alive_interval: float = Field(300.0, gt=0, description="silence before a still-alive GET versions")

@@ -26,6 +26,7 @@ Delivery queue layout (``P`` = ``{prefix}:``; *token* = ``group_token(receiver, 
 ``P wake``                 pubsub  a group became ready: idle dispatchers should claim
 ``P reply:<process>``      pubsub  replies for requests a process is waiting for
 ``P platforms``            pubsub  a platform changed: processes reload it
+``P rate-used``            hash    platform id -> requests admitted so far by all processes (rate limits)
 =========================  ======  ===============================================================
 
 The Lua scripts in ``routing/lua`` build ``m:``, ``q:``, ``parked:`` and ``pending:`` keys themselves for
@@ -137,3 +138,8 @@ def liveness_lock(prefix: str, platform_id: str) -> str:
 def object_lock(prefix: str, module: str, owner: str, object_id: str) -> str:
     """Held while one object broadcast to the hub is stored and its fan-out queued (hub/objects.py)."""
     return f"{base(prefix)}object-lock:{module}:{owner}:{object_id}"
+
+
+def rate_used(prefix: str) -> str:
+    """Hash platform id -> requests the rate limiter admitted, summed over processes (hub/ratelimit.py)."""
+    return f"{base(prefix)}rate-used"

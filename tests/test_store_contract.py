@@ -19,7 +19,7 @@ from cryptography.fernet import Fernet
 from mongomock_motor import AsyncMongoMockClient
 
 from hub.audit import AuditQuery, AuditRecord
-from hub.platform import ConnectionStatus, Endpoint, Party, Platform, utcnow
+from hub.platform import ConnectionStatus, Endpoint, Party, Platform, RateLimit, utcnow
 from hub.settings import Settings
 from hub.store import HubStore, PartyConflict, Store, StoredObject, open_store
 from hub.store.mongo import AUDIT_TTL_INDEX, MongoStore
@@ -183,6 +183,19 @@ async def test_datetimes_in_other_offsets_come_back_as_the_same_instant_in_utc(s
     assert loaded.created_at == plus_two
     assert loaded.created_at.tzinfo == UTC
     assert loaded.created_at.microsecond == 999999
+
+
+async def test_a_platform_rate_limit_round_trips_and_can_be_cleared(store: Store) -> None:
+    platform = make_platform("p-rl", "NL:CPA", rate_limit=RateLimit(rps=2.5, burst=7))
+    await store.save_platform(platform)
+    loaded = await store.get_platform("p-rl")
+    assert loaded is not None and loaded.rate_limit == RateLimit(rps=2.5, burst=7)
+    assert await store.list_platforms() == [platform]
+
+    platform.rate_limit = None  # back to the hub-wide default
+    await store.save_platform(platform)
+    loaded = await store.get_platform("p-rl")
+    assert loaded is not None and loaded.rate_limit is None
 
 
 async def test_get_unknown_platform_returns_none(store: Store) -> None:

@@ -18,7 +18,7 @@ from typing import Any, Final
 import orjson
 
 from hub.audit import AuditRecord
-from hub.platform import ConnectionStatus, Endpoint, Party, Platform
+from hub.platform import ConnectionStatus, Endpoint, Party, Platform, RateLimit
 from hub.sealing import Sealer
 from hub.store.protocol import StoredObject
 
@@ -140,6 +140,8 @@ def platform_to_doc(platform: Platform, sealer: Sealer) -> dict[str, Any]:
     _put_dt(doc, "created_at", platform.created_at)
     _put_dt(doc, "updated_at", platform.updated_at)
     _put_dt(doc, "last_seen", platform.last_seen)
+    if platform.rate_limit is not None:
+        doc["rate_limit"] = {"rps": platform.rate_limit.rps, "burst": platform.rate_limit.burst}
     return doc
 
 
@@ -162,6 +164,7 @@ def platform_from_doc(doc: dict[str, Any], sealer: Sealer) -> Platform:
         updated_at=_get_dt_required(doc, "updated_at"),
         last_seen=_get_dt(doc, "last_seen"),
         revision=int(doc.get("revision", 0)),
+        rate_limit=_rate_limit_from_doc(doc.get("rate_limit")),
     )
 
 
@@ -187,6 +190,10 @@ def resealed(doc: dict[str, Any], sealer: Sealer) -> dict[str, Any]:
     new = {k: v for k, v in doc.items() if k != "outbound_token"}
     new["outbound_token_sealed"] = None if token is None else sealer.seal(token)
     return new
+
+
+def _rate_limit_from_doc(doc: dict[str, Any] | None) -> RateLimit | None:
+    return None if not doc else RateLimit(rps=float(doc["rps"]), burst=int(doc["burst"]))
 
 
 def audit_to_doc(record: AuditRecord) -> dict[str, Any]:
