@@ -82,12 +82,15 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status < 400:
             raise
         _note_status(request, 2000 if exc.status < 500 else 3000)
+        message = exc.reason
+        if isinstance(exc, web.HTTPRequestEntityTooLarge):  # aiohttp stopped reading at HUB_MAX_BODY_BYTES
+            message = f"request body larger than {request.client_max_size} bytes"
         if _is_ocpi_path(request.path):
             return ocpi_response(
-                status=exc.status, status_code=2000 if exc.status < 500 else 3000, message=exc.reason,
+                status=exc.status, status_code=2000 if exc.status < 500 else 3000, message=message,
                 headers=reply_headers(request),
             )
-        return web.json_response({"error": exc.reason}, status=exc.status)
+        return web.json_response({"error": message}, status=exc.status)
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         _note_status(request, 3000)
