@@ -50,10 +50,17 @@ def ocpi_response(
     )
 
 
+def printable_message(message: str) -> str:
+    """An error message may quote what the client sent; bytes that are not UTF-8 arrive as lone surrogates
+    (aiohttp decodes headers with ``surrogateescape``), which no JSON encoder takes: they are shown escaped."""
+    return message.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def error_response(err: OcpiError, headers: dict[str, str] | None = None) -> web.Response:
     if err.retry_after is not None:
         headers = {**(headers or {}), "Retry-After": str(max(1, math.ceil(err.retry_after)))}
-    return ocpi_response(status=err.http_status, status_code=err.status_code, message=err.message, headers=headers)
+    return ocpi_response(status=err.http_status, status_code=err.status_code, message=printable_message(err.message),
+                         headers=headers)
 
 
 def _note_status(request: web.Request, code: int) -> None:
@@ -77,7 +84,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if _is_ocpi_path(request.path):
             return error_response(err, headers)
         extra = {"Retry-After": str(max(1, math.ceil(err.retry_after)))} if err.retry_after is not None else None
-        return web.json_response({"error": err.message}, status=err.http_status, headers=extra)
+        return web.json_response({"error": printable_message(err.message)}, status=err.http_status, headers=extra)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
