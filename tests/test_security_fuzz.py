@@ -393,3 +393,15 @@ def test_deep_json_is_refused_with_400_on_every_surface(live: ThreadedHub, depth
     answer = send(live.port, b"POST", b"/ocpi/2.2.1/receiver/commands/START_SESSION", headers, payload)
     assert (answer.status, answer.json()["status_code"]) == (400, 2001), answer
     assert live.forwarded() == before
+
+
+def test_routing_headers_with_non_utf8_bytes_are_400_2001_not_a_500(live: ThreadedHub) -> None:
+    token = base64.b64encode((live.cpo.token_c or "").encode())
+    before = live.forwarded()
+    for cc, pid in ((b"\xff\xfe", b"CPA"), (b"NL", b"\xc3(\x80"), (b"D\xe9", b"EMA")):
+        headers = [(b"Authorization", b"Token " + token), (b"OCPI-from-country-code", b"NL"),
+                   (b"OCPI-from-party-id", b"CPA"), (b"OCPI-to-country-code", cc), (b"OCPI-to-party-id", pid)]
+        answer = send(live.port, b"GET", b"/ocpi/2.2.1/receiver/locations/NL/CPA/LOC1", headers, None)
+        assert (answer.status, answer.json()["status_code"]) == (400, 2001), answer
+        assert "OCPI-to" in answer.json()["status_message"]
+    assert live.forwarded() == before
