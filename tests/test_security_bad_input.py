@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 from typing import Any
 from urllib.parse import quote
@@ -144,3 +145,22 @@ async def test_body_over_the_limit_on_admin_and_credentials_is_413(make_hub: Mak
         assert (resp.status, doc["status_code"]) == (413, 2000), doc
     status, body = await hub.admin("GET", f"/admin/platforms/{platform['id']}")
     assert (status, body["status"]) == (200, "PLANNED")  # nothing registered
+
+
+async def test_compressed_bodies_are_limited_after_decoding_and_broken_ones_are_400_2001(hub: HubHarness) -> None:
+    sender, receiver = cpo(), emsp()
+    await hub.connect(sender)
+    await hub.connect(receiver)
+    to = Party("DE", "EMA", "EMSP")
+    bomb = gzip.compress(b'{"id": "' + b"0" * (16 * 1024 * 1024) + b'"}', 1)  # 16 MiB in about 70 KiB
+    for payload, expected in ((bomb, (413, 2000)), (b"not gzip at all", (400, 2001))):
+        status, _, body = await sender.call(hub.session, "PUT", "locations", "RECEIVER", "NL/CPA/LOC1", to=to,
+                                            data=payload, headers={"Content-Encoding": "gzip"})
+        assert (status, body["status_code"]) == expected, body
+    assert forwarded(receiver) == 0
+    doc = {"country_code": "NL", "party_id": "CPA", "id": "LOC1"}
+    status, _, body = await sender.call(hub.session, "PUT", "locations", "RECEIVER", "NL/CPA/LOC1", to=to,
+                                        data=gzip.compress(json.dumps(doc).encode()),
+                                        headers={"Content-Encoding": "gzip"})
+    assert (status, body["status_code"]) == (200, 1000), body
+    assert receiver.received[-1].json() == doc

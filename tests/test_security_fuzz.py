@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gzip
 import json
 import socket
 import threading
@@ -287,7 +288,16 @@ def ocpi_request(draw: st.DrawFn, live: ThreadedHub, ids: st.SearchStrategy[byte
             headers.append((name, draw(ids)))
     if draw(st.booleans()):
         headers.append((b"Content-Type", draw(st.sampled_from([b"application/json", b"text/plain", b"x/y"]))))
-    return method, target, headers, draw(body)
+    payload = draw(body)
+    encoding = draw(st.sampled_from(["", "", "", "gzip", "broken-gzip", "x-unknown"]))
+    if encoding and payload is not None:
+        # Valid gzip, or bytes that claim to be gzip. An invalid deflate or an encoding aiohttp cannot decode (br,
+        # zstd without their packages) fails in aiohttp's HTTP parser, answered with a plain 400 before the app.
+        headers.append((b"Content-Encoding", b"gzip" if encoding.endswith("gzip") else encoding.encode()))
+        payload = gzip.compress(payload) if encoding == "gzip" else payload
+        if encoding == "broken-gzip":
+            payload = b"\x1f\x8b\x08\x00" + payload
+    return method, target, headers, payload
 
 
 fuzzed_str = st.one_of(st.text(max_size=12), st.sampled_from(["NL", "CPA", "cpo", "EMSP", "XY", "Q1Z", ""]),

@@ -12,7 +12,7 @@ import orjson
 from aiohttp import web
 
 from hub.exchange import exchange_of, reply_headers
-from hub.ocpi.errors import OcpiError
+from hub.ocpi.errors import InvalidParameters, OcpiError
 
 log = logging.getLogger("hub.errors")
 
@@ -77,7 +77,11 @@ def _is_ocpi_path(path: str) -> bool:
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every failure becomes a clear answer: an OCPI envelope on /ocpi, a JSON error elsewhere."""
     try:
-        return await handler(request)
+        try:
+            return await handler(request)
+        except web.RequestPayloadError as exc:  # a body aiohttp could not decode (broken gzip, bad chunks)
+            detail = " ".join(str(exc).split()).removeprefix("400, message: ")[:200]
+            raise InvalidParameters(f"request body could not be read: {detail}") from None
     except OcpiError as err:
         _note_status(request, err.status_code)
         headers = reply_headers(request)
