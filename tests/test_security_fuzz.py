@@ -509,7 +509,8 @@ def command(draw: st.DrawFn, live: ThreadedHub) -> tuple[bytes, bytes, list[tupl
                (b"OCPI-from-country-code", b"DE"), (b"OCPI-from-party-id", b"EMA")]
     if draw(st.booleans()):
         headers += [(b"OCPI-to-country-code", b"NL"), (b"OCPI-to-party-id", b"CPA")]
-    body_bytes = json.dumps(draw(mutated(COMMAND))).encode()
+    response_url = f"{live.emsp.base_url}/ocpi/2.2.1/sender/commands/results/1"  # the eMSP, recording
+    body_bytes = json.dumps(draw(mutated({**COMMAND, "response_url": response_url}))).encode()
     name = draw(st.one_of(st.sampled_from(COMMAND_NAMES), segment))
     return b"POST", f"/ocpi/2.2.1/receiver/commands/{name}".encode(), headers, body_bytes
 
@@ -528,6 +529,8 @@ def test_mutated_objects_and_commands_never_fail_the_hub(live: ThreadedHub, data
         event(f"HTTP {answer.status} / OCPI {answer.json()['status_code']}")
         if 400 <= answer.status < 500:
             assert live.forwarded() == before, (answer, "refused, yet a partner received it")
+        if b"/commands/" in target and answer.status == 200:
+            call_back(live, data)
     for partner, module in ((live.emsp, "locations"), (live.emsp, "tariffs"), (live.cpo, "tokens")):
         headers = [(b"Authorization", b"Token " + base64.b64encode((partner.token_c or "").encode())),
                    (b"OCPI-from-country-code", partner.party.country_code.encode()),
@@ -535,3 +538,25 @@ def test_mutated_objects_and_commands_never_fail_the_hub(live: ThreadedHub, data
                    (b"OCPI-to-country-code", b"NL"), (b"OCPI-to-party-id", b"HUB")]
         answer = send(live.port, b"GET", f"/ocpi/2.2.1/sender/{module}?limit=100".encode(), headers, None)
         assert (answer.status, answer.json()["status_code"]) == (200, 1000), answer
+
+
+def call_back(live: ThreadedHub, data: st.DataObject) -> None:
+    """The CPO answers a command at the hub URL that replaced ``response_url``, with a fuzzed request."""
+    url = live.cpo.received[-1].json().get("response_url") if live.cpo.received else None
+    prefix = f"http://127.0.0.1:{live.port}"
+    if not isinstance(url, str) or not url.startswith(prefix + "/ocpi/2.2.1/callbacks/"):
+        return
+    event("callback issued")
+    partner = data.draw(st.sampled_from([live.cpo, live.cpo, live.emsp]))
+    headers = [(b"Authorization", b"Token " + base64.b64encode((partner.token_c or "").encode()))]
+    headers += data.draw(routing_headers())
+    method = data.draw(st.sampled_from([b"POST", b"POST", b"PUT", b"GET"]))
+    result = st.fixed_dictionaries({"result": st.one_of(st.sampled_from(["ACCEPTED", "REJECTED"]), json_value)})
+    payload = data.draw(st.one_of(result.map(lambda v: json.dumps(v).encode()), shallow_body))
+    before = live.forwarded()
+    answer = send(live.port, method, url[len(prefix):].encode(), headers, payload)
+    check_no_hub_failure(answer)
+    assert is_envelope(answer), answer
+    event(f"callback: HTTP {answer.status} / OCPI {answer.json()['status_code']}")
+    if 400 <= answer.status < 500:
+        assert live.forwarded() == before, (answer, "refused, yet a partner received it")
