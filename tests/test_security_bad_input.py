@@ -164,3 +164,21 @@ async def test_compressed_bodies_are_limited_after_decoding_and_broken_ones_are_
                                         headers={"Content-Encoding": "gzip"})
     assert (status, body["status_code"]) == (200, 1000), body
     assert receiver.received[-1].json() == doc
+
+
+async def test_a_token_whose_type_is_not_a_string_is_400_2001_and_neither_stored_nor_forwarded(hub: HubHarness) -> None:
+    sender, receiver = emsp(), cpo()
+    await hub.connect(sender)
+    await hub.connect(receiver)
+    token = {"country_code": "DE", "party_id": "EMA", "uid": "TOK1", "contract_id": "DE-EMA-1", "issuer": "Beta",
+             "valid": True, "whitelist": "ALLOWED", "last_updated": "2024-05-01T10:00:00Z"}
+    for bad_type in ([None], {"a": 1}, 7):
+        for to in (HUB, Party("NL", "CPA", "CPO")):
+            status, _, body = await sender.call(hub.session, "PUT", "tokens", "RECEIVER", "DE/EMA/TOK1", to=to,
+                                                json={**token, "type": bad_type})
+            assert (status, body["status_code"]) == (400, 2001), body
+            assert "type" in body["status_message"]
+    await asyncio.sleep(0.2)  # a fan-out would have been delivered by now
+    assert forwarded(receiver) == 0 and receiver.received == []
+    status, _, body = await receiver.call(hub.session, "GET", "tokens", "SENDER", to=HUB)
+    assert (status, body["data"]) == (200, []), body
