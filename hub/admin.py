@@ -22,7 +22,7 @@ from hub.context import Hub, hub_of
 from hub.ocpi.envelope import Handler
 from hub.ocpi.errors import ClientError, InvalidParameters, NotFound, OcpiError
 from hub.ocpi.headers import TO_CC, TO_PID
-from hub.ocpi.models import validation_message
+from hub.ocpi.models import parse_json, validation_message
 from hub.ocpi.pagination import parse_datetime
 from hub.platform import ConnectionStatus, Party, Platform, RateLimit, hash_token, new_token, party_key, utcnow
 from hub.store.protocol import PartyConflict
@@ -110,10 +110,8 @@ def _rate_limit_view(hub: Hub, p: Platform) -> dict[str, Any]:
 
 
 async def _json(request: web.Request) -> Any:
-    try:
-        return await request.json()
-    except ValueError:
-        raise InvalidParameters("body is not valid JSON") from None
+    """The OCPI body parser, not ``request.json()``: the stdlib parser raises RecursionError on deep nesting."""
+    return parse_json(await request.read())
 
 
 def _platform(request: web.Request) -> Platform:

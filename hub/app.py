@@ -66,7 +66,7 @@ def admission_limits(settings: Settings) -> AdmissionLimits:
 
 def create_app(settings: Settings, *, store: HubStore | None = None, redis: Redis | None = None) -> web.Application:
     app = web.Application(middlewares=[observe_middleware, error_middleware, admin.admin_auth_middleware],
-                          client_max_size=16 * 1024 * 1024)
+                          client_max_size=settings.max_body_bytes)
     app.cleanup_ctx.append(_lifecycle(settings, store, redis))
     versions.add_routes(app)
     credentials.add_routes(app)

@@ -69,6 +69,12 @@ class Settings(BaseSettings):
     alive_interval: float = Field(300.0, gt=0, description="silence before a still-alive GET versions")
     alive_check_every: float = Field(30.0, gt=0, description="how often silent platforms are looked at")
 
+    max_body_bytes: int = Field(
+        1024 * 1024, ge=16 * 1024, le=16 * 1024 * 1024,
+        description="largest request body read (bytes); larger ones get 413 without being read whole "
+                    "(docs/security.md, Body size and malformed input)",
+    )
+
     audit_bodies: bool = False
     audit_retention_days: int = Field(90, ge=1)
     audit_flush_interval: float = Field(0.2, gt=0)

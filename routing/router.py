@@ -120,6 +120,9 @@ def check_client_owned(req: InboundRequest, sender: Party) -> None:
         return
     if not isinstance(req.json_body, dict):
         raise InvalidParameters(f"{req.method} {req.module} needs a JSON object body")
+    if req.module == "tokens" and not isinstance(req.json_body.get("type", ""), str):
+        # The type is part of a token's key (GET All copy, open-routing hint): refused before anything is kept.
+        raise InvalidParameters("token type must be a string (OCPI TokenType)")
     depth = len(segs)
     top_level_put = req.method == "PUT" and depth == 3
     _check_body_owner(req.json_body, path_party, req.module, required=top_level_put)

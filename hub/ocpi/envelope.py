@@ -12,7 +12,7 @@ import orjson
 from aiohttp import web
 
 from hub.exchange import exchange_of, reply_headers
-from hub.ocpi.errors import OcpiError
+from hub.ocpi.errors import InvalidParameters, OcpiError
 
 log = logging.getLogger("hub.errors")
 
@@ -50,10 +50,17 @@ def ocpi_response(
     )
 
 
+def printable_message(message: str) -> str:
+    """An error message may quote what the client sent; bytes that are not UTF-8 arrive as lone surrogates
+    (aiohttp decodes headers with ``surrogateescape``), which no JSON encoder takes: they are shown escaped."""
+    return message.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def error_response(err: OcpiError, headers: dict[str, str] | None = None) -> web.Response:
     if err.retry_after is not None:
         headers = {**(headers or {}), "Retry-After": str(max(1, math.ceil(err.retry_after)))}
-    return ocpi_response(status=err.http_status, status_code=err.status_code, message=err.message, headers=headers)
+    return ocpi_response(status=err.http_status, status_code=err.status_code, message=printable_message(err.message),
+                         headers=headers)
 
 
 def _note_status(request: web.Request, code: int) -> None:
@@ -70,24 +77,31 @@ def _is_ocpi_path(path: str) -> bool:
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every failure becomes a clear answer: an OCPI envelope on /ocpi, a JSON error elsewhere."""
     try:
-        return await handler(request)
+        try:
+            return await handler(request)
+        except web.RequestPayloadError as exc:  # a body aiohttp could not decode (broken gzip, bad chunks)
+            detail = " ".join(str(exc).split()).removeprefix("400, message: ")[:200]
+            raise InvalidParameters(f"request body could not be read: {detail}") from None
     except OcpiError as err:
         _note_status(request, err.status_code)
         headers = reply_headers(request)
         if _is_ocpi_path(request.path):
             return error_response(err, headers)
         extra = {"Retry-After": str(max(1, math.ceil(err.retry_after)))} if err.retry_after is not None else None
-        return web.json_response({"error": err.message}, status=err.http_status, headers=extra)
+        return web.json_response({"error": printable_message(err.message)}, status=err.http_status, headers=extra)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         _note_status(request, 2000 if exc.status < 500 else 3000)
+        message = exc.reason
+        if isinstance(exc, web.HTTPRequestEntityTooLarge):  # aiohttp stopped reading at HUB_MAX_BODY_BYTES
+            message = f"request body larger than {request.client_max_size} bytes"
         if _is_ocpi_path(request.path):
             return ocpi_response(
-                status=exc.status, status_code=2000 if exc.status < 500 else 3000, message=exc.reason,
+                status=exc.status, status_code=2000 if exc.status < 500 else 3000, message=message,
                 headers=reply_headers(request),
             )
-        return web.json_response({"error": exc.reason}, status=exc.status)
+        return web.json_response({"error": message}, status=exc.status)
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         _note_status(request, 3000)

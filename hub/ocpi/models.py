@@ -71,12 +71,40 @@ class VersionDetails(OcpiModel):
     endpoints: list[Endpoint] = Field(min_length=1)
 
 
+# OCPI objects nest a handful of levels (Location > EVSE > Connector, Tariff > element > price component);
+# the envelope and unknown extension fields add a few. orjson parses up to 1024 levels but serialises only 254,
+# and every recursive walk over a body (audit redaction) must stay far below Python's recursion limit.
+MAX_JSON_DEPTH = 32
+
+
 def parse_json(body: bytes) -> Any:
-    """Invalid JSON is HTTP 400 / OCPI 2001, never a stack trace (digest §4)."""
+    """The one parser of request bodies (OCPI and admin API): invalid JSON, or JSON nested deeper than
+    ``MAX_JSON_DEPTH``, is HTTP 400 / OCPI 2001, never a stack trace (OCPI 2.2.1 transport_and_format §4.1)."""
     try:
-        return orjson.loads(body)
+        data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise InvalidJson(f"request body is not valid JSON: {exc}") from None
+    # Only a body with more brackets than the limit can nest that deep: the walk runs on the rare path.
+    if (body.count(b"[") + body.count(b"{") > MAX_JSON_DEPTH) and _depth_exceeds(data, MAX_JSON_DEPTH):
+        raise InvalidJson(f"request body nests JSON deeper than {MAX_JSON_DEPTH} levels")
+    return data
+
+
+def _depth_exceeds(data: Any, limit: int) -> bool:
+    """Iterative, so a deep document cannot exhaust the interpreter's stack while being measured."""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            children: Any = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
 
 
 def validation_message(exc: ValidationError) -> str:

@@ -10,6 +10,8 @@ from urllib.parse import urlencode
 from hub.ocpi.errors import InvalidParameters
 
 MAX_LIMIT = 100
+# Offsets past any real list are clamped: the page is empty either way, and the store's integers are 64-bit.
+MAX_OFFSET = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -22,15 +24,19 @@ class Page:
 
 
 def parse_datetime(value: str, name: str) -> datetime:
-    """OCPI DateTime, leniently: 'Z', no zone (= UTC) or an explicit offset are accepted."""
+    """OCPI DateTime, leniently: 'Z', no zone (= UTC) or an explicit offset are accepted.
+
+    The one parser of dates a partner or operator sends: a value that is no date, or one whose offset moves it
+    outside the years 1-9999 in UTC (``0001-01-01T00:00:00+05:00``), is 400 / 2001, never an OverflowError.
+    """
     text = value.strip().replace(" ", "+")  # a '+' in an unencoded query arrives as a space
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"
     try:
         parsed = datetime.fromisoformat(text)
-    except ValueError:
-        raise InvalidParameters(f"{name} is not an RFC 3339 DateTime: {value!r}") from None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise InvalidParameters(f"{name} is not an RFC 3339 DateTime in the years 1-9999: {value[:64]!r}") from None
 
 
 def _int(query: dict[str, str], name: str, default: int) -> int:
@@ -42,7 +48,7 @@ def _int(query: dict[str, str], name: str, default: int) -> int:
         raise InvalidParameters(f"{name} must be a whole number") from None
     if value < 0:
         raise InvalidParameters(f"{name} must not be negative")
-    return value
+    return min(value, MAX_OFFSET)
 
 
 def parse_page(query: dict[str, str]) -> Page:

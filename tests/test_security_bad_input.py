@@ -1,0 +1,184 @@
+"""Bad input gets a clear 4xx, never a 500: out-of-range dates, deep JSON, huge offsets, oversized bodies
+(docs/security.md, "Body size and malformed input")."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+from typing import Any
+from urllib.parse import quote
+
+from tests.conftest import ADMIN_TOKEN, HubHarness, MakeHub, cpo, emsp
+from tests.partners import FakePartner, Party, ocpi_token
+
+HUB = Party("NL", "HUB", "HUB")
+CPA = Party("NL", "CPA", "CPO")
+OVERFLOWING_DATES = ("0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-05:00")
+
+
+def forwarded(partner: FakePartner) -> int:
+    """Requests the partner received from other parties (fan-out and ClientInfo pushes come FROM the hub)."""
+    return sum(1 for r in partner.received if r.headers.get("OCPI-from-party-id") != "HUB")
+
+
+def nested(depth: int) -> bytes:
+    return b"[" * depth + b"1" + b"]" * depth
+
+
+async def test_out_of_range_dates_on_get_all_are_400_2001(hub: HubHarness) -> None:
+    partner = emsp()
+    await hub.connect(partner)
+    for name in ("date_from", "date_to"):
+        for value in OVERFLOWING_DATES:
+            status, _, body = await partner.call(hub.session, "GET", "locations", "SENDER", to=HUB,
+                                                 query=f"{name}={quote(value)}")
+            assert (status, body["status_code"]) == (400, 2001), body
+            assert name in body["status_message"]
+    status, _, body = await partner.call(hub.session, "GET", "locations", "SENDER", to=HUB,
+                                         query="date_from=" + quote("2024-01-01T00:00:00+05:00"))
+    assert (status, body["status_code"]) == (200, 1000), body
+
+
+async def test_out_of_range_dates_on_hubclientinfo_are_400_2001(hub: HubHarness) -> None:
+    partner = cpo()
+    await hub.connect(partner)
+    async with hub.session.get(hub.url + "/ocpi/2.2.1/hubclientinfo", params={"date_to": OVERFLOWING_DATES[1]},
+                               headers={"Authorization": ocpi_token(partner.token_c or "")}) as resp:
+        doc = await resp.json()
+        assert (resp.status, doc["status_code"]) == (400, 2001), doc
+
+
+async def test_overflowing_audit_since_and_until_are_400_with_a_clear_message(hub: HubHarness) -> None:
+    for name in ("since", "until"):
+        for value in (*OVERFLOWING_DATES, "99999-01-01T00:00:00Z", "yesterday"):
+            status, body = await hub.admin("GET", f"/admin/audit?{name}={quote(value)}")
+            assert status == 400, body
+            assert name in body["error"] and "DateTime" in body["error"]
+
+
+async def test_huge_offset_on_get_all_is_an_empty_page_not_an_error(hub: HubHarness) -> None:
+    partner = emsp()
+    await hub.connect(partner)
+    status, _, body = await partner.call(hub.session, "GET", "locations", "SENDER", to=HUB,
+                                         query="offset=" + "9" * 40)
+    assert (status, body["status_code"], body["data"]) == (200, 1000, []), body
+    status, _, body = await partner.call(hub.session, "GET", "locations", "SENDER", to=HUB,
+                                         query="offset=" + "9" * 5000)
+    assert (status, body["status_code"]) == (400, 2001), body
+
+
+async def test_deeply_nested_json_on_the_admin_api_is_400_not_a_recursion_error(hub: HubHarness) -> None:
+    for depth in (40, 5000, 100_000):
+        async with hub.session.post(hub.url + "/admin/platforms", data=nested(depth),
+                                    headers={"Authorization": f"Bearer {ADMIN_TOKEN}",
+                                             "Content-Type": "application/json"}) as resp:
+            doc = await resp.json()
+            assert resp.status == 400, doc
+            assert "JSON" in doc["error"]
+    status, body = await hub.admin("GET", "/admin/platforms")
+    assert status == 200 and body == []
+
+
+async def test_deeply_nested_json_on_ocpi_is_400_2001_and_never_forwarded(hub: HubHarness) -> None:
+    sender, receiver = cpo(), emsp()
+    await hub.connect(sender)
+    await hub.connect(receiver)
+    before = forwarded(receiver)
+    to = Party("DE", "EMA", "EMSP")
+    for depth in (40, 300, 5000):
+        for target, tail in ((to, "NL/CPA/LOC1"), (HUB, "NL/CPA/LOC1")):
+            doc = b'{"country_code": "NL", "party_id": "CPA", "id": "LOC1", "x": ' + nested(depth) + b"}"
+            status, _, body = await sender.call(hub.session, "PUT", "locations", "RECEIVER", tail, to=target,
+                                                data=doc, headers={"Content-Type": "application/json"})
+            assert (status, body["status_code"]) == (400, 2001), body
+            assert "JSON" in body["status_message"]
+    # A body nested within the limit still goes through, as it is.
+    within: Any = {"country_code": "NL", "party_id": "CPA", "id": "LOC1", "x": json.loads(nested(20))}
+    status, _, body = await sender.call(hub.session, "PUT", "locations", "RECEIVER", "NL/CPA/LOC1", to=to,
+                                        json=within)
+    assert (status, body["status_code"]) == (200, 1000), body
+    assert forwarded(receiver) == before + 1
+    assert receiver.received[-1].json() == within
+
+
+async def test_body_over_the_limit_is_413_envelope_and_never_forwarded(make_hub: MakeHub) -> None:
+    hub = await make_hub(max_body_bytes=32 * 1024)
+    sender, receiver = cpo(), emsp()
+    await hub.connect(sender)
+    await hub.connect(receiver)
+    to = Party("DE", "EMA", "EMSP")
+    pad = "x" * (32 * 1024)
+    status, headers, body = await sender.call(hub.session, "PUT", "locations", "RECEIVER", "NL/CPA/LOC1", to=to,
+                                              json={"country_code": "NL", "party_id": "CPA", "id": "LOC1", "p": pad})
+    assert (status, body["status_code"]) == (413, 2000), body
+    assert str(32 * 1024) in body["status_message"] and "timestamp" in body
+    assert headers["X-Request-ID"]
+
+    async def chunks() -> Any:  # no Content-Length: the limit holds while reading, too
+        for _ in range(64):
+            yield b" " * 1024
+            await asyncio.sleep(0)
+
+    status, _, body = await sender.call(hub.session, "PUT", "locations", "RECEIVER", "NL/CPA/LOC1", to=to,
+                                        data=chunks())  # type: ignore[arg-type]
+    assert (status, body["status_code"]) == (413, 2000), body
+    assert forwarded(receiver) == 0
+    # Just under the limit: routed as usual.
+    doc = {"country_code": "NL", "party_id": "CPA", "id": "LOC1", "p": "x" * (31 * 1024)}
+    status, _, body = await sender.call(hub.session, "PUT", "locations", "RECEIVER", "NL/CPA/LOC1", to=to, json=doc)
+    assert (status, body["status_code"]) == (200, 1000), body
+    assert forwarded(receiver) == 1
+
+
+async def test_body_over_the_limit_on_admin_and_credentials_is_413(make_hub: MakeHub) -> None:
+    hub = await make_hub(max_body_bytes=16 * 1024)
+    big = b'{"name": "' + b"x" * (17 * 1024) + b'"}'
+    async with hub.session.post(hub.url + "/admin/platforms", data=big,
+                                headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as resp:
+        doc = await resp.json()
+        assert resp.status == 413 and "16384" in doc["error"], doc
+    platform = await hub.onboard(cpo())
+    async with hub.session.post(hub.url + "/ocpi/2.2.1/credentials", data=big,
+                                headers={"Authorization": f"Token {platform['token_a']}"}) as resp:
+        doc = await resp.json()
+        assert (resp.status, doc["status_code"]) == (413, 2000), doc
+    status, body = await hub.admin("GET", f"/admin/platforms/{platform['id']}")
+    assert (status, body["status"]) == (200, "PLANNED")  # nothing registered
+
+
+async def test_compressed_bodies_are_limited_after_decoding_and_broken_ones_are_400_2001(hub: HubHarness) -> None:
+    sender, receiver = cpo(), emsp()
+    await hub.connect(sender)
+    await hub.connect(receiver)
+    to = Party("DE", "EMA", "EMSP")
+    bomb = gzip.compress(b'{"id": "' + b"0" * (16 * 1024 * 1024) + b'"}', 1)  # 16 MiB in about 70 KiB
+    for payload, expected in ((bomb, (413, 2000)), (b"not gzip at all", (400, 2001))):
+        status, _, body = await sender.call(hub.session, "PUT", "locations", "RECEIVER", "NL/CPA/LOC1", to=to,
+                                            data=payload, headers={"Content-Encoding": "gzip"})
+        assert (status, body["status_code"]) == expected, body
+    assert forwarded(receiver) == 0
+    doc = {"country_code": "NL", "party_id": "CPA", "id": "LOC1"}
+    status, _, body = await sender.call(hub.session, "PUT", "locations", "RECEIVER", "NL/CPA/LOC1", to=to,
+                                        data=gzip.compress(json.dumps(doc).encode()),
+                                        headers={"Content-Encoding": "gzip"})
+    assert (status, body["status_code"]) == (200, 1000), body
+    assert receiver.received[-1].json() == doc
+
+
+async def test_a_token_whose_type_is_not_a_string_is_400_2001_and_neither_stored_nor_forwarded(hub: HubHarness) -> None:
+    sender, receiver = emsp(), cpo()
+    await hub.connect(sender)
+    await hub.connect(receiver)
+    token = {"country_code": "DE", "party_id": "EMA", "uid": "TOK1", "contract_id": "DE-EMA-1", "issuer": "Beta",
+             "valid": True, "whitelist": "ALLOWED", "last_updated": "2024-05-01T10:00:00Z"}
+    for bad_type in ([None], {"a": 1}, 7):
+        for to in (HUB, Party("NL", "CPA", "CPO")):
+            status, _, body = await sender.call(hub.session, "PUT", "tokens", "RECEIVER", "DE/EMA/TOK1", to=to,
+                                                json={**token, "type": bad_type})
+            assert (status, body["status_code"]) == (400, 2001), body
+            assert "type" in body["status_message"]
+    await asyncio.sleep(0.2)  # a fan-out would have been delivered by now
+    assert forwarded(receiver) == 0 and receiver.received == []
+    status, _, body = await receiver.call(hub.session, "GET", "tokens", "SENDER", to=HUB)
+    assert (status, body["data"]) == (200, []), body
