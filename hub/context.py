@@ -20,6 +20,7 @@ from routing.callbacks import Callbacks
 from routing.delivery import Delivery
 from routing.open_routing import RouteHints
 from routing.queue import DeliveryQueue
+from routing.redis_health import RedisHealth
 
 
 @dataclass
@@ -36,6 +37,7 @@ class Hub:
     admin_token: str
     callbacks: Callbacks
     hints: RouteHints
+    health: RedisHealth
     on_seen: Callable[[str], None] | None = None  # platform id heard from (still-alive tracking)
 
     @functools.cached_property

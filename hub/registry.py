@@ -15,13 +15,16 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from redis.asyncio import Redis
 
 from hub.platform import Party, Platform, hash_token, party_key
 from hub.store.protocol import Store
+
+if TYPE_CHECKING:
+    from routing.redis_health import RedisHealth
 
 log = logging.getLogger("hub.registry")
 
@@ -174,6 +177,7 @@ class PlatformFeed:
         self.channel = channel
         self.ack_timeout = ack_timeout
         self.full_reload_every = full_reload_every
+        self.health: RedisHealth | None = None  # set by the app: a Redis outage is logged once there
         self._pending: dict[str, _Acks] = {}
         self._pubsub: Any = None
 
@@ -219,8 +223,9 @@ class PlatformFeed:
                     await self.registry.load()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.warning("platform change feed failed; retrying", exc_info=True)
+            except Exception as exc:
+                if self.health is None or not self.health.failed(exc):
+                    log.warning("platform change feed failed; retrying", exc_info=True)
                 next_full = loop.time()  # notices may have been lost meanwhile: reload all once back
                 await asyncio.sleep(1)
 
