@@ -183,12 +183,16 @@ class Delivery:
             self._wake.set()
             wait = max(msg.deadline - time.time(), 0.0) + 0.5
             try:
-                return await asyncio.wait_for(future, timeout=wait)
+                reply = await asyncio.wait_for(future, timeout=wait)
             except TimeoutError:
-                if not self.health.up:  # queued, but Redis went away: the hub failed, not the receiver
-                    raise HubUnavailable("The hub is temporarily unavailable: it cannot reach its queue store",
-                                         retry_after=self.health.retry_after) from None
-                return hub_error_reply(4002, "receiver did not answer in time", "timeout")
+                reply = hub_error_reply(4002, "receiver did not answer in time", "timeout")
+            if reply.hub_error == 4002 and self.health.recently_out(wait + self.forward_timeout + 2):
+                # It waited in the queue while Redis was out, or behind a lease the outage left without a holder
+                # (held until its message's deadline + 1 s, reaped within another second): the hub failed, not
+                # the receiver.
+                raise HubUnavailable("The hub is temporarily unavailable: it could not reach its queue store",
+                                     retry_after=self.health.retry_after)
+            return reply
         finally:
             self._pending.pop(msg.id, None)
 

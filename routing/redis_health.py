@@ -26,13 +26,24 @@ from collections.abc import Callable
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError, ResponseError, TimeoutError
+from redis.exceptions import (
+    ClusterDownError,
+    ConnectionError,
+    MasterDownError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    ResponseError,
+    TimeoutError,
+    TryAgainError,
+)
 
 from hub.ocpi.errors import HubUnavailable
 
 log = logging.getLogger("routing.redis")
 
-# Error replies of a Redis that is up but will not take writes now (first word of the reply).
+# Error replies of a Redis that is up but will not take writes now: redis-py's classes for some of them, the
+# first word of the reply for the rest (and for the lean script connection, which keeps replies as they came).
+_REFUSING_TYPES = (OutOfMemoryError, ReadOnlyError, MasterDownError, ClusterDownError, TryAgainError)
 _REFUSING = frozenset({"OOM", "READONLY", "MISCONF", "LOADING", "BUSY", "MASTERDOWN", "NOREPLICAS",
                        "CLUSTERDOWN", "TRYAGAIN", "NOTBUSY"})
 
@@ -43,6 +54,8 @@ def outage_kind(exc: BaseException) -> str | None:
     """``unreachable``, ``refusing_writes``, or None when ``exc`` is not a Redis outage (a bug, a bad argument)."""
     if isinstance(exc, ConnectionError | TimeoutError):  # redis-py's; BusyLoadingError is a ConnectionError
         return UNREACHABLE
+    if isinstance(exc, _REFUSING_TYPES):
+        return REFUSING_WRITES
     if isinstance(exc, ResponseError):
         word = str(exc).split(" ", 1)[0].upper()
         return REFUSING_WRITES if word in _REFUSING else None
@@ -69,6 +82,7 @@ class RedisHealth:
         self.up = True
         self.kind = ""
         self.since = 0.0
+        self.ended = float("-inf")  # when the last outage ended
         self.last_error = ""
         self._probe: asyncio.Task[None] | None = None
 
@@ -131,10 +145,18 @@ class RedisHealth:
         self.recovered()
         return True
 
+    def outage_since(self, started: float) -> bool:
+        """True when Redis is out now or was at some point after ``started`` (``time.monotonic()``)."""
+        return not self.up or self.ended >= started
+
+    def recently_out(self, within: float) -> bool:
+        """True when Redis is out now or an outage ended less than ``within`` seconds ago."""
+        return not self.up or time.monotonic() - self.ended < within
+
     def recovered(self) -> None:
         if self.up:
             return
-        self.up = True
+        self.up, self.ended = True, time.monotonic()
         log.info("Redis is back after %.1f s of outage (%s); last error: %s",
                     time.monotonic() - self.since, self.kind, self.last_error)
         if self.on_change is not None:

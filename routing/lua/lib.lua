@@ -48,10 +48,15 @@ local function holds_lease(mkey, id, attempts, token)
 end
 
 -- Lease a group head: claim number attempts+1; the caller has already accounted the in-flight slot.
-local function lease(mkey, id, token, lease_seconds)
+-- A message with a deadline is leased until one second past it at most: nobody forwards it after its deadline,
+-- so a lease whose holder is gone (a process killed, or a claim Redis ran after its caller had given up on a
+-- frozen Redis) holds the group no longer than the message could have lived anyway.
+local function lease(mkey, id, token, lease_seconds, deadline)
   local attempts = redis.call('HINCRBY', mkey, 'attempts', 1)
+  local expiry, d = NOW + lease_seconds, tonumber(deadline) or 0
+  if d > 0 and d + 1 < expiry then expiry = d + 1 end
   redis.call('HSET', mkey, 'lease', attempts)
-  redis.call('ZADD', LEASES, NOW + lease_seconds, id)
+  redis.call('ZADD', LEASES, expiry, id)
   redis.call('HSET', GSTATE, token, 'l')
   return attempts
 end
@@ -108,7 +113,7 @@ local function start_group(id, mkey, token, receiver, parked, claim, deadline, m
   end
   if claim and not expired(deadline) then
     redis.call('HINCRBY', INFLIGHT, receiver, 1)
-    lease(mkey, id, token, lease_seconds)
+    lease(mkey, id, token, lease_seconds, deadline)
     return 1
   end
   redis.call('HSET', GSTATE, token, 'r')
