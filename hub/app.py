@@ -34,7 +34,7 @@ from routing.callbacks import Callbacks
 from routing.delivery import Delivery
 from routing.open_routing import RouteHints
 from routing.queue import DeliveryQueue
-from routing.redis_health import RedisHealth
+from routing.redis_health import REFUSING_WRITES, UNREACHABLE, RedisHealth
 
 log = logging.getLogger("hub.app")
 LIVENESS_KEY = web.AppKey("liveness", Liveness)
@@ -75,6 +75,8 @@ def _lifecycle(settings: Settings, given_store: HubStore | None, given_redis: Re
         redis = given_redis or connect_redis(settings)
         metrics_ = Metrics()
         metrics_.redis_up.set(1)
+        for kind in (UNREACHABLE, REFUSING_WRITES):  # exported as 0 from the start: rates and alerts need series
+            metrics_.redis_outages.labels(kind=kind)
         health = RedisHealth(redis, keys.probe(settings.key_prefix), timeout=settings.redis_timeout,
                              on_change=metrics_.redis_state)
         app[TRANSLATE_ERROR] = health.unavailable  # a Redis outage anywhere below a handler: 503, logged once
