@@ -182,14 +182,15 @@ class Delivery:
                     self.queue.ack_soon(msg).add_done_callback(self._log_failed_ack)
             self._wake.set()
             wait = max(msg.deadline - time.time(), 0.0) + 0.5
+            waited_out = False
             try:
                 reply = await asyncio.wait_for(future, timeout=wait)
             except TimeoutError:
-                reply = hub_error_reply(4002, "receiver did not answer in time", "timeout")
-            if reply.hub_error == 4002 and self.health.recently_out(wait + self.forward_timeout + 2):
-                # It waited in the queue while Redis was out, or behind a lease the outage left without a holder
+                reply, waited_out = hub_error_reply(4002, "receiver did not answer in time", "timeout"), True
+            if (waited_out or reply.cause == "expired") and self.health.recently_out(wait + self.forward_timeout + 2):
+                # It never left the queue, while Redis was out or behind a lease the outage left without a holder
                 # (held until its message's deadline + 1 s, reaped within another second): the hub failed, not
-                # the receiver.
+                # the receiver. A receiver that was asked and did not answer in time is still 4002.
                 raise HubUnavailable("The hub is temporarily unavailable: it could not reach its queue store",
                                      retry_after=self.health.retry_after)
             return reply

@@ -138,16 +138,12 @@ class RedisHealth:
                 self.failed(exc if outage_kind(exc) else ConnectionError(str(exc)))
             else:
                 kind = outage_kind(exc) or UNREACHABLE
-                if kind != self.kind:  # e.g. back up but full: still one outage, note the change once
+                if kind != self.kind:  # e.g. back up but full: still the same outage (its end line names it)
                     self.kind = kind
-                    log.warning("Redis outage goes on (%s): %s: %s", kind, type(exc).__name__, exc)
+                    log.debug("Redis outage goes on (%s): %s: %s", kind, type(exc).__name__, exc)
             return False
         self.recovered()
         return True
-
-    def outage_since(self, started: float) -> bool:
-        """True when Redis is out now or was at some point after ``started`` (``time.monotonic()``)."""
-        return not self.up or self.ended >= started
 
     def recently_out(self, within: float) -> bool:
         """True when Redis is out now or an outage ended less than ``within`` seconds ago."""
@@ -158,7 +154,7 @@ class RedisHealth:
             return
         self.up, self.ended = True, time.monotonic()
         log.info("Redis is back after %.1f s of outage (%s); last error: %s",
-                    time.monotonic() - self.since, self.kind, self.last_error)
+                 time.monotonic() - self.since, self.kind, self.last_error)
         if self.on_change is not None:
             self.on_change(True, self.kind)
 
