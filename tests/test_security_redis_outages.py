@@ -30,6 +30,7 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from routing.queue import DeliveryQueue, Message
+from routing.redis_health import REFUSING_WRITES, UNREACHABLE, outage_kind
 from tests.conftest import HubHarness, cpo, emsp, hub_settings, scratch_redis, start_hub, stop_hub
 from tests.partners import FakePartner, Party, default_responder, envelope
 
@@ -174,6 +175,8 @@ async def test_redis_killed_under_load_gives_503_with_retry_after_one_log_line_a
                 assert resp.status == 503
             assert await metric(hub, "ocpi_hub_redis_up") == 0
             assert await metric(hub, "ocpi_hub_redis_outages_total", kind="unreachable") == 1
+            status, body = await hub.admin("GET", "/admin/queues")  # the admin API: the same 503, as JSON
+            assert status == 503 and "unavailable" in body["error"], body
             load.only(OK, UNAVAILABLE)  # requests under way when it died may still end 200: they were delivered
             load.reset()
             with restarted_redis(tmp_path, url):
@@ -333,3 +336,19 @@ async def test_a_full_redis_still_lets_queued_work_finish(tmp_path: Path) -> Non
         finally:
             await queue.close()
             await client.aclose()
+
+
+def test_only_redis_outages_become_503_a_bug_stays_a_bug() -> None:
+    """What RedisHealth (and so the error middleware) counts as an outage; anything else keeps its 500."""
+    e = sync_redis.exceptions
+    assert outage_kind(e.ConnectionError("refused")) == UNREACHABLE
+    assert outage_kind(e.TimeoutError("no answer")) == UNREACHABLE
+    assert outage_kind(e.BusyLoadingError("loading")) == UNREACHABLE
+    assert outage_kind(e.OutOfMemoryError("command not allowed")) == REFUSING_WRITES  # redis-py's spelling
+    assert outage_kind(e.ResponseError("OOM command not allowed when used memory > 'maxmemory'")) == REFUSING_WRITES
+    assert outage_kind(e.ReadOnlyError("You can't write against a read only replica.")) == REFUSING_WRITES
+    assert outage_kind(e.ResponseError("MISCONF Redis is configured to save RDB snapshots")) == REFUSING_WRITES
+    assert outage_kind(e.ResponseError("WRONGTYPE Operation against a key")) is None
+    assert outage_kind(e.ResponseError("ERR Error running script: attempt to compare nil")) is None
+    assert outage_kind(ValueError("a bug")) is None
+    assert outage_kind(TimeoutError("not redis-py's")) is None
