@@ -88,8 +88,9 @@ def _lifecycle(settings: Settings, given_store: HubStore | None, given_redis: Re
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=settings.connections_per_receiver,
                                          ttl_dns_cache=300, enable_cleanup_closed=True)
         session = aiohttp.ClientSession(connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",))
+        script_flags = await _supports_script_flags(redis)
         queue = DeliveryQueue(redis, prefix=settings.key_prefix, max_inflight=settings.max_inflight_per_receiver,
-                              lease_seconds=settings.forward_timeout * 2 + 5,
+                              script_flags=script_flags, lease_seconds=settings.forward_timeout * 2 + 5,
                               dead_letter_max_count=settings.dead_letter_max_count,
                               dead_letter_max_bytes=settings.dead_letter_max_bytes,
                               dead_letter_ttl=settings.dead_letter_ttl)
@@ -145,6 +146,18 @@ def _lifecycle(settings: Settings, given_store: HubStore | None, given_redis: Re
                 await store.close()
 
     return ctx
+
+
+async def _supports_script_flags(redis: Redis) -> bool:
+    """Redis 7 runs the queue's finishing scripts at maxmemory (``allow-oom``); older ones cannot parse the flag."""
+    if type(redis).__module__.startswith("fakeredis"):  # embedded: no maxmemory, no script flags
+        return False
+    version = str((await redis.info("server")).get("redis_version", "0"))
+    if int(version.split(".")[0] or 0) >= 7:
+        return True
+    log.warning("Redis %s is older than 7.0: at maxmemory the queue cannot drain by itself (docs/security.md)",
+                version)
+    return False
 
 
 async def _refresh_gauges(hub: Hub) -> None:

@@ -190,6 +190,7 @@ class DeliveryQueue:
         dead_letter_max_count: int = 10_000,
         dead_letter_max_bytes: int = 64 * 1024 * 1024,
         dead_letter_ttl: float = 7 * 24 * 3600.0,
+        script_flags: bool | None = None,
     ) -> None:
         if max_inflight < 1:
             raise ValueError("max_inflight must be at least 1")
@@ -208,8 +209,9 @@ class DeliveryQueue:
         self.dead_letter_ttl = dead_letter_ttl
         # (receiver, "cap" | "expired", how many): dead letters this process's scripts evicted; for a metric.
         self.on_evicted: Callable[[str, str, int], None] | None = None
-        # Script flags need Redis 7; fakeredis (embedded, no maxmemory) does not parse them.
-        flags = not type(redis).__module__.startswith("fakeredis")
+        # Script flags (allow-oom) need Redis 7 (the app checks the server's version); fakeredis (embedded, no
+        # maxmemory) does not parse them. None: on unless the client is fakeredis.
+        flags = not type(redis).__module__.startswith("fakeredis") if script_flags is None else script_flags
         self._scripts: dict[str, AsyncScript] = {
             name: redis.register_script((_SHEBANG if flags and name in _ALLOW_OOM else "") + text)
             for name, text in _SCRIPTS.items()
