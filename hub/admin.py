@@ -241,7 +241,8 @@ async def list_queues(request: web.Request) -> web.Response:
     return web.json_response([
         {"receiver": s.receiver, "platform": getattr(hub.registry.get(s.receiver), "name", None),
          "depth": s.depth, "inflight": s.inflight, "oldest_age_seconds": round(s.oldest_age_seconds, 3),
-         "dead_letters": s.dead_letters}
+         "dead_letters": s.dead_letters, "dead_letter_bytes": s.dead_letter_bytes,
+         "dead_letters_evicted": s.dead_letters_evicted}
         for s in stats
     ])
 

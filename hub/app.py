@@ -25,7 +25,7 @@ from hub.context import HUB_KEY, Hub
 from hub.logs import MalformedHttpFilter, ThrottledLog, one_line
 from hub.metrics import CONTENT_TYPE, Metrics
 from hub.observe import observe_middleware
-from hub.ocpi.envelope import error_middleware
+from hub.ocpi.envelope import TRANSLATE_ERROR, error_middleware
 from hub.platform import ConnectionStatus, Platform, RateLimit, utcnow
 from hub.ratelimit import RateLimits
 from hub.registry import PlatformFeed, PlatformRegistry
@@ -39,6 +39,7 @@ from routing.delivery import Delivery
 from routing.open_routing import RouteHints
 from routing.outbound import OutboundPolicy
 from routing.queue import DeliveryQueue
+from routing.redis_health import REFUSING_WRITES, UNREACHABLE, RedisHealth
 
 log = logging.getLogger("hub.app")
 LIVENESS_KEY = web.AppKey("liveness", Liveness)
@@ -47,9 +48,11 @@ LIVENESS_KEY = web.AppKey("liveness", Liveness)
 def connect_redis(settings: Settings) -> Redis:
     """A real Redis with bounded timeouts, or the embedded fakeredis (one process, not durable)."""
     if settings.redis_url:
+        # HUB_REDIS_TIMEOUT bounds connecting and every answer (the queue's lean script connection takes both from
+        # here): a frozen Redis becomes the hub's 503 well before a forwarded request's deadline.
         return Redis.from_url(
-            settings.redis_url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30,
-            max_connections=256,
+            settings.redis_url, socket_timeout=settings.redis_timeout,
+            socket_connect_timeout=settings.redis_timeout, health_check_interval=30, max_connections=256,
         )
     import fakeredis
 
@@ -84,9 +87,16 @@ def _lifecycle(settings: Settings, given_store: HubStore | None, given_redis: Re
         store = given_store or await open_store(settings)
         redis = given_redis or connect_redis(settings)
         metrics_ = Metrics()
+        metrics_.redis_up.set(1)
+        for kind in (UNREACHABLE, REFUSING_WRITES):  # exported as 0 from the start: rates and alerts need series
+            metrics_.redis_outages.labels(kind=kind)
+        health = RedisHealth(redis, keys.probe(settings.key_prefix), timeout=settings.redis_timeout,
+                             on_change=metrics_.redis_state)
+        app[TRANSLATE_ERROR] = health.unavailable  # a Redis outage anywhere below a handler: 503, logged once
         registry = PlatformRegistry(store, unknown_token_ttl=settings.unknown_token_cache_seconds,
                                     unknown_token_max=settings.unknown_token_cache_size,
                                     on_unknown_token=lambda source: metrics_.unknown_tokens.labels(source=source).inc())
+
         def throttled(logger: logging.Logger, lines: int = settings.log_throttle_lines) -> ThrottledLog:
             return ThrottledLog(logger, lines=lines, interval=settings.log_throttle_interval,
                                 on_suppressed=lambda kind: metrics_.log_suppressed.labels(kind=kind).inc())
@@ -100,6 +110,7 @@ def _lifecycle(settings: Settings, given_store: HubStore | None, given_redis: Re
         parser_filter = MalformedHttpFilter(malformed)
         logging.getLogger("aiohttp.server").addFilter(parser_filter)
         feed = PlatformFeed(registry, redis, keys.platforms_channel(settings.key_prefix))
+        feed.health = health
         await feed.open()  # subscribed before the first load: no change slips in between
         await registry.load()
         outbound = OutboundPolicy(allow_private=settings.allow_private_urls, public_url=settings.public_url)
@@ -108,13 +119,18 @@ def _lifecycle(settings: Settings, given_store: HubStore | None, given_redis: Re
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=settings.connections_per_receiver,
                                          ttl_dns_cache=300, enable_cleanup_closed=True, resolver=resolver)
         session = aiohttp.ClientSession(connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",))
+        script_flags = await _supports_script_flags(redis)
         queue = DeliveryQueue(redis, prefix=settings.key_prefix, max_inflight=settings.max_inflight_per_receiver,
-                              lease_seconds=settings.forward_timeout * 2 + 5)
+                              script_flags=script_flags, lease_seconds=settings.forward_timeout * 2 + 5,
+                              dead_letter_max_count=settings.dead_letter_max_count,
+                              dead_letter_max_bytes=settings.dead_letter_max_bytes,
+                              dead_letter_ttl=settings.dead_letter_ttl)
+        queue.on_evicted = metrics_.count_evicted
         delivery = Delivery(queue=queue, redis=redis, resolve=registry.get, refresh=registry.refresh, session=session,
                             prefix=settings.key_prefix, forward_timeout=settings.forward_timeout,
                             concurrency=settings.delivery_concurrency,
                             retry_window=settings.broadcast_retry_window, outbound=outbound,
-                            url_hosts=registry.url_hosts)
+                            url_hosts=registry.url_hosts, health=health)
         delivery.on_retry = lambda msg: metrics_.retries.labels(receiver=msg.receiver).inc()
         delivery.on_result = metrics_.count_receiver_result
         audit = AuditWriter(store, interval=settings.audit_flush_interval,
@@ -122,6 +138,7 @@ def _lifecycle(settings: Settings, given_store: HubStore | None, given_redis: Re
                             on_rejected=lambda result: metrics_.audit_rejected.labels(result=result).inc(),
                             failure_log=throttled(logging.getLogger("hub.audit"), lines=1))  # tracebacks: 1/interval
         hub = Hub(settings=settings, store=store, registry=registry, redis=redis, queue=queue, delivery=delivery,
+                  health=health,
                   session=session, audit=audit, metrics=metrics_,
                   admin_token=settings.admin_token or secrets.token_urlsafe(24),
                   callbacks=Callbacks(redis, prefix=settings.key_prefix,
@@ -164,6 +181,7 @@ def _lifecycle(settings: Settings, given_store: HubStore | None, given_redis: Re
             await feed.close()
             await delivery.stop()
             await queue.close()
+            await health.close()
             await audit.stop()
             await hub.hints.flush()
             await session.close()
@@ -175,6 +193,18 @@ def _lifecycle(settings: Settings, given_store: HubStore | None, given_redis: Re
                 await store.close()
 
     return ctx
+
+
+async def _supports_script_flags(redis: Redis) -> bool:
+    """Redis 7 runs the queue's finishing scripts at maxmemory (``allow-oom``); older ones cannot parse the flag."""
+    if type(redis).__module__.startswith("fakeredis"):  # embedded: no maxmemory, no script flags
+        return False
+    version = str((await redis.info("server")).get("redis_version", "0"))
+    if int(version.split(".")[0] or 0) >= 7:
+        return True
+    log.warning("Redis %s is older than 7.0: at maxmemory the queue cannot drain by itself (docs/security.md)",
+                version)
+    return False
 
 
 async def _refresh_gauges(hub: Hub) -> None:
@@ -197,14 +227,20 @@ async def _refresh_gauges(hub: Hub) -> None:
                 m.queue_inflight.labels(receiver=s.receiver).set(s.inflight)
                 m.queue_oldest_age.labels(receiver=s.receiver).set(s.oldest_age_seconds)
                 m.dead_letters.labels(receiver=s.receiver).set(s.dead_letters)
+                m.dead_letter_bytes.labels(receiver=s.receiver).set(s.dead_letter_bytes)
             for receiver in seen - now:  # drained and forgotten by the queue: show 0, not the last value
-                for gauge in (m.queue_depth, m.queue_inflight, m.queue_oldest_age, m.dead_letters):
+                for gauge in (m.queue_depth, m.queue_inflight, m.queue_oldest_age, m.dead_letters,
+                              m.dead_letter_bytes):
                     gauge.labels(receiver=receiver).set(0)
             seen = now
+            if not hub.settings.embedded:  # the alert "Redis nearly full" needs these (deploy/prometheus)
+                memory = await hub.redis.info("memory")
+                m.redis_used_memory.set(float(memory.get("used_memory", 0)))
+                m.redis_maxmemory.set(float(memory.get("maxmemory", 0)))
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.warning("refreshing gauges failed", exc_info=True)
+        except Exception as exc:
+            hub.health.report(exc, log, "refreshing gauges failed")
         await asyncio.sleep(5)
 
 
@@ -268,7 +304,8 @@ async def readyz(request: web.Request) -> web.Response:
     checks: dict[str, str] = {}
     try:
         await asyncio.wait_for(hub.redis.ping(), timeout=2)
-        checks["redis"] = "ok"
+        # PING is answered by a Redis at maxmemory too: during an outage, ready only once it takes a write again.
+        checks["redis"] = "ok" if hub.health.up or await hub.health.probe() else f"outage: {hub.health.kind}"
     except Exception as exc:
         checks["redis"] = f"unreachable: {type(exc).__name__}"
     try:

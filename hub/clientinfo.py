@@ -146,8 +146,8 @@ class Liveness:
                 await self.check_all()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.warning("still-alive round failed", exc_info=True)
+            except Exception as exc:
+                self.hub.health.report(exc, log, "still-alive round failed")
 
     async def check_all(self) -> None:
         await self.flush()

@@ -24,6 +24,7 @@ from routing.delivery import Delivery
 from routing.open_routing import RouteHints
 from routing.outbound import OutboundPolicy
 from routing.queue import DeliveryQueue
+from routing.redis_health import RedisHealth
 
 
 @dataclass
@@ -42,6 +43,7 @@ class Hub:
     hints: RouteHints
     admission: Admission  # requests and body bytes waiting on receivers in this process (503 beyond)
     rate_limits: RateLimits  # requests per second per platform, hub-wide (429 beyond)
+    health: RedisHealth  # Redis outages: one state per process (routing/redis_health.py)
     outbound: OutboundPolicy = field(default_factory=OutboundPolicy)  # which URLs the hub calls (routing/outbound.py)
     on_seen: Callable[[str], None] | None = None  # platform id heard from (still-alive tracking)
     client_log: ThrottledLog | None = None  # refused requests and malformed HTTP: a bounded number of lines

@@ -100,6 +100,26 @@ class Metrics:
             "ocpi_hub_rate_limited", "Requests answered 429 because their platform exceeded its rate limit",
             ["platform"], registry=r,
         )
+        self.dead_letter_bytes = Gauge(
+            "ocpi_hub_dead_letter_bytes", "Payload bytes of the dead letters kept per receiver (capped)", ["receiver"],
+            registry=r, multiprocess_mode=_GAUGE_MODE,
+        )
+        self.dead_letters_evicted = Counter(
+            "ocpi_hub_dead_letters_evicted", "Dead letters dropped by the per-receiver caps or the TTL",
+            ["receiver", "reason"], registry=r,
+        )
+        # Per process: 0 while this process sees Redis down, frozen or refusing writes. livemin: any live worker
+        # that is cut off shows.
+        self.redis_up = Gauge("ocpi_hub_redis_up", "1 when Redis takes the hub's writes, 0 during an outage",
+                              registry=r, multiprocess_mode="livemin")
+        self.redis_outages = Counter(
+            "ocpi_hub_redis_outages", "Redis outages noticed (each answered 503 until it ended), by kind",
+            ["kind"], registry=r,
+        )
+        self.redis_used_memory = Gauge("ocpi_hub_redis_used_memory_bytes", "Redis INFO memory used_memory",
+                                       registry=r, multiprocess_mode=_GAUGE_MODE)
+        self.redis_maxmemory = Gauge("ocpi_hub_redis_maxmemory_bytes", "Redis maxmemory; 0 = unlimited",
+                                     registry=r, multiprocess_mode=_GAUGE_MODE)
         self.audit_dropped = Counter("ocpi_hub_audit_dropped", "Audit records lost to store errors", registry=r)
         self.audit_rejected = Counter(
             "ocpi_hub_audit_rejected",
@@ -140,6 +160,15 @@ class Metrics:
         if child is None:
             child = self._children[key] = self.receiver_latency.labels(module=module, receiver=receiver)
         child.observe(seconds)
+
+    def redis_state(self, up: bool, kind: str) -> None:
+        """RedisHealth's hook: the gauge follows the state, the counter counts outages as they start."""
+        self.redis_up.set(1 if up else 0)
+        if not up:
+            self.redis_outages.labels(kind=kind).inc()
+
+    def count_evicted(self, receiver: str, reason: str, n: int) -> None:
+        self.dead_letters_evicted.labels(receiver=receiver, reason=reason).inc(n)
 
     def count_receiver_result(self, receiver: str, result: str) -> None:
         key = ("rr", receiver, result)

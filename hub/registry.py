@@ -22,7 +22,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from redis.asyncio import Redis
@@ -30,6 +30,9 @@ from redis.asyncio import Redis
 from hub.platform import Party, Platform, hash_token, party_key
 from hub.store.protocol import Store
 from routing.outbound import registered_hosts
+
+if TYPE_CHECKING:
+    from routing.redis_health import RedisHealth
 
 log = logging.getLogger("hub.registry")
 
@@ -256,6 +259,7 @@ class PlatformFeed:
         self.channel = channel
         self.ack_timeout = ack_timeout
         self.full_reload_every = full_reload_every
+        self.health: RedisHealth | None = None  # set by the app: a Redis outage is logged once there
         self._pending: dict[str, _Acks] = {}
         self._pubsub: Any = None
 
@@ -301,8 +305,9 @@ class PlatformFeed:
                     await self.registry.load()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.warning("platform change feed failed; retrying", exc_info=True)
+            except Exception as exc:
+                if self.health is None or not self.health.failed(exc):
+                    log.warning("platform change feed failed; retrying", exc_info=True)
                 next_full = loop.time()  # notices may have been lost meanwhile: reload all once back
                 await asyncio.sleep(1)
 

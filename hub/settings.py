@@ -74,6 +74,18 @@ class Settings(BaseSettings):
         description="largest request body read (bytes); larger ones get 413 without being read whole "
                     "(docs/security.md, Body size and malformed input)",
     )
+    redis_timeout: float = Field(
+        1.0, gt=0, le=30,
+        description="seconds Redis has to connect or answer before the hub counts it as down (then 503); keep it "
+                    "well under HUB_FORWARD_TIMEOUT: a caller should hear of a frozen Redis before its own timeout")
+    dead_letter_max_count: int = Field(
+        10_000, ge=1, le=10_000_000, description="dead letters kept per receiver; the oldest go first")
+    dead_letter_max_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024 * 1024,
+        description="payload bytes of dead letters kept per receiver; the oldest go first")
+    dead_letter_ttl: float = Field(
+        7 * 24 * 3600.0, ge=60, le=365 * 24 * 3600.0,
+        description="seconds a dead letter is kept before it expires")
 
     audit_bodies: bool = False
     audit_retention_days: int = Field(90, ge=1)

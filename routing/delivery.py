@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -25,12 +26,14 @@ from redis.asyncio import Redis
 from yarl import URL
 
 from hub.ocpi.auth import authorization_header
+from hub.ocpi.errors import HubUnavailable
 from hub.ocpi.headers import REQUEST_ID, ROUTING_HEADERS, new_id
 from hub.platform import ConnectionStatus, Platform
 from hub.tasks import stop_task
 from routing import keys
 from routing.outbound import OutboundPolicy, host_of, refused_address
 from routing.queue import DeliveryQueue, Message
+from routing.redis_health import RedisHealth
 from routing.retry import backoff, describe, push_verdict
 from routing.wire import ForwardRequest, Reply
 
@@ -108,9 +111,8 @@ def hub_error_reply(code: int, message: str, cause: str = "") -> Reply:
     return Reply(status=http, hub_error=code, message=message, cause=cause)
 
 
-def _log_failed_ack(done: asyncio.Future[Any]) -> None:
-    if not done.cancelled() and done.exception() is not None:  # the lease expires and the reaper frees the group
-        log.warning("ack failed: %s", done.exception())
+# How often a process's reaper also expires and caps dead letters (every process does, idempotently).
+TRIM_DEAD_LETTERS_EVERY = 60.0
 
 
 class Delivery:
@@ -131,6 +133,7 @@ class Delivery:
         refresh: Refresher | None = None,
         outbound: OutboundPolicy | None = None,
         url_hosts: HostsOf | None = None,
+        health: RedisHealth | None = None,
     ) -> None:
         self.queue = queue
         self.redis = redis
@@ -146,6 +149,8 @@ class Delivery:
         # have changed since a URL was accepted.
         self.outbound = outbound or OutboundPolicy()
         self.url_hosts: HostsOf = url_hosts or (lambda platform_id: frozenset())
+        # Redis outages: recorded and logged once there, not once per message or loop turn.
+        self.health = health or RedisHealth(redis, keys.probe(prefix))
         self.on_retry: Callable[[Message], None] | None = None
         # Every forward attempt's outcome (direct, callback and hub-originated pushes alike): metrics.
         self.on_result: Callable[[str, str], None] | None = None  # (receiver platform id, Reply.result)
@@ -202,15 +207,28 @@ class Delivery:
                 finally:
                     # Whatever happened, free the group: a lease left behind would stall it. The caller need
                     # not wait for that round trip; the ack goes out with this tick's other script calls.
-                    self.queue.ack_soon(msg).add_done_callback(_log_failed_ack)
+                    self.queue.ack_soon(msg).add_done_callback(self._log_failed_ack)
             self._wake.set()
             wait = max(msg.deadline - time.time(), 0.0) + 0.5
+            waited_out = False
             try:
-                return await asyncio.wait_for(future, timeout=wait)
+                reply = await asyncio.wait_for(future, timeout=wait)
             except TimeoutError:
-                return hub_error_reply(4002, "receiver did not answer in time", "timeout")
+                reply, waited_out = hub_error_reply(4002, "receiver did not answer in time", "timeout"), True
+            if (waited_out or reply.cause == "expired") and self.health.recently_out(wait + self.forward_timeout + 2):
+                # It never left the queue, while Redis was out or behind a lease the outage left without a holder
+                # (held until its message's deadline + 1 s, reaped within another second): the hub failed, not
+                # the receiver. A receiver that was asked and did not answer in time is still 4002.
+                raise HubUnavailable("The hub is temporarily unavailable: it could not reach its queue store",
+                                     retry_after=self.health.retry_after)
+            return reply
         finally:
             self._pending.pop(msg.id, None)
+
+    def _log_failed_ack(self, done: asyncio.Future[Any]) -> None:
+        if not done.cancelled() and (exc := done.exception()) is not None:  # the lease expires, the reaper frees it
+            if not self.health.failed(exc):
+                log.warning("ack failed: %s", exc)
 
     # -- forwarding --------------------------------------------------------------------------------------
     async def _deliver(self, msg: Message, fwd: ForwardRequest | None = None, receiver: _Receiver | None = None,
@@ -326,8 +344,8 @@ class Delivery:
             if not msg.expired:  # claim already removed an expired message: nothing to ack
                 await self.queue.ack(msg)
             await self._send_reply(msg, reply)
-        except Exception:
-            log.exception("finishing message %s to %s failed", msg.id, msg.receiver)
+        except Exception as exc:
+            self.health.report(exc, log, "finishing message %s to %s failed", msg.id, msg.receiver)
 
     async def _process_push(self, msg: Message) -> None:
         """Hub-originated pushes (broadcast fan-out, ClientInfo): retried on transient failures within the
@@ -358,8 +376,8 @@ class Delivery:
                     self.on_retry(msg)
             else:
                 await self.queue.dead_letter(msg, describe(reply))
-        except Exception:
-            log.exception("finishing push %s to %s failed", msg.id, msg.receiver)
+        except Exception as exc:  # the lease expires and the push is delivered again: at least once
+            self.health.report(exc, log, "finishing push %s to %s failed", msg.id, msg.receiver)
 
     async def _send_reply(self, msg: Message, reply: Reply) -> None:
         if not msg.origin:
@@ -390,8 +408,8 @@ class Delivery:
                     self._spawn(msg)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("dispatcher error; retrying")
+            except Exception as exc:
+                self.health.report(exc, log, "dispatcher error; retrying")
                 await asyncio.sleep(0.5)
 
     def _spawn(self, msg: Message) -> None:
@@ -414,8 +432,8 @@ class Delivery:
                 message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.warning("pubsub read failed; retrying", exc_info=True)
+            except Exception as exc:
+                self.health.report(exc, log, "pubsub read failed; retrying")
                 await asyncio.sleep(0.5)
                 continue
             if message is None:
@@ -430,12 +448,17 @@ class Delivery:
             self._resolve(msg_id.decode(), Reply.decode(data))
 
     async def _reap(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_trim = loop.time() + random.uniform(0, TRIM_DEAD_LETTERS_EVERY)  # workers spread out
         while True:
             await asyncio.sleep(1.0)
             try:
                 if await self.queue.reap():
                     self._wake.set()
+                if loop.time() >= next_trim:
+                    next_trim = loop.time() + TRIM_DEAD_LETTERS_EVERY
+                    await self.queue.trim_dead_letters()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.warning("reaping expired leases failed", exc_info=True)
+            except Exception as exc:
+                self.health.report(exc, log, "reaping expired leases failed")

@@ -23,6 +23,9 @@ Delivery queue layout (``P`` = ``{prefix}:``; *token* = ``group_token(receiver, 
 ``P dl:<id>``              hash    one dead letter
 ``P dead``                 zset    dead-letter id -> time it was dead-lettered
 ``P dead-of:<receiver>``   zset    the same, per receiver
+``P dead-bytes``           hash    receiver -> bytes of its dead letters (the byte cap)
+``P dead-evicted``         hash    receiver -> dead letters dropped by a cap or the TTL, ever
+``P probe``                string  written by a process that waits for Redis to take writes again
 ``P wake``                 pubsub  a group became ready: idle dispatchers should claim
 ``P reply:<process>``      pubsub  replies for requests a process is waiting for
 ``P platforms``            pubsub  a platform changed: processes reload it
@@ -106,6 +109,19 @@ def dead_letters(prefix: str) -> str:
 
 def dead_letters_of(prefix: str, receiver: str) -> str:
     return f"{base(prefix)}dead-of:{receiver}"
+
+
+def dead_letter_bytes(prefix: str) -> str:
+    return f"{base(prefix)}dead-bytes"
+
+
+def dead_letters_evicted(prefix: str) -> str:
+    return f"{base(prefix)}dead-evicted"
+
+
+def probe(prefix: str) -> str:
+    """A short-lived key the outage probe writes (routing/redis_health.py): can Redis take writes again?"""
+    return f"{base(prefix)}probe"
 
 
 def wake_channel(prefix: str) -> str:

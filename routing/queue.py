@@ -48,7 +48,15 @@ Model
   dispatcher loop is: ``claim()``; deliver each message and ``ack``/``retry_later``/``dead_letter`` it;
   when ``claim`` returned fewer than asked, wait for a wake message or a short poll timeout.
 * **Stats** are O(receivers): ``pending:<receiver>`` (id -> enqueued_at of every unacked message) gives
-  depth and the oldest age, ``inflight`` the slots, ``dead-of:<receiver>`` the dead-letter count.
+  depth and the oldest age, ``inflight`` the slots, ``dead-of:<receiver>`` the dead-letter count,
+  ``dead-bytes`` and ``dead-evicted`` their bytes and how many were evicted.
+* **Dead letters are bounded** per receiver by count, bytes and age (docs/security.md). ``dead_letter`` enforces
+  all three in the same script that stores the new one, evicting the oldest first; ``trim_dead_letters`` (every
+  process's reaper, now and then) expires the ones of receivers that get no new dead letters. Evictions are
+  counted in Redis (``dead-evicted``) and reported to ``on_evicted`` (a metric).
+* **A full Redis** (``maxmemory`` with ``noeviction``) refuses ``enqueue`` and ``replay`` (503 to the sender),
+  but the scripts that finish or drop work (``ack``, ``claim``, ``retry``, ``reap``, ``dead_letter``, deletes and
+  purges) carry the ``allow-oom`` flag (Redis 7): a full queue can still drain, which is what frees memory.
 
 Time is the callers' clock (``time.time()`` by default), passed into the scripts, so hub hosts need
 synchronised clocks (NTP) — deadlines come from the callers' clocks anyway. The key layout is documented
@@ -73,6 +81,11 @@ from routing.batching import ScriptRunner, script_runner
 from routing.keys import group_token
 
 _REAP_BATCH = 256
+_TRIM_BATCH = 1000  # dead letters evicted per receiver and script call at most: no long script after a lowered cap
+# Scripts that only finish, move or drop work: allowed when Redis is at maxmemory, so a full queue can drain.
+_ALLOW_OOM = frozenset({"ack", "claim", "retry", "dead_letter", "reap", "delete_dead_letter", "purge",
+                        "trim_dead_letters"})
+_SHEBANG = "#!lua flags=allow-oom\n"
 
 _Arg = str | bytes | int
 
@@ -126,6 +139,8 @@ class ReceiverStats:
     inflight: int  # slots in use: leased groups (also those waiting for a retry) + reserved hand-overs
     oldest_age_seconds: float  # age of the oldest unacked message; 0 if none
     dead_letters: int
+    dead_letter_bytes: int = 0  # payload + reason bytes of its dead letters (the byte cap counts these)
+    dead_letters_evicted: int = 0  # dropped by the count/byte caps or the TTL, since the key was created
 
 
 def _str(value: Any) -> str:
@@ -149,6 +164,7 @@ def _load_scripts() -> dict[str, str]:
         "replay",
         "delete_dead_letter",
         "purge",
+        "trim_dead_letters",
     )
     return {name: prelude + "\n" + (folder / f"{name}.lua").read_text(encoding="utf-8") for name in names}
 
@@ -171,6 +187,10 @@ class DeliveryQueue:
         max_inflight: int = 32,
         lease_seconds: float = 30.0,
         clock: Callable[[], float] = time.time,
+        dead_letter_max_count: int = 10_000,
+        dead_letter_max_bytes: int = 64 * 1024 * 1024,
+        dead_letter_ttl: float = 7 * 24 * 3600.0,
+        script_flags: bool | None = None,
     ) -> None:
         if max_inflight < 1:
             raise ValueError("max_inflight must be at least 1")
@@ -184,8 +204,17 @@ class DeliveryQueue:
         self.max_inflight = max_inflight
         self.lease_seconds = lease_seconds
         self._clock = clock
+        self.dead_letter_max_count = dead_letter_max_count
+        self.dead_letter_max_bytes = dead_letter_max_bytes
+        self.dead_letter_ttl = dead_letter_ttl
+        # (receiver, "cap" | "expired", how many): dead letters this process's scripts evicted; for a metric.
+        self.on_evicted: Callable[[str, str, int], None] | None = None
+        # Script flags (allow-oom) need Redis 7 (the app checks the server's version); fakeredis (embedded, no
+        # maxmemory) does not parse them. None: on unless the client is fakeredis.
+        flags = not type(redis).__module__.startswith("fakeredis") if script_flags is None else script_flags
         self._scripts: dict[str, AsyncScript] = {
-            name: redis.register_script(text) for name, text in _SCRIPTS.items()
+            name: redis.register_script((_SHEBANG if flags and name in _ALLOW_OOM else "") + text)
+            for name, text in _SCRIPTS.items()
         }
         # Calls made in the same event-loop tick go out together (routing/batching.py, routing/resp.py).
         self._runner: ScriptRunner = script_runner(redis)
@@ -316,9 +345,41 @@ class DeliveryQueue:
             keys.dead_letter(p, msg.id),
             keys.dead_letters(p),
             keys.dead_letters_of(p, msg.receiver),
+            keys.dead_letter_bytes(p),
+            keys.dead_letters_evicted(p),
         ]
-        args: list[_Arg] = [msg.id, msg.attempts, token, msg.receiver, reason]
-        return int(await self._run("dead_letter", script_keys, args)) == 1
+        args: list[_Arg] = [msg.id, msg.attempts, token, msg.receiver, reason, *self._dead_letter_bounds()]
+        stored, capped, expired = (int(x) for x in await self._run("dead_letter", script_keys, args))
+        self._evicted(msg.receiver, capped, expired)
+        return stored == 1
+
+    def _dead_letter_bounds(self) -> tuple[_Arg, ...]:
+        return (self.dead_letter_max_count, self.dead_letter_max_bytes, repr(float(self.dead_letter_ttl)),
+                _TRIM_BATCH)
+
+    def _evicted(self, receiver: str, capped: int, expired: int) -> None:
+        if self.on_evicted is not None:
+            if capped:
+                self.on_evicted(receiver, "cap", capped)
+            if expired:
+                self.on_evicted(receiver, "expired", expired)
+
+    async def trim_dead_letters(self) -> dict[str, tuple[int, int]]:
+        """Expire and cap every receiver's dead letters now; receiver -> (capped, expired) of those that lost any.
+
+        ``dead_letter`` does this for the receiver it adds to; every process's reaper calls this now and then so
+        that dead letters of a receiver that gets no new ones expire too. Idempotent.
+        """
+        p = self.prefix
+        script_keys = [keys.receivers(p), keys.dead_letters(p), keys.dead_letter_bytes(p),
+                       keys.dead_letters_evicted(p)]
+        flat = await self._run("trim_dead_letters", script_keys, self._dead_letter_bounds())
+        out: dict[str, tuple[int, int]] = {}
+        for i in range(0, len(flat), 3):
+            receiver, capped, expired = _str(flat[i]), int(flat[i + 1]), int(flat[i + 2])
+            out[receiver] = (capped, expired)
+            self._evicted(receiver, capped, expired)
+        return out
 
     # -- housekeeping -----------------------------------------------------------------------------------
 
@@ -357,18 +418,21 @@ class DeliveryQueue:
             return []
         pipe = self.redis.pipeline(transaction=False)
         pipe.hgetall(keys.inflight(p))
+        pipe.hgetall(keys.dead_letter_bytes(p))
+        pipe.hgetall(keys.dead_letters_evicted(p))
         for r in receivers:
             pipe.zcard(keys.pending(p, r))
             pipe.zrange(keys.pending(p, r), 0, 0, withscores=True)
             pipe.zcard(keys.dead_letters_of(p, r))
         results = await pipe.execute()
         now = self._clock()
-        inflight = {_str(r): int(n) for r, n in results[0].items()}
+        inflight, dead_bytes, evicted = ({_str(r): int(n) for r, n in results[i].items()} for i in range(3))
         out = []
         for i, r in enumerate(receivers):
-            depth, oldest, dead = results[1 + 3 * i : 4 + 3 * i]
+            depth, oldest, dead = results[3 + 3 * i : 6 + 3 * i]
             age = max(0.0, now - float(oldest[0][1])) if oldest else 0.0
-            out.append(ReceiverStats(r, int(depth), inflight.get(r, 0), age, int(dead)))
+            out.append(ReceiverStats(r, int(depth), inflight.get(r, 0), age, int(dead),
+                                     dead_bytes.get(r, 0), evicted.get(r, 0)))
         return out
 
     # -- dead letters -----------------------------------------------------------------------------------
@@ -411,6 +475,7 @@ class DeliveryQueue:
             keys.pending(p, dead.receiver),
             keys.receivers(p),
             keys.parked(p, dead.receiver),
+            keys.dead_letter_bytes(p),
         ]
         args: list[_Arg] = [msg_id, dead.receiver, dead.group, token, repr(deadline), self.max_inflight]
         now = self._clock()
@@ -436,8 +501,9 @@ class DeliveryQueue:
             keys.dead_letter(p, msg_id),
             keys.dead_letters(p),
             keys.dead_letters_of(p, dead.receiver),
+            keys.dead_letter_bytes(p),
         ]
-        return int(await self._run("delete_dead_letter", script_keys, [msg_id])) == 1
+        return int(await self._run("delete_dead_letter", script_keys, [msg_id, dead.receiver])) == 1
 
 
 def _dead_letter(raw: dict[Any, Any]) -> DeadLetter | None:

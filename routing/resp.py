@@ -268,8 +268,8 @@ class ScriptConnection:
         if protocol is not None and not protocol.lost:
             if protocol.waiting:
                 if loop.time() - protocol.waiting[0].sent_at > self.command_timeout:
-                    log.warning("Redis did not answer queue scripts within %.1f s; reconnecting",
-                                self.command_timeout)
+                    # debug only: the outage itself is logged once by routing/redis_health.py
+                    log.debug("Redis did not answer queue scripts within %.1f s; reconnecting", self.command_timeout)
                     protocol.fail(TimeoutError(f"Redis did not answer within {self.command_timeout} s"))
             elif not self._unsent and loop.time() - self._last_sent > self.idle_ping:
                 self._submit(encode_command(("PING",)), None, (), ()).add_done_callback(_quiet)

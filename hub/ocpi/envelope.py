@@ -18,6 +18,11 @@ log = logging.getLogger("hub.errors")
 
 JSON = "application/json"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# Maps an unexpected exception onto the OcpiError it stands for, or None (a bug: 500/3000 and a traceback). The
+# app sets it: Redis outages become HubUnavailable (routing/redis_health.py). Asked only when a handler failed,
+# so it costs the request path nothing.
+ErrorTranslator = Callable[[Exception], OcpiError | None]
+TRANSLATE_ERROR: web.AppKey[ErrorTranslator] = web.AppKey("translate_error")
 
 
 def ocpi_timestamp(when: datetime | None = None) -> str:
@@ -82,6 +87,14 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         except web.RequestPayloadError as exc:  # a body aiohttp could not decode (broken gzip, bad chunks)
             detail = " ".join(str(exc).split()).removeprefix("400, message: ")[:200]
             raise InvalidParameters(f"request body could not be read: {detail}") from None
+        except (OcpiError, web.HTTPException):
+            raise
+        except Exception as exc:
+            translate = request.app.get(TRANSLATE_ERROR)
+            err = translate(exc) if translate is not None else None
+            if err is None:
+                raise
+            raise err from exc
     except OcpiError as err:
         _note_status(request, err.status_code)
         headers = reply_headers(request)

@@ -51,7 +51,7 @@ while leased < max_items and scanned < scan_limit and not stop do
           end
           redis.call('HINCRBY', INFLIGHT, receiver, 1)
         end
-        local attempts = lease(mkey, id, token, lease_seconds)
+        local attempts = lease(mkey, id, token, lease_seconds, f[5])
         leased = leased + 1
         out[#out + 1] = {0, id, f[1], f[2], f[3], f[4], f[5], f[6], attempts, f[8]}
         break

@@ -48,10 +48,15 @@ local function holds_lease(mkey, id, attempts, token)
 end
 
 -- Lease a group head: claim number attempts+1; the caller has already accounted the in-flight slot.
-local function lease(mkey, id, token, lease_seconds)
+-- A message with a deadline is leased until one second past it at most: nobody forwards it after its deadline,
+-- so a lease whose holder is gone (a process killed, or a claim Redis ran after its caller had given up on a
+-- frozen Redis) holds the group no longer than the message could have lived anyway.
+local function lease(mkey, id, token, lease_seconds, deadline)
   local attempts = redis.call('HINCRBY', mkey, 'attempts', 1)
+  local expiry, d = NOW + lease_seconds, tonumber(deadline) or 0
+  if d > 0 and d + 1 < expiry then expiry = d + 1 end
   redis.call('HSET', mkey, 'lease', attempts)
-  redis.call('ZADD', LEASES, NOW + lease_seconds, id)
+  redis.call('ZADD', LEASES, expiry, id)
   redis.call('HSET', GSTATE, token, 'l')
   return attempts
 end
@@ -108,7 +113,7 @@ local function start_group(id, mkey, token, receiver, parked, claim, deadline, m
   end
   if claim and not expired(deadline) then
     redis.call('HINCRBY', INFLIGHT, receiver, 1)
-    lease(mkey, id, token, lease_seconds)
+    lease(mkey, id, token, lease_seconds, deadline)
     return 1
   end
   redis.call('HSET', GSTATE, token, 'r')
@@ -134,4 +139,46 @@ local function reap_due(limit)
     end
   end
   return #ids
+end
+
+-- Dead letters -------------------------------------------------------------------------------------------
+-- Record dl:<id> has a 'size' field (payload + reason bytes); DEAD_BYTES[receiver] sums them, so the byte cap
+-- needs no scan. Index scores are the time of dead-lettering: the TTL counts from there.
+local function dead_letter_key(id) return BASE .. 'dl:' .. id end
+local function dead_of_key(receiver) return BASE .. 'dead-of:' .. receiver end
+
+-- Remove one dead letter everywhere: its record, both indexes and its bytes.
+local function drop_dead_letter(id, receiver, dead, dead_of, dead_bytes)
+  local dkey = dead_letter_key(id)
+  local size = tonumber(redis.call('HGET', dkey, 'size') or '0') or 0
+  redis.call('DEL', dkey)
+  redis.call('ZREM', dead, id)
+  redis.call('ZREM', dead_of, id)
+  if size > 0 and redis.call('HINCRBY', dead_bytes, receiver, -size) <= 0 then
+    redis.call('HDEL', dead_bytes, receiver)
+  end
+end
+
+-- Expire (older than `cutoff`) and cap (count, bytes) the dead letters of one receiver, oldest first, at most
+-- `limit` of each per call (a lowered cap converges over a few calls instead of blocking Redis). Evictions are
+-- added to EVICTED[receiver]. Returns capped, expired.
+local function trim_dead_letters(receiver, dead, dead_of, dead_bytes, evicted, max_count, max_bytes, cutoff, limit)
+  local expired = 0
+  local old = redis.call('ZRANGEBYSCORE', dead_of, '-inf', '(' .. cutoff, 'LIMIT', 0, limit)
+  for _, id in ipairs(old) do
+    drop_dead_letter(id, receiver, dead, dead_of, dead_bytes)
+    expired = expired + 1
+  end
+  local capped = 0
+  while capped < limit do
+    local n = redis.call('ZCARD', dead_of)
+    if n == 0 then break end
+    local bytes = tonumber(redis.call('HGET', dead_bytes, receiver) or '0') or 0
+    if n <= max_count and bytes <= max_bytes then break end
+    drop_dead_letter(redis.call('ZRANGE', dead_of, 0, 0)[1], receiver, dead, dead_of, dead_bytes)
+    capped = capped + 1
+  end
+  if capped + expired > 0 then redis.call('HINCRBY', evicted, receiver, capped + expired) end
+  if redis.call('ZCARD', dead_of) == 0 then redis.call('HDEL', dead_bytes, receiver) end -- no drift survives
+  return capped, expired
 end
