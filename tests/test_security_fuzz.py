@@ -370,8 +370,6 @@ def test_ocpi_surface_never_fails_always_answers_an_envelope_and_forwards_nothin
         assert live.forwarded() == before, (answer, "refused, yet a partner received it")
 
 
-@pytest.mark.xfail(strict=False, reason="item 1 (non-UTF-8 X-Request-ID/X-Correlation-ID, audit writer isolation): "
-                                        "owned by input, fixed on merge")
 @FUZZ
 @given(data=st.data())
 def test_request_and_correlation_ids_of_any_bytes_never_fail_the_hub(live: ThreadedHub, data: st.DataObject) -> None:
