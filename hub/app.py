@@ -128,7 +128,7 @@ def _lifecycle(settings: Settings, given_store: HubStore | None, given_redis: Re
         queue.on_evicted = metrics_.count_evicted
         delivery = Delivery(queue=queue, redis=redis, resolve=registry.get, refresh=registry.refresh, session=session,
                             prefix=settings.key_prefix, forward_timeout=settings.forward_timeout,
-                            concurrency=settings.delivery_concurrency,
+                            concurrency=settings.delivery_concurrency, max_reply_bytes=settings.max_reply_bytes,
                             retry_window=settings.broadcast_retry_window, outbound=outbound,
                             url_hosts=registry.url_hosts, health=health)
         delivery.on_retry = lambda msg: metrics_.retries.labels(receiver=msg.receiver).inc()

@@ -32,6 +32,9 @@ class Settings(BaseSettings):
 
     forward_timeout: float = Field(5.0, gt=0, description="seconds a receiver has to answer a forwarded request")
     registration_timeout: float = Field(10.0, gt=0, description="seconds per call to a partner during registration")
+    max_reply_bytes: int = Field(
+        32 * 1024 * 1024, ge=64 * 1024, le=1024**3,
+        description="largest answer read from a receiver (bytes); a larger one is 502/4000, never buffered whole")
     max_inflight_per_receiver: int = Field(32, ge=1)
     delivery_concurrency: int = Field(512, ge=1, description="deliveries one process runs at once")
     connections_per_receiver: int = Field(64, ge=1)

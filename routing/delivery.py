@@ -75,6 +75,25 @@ def _authorization(token: str) -> str:
     return authorization_header(token)
 
 
+async def _read_at_most(resp: aiohttp.ClientResponse, limit: int) -> bytes | None:
+    """The answer's body, or None as soon as it passes ``limit`` bytes.
+
+    An answer that declares a length within the limit (almost all) is read in one go; one without a length is
+    read chunk by chunk and given up on as soon as it passes the limit.
+    """
+    size = resp.content_length
+    if size is not None:
+        return await resp.read() if size <= limit else None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def ocpi_status_of(body: bytes) -> int | None:
     """The OCPI status_code of a response body, or None when it is not an OCPI envelope."""
     try:
@@ -128,6 +147,7 @@ class Delivery:
         prefix: str,
         forward_timeout: float,
         concurrency: int = 512,
+        max_reply_bytes: int = 32 * 1024 * 1024,
         min_budget: float | None = None,
         retry_window: float = 600.0,
         refresh: Refresher | None = None,
@@ -143,6 +163,7 @@ class Delivery:
         self.prefix = prefix
         self.forward_timeout = forward_timeout
         self.concurrency = concurrency
+        self.max_reply_bytes = max_reply_bytes  # a hostile receiver cannot make the hub buffer without bound
         self.min_budget = forward_timeout * MIN_BUDGET_SHARE if min_budget is None else min_budget
         self.retry_window = retry_window
         # Checked again at call time (docs/security.md, "Outbound URLs"): the policy or the platform's hosts may
@@ -298,7 +319,11 @@ class Delivery:
                 timeout=aiohttp.ClientTimeout(total=min(remaining, self.forward_timeout)),
                 allow_redirects=False,
             ) as resp:
-                body = await resp.read()
+                body = await _read_at_most(resp, self.max_reply_bytes)
+                if body is None:
+                    return hub_error_reply(
+                        4000, f"receiver's answer is larger than the hub accepts ({self.max_reply_bytes} bytes)",
+                        "not_ocpi")
                 got = resp.headers.get
                 relayed = {h: v for h in RELAYED_HEADERS if (v := got(h)) is not None}
                 status = resp.status
