@@ -26,9 +26,8 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
 from hub.app import create_app
+from hub.connections import CannotListen, start_site
 from hub.logs import setup_logging
 from hub.metrics import MULTIPROC_ENV
 from hub.settings import Settings
@@ -81,21 +80,14 @@ async def _watch_parent(parent_pid: int, stop: asyncio.Event) -> None:
 
 
 async def _serve(settings: Settings, reuse_port: bool, parent_pid: int | None) -> int:
-    app = create_app(settings)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
     try:
-        await runner.setup()
+        runner = await start_site(create_app(settings), settings, reuse_port=reuse_port)
+    except CannotListen as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except Exception as exc:
         log.exception("the hub could not start")
         print(f"error: the hub could not start: {exc}", file=sys.stderr)
-        await runner.cleanup()
-        return 1
-    site = web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port or None, backlog=1024)
-    try:
-        await site.start()
-    except OSError as exc:
-        print(f"error: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}", file=sys.stderr)
-        await runner.cleanup()
         return 1
     tune_gc()
     stop = asyncio.Event()

@@ -39,6 +39,18 @@ class Settings(BaseSettings):
     alive_interval: float = Field(300.0, gt=0, description="silence before a still-alive GET versions")
     alive_check_every: float = Field(30.0, gt=0, description="how often silent platforms are looked at")
 
+    keepalive_timeout: float = Field(
+        30.0, gt=0, le=3600,
+        description="seconds an idle connection stays open, from connect or the last answer to the next request head")
+    request_head_timeout: float = Field(
+        10.0, gt=0, le=300, description="seconds from the first byte of a request to its complete head")
+    request_body_timeout: float = Field(
+        30.0, gt=0, le=3600, description="seconds from a complete request head to the end of its body")
+    max_connections: int = Field(
+        1000, ge=1, le=1_000_000,
+        description="inbound connections per process (at most half the open-file limit); over it the longest-idle "
+                    "one is closed, or the newcomer gets 503 when all are busy")
+
     audit_bodies: bool = False
     audit_retention_days: int = Field(90, ge=1)
     audit_flush_interval: float = Field(0.2, gt=0)

@@ -17,6 +17,7 @@ import redis as sync_redis
 from aiohttp import web
 
 from hub.app import create_app
+from hub.connections import start_site
 from hub.settings import Settings
 from tests.partners import ALL_MODULES, FakePartner, Party
 
@@ -129,11 +130,7 @@ def emsp(name: str = "Beta eMSP", pid: str = "EMA", modules: dict[str, tuple[str
 
 
 async def start_hub(settings: Settings, **kwargs: Any) -> HubHarness:
-    app = create_app(settings, **kwargs)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port)
-    await site.start()
+    runner = await start_site(create_app(settings, **kwargs), settings)
     session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
     return HubHarness(settings, runner, session)
 
