@@ -29,15 +29,21 @@ from typing import Any
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
+from hub.context import HUB_KEY
 from hub.settings import Settings
 
 log = logging.getLogger("hub.connections")
 
 # Descriptors kept free for what the process itself opens: Redis, the store, connections to receivers.
+READY_TIMEOUT = 5.0  # seconds Redis and the store have to answer before the hub binds its port
 FD_RESERVE_FRACTION = 0.5
 OVER_CAP_ANSWER = (b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: application/json\r\n"
                    b"Content-Length: 48\r\nConnection: close\r\n\r\n"
                    b'{"error": "too many connections; retry shortly"}')
+
+
+class NotReady(Exception):
+    """Redis or the store did not answer at start: the hub was not bound."""
 
 
 class CannotListen(Exception):
@@ -193,10 +199,21 @@ class HubRunner(web.AppRunner):
 
 
 async def start_site(app: web.Application, settings: Settings, *, reuse_port: bool = False) -> HubRunner:
-    """Start the app (store, Redis, ...) and bind its site; on any failure everything started is closed again."""
+    """Start the app (store, Redis, ...), check that Redis and the store answer, then bind its site.
+
+    On any failure everything started is closed again. Nothing awaits between the bind and the return, so a
+    caller that announces the hub right away does so before the first request is handled.
+    """
     runner = HubRunner(app, settings)
     try:
         await runner.setup()
+        hub = app[HUB_KEY]
+        try:
+            await asyncio.wait_for(hub.redis.ping(), READY_TIMEOUT)
+            await asyncio.wait_for(hub.store.ping(), READY_TIMEOUT)
+        except Exception as exc:
+            reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+            raise NotReady(f"Redis or the store did not answer: {reason}") from exc
     except BaseException:
         await runner.cleanup()
         raise

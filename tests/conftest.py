@@ -21,7 +21,7 @@ from hub.connections import start_site
 from hub.settings import Settings
 from tests.partners import ALL_MODULES, FakePartner, Party
 
-ADMIN_TOKEN = "test-admin-token"
+ADMIN_TOKEN = "test-admin-token-7Qx2Lm9Vp4Rz8Kd3"  # strong enough for `serve` outside development
 REDIS_URL = "redis://127.0.0.1:6379/0"
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 

@@ -58,6 +58,7 @@ class HubProcess:
             "HUB_SQLITE_PATH": str(tmp_path / "data" / "hub.sqlite3"),
             "HUB_FORWARD_TIMEOUT": "5",
             "HUB_LOG_LEVEL": "WARNING",
+            "HUB_CONFIG_DIR": str(tmp_path / "config"),
             **env,
         }
         self.proc: subprocess.Popen[bytes] | None = None
