@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from hub.settings import Settings
 
 MIN_LENGTH = 24
-MIN_DISTINCT = 10
+MIN_DISTINCT = 8
 PLACEHOLDERS = ("change-me", "changeme", "change_me", "replace-me", "replaceme", "example", "placeholder",
                 "password", "secret")
 LOCAL_HOSTS = frozenset(("127.0.0.1", "localhost", "::1", "0.0.0.0", "::"))
