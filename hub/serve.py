@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, NoReturn
 
 from hub import admin_token
 from hub.app import create_app
@@ -85,12 +85,10 @@ async def _serve(settings: Settings, reuse_port: bool, parent_pid: int | None,
     try:
         runner = await start_site(create_app(settings), settings, reuse_port=reuse_port)
     except (CannotListen, NotReady) as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
-        return 1
+        _failed_start(str(exc))
     except Exception as exc:
         log.debug("the hub could not start", exc_info=True)
-        print(f"error: the hub could not start: {_reason(exc)}", file=sys.stderr, flush=True)
-        return 1
+        _failed_start(f"the hub could not start: {_reason(exc)}")
     if on_ready is not None:
         on_ready()  # before any await: the banner and the token file precede the first request handled
     tune_gc()
@@ -118,6 +116,14 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 50, 100)
+
+
+def _failed_start(message: str) -> NoReturn:
+    """One line, then exit at once: aiohttp does not undo a start-up that failed half-way, and a resource it
+    left open (the embedded store's thread, fakeredis pub/sub) would keep the process alive for ever."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(1)
 
 
 def _reason(exc: BaseException) -> str:
