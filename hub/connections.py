@@ -108,7 +108,7 @@ class GuardedServer(web.Server):
         self.cap = cap
         self.head_timeout = head_timeout
         self.body_timeout = body_timeout
-        self.closed_slow = 0  # connections closed for a late head or body (tests and logs read it)
+        self.closed_slow = 0  # connections closed for a late head or body, since start
         self.closed_over_cap = 0
         self._sweep_every = min(1.0, max(0.05, min(head_timeout, body_timeout) / 4))
         self._sweeper: asyncio.TimerHandle | None = self._loop.call_later(self._sweep_every, self._sweep)

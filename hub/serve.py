@@ -64,7 +64,7 @@ def _banner(settings: Settings, workers: int, generated: bool, kept: bool) -> No
         print(f"  queues: Redis at {settings.redis_url}", file=out)
     if workers > 1:
         print(f"  metrics: /metrics on the shared port merges all {workers} workers", file=out)
-    if settings.host not in LOOPBACK and "public_url" not in settings.model_fields_set:
+    if settings.host not in LOOPBACK and settings.public_url == f"http://127.0.0.1:{settings.port}":
         print(f"  warning: HUB_PUBLIC_URL is not set, partners are told {settings.public_url}", file=out)
     out.flush()
 
