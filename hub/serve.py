@@ -257,6 +257,7 @@ def _supervise(env: dict[str, str], workers: int, started: Callable[[], None]) -
     if stopping:  # a signal came while starting
         _signal_all(signal.SIGTERM)
     failed = announced = False
+    ready = 0
     deadline: float | None = None
     while True:
         # Decide on one reading of the exit codes: checking again later could see a death this round missed.
@@ -281,11 +282,14 @@ def _supervise(env: dict[str, str], workers: int, started: Callable[[], None]) -
         for conn in waiting[:]:
             if conn in readable:
                 # A pid: that worker is ready. End of file: it died first (its sentinel says so next round).
-                with contextlib.suppress(EOFError, OSError):
+                try:
                     conn.recv()
+                    ready += 1
+                except (EOFError, OSError):
+                    pass
                 waiting.remove(conn)
                 conn.close()
-        if not waiting and not announced and not stopping and all(p.exitcode is None for p in procs):
+        if ready == workers and not announced and not stopping:
             announced = True
             started()
         elif any(not isinstance(r, multiprocessing.connection.Connection) for r in readable):

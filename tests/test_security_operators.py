@@ -3,6 +3,7 @@ operator runs them, in subprocesses, reading exit codes, stderr and the files ``
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import socket
@@ -10,12 +11,15 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+import uuid
 from pathlib import Path
 
+import aiohttp
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import REDIS_URL, cleanup_prefix, free_port, real_redis_available
 from tests.test_cli import OCPI_HUB, Result, assert_clear_failure, clean_env, cli, serve
+from tests.test_processes import HubProcess, admin
 
 STRONG = "operator-token-Xk3Lq8Rt5Vw2Yz7Nb4"
 
@@ -241,3 +245,26 @@ def test_a_port_in_use_is_one_line(tmp_path: Path) -> None:
         result = run_serve(tmp_path, HUB_PORT=str(port), HUB_ADMIN_TOKEN=STRONG)
     assert_one_line_error(result, "cannot listen", str(port))
     assert not (tmp_path / "data" / "admin-token").exists()
+
+
+async def test_with_workers_the_banner_and_token_come_once_every_worker_listens(tmp_path: Path) -> None:
+    if not real_redis_available():
+        pytest.skip("no Redis at 127.0.0.1:6379")
+    prefix = "test-ops-" + uuid.uuid4().hex[:8]
+    hub = HubProcess(tmp_path, workers=2, HUB_REDIS_URL=REDIS_URL, HUB_KEY_PREFIX=prefix)  # no HUB_ADMIN_TOKEN
+    try:
+        async with aiohttp.ClientSession() as session:
+            hub.start()
+            await hub.wait_ready(session)
+            deadline = time.monotonic() + 30
+            while "listening" not in hub.output():
+                assert time.monotonic() < deadline, hub.errors()
+                await asyncio.sleep(0.05)
+            token = (tmp_path / "data" / "admin-token").read_text().strip()
+            assert token in hub.output() and "workers: 2" in hub.output()
+            for _ in range(4):  # whichever worker answers knows the token
+                status, body = await admin(session, hub.url, "GET", "/admin/platforms", token=token)
+                assert status == 200 and body == []
+    finally:
+        hub.stop()
+        cleanup_prefix(prefix)
