@@ -23,6 +23,7 @@ import tempfile
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any, NoReturn
+from urllib.parse import urlsplit
 
 from hub import admin_token
 from hub.app import create_app
@@ -45,9 +46,9 @@ class StartError(Exception):
 
 def _banner(settings: Settings, workers: int, generated: bool, kept: bool) -> None:
     out = sys.stdout
-    if settings.env == "development":
-        print("  (HUB_ENV=development: a weak admin token would be accepted)", file=out)
     print(f"OCPI hub listening on http://{settings.host}:{settings.port} (public URL {settings.public_url})", file=out)
+    if settings.env == "development":
+        print("  HUB_ENV=development: a weak admin token would be accepted", file=out)
     print(f"  versions URL for partners: {settings.public_url.rstrip('/')}/ocpi/versions", file=out)
     print(f"  hub party: {settings.hub_country_code}/{settings.hub_party_id} (role HUB), workers: {workers}", file=out)
     if generated:
@@ -61,7 +62,7 @@ def _banner(settings: Settings, workers: int, generated: bool, kept: bool) -> No
         print("  queues: embedded fakeredis, ONE process - queued messages are NOT durable and are lost on restart;"
               " set HUB_REDIS_URL for durable queues and --workers", file=out)
     else:
-        print(f"  queues: Redis at {settings.redis_url}", file=out)
+        print(f"  queues: Redis at {_without_password(settings.redis_url or '')}", file=out)
     if workers > 1:
         print(f"  metrics: /metrics on the shared port merges all {workers} workers", file=out)
     if settings.host not in LOOPBACK and settings.public_url == f"http://127.0.0.1:{settings.port}":
@@ -116,6 +117,14 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 50, 100)
+
+
+def _without_password(url: str) -> str:
+    """A URL fit for the banner: a password in it becomes ``***``."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)).geturl()
 
 
 def _failed_start(message: str) -> NoReturn:
