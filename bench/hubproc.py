@@ -17,7 +17,7 @@ import redis
 from common import LOOPBACK, Child
 
 REDIS_URL = f"redis://{LOOPBACK}:6379"
-ADMIN_TOKEN = "bench-admin-token"
+ADMIN_TOKEN = "bench-admin-token-3Fv9Wc6Ts1Gx"  # strong enough for `serve`
 
 
 def redis_available(url: str = REDIS_URL) -> bool:

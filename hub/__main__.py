@@ -10,13 +10,17 @@ from hub.cli import add_admin_commands, run_admin
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ocpi-hub", description="OCPI 2.2.1 roaming hub")
+    parser = argparse.ArgumentParser(
+        prog="ocpi-hub", description="OCPI 2.2.1 roaming hub: 'serve' runs it, the other commands manage a "
+                                     "running hub through its admin API (HUB_URL, HUB_ADMIN_TOKEN)")
     parser.add_argument("--version", action="version", version=__version__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    srv = sub.add_parser("serve", help="start the hub")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    srv = sub.add_parser("serve", help="start the hub", description="Start the hub. Settings come from HUB_* "
+                         "environment variables (README.md, 'Configuration'); a bad one is reported on one line.")
     srv.add_argument("--workers", type=int, default=1, help="processes sharing the port (needs HUB_REDIS_URL)")
-    srv.add_argument("--host")
-    srv.add_argument("--port", type=int)
+    srv.add_argument("--host", help="address to listen on (overrides HUB_HOST)")
+    srv.add_argument("--port", type=int, help="port to listen on (overrides HUB_PORT; the advertised URL follows "
+                                              "it unless HUB_PUBLIC_URL is set)")
     sub.add_parser("secret-key", help="print a new key for HUB_SECRET_KEYS (put it in front to rotate)")
     add_admin_commands(sub)
     args = parser.parse_args(argv)

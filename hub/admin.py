@@ -8,17 +8,22 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hmac
+import json
 import re
+import time
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, Field, ValidationError
 
-from hub.audit import AuditQuery, AuditRecord
+from hub.admin_audit import MUTATING, FailedLogins, client_address, record_action
+from hub.audit import AUDIT_MODULES, OUTCOMES, AuditQuery, AuditRecord
 from hub.connect import connect, rotate
-from hub.context import Hub, hub_of
+from hub.context import HUB_KEY, Hub, hub_of
+from hub.observe import outcome_of
 from hub.ocpi.envelope import Handler
 from hub.ocpi.errors import ClientError, InvalidParameters, NotFound, OcpiError
 from hub.ocpi.headers import TO_CC, TO_PID
@@ -66,16 +71,61 @@ def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
+FAILED_LOGINS = web.AppKey("admin_failed_logins", FailedLogins)
+
+
 @web.middleware
 async def admin_auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The admin token opens /admin; failed logins and every change an operator makes are audited."""
     if not request.path.startswith("/admin"):
         return await handler(request)
-    expected = hub_of(request).admin_token
+    started = time.perf_counter()
+    hub = hub_of(request)
     given = request.headers.get("Authorization", "")
     scheme, _, token = given.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected.encode()):
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), hub.admin_token.encode()):
+        request.app[FAILED_LOGINS].failed(request, started)
         return _error(401, "admin API needs 'Authorization: Bearer <HUB_ADMIN_TOKEN>'")
-    return await handler(request)
+    if request.method not in MUTATING:
+        return await handler(request)
+    actor = f"admin@{client_address(request)}"
+    status = 500
+    response: web.StreamResponse | None = None
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except OcpiError as exc:
+        status = exc.http_status
+        raise
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        record_action(hub, request, actor, status, _acted_on(request, response), started,
+                      "ok" if status < 400 else outcome_of(status, None))
+
+
+def _acted_on(request: web.Request, response: web.StreamResponse | None) -> str | None:
+    """The platform an admin request changed: from the URL, or the one it created."""
+    if "platforms" not in request.path:
+        return None
+    if "id" in request.match_info and request.match_info["id"] != "connect":
+        return request.match_info["id"][:64]
+    if response is not None and response.status == 201 and isinstance(response, web.Response):
+        try:
+            created = json.loads(response.body) if isinstance(response.body, bytes) else None
+        except ValueError:
+            return None
+        if isinstance(created, dict) and isinstance(created.get("id"), str):
+            return str(created["id"])
+    return None
+
+
+async def _failed_logins(app: web.Application) -> AsyncIterator[None]:
+    app[FAILED_LOGINS] = failed = FailedLogins(app[HUB_KEY])
+    yield
+    failed.close()
 
 
 def platform_view(hub: Hub, p: Platform, token_a: str | None = None) -> dict[str, Any]:
@@ -160,9 +210,33 @@ async def create_platform(request: web.Request) -> web.Response:
     return web.json_response(platform_view(hub, platform, token_a), status=201)
 
 
+PLATFORM_STATUSES = (*(str(s) for s in ConnectionStatus), "REMOVED")
+
+
+def _choice(request: web.Request, name: str, allowed: tuple[str, ...]) -> str | None:
+    """A filter that takes one of a known set of values: anything else is a 400 listing them, never ``[]``."""
+    value = request.query.get(name)
+    if not value:
+        return None
+    if value not in allowed:
+        raise InvalidParameters(f"unknown {name} {value[:64]!r}; valid values: {', '.join(allowed)}")
+    return value
+
+
+def _known_platform(request: web.Request, name: str) -> str | None:
+    """A platform id filter must name a platform the hub knows (removed ones included)."""
+    value = request.query.get(name)
+    if value and hub_of(request).registry.get(value) is None:
+        raise InvalidParameters(f"unknown {name} {value[:64]!r}: no such platform (see 'ocpi-hub platforms list')")
+    return value or None
+
+
 async def list_platforms(request: web.Request) -> web.Response:
+    """All platforms, or those with ``?status=`` (CONNECTED, OFFLINE, PLANNED, SUSPENDED, REMOVED)."""
     hub = hub_of(request)
-    return web.json_response([platform_view(hub, p) for p in hub.registry.all()])
+    status = _choice(request, "status", PLATFORM_STATUSES)
+    views = [platform_view(hub, p) for p in hub.registry.all()]
+    return web.json_response([v for v in views if status is None or v["status"] == status])
 
 
 async def show_platform(request: web.Request) -> web.Response:
@@ -344,7 +418,7 @@ async def list_dead_letters(request: web.Request) -> web.Response:
     hub = hub_of(request)
     letters = await hub.queue.list_dead_letters(
         _int_param(request, "limit", 100, 1000), _int_param(request, "offset", 0, 10**9),
-        receiver=request.query.get("receiver") or None,
+        receiver=_known_platform(request, "receiver"),
     )
     return web.json_response([_dead_letter_view(hub, d) for d in letters])
 
@@ -381,10 +455,10 @@ async def search_audit(request: web.Request) -> web.Response:
     query = AuditQuery(
         since=parse_datetime(q["since"], "since") if q.get("since") else None,
         until=parse_datetime(q["until"], "until") if q.get("until") else None,
-        platform_id=q.get("platform") or None,
+        platform_id=_known_platform(request, "platform"),
         party=f"{party[:2].upper()}:{party[-3:].upper()}" if party else None,
-        module=q.get("module") or None,
-        outcome=q.get("outcome") or None,
+        module=_choice(request, "module", AUDIT_MODULES),
+        outcome=_choice(request, "outcome", OUTCOMES),
         correlation_id=q.get("correlation_id") or None,
         request_id=q.get("request_id") or None,
         limit=_int_param(request, "limit", 100, 1000),
@@ -395,6 +469,7 @@ async def search_audit(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
+    app.cleanup_ctx.append(_failed_logins)
     app.router.add_get("/admin/audit", search_audit)
     app.router.add_post("/admin/platforms/connect", connect_platform)
     app.router.add_post("/admin/platforms/{id}/rotate", rotate_platform)

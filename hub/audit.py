@@ -11,9 +11,17 @@ from datetime import datetime
 from typing import Any
 
 from hub.logs import ThrottledLog
+from hub.ocpi.models import MODULES
 from hub.tasks import stop_task
 
 log = logging.getLogger("hub.audit")
+
+
+# Every value the ``module`` and ``outcome`` of a record can take: audit search refuses anything else, so a typo
+# is an error instead of an empty answer. A new outcome must be added here.
+AUDIT_MODULES = (*MODULES, "credentials", "versions", "hubclientinfo", "other", "admin")
+OUTCOMES = ("ok", "forwarded", "broadcast", "get_all", "rejected", "unauthorized", "unknown_receiver",
+            "not_connected", "timeout", "hub_error", "error")
 
 
 @dataclass(slots=True)
@@ -40,6 +48,7 @@ class AuditRecord:
     request_size: int = 0
     response_size: int = 0
     body: dict[str, Any] | None = None  # only when HUB_AUDIT_BODIES is on, redacted
+    actor: str | None = None  # admin actions: who ("admin@<address>", "unauthenticated@<address>")
 
 
 @dataclass

@@ -1,7 +1,9 @@
 """The ``ocpi-hub`` admin commands: thin clients of the admin API that print JSON.
 
-``HUB_URL`` says where the hub runs; ``HUB_ADMIN_TOKEN`` (or the token file a local ``serve`` wrote) opens it.
-A blocking HTTP client is right here: the CLI runs no event loop.
+``HUB_URL`` (default: ``http://127.0.0.1:<HUB_PORT>``) says where the hub runs; ``HUB_ADMIN_TOKEN``, or the
+token a local ``serve`` kept (``hub/admin_token.py``), opens it. A blocking HTTP client is right here: the CLI
+runs no event loop. Filters with a fixed set of values are checked here too, so a typo is an error listing
+the valid values, not an empty list.
 """
 
 from __future__ import annotations
@@ -15,7 +17,10 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-from hub.settings import Settings
+from hub import admin_token
+from hub.admin import PLATFORM_STATUSES
+from hub.audit import AUDIT_MODULES, OUTCOMES
+from hub.settings import Settings, SettingsError, load_settings
 
 
 class CliError(Exception):
@@ -23,12 +28,10 @@ class CliError(Exception):
 
 
 def _token(settings: Settings) -> str:
-    if settings.admin_token:
-        return settings.admin_token
-    path = settings.admin_token_path
-    if path.exists():
-        return path.read_text().strip()
-    raise CliError("no admin token: set HUB_ADMIN_TOKEN (printed by 'ocpi-hub serve')")
+    try:
+        return admin_token.for_cli(settings)
+    except admin_token.AdminTokenError as exc:
+        raise CliError(str(exc)) from None
 
 
 def call(settings: Settings, method: str, path: str, body: Any = None, timeout: float = 30.0) -> Any:
@@ -95,59 +98,85 @@ def _rate_limit(settings: Settings, args: argparse.Namespace) -> Any:
 
 
 def add_admin_commands(sub: Any) -> None:
-    plat = sub.add_parser("platforms", help="onboard and manage partner platforms")
-    psub = plat.add_subparsers(dest="action", required=True)
-    add = psub.add_parser("add", help="reserve parties for a new platform and issue its Token A")
-    add.add_argument("--name", required=True)
-    add.add_argument("--role", action="append", type=parse_role, required=True, metavar="CC:PID:ROLE")
+    plat = sub.add_parser("platforms", help="onboard and manage partner platforms",
+                          description="Onboard and manage partner platforms (CPOs, eMSPs, ...).")
+    psub = plat.add_subparsers(dest="action", required=True, metavar="ACTION")
+    add = psub.add_parser("add", help="reserve parties for a new platform and issue its Token A",
+                          description="Reserve parties for a new platform and print its Token A and the hub's "
+                                      "versions URL, to hand to the partner.")
+    add.add_argument("--name", required=True, help="the platform's display name")
+    add.add_argument("--role", action="append", type=parse_role, required=True, metavar="CC:PID:ROLE",
+                     help="a party the platform may claim, e.g. NL:CPA:CPO (repeat for more)")
     add.add_argument("--allowed-host", action="append", default=[], metavar="HOST",
                      help="a host besides its registered ones on which it may hand over URLs (repeatable)")
-    psub.add_parser("list", help="all platforms")
-    for action in ("show", "suspend", "resume", "remove", "rotate"):
-        p = psub.add_parser(action)
-        p.add_argument("id")
+    lst = psub.add_parser("list", help="all platforms, or those with one status")
+    lst.add_argument("--status", choices=PLATFORM_STATUSES, help="only platforms with this status")
+    helps = {"show": "one platform", "suspend": "refuse the platform's traffic until it is resumed",
+             "resume": "undo a suspend (a platform that never registered gets a fresh Token A)",
+             "remove": "offboard: its tokens die and messages queued for it are dropped",
+             "rotate": "renew the credentials with a registered platform (the hub sends credentials PUT)"}
+    for action, text in helps.items():
+        p = psub.add_parser(action, help=text, description=text[0].upper() + text[1:] + ".")
+        p.add_argument("id", help="platform id (see 'platforms list')")
     hosts = psub.add_parser("allowed-hosts", help="replace the hosts besides its registered ones on which a "
                             "platform may hand over URLs (response_url, Link, Location); none clears the list")
-    hosts.add_argument("id")
-    hosts.add_argument("hosts", nargs="*", metavar="HOST")
+    hosts.add_argument("id", help="platform id (see 'platforms list')")
+    hosts.add_argument("hosts", nargs="*", metavar="HOST", help="host names or IP addresses")
     rate = psub.add_parser("rate-limit", help="set a platform's request rate (hub-wide), or --default")
-    rate.add_argument("id")
+    rate.add_argument("id", help="platform id (see 'platforms list')")
     how = rate.add_mutually_exclusive_group(required=True)
     how.add_argument("--rps", type=_positive_float, help="requests per second on average")
     how.add_argument("--default", action="store_true", help="back to HUB_RATE_LIMIT_RPS / HUB_RATE_LIMIT_BURST")
     rate.add_argument("--burst", type=int, help="requests at once above the rate (default: 2 x rps)")
     con = psub.add_parser("connect", help="register the hub with a partner that issued a Token A")
-    con.add_argument("--name", required=True)
-    con.add_argument("--versions-url", required=True)
-    con.add_argument("--token-a", required=True)
+    con.add_argument("--name", required=True, help="the platform's display name")
+    con.add_argument("--versions-url", required=True, help="the partner's OCPI versions URL")
+    con.add_argument("--token-a", required=True, help="the Token A the partner issued to the hub")
     sub.add_parser("queues", help="depth, in-flight and oldest message age per receiver")
     audit = sub.add_parser("audit", help="search the audit trail, newest first (one message across hops: "
-                                         "--correlation-id)")
-    for flag in ("--correlation-id", "--request-id", "--platform", "--party", "--module", "--outcome",
-                 "--since", "--until"):
-        audit.add_argument(flag)
-    audit.add_argument("--limit", type=int, default=100)
-    dead = sub.add_parser("dead-letters", help="pushes that could not be delivered")
-    dsub = dead.add_subparsers(dest="action", required=True)
-    dlist = dsub.add_parser("list")
-    dlist.add_argument("--receiver", help="platform id")
-    dlist.add_argument("--limit", type=int, default=100)
-    for action in ("replay", "delete"):
-        d = dsub.add_parser(action)
-        d.add_argument("id")
+                                         "--correlation-id)",
+                           description="Search the audit trail (OCPI traffic and admin actions), newest first.")
+    audit.add_argument("--correlation-id", help="one message across all its hops")
+    audit.add_argument("--request-id", help="one request")
+    audit.add_argument("--platform", help="platform id: its traffic, and admin actions on it")
+    audit.add_argument("--party", metavar="CC:PID", help="FROM or TO party, e.g. NL:CPA")
+    audit.add_argument("--module", choices=AUDIT_MODULES, help="OCPI module, or 'admin' for operator actions")
+    audit.add_argument("--outcome", choices=OUTCOMES, help="what the hub did with the request")
+    audit.add_argument("--since", metavar="TIME", help="from this time on (ISO 8601, e.g. 2024-03-01T12:00:00Z)")
+    audit.add_argument("--until", metavar="TIME", help="before this time (ISO 8601)")
+    audit.add_argument("--limit", type=int, default=100, help="at most this many records (default 100, max 1000)")
+    dead = sub.add_parser("dead-letters", help="pushes that could not be delivered",
+                          description="Hub-originated pushes that could not be delivered within the retry window.")
+    dsub = dead.add_subparsers(dest="action", required=True, metavar="ACTION")
+    dlist = dsub.add_parser("list", help="dead letters, oldest first")
+    dlist.add_argument("--receiver", help="platform id of the receiver")
+    dlist.add_argument("--limit", type=int, default=100, help="at most this many (default 100, max 1000)")
+    for action, text in (("replay", "queue a dead letter again"), ("delete", "drop a dead letter")):
+        d = dsub.add_parser(action, help=text)
+        d.add_argument("id", help="dead letter id (see 'dead-letters list')")
 
 
 def _dead_letters(settings: Settings, args: argparse.Namespace) -> Any:
     if args.action == "list":
-        query = f"?limit={args.limit}" + (f"&receiver={args.receiver}" if args.receiver else "")
+        params = {"limit": args.limit, **({"receiver": args.receiver} if args.receiver else {})}
+        query = "?" + urllib.parse.urlencode(params)
         return call(settings, "GET", "/admin/dead-letters" + query)
     if args.action == "replay":
-        return call(settings, "POST", f"/admin/dead-letters/{args.id}/replay")
-    return call(settings, "DELETE", f"/admin/dead-letters/{args.id}")
+        return call(settings, "POST", f"/admin/dead-letters/{_segment(args.id)}/replay")
+    return call(settings, "DELETE", f"/admin/dead-letters/{_segment(args.id)}")
+
+
+def _segment(value: str) -> str:
+    """An id as one URL path segment: '/', '?' or '..' in it cannot reach another admin endpoint."""
+    return urllib.parse.quote(value, safe="")
 
 
 def run_admin(args: argparse.Namespace) -> int:
-    settings = Settings()
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
         if args.command == "queues":
             result = call(settings, "GET", "/admin/queues")
@@ -167,15 +196,16 @@ def run_admin(args: argparse.Namespace) -> int:
         elif args.action == "allowed-hosts":
             result = call(settings, "PUT", f"/admin/platforms/{args.id}/allowed-hosts", {"allowed_hosts": args.hosts})
         elif args.action == "list":
-            result = call(settings, "GET", "/admin/platforms")
+            query = "?" + urllib.parse.urlencode({"status": args.status}) if args.status else ""
+            result = call(settings, "GET", "/admin/platforms" + query)
         elif args.action == "show":
-            result = call(settings, "GET", f"/admin/platforms/{args.id}")
+            result = call(settings, "GET", f"/admin/platforms/{_segment(args.id)}")
         elif args.action == "rate-limit":
             result = _rate_limit(settings, args)
         elif args.action == "remove":
-            result = call(settings, "DELETE", f"/admin/platforms/{args.id}")
+            result = call(settings, "DELETE", f"/admin/platforms/{_segment(args.id)}")
         else:
-            result = call(settings, "POST", f"/admin/platforms/{args.id}/{args.action}")
+            result = call(settings, "POST", f"/admin/platforms/{_segment(args.id)}/{args.action}")
     except CliError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 import base64
+import re
 from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# The Redis key prefix sits inside a cluster hash tag ``{prefix}``: braces would end the tag early.
+KEY_PREFIX = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+SECRET_SETTINGS = frozenset(("admin_token", "redis_url", "mongo_url"))  # never echoed in an error
+
+
+class SettingsError(Exception):
+    """A setting is invalid; the message is one line naming the variable."""
 
 
 class Settings(BaseSettings):
@@ -14,9 +26,11 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="HUB_", extra="ignore")
 
-    host: str = "127.0.0.1"
-    port: int = 8080
-    public_url: str = "http://127.0.0.1:8080"
+    env: Literal["production", "development"] = Field(
+        "production", description="development accepts a weak HUB_ADMIN_TOKEN; anything reachable is production")
+    host: str = Field("127.0.0.1", min_length=1)
+    port: int = Field(8080, ge=1, le=65535)
+    public_url: str = Field("", description="advertised base URL; empty = http://127.0.0.1:<HUB_PORT>")
     country_code: str = "NL"
     party_id: str = "HUB"
     hub_name: str = "OCPI Hub"
@@ -28,7 +42,8 @@ class Settings(BaseSettings):
     key_prefix: str = "ocpi-hub"
 
     admin_token: str | None = None
-    url: str = "http://127.0.0.1:8080"  # where the CLI finds a running hub (HUB_URL)
+    url: str = Field("", description="where the CLI finds a running hub (HUB_URL); empty = http://127.0.0.1:<HUB_PORT>")
+    config_dir: str = Field("~/.config/ocpi-hub", description="where serve leaves the CLI a pointer to its token")
 
     forward_timeout: float = Field(5.0, gt=0, description="seconds a receiver has to answer a forwarded request")
     registration_timeout: float = Field(10.0, gt=0, description="seconds per call to a partner during registration")
@@ -89,6 +104,17 @@ class Settings(BaseSettings):
     dead_letter_ttl: float = Field(
         7 * 24 * 3600.0, ge=60, le=365 * 24 * 3600.0,
         description="seconds a dead letter is kept before it expires")
+    keepalive_timeout: float = Field(
+        30.0, gt=0, le=3600,
+        description="seconds an idle connection stays open, from connect or the last answer to the next request head")
+    request_head_timeout: float = Field(
+        10.0, gt=0, le=300, description="seconds from the first byte of a request to its complete head")
+    request_body_timeout: float = Field(
+        30.0, gt=0, le=3600, description="seconds from a complete request head to the end of its body")
+    max_connections: int = Field(
+        1000, ge=1, le=1_000_000,
+        description="inbound connections per process (at most half the open-file limit); over it the longest-idle "
+                    "one is closed, or the newcomer gets 503 when all are busy")
 
     audit_bodies: bool = False
     audit_retention_days: int = Field(90, ge=1)
@@ -104,7 +130,7 @@ class Settings(BaseSettings):
     metrics_token: str | None = Field(
         None, min_length=16, description="bearer token /metrics requires; unset = /metrics is open")
 
-    log_level: str = "INFO"
+    log_level: str = Field("INFO", description="one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
     log_throttle_lines: int = Field(
         20, ge=1, le=10_000,
         description="log lines per kind (refused request, malformed HTTP, rejected audit record) per interval",
@@ -137,6 +163,42 @@ class Settings(BaseSettings):
                                  "make one with `ocpi-hub secret-key`") from None
         return value
 
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        if value.upper() not in LOG_LEVELS:
+            raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
+        return value.upper()
+
+    @field_validator("key_prefix")
+    @classmethod
+    def _key_prefix(cls, value: str) -> str:
+        if not KEY_PREFIX.fullmatch(value):
+            raise ValueError("must be 1-64 letters, digits, '.', '_', ':' or '-' (it is a Redis hash tag)")
+        return value
+
+    @field_validator("public_url", "url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if value:
+            parts = urlsplit(value)
+            try:
+                parts.port  # noqa: B018 (raises on a port that is not a number)
+            except ValueError:
+                raise ValueError("has an invalid port") from None
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _follow_port(self) -> Settings:
+        """Unless set, the advertised URL and the CLI's URL follow HUB_PORT (and ``serve --port``)."""
+        if not self.public_url:
+            self.public_url = f"http://127.0.0.1:{self.port}"
+        if not self.url:
+            self.url = f"http://127.0.0.1:{self.port}"
+        return self
+
     @property
     def hub_country_code(self) -> str:
         return self.country_code.upper()
@@ -161,3 +223,15 @@ class Settings(BaseSettings):
     def embedded(self) -> bool:
         """True when running on fakeredis: one process, queued messages are not durable."""
         return not self.redis_url
+
+
+def load_settings() -> Settings:
+    """The settings from the environment, or a :class:`SettingsError` naming the first bad variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = str(err["loc"][0]) if err["loc"] else ""
+        shown = "" if name in SECRET_SETTINGS else f"={err.get('input')!r}"
+        reason = str(err["msg"]).removeprefix("Value error, ")
+        raise SettingsError(f"invalid setting HUB_{name.upper()}{shown}: {reason}") from None

@@ -17,10 +17,11 @@ import redis as sync_redis
 from aiohttp import web
 
 from hub.app import create_app
+from hub.connections import start_site
 from hub.settings import Settings
 from tests.partners import ALL_MODULES, FakePartner, Party
 
-ADMIN_TOKEN = "test-admin-token"
+ADMIN_TOKEN = "test-admin-token-7Qx2Lm9Vp4Rz8Kd3"  # strong enough for `serve` outside development
 REDIS_URL = "redis://127.0.0.1:6379/0"
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
@@ -129,11 +130,7 @@ def emsp(name: str = "Beta eMSP", pid: str = "EMA", modules: dict[str, tuple[str
 
 
 async def start_hub(settings: Settings, **kwargs: Any) -> HubHarness:
-    app = create_app(settings, **kwargs)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port)
-    await site.start()
+    runner = await start_site(create_app(settings, **kwargs), settings)
     session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
     return HubHarness(settings, runner, session)
 

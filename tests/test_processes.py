@@ -59,6 +59,7 @@ class HubProcess:
             "HUB_FORWARD_TIMEOUT": "5",
             "HUB_LOG_LEVEL": "WARNING",
             "HUB_ALLOW_PRIVATE_URLS": "true",  # the fake partners run on 127.0.0.1
+            "HUB_CONFIG_DIR": str(tmp_path / "config"),
             **env,
         }
         self.proc: subprocess.Popen[bytes] | None = None

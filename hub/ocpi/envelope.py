@@ -115,6 +115,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
                 headers=reply_headers(request),
             )
         return web.json_response({"error": message}, status=exc.status)
+    except ConnectionResetError:
+        # The client is gone (or was cut off for sending too slowly, hub/connections.py): no one reads an answer.
+        _note_status(request, 2000)
+        return web.Response(status=400)
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         _note_status(request, 3000)
