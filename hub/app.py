@@ -148,7 +148,7 @@ def _lifecycle(settings: Settings, given_store: HubStore | None, given_redis: Re
                   admission=Admission(admission_limits(settings), on_refused=metrics_.count_admission_refused),
                   rate_limits=RateLimits(RateLimit(settings.rate_limit_rps, settings.rate_limit_burst), redis=redis,
                                          prefix=settings.key_prefix, interval=settings.rate_limit_sync_interval,
-                                         hold=settings.rate_limit_hold,
+                                         hold=settings.rate_limit_hold, health=health,
                                          on_limited=metrics_.count_rate_limited))
         app[HUB_KEY] = hub
         liveness = Liveness(hub)

@@ -32,6 +32,7 @@ from redis.asyncio import Redis
 from hub.ocpi.errors import RateLimited
 from hub.platform import Platform, RateLimit
 from routing import keys
+from routing.redis_health import RedisHealth
 
 log = logging.getLogger("hub.ratelimit")
 
@@ -55,8 +56,9 @@ class RateLimits:
 
     def __init__(self, default: RateLimit, *, redis: Redis | None = None, prefix: str = "ocpi-hub",
                  interval: float = 0.25, hold: float = 0.0, on_limited: Callable[[str], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, health: RedisHealth | None = None) -> None:
         self.default = default
+        self.health = health  # a Redis outage is logged once there, not every interval here
         self.redis = redis
         self.key = keys.rate_used(prefix)
         self.interval = interval
@@ -119,9 +121,12 @@ class RateLimits:
                 await self.exchange()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.warning("rate-limit exchange with Redis failed; deciding locally until it works",
-                            exc_info=True)
+            except Exception as exc:
+                message = "rate-limit exchange with Redis failed; deciding locally until it works"
+                if self.health is not None:
+                    self.health.report(exc, log, message)
+                else:
+                    log.warning(message, exc_info=True)
 
     async def exchange(self) -> None:
         """Report what this process admitted; take what the others admitted out of this process's buckets."""

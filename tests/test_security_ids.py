@@ -107,7 +107,7 @@ async def test_a_non_utf8_request_id_on_versions_is_replaced_and_the_audit_trail
         assert status == 200, doc
         assert re.fullmatch(r"[0-9a-f]{32}", headers["X-Request-ID"])
         assert headers["X-Correlation-ID"] == headers["X-Request-ID"]
-    found = await audit_records(hub, platform_id=platform["id"])
+    found = [r for r in await audit_records(hub, platform_id=platform["id"]) if r.module != "admin"]
     assert len(found) == 3 and len({r.request_id for r in found}) == 3
     for record in found:
         assert_clean(record)
