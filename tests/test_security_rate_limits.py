@@ -138,7 +138,7 @@ async def main():
 asyncio.run(main())
 print(json.dumps(counts))
 """
-FLOOD_SECONDS = 4.0
+FLOOD_SECONDS = 8.0
 
 
 async def test_one_flooding_platform_gets_429s_while_a_quiet_one_keeps_its_latency(tmp_path: Path) -> None:
@@ -146,9 +146,10 @@ async def test_one_flooding_platform_gets_429s_while_a_quiet_one_keeps_its_laten
     requests in flight. Unlimited, 16 flooding connections fill those slots and queue the quiet platform behind
     them (its median went from ~30 to ~340 ms). Limited but answered at once, the 429s alone kept the hub's event
     loop busy enough to take the quiet median to ~150 ms; held back for their Retry-After (HUB_RATE_LIMIT_HOLD),
-    they cost no CPU and the quiet platform's latency stays within 2x its unloaded value. Measured on p50 and p90
-    of 60 requests with 10 / 25 ms of slack: on this shared 2-core machine the top percent of 60 samples is
-    scheduler noise (an unloaded p99 of 240 ms was seen). The p99 of the issue is the benchmark's to measure."""
+    they cost no CPU. Released all at once, though, the held connections came back together and the flooder's
+    bucket admitted a whole burst onto the receiver the quiet platform shares (quiet p99 32 -> 80 ms); holds are
+    jittered, and the quiet platform's p50, p90 and p99 over 200 requests stay within 2x their unloaded values
+    (with 10-15 ms of slack for a shared 2-core machine's scheduler)."""
     prefix = "test-rl-" + uuid.uuid4().hex[:8]
     hub = HubProcess(tmp_path, HUB_ADMIN_TOKEN=ADMIN_TOKEN, HUB_KEY_PREFIX=prefix, HUB_MAX_INFLIGHT_PER_RECEIVER="4")
     flooder, quiet, receiver = cpo(), cpo(name="Quiet CPO", pid="CPQ"), emsp()
@@ -178,14 +179,14 @@ async def test_one_flooding_platform_gets_429s_while_a_quiet_one_keeps_its_laten
                     assert status == 200, body
                 return took
 
-            unloaded = await quiet_run(60)
+            unloaded = await quiet_run(200)
             flood = await asyncio.create_subprocess_exec(
                 sys.executable, "-c", FLOODER, flooder.hub_url("tokens", "SENDER"),
                 json.dumps(as_(flooder, **routing(to=receiver.party))), str(FLOOD_SECONDS), "16",
                 stdout=asyncio.subprocess.PIPE)
             try:
                 await asyncio.sleep(0.5)
-                loaded = await quiet_run(60)
+                loaded = await quiet_run(200)
                 out, _ = await asyncio.wait_for(flood.communicate(), timeout=FLOOD_SECONDS + 20)
             finally:
                 if flood.returncode is None:
@@ -199,7 +200,7 @@ async def test_one_flooding_platform_gets_429s_while_a_quiet_one_keeps_its_laten
     assert set(answers) <= {200, 429}, answers
     assert answers.get(429, 0) > 0, answers
     assert answers.get(200, 0) <= 10 + 20 * FLOOD_SECONDS + 2, answers  # burst + rate, nothing more
-    for share, slack in ((0.5, 0.010), (0.9, 0.025)):
+    for share, slack in ((0.5, 0.010), (0.9, 0.015), (0.99, 0.015)):
         before, during = percentile(unloaded, share), percentile(loaded, share)
         assert during <= 2 * before + slack, (
             f"quiet p{share * 100:.0f} {during * 1000:.1f} ms under the flood, {before * 1000:.1f} ms before")
