@@ -56,7 +56,7 @@ async def test_a_platform_over_its_rate_is_answered_429_in_an_ocpi_envelope_and_
     headers, reply = await get_tokens(hub, alpha, beta)
     held = time.monotonic() - started
     doc = assert_hub_error(reply, headers, http=429, code=2000, requester=alpha.party)
-    assert held >= 0.9  # held back for HUB_RATE_LIMIT_HOLD (1 s), its Retry-After being longer
+    assert held >= 0.45  # held back for half to all of HUB_RATE_LIMIT_HOLD (1 s), its Retry-After being longer
     assert "requests per second" in doc["status_message"]
     assert reply[1]["Retry-After"] == "2"  # one request at 0.5 per second
     assert len(beta.received) == 3  # the refused request was not forwarded
