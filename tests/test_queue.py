@@ -597,15 +597,25 @@ async def test_concurrent_consumers_deliver_each_message_once_in_group_order_wit
     group_active: dict[str, int] = defaultdict(int)
     peak: dict[str, int] = defaultdict(int)
     done = asyncio.Event()
+    overlapped = asyncio.Event()  # two of R0's groups out at once
+    held_one = False
 
     async def deliver(queue: DeliveryQueue, m: Message) -> None:
+        nonlocal held_one
         assert not m.expired
         inflight[m.receiver] += 1
         group_active[m.group] += 1
         peak[m.receiver] = max(peak[m.receiver], inflight[m.receiver])
         assert inflight[m.receiver] <= limit, f"{m.receiver} has more than {limit} messages out"
         assert group_active[m.group] == 1, f"two messages of {m.group} out at once"
-        await asyncio.sleep(0.002 + rng.random() * 0.003)  # long enough that groups overlap even on a busy host
+        if inflight["R0"] > 1:
+            overlapped.set()
+        if m.receiver == "R0" and not held_one:
+            # Hold the first R0 delivery until the queue hands out another of R0's groups beside it: the
+            # parallelism check below then does not depend on how the host schedules the consumers.
+            held_one = True
+            await asyncio.wait_for(overlapped.wait(), timeout=20)
+        await asyncio.sleep(0.002 + rng.random() * 0.003)
         delivered[m.group].append(int(m.payload))
         seen_ids.append(m.id)
         group_active[m.group] -= 1
