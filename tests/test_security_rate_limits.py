@@ -148,8 +148,8 @@ async def test_one_flooding_platform_gets_429s_while_a_quiet_one_keeps_its_laten
     loop busy enough to take the quiet median to ~150 ms; held back for their Retry-After (HUB_RATE_LIMIT_HOLD),
     they cost no CPU. Released all at once, though, the held connections came back together and the flooder's
     bucket admitted a whole burst onto the receiver the quiet platform shares (quiet p99 32 -> 80 ms); holds are
-    jittered. The quiet platform's p50 over 200 requests stays within 2x its unloaded value, p90 and p99 within
-    3x and 4x (with 10-100 ms of slack for a shared 2-core machine's scheduler)."""
+    jittered, and the quiet platform's p50, p90 and p99 over 200 requests stay within 2x their unloaded values
+    (with 10-15 ms of slack for a shared 2-core machine's scheduler)."""
     prefix = "test-rl-" + uuid.uuid4().hex[:8]
     hub = HubProcess(tmp_path, HUB_ADMIN_TOKEN=ADMIN_TOKEN, HUB_KEY_PREFIX=prefix, HUB_MAX_INFLIGHT_PER_RECEIVER="4")
     flooder, quiet, receiver = cpo(), cpo(name="Quiet CPO", pid="CPQ"), emsp()
@@ -179,33 +179,46 @@ async def test_one_flooding_platform_gets_429s_while_a_quiet_one_keeps_its_laten
                     assert status == 200, body
                 return took
 
-            unloaded = await quiet_run(200)
-            flood = await asyncio.create_subprocess_exec(
-                sys.executable, "-c", FLOODER, flooder.hub_url("tokens", "SENDER"),
-                json.dumps(as_(flooder, **routing(to=receiver.party))), str(FLOOD_SECONDS), "16",
-                stdout=asyncio.subprocess.PIPE)
-            try:
-                await asyncio.sleep(0.5)
-                loaded = await quiet_run(200)
-                out, _ = await asyncio.wait_for(flood.communicate(), timeout=FLOOD_SECONDS + 20)
-            finally:
-                if flood.returncode is None:
-                    flood.kill()
-                    await flood.wait()
+            async def flood_round() -> tuple[list[float], list[float], dict[int, int]]:
+                unloaded = await quiet_run(200)
+                flood = await asyncio.create_subprocess_exec(
+                    sys.executable, "-c", FLOODER, flooder.hub_url("tokens", "SENDER"),
+                    json.dumps(as_(flooder, **routing(to=receiver.party))), str(FLOOD_SECONDS), "16",
+                    stdout=asyncio.subprocess.PIPE)
+                try:
+                    await asyncio.sleep(0.5)
+                    loaded = await quiet_run(200)
+                    out, _ = await asyncio.wait_for(flood.communicate(), timeout=FLOOD_SECONDS + 20)
+                finally:
+                    if flood.returncode is None:
+                        flood.kill()
+                        await flood.wait()
+                await asyncio.sleep(1.5)  # the flooder's bucket refills before the next round
+                return unloaded, loaded, {int(k): v for k, v in json.loads(out).items()}
+
+            # A p99 over 200 requests is the second-slowest of them: one scheduler hiccup of a busy CI host moves
+            # it. A round is repeated (at most three) when a bound is missed; a hub that lets the flood through
+            # misses it in every round (its median alone went from ~30 to ~340 ms).
+            misses = []
+            for _ in range(3):
+                unloaded, loaded, answers = await flood_round()
+                assert set(answers) <= {200, 429}, answers
+                assert answers.get(429, 0) > 0, answers
+                assert answers.get(200, 0) <= 10 + 20 * FLOOD_SECONDS + 2, answers  # burst + rate, nothing more
+                missed = [
+                    f"quiet p{share * 100:.0f} {percentile(loaded, share) * 1000:.1f} ms under the flood, "
+                    f"{percentile(unloaded, share) * 1000:.1f} ms before"
+                    for share, slack in ((0.5, 0.010), (0.9, 0.015), (0.99, 0.015))
+                    if percentile(loaded, share) > 2 * percentile(unloaded, share) + slack]
+                if not missed:
+                    break
+                misses.append(missed)
+            else:
+                raise AssertionError(f"the quiet platform's latency doubled in every round: {misses}")
     finally:
         hub.stop()
         for p in (flooder, quiet, receiver):
             await p.stop()
-    answers = {int(k): v for k, v in json.loads(out).items()}
-    assert set(answers) <= {200, 429}, answers
-    assert answers.get(429, 0) > 0, answers
-    assert answers.get(200, 0) <= 10 + 20 * FLOOD_SECONDS + 2, answers  # burst + rate, nothing more
-    # Bounds wide enough for a loaded CI host, yet an order of magnitude below the unlimited case (median 30 ->
-    # 340 ms); the exact tail figures are measured by the benchmark, not asserted here (docs/security.md).
-    for share, factor, slack in ((0.5, 2, 0.010), (0.9, 3, 0.030), (0.99, 4, 0.100)):
-        before, during = percentile(unloaded, share), percentile(loaded, share)
-        assert during <= factor * before + slack, (
-            f"quiet p{share * 100:.0f} {during * 1000:.1f} ms under the flood, {before * 1000:.1f} ms before")
 
 
 async def test_two_processes_exchanging_counts_admit_the_platforms_total_rate_not_twice_it() -> None:
