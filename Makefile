@@ -27,6 +27,7 @@ run: install
 lint: install-dev
 	$(BIN)/ruff check hub routing tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 pytest: install-dev
 	$(BIN)/pytest -q

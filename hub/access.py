@@ -1,4 +1,5 @@
-"""Who is calling: the credentials token in the Authorization header mapped to a platform (digest §2.2)."""
+"""Who is calling: the credentials token in the Authorization header mapped to a platform (OCPI 2.2.1 Authorization
+header)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ from aiohttp import web
 
 from hub.context import Hub
 from hub.exchange import exchange_of
-from hub.ocpi.auth import token_candidates
-from hub.ocpi.errors import PlatformSuspended, RateLimited, Unauthorized
-from hub.platform import ConnectionStatus, Platform, hash_token
+from routing.ocpi.auth import token_candidates
+from routing.ocpi.errors import PlatformSuspended, RateLimited, Unauthorized
+from routing.platform import ConnectionStatus, Platform, hash_token
 
 
 @dataclass
@@ -54,7 +55,7 @@ async def _resolve(hub: Hub, candidates: list[str], allow_token_a: bool) -> Call
     if platform.removed:
         raise Unauthorized("unknown token")
     if is_token_a and not allow_token_a:
-        # OCPI: Token A is valid only on versions and credentials (digest §2.2)
+        # OCPI: Token A is valid only on versions and credentials (OCPI 2.2.1 Authorization header)
         raise Unauthorized("Token A may only be used on versions and credentials")
     if platform.status == ConnectionStatus.SUSPENDED:
         raise PlatformSuspended()

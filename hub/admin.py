@@ -1,4 +1,4 @@
-"""Admin API for hub operators (DESIGN.md §2): onboard, inspect, suspend, resume and offboard platforms.
+"""Admin API for hub operators (docs/architecture.md): onboard, inspect, suspend, resume and offboard platforms.
 
 JSON in and out, ``Authorization: Bearer <HUB_ADMIN_TOKEN>``. The ``ocpi-hub`` CLI is a thin client of it.
 """
@@ -23,15 +23,15 @@ from hub.admin_audit import MUTATING, FailedLogins, client_address, record_actio
 from hub.audit import AUDIT_MODULES, OUTCOMES, AuditQuery, AuditRecord
 from hub.connect import connect, rotate
 from hub.context import HUB_KEY, Hub, hub_of
+from hub.envelope import Handler
 from hub.observe import outcome_of
-from hub.ocpi.envelope import Handler
-from hub.ocpi.errors import ClientError, InvalidParameters, NotFound, OcpiError
-from hub.ocpi.headers import TO_CC, TO_PID
-from hub.ocpi.models import parse_json, validation_message
-from hub.ocpi.pagination import parse_datetime
-from hub.platform import ConnectionStatus, Party, Platform, RateLimit, hash_token, new_token, party_key, utcnow
 from hub.store.protocol import PartyConflict
+from routing.ocpi.errors import ClientError, InvalidParameters, NotFound, OcpiError
+from routing.ocpi.headers import TO_CC, TO_PID
+from routing.ocpi.models import parse_json, validation_message
+from routing.ocpi.pagination import parse_datetime
 from routing.outbound import MAX_ALLOWED_HOSTS, normalise_host
+from routing.platform import ConnectionStatus, Party, Platform, RateLimit, hash_token, new_token, party_key, utcnow
 from routing.wire import ForwardRequest
 
 PARTY_ROLES = ("CPO", "EMSP", "NAP", "NSP", "OTHER", "SCSP")

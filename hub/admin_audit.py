@@ -16,8 +16,8 @@ from aiohttp import web
 
 from hub.audit import AuditRecord
 from hub.context import Hub
-from hub.ocpi.headers import time_ordered_id
-from hub.platform import utcnow
+from routing.ocpi.headers import time_ordered_id
+from routing.platform import utcnow
 
 log = logging.getLogger("hub.admin")
 

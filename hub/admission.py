@@ -31,7 +31,7 @@ from typing import Final
 
 from aiohttp import web
 
-from hub.ocpi.errors import HubUnavailable
+from routing.ocpi.errors import HubUnavailable
 
 # What a refusal counts as in ``ocpi_hub_admission_refused`` (a fixed label set).
 PROCESS_REQUESTS: Final = "process_requests"

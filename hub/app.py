@@ -22,24 +22,24 @@ from hub.admission import Admission, AdmissionLimits
 from hub.audit import AuditWriter
 from hub.clientinfo import Liveness
 from hub.context import HUB_KEY, Hub
+from hub.envelope import TRANSLATE_ERROR, error_middleware
 from hub.logs import MalformedHttpFilter, ThrottledLog, one_line
 from hub.metrics import CONTENT_TYPE, Metrics
 from hub.observe import observe_middleware
-from hub.ocpi.envelope import TRANSLATE_ERROR, error_middleware
-from hub.platform import ConnectionStatus, Platform, RateLimit, utcnow
 from hub.ratelimit import RateLimits
 from hub.registry import PlatformFeed, PlatformRegistry
 from hub.settings import Settings
 from hub.store import open_store
 from hub.store.protocol import HubStore
-from hub.tasks import stop_task
 from routing import keys
 from routing.callbacks import Callbacks
 from routing.delivery import Delivery
 from routing.open_routing import RouteHints
 from routing.outbound import OutboundPolicy
+from routing.platform import ConnectionStatus, Platform, RateLimit, utcnow
 from routing.queue import DeliveryQueue
 from routing.redis_health import REFUSING_WRITES, UNREACHABLE, RedisHealth
+from routing.tasks import stop_task
 
 log = logging.getLogger("hub.app")
 LIVENESS_KEY = web.AppKey("liveness", Liveness)

@@ -11,8 +11,8 @@ from datetime import datetime
 from typing import Any
 
 from hub.logs import ThrottledLog
-from hub.ocpi.models import MODULES
-from hub.tasks import stop_task
+from routing.ocpi.models import MODULES
+from routing.tasks import stop_task
 
 log = logging.getLogger("hub.audit")
 

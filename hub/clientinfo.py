@@ -1,4 +1,5 @@
-"""hubclientinfo: the hub tells every connected platform the connection status of the other parties (digest §7).
+"""hubclientinfo: the hub tells every connected platform the connection status of the other parties (OCPI 2.2.1
+hubclientinfo).
 
 - SENDER interface: ``GET /ocpi/2.2.1/hubclientinfo``, paginated and date-filtered, full-list semantics.
 - Pushes: every new or changed ClientInfo is PUT to each CONNECTED platform offering the RECEIVER interface
@@ -21,15 +22,15 @@ from aiohttp import web
 
 from hub.access import authenticate
 from hub.context import Hub, hub_of
+from hub.envelope import ocpi_response, ocpi_timestamp
 from hub.exchange import reply_headers
-from hub.ocpi.auth import authorization_header
-from hub.ocpi.envelope import ocpi_response, ocpi_timestamp
-from hub.ocpi.headers import CORRELATION_ID, new_id
-from hub.ocpi.pagination import page_headers, parse_page
-from hub.platform import ConnectionStatus, Party, Platform, utcnow
-from hub.tasks import stop_task
 from routing import keys
+from routing.ocpi.auth import authorization_header
+from routing.ocpi.headers import CORRELATION_ID, new_id
+from routing.ocpi.pagination import page_headers, parse_page
+from routing.platform import ConnectionStatus, Party, Platform, utcnow
 from routing.queue import Message
+from routing.tasks import stop_task
 from routing.wire import ForwardRequest
 
 log = logging.getLogger("hub.clientinfo")

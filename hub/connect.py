@@ -1,5 +1,5 @@
 """The hub as credentials *sender*: register with a partner that issued a Token A, and rotate tokens by PUT
-(digest §6.3, §6.4 "The hub registers with a party").
+(OCPI 2.2.1 credentials, Registration "The hub registers with a party").
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ import aiohttp
 
 from hub.context import Hub
 from hub.credentials import hub_credentials
-from hub.ocpi.auth import authorization_header
-from hub.ocpi.errors import OcpiError, UnableToUseClientApi
-from hub.ocpi.models import Credentials, parse_model
 from hub.peer import discover_endpoints
-from hub.platform import ConnectionStatus, Endpoint, Party, Platform, hash_token, new_token, party_key, utcnow
 from hub.store.protocol import PartyConflict
+from routing.ocpi.auth import authorization_header
+from routing.ocpi.errors import OcpiError, UnableToUseClientApi
+from routing.ocpi.models import Credentials, parse_model
+from routing.platform import ConnectionStatus, Endpoint, Party, Platform, hash_token, new_token, party_key, utcnow
 
 log = logging.getLogger("hub.connect")
 

@@ -14,13 +14,13 @@ from hub.admission import Admission
 from hub.audit import AuditWriter
 from hub.logs import ThrottledLog
 from hub.metrics import Metrics
-from hub.ocpi.headers import Party
 from hub.ratelimit import RateLimits
 from hub.registry import PlatformRegistry
 from hub.settings import Settings
 from hub.store.protocol import HubStore
 from routing.callbacks import Callbacks
 from routing.delivery import Delivery
+from routing.ocpi.headers import Party
 from routing.open_routing import RouteHints
 from routing.outbound import OutboundPolicy
 from routing.queue import DeliveryQueue

@@ -1,4 +1,4 @@
-"""Credentials module, hub as credentials receiver: register, update, read, unregister (digest §6).
+"""Credentials module, hub as credentials receiver: register, update, read, unregister (OCPI 2.2.1 credentials).
 
 Token A (issued by the operator) opens the door once: POST swaps it for Token C, after which A answers 401.
 Inbound tokens are stored hashed; the outbound token (the partner's Token B) is needed in clear to call it.
@@ -15,12 +15,12 @@ from aiohttp import web
 
 from hub.access import Caller, authenticate, reauthenticate
 from hub.context import Hub, hub_of
+from hub.envelope import ocpi_response
 from hub.exchange import reply_headers
-from hub.ocpi.envelope import ocpi_response
-from hub.ocpi.errors import MethodNotAllowed, PartyNotAllowed
-from hub.ocpi.models import Credentials, CredentialsRole, parse_json, parse_model
 from hub.peer import discover_endpoints
-from hub.platform import ConnectionStatus, Endpoint, Platform, hash_token, new_token, utcnow
+from routing.ocpi.errors import MethodNotAllowed, PartyNotAllowed
+from routing.ocpi.models import Credentials, CredentialsRole, parse_json, parse_model
+from routing.platform import ConnectionStatus, Endpoint, Platform, hash_token, new_token, utcnow
 
 log = logging.getLogger("hub.credentials")
 
@@ -30,7 +30,7 @@ _LOCKS = web.AppKey("credentials_locks", dict[str, asyncio.Lock])
 
 
 def hub_credentials(hub: Hub, token: str) -> dict[str, Any]:
-    """OCPI 2.2.1: a hub reports only itself, with role HUB (digest §6.2)."""
+    """OCPI 2.2.1: a hub reports only itself, with role HUB (OCPI 2.2.1 credentials, Credentials object)."""
     s = hub.settings
     return {
         "token": token,

@@ -13,7 +13,7 @@ class Exchange:
     request_id: str
     correlation_id: str
     reply_headers: dict[str, str] = field(default_factory=dict)  # on every answer, errors included
-    bad_ids: str | None = None  # why the caller's X-Request-ID / X-Correlation-ID was replaced (hub.ocpi.ids)
+    bad_ids: str | None = None  # why the caller's X-Request-ID / X-Correlation-ID was replaced (routing.ocpi.ids)
     module: str | None = None
     interface_role: str | None = None
     platform_id: str | None = None

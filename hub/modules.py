@@ -1,7 +1,7 @@
 """The functional modules' endpoints (locations, sessions, cdrs, tariffs, tokens, commands, chargingprofiles).
 
 A thin edge: authenticate, parse headers and body, ask ``routing.router`` for the receiver, hand the request to
-the delivery engine, relay the answer with the caller's own request id (digest §3.3).
+the delivery engine, relay the answer with the caller's own request id (OCPI 2.2.1 Message Routing).
 """
 
 from __future__ import annotations
@@ -15,11 +15,12 @@ from aiohttp import web
 from hub.access import authenticate
 from hub.admission import admit, admitted
 from hub.context import Hub, hub_of
+from hub.envelope import envelope, ocpi_response
 from hub.exchange import EXCHANGE
 from hub.objects import forget_deleted, get_all, object_lock, store_push
-from hub.ocpi.envelope import envelope, ocpi_response
-from hub.ocpi.errors import InvalidParameters, MethodNotAllowed, NotFound, PartyNotAllowed, ReceiverNotConnected
-from hub.ocpi.headers import (
+from routing.broadcast import broadcast_role, check_broadcast, recipients
+from routing.ocpi.errors import InvalidParameters, MethodNotAllowed, NotFound, PartyNotAllowed, ReceiverNotConnected
+from routing.ocpi.headers import (
     CORRELATION_ID,
     REQUEST_ID,
     ROUTING_HEADERS,
@@ -30,12 +31,11 @@ from hub.ocpi.headers import (
     parse_routing,
     routing_reply_headers,
 )
-from hub.ocpi.ids import check_path_tail
-from hub.ocpi.models import MODULES, parse_json
-from hub.ocpi.pagination import page_headers, parse_page
-from hub.platform import ConnectionStatus
-from routing.broadcast import broadcast_role, check_broadcast, recipients
+from routing.ocpi.ids import check_path_tail
+from routing.ocpi.models import MODULES, parse_json
+from routing.ocpi.pagination import page_headers, parse_page
 from routing.open_routing import find_receiver, learn
+from routing.platform import ConnectionStatus
 from routing.queue import Message
 from routing.rewrite import rearm_result_callback, rewrite_request, rewrite_response_headers
 from routing.router import (
@@ -59,7 +59,8 @@ async def handle(request: web.Request) -> web.StreamResponse:
     module = request.match_info["module"]
     ex.module, ex.interface_role = module, role
     hub_party = hub.party
-    # Errors answer TO = the requester, FROM = the hub (digest §3.2), from the very first check on. Malformed
+    # Errors answer TO = the requester, FROM = the hub (OCPI 2.2.1 Routing headers), from the very first check on.
+    # Malformed
     # routing headers are refused (400) only after authentication, as every other check of the request.
     routing: RoutingHeaders | None = None
     try:
@@ -105,7 +106,8 @@ async def handle(request: web.Request) -> web.StreamResponse:
     check_client_owned(req, sender)
     if routing.to == hub_party:
         return await to_hub(request, hub, req, sender, hub_party)
-    if routing.to is None:  # open routing: the hub finds the receiver from content it has seen (digest §3.6)
+    # open routing: the hub finds the receiver from content it has seen (OCPI 2.2.1 Open Routing Request)
+    if routing.to is None:
         req.routing = RoutingHeaders(to=await find_receiver(req, hub.hints), from_=sender)
         ex.to_party = req.routing.to.key if req.routing.to else None
     route = direct_route(req, hub.registry, sender)
@@ -132,7 +134,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
 
 
 async def to_hub(request: web.Request, hub: Hub, req: InboundRequest, sender: Party, hub_party: Party) -> web.Response:
-    """TO = the hub: GET All on a SENDER interface, or a broadcast push (digest §3.5, §3.7)."""
+    """TO = the hub: GET All on a SENDER interface, or a broadcast push (OCPI 2.2.1 Broadcast Push; GET All via Hub)."""
     ex = request[EXCHANGE]
     # One pair may hold several roles (CPO and EMSP under one party id): all of them count.
     roles = [p.role for p in req.platform.parties if p.key == sender.key] or ["OTHER"]
@@ -243,7 +245,8 @@ def relay(request: web.Request, reply: Reply, answered_by: Party | None = None) 
 
 @admitted
 async def handle_callback(request: web.Request) -> web.StreamResponse:
-    """A hub URL handed out in place of a partner URL (digest §3.9): only its party may use it, until it expires."""
+    """A hub URL handed out in place of a partner URL (docs/ocpi-decisions.md, Callback URLs): only its party may use
+    it, until it expires."""
     hub = hub_of(request)
     ex = request[EXCHANGE]
     hub_party = hub.party

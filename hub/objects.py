@@ -1,7 +1,9 @@
-"""Objects pushed to the hub itself (broadcast) are kept so the hub can answer GET All (digest §3.5, §3.7).
+"""Objects pushed to the hub itself (broadcast) are kept so the hub can answer GET All (OCPI 2.2.1 Broadcast Push; GET
+All via Hub).
 
 Only data addressed to the hub is merged into one copy: a direct push to one party is that party's business
-and is never stored (digest §3.8, maintainer #507/#511). ``last_updated`` is the owner's, never the hub's.
+and is never stored (OCPI 2.2.1 Message Routing, maintainer #507/#511). ``last_updated`` is the owner's, never the
+hub's.
 
 EVSE and Connector pushes are a read-modify-write of the stored Location: ``object_lock`` makes them one writer
 per object at a time, in this process and across hub processes, so concurrent pushes never lose an update.
@@ -20,11 +22,11 @@ from urllib.parse import parse_qs
 from redis.asyncio import Redis
 from redis.exceptions import LockError
 
-from hub.ocpi.errors import InvalidParameters, ServerError
-from hub.ocpi.pagination import Page, parse_datetime
-from hub.platform import utcnow
 from hub.store.protocol import ObjectStore, StoredObject
 from routing import keys
+from routing.ocpi.errors import InvalidParameters, ServerError
+from routing.ocpi.pagination import Page, parse_datetime
+from routing.platform import utcnow
 
 GET_ALL_MODULES = frozenset({"locations", "tariffs", "tokens"})
 # Who may see what through GET All: the same audience a broadcast of that data reaches.

@@ -9,12 +9,12 @@ from aiohttp import web
 
 from hub.audit import AuditRecord
 from hub.context import Hub, hub_of
+from hub.envelope import Handler
 from hub.exchange import EXCHANGE, Exchange
-from hub.ocpi.envelope import Handler
-from hub.ocpi.headers import CORRELATION_ID, REQUEST_ID, message_ids, time_ordered_id
-from hub.ocpi.models import MODULES
-from hub.platform import utcnow
 from hub.redact import redact, redact_path
+from routing.ocpi.headers import CORRELATION_ID, REQUEST_ID, message_ids, time_ordered_id
+from routing.ocpi.models import MODULES
+from routing.platform import utcnow
 
 log = logging.getLogger("hub.requests")
 

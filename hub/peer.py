@@ -10,11 +10,11 @@ from typing import Any
 
 import aiohttp
 
-from hub.ocpi.auth import authorization_header
-from hub.ocpi.errors import InvalidParameters, NoMatchingEndpoints, UnableToUseClientApi, UnsupportedVersion
-from hub.ocpi.models import MODULES, Version, VersionDetails, parse_model
-from hub.platform import Endpoint
+from routing.ocpi.auth import authorization_header
+from routing.ocpi.errors import InvalidParameters, NoMatchingEndpoints, UnableToUseClientApi, UnsupportedVersion
+from routing.ocpi.models import MODULES, Version, VersionDetails, parse_model
 from routing.outbound import OutboundPolicy, refused_address
+from routing.platform import Endpoint
 
 VERSION = "2.2.1"
 

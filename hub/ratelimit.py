@@ -30,9 +30,9 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from hub.ocpi.errors import RateLimited
-from hub.platform import Platform, RateLimit
 from routing import keys
+from routing.ocpi.errors import RateLimited
+from routing.platform import Platform, RateLimit
 from routing.redis_health import RedisHealth
 
 log = logging.getLogger("hub.ratelimit")

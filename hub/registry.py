@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from redis.asyncio import Redis
 
-from hub.platform import Party, Platform, hash_token, party_key
 from hub.store.protocol import Store
 from routing.outbound import registered_hosts
+from routing.platform import Party, Platform, hash_token, party_key
 
 if TYPE_CHECKING:
     from routing.redis_health import RedisHealth

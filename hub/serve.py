@@ -33,7 +33,7 @@ from hub.metrics import MULTIPROC_ENV
 from hub.sealing import SecretKeyError, load_sealer
 from hub.settings import Settings, SettingsError, load_settings
 from hub.store import open_store
-from hub.tasks import stop_task
+from routing.tasks import stop_task
 
 log = logging.getLogger("hub.serve")
 

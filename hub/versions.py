@@ -1,4 +1,4 @@
-"""Versions module: the version list and the 2.2.1 version details (digest §5)."""
+"""Versions module: the version list and the 2.2.1 version details (OCPI 2.2.1 version_information_endpoint)."""
 
 from __future__ import annotations
 
@@ -8,19 +8,20 @@ from aiohttp import web
 
 from hub.access import authenticate
 from hub.context import Hub, hub_of
+from hub.envelope import ocpi_response
 from hub.exchange import reply_headers
-from hub.ocpi.envelope import ocpi_response
-from hub.ocpi.models import MODULES
+from routing.ocpi.models import MODULES
 
 VERSION = "2.2.1"
 
 
 def version_details(hub: Hub) -> dict[str, Any]:
-    """Every functional module in both roles, each role on its own base URL (digest §2.9)."""
+    """Every functional module in both roles, each role on its own base URL (OCPI 2.2.1 versions, Endpoint URLs)."""
     base = hub.base_url
     endpoints: list[dict[str, str]] = [
         {"identifier": "credentials", "role": "SENDER", "url": f"{base}/credentials"},
-        # The hub owns the ClientInfo list: SENDER only; parties implement the RECEIVER (digest §7.3).
+        # The hub owns the ClientInfo list: SENDER only; parties implement the RECEIVER (OCPI 2.2.1 hubclientinfo,
+        # Sender interface).
         {"identifier": "hubclientinfo", "role": "SENDER", "url": f"{base}/hubclientinfo"},
     ]
     for module in MODULES:

@@ -1,13 +1,14 @@
-"""Broadcast push (TO = the hub): who receives it, and how a failed fan-out delivery is retried (digest §3.5)."""
+"""Broadcast push (TO = the hub): who receives it, and how a failed fan-out delivery is retried (OCPI 2.2.1 Broadcast
+Push)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from hub.ocpi.errors import InvalidParameters
-from hub.platform import ConnectionStatus, Platform
-from hub.platform import Party as PlatformParty
+from routing.ocpi.errors import InvalidParameters
+from routing.platform import ConnectionStatus, Platform
+from routing.platform import Party as PlatformParty
 
 # Modules whose data is meant for everyone; sessions and CDRs are party-specific (and personal data).
 BROADCAST_MODULES = frozenset({"locations", "tariffs", "tokens"})
@@ -20,7 +21,7 @@ AUDIENCE = {
 }
 
 
-# Who owns each module's data (digest §8): the role a party holding several roles broadcasts it as.
+# Who owns each module's data (OCPI 2.2.1 module interfaces): the role a party holding several roles broadcasts it as.
 DATA_OWNER = {"locations": "CPO", "tariffs": "CPO", "tokens": "EMSP"}
 
 

@@ -1,5 +1,5 @@
 """Hub URLs that stand in for partner URLs: command/charging-profile ``response_url``, the CDR ``Location``
-header and pagination ``Link`` headers (digest §3.9).
+header and pagination ``Link`` headers (docs/ocpi-decisions.md, Callback URLs).
 
 Each is an unguessable id in Redis with a TTL. It records where to forward, who may call it (the party it
 was issued to) and the routing headers to use; a callback used by anyone else, or after it expired, is refused.

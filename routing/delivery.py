@@ -25,16 +25,16 @@ import orjson
 from redis.asyncio import Redis
 from yarl import URL
 
-from hub.ocpi.auth import authorization_header
-from hub.ocpi.errors import HubUnavailable
-from hub.ocpi.headers import REQUEST_ID, ROUTING_HEADERS, new_id
-from hub.platform import ConnectionStatus, Platform
-from hub.tasks import stop_task
 from routing import keys
+from routing.ocpi.auth import authorization_header
+from routing.ocpi.errors import HubUnavailable
+from routing.ocpi.headers import REQUEST_ID, ROUTING_HEADERS, new_id
 from routing.outbound import OutboundPolicy, host_of, refused_address
+from routing.platform import ConnectionStatus, Platform
 from routing.queue import DeliveryQueue, Message
 from routing.redis_health import RedisHealth
 from routing.retry import backoff, describe, push_verdict
+from routing.tasks import stop_task
 from routing.wire import ForwardRequest, Reply
 
 log = logging.getLogger("routing.delivery")

@@ -1,4 +1,4 @@
-"""Open routing (no TO headers): the hub finds the receiver from content it has seen (digest §3.6).
+"""Open routing (no TO headers): the hub finds the receiver from content it has seen (OCPI 2.2.1 Open Routing Request).
 
 Keys the hub learns from traffic passing through it (``learn``) and looks up (``find_receiver``):
 token uid+type → eMSP, location id → CPO, session id → CPO, session → eMSP, reservation id → CPO.
@@ -16,14 +16,15 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from hub.ocpi.errors import InvalidParameters, UnknownReceiver
-from hub.ocpi.headers import Party
+from routing.ocpi.errors import InvalidParameters, UnknownReceiver
+from routing.ocpi.headers import Party
 from routing.router import InboundRequest
 
 log = logging.getLogger("routing.open_routing")
 
 _COMMAND_KEYS = (("location_id", "location"), ("session_id", "session"), ("reservation_id", "reservation"))
-# The body field each command is routed by (digest §8.6); unknown commands try the fields in _COMMAND_KEYS order.
+# The body field each command is routed by (OCPI 2.2.1 mod_commands); unknown commands try the fields in _COMMAND_KEYS
+# order.
 _KEY_OF_COMMAND = {"START_SESSION": _COMMAND_KEYS[0], "RESERVE_NOW": _COMMAND_KEYS[0],
                    "UNLOCK_CONNECTOR": _COMMAND_KEYS[0], "STOP_SESSION": _COMMAND_KEYS[1],
                    "CANCEL_RESERVATION": _COMMAND_KEYS[2]}
@@ -64,7 +65,7 @@ class RouteHints:
         self._writer: asyncio.Task[None] | None = None
 
     async def add(self, kind: str, key: str, party: str) -> None:
-        key = key.upper()  # ids are CiString: case-insensitive (digest §2.5)
+        key = key.upper()  # ids are CiString: case-insensitive (OCPI 2.2.1 types)
         known = self._cache.get((kind, key))
         now = time.monotonic()
         if known and known[0] == party and now - self._written.get((kind, key), -math.inf) < self.refresh_after:
@@ -190,7 +191,7 @@ async def find_receiver(req: InboundRequest, hints: RouteHints) -> Party:
     if req.module == "chargingprofiles" and req.interface_role == "RECEIVER" and segs:
         return await _one(hints, "session", segs[0], f"session {segs[0]}")
     if req.module == "chargingprofiles" and req.interface_role == "SENDER" and segs and req.routing.from_:
-        # ActiveChargingProfile pushes go to whoever set a profile on that session (digest §8.7).
+        # ActiveChargingProfile pushes go to whoever set a profile on that session (OCPI 2.2.1 mod_charging_profiles).
         key = f"{req.routing.from_.key}:{segs[0]}"
         return await _one(hints, "profile_setter", key, f"charging profiles of session {segs[0]}")
     if req.module == "sessions" and req.interface_role == "SENDER" and len(segs) >= 2:

@@ -30,8 +30,8 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 from yarl import URL
 
-from hub.ocpi.errors import InvalidParameters
-from hub.platform import Platform
+from routing.ocpi.errors import InvalidParameters
+from routing.platform import Platform
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # well-known NAT64 prefix: the last 32 bits are an IPv4 address

@@ -75,10 +75,10 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
-from hub.ocpi.headers import time_ordered_id
 from routing import keys
 from routing.batching import ScriptRunner, script_runner
 from routing.keys import group_token
+from routing.ocpi.headers import time_ordered_id
 
 _REAP_BATCH = 256
 _TRIM_BATCH = 1000  # dead letters evicted per receiver and script call at most: no long script after a lowered cap

@@ -3,7 +3,7 @@
 Every process shares one Redis (queues, wake-ups, callbacks, locks). When it is down (connection refused), frozen
 (no answer within ``HUB_REDIS_TIMEOUT``) or refusing writes (``OOM`` at ``maxmemory`` with ``noeviction``,
 ``READONLY`` replica, ``MISCONF`` failed persistence), nothing the hub accepts could be kept, so the hub must say
-so: 503 with OCPI 4000 and ``Retry-After`` (:class:`hub.ocpi.errors.HubUnavailable`), never a 500 with a traceback
+so: 503 with OCPI 4000 and ``Retry-After`` (:class:`routing.ocpi.errors.HubUnavailable`), never a 500 with a traceback
 per request and never a 4002 that blames the receiver.
 
 :class:`RedisHealth` is the one place that decides whether an exception is such an outage. The error middleware
@@ -37,7 +37,7 @@ from redis.exceptions import (
     TryAgainError,
 )
 
-from hub.ocpi.errors import HubUnavailable
+from routing.ocpi.errors import HubUnavailable
 
 log = logging.getLogger("routing.redis")
 

@@ -3,7 +3,7 @@
 Transient: the receiver could not be reached, timed out, or answered 5xx (an OCPI envelope or a proxy's bare
 page). Permanent: it answered, but refused (4xx or an OCPI 2xxx/3xxx error), or it offers no endpoint for the
 module — sending the same again would not help. Not connected: OCPI says not to
-queue for OFFLINE parties (digest §2.10), so no retry either. Only transient failures are retried.
+queue for OFFLINE parties (OCPI 2.2.1 Offline behaviour), so no retry either. Only transient failures are retried.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""URL rewriting: partner URLs handed to another party are replaced by hub callback URLs (digest §3.9).
+"""URL rewriting: partner URLs handed to another party are replaced by hub callback URLs (docs/ocpi-decisions.md,
+Callback URLs).
 
 Requests: ``response_url`` in the body of the five commands and of SetChargingProfile, and in the query of
 charging-profile GET/DELETE. Responses: the CDR ``Location`` header and every pagination ``Link`` header.
@@ -17,10 +18,10 @@ from urllib.parse import parse_qsl, urlencode
 
 import orjson
 
-from hub.ocpi.errors import HubError, InvalidParameters
-from hub.ocpi.headers import Party
 from routing.callbacks import Callback, Callbacks
 from routing.delivery import ocpi_status_of
+from routing.ocpi.errors import HubError, InvalidParameters
+from routing.ocpi.headers import Party
 
 # Until the CPO's synchronous answer tells its timeout; then re-armed to timeout + margin.
 PENDING_RESULT_TTL = 600.0

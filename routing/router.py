@@ -1,7 +1,7 @@
 """Routing decisions for functional-module requests: who receives a request, and in which order group.
 
 Pure functions over an ``InboundRequest`` and the platform directory: no HTTP, no Redis, so every rule
-here is testable on its own (digest §3.3, §3.10).
+here is testable on its own (OCPI 2.2.1 Message Routing; docs/ocpi-decisions.md).
 """
 
 from __future__ import annotations
@@ -10,17 +10,18 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import unquote
 
-from hub.ocpi.errors import (
+from routing.ocpi.errors import (
     InvalidParameters,
     PartyNotAllowed,
     ReceiverNotConnected,
     UnknownReceiver,
 )
-from hub.ocpi.headers import Party, RoutingHeaders
-from hub.platform import ConnectionStatus, Platform
-from hub.platform import Party as PlatformParty
+from routing.ocpi.headers import Party, RoutingHeaders
+from routing.platform import ConnectionStatus, Platform
+from routing.platform import Party as PlatformParty
 
-# Modules whose RECEIVER interface holds Client Owned Objects at {country_code}/{party_id}/{id} (digest §2.8).
+# Modules whose RECEIVER interface holds Client Owned Objects at {country_code}/{party_id}/{id} (OCPI 2.2.1 Client
+# Owned Objects).
 CLIENT_OWNED = frozenset({"locations", "sessions", "tariffs", "tokens"})
 # Field that carries the object id in the body, by path depth (3 = the object, 4 = EVSE, 5 = Connector).
 _ID_FIELD: dict[str, dict[int, str]] = {
@@ -30,7 +31,8 @@ _ID_FIELD: dict[str, dict[int, str]] = {
     "tokens": {3: "uid"},
 }
 PUSH_METHODS = frozenset({"PUT", "PATCH", "POST"})
-# Methods OCPI 2.2.1 defines per module and interface role (digest §8); anything else is refused with 405
+# Methods OCPI 2.2.1 defines per module and interface role (OCPI 2.2.1 module interfaces); anything else is refused
+# with 405
 # rather than forwarded: no receiver implements it, and a hub must not invent semantics (e.g. DELETE a Location).
 ALLOWED_METHODS: dict[tuple[str, str], frozenset[str]] = {
     ("locations", "SENDER"): frozenset({"GET"}),
@@ -89,7 +91,7 @@ def allowed_methods(module: str, interface_role: str) -> frozenset[str]:
 
 
 def check_sender(req: InboundRequest) -> Party:
-    """The FROM pair must be one of the caller's own parties (anti-spoofing, digest §3.10)."""
+    """The FROM pair must be one of the caller's own parties (anti-spoofing, docs/ocpi-decisions.md)."""
     sender = req.routing.from_
     if sender is None:
         raise InvalidParameters("OCPI-from-country-code and OCPI-from-party-id are required on functional modules")
@@ -99,7 +101,8 @@ def check_sender(req: InboundRequest) -> Party:
 
 
 def check_client_owned(req: InboundRequest, sender: Party) -> None:
-    """Client Owned Object paths carry the owner, which must be FROM and match the body (digest §2.8)."""
+    """Client Owned Object paths carry the owner, which must be FROM and match the body (OCPI 2.2.1 Client Owned
+    Objects)."""
     if req.module == "cdrs" and req.interface_role == "RECEIVER" and req.method == "POST":
         _check_body_owner(req.json_body, sender, "CDR", required=False)
         return
@@ -153,7 +156,7 @@ def _check_body_owner(body: Any, owner: Party, what: str, *, required: bool) -> 
 
 
 def order_group(req: InboundRequest, to: Party, sender: Party) -> str | None:
-    """Messages about one object (module + owner + id) keep their acceptance order (DESIGN §5)."""
+    """Messages about one object (module + owner + id) keep their acceptance order (docs/architecture.md)."""
     segs = req.segments
     if req.module in CLIENT_OWNED and req.interface_role == "RECEIVER" and len(segs) >= 3:
         return f"{req.module}:{segs[0].upper()}:{segs[1].upper()}:{segs[2]}"
@@ -166,7 +169,7 @@ def order_group(req: InboundRequest, to: Party, sender: Party) -> str | None:
 
 
 def direct_route(req: InboundRequest, directory: Directory, sender: Party) -> Route:
-    """Find the receiver of a request addressed to one party (digest §3.3 steps 2–3)."""
+    """Find the receiver of a request addressed to one party (OCPI 2.2.1 Message Routing steps 2–3)."""
     to = req.routing.to
     assert to is not None
     found = directory.by_party(to.country_code, to.party_id)

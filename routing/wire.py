@@ -1,6 +1,6 @@
 """How a forwarded request and its reply travel through Redis: a JSON head line, then the raw body.
 
-The body is never re-serialised, so objects reach the receiver byte for byte (digest §3.8).
+The body is never re-serialised, so objects reach the receiver byte for byte (OCPI 2.2.1 Message Routing).
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ class ForwardRequest:
     query: str
     headers: dict[str, str]  # routing headers, correlation id, content type: what the receiver must see
     body: bytes = b""
-    url: str = ""  # absolute target instead of endpoint + tail + query (hub callback URLs, digest §3.9)
+    # absolute target instead of endpoint + tail + query (hub callback URLs, docs/ocpi-decisions.md, Callback URLs)
+    url: str = ""
     # The receiver's Platform.revision this request was made for (pushes); 0 = none. A delivering process whose
     # view of the receiver is older reads it from the store first (docs/architecture.md, platform registry).
     receiver_revision: int = 0

@@ -210,7 +210,8 @@ class FakePartner:
         return await self.responder(request, rec)
 
     async def _credentials(self, request: web.Request) -> web.Response:
-        """Credentials RECEIVER (digest §6.3 steps 6–7): POST with Token A, PUT/GET/DELETE with the current token.
+        """Credentials RECEIVER (OCPI 2.2.1 credentials, Registration steps 6–7): POST with Token A, PUT/GET/DELETE
+        with the current token.
 
         On POST and PUT it reads the sender's versions and details with the token in the body before answering,
         then keeps that token for its own calls (``token_c``) and issues a fresh one for the sender (``token_b``).
@@ -272,7 +273,7 @@ class FakePartner:
         }
 
     async def register(self, session: aiohttp.ClientSession, hub_versions_url: str, token_a: str) -> dict[str, Any]:
-        """The credentials sender's side of registration (digest §6.3 steps 2–5, 8)."""
+        """The credentials sender's side of registration (OCPI 2.2.1 credentials, Registration steps 2–5, 8)."""
         auth = {"Authorization": ocpi_token(token_a)}
         async with session.get(hub_versions_url, headers=auth) as resp:
             versions = (await resp.json())["data"]

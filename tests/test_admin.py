@@ -1,4 +1,4 @@
-"""The operator's admin API (DESIGN §2): onboard platforms, inspect them, suspend, resume and offboard them,
+"""The operator's admin API (docs/architecture.md): onboard platforms, inspect them, suspend, resume and offboard them,
 with JSON errors, and never a token or token hash in what it shows."""
 
 from __future__ import annotations

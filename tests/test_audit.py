@@ -1,4 +1,4 @@
-"""Audit: every OCPI request the hub handles leaves exactly one record with the facts of DESIGN.md §6, and the
+"""Audit: every OCPI request the hub handles leaves exactly one record with the facts of docs/architecture.md, and the
 embedded store forgets records past the retention period.
 
 Records are read back through the store after ``audit.flush()``, which returns once everything added before it
@@ -21,8 +21,8 @@ from aiohttp import web
 import hub.app as hub_app
 from hub.audit import AuditQuery, AuditRecord
 from hub.context import HUB_KEY
-from hub.platform import utcnow
 from hub.store.sqlite import SqliteStore
+from routing.platform import utcnow
 from tests.conftest import HubHarness, cpo, emsp, hub_settings, start_hub, stop_hub
 from tests.partners import FakePartner, Party, Received, envelope, ocpi_token
 

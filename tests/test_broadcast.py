@@ -1,4 +1,4 @@
-"""Broadcast push (TO = the hub): the hub answers the sender itself, then fans the push out (DESIGN §4, digest §3.5).
+"""Broadcast push (TO = the hub): the hub answers the sender itself, then fans the push out (OCPI 2.2.1 Broadcast Push).
 
 A network of partners registered with a real hub: two CPOs, an eMSP that takes everything, an eMSP without the
 broadcast modules' RECEIVER interfaces, an eMSP that is down, an NSP (locations only), an OTHER party, a
@@ -62,7 +62,8 @@ async def eventually(check: Callable[[], bool], within: float = 10.0, what: str 
 
 
 def assert_ocpi_envelope(doc: Any, status_code: int) -> None:
-    """What the hub builds itself is a 2.2.1 response envelope (digest §2.4), keys as in the official examples."""
+    """What the hub builds itself is a 2.2.1 response envelope (OCPI 2.2.1 Response format), keys as in the official
+    examples."""
     assert isinstance(doc, dict), doc
     assert set(doc) <= {"data", "status_code", "status_message", "timestamp"}, doc
     assert doc["status_code"] == status_code and not isinstance(doc["status_code"], bool)
@@ -179,7 +180,7 @@ CASES = [
          query="type=RFID"),
     Case("emsp-patch-token", "emsp_a", "PATCH", "tokens", "DE/EMA/TOK1", raw({"valid": False, "last_updated": TS}),
          (("cpo_a", "CPA"), ("cpo_b", "CPB")), query="type=RFID"),
-    # OTHER's data goes to CPOs only, not to eMSPs (digest §3.5)
+    # OTHER's data goes to CPOs only, not to eMSPs (OCPI 2.2.1 Broadcast Push)
     Case("other-put-token", "other", "PUT", "tokens", "DE/OTH/TOK9", raw(OTHER_TOKEN),
          (("cpo_a", "CPA"), ("cpo_b", "CPB"))),
 ]
@@ -252,7 +253,7 @@ async def test_a_party_that_is_planned_on_a_connected_platform_gets_nothing(hub:
 
 
 async def test_a_receiver_that_answers_an_error_does_not_change_the_senders_answer(hub: HubHarness) -> None:
-    """Receiver errors never reach the sender (digest §3.5): it got 1000 before the fan-out ran anyway."""
+    """Receiver errors never reach the sender (OCPI 2.2.1 Broadcast Push): it got 1000 before the fan-out ran anyway."""
     net = await network(hub)
 
     async def refuse(request: web.Request, rec: Received) -> web.StreamResponse:
@@ -309,7 +310,7 @@ REFUSED = [
     ("cpo_a", "POST", "cdrs", "RECEIVER", "", "", CDR),
     ("emsp_a", "POST", "commands", "RECEIVER", "START_SESSION", "",
      {"response_url": "https://emsp.example/cb/1", "token": TOKEN, "location_id": "LOC1"}),
-    # DELETE is not a broadcast method (digest §3.5, §14 item 6: our decision)
+    # DELETE is not a broadcast method (OCPI 2.2.1 Broadcast Push; docs/ocpi-decisions.md item 6: our decision)
     ("cpo_a", "DELETE", "tariffs", "RECEIVER", "NL/CPA/T1", "", None),
 ]
 
@@ -346,7 +347,8 @@ async def test_a_broadcast_from_a_party_of_another_platform_or_with_a_foreign_pa
 async def test_a_party_with_several_roles_broadcasts_each_module_as_its_owner_and_is_reached_once(
     hub: HubHarness,
 ) -> None:
-    """One pair may hold several roles (digest §6.2): NL/ABC is CPO and eMSP, DE/XYZ is eMSP and NSP."""
+    """One pair may hold several roles (OCPI 2.2.1 credentials, Credentials object): NL/ABC is CPO and eMSP, DE/XYZ is
+    eMSP and NSP."""
     offered = {m: ("SENDER", "RECEIVER") for m in BROADCAST_MODULES}
     both = FakePartner(name="Both", parties=[Party("NL", "ABC", "CPO"), Party("NL", "ABC", "EMSP")], modules=offered)
     twice = FakePartner(name="Twice", parties=[Party("DE", "XYZ", "EMSP"), Party("DE", "XYZ", "NSP")],

@@ -1,4 +1,5 @@
-"""URL rewriting (DESIGN §4, digest §3.9): URLs one party hands another through the hub are replaced by unguessable
+"""URL rewriting (docs/ocpi-decisions.md, Callback URLs): URLs one party hands another through the hub are replaced by
+unguessable
 hub URLs that map back — command and charging-profile ``response_url`` (body and query), the CDR ``Location``
 header and pagination ``Link`` headers. A hub URL reaches the original URL with the owner's token and routing
 headers, only for the party it was issued to, only with its method, and only until it expires.

@@ -1,5 +1,5 @@
 """The ``ocpi-hub`` console script as an operator uses it: ``serve`` in a subprocess, then the admin commands
-against it, reading their JSON output, exit codes and error messages (DESIGN §1, §2)."""
+against it, reading their JSON output, exit codes and error messages (docs/architecture.md)."""
 
 from __future__ import annotations
 

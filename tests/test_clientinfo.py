@@ -1,6 +1,6 @@
-"""hubclientinfo (DESIGN §3, digest §7): the hub's SENDER list of the other parties' ClientInfo, pushes of every
+"""hubclientinfo (OCPI 2.2.1 hubclientinfo): the hub's SENDER list of the other parties' ClientInfo, pushes of every
 status change to platforms offering the RECEIVER interface, and the still-alive check that turns a silent,
-unreachable partner OFFLINE and back CONNECTED when it answers again (digest §3.12)."""
+unreachable partner OFFLINE and back CONNECTED when it answers again (docs/ocpi-decisions.md, Still-alive failure)."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def listener(name: str = "Listening CPO", pid: str = "LIS") -> FakePartner:
 
 
 def assert_client_info(doc: Any) -> None:
-    """A valid ClientInfo object (digest §7.1), nothing more and nothing less."""
+    """A valid ClientInfo object (OCPI 2.2.1 hubclientinfo, ClientInfo object), nothing more and nothing less."""
     assert isinstance(doc, dict), doc
     assert set(doc) == {"party_id", "country_code", "role", "status", "last_updated"}, doc
     assert re.fullmatch(r"[A-Z]{2}", doc["country_code"]) and re.fullmatch(r"[A-Z0-9]{3}", doc["party_id"]), doc

@@ -1,4 +1,5 @@
-"""The hub as credentials sender (digest §6.3, §6.4 "The hub registers with a party"): the operator hands the hub a
+"""The hub as credentials sender (OCPI 2.2.1 credentials, Registration "The hub registers with a party"): the operator
+hands the hub a
 partner's Token A and versions URL (``POST /admin/platforms/connect`` or ``ocpi-hub platforms connect``), and
 rotates any platform's tokens with a credentials PUT (``POST /admin/platforms/{id}/rotate`` or
 ``ocpi-hub platforms rotate``)."""

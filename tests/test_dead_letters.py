@@ -1,5 +1,5 @@
 """Broadcast fan-out delivery: retries of transient failures, dead letters, their admin API and CLI, and
-at-least-once delivery across a kill -9 of the hub (DESIGN §5, digest §14 item 1).
+at-least-once delivery across a kill -9 of the hub (docs/ocpi-decisions.md item 1).
 
 Retries follow routing/retry.py: transient failures (unreachable, timeout, 5xx) are retried with backoff (about
 1 s, then 2 s, ...) within ``broadcast_retry_window``; refusals (4xx, OCPI 2xxx) are dead letters at once.

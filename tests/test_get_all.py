@@ -1,5 +1,6 @@
 """GET All via the hub (TO = the hub, GET on a SENDER interface): answered from what was broadcast to the hub,
-merged over its owners, filtered by date and by what the caller may see, paginated by the hub (digest §3.7, §2.7).
+merged over its owners, filtered by date and by what the caller may see, paginated by the hub (OCPI 2.2.1 GET All via
+Hub; Pagination).
 """
 
 from __future__ import annotations
@@ -289,7 +290,7 @@ async def test_sessions_and_cdrs_are_not_served_by_get_all(hub: HubHarness) -> N
 
 
 async def test_direct_pushes_are_not_in_get_all(hub: HubHarness) -> None:
-    """A push addressed to one party is that party's business: the hub keeps no copy (digest §3.8)."""
+    """A push addressed to one party is that party's business: the hub keeps no copy (OCPI 2.2.1 Message Routing)."""
     cpo_a, _, emsp_a, emsp_b = await connect(hub)
     await push(hub, cpo_a, "PUT", "locations", "NL/CPA/LOC1", location("CPA", "LOC1", "2024-01-01T00:00:00Z"),
                to=emsp_a.party)

@@ -1,4 +1,4 @@
-"""/healthz, /readyz and /metrics of one in-process hub (DESIGN.md §1, §6).
+"""/healthz, /readyz and /metrics of one in-process hub (docs/architecture.md).
 
 None of them needs a token or shows party data; /metrics is Prometheus text whose request counters and
 latency histograms add up exactly to what the test sent.

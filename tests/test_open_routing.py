@@ -1,4 +1,5 @@
-"""Open routing (DESIGN §4, digest §3.6): requests without OCPI-to-* headers reach the party the hub learned from
+"""Open routing (OCPI 2.2.1 Open Routing Request): requests without OCPI-to-* headers reach the party the hub learned
+from
 earlier traffic — token owners for real-time authorization, location/session/reservation owners for commands and
 charging profiles, ``cdr_token`` for sessions and CDRs — and the receiver sees the TO headers the hub filled in.
 When the hub cannot decide it says why (4001), and a GET list without TO headers is refused (2001).
@@ -149,7 +150,7 @@ async def test_start_session_reaches_the_cpo_of_the_location(
 
 
 async def test_ids_are_matched_case_insensitively(hub: HubHarness, parties: tuple[FakePartner, ...]) -> None:
-    """Location ids and token uids are CiString: the hub finds them whatever their case (digest §2.5)."""
+    """Location ids and token uids are CiString: the hub finds them whatever their case (OCPI 2.2.1 types)."""
     cpa, _, ema, _ = parties
     status, _, doc = await cpa.call(hub.session, "PUT", "locations", "RECEIVER", "NL/CPA/Loc-Mixed", to=HUB,
                                     json=location(cpa.party, "Loc-Mixed"))

@@ -1,4 +1,4 @@
-"""Delivery order and isolation through the receivers' queues, end to end over HTTP (DESIGN §5).
+"""Delivery order and isolation through the receivers' queues, end to end over HTTP (docs/architecture.md).
 
 Messages about one object reach the receiver one at a time in the order the hub accepted them; different objects
 and different receivers do not wait for each other; a slow receiver only ever holds its own in-flight slots; and

@@ -23,10 +23,10 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from hub.platform import ConnectionStatus, Platform
-from hub.platform import Party as PlatformParty
 from hub.registry import PlatformRegistry
 from hub.store.sqlite import SqliteStore
+from routing.platform import ConnectionStatus, Platform
+from routing.platform import Party as PlatformParty
 from tests.conftest import ADMIN_TOKEN, REDIS_URL, cleanup_prefix, cpo, emsp, free_port, real_redis_available
 from tests.partners import FakePartner, ocpi_token
 

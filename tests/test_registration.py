@@ -1,5 +1,6 @@
 """Versions and credentials seen from outside: a partner registers with the hub (Token A → B → C), updates its
-credentials and unregisters, and every refusal carries the HTTP status and OCPI code the spec asks for (digest §2.2,
+credentials and unregisters, and every refusal carries the HTTP status and OCPI code the spec asks for (OCPI 2.2.1
+Authorization header,
 §4, §5, §6)."""
 
 from __future__ import annotations

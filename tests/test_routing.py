@@ -1,7 +1,9 @@
 """Direct requests through the hub, for every functional module, interface role and method OCPI allows.
 
-One table (digest §8): who calls, what, and what the receiver answers. Each row runs end to end over HTTP — a
-CPO, an eMSP and a bystander eMSP registered with a real hub — and checks DESIGN §4 "Direct request" from both
+One table (OCPI 2.2.1 module interfaces): who calls, what, and what the receiver answers. Each row runs end to end
+over HTTP — a
+CPO, an eMSP and a bystander eMSP registered with a real hub — and checks docs/architecture.md "Direct request" from
+both
 sides: the receiver gets the same method, path suffix under its own endpoint for that module and role, query
 and body bytes, unchanged routing headers, a new X-Request-ID, the same X-Correlation-ID and the hub's Token B;
 the caller gets the receiver's status, body bytes, routing and pagination headers, and its own X-Request-ID.
@@ -76,7 +78,7 @@ class Case:
     status: int = 200  # the receiver's answer
     answer: bytes = field(default_factory=answer)
     answer_headers: dict[str, str] = field(default_factory=dict)
-    # Callback URLs the hub may replace by its own (DESIGN §4 URL rewriting): compared without them.
+    # Callback URLs the hub may replace by its own (docs/architecture.md URL rewriting): compared without them.
     rewritable: tuple[str, ...] = ()
 
 
@@ -336,7 +338,8 @@ async def test_a_body_id_is_compared_with_the_decoded_path_id(hub: HubHarness) -
 
 
 async def test_routing_header_values_are_case_insensitive_and_forwarded_as_sent(hub: HubHarness) -> None:
-    """Party ids are CiString (digest §3.1): lower case routes like upper case, and reaches the receiver as is."""
+    """Party ids are CiString (OCPI 2.2.1 Routing headers): lower case routes like upper case, and reaches the
+    receiver as is."""
     alpha, beta, _ = await connect_all(hub)
     sent = {"OCPI-to-country-code": "de", "OCPI-to-party-id": "ema",
             "OCPI-from-country-code": "nl", "OCPI-from-party-id": "cpa"}
@@ -354,7 +357,8 @@ async def test_the_raw_token_is_accepted_like_the_base64_one(hub: HubHarness) ->
 
 
 async def test_a_party_of_a_multi_party_platform_is_reached_by_its_own_pair(hub: HubHarness) -> None:
-    """Addressing is by party (digest §3.1): the platform hosting two eMSPs is told which one is meant."""
+    """Addressing is by party (OCPI 2.2.1 Routing headers): the platform hosting two eMSPs is told which one is
+    meant."""
     alpha = cpo()
     duo = FakePartner(name="Duo", parties=[Party("DE", "EMA", "EMSP"), Party("BE", "EMZ", "EMSP")],
                       modules={m: ("SENDER", "RECEIVER") for m in ("locations", "tokens")})

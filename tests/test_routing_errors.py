@@ -1,4 +1,4 @@
-"""Every way a functional-module request can fail at the hub, end to end over HTTP (DESIGN §4, digest §3.10–3.11, §4).
+"""Every way a functional-module request can fail at the hub, end to end over HTTP (docs/ocpi-decisions.md–3.11, §4).
 
 Whatever went wrong, the caller gets an OCPI envelope (status_code, status_message, timestamp) with the documented
 HTTP status, its own X-Request-ID and X-Correlation-ID, and routing headers TO = requester, FROM = hub — never
@@ -109,7 +109,8 @@ async def test_a_request_without_a_known_token_is_401(hub: HubHarness, authoriza
 
 
 async def test_token_a_does_not_open_functional_modules(hub: HubHarness) -> None:
-    """Token A works on versions and credentials only (digest §2.2): refused before registration, dead after."""
+    """Token A works on versions and credentials only (OCPI 2.2.1 Authorization header): refused before registration,
+    dead after."""
     alpha = cpo()
     registered = await hub.connect(alpha)
     beta = emsp()
@@ -178,7 +179,8 @@ async def test_a_missing_or_half_from_pair_is_400_2001(hub: HubHarness, present:
     assert not beta.received
 
 
-# Client Owned Objects: path party = FROM, body party = path party, body id = path id (digest §2.8, §3.10).
+# Client Owned Objects: path party = FROM, body party = path party, body id = path id (OCPI 2.2.1 Client Owned
+# Objects; docs/ocpi-decisions.md).
 OWNERSHIP = [
     ("cpo", "PUT", "locations", "DE/EMA/LOC1", {**LOCATION, "country_code": "DE", "party_id": "EMA"}),
     ("cpo", "GET", "locations", "NL/CPB/LOC1", None),
@@ -398,7 +400,8 @@ async def test_a_method_ocpi_does_not_define_for_the_interface_is_405_and_not_fo
 
 
 async def test_the_receivers_own_errors_are_relayed_not_replaced(hub: HubHarness) -> None:
-    """2xxx/3xxx answers of the receiver reach the caller unchanged (digest §3.3 step 5), unlike hub errors."""
+    """2xxx/3xxx answers of the receiver reach the caller unchanged (OCPI 2.2.1 Message Routing step 5), unlike hub
+    errors."""
     alpha, beta = await pair(hub)
     body = b'{"status_code": 3001, "status_message": "eMSP backend down", "timestamp": "2024-01-01T00:00:00Z"}'
     beta.responder = _answer(503, body, "application/json")

@@ -24,9 +24,9 @@ from mongomock_motor import AsyncMongoMockClient
 from hub.audit import AuditQuery, AuditRecord, AuditRecordRejected, AuditWriter
 from hub.context import HUB_KEY
 from hub.logs import JsonFormatter
-from hub.platform import utcnow
 from hub.store.mongo import MongoStore
 from hub.store.sqlite import SqliteStore
+from routing.platform import utcnow
 from tests.conftest import HubHarness, cpo, emsp
 from tests.partners import FakePartner
 from tests.rawhttp import raw_request

@@ -18,8 +18,8 @@ import fakeredis
 import pytest
 from aiohttp import web
 
-from hub.platform import Platform, RateLimit
 from hub.ratelimit import RateLimits
+from routing.platform import Platform, RateLimit
 from tests.conftest import ADMIN_TOKEN, REDIS_URL, HubHarness, cleanup_prefix, cpo, emsp
 from tests.partners import FakePartner, Received, ocpi_token
 from tests.test_cli import cli

@@ -23,7 +23,6 @@ from mongomock_motor import AsyncMongoMockClient
 from pydantic import ValidationError
 
 from hub.context import HUB_KEY
-from hub.platform import Platform, utcnow
 from hub.sealing import KEY_FILE_NAME, Sealer, SecretKeyError, load_sealer
 from hub.settings import Settings
 from hub.store import HubStore, StoredObject, open_store
@@ -31,6 +30,7 @@ from hub.store.mongo import MongoStore
 from hub.store.names import PLATFORMS
 from hub.store.sqlite import SqliteStore
 from routing.open_routing import RouteHints
+from routing.platform import Platform, utcnow
 from tests.conftest import ADMIN_TOKEN, HubHarness, MakeHub, cpo, emsp, hub_settings, start_hub, stop_hub
 from tests.test_open_routing import HUB, received, token
 

@@ -14,7 +14,7 @@ import pytest
 
 from hub.audit import AuditQuery
 from hub.context import HUB_KEY
-from hub.platform import Platform, hash_token
+from routing.platform import Platform, hash_token
 from tests.conftest import HubHarness, MakeHub
 from tests.rawhttp import raw_request
 

@@ -21,7 +21,7 @@ import pytest
 
 from hub.app import LIVENESS_KEY
 from hub.context import HUB_KEY, Hub
-from hub.platform import ConnectionStatus
+from routing.platform import ConnectionStatus
 from tests.conftest import (
     ADMIN_TOKEN,
     REDIS_URL,

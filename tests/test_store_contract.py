@@ -19,12 +19,12 @@ from cryptography.fernet import Fernet
 from mongomock_motor import AsyncMongoMockClient
 
 from hub.audit import AuditQuery, AuditRecord
-from hub.platform import ConnectionStatus, Endpoint, Party, Platform, RateLimit, utcnow
 from hub.settings import Settings
 from hub.store import HubStore, PartyConflict, Store, StoredObject, open_store
 from hub.store.mongo import AUDIT_TTL_INDEX, MongoStore
 from hub.store.names import AUDIT, epoch_us
 from hub.store.sqlite import SqliteStore
+from routing.platform import ConnectionStatus, Endpoint, Party, Platform, RateLimit, utcnow
 
 MONGO_URL = os.environ.get("HUB_TEST_MONGO_URL")
 NEEDS_MONGO = pytest.mark.skipif(

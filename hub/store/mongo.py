@@ -28,7 +28,6 @@ from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 
 from hub.audit import AuditQuery, AuditRecord, AuditRecordRejected
-from hub.platform import Platform, party_key
 from hub.sealing import Sealer, process_sealer
 from hub.store.names import (
     AUDIT,
@@ -53,6 +52,7 @@ from hub.store.names import (
     resealed,
 )
 from hub.store.protocol import PartyConflict, StoredObject
+from routing.platform import Platform, party_key
 
 AUDIT_TTL_INDEX: Final = "audit_ttl"
 _DUPLICATE_KEY: Final = 11000

@@ -18,9 +18,9 @@ from typing import Any, Final
 import orjson
 
 from hub.audit import AuditRecord
-from hub.platform import ConnectionStatus, Endpoint, Party, Platform, RateLimit
 from hub.sealing import Sealer
 from hub.store.protocol import StoredObject
+from routing.platform import ConnectionStatus, Endpoint, Party, Platform, RateLimit
 
 PLATFORMS: Final = "platforms"
 PARTY_RESERVATIONS: Final = "party_reservations"

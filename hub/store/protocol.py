@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from hub.audit import AuditQuery, AuditRecord
-from hub.platform import Platform
 from hub.sealing import Sealer
+from routing.platform import Platform
 
 
 class PartyConflict(Exception):
@@ -67,7 +67,8 @@ class Store(Protocol):
 
 @dataclass
 class StoredObject:
-    """An object pushed to the hub itself (broadcast, TO = hub), kept to answer GET All (digest §3.5, §3.7)."""
+    """An object pushed to the hub itself (broadcast, TO = hub), kept to answer GET All (OCPI 2.2.1 Broadcast Push;
+    GET All via Hub)."""
 
     module: str  # locations | tariffs | tokens
     country_code: str  # owner
@@ -103,7 +104,7 @@ class ObjectStore(Protocol):
     ) -> tuple[list[StoredObject], int]:
         """A page ordered by created_at then key (stable while crawling), and the total matching the dates.
 
-        date_from is inclusive, date_to exclusive, both on last_updated (digest §2.7). limit <= 0 gives an
+        date_from is inclusive, date_to exclusive, both on last_updated (OCPI 2.2.1 Pagination). limit <= 0 gives an
         empty page with the total; a negative offset counts as 0.
         """
 

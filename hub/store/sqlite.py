@@ -23,7 +23,6 @@ import aiosqlite
 import orjson
 
 from hub.audit import AuditQuery, AuditRecord, AuditRecordRejected
-from hub.platform import Platform, party_key
 from hub.sealing import Sealer, process_sealer
 from hub.store.names import (
     AUDIT,
@@ -47,6 +46,7 @@ from hub.store.names import (
     resealed,
 )
 from hub.store.protocol import PartyConflict, StoredObject
+from routing.platform import Platform, party_key
 
 BUSY_TIMEOUT_MS: Final = 5000
 

@@ -36,7 +36,7 @@ def hash_token(token: str) -> str:
 
 
 def party_key(country_code: str, party_id: str) -> str:
-    """Routing key of a party; CiString values are compared upper-cased (digest §1)."""
+    """Routing key of a party; CiString values are compared upper-cased (OCPI 2.2.1 terminology)."""
     return f"{country_code.upper()}:{party_id.upper()}"
 
 

@@ -1,11 +1,12 @@
-"""The OCPI Authorization header: ``Token <base64(token)>``, the raw token tolerated (digest §2.2)."""
+"""The OCPI Authorization header: ``Token <base64(token)>``, the raw token tolerated (OCPI 2.2.1 Authorization
+header)."""
 
 from __future__ import annotations
 
 import base64
 import binascii
 
-from hub.ocpi.errors import Unauthorized
+from routing.ocpi.errors import Unauthorized
 
 
 def token_candidates(header: str | None) -> list[str]:

@@ -1,7 +1,8 @@
-"""Pydantic models of the OCPI objects the hub itself reads or writes (digest §5, §6, §7).
+"""Pydantic models of the OCPI objects the hub itself reads or writes (OCPI 2.2.1 version_information_endpoint,
+credentials, mod_hub_client_info).
 
 Objects the hub only routes (Locations, Sessions, ...) are never modelled: they pass through as bytes so
-``last_updated`` and unknown fields are untouched (digest §3.8).
+``last_updated`` and unknown fields are untouched (OCPI 2.2.1 Message Routing).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Any, Literal, TypeVar
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from hub.ocpi.errors import InvalidJson, InvalidParameters
+from routing.ocpi.errors import InvalidJson, InvalidParameters
 
 M = TypeVar("M", bound=BaseModel)
 

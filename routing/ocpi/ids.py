@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 from urllib.parse import unquote
 
-from hub.ocpi.errors import InvalidParameters
+from routing.ocpi.errors import InvalidParameters
 
 MAX_ID_LENGTH = 255
 # Still-encoded '.', '/' or '\' after one decoding: a receiver that decodes twice would see a dot segment or a

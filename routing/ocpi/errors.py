@@ -1,6 +1,6 @@
-"""OCPI errors as one exception family; one middleware turns them into the envelope (hub/ocpi/envelope.py).
+"""OCPI errors as one exception family; one middleware turns them into the envelope (hub/envelope.py).
 
-HTTP status of hub errors is our documented choice (DESIGN.md §4, digest §3.11):
+HTTP status of hub errors is our documented choice (OCPI 2.2.1 status_codes, Hub errors):
 4001 → 404, 4002 → 504, 4003 → 503, 4000 → 502.
 """
 
@@ -40,7 +40,7 @@ class NotEnoughInformation(OcpiError):
 
 
 class Unauthorized(OcpiError):
-    """HTTP 401: missing or unknown token, or Token A outside versions/credentials (digest §2.2)."""
+    """HTTP 401: missing or unknown token, or Token A outside versions/credentials (OCPI 2.2.1 Authorization header)."""
 
     status_code, http_status, default_message = 2000, 401, "Unauthorized"
 
@@ -56,7 +56,7 @@ class NotFound(OcpiError):
 
 
 class MethodNotAllowed(OcpiError):
-    """HTTP 405: credentials POST when registered, PUT/DELETE when not (digest §6.1)."""
+    """HTTP 405: credentials POST when registered, PUT/DELETE when not (OCPI 2.2.1 credentials, Interfaces)."""
 
     status_code, http_status, default_message = 2000, 405, "Method not allowed"
 

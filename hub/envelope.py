@@ -1,4 +1,4 @@
-"""The OCPI response envelope and the one middleware that maps every error onto it (digest §2.4)."""
+"""The OCPI response envelope and the one middleware that maps every error onto it (OCPI 2.2.1 Response format)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import orjson
 from aiohttp import web
 
 from hub.exchange import exchange_of, reply_headers
-from hub.ocpi.errors import InvalidParameters, OcpiError
+from routing.ocpi.errors import InvalidParameters, OcpiError
 
 log = logging.getLogger("hub.errors")
 
@@ -26,7 +26,7 @@ TRANSLATE_ERROR: web.AppKey[ErrorTranslator] = web.AppKey("translate_error")
 
 
 def ocpi_timestamp(when: datetime | None = None) -> str:
-    """OCPI DateTime: UTC, no offset, 'Z' designator (digest §2.5)."""
+    """OCPI DateTime: UTC, no offset, 'Z' designator (OCPI 2.2.1 types)."""
     when = when or datetime.now(UTC)
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 

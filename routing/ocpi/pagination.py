@@ -1,5 +1,5 @@
 """Pagination of lists the hub serves itself: date_from/date_to/offset/limit in, Link/X-Total-Count/X-Limit out
-(digest §2.7)."""
+(OCPI 2.2.1 Pagination)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import urlencode
 
-from hub.ocpi.errors import InvalidParameters
+from routing.ocpi.errors import InvalidParameters
 
 MAX_LIMIT = 100
 # Offsets past any real list are clamped: the page is empty either way, and the store's integers are 64-bit.

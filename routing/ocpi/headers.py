@@ -1,4 +1,4 @@
-"""Routing headers and unique message ids (digest §2.6, §3.1, §3.10)."""
+"""Routing headers and unique message ids (OCPI 2.2.1 Unique message IDs; Routing headers; docs/ocpi-decisions.md)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from hub.ocpi.errors import InvalidParameters
-from hub.ocpi.ids import MessageIds
-from hub.ocpi.ids import message_ids as checked_message_ids
+from routing.ocpi.errors import InvalidParameters
+from routing.ocpi.ids import MessageIds
+from routing.ocpi.ids import message_ids as checked_message_ids
 
 TO_CC, TO_PID = "OCPI-to-country-code", "OCPI-to-party-id"
 FROM_CC, FROM_PID = "OCPI-from-country-code", "OCPI-from-party-id"
@@ -65,7 +65,7 @@ def _pair(request: web.Request, cc_name: str, pid_name: str, what: str) -> Party
     if cc is None and pid is None:
         return None
     if not cc or not pid:
-        # OCPI: TO and FROM are used as pairs (digest §3.1)
+        # OCPI: TO and FROM are used as pairs (OCPI 2.2.1 Routing headers)
         raise InvalidParameters(f"{what} routing headers must come as a pair: {cc_name} and {pid_name}")
     if not _CC.match(cc) or not _PID.match(pid):
         raise InvalidParameters(f"invalid {what} party {cc}/{pid}: country code is 2 letters, party id 3 characters")
@@ -91,7 +91,7 @@ def claimed_from(request: web.Request) -> Party | None:
 
 
 def message_ids(request: web.Request) -> MessageIds:
-    """The caller's request and correlation ids, checked by the one id validator (``hub.ocpi.ids``): a missing
+    """The caller's request and correlation ids, checked by the one id validator (``routing.ocpi.ids``): a missing
     or invalid one is replaced by a new id, and an invalid one is reported for the handler to refuse."""
     headers = request.headers
     return checked_message_ids(headers.get(REQUEST_ID), headers.get(CORRELATION_ID), new_id)
