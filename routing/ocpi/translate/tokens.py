@@ -1,0 +1,3 @@
+"""Tokens between OCPI 2.1.1, 2.2.1 and 2.3.0 (docs/versions.md, "Tokens")."""
+
+from __future__ import annotations

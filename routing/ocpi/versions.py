@@ -1,0 +1,55 @@
+"""The OCPI versions the hub speaks, and what each of them has.
+
+Dependency-free facts the HTTP service and the routing core both need: which modules a version defines, which
+version two platforms share, and how a version encodes the ``Authorization`` header.
+"""
+
+from __future__ import annotations
+
+V211 = "2.1.1"
+V221 = "2.2.1"
+V230 = "2.3.0"
+SUPPORTED = (V230, V221, V211)  # newest first: a partner registers at the newest version both sides support
+
+# Functional modules per version (OCPI 2.1.1 version_information_endpoint; 2.2.1 and 2.3.0 ModuleID).
+# 2.3.0 adds Bookings (identifier printed "Booking", URLs "bookings": the hub accepts both spellings from
+# partners and advertises "bookings"), Payments and Invoice Reconciliation; 2.1.1 lacks chargingprofiles.
+MODULES_211 = ("cdrs", "commands", "locations", "sessions", "tariffs", "tokens")
+MODULES_221 = ("cdrs", "chargingprofiles", "commands", "locations", "sessions", "tariffs", "tokens")
+MODULES_230_ONLY = ("bookings", "invoicereconciliation", "payments")
+MODULES_230 = (*MODULES_221, *MODULES_230_ONLY)
+MODULES = {V211: MODULES_211, V221: MODULES_221, V230: MODULES_230}
+# Configuration modules the hub serves besides credentials: hubclientinfo exists from 2.2 on.
+HAS_HUBCLIENTINFO = frozenset({V221, V230})
+ALL_MODULES = MODULES_230  # every functional module the hub routes, in any version
+
+
+def modules_of(version: str) -> tuple[str, ...]:
+    return MODULES.get(version, MODULES_221)
+
+
+def has_module(version: str, module: str) -> bool:
+    return module in modules_of(version)
+
+
+def newest_common(offered: list[str] | tuple[str, ...]) -> str | None:
+    """The newest version in ``offered`` that the hub speaks too (unknown values, e.g. "2.2", are skipped)."""
+    for version in SUPPORTED:
+        if version in offered:
+            return version
+    return None
+
+
+def order(version: str) -> int:
+    """2.1.1 < 2.2.1 < 2.3.0; a version the hub does not speak sorts first."""
+    return SUPPORTED[::-1].index(version) if version in SUPPORTED else -1
+
+
+def token_encoding(version: str) -> str:
+    """OCPI 2.1.1 sends the raw token after ``Token ``; 2.2 and later Base64-encode it."""
+    return "raw" if version == V211 else "base64"
+
+
+def has_routing_headers(version: str) -> bool:
+    """2.1.1 knows neither the ``OCPI-to-*``/``OCPI-from-*`` headers nor ``X-Request-ID``/``X-Correlation-ID``."""
+    return version != V211
