@@ -49,6 +49,11 @@ class AuditRecord:
     response_size: int = 0
     body: dict[str, Any] | None = None  # only when HUB_AUDIT_BODIES is on, redacted
     actor: str | None = None  # admin actions: who ("admin@<address>", "unauthenticated@<address>")
+    ocpi_version: str | None = None  # the caller's OCPI version (its platform's)
+    receiver_version: str | None = None  # the receiver's, when the hub forwarded
+    # Set when the body was translated between versions: {"from", "to", "losses": [{field, rule, detail, step}]}
+    # (docs/versions.md, "Loss rules").
+    translation: dict[str, Any] | None = None
 
 
 @dataclass

@@ -27,6 +27,9 @@ class Exchange:
     ocpi_status: int | None = None  # what the hub answered, when it built the answer itself
     outcome: str | None = None
     request_json: Any = None  # the parsed body, kept for the audit only when HUB_AUDIT_BODIES is on
+    ocpi_version: str | None = None  # the caller's OCPI version
+    receiver_version: str | None = None
+    translation: dict[str, Any] | None = None  # the loss report of a translated body (docs/versions.md)
 
 
 EXCHANGE = web.RequestKey("exchange", Exchange)

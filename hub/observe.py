@@ -114,6 +114,9 @@ def _audit(hub: Hub, request: web.Request, ex: Exchange, response: web.StreamRes
         request_size=ex.request_size or request.content_length or 0,
         response_size=_body_size(response),
         body={"request": redact(ex.request_json)} if ex.request_json is not None else None,
+        ocpi_version=ex.ocpi_version,
+        receiver_version=ex.receiver_version,
+        translation=ex.translation,
     ))
 
 

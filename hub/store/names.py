@@ -37,7 +37,7 @@ _ONE_US: Final = timedelta(microseconds=1)
 _AUDIT_FIELD_ORDER: Final = tuple(f.name for f in dataclasses.fields(AuditRecord))
 AUDIT_FIELDS: Final = frozenset(_AUDIT_FIELD_ORDER)
 # Fields AuditQuery.extra may filter on by equality: scalars only; time has since/until.
-AUDIT_EXTRA_FIELDS: Final = AUDIT_FIELDS - {"time", "body"}
+AUDIT_EXTRA_FIELDS: Final = AUDIT_FIELDS - {"time", "body", "translation"}
 
 Scalar = str | int | float | bool | None
 
