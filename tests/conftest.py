@@ -194,3 +194,15 @@ async def make_hub(backend: str | None) -> AsyncIterator[MakeHub]:
             await stop_hub(h)
             if backend:
                 cleanup_prefix(h.settings.key_prefix)
+
+
+# The official OCPI example payloads (ocpi/ocpi, examples/<version>/), kept outside the repository beside it.
+OCPI_EXAMPLES = Path(__file__).resolve().parents[2] / "shared" / "ocpi" / "examples"
+
+
+def ocpi_examples(version: str) -> list[Path]:
+    """The official example files of one version, or a clean skip where they are not beside the repository."""
+    folder = OCPI_EXAMPLES / version
+    if not folder.is_dir():
+        pytest.skip(f"official OCPI {version} examples not found at {folder}")
+    return sorted(folder.glob("*.json"))
