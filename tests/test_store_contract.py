@@ -989,3 +989,34 @@ async def test_open_store_uses_mongo_when_url_set() -> None:
         await store.client.drop_database(db_name)
     finally:
         await store.close()
+
+
+async def test_stored_object_keeps_the_ocpi_version_it_is_written_in(store: HubStore) -> None:
+    await store.save_object(make_object("L211", ocpi_version="2.1.1"))
+    await store.save_object(make_object("L230", 1, ocpi_version="2.3.0"))
+    await store.save_object(make_object("L221", 2))
+    assert (await store.get_object("locations", "NL", "CPA", "L211")).ocpi_version == "2.1.1"  # type: ignore[union-attr]
+    items, _ = await store.list_objects("locations", date_from=None, date_to=None, offset=0, limit=10)
+    assert {o.object_id: o.ocpi_version for o in items} == {"L211": "2.1.1", "L230": "2.3.0", "L221": "2.2.1"}
+    await store.save_object(make_object("L211", 3, ocpi_version="2.2.1"))  # the owner moved to 2.2.1 and pushed it again
+    assert (await store.get_object("locations", "NL", "CPA", "L211")).ocpi_version == "2.2.1"  # type: ignore[union-attr]
+
+
+async def test_an_sqlite_store_from_before_version_bridging_reads_its_objects_as_2_2_1(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    async with aiosqlite.connect(path) as db:  # the objects table as it was created before the column existed
+        await db.executescript(
+            "CREATE TABLE objects (module TEXT NOT NULL, country_code TEXT NOT NULL, party_id TEXT NOT NULL, "
+            "object_id TEXT NOT NULL, created_at_us INTEGER NOT NULL, last_updated_us INTEGER NOT NULL, "
+            "data_json TEXT NOT NULL, PRIMARY KEY (module, country_code, party_id, object_id));"
+            "INSERT INTO objects VALUES ('tariffs', 'NL', 'CPA', 'T1', 0, 0, '{\"id\": \"T1\"}');")
+    store = SqliteStore(str(path))
+    await store.open()
+    try:
+        old = await store.get_object("tariffs", "NL", "CPA", "T1")
+        assert old is not None and old.ocpi_version == "2.2.1" and old.data == {"id": "T1"}
+        await store.save_object(make_object("L1", ocpi_version="2.1.1"))
+        new = await store.get_object("locations", "NL", "CPA", "L1")
+        assert new is not None and new.ocpi_version == "2.1.1"
+    finally:
+        await store.close()

@@ -238,6 +238,7 @@ def object_to_doc(obj: StoredObject) -> dict[str, Any]:
     _put_dt(doc, "last_updated", obj.last_updated)
     _put_dt(doc, "created_at", obj.created_at)
     doc["data_json"] = orjson.dumps(obj.data).decode()
+    doc["ocpi_version"] = obj.ocpi_version
     return doc
 
 
@@ -250,6 +251,7 @@ def object_from_doc(doc: dict[str, Any]) -> StoredObject:
         last_updated=_get_dt_required(doc, "last_updated"),
         data=orjson.loads(doc["data_json"]),
         created_at=_get_dt_required(doc, "created_at"),
+        ocpi_version=doc.get("ocpi_version") or "2.2.1",  # objects stored before versions were bridged
     )
 
 

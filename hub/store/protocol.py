@@ -76,6 +76,8 @@ class StoredObject:
     object_id: str  # opaque per module (tokens: "<uid>|<type>")
     last_updated: datetime  # the object's own last_updated, never changed by the hub
     data: dict[str, Any]  # the object as the owner pushed it, merged with later PATCHes
+    # The OCPI version ``data`` is written in (its owner's): GET All translates it for other versions.
+    ocpi_version: str = "2.2.1"
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))  # stable page order
 
 

@@ -116,6 +116,7 @@ CREATE TABLE IF NOT EXISTS {OBJECTS} (
     created_at_us INTEGER NOT NULL,
     last_updated_us INTEGER NOT NULL,
     data_json TEXT NOT NULL,
+    ocpi_version TEXT NOT NULL DEFAULT '2.2.1',
     PRIMARY KEY (module, country_code, party_id, object_id)
 );
 CREATE INDEX IF NOT EXISTS {OBJECTS}_page ON {OBJECTS} (module, {", ".join(OBJECT_ORDER)});
@@ -178,6 +179,7 @@ _OBJECT_COLUMNS: Final = (
     "created_at_us",
     "last_updated_us",
     "data_json",
+    "ocpi_version",
 )
 
 # created_at_us is left alone on conflict: the first save fixes an object's place in the crawl order.
@@ -185,11 +187,21 @@ _OBJECT_UPSERT: Final = (
     f"INSERT INTO {OBJECTS} ({', '.join(_OBJECT_COLUMNS)}) "
     f"VALUES ({', '.join('?' for _ in _OBJECT_COLUMNS)}) "
     "ON CONFLICT (module, country_code, party_id, object_id) DO UPDATE SET "
-    "last_updated_us = excluded.last_updated_us, data_json = excluded.data_json"
+    "last_updated_us = excluded.last_updated_us, data_json = excluded.data_json, "
+    "ocpi_version = excluded.ocpi_version"
 )
 
 _HINT_UPSERT: Final = _RowsInsert(ROUTE_HINTS, ("kind", "key", "party", "seen_us"),
                                   "ON CONFLICT (kind, key, party) DO UPDATE SET seen_us = excluded.seen_us")
+
+
+async def _migrate(db: aiosqlite.Connection) -> None:
+    """Columns added after a store was first created (``CREATE TABLE IF NOT EXISTS`` leaves old tables as they
+    are): objects stored before versions were bridged are 2.2.1."""
+    columns = {row[1] for row in await db.execute_fetchall(f"PRAGMA table_info({OBJECTS})")}
+    if "ocpi_version" not in columns:
+        await db.executescript(f"BEGIN IMMEDIATE;\nALTER TABLE {OBJECTS} ADD COLUMN ocpi_version TEXT NOT NULL "
+                               f"DEFAULT '2.2.1';\nCOMMIT;")
 
 
 def _dumps(value: Any) -> str:
@@ -299,6 +311,7 @@ class SqliteStore:
             # A multi-row upsert keeps a statement journal; in memory, not as a temp file per audit batch
             await db.execute_fetchall("PRAGMA temp_store = MEMORY")
             await db.executescript(f"BEGIN IMMEDIATE;\n{_SCHEMA}\nCOMMIT;")
+            await _migrate(db)
         except BaseException:
             await db.close()
             raise
