@@ -998,7 +998,8 @@ async def test_stored_object_keeps_the_ocpi_version_it_is_written_in(store: HubS
     assert (await store.get_object("locations", "NL", "CPA", "L211")).ocpi_version == "2.1.1"  # type: ignore[union-attr]
     items, _ = await store.list_objects("locations", date_from=None, date_to=None, offset=0, limit=10)
     assert {o.object_id: o.ocpi_version for o in items} == {"L211": "2.1.1", "L230": "2.3.0", "L221": "2.2.1"}
-    await store.save_object(make_object("L211", 3, ocpi_version="2.2.1"))  # the owner moved to 2.2.1 and pushed it again
+    # the owner moved to 2.2.1 and pushed it again
+    await store.save_object(make_object("L211", 3, ocpi_version="2.2.1"))
     assert (await store.get_object("locations", "NL", "CPA", "L211")).ocpi_version == "2.2.1"  # type: ignore[union-attr]
 
 
