@@ -137,6 +137,16 @@ class Metrics:
             "Tokens unknown to this process: looked up in the store, or refused from the unknown-token cache",
             ["source"], registry=r,
         )
+        self.translations = Counter(
+            "ocpi_hub_translations",
+            "Messages whose body or answer the hub translated between OCPI versions (docs/versions.md)",
+            ["module", "from_version", "to_version"], registry=r,
+        )
+        self.translation_losses = Counter(
+            "ocpi_hub_translation_losses",
+            "Values a translation between OCPI versions dropped, defaulted, derived or mapped, by rule",
+            ["module", "from_version", "to_version", "rule"], registry=r,
+        )
         # Labelled children by label values: .labels() takes a lock and builds keys on every call, and this
         # runs once per routed request. The label sets are bounded (modules, outcomes, platforms).
         self._children: dict[tuple[str, ...], Any] = {}
@@ -176,6 +186,11 @@ class Metrics:
         if child is None:
             child = self._children[key] = self.receiver_results.labels(receiver=receiver, result=result)
         child.inc()
+
+    def count_translation(self, module: str, source: str, target: str, rules: list[str]) -> None:
+        self.translations.labels(module=module, from_version=source, to_version=target).inc()
+        for rule in rules:
+            self.translation_losses.labels(module=module, from_version=source, to_version=target, rule=rule).inc()
 
     def count_admission_refused(self, limit: str) -> None:
         self.admission_refused.labels(limit=limit).inc()

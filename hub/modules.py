@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from urllib.parse import quote
+from typing import Any
+from urllib.parse import quote, unquote
 
+import orjson
 from aiohttp import web
 
 from hub.access import authenticate
@@ -18,6 +20,16 @@ from hub.context import Hub, hub_of
 from hub.envelope import envelope, ocpi_response
 from hub.exchange import EXCHANGE
 from hub.objects import forget_deleted, get_all, object_lock, store_push
+from routing.bridge import (
+    addressed_to_hub_211,
+    interface_role_211,
+    owner_from_path,
+    reply_kind,
+    report,
+    request_kind,
+    translate_body,
+    translate_reply,
+)
 from routing.broadcast import broadcast_role, check_broadcast, recipients
 from routing.ocpi.errors import InvalidParameters, MethodNotAllowed, NotFound, PartyNotAllowed, ReceiverNotConnected
 from routing.ocpi.headers import (
@@ -32,10 +44,12 @@ from routing.ocpi.headers import (
     routing_reply_headers,
 )
 from routing.ocpi.ids import check_path_tail
-from routing.ocpi.models import MODULES, parse_json
+from routing.ocpi.models import parse_json
 from routing.ocpi.pagination import page_headers, parse_page
+from routing.ocpi.translate import Context, Loss
+from routing.ocpi.versions import V211, V221, has_module
 from routing.open_routing import find_receiver, learn
-from routing.platform import ConnectionStatus
+from routing.platform import ConnectionStatus, Platform
 from routing.queue import Message
 from routing.rewrite import rearm_result_callback, rewrite_request, rewrite_response_headers
 from routing.router import (
@@ -53,15 +67,16 @@ ROLE_OF_PATH = {"sender": "SENDER", "receiver": "RECEIVER"}
 
 @admitted
 async def handle(request: web.Request) -> web.StreamResponse:
+    """OCPI 2.2.1 and 2.3.0: the interface role is in the path, the addresses in the routing headers."""
     hub = hub_of(request)
     ex = request[EXCHANGE]
+    version = request.match_info["version"]
     role = ROLE_OF_PATH[request.match_info["role"]]
     module = request.match_info["module"]
     ex.module, ex.interface_role = module, role
     hub_party = hub.party
     # Errors answer TO = the requester, FROM = the hub (OCPI 2.2.1 Routing headers), from the very first check on.
-    # Malformed
-    # routing headers are refused (400) only after authentication, as every other check of the request.
+    # Malformed routing headers are refused (400) only after authentication, as every other check of the request.
     routing: RoutingHeaders | None = None
     try:
         routing = parse_routing(request)
@@ -70,16 +85,58 @@ async def handle(request: web.Request) -> web.StreamResponse:
         bad_routing, requester = err, claimed_from(request)
     ex.reply_headers.update(routing_reply_headers(requester, hub_party))
     caller = await authenticate(request, hub, allow_token_a=False)  # first: an anonymous probe learns nothing
-    if module not in MODULES:
-        raise NotFound(f"unknown module '{module}'")
-    allowed = allowed_methods(module, role)
-    if request.method not in allowed:
-        ex.reply_headers["Allow"] = ", ".join(sorted(allowed))
-        raise MethodNotAllowed(f"{request.method} is not defined on the {module} {role} interface (OCPI 2.2.1)")
+    ex.ocpi_version = version
+    if not has_module(version, module):
+        raise NotFound(f"unknown module '{module}' in OCPI {version}")
+    _check_method(request, module, role, version)
     if ex.bad_ids is not None:  # replaced for the audit and this answer; never forwarded as a stand-in
         raise InvalidParameters(ex.bad_ids)
     if routing is None:
         raise bad_routing
+    tail = raw_tail(request, f"/ocpi/{version}/{request.match_info['role']}/{module}")
+    return await route(request, hub, caller.platform, version, module, role, routing, tail)
+
+
+@admitted
+async def handle_211(request: web.Request) -> web.StreamResponse:
+    """OCPI 2.1.1: one party per connection, no routing headers. The hub plays the interface the caller's role
+    talks to, FROM is the connection's party, and TO is the hub (broadcast, GET All) or found by content
+    (docs/versions.md, "Routing across versions")."""
+    hub = hub_of(request)
+    ex = request[EXCHANGE]
+    module = request.match_info["module"]
+    ex.module = module
+    caller = await authenticate(request, hub, allow_token_a=False)
+    ex.ocpi_version = V211
+    if not has_module(V211, module):
+        raise NotFound(f"unknown module '{module}' in OCPI 2.1.1")
+    parties = caller.platform.parties
+    if len(parties) != 1:
+        raise InvalidParameters("an OCPI 2.1.1 connection is one party; this platform has "
+                                f"{len(parties)}: use OCPI 2.2.1 or 2.3.0")
+    party = parties[0]
+    role = interface_role_211(party.role, module)
+    ex.interface_role = role
+    _check_method(request, module, role, V211)
+    tail = raw_tail(request, f"/ocpi/2.1.1/{module}")
+    segs = [unquote(x) for x in tail.split("/") if x] if tail else []
+    sender = Party(party.country_code, party.party_id)
+    to = hub.party if addressed_to_hub_211(party.role, module, role, request.method, segs) else None
+    return await route(request, hub, caller.platform, V211, module, role, RoutingHeaders(to=to, from_=sender), tail)
+
+
+def _check_method(request: web.Request, module: str, role: str, version: str) -> None:
+    allowed = allowed_methods(module, role)
+    if request.method not in allowed:
+        request[EXCHANGE].reply_headers["Allow"] = ", ".join(sorted(allowed))
+        raise MethodNotAllowed(f"{request.method} is not defined on the {module} {role} interface (OCPI {version})")
+
+
+async def route(request: web.Request, hub: Hub, platform: Platform, version: str, module: str, role: str,
+                routing: RoutingHeaders, tail: str) -> web.StreamResponse:
+    """Everything after the edge of one version: admission, body, checks, then broadcast, GET All or forward."""
+    ex = request[EXCHANGE]
+    hub_party = hub.party
     ex.from_party = routing.from_.key if routing.from_ else None
     ex.to_party = routing.to.key if routing.to else None
     # Admission (503 at once when full) before the body is read: the receiver's room too when TO names it.
@@ -90,11 +147,11 @@ async def handle(request: web.Request) -> web.StreamResponse:
     body = await ticket.read_body(request)
     ex.request_size = len(body)
     req = InboundRequest(
-        platform=caller.platform,
+        platform=platform,
         module=module,
         interface_role=role,
         method=request.method,
-        tail=raw_tail(request),
+        tail=tail,
         query=request.rel_url.raw_query_string,
         routing=routing,
         body=body,
@@ -102,84 +159,200 @@ async def handle(request: web.Request) -> web.StreamResponse:
     )
     if hub.settings.audit_bodies:
         ex.request_json = req.json_body
+    msg = Bridge(version, req)
+    if version == V211 and req.json_body is not None:
+        await msg.read_as_221(hub)  # the routing core reads 2.2.1: FROM/owner checks and routing keys as usual
     sender = check_sender(req)
     check_client_owned(req, sender)
     if routing.to == hub_party:
-        return await to_hub(request, hub, req, sender, hub_party)
-    # open routing: the hub finds the receiver from content it has seen (OCPI 2.2.1 Open Routing Request)
-    if routing.to is None:
+        return await to_hub(request, hub, req, sender, hub_party, msg)
+    if routing.to is None:  # open routing: the hub finds the receiver from content it has seen
         req.routing = RoutingHeaders(to=await find_receiver(req, hub.hints), from_=sender)
         ex.to_party = req.routing.to.key if req.routing.to else None
-    route = direct_route(req, hub.registry, sender)
-    ex.receiver_platform_id = route.receiver.id
-    ticket.bind(route.receiver.id)  # open routing: the receiver is known only now
+    route_ = direct_route(req, hub.registry, sender)
+    ex.receiver_platform_id = route_.receiver.id
+    ticket.bind(route_.receiver.id)  # open routing: the receiver is known only now
+    target = route_.receiver.version or V221
+    ex.receiver_version = target
+    out_body, out_json = msg.body_for(target, route_.to)
     rewritten = await rewrite_request(
-        hub.callbacks, module=module, interface_role=role, method=req.method, body=req.body,
-        json_body=req.json_body, query=req.query, requester=sender, requester_platform=caller.platform.id,
-        receiver=route.to,
+        hub.callbacks, module=module, interface_role=role, method=req.method, body=out_body,
+        json_body=out_json, query=req.query, requester=sender, requester_platform=platform.id,
+        receiver=route_.to,
     )
-    reply = await forward(request, hub, req, route.receiver.id, route.group, body=rewritten.body,
-                          query=rewritten.query)
+    # A 2.1.1 sender sends no routing headers: the hub sets both, so a 2.2.1 or 2.3.0 receiver knows the parties.
+    headers = routing_reply_headers(route_.to, sender) if version == V211 else None
+    reply = await forward(request, hub, req, route_.receiver.id, route_.group, body=rewritten.body,
+                          query=rewritten.query, routing=headers)
     if reply.hub_error is None and reply.status < 300:
         if req.method == "DELETE" and role == "RECEIVER" and reply.accepted:
             await forget_deleted(hub.store, module, req.segments)
-        await learn(req, hub.hints, route.to)
+        await learn(req, hub.hints, route_.to)
         await rearm_result_callback(hub.callbacks, rewritten.callback_id, reply.body)
         if "Link" in reply.headers or "Location" in reply.headers:  # most answers have neither
             reply.headers = await rewrite_response_headers(
                 hub.callbacks, reply.headers, module=module, interface_role=role, caller=sender,
-                receiver=route.to, receiver_platform=route.receiver.id,
+                receiver=route_.to, receiver_platform=route_.receiver.id,
             )
-    return relay(request, reply, answered_by=route.to)
+    if target != version and reply.hub_error is None:
+        reply.body = msg.reply_for(reply.body, target, route_.to)
+    msg.record(hub, ex)
+    return relay(request, reply, answered_by=route_.to)
 
 
-async def to_hub(request: web.Request, hub: Hub, req: InboundRequest, sender: Party, hub_party: Party) -> web.Response:
-    """TO = the hub: GET All on a SENDER interface, or a broadcast push (OCPI 2.2.1 Broadcast Push; GET All via Hub)."""
+class Bridge:
+    """One request across versions: its body as the sender wrote it, as 2.2.1 for the routing core (2.1.1
+    senders), and as each receiver's version needs it; the losses of every translation made."""
+
+    def __init__(self, version: str, req: InboundRequest) -> None:
+        self.version = version
+        self.req = req
+        self.original = req.json_body  # in the sender's version
+        self.kind = request_kind(req.module, req.interface_role, req.method, req.segments)
+        self.up: list[Loss] = []  # 2.1.1 -> 2.2.1, made once
+        self.reports: list[dict[str, Any]] = []
+        self._rules: list[tuple[str, str, list[str]]] = []
+
+    def _ctx(self, counterpart: Party | None) -> Context:
+        req = self.req
+        owner = owner_from_path(req.module, req.interface_role, req.segments)
+        if owner is None and req.routing.from_ is not None:
+            owner = (req.routing.from_.country_code, req.routing.from_.party_id)
+        return Context(owner=owner, partial=req.method == "PATCH",
+                       counterpart=(counterpart.country_code, counterpart.party_id) if counterpart else None)
+
+    async def read_as_221(self, hub: Hub) -> None:
+        """A 2.1.1 body in 2.2.1; a session or CDR names its token by ``auth_id`` only, so the eMSP that pushed
+        that token (learned from its token pushes) becomes the ``cdr_token`` owner."""
+        req = self.req
+        counterpart = None
+        body = self.original
+        if req.module in ("sessions", "cdrs") and isinstance(body, dict) and isinstance(body.get("auth_id"), str):
+            counterpart = await contract_owner(hub, body["auth_id"])
+        done = translate_body(self.kind, req.module, body, source=V211, target=V221, ctx=self._ctx(counterpart))
+        req.json_body, self.up = done.data, done.losses
+
+    def source(self) -> tuple[Any, str, list[Loss]]:
+        """What translations start from: the 2.2.1 reading of a 2.1.1 body, else the body as sent."""
+        if self.version == V211:
+            return self.req.json_body, V221, self.up
+        return self.original, self.version, []
+
+    def body_for(self, target: str, to: Party | None) -> tuple[bytes, Any]:
+        """The request body in ``target`` (bytes and decoded); the sender's bytes when the versions match."""
+        if target == self.version or self.original is None:
+            return self.req.body, self.original
+        data, version, losses = self.source()
+        if version != target:
+            done = translate_body(self.kind, self.req.module, data, source=version, target=target,
+                                  ctx=self._ctx(to))
+            data, losses = done.data, losses + done.losses
+        self._note(self.version, target, losses)
+        return orjson.dumps(data), data
+
+    def reply_for(self, body: bytes, target: str, to: Party) -> bytes:
+        """The receiver's answer (in ``target``) in the sender's version."""
+        req = self.req
+        kind = reply_kind(req.module, req.interface_role, req.method, req.segments)
+        # Objects an answer carries are the answering party's (a pulled Location) unless the path names the owner.
+        owner = owner_from_path(req.module, req.interface_role, req.segments) or (to.country_code, to.party_id)
+        sender = req.routing.from_
+        ctx = Context(owner=owner, counterpart=(sender.country_code, sender.party_id) if sender else None)
+        out, losses = translate_reply(body, kind, source=target, target=self.version, ctx=ctx)
+        if out is not body:
+            self._note(target, self.version, losses, what="reply")
+        return out
+
+    def _note(self, source: str, target: str, losses: list[Loss], what: str = "request") -> None:
+        self.reports.append({"of": what, **report(source, target, losses)})
+        self._rules.append((source, target, [loss.rule for loss in losses]))
+
+    def record(self, hub: Hub, ex: Any) -> None:
+        """Loss reports into the audit record, counts into the metrics."""
+        if not self.reports:
+            return
+        ex.translation = {"reports": self.reports}
+        for source, target, rules in self._rules:
+            hub.metrics.count_translation(self.req.module, source, target, rules)
+
+
+async def contract_owner(hub: Hub, contract_id: str) -> Party | None:
+    """The eMSP whose token carries this contract id (2.1.1 ``auth_id``), learned from its token pushes."""
+    parties = await hub.hints.find("contract", contract_id)
+    if len(parties) != 1:
+        return None
+    cc, _, pid = parties[0].partition(":")
+    return Party(cc, pid)
+
+
+async def to_hub(request: web.Request, hub: Hub, req: InboundRequest, sender: Party, hub_party: Party,
+                 msg: Bridge) -> web.Response:
+    """TO = the hub: GET All on a SENDER interface, or a broadcast push (OCPI 2.2.1 Broadcast Push; GET All via
+    Hub). Objects are stored as their owner wrote them; GET All and each fan-out give every party its version."""
     ex = request[EXCHANGE]
     # One pair may hold several roles (CPO and EMSP under one party id): all of them count.
     roles = [p.role for p in req.platform.parties if p.key == sender.key] or ["OTHER"]
     headers = {**ex.reply_headers, **routing_reply_headers(sender, hub_party)}
     if req.method == "GET" and req.interface_role == "SENDER" and not req.segments:
         page = parse_page(dict(request.query))
-        items, total = await get_all(hub.store, req.module, roles, page)
-        base = f"{hub.base_url}/sender/{req.module}"
+        items, total, losses = await get_all(hub.store, req.module, roles, page, version=msg.version)
+        base = (f"{hub.settings.public_url.rstrip('/')}/ocpi/2.1.1/{req.module}" if msg.version == V211
+                else f"{hub.settings.public_url.rstrip('/')}/ocpi/{msg.version}/sender/{req.module}")
         headers.update(page_headers(base, page, len(items), total))
         ex.outcome = "get_all"
+        if losses:
+            ex.translation = {"reports": [{"of": "get_all", "to": msg.version,
+                                           "losses": [loss.as_dict() for loss in losses]}]}
         return ocpi_response(items, headers=headers)
     check_broadcast(req.module, req.interface_role, req.method)
     targets = recipients(hub.registry.all(), req.platform, broadcast_role(roles, req.module), req.module)
     group = order_group(req, hub_party, sender)
     messages = []
+    bodies: dict[str, bytes | None] = {}  # per receiver version, translated once
+    refused: dict[str, str] = {}
     for target in targets:
+        version = target.platform.version or V221
+        if version not in bodies:
+            try:
+                bodies[version] = msg.body_for(version, None)[0]
+            except InvalidParameters as exc:  # this version cannot hold the object: its parties do not get it
+                bodies[version], refused[version] = None, exc.message
+        body = bodies[version]
+        if body is None:
+            continue
         to = Party(target.party.country_code, target.party.party_id)
         fwd = ForwardRequest(
             method=req.method, module=req.module, interface_role=req.interface_role, tail=req.tail,
-            query=req.query, body=req.body,
+            query=req.query, body=body,
             headers={**routing_reply_headers(to, hub_party), CORRELATION_ID: ex.correlation_id,
                      "Content-Type": "application/json"},
             receiver_revision=target.platform.revision,
         )
         messages.append(Message(receiver=target.platform.id, group=group or "", payload=fwd.encode(),
                                 kind="broadcast"))
+    for version, why in refused.items():
+        msg.reports.append({"of": "broadcast", "from": msg.version, "to": version, "not_sent": why})
     # Stored durably before the 1000: the hub's copy (GET All) and every fan-out message in Redis. One push of
     # an object at a time: concurrent EVSE pushes would otherwise overwrite each other's stored Location, and
     # the receivers could get the pushes in another order than the one the stored copy reflects.
     async with object_lock(hub.redis, hub.settings.key_prefix, req.module, req.segments, req.json_body, req.query):
-        await store_push(hub.store, req.module, req.method, req.segments, req.json_body, req.query)
+        await store_push(hub.store, req.module, req.method, req.segments, msg.original, req.query,
+                         version=msg.version)
         # All receivers at once: the enqueues share one Redis pipeline instead of a round trip each.
-        await asyncio.gather(*(hub.queue.enqueue(msg) for msg in messages))
+        await asyncio.gather(*(hub.queue.enqueue(m) for m in messages))
     await learn(req, hub.hints, None)
-    if targets:
+    if messages:
         hub.delivery.wake()
     ex.outcome = "broadcast"
-    return ocpi_response(message=f"accepted for {len(targets)} receivers", headers=headers)
+    msg.record(hub, ex)
+    note = "".join(f"; not sent to OCPI {v} parties: {why}" for v, why in refused.items())
+    return ocpi_response(message=f"accepted for {len(messages)} receivers{note}", headers=headers)
 
 
-def raw_tail(request: web.Request) -> str:
+def raw_tail(request: web.Request, prefix: str) -> str:
     """The path below the module base as sent: decoding it would let an encoded '/' or '?' inside an id change
     the path's shape at the receiver (ids are CiString, any printable ASCII). Ids a receiver could read as
     another path (dot segments, encoded '/') are refused here, before anything is forwarded or stored."""
-    prefix = f"/ocpi/2.2.1/{request.match_info['role']}/{request.match_info['module']}"
     raw = request.rel_url.raw_path
     if raw == prefix or raw.startswith(prefix + "/"):
         tail = raw[len(prefix):].strip("/")
@@ -281,14 +454,24 @@ async def handle_callback(request: web.Request) -> web.StreamResponse:
     if receiver is None or receiver.removed or receiver.status != ConnectionStatus.CONNECTED or party is None \
             or party.status != ConnectionStatus.CONNECTED:
         raise ReceiverNotConnected(f"party {to.country_code}/{to.party_id} is not connected")
+    # Each side in its own version: a 2.1.1 CPO's CommandResponse reaches a 2.2.1 eMSP as a CommandResult.
+    version, target = caller.platform.version or V221, receiver.version or V221
+    ex.ocpi_version, ex.receiver_version = version, target
+    msg = Bridge(version, req)
+    if version == V211 and req.json_body is not None and target != V211:
+        await msg.read_as_221(hub)
+    out_body = msg.body_for(target, to)[0] if target != version else body
     # TO = the party the URL belongs to, FROM = the party it was issued to, whatever the caller put there.
-    reply = await forward(request, hub, req, receiver.id, None, body=body, query="", url=cb.url,
+    reply = await forward(request, hub, req, receiver.id, None, body=out_body, query="", url=cb.url,
                           routing=routing_reply_headers(to, issued_to))
     if reply.hub_error is None and reply.status < 300:
         reply.headers = await rewrite_response_headers(
             hub.callbacks, reply.headers, module=cb.module, interface_role=cb.interface_role, caller=issued_to,
             receiver=to, receiver_platform=receiver.id,
         )
+    if target != version and reply.hub_error is None:
+        reply.body = msg.reply_for(reply.body, target, to)
+    msg.record(hub, ex)
     return relay(request, reply, answered_by=to)
 
 
@@ -299,7 +482,11 @@ def party_of(key: str) -> Party:
 
 def add_routes(app: web.Application) -> None:
     app.router.add_route("*", "/ocpi/2.2.1/callbacks/{id}", handle_callback)
+    version = r"{version:2\.2\.1|2\.3\.0}"
     for role in ROLE_OF_PATH:
-        app.router.add_route("*", f"/ocpi/2.2.1/{{role:{role}}}/{{module}}", handle)
+        app.router.add_route("*", f"/ocpi/{version}/{{role:{role}}}/{{module}}", handle)
         # [\s\S]*, not .*: a tail holding an encoded CR or LF reaches the handler, which refuses it (400/2001)
-        app.router.add_route("*", f"/ocpi/2.2.1/{{role:{role}}}/{{module}}/{{tail:[\\s\\S]*}}", handle)
+        app.router.add_route("*", f"/ocpi/{version}/{{role:{role}}}/{{module}}/{{tail:[\\s\\S]*}}", handle)
+    # OCPI 2.1.1: one URL per module (no interface role in it); credentials are routed before these.
+    app.router.add_route("*", "/ocpi/2.1.1/{module}", handle_211)
+    app.router.add_route("*", "/ocpi/2.1.1/{module}/{tail:[\\s\\S]*}", handle_211)

@@ -26,9 +26,16 @@ from hub.store.protocol import ObjectStore, StoredObject
 from routing import keys
 from routing.ocpi.errors import InvalidParameters, ServerError
 from routing.ocpi.pagination import Page, parse_datetime
+from routing.ocpi.translate import Context, Loss, Untranslatable, translate
+from routing.ocpi.translate import base as kinds
+from routing.ocpi.translate.base import DROPPED
+from routing.ocpi.versions import V221
 from routing.platform import utcnow
 
 GET_ALL_MODULES = frozenset({"locations", "tariffs", "tokens"})
+# The kind of object a push holds, by path depth ({country_code}/{party_id}/{id}[/{evse_uid}[/{connector_id}]]).
+_KIND_AT_DEPTH = {"locations": {3: kinds.LOCATION, 4: kinds.EVSE, 5: kinds.CONNECTOR},
+                  "tariffs": {3: kinds.TARIFF}, "tokens": {3: kinds.TOKEN}}
 # Who may see what through GET All: the same audience a broadcast of that data reaches.
 _VIEWERS = {
     "locations": frozenset({"EMSP", "NSP", "NAP", "OTHER"}),
@@ -108,13 +115,26 @@ def _apply_child(parent: dict[str, Any], field: str, key: str, child_id: str, bo
         parent[field].append(body)
 
 
-async def store_push(store: ObjectStore, module: str, method: str, segs: list[str], body: Any, query: str) -> None:
-    """Apply a broadcast PUT/PATCH to the hub's copy: object, EVSE or Connector level (Locations)."""
+async def store_push(store: ObjectStore, module: str, method: str, segs: list[str], body: Any, query: str, *,
+                     version: str = V221) -> None:
+    """Apply a broadcast PUT/PATCH to the hub's copy: object, EVSE or Connector level (Locations).
+
+    The copy is kept in its owner's version. A push in another version (the owner moved to a newer one) replaces
+    a whole object in that version, and is translated into the stored version when it changes only part of it.
+    """
     if not isinstance(body, dict):
         raise InvalidParameters(f"{method} {module} needs a JSON object body")
     cc, pid = segs[0].upper(), segs[1].upper()
     oid = object_id(module, segs, body, query)
     existing = await store.get_object(module, cc, pid, oid)
+    if existing is not None and existing.ocpi_version != version:
+        if len(segs) == 3 and method == "PUT":
+            existing = None
+        else:
+            kind = _KIND_AT_DEPTH[module][len(segs)]
+            body = translate(kind, body, source=version, target=existing.ocpi_version,
+                             ctx=Context(owner=(cc, pid), partial=method == "PATCH")).data
+            version = existing.ocpi_version
     if len(segs) == 3:
         if method == "PUT" or existing is None:
             if method != "PUT":
@@ -139,7 +159,7 @@ async def store_push(store: ObjectStore, module: str, method: str, segs: list[st
                                         or _last_updated(body) > _last_updated(data)):
             data["last_updated"] = pushed  # OCPI: a child's change bumps the parent's last_updated
     await store.save_object(StoredObject(module=module, country_code=cc, party_id=pid, object_id=oid,
-                                         last_updated=_last_updated(data), data=data))
+                                         last_updated=_last_updated(data), data=data, ocpi_version=version))
 
 
 async def forget_deleted(store: ObjectStore, module: str, segs: list[str]) -> None:
@@ -152,14 +172,32 @@ async def forget_deleted(store: ObjectStore, module: str, segs: list[str]) -> No
         await store.delete_object(module, segs[0], segs[1], segs[2])
 
 
-async def get_all(store: ObjectStore, module: str, viewer_roles: Iterable[str],
-                  page: Page) -> tuple[list[dict[str, Any]], int]:
-    """One page of the module's objects for a party holding ``viewer_roles`` (any one of them may suffice)."""
+async def get_all(store: ObjectStore, module: str, viewer_roles: Iterable[str], page: Page, *,
+                  version: str = V221) -> tuple[list[dict[str, Any]], int, list[Loss]]:
+    """One page of the module's objects for a party holding ``viewer_roles`` (any one of them may suffice), each
+    in the viewer's OCPI ``version``; an object that version cannot hold is left out and reported."""
     if module not in GET_ALL_MODULES:
         raise InvalidParameters(f"GET All is served for locations, tariffs and tokens; for {module} "
                                 "address the party concerned with OCPI-to-* headers")
     if _VIEWERS[module].isdisjoint(viewer_roles):
-        return [], 0
+        return [], 0, []
     items, total = await store.list_objects(module, date_from=page.date_from, date_to=page.date_to,
                                             offset=page.offset, limit=page.limit)
-    return [o.data for o in items], total
+    if all(o.ocpi_version == version for o in items):
+        return [o.data for o in items], total, []
+    out: list[dict[str, Any]] = []
+    losses: list[Loss] = []
+    for i, o in enumerate(items):
+        if o.ocpi_version == version:
+            out.append(o.data)
+            continue
+        try:
+            done = translate(_KIND_AT_DEPTH[module][3], o.data, source=o.ocpi_version, target=version,
+                             ctx=Context(owner=(o.country_code, o.party_id)))
+        except Untranslatable as exc:
+            losses.append(Loss(f"data[{i}]", DROPPED, f"left out of the page: {exc.message}",
+                               f"{o.ocpi_version}>{version}"))
+            continue
+        out.append(done.data)
+        losses.extend(Loss(f"data[{i}].{loss.path}", loss.rule, loss.detail, loss.step) for loss in done.losses)
+    return out, total, losses

@@ -29,6 +29,7 @@ from routing import keys
 from routing.ocpi.auth import authorization_header
 from routing.ocpi.errors import HubUnavailable
 from routing.ocpi.headers import REQUEST_ID, ROUTING_HEADERS, new_id
+from routing.ocpi.versions import V211, V221, token_encoding
 from routing.outbound import OutboundPolicy, host_of, refused_address
 from routing.platform import ConnectionStatus, Platform
 from routing.queue import DeliveryQueue, Message
@@ -71,8 +72,9 @@ def _endpoint_base(base: str) -> str:
 
 
 @functools.lru_cache(maxsize=1024)
-def _authorization(token: str) -> str:
-    return authorization_header(token)
+def _authorization(token: str, version: str | None) -> str:
+    """OCPI 2.1.1 receivers read the raw token; 2.2 and later Base64 (OCPI 2.2.1 Authorization header)."""
+    return authorization_header(token, token_encoding(version or V221))
 
 
 async def _read_at_most(resp: aiohttp.ClientResponse, limit: int) -> bytes | None:
@@ -302,7 +304,10 @@ class Delivery:
         if remaining < min(self.min_budget, self.forward_timeout):
             return hub_error_reply(4002, "request waited too long in the queue to be forwarded in time", "expired")
         headers = dict(fwd.headers)
-        headers["Authorization"] = _authorization(platform.outbound_token)
+        if platform.version == V211:  # OCPI 2.1.1 has no routing headers: the receiver is the connection's party
+            for name in ROUTING_HEADERS:
+                headers.pop(name, None)
+        headers["Authorization"] = _authorization(platform.outbound_token, platform.version)
         headers[REQUEST_ID] = new_id()  # OCPI: a hub sets a new request id, keeps the correlation id
         started = time.perf_counter()
         try:

@@ -1,7 +1,7 @@
 """Open routing (no TO headers): the hub finds the receiver from content it has seen (OCPI 2.2.1 Open Routing Request).
 
 Keys the hub learns from traffic passing through it (``learn``) and looks up (``find_receiver``):
-token uid+type → eMSP, location id → CPO, session id → CPO, session → eMSP, reservation id → CPO.
+token uid+type → eMSP, contract id → eMSP (for OCPI 2.1.1 ``auth_id``), location id → CPO, session id → CPO, session → eMSP, reservation id → CPO.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ class HintStore(Protocol):
 
 # Kinds whose key is personal data (a token uid): stored only as a keyed hash, so a leaked store does not
 # give them away; the hub can still look them up, hashing the uid it is asked about the same way.
-HASHED_KINDS = frozenset({"token"})
+HASHED_KINDS = frozenset({"token", "contract"})
 
 
 class RouteHints:
@@ -222,6 +222,8 @@ async def learn(req: InboundRequest, hints: RouteHints, to: Party | None) -> Non
         token_owner = f"{segs[0].upper()}:{segs[1].upper()}"
         if _is_token_owner(req, token_owner):
             await hints.add("token", token_key(segs[2], body.get("type") or _query_type(req.query)), token_owner)
+            if isinstance(body.get("contract_id"), str):  # OCPI 2.1.1 sessions and CDRs name only this (auth_id)
+                await hints.add("contract", body["contract_id"], token_owner)
     elif req.module == "locations" and len(segs) == 3:
         await hints.add("location", segs[2], f"{segs[0].upper()}:{segs[1].upper()}")
     elif req.module == "sessions" and len(segs) == 3:

@@ -17,6 +17,7 @@ from routing.ocpi.errors import (
     UnknownReceiver,
 )
 from routing.ocpi.headers import Party, RoutingHeaders
+from routing.ocpi.versions import V221, has_module
 from routing.platform import ConnectionStatus, Platform
 from routing.platform import Party as PlatformParty
 
@@ -49,6 +50,13 @@ ALLOWED_METHODS: dict[tuple[str, str], frozenset[str]] = {
     ("commands", "RECEIVER"): frozenset({"POST"}),
     ("chargingprofiles", "SENDER"): frozenset({"POST", "PUT"}),
     ("chargingprofiles", "RECEIVER"): frozenset({"GET", "PUT", "DELETE"}),
+    # OCPI 2.3.0 only: Bookings 1.1, Payments (terminals, financial advice confirmations), Invoice Reconciliation.
+    ("bookings", "SENDER"): frozenset({"GET", "POST", "PATCH"}),
+    ("bookings", "RECEIVER"): frozenset({"GET", "PUT", "PATCH"}),
+    ("payments", "SENDER"): frozenset({"GET", "POST", "PUT", "PATCH"}),
+    ("payments", "RECEIVER"): frozenset({"GET", "POST"}),
+    ("invoicereconciliation", "SENDER"): frozenset({"GET"}),
+    ("invoicereconciliation", "RECEIVER"): frozenset({"GET", "POST", "PUT", "DELETE"}),
 }
 
 
@@ -179,6 +187,10 @@ def direct_route(req: InboundRequest, directory: Directory, sender: Party) -> Ro
     for status in (receiver.status, party.status):
         if status != ConnectionStatus.CONNECTED:
             raise ReceiverNotConnected(f"party {to.country_code}/{to.party_id} is {status.value}")
+    version = receiver.version or V221
+    if not has_module(version, req.module):  # never sent to it (docs/versions.md)
+        raise UnknownReceiver(f"party {to.country_code}/{to.party_id} speaks OCPI {version}, which has no "
+                              f"{req.module} module")
     if receiver.endpoint_url(req.module, req.interface_role) is None:
         raise UnknownReceiver(
             f"party {to.country_code}/{to.party_id} does not offer the {req.module} {req.interface_role} interface"

@@ -1,0 +1,187 @@
+"""Version bridging of routed messages: which object a body holds, and that body in the receiver's version.
+
+Same version on both sides: nothing here runs, the bytes pass as they are. Otherwise the body is translated
+field by field (routing/ocpi/translate) and the losses of every step are returned for the audit record and the
+metrics (docs/versions.md). A 2.1.1 request is first read as 2.2.1, the routing core's own language: its
+routing keys (token owner, location id, ...) are then found exactly as for a 2.2.1 request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from routing.ocpi.errors import InvalidParameters
+from routing.ocpi.translate import Context, Loss, Untranslatable, translatable, translate
+from routing.ocpi.translate import base as kinds
+from routing.ocpi.versions import V211, V221, V230, has_module
+
+_COMMAND_KINDS = {"START_SESSION": kinds.START_SESSION, "STOP_SESSION": kinds.STOP_SESSION,
+                  "RESERVE_NOW": kinds.RESERVE_NOW, "CANCEL_RESERVATION": kinds.CANCEL_RESERVATION,
+                  "UNLOCK_CONNECTOR": kinds.UNLOCK_CONNECTOR}
+_OBJECT_KIND = {"sessions": kinds.SESSION, "cdrs": kinds.CDR, "tariffs": kinds.TARIFF, "tokens": kinds.TOKEN}
+_LOCATION_DEPTH = {0: kinds.LOCATION, 1: kinds.LOCATION, 2: kinds.EVSE, 3: kinds.CONNECTOR}
+# Modules whose objects are the same in 2.2.1 and 2.3.0 and have no 2.1.1 counterpart: passed as they are.
+UNCHANGED_221_230 = frozenset({"chargingprofiles", "hubclientinfo"})
+
+
+def request_kind(module: str, role: str, method: str, segs: list[str]) -> str | None:
+    """The kind of object a request body holds, or None when it carries none the hub translates."""
+    if module == "commands":
+        if role == "RECEIVER" and segs:
+            return _COMMAND_KINDS.get(segs[0].upper(), "Command:" + segs[0].upper())
+        return kinds.COMMAND_RESULT if role == "SENDER" else None
+    if module == "tokens" and role == "SENDER":
+        return kinds.LOCATION_REFERENCES if method == "POST" else None
+    if module == "sessions" and role == "SENDER" and len(segs) >= 2:
+        return kinds.CHARGING_PREFERENCES
+    if role != "RECEIVER" or method not in ("PUT", "PATCH", "POST"):
+        return None
+    if module == "locations":
+        return _LOCATION_DEPTH.get(max(len(segs) - 2, 0))
+    return _OBJECT_KIND.get(module)
+
+
+def reply_kind(module: str, role: str, method: str, segs: list[str]) -> str | None:
+    """The kind of object an answer's ``data`` holds (one object or a list of them), or None."""
+    if module == "commands" and role == "RECEIVER" and method == "POST":
+        return kinds.COMMAND_RESPONSE
+    if module == "tokens" and role == "SENDER" and method == "POST":
+        return kinds.AUTHORIZATION_INFO
+    if method != "GET":
+        return None
+    if module == "locations":
+        depth = len(segs) - 2 if role == "RECEIVER" else len(segs)
+        return _LOCATION_DEPTH.get(max(depth, 0))
+    return _OBJECT_KIND.get(module)
+
+
+def owner_from_path(module: str, role: str, segs: list[str]) -> tuple[str, str] | None:
+    """Client Owned Object paths name the owner: ``{country_code}/{party_id}/{id}`` (RECEIVER interfaces)."""
+    if role == "RECEIVER" and module in ("locations", "sessions", "tariffs", "tokens") and len(segs) >= 2:
+        return segs[0].upper(), segs[1].upper()
+    return None
+
+
+@dataclass
+class Bridged:
+    """A body in the receiver's version, and what that cost."""
+
+    data: Any
+    losses: list[Loss] = field(default_factory=list)
+
+    def encode(self) -> bytes:
+        return orjson.dumps(self.data)
+
+
+def check_module(module: str, version: str, who: str) -> None:
+    """Modules a version lacks are never sent to it (2.1.1: chargingprofiles, hubclientinfo; 2.2.1: the 2.3.0
+    modules): the sender learns why at once."""
+    if not has_module(version, module) and not (module == "hubclientinfo" and version != V211):
+        raise InvalidParameters(f"{who} speaks OCPI {version}, which has no {module} module")
+
+
+def translate_body(kind: str | None, module: str, data: Any, *, source: str, target: str,
+                   ctx: Context) -> Bridged:
+    """``data`` (a request body) from ``source`` to ``target``; Untranslatable (400/2001) when impossible."""
+    if source == target or data is None:
+        return Bridged(data)
+    if module in UNCHANGED_221_230 and {source, target} == {V221, V230}:
+        return Bridged(data)
+    if kind is None:
+        if module in UNCHANGED_221_230 or module not in ("locations", "sessions", "cdrs", "tariffs", "tokens",
+                                                          "commands"):
+            return Bridged(data)
+        raise InvalidParameters(f"this {module} request has a body the hub cannot carry from OCPI {source} to "
+                                f"{target}")
+    if not translatable(kind, source, target):
+        raise Untranslatable("body", f"{kind} does not exist in OCPI {target if source != V211 else source}",
+                             target)
+    done = translate(kind, data, source=source, target=target, ctx=ctx)
+    return Bridged(done.data, done.losses)
+
+
+def translate_reply(body: bytes, kind: str | None, *, source: str, target: str,
+                    ctx: Context) -> tuple[bytes, list[Loss]]:
+    """An answer's envelope with its ``data`` in ``target``; an object of a list that cannot be expressed there
+    is left out of the list and reported, an answer that is one such object becomes ``data: null`` (reported).
+    Answers without data, or not translatable as a whole, pass as they are."""
+    if source == target or kind is None or not translatable(kind, source, target):
+        return body, []
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body, []
+    if not isinstance(doc, dict) or doc.get("data") is None:
+        return body, []
+    data = doc["data"]
+    losses: list[Loss] = []
+    if isinstance(data, list):
+        out = []
+        for i, item in enumerate(data):
+            try:
+                done = translate(kind, item, source=source, target=target, ctx=ctx)
+            except Untranslatable as exc:
+                losses.append(Loss(f"data[{i}]", kinds.DROPPED, f"left out of the list: {exc.message}",
+                                   f"{source}>{target}"))
+                continue
+            out.append(done.data)
+            losses.extend(_under(f"data[{i}]", done.losses))
+        doc["data"] = out
+    else:
+        try:
+            done = translate(kind, data, source=source, target=target, ctx=ctx)
+            doc["data"] = done.data
+            losses.extend(_under("data", done.losses))
+        except Untranslatable as exc:
+            doc["data"] = None
+            losses.append(Loss("data", kinds.DROPPED, exc.message, f"{source}>{target}"))
+    return orjson.dumps(doc), losses
+
+
+def _under(prefix: str, losses: list[Loss]) -> list[Loss]:
+    return [Loss(f"{prefix}.{loss.path}" if loss.path else prefix, loss.rule, loss.detail, loss.step)
+            for loss in losses]
+
+
+def report(source: str, target: str, losses: list[Loss]) -> dict[str, Any]:
+    """The loss report as the audit record keeps it."""
+    return {"from": source, "to": target, "losses": [loss.as_dict() for loss in losses]}
+
+
+# -- OCPI 2.1.1 callers: one party, no routing headers -----------------------------------------------------------
+
+# The interface the hub plays for a 2.1.1 caller, by the caller's role: a CPO pushes its objects to the hub's
+# eMSP interface (RECEIVER) and pulls tokens from it (SENDER); an eMSP pulls from the hub's CPO interface
+# (SENDER) and pushes tokens and commands to it (RECEIVER). OCPI 2.1.1 mod_* "CPO Interface" / "eMSP Interface".
+_HUB_ROLE_211 = {
+    "CPO": {"locations": "RECEIVER", "sessions": "RECEIVER", "cdrs": "RECEIVER", "tariffs": "RECEIVER",
+            "tokens": "SENDER", "commands": "SENDER"},
+    "EMSP": {"locations": "SENDER", "sessions": "SENDER", "cdrs": "SENDER", "tariffs": "SENDER",
+             "tokens": "RECEIVER", "commands": "RECEIVER"},
+}
+# What a 2.1.1 party pushes to every counterpart (TO = the hub): the broadcast modules of its role.
+_BROADCAST_211 = {"CPO": frozenset({"locations", "tariffs"}), "EMSP": frozenset({"tokens"})}
+
+
+def interface_role_211(party_role: str, module: str) -> str:
+    roles = _HUB_ROLE_211.get(party_role)
+    if roles is None:
+        raise InvalidParameters(f"OCPI 2.1.1 connections are CPOs or eMSPs; this one is {party_role}")
+    role = roles.get(module)
+    if role is None:
+        raise InvalidParameters(f"OCPI 2.1.1 has no {module} module")
+    return role
+
+
+def addressed_to_hub_211(party_role: str, module: str, role: str, method: str, segs: list[str]) -> bool:
+    """TO for a 2.1.1 request: the hub for broadcast pushes and for list pulls (GET All); otherwise the hub finds
+    the receiver by content (open routing: token owner, location, session)."""
+    if role == "RECEIVER" and method in ("PUT", "PATCH") and module in _BROADCAST_211.get(party_role, ()):
+        return True
+    return role == "SENDER" and method == "GET" and not segs
+
+
+VERSIONS_BRIDGED = (V211, V221, V230)
