@@ -1,7 +1,8 @@
 """Open routing (no TO headers): the hub finds the receiver from content it has seen (OCPI 2.2.1 Open Routing Request).
 
 Keys the hub learns from traffic passing through it (``learn``) and looks up (``find_receiver``):
-token uid+type → eMSP, contract id → eMSP (for OCPI 2.1.1 ``auth_id``), location id → CPO, session id → CPO, session → eMSP, reservation id → CPO.
+token uid+type → eMSP, contract id → eMSP (for OCPI 2.1.1 ``auth_id``), location id → CPO, session id → CPO,
+session → eMSP, reservation id → CPO.
 """
 
 from __future__ import annotations
