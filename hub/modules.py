@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
 from urllib.parse import quote, unquote
 
-import orjson
 from aiohttp import web
 
 from hub.access import authenticate
 from hub.admission import admit, admitted
+from hub.bridging import Bridge
 from hub.context import Hub, hub_of
 from hub.envelope import envelope, ocpi_response
 from hub.exchange import EXCHANGE
@@ -23,12 +22,6 @@ from hub.objects import forget_deleted, get_all, object_lock, store_push
 from routing.bridge import (
     addressed_to_hub_211,
     interface_role_211,
-    owner_from_path,
-    reply_kind,
-    report,
-    request_kind,
-    translate_body,
-    translate_reply,
 )
 from routing.broadcast import broadcast_role, check_broadcast, recipients
 from routing.ocpi.errors import InvalidParameters, MethodNotAllowed, NotFound, PartyNotAllowed, ReceiverNotConnected
@@ -46,7 +39,6 @@ from routing.ocpi.headers import (
 from routing.ocpi.ids import check_path_tail
 from routing.ocpi.models import parse_json
 from routing.ocpi.pagination import page_headers, parse_page
-from routing.ocpi.translate import Context, Loss
 from routing.ocpi.versions import V211, V221, has_module
 from routing.open_routing import find_receiver, learn
 from routing.platform import ConnectionStatus, Platform
@@ -198,91 +190,6 @@ async def route(request: web.Request, hub: Hub, platform: Platform, version: str
         reply.body = msg.reply_for(reply.body, target, route_.to)
     msg.record(hub, ex)
     return relay(request, reply, answered_by=route_.to)
-
-
-class Bridge:
-    """One request across versions: its body as the sender wrote it, as 2.2.1 for the routing core (2.1.1
-    senders), and as each receiver's version needs it; the losses of every translation made."""
-
-    def __init__(self, version: str, req: InboundRequest) -> None:
-        self.version = version
-        self.req = req
-        self.original = req.json_body  # in the sender's version
-        self.kind = request_kind(req.module, req.interface_role, req.method, req.segments)
-        self.up: list[Loss] = []  # 2.1.1 -> 2.2.1, made once
-        self.reports: list[dict[str, Any]] = []
-        self._rules: list[tuple[str, str, list[str]]] = []
-
-    def _ctx(self, counterpart: Party | None) -> Context:
-        req = self.req
-        owner = owner_from_path(req.module, req.interface_role, req.segments)
-        if owner is None and req.routing.from_ is not None:
-            owner = (req.routing.from_.country_code, req.routing.from_.party_id)
-        return Context(owner=owner, partial=req.method == "PATCH",
-                       counterpart=(counterpart.country_code, counterpart.party_id) if counterpart else None)
-
-    async def read_as_221(self, hub: Hub) -> None:
-        """A 2.1.1 body in 2.2.1; a session or CDR names its token by ``auth_id`` only, so the eMSP that pushed
-        that token (learned from its token pushes) becomes the ``cdr_token`` owner."""
-        req = self.req
-        counterpart = None
-        body = self.original
-        if req.module in ("sessions", "cdrs") and isinstance(body, dict) and isinstance(body.get("auth_id"), str):
-            counterpart = await contract_owner(hub, body["auth_id"])
-        done = translate_body(self.kind, req.module, body, source=V211, target=V221, ctx=self._ctx(counterpart))
-        req.json_body, self.up = done.data, done.losses
-
-    def source(self) -> tuple[Any, str, list[Loss]]:
-        """What translations start from: the 2.2.1 reading of a 2.1.1 body, else the body as sent."""
-        if self.version == V211:
-            return self.req.json_body, V221, self.up
-        return self.original, self.version, []
-
-    def body_for(self, target: str, to: Party | None) -> tuple[bytes, Any]:
-        """The request body in ``target`` (bytes and decoded); the sender's bytes when the versions match."""
-        if target == self.version or self.original is None:
-            return self.req.body, self.original
-        data, version, losses = self.source()
-        if version != target:
-            done = translate_body(self.kind, self.req.module, data, source=version, target=target,
-                                  ctx=self._ctx(to))
-            data, losses = done.data, losses + done.losses
-        self._note(self.version, target, losses)
-        return orjson.dumps(data), data
-
-    def reply_for(self, body: bytes, target: str, to: Party) -> bytes:
-        """The receiver's answer (in ``target``) in the sender's version."""
-        req = self.req
-        kind = reply_kind(req.module, req.interface_role, req.method, req.segments)
-        # Objects an answer carries are the answering party's (a pulled Location) unless the path names the owner.
-        owner = owner_from_path(req.module, req.interface_role, req.segments) or (to.country_code, to.party_id)
-        sender = req.routing.from_
-        ctx = Context(owner=owner, counterpart=(sender.country_code, sender.party_id) if sender else None)
-        out, losses = translate_reply(body, kind, source=target, target=self.version, ctx=ctx)
-        if out is not body:
-            self._note(target, self.version, losses, what="reply")
-        return out
-
-    def _note(self, source: str, target: str, losses: list[Loss], what: str = "request") -> None:
-        self.reports.append({"of": what, **report(source, target, losses)})
-        self._rules.append((source, target, [loss.rule for loss in losses]))
-
-    def record(self, hub: Hub, ex: Any) -> None:
-        """Loss reports into the audit record, counts into the metrics."""
-        if not self.reports:
-            return
-        ex.translation = {"reports": self.reports}
-        for source, target, rules in self._rules:
-            hub.metrics.count_translation(self.req.module, source, target, rules)
-
-
-async def contract_owner(hub: Hub, contract_id: str) -> Party | None:
-    """The eMSP whose token carries this contract id (2.1.1 ``auth_id``), learned from its token pushes."""
-    parties = await hub.hints.find("contract", contract_id)
-    if len(parties) != 1:
-        return None
-    cc, _, pid = parties[0].partition(":")
-    return Party(cc, pid)
 
 
 async def to_hub(request: web.Request, hub: Hub, req: InboundRequest, sender: Party, hub_party: Party,
