@@ -16,7 +16,7 @@ import orjson
 from routing.ocpi.errors import InvalidParameters
 from routing.ocpi.translate import Context, Loss, Untranslatable, translatable, translate
 from routing.ocpi.translate import base as kinds
-from routing.ocpi.versions import V211, V221, V230, has_module
+from routing.ocpi.versions import V211, V221, V230
 
 _COMMAND_KINDS = {"START_SESSION": kinds.START_SESSION, "STOP_SESSION": kinds.STOP_SESSION,
                   "RESERVE_NOW": kinds.RESERVE_NOW, "CANCEL_RESERVATION": kinds.CANCEL_RESERVATION,
@@ -74,13 +74,6 @@ class Bridged:
 
     def encode(self) -> bytes:
         return orjson.dumps(self.data)
-
-
-def check_module(module: str, version: str, who: str) -> None:
-    """Modules a version lacks are never sent to it (2.1.1: chargingprofiles, hubclientinfo; 2.2.1: the 2.3.0
-    modules): the sender learns why at once."""
-    if not has_module(version, module) and not (module == "hubclientinfo" and version != V211):
-        raise InvalidParameters(f"{who} speaks OCPI {version}, which has no {module} module")
 
 
 def translate_body(kind: str | None, module: str, data: Any, *, source: str, target: str,
@@ -183,5 +176,3 @@ def addressed_to_hub_211(party_role: str, module: str, role: str, method: str, s
         return True
     return role == "SENDER" and method == "GET" and not segs
 
-
-VERSIONS_BRIDGED = (V211, V221, V230)
