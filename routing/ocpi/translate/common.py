@@ -118,7 +118,9 @@ def keep_known(values: Any, allowed: frozenset[str], path: str, report: Report, 
     for i, value in enumerate(values):
         sub = path_of(path, i)
         if value in allowed:
-            if value not in out:
+            if value in out:
+                report.add(sub, DROPPED, f"{enum} {value} is listed already (a value mapped onto it, or twice)")
+            else:
                 out.append(value)
         elif nearest and value in nearest:
             mapped = nearest[value]
