@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from routing.ocpi.translate.base import DERIVED, DROPPED, Report, path_of
+from routing.ocpi.translate.base import DERIVED, DROPPED, MAPPED, Report, path_of
 
 
 def number_to_price_221(value: Any) -> dict[str, Any]:
@@ -78,4 +78,58 @@ def price_limit_230_to_221(price: Any) -> Any:
     out = {"excl_vat": price.get("before_taxes")}
     if "after_taxes" in price:
         out["incl_vat"] = price["after_taxes"]
+    return out
+
+
+# Object shapes (Locations, Tariffs): the fields a version documents for each class, and closed enums.
+# ``Schema`` maps a class name to its fields; a field's value names the class of its value (an object, or a list
+# of objects) or is None (a scalar, a list of scalars, or an object the step drops as a whole).
+Schema = dict[str, dict[str, str | None]]
+
+
+def drop_undocumented(value: Any, schema: Schema, cls: str, path: str, report: Report, version: str) -> None:
+    """Removes, in place (callers pass their own copy), every field OCPI ``version`` does not define for ``cls``,
+    at any depth, and reports it: older versions do not accept fields they do not define."""
+    fields = schema.get(cls)
+    if fields is None:
+        return
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            drop_undocumented(item, schema, cls, path_of(path, i), report, version)
+        return
+    if not isinstance(value, dict):
+        return
+    for key in list(value):
+        sub = path_of(path, key)
+        if key not in fields:
+            del value[key]
+            report.add(sub, DROPPED, f"not a field of the OCPI {version} {cls} object")
+        elif fields[key] is not None:
+            drop_undocumented(value[key], schema, str(fields[key]), sub, report, version)
+
+
+def keep_known(values: Any, allowed: frozenset[str], path: str, report: Report, target: str, enum: str,
+               nearest: dict[str, str] | None = None) -> Any:
+    """A list of enum values with each value ``target`` lacks mapped to its ``nearest`` counterpart or dropped,
+    reported; a value mapped onto one already listed is dropped (no duplicates)."""
+    if not isinstance(values, list):
+        return values
+    out: list[Any] = []
+    for i, value in enumerate(values):
+        sub = path_of(path, i)
+        if value in allowed:
+            if value in out:
+                report.add(sub, DROPPED, f"{enum} {value} is listed already (a value mapped onto it, or twice)")
+            else:
+                out.append(value)
+        elif nearest and value in nearest:
+            mapped = nearest[value]
+            if mapped in out:
+                report.add(sub, DROPPED, f"{enum} {value} has no OCPI {target} counterpart; its nearest, {mapped}, "
+                                         "is already listed")
+            else:
+                out.append(mapped)
+                report.add(sub, MAPPED, f"{enum} {value} has no OCPI {target} counterpart: sent as {mapped}")
+        else:
+            report.add(sub, DROPPED, f"{enum} {value} has no OCPI {target} counterpart")
     return out
