@@ -8,6 +8,7 @@ after_taxes?}``.
 
 from __future__ import annotations
 
+from copy import deepcopy
 from typing import Any
 
 from routing.ocpi.translate.base import DERIVED, DROPPED, MAPPED, Report, path_of
@@ -133,3 +134,47 @@ def keep_known(values: Any, allowed: frozenset[str], path: str, report: Report, 
         else:
             report.add(sub, DROPPED, f"{enum} {value} has no OCPI {target} counterpart")
     return out
+
+
+# Documented fields: an object's field names, each mapped to the fields of its sub-object (or list of
+# sub-objects), or None for a value taken as a whole. ``prune`` keeps these and reports the rest.
+Fields = dict[str, "Fields | None"]
+
+DISPLAY_TEXT: Fields = {"language": None, "text": None}
+GEO_LOCATION: Fields = {"latitude": None, "longitude": None}
+PRICE_221: Fields = {"excl_vat": None, "incl_vat": None}
+PRICE_230: Fields = {"before_taxes": None,
+                     "taxes": {"name": None, "account_number": None, "percentage": None, "amount": None}}
+PRICE_LIMIT_230: Fields = {"before_taxes": None, "after_taxes": None}
+
+
+def prune(obj: Any, fields: Fields, path: str, report: Report, version: str) -> Any:
+    """A deep copy of ``obj`` holding only the fields OCPI ``version`` documents for it; every other field is
+    dropped and reported. 2.3.0 tolerates undocumented fields, older versions do not promise to: a step towards
+    2.2.1 or 2.1.1 prunes with the fields of the version it reads."""
+    if isinstance(obj, list):
+        return [prune(item, fields, path_of(path, i), report, version) for i, item in enumerate(obj)]
+    if not isinstance(obj, dict):
+        return obj
+    out: dict[str, Any] = {}
+    for key, value in obj.items():
+        if key not in fields:
+            report.add(path_of(path, key), DROPPED, f"not a documented field of OCPI {version}")
+            continue
+        sub = fields[key]
+        out[key] = deepcopy(value) if sub is None else prune(value, sub, path_of(path, key), report, version)
+    return out
+
+
+# TokenType (OCPI mod_tokens): 2.2.1 adds AD_HOC_USER and APP_USER, 2.3.0 adds EMAID and makes it an OpenEnum.
+TOKEN_TYPES_211 = frozenset({"OTHER", "RFID"})
+TOKEN_TYPES_221 = TOKEN_TYPES_211 | {"AD_HOC_USER", "APP_USER"}
+
+
+def token_type_to(value: Any, known: frozenset[str], version: str, path: str, report: Report) -> Any:
+    """A TokenType the target lacks (2.3.0 EMAID, an unknown OpenEnum value, 2.2.1 APP_USER/AD_HOC_USER towards
+    2.1.1) is sent as OTHER, the type every version keeps for "any other token"; the token's uid stays."""
+    if value is None or value in known:
+        return value
+    report.add(path, MAPPED, f"TokenType {value} does not exist in OCPI {version}: sent as OTHER")
+    return "OTHER"
