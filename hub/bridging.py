@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import parse_qs
 
 import orjson
 
@@ -12,6 +13,7 @@ from hub.context import Hub
 from routing.bridge import owner_from_path, reply_kind, report, request_kind, translate_body, translate_reply
 from routing.ocpi.headers import Party
 from routing.ocpi.translate import Context, Loss
+from routing.ocpi.translate.base import AUTHORIZATION_INFO
 from routing.ocpi.versions import V211, V221
 from routing.router import InboundRequest
 
@@ -74,6 +76,8 @@ class Bridge:
         owner = owner_from_path(req.module, req.interface_role, req.segments) or (to.country_code, to.party_id)
         sender = req.routing.from_
         ctx = Context(owner=owner, counterpart=(sender.country_code, sender.party_id) if sender else None)
+        if kind == AUTHORIZATION_INFO and target == V211 and req.segments:
+            body = with_authorized_token(body, req.segments[0], req.query)
         out, losses = translate_reply(body, kind, source=target, target=self.version, ctx=ctx)
         if out is not body:
             self._note(target, self.version, losses, what="reply")
@@ -99,3 +103,18 @@ async def contract_owner(hub: Hub, contract_id: str) -> Party | None:
         return None
     cc, _, pid = parties[0].partition(":")
     return Party(cc, pid)
+
+
+def with_authorized_token(body: bytes, uid: str, query: str) -> bytes:
+    """A 2.1.1 AuthorizationInfo names no token, which 2.2.1 requires: the uid and type the authorize URL named
+    go with it as ``token`` (the translator reports what it fills in, docs/versions.md "Tokens")."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body
+    data = doc.get("data") if isinstance(doc, dict) else None
+    if not isinstance(data, dict) or "token" in data:
+        return body
+    token_type = (parse_qs(query).get("type") or ["RFID"])[0]
+    doc["data"] = {**data, "token": {"uid": uid, "type": token_type}}
+    return orjson.dumps(doc)
