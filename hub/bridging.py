@@ -13,8 +13,9 @@ from hub.context import Hub
 from routing.bridge import owner_from_path, reply_kind, report, request_kind, translate_body, translate_reply
 from routing.ocpi.headers import Party
 from routing.ocpi.translate import Context, Loss
-from routing.ocpi.translate.base import AUTHORIZATION_INFO
+from routing.ocpi.translate.base import AUTHORIZATION_INFO, DEFAULTED
 from routing.ocpi.versions import V211, V221
+from routing.platform import utcnow
 from routing.router import InboundRequest
 
 
@@ -49,6 +50,12 @@ class Bridge:
             counterpart = await contract_owner(hub, body["auth_id"])
         done = translate_body(self.kind, req.module, body, source=V211, target=V221, ctx=self._ctx(counterpart))
         req.json_body, self.up = done.data, done.losses
+        if req.method == "PATCH" and isinstance(req.json_body, dict) and "last_updated" not in req.json_body:
+            # 2.2.1 requires last_updated in every PATCH, 2.1.1 does not: the time the hub received it, the least
+            # bad value (a hub must not change last_updated, but there is none to keep).
+            req.json_body = {**req.json_body, "last_updated": utcnow().strftime("%Y-%m-%dT%H:%M:%SZ")}
+            self.up.append(Loss("last_updated", DEFAULTED, "2.2.1 requires last_updated in a PATCH: the time the "
+                                "hub received it", f"{V211}>{V221}"))
 
     def source(self) -> tuple[Any, str, list[Loss]]:
         """What translations start from: the 2.2.1 reading of a 2.1.1 body, else the body as sent."""
