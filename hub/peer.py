@@ -64,17 +64,18 @@ async def _get_data(session: aiohttp.ClientSession, url: str, token: str, limit:
 
 async def read_versions(
     session: aiohttp.ClientSession, versions_url: str, token: str, limit: float, *, policy: OutboundPolicy,
-    field: str, encoding: str | None = None,
+    field: str, encoding: str = "base64",
 ) -> list[Version]:
-    """The partner's versions list. ``encoding`` None: the version is not known yet, so the token goes Base64
-    encoded (2.2 and later) and, if that is refused with 401, once more raw (how 2.1.1 sends it)."""
+    """The partner's versions list. The versions endpoint serves every version, so a partner may expect either
+    token encoding there: ``encoding`` first (the version's, when known), and after a 401 once more the other
+    (2.1.1 sends the token raw, 2.2 and later Base64-encoded)."""
     policy.check(versions_url, field)
     try:
-        data = await _get_data(session, versions_url, token, limit, encoding or "base64")
+        data = await _get_data(session, versions_url, token, limit, encoding)
     except _HttpRefused as exc:
-        if encoding is not None or exc.status != 401:
+        if exc.status != 401:
             raise
-        data = await _get_data(session, versions_url, token, limit, "raw")
+        data = await _get_data(session, versions_url, token, limit, "base64" if encoding == "raw" else "raw")
     if isinstance(data, dict) and isinstance(data.get("versions"), list):
         data = data["versions"]  # the 2.1.1 text shows the list inside a "versions" property; its example does not
     if not isinstance(data, list):
@@ -148,7 +149,7 @@ async def discover_endpoints(
     """Read the partner's versions and, in ``version`` (the newest common one when None), its endpoints; raise
     3001/3002/3003 as the spec says, 2001 for a refused URL. ``field`` names where ``versions_url`` came from."""
     offered = await read_versions(session, versions_url, token, limit, policy=policy, field=field,
-                                  encoding=encoding_of(version) if version is not None else None)
+                                  encoding=encoding_of(version) if version is not None else "base64")
     chosen = choose_version(offered, version)
     newest = newest_common([v.version for v in offered])
     if version is not None and newest is not None and order(newest) > order(version):
