@@ -117,6 +117,7 @@ class FakePartner:
     hub_callbacks: list[tuple[str, str, int]] = field(default_factory=list)  # (url, token, HTTP status) it made
     hub_credentials: dict[str, Any] | None = None  # the hub's credentials object as last received
     _runner: web.AppRunner | None = None
+    _serving_version: str = "2.2.1"  # version of the credentials call being answered
 
     @property
     def versions_url(self) -> str:
@@ -277,7 +278,8 @@ class FakePartner:
             message = "use PUT to update" if request.method == "POST" else "not registered: POST first"
             return web.json_response(envelope(status_code=2000, message=message), status=405)
         body = rec.json()
-        if not await self._read_sender(body["url"], body["token"], version):
+        self._serving_version = version
+        if not await self._read_sender(body["url"], body["token"]):
             return web.json_response(envelope(status_code=3001, message="unable to use the client's API"),
                                      status=400)
         self.hub_credentials = body
@@ -287,8 +289,10 @@ class FakePartner:
         self.connected_version = version
         return web.json_response(envelope(self.credentials(version=version)))
 
-    async def _read_sender(self, versions_url: str, token: str, version: str = "2.2.1") -> bool:
-        """GET the sender's versions and ``version`` details with the token it sent; remembers its endpoints."""
+    async def _read_sender(self, versions_url: str, token: str) -> bool:
+        """GET the sender's versions and its details, in the version whose credentials endpoint it called, with the
+        token it sent; remembers its endpoints."""
+        version = self._serving_version
         auth = {"Authorization": token_header(token, version)}
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
             async with session.get(versions_url, headers=auth) as resp:
