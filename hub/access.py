@@ -26,6 +26,8 @@ async def authenticate(request: web.Request, hub: Hub, *, allow_token_a: bool) -
     ex = exchange_of(request)
     if ex is not None:
         ex.platform_id = caller.platform.id
+        if ex.ocpi_version is None:  # the version the caller registered in (none yet on a Token A)
+            ex.ocpi_version = caller.platform.version
     if hub.on_seen is not None:
         hub.on_seen(caller.platform.id)  # any request counts as a sign of life (still-alive checks)
     try:

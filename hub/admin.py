@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from hub.admin_audit import MUTATING, FailedLogins, client_address, record_action
 from hub.audit import AUDIT_MODULES, OUTCOMES, AuditQuery, AuditRecord
-from hub.connect import connect, rotate
+from hub.connect import RoleRequired, connect, rotate
 from hub.context import HUB_KEY, Hub, hub_of
 from hub.envelope import Handler
 from hub.observe import outcome_of
@@ -355,12 +355,16 @@ class ConnectIn(BaseModel):
     name: str = Field(min_length=1, max_length=100)
     versions_url: str = Field(min_length=1, max_length=255)
     token_a: str = Field(min_length=1, max_length=64)
+    # The party role of a partner that speaks only OCPI 2.1.1 (its credentials carry none); unused otherwise.
+    role: str | None = Field(default=None, pattern=r"^(?i:CPO|EMSP)$")
 
 
 async def _connect_errors(coro: Any) -> Any:
     """A partner that fails the handshake is the operator's to hear about: 502 with the OCPI reason."""
     try:
         return await coro
+    except RoleRequired as exc:  # the operator's call lacks what a 2.1.1 partner needs
+        raise ClientError(exc.message, http_status=400) from None
     except OcpiError as exc:
         raise ClientError(f"partner handshake failed (OCPI {exc.status_code}): {exc.message}",
                           http_status=502) from None
@@ -379,7 +383,8 @@ async def connect_platform(request: web.Request) -> web.Response:
     # otherwise have the hub probe its own network).
     if (why := hub.outbound.refusal(body.versions_url)) is not None:
         return _error(400, f"versions_url refused: {why}")
-    platform = await _connect_errors(connect(hub, body.name, body.versions_url, body.token_a))
+    platform = await _connect_errors(connect(hub, body.name, body.versions_url, body.token_a,
+                                             body.role.upper() if body.role else None))
     return web.json_response(platform_view(hub, platform), status=201)
 
 

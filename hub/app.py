@@ -34,6 +34,7 @@ from hub.store.protocol import HubStore
 from routing import keys
 from routing.callbacks import Callbacks
 from routing.delivery import Delivery
+from routing.ocpi.versions import SUPPORTED
 from routing.open_routing import RouteHints
 from routing.outbound import OutboundPolicy
 from routing.platform import ConnectionStatus, Platform, RateLimit, utcnow
@@ -220,6 +221,12 @@ async def _refresh_gauges(hub: Hub) -> None:
                 counts["REMOVED" if p.removed else p.status.value] += 1
             for status, count in counts.items():  # set, never reset-and-count: a scrape sees no half state
                 m.platforms.labels(status=status).set(count)
+            versions = dict.fromkeys(SUPPORTED, 0)
+            for p in hub.registry.all():
+                if not p.removed and p.version is not None:
+                    versions[p.version] = versions.get(p.version, 0) + 1
+            for version, count in versions.items():
+                m.platforms_by_version.labels(version=version).set(count)
             stats = await hub.queue.stats()
             now = {s.receiver for s in stats}
             for s in stats:

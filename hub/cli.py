@@ -132,6 +132,9 @@ def add_admin_commands(sub: Any) -> None:
     con.add_argument("--name", required=True, help="the platform's display name")
     con.add_argument("--versions-url", required=True, help="the partner's OCPI versions URL")
     con.add_argument("--token-a", required=True, help="the Token A the partner issued to the hub")
+    con.add_argument("--role", choices=("CPO", "EMSP"), type=str.upper,
+                     help="the partner's party role; needed when it speaks only OCPI 2.1.1, whose credentials "
+                          "carry no role")
     sub.add_parser("queues", help="depth, in-flight and oldest message age per receiver")
     audit = sub.add_parser("audit", help="search the audit trail, newest first (one message across hops: "
                                          "--correlation-id)",
@@ -188,8 +191,9 @@ def run_admin(args: argparse.Namespace) -> int:
         elif args.command == "dead-letters":
             result = _dead_letters(settings, args)
         elif args.action == "connect":
+            body = {"name": args.name, "versions_url": args.versions_url, "token_a": args.token_a}
             result = call(settings, "POST", "/admin/platforms/connect",
-                          {"name": args.name, "versions_url": args.versions_url, "token_a": args.token_a})
+                          {**body, "role": args.role} if args.role else body)
         elif args.action == "add":
             result = call(settings, "POST", "/admin/platforms", {"name": args.name, "roles": args.role,
                                                                  "allowed_hosts": args.allowed_host})

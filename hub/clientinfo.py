@@ -1,9 +1,10 @@
 """hubclientinfo: the hub tells every connected platform the connection status of the other parties (OCPI 2.2.1
-hubclientinfo).
+and 2.3.0 hubclientinfo; 2.1.1 has no such module).
 
-- SENDER interface: ``GET /ocpi/2.2.1/hubclientinfo``, paginated and date-filtered, full-list semantics.
-- Pushes: every new or changed ClientInfo is PUT to each CONNECTED platform offering the RECEIVER interface
-  (through the delivery queue, with retries); a newly connected platform also receives all existing ones.
+- SENDER interface: ``GET /ocpi/{2.2.1,2.3.0}/hubclientinfo``, paginated and date-filtered, full-list semantics.
+- Pushes: every new or changed ClientInfo is PUT to each CONNECTED platform of a version with hubclientinfo that
+  offers the RECEIVER interface (through the delivery queue, with retries); a newly connected platform also
+  receives all existing ones. Parties of 2.1.1 platforms are listed like any other, but never pushed to.
 - Still-alive: a platform silent for ``HUB_ALIVE_INTERVAL`` seconds gets ``GET versions``; failure turns its
   parties OFFLINE, success after that CONNECTED again (PLANNED → CONNECTED ⇄ OFFLINE → SUSPENDED).
 """
@@ -28,6 +29,7 @@ from routing import keys
 from routing.ocpi.auth import authorization_header
 from routing.ocpi.headers import CORRELATION_ID, new_id
 from routing.ocpi.pagination import page_headers, parse_page
+from routing.ocpi.versions import HAS_HUBCLIENTINFO, V221, token_encoding
 from routing.platform import ConnectionStatus, Party, Platform, utcnow
 from routing.queue import Message
 from routing.tasks import stop_task
@@ -77,7 +79,8 @@ async def get_client_infos(request: web.Request) -> web.Response:
     ]
     chunk = rows[page.offset: page.offset + page.limit]
     headers = dict(reply_headers(request) or {})
-    headers.update(page_headers(f"{hub.base_url}/hubclientinfo", page, len(chunk), len(rows)))
+    headers.update(page_headers(f"{hub.version_url(request.path.split('/')[2])}/hubclientinfo", page, len(chunk),
+                                len(rows)))
     return ocpi_response([client_info(p) for p in chunk], headers=headers)
 
 
@@ -91,10 +94,15 @@ def _push_message(receiver: Platform, party: Party) -> Message:
     return Message(receiver=receiver.id, group=f"clientinfo:{party.key}", payload=fwd.encode(), kind="clientinfo")
 
 
+def _listens(platform: Platform) -> bool:
+    """Offers the hubclientinfo RECEIVER interface in a version that has the module (never 2.1.1)."""
+    return (platform.version or V221) in HAS_HUBCLIENTINFO and \
+        platform.endpoint_url("hubclientinfo", "RECEIVER") is not None
+
+
 def _listeners(hub: Hub) -> list[Platform]:
     return [p for p in hub.registry.all()
-            if not p.removed and p.status == ConnectionStatus.CONNECTED
-            and p.endpoint_url("hubclientinfo", "RECEIVER") is not None]
+            if not p.removed and p.status == ConnectionStatus.CONNECTED and _listens(p)]
 
 
 async def announce(hub: Hub, old: Platform | None, new: Platform) -> None:
@@ -105,7 +113,7 @@ async def announce(hub: Hub, old: Platform | None, new: Platform) -> None:
                 for party in changed]
     just_connected = new.status == ConnectionStatus.CONNECTED and (old is None or old.status != new.status
                                                                    or old.outbound_token != new.outbound_token)
-    if just_connected and new.endpoint_url("hubclientinfo", "RECEIVER") and not new.removed:
+    if just_connected and _listens(new) and not new.removed:
         messages += [_push_message(new, party) for _, party in _visible(hub, new)]
     # Enqueued together: the calls share one Redis pipeline (routing/batching.py) instead of a round trip each.
     await asyncio.gather(*(hub.queue.enqueue(msg) for msg in messages))
@@ -202,7 +210,9 @@ class Liveness:
             return False
         try:
             async with self.hub.session.get(
-                platform.versions_url, headers={"Authorization": authorization_header(platform.outbound_token)},
+                platform.versions_url,
+                headers={"Authorization": authorization_header(platform.outbound_token,
+                                                               token_encoding(platform.version or V221))},
                 timeout=aiohttp.ClientTimeout(total=self.hub.settings.registration_timeout), allow_redirects=False,
             ) as resp:
                 await resp.read()
@@ -213,4 +223,5 @@ class Liveness:
 
 def add_routes(app: web.Application) -> None:
     # Which platforms are talking reaches Liveness.seen through hub.on_seen, called by authenticate().
-    app.router.add_get("/ocpi/2.2.1/hubclientinfo", get_client_infos)
+    for version in sorted(HAS_HUBCLIENTINFO):
+        app.router.add_get(f"/ocpi/{version}/hubclientinfo", get_client_infos)

@@ -1,5 +1,9 @@
 """The hub as credentials *sender*: register with a partner that issued a Token A, and rotate tokens by PUT
-(OCPI 2.2.1 credentials, Registration "The hub registers with a party").
+(OCPI 2.1.1, 2.2.1 and 2.3.0 credentials, Registration "The hub registers with a party").
+
+The hub registers in the newest version both sides speak and talks to the partner in that version's shape
+(credentials object, Authorization header). A 2.1.1 partner's credentials carry no role: the operator names it
+(docs/versions.md, "Versions and registration").
 """
 
 from __future__ import annotations
@@ -12,21 +16,27 @@ from typing import Any
 import aiohttp
 
 from hub.context import Hub
-from hub.credentials import hub_credentials
-from hub.peer import discover_endpoints
+from hub.credentials_shapes import given_role, hub_credentials, read_partner_credentials
+from hub.peer import choose_version, discover_endpoints, read_endpoints, read_versions
 from hub.store.protocol import PartyConflict
 from routing.ocpi.auth import authorization_header
-from routing.ocpi.errors import OcpiError, UnableToUseClientApi
-from routing.ocpi.models import Credentials, parse_model
+from routing.ocpi.errors import InvalidParameters, OcpiError, UnableToUseClientApi
+from routing.ocpi.models import Credentials
+from routing.ocpi.versions import V211, V221, token_encoding
 from routing.platform import ConnectionStatus, Endpoint, Party, Platform, hash_token, new_token, party_key, utcnow
 
 log = logging.getLogger("hub.connect")
 
 
-async def _send_credentials(hub: Hub, method: str, url: str, token: str, body: dict[str, Any]) -> Credentials:
+class RoleRequired(InvalidParameters):
+    """The partner speaks only OCPI 2.1.1, whose credentials carry no role, and the operator named none."""
+
+
+async def _send_credentials(hub: Hub, method: str, url: str, token: str, body: dict[str, Any], version: str,
+                            role: str | None) -> Credentials:
     try:
         async with hub.session.request(
-            method, url, json=body, headers={"Authorization": authorization_header(token)},
+            method, url, json=body, headers={"Authorization": authorization_header(token, token_encoding(version))},
             timeout=aiohttp.ClientTimeout(total=hub.settings.registration_timeout * 3), allow_redirects=False,
         ) as resp:
             doc = await resp.json(content_type=None)
@@ -39,7 +49,8 @@ async def _send_credentials(hub: Hub, method: str, url: str, token: str, body: d
         message = doc.get("status_message") if isinstance(doc, dict) else None
         raise UnableToUseClientApi(f"{method} {url} answered HTTP {status}: {message or 'no OCPI success'}")
     try:
-        return parse_model(Credentials, doc.get("data"), "partner credentials")
+        return read_partner_credentials(version, doc.get("data"), lambda cc, pid: role or "",
+                                        "partner credentials")
     except OcpiError as exc:
         raise UnableToUseClientApi(exc.message) from None
 
@@ -58,22 +69,40 @@ def _parties(creds: Credentials) -> list[Party]:
             for r in creds.roles if r.role != "HUB"]
 
 
-async def connect(hub: Hub, name: str, versions_url: str, token_a: str) -> Platform:
-    """Register the hub with a partner. Its Token B is valid before the POST, since the partner calls back."""
-    endpoints = await discover_endpoints(hub.session, versions_url, token_a, hub.settings.registration_timeout,
-                                         policy=hub.outbound, field="versions_url")
+def _role_211(platform: Platform) -> str | None:
+    """The role of a 2.1.1 platform's one party (what its endpoints were read as)."""
+    return platform.parties[0].role if platform.version == V211 and platform.parties else None
+
+
+async def connect(hub: Hub, name: str, versions_url: str, token_a: str, role: str | None = None) -> Platform:
+    """Register the hub with a partner. Its Token B is valid before the POST, since the partner calls back.
+
+    ``role`` is the partner's party role, needed (and only used) when the newest common version is 2.1.1.
+    """
+    limit = hub.settings.registration_timeout
+    offered = await read_versions(hub.session, versions_url, token_a, limit, policy=hub.outbound,
+                                  field="versions_url")
+    chosen = choose_version(offered)
+    if chosen.version == V211:
+        if role is None:
+            raise RoleRequired("the partner speaks OCPI 2.1.1 only, whose credentials carry no role: "
+                               "give the role of its party (CPO or EMSP)")
+        role = given_role(role, "the partner")
+    endpoints = await read_endpoints(hub.session, chosen, token_a, limit, policy=hub.outbound,
+                                     party_role=role if chosen.version == V211 else None)
+    version = chosen.version
     token_b = new_token()
     platform = Platform(id=uuid.uuid4().hex[:12], name=name, inbound_token_hash=hash_token(token_b),
-                        versions_url=versions_url, version="2.2.1", endpoints=endpoints)
+                        versions_url=versions_url, version=version, endpoints=endpoints)
     await hub.registry.save(platform)
     creds: Credentials | None = None
     try:
         creds = await _send_credentials(hub, "POST", _credentials_url(platform), token_a,
-                                        hub_credentials(hub, token_b))
+                                        hub_credentials(hub, token_b, version, platform), version, role)
         if creds.url != versions_url:
-            endpoints = await discover_endpoints(hub.session, creds.url, creds.token,
-                                                 hub.settings.registration_timeout, policy=hub.outbound,
-                                                 field="partner credentials url")
+            endpoints = (await discover_endpoints(
+                hub.session, creds.url, creds.token, limit, policy=hub.outbound, field="partner credentials url",
+                version=version, party_role=role if version == V211 else None)).endpoints
         parties = _parties(creds)
         _check_parties(hub, platform, parties)
         done = copy.deepcopy(platform)
@@ -89,16 +118,17 @@ async def connect(hub: Hub, name: str, versions_url: str, token_a: str) -> Platf
         await hub.registry.save(failed)
         if creds is not None and isinstance(exc, Exception):
             # The partner registered us: undo that too, or it keeps a hub registration nobody can use.
-            await _unregister(hub, _credentials_url(platform), creds.token)
+            await _unregister(hub, _credentials_url(platform), creds.token, version)
         raise
+    log.info("platform %s connected in OCPI %s", done.id, version)
     return done
 
 
-async def _unregister(hub: Hub, url: str, token: str) -> None:
+async def _unregister(hub: Hub, url: str, token: str, version: str) -> None:
     """Best effort DELETE of our registration at a partner; a failure is logged, the caller's error stands."""
     try:
         async with hub.session.delete(
-            url, headers={"Authorization": authorization_header(token)},
+            url, headers={"Authorization": authorization_header(token, token_encoding(version))},
             timeout=aiohttp.ClientTimeout(total=hub.settings.registration_timeout), allow_redirects=False,
         ) as resp:
             await resp.read()
@@ -122,7 +152,7 @@ def _check_parties(hub: Hub, platform: Platform, parties: list[Party]) -> None:
 
 
 async def rotate(hub: Hub, platform: Platform) -> Platform:
-    """Credentials PUT from the hub: new token both ways, endpoints re-read.
+    """Credentials PUT from the hub, in the platform's version: new token both ways, endpoints re-read.
 
     During the PUT the new inbound token sits in the Token A slot, so the partner's callbacks (versions,
     details — all Token A may reach) work while the old token keeps serving traffic until the swap. Once the
@@ -132,12 +162,14 @@ async def rotate(hub: Hub, platform: Platform) -> Platform:
     if not platform.registered or not platform.outbound_token:
         raise UnableToUseClientApi("platform is not registered")
     url = _credentials_url(platform)
+    version, role = platform.version or V221, _role_211(platform)
     new_inbound = new_token()
     pending = _current(hub, platform)
     pending.token_a_hash = hash_token(new_inbound)
     await hub.registry.save(pending)
     try:
-        creds = await _send_credentials(hub, "PUT", url, platform.outbound_token, hub_credentials(hub, new_inbound))
+        creds = await _send_credentials(hub, "PUT", url, platform.outbound_token,
+                                        hub_credentials(hub, new_inbound, version, platform), version, role)
     except BaseException:
         restored = _current(hub, platform)
         restored.token_a_hash = platform.token_a_hash  # the offered token dies; the old ones keep working
@@ -145,8 +177,9 @@ async def rotate(hub: Hub, platform: Platform) -> Platform:
         raise
     endpoints: list[Endpoint] | None
     try:
-        endpoints = await discover_endpoints(hub.session, creds.url, creds.token, hub.settings.registration_timeout,
-                                             policy=hub.outbound, field="partner credentials url")
+        endpoints = (await discover_endpoints(
+            hub.session, creds.url, creds.token, hub.settings.registration_timeout, policy=hub.outbound,
+            field="partner credentials url", version=version, party_role=role)).endpoints
     except OcpiError as exc:
         log.warning("platform %s: tokens rotated, but its endpoints could not be re-read: %s", platform.id,
                     exc.message)

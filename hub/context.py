@@ -61,6 +61,10 @@ class Hub:
     def base_url(self) -> str:
         return self.settings.public_url.rstrip("/") + "/ocpi/2.2.1"
 
+    def version_url(self, version: str) -> str:
+        """The hub's version details URL of one OCPI version, the base of that version's endpoints."""
+        return f"{self.settings.public_url.rstrip('/')}/ocpi/{version}"
+
 
 HUB_KEY = web.AppKey("hub", Hub)
 

@@ -1,7 +1,10 @@
-"""Credentials module, hub as credentials receiver: register, update, read, unregister (OCPI 2.2.1 credentials).
+"""Credentials module, hub as credentials receiver: register, update, read, unregister (OCPI 2.1.1, 2.2.1 and
+2.3.0 credentials).
 
 Token A (issued by the operator) opens the door once: POST swaps it for Token C, after which A answers 401.
 Inbound tokens are stored hashed; the outbound token (the partner's Token B) is needed in clear to call it.
+The version of a registration is the version of the credentials endpoint called: POST registers in it, PUT moves
+the platform to it (docs/versions.md, "Versions and registration").
 """
 
 from __future__ import annotations
@@ -9,18 +12,19 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
-from typing import Any
 
 from aiohttp import web
 
 from hub.access import Caller, authenticate, reauthenticate
 from hub.context import Hub, hub_of
+from hub.credentials_shapes import hub_credentials, read_partner_credentials, reserved_role
 from hub.envelope import ocpi_response
-from hub.exchange import reply_headers
-from hub.peer import discover_endpoints
+from hub.exchange import exchange_of, reply_headers
+from hub.peer import Discovered, discover_endpoints
 from routing.ocpi.errors import MethodNotAllowed, PartyNotAllowed
-from routing.ocpi.models import Credentials, CredentialsRole, parse_json, parse_model
-from routing.platform import ConnectionStatus, Endpoint, Platform, hash_token, new_token, utcnow
+from routing.ocpi.models import Credentials, CredentialsRole, parse_json
+from routing.ocpi.versions import SUPPORTED, V211
+from routing.platform import ConnectionStatus, Platform, hash_token, new_token, utcnow
 
 log = logging.getLogger("hub.credentials")
 
@@ -29,23 +33,13 @@ log = logging.getLogger("hub.credentials")
 _LOCKS = web.AppKey("credentials_locks", dict[str, asyncio.Lock])
 
 
-def hub_credentials(hub: Hub, token: str) -> dict[str, Any]:
-    """OCPI 2.2.1: a hub reports only itself, with role HUB (OCPI 2.2.1 credentials, Credentials object)."""
-    s = hub.settings
-    return {
-        "token": token,
-        "url": hub.versions_url,
-        "roles": [{
-            "role": "HUB",
-            "business_details": {"name": s.hub_name},
-            "party_id": s.hub_party_id,
-            "country_code": s.hub_country_code,
-        }],
-    }
+def _version(request: web.Request) -> str:
+    """The OCPI version whose credentials endpoint was called (the routes exist for SUPPORTED only)."""
+    return request.path.split("/")[2]
 
 
-async def _read_credentials(request: web.Request) -> Credentials:
-    return parse_model(Credentials, parse_json(await request.read()), "credentials")
+async def _read_credentials(request: web.Request, caller: Caller, version: str) -> Credentials:
+    return read_partner_credentials(version, parse_json(await request.read()), reserved_role(caller.platform))
 
 
 def _check_roles(platform: Platform, creds: Credentials) -> None:
@@ -57,20 +51,26 @@ def _check_roles(platform: Platform, creds: Credentials) -> None:
         raise PartyNotAllowed("roles not reserved for this platform by the hub operator: " + ", ".join(refused))
 
 
-async def _apply(request: web.Request, hub: Hub, caller: Caller, creds: Credentials) -> str:
-    """Read the partner's endpoints with its new token, then issue a fresh inbound token.
+async def _apply(request: web.Request, hub: Hub, caller: Caller, creds: Credentials, version: str) -> Caller:
+    """Read the partner's endpoints in ``version`` with its new token, then issue a fresh inbound token.
 
     The callbacks take seconds: the platform is read again afterwards, so an operator's suspend or remove (or a
     concurrent registration that already used the token) wins instead of being overwritten by a stale copy.
+    Returns the caller with its new token and the platform as saved.
     """
     async with request.app[_LOCKS].setdefault(caller.platform.id, asyncio.Lock()):
-        endpoints = await discover_endpoints(hub.session, creds.url, creds.token, hub.settings.registration_timeout,
-                                             policy=hub.outbound)
+        found = await discover_endpoints(hub.session, creds.url, creds.token, hub.settings.registration_timeout,
+                                         policy=hub.outbound, version=version,
+                                         party_role=creds.roles[0].role if version == V211 else None)
         caller = await reauthenticate(hub, caller)
-        return await _save_registration(hub, caller, creds, endpoints)
+        platform, token_c = await _save_registration(hub, caller, creds, found)
+    ex = exchange_of(request)
+    if ex is not None:
+        ex.ocpi_version = platform.version
+    return Caller(platform=platform, token=token_c, is_token_a=False)
 
 
-async def _save_registration(hub: Hub, caller: Caller, creds: Credentials, endpoints: list[Endpoint]) -> str:
+async def _save_registration(hub: Hub, caller: Caller, creds: Credentials, found: Discovered) -> tuple[Platform, str]:
     platform = copy.deepcopy(caller.platform)  # the registry's copy changes only once the store has the new state
     token_c = new_token()
     now = utcnow()
@@ -83,22 +83,25 @@ async def _save_registration(hub: Hub, caller: Caller, creds: Credentials, endpo
         # Only parties the partner claims carry business details; admin resume relies on that.
         party.business_details = role.business_details.model_dump(exclude_none=True) if role is not None else None
         party.last_updated = now
-    platform.endpoints = endpoints
+    if caller.platform.version not in (None, found.version):
+        log.info("platform %s moves from OCPI %s to %s", platform.id, caller.platform.version, found.version)
+    platform.endpoints = found.endpoints
     platform.versions_url = creds.url
-    platform.version = "2.2.1"
+    platform.version = found.version
     platform.outbound_token = creds.token
     platform.inbound_token_hash = hash_token(token_c)
     platform.token_a_hash = None  # OCPI: returning Token C invalidates Token A
     platform.status = ConnectionStatus.CONNECTED
     platform.updated_at = platform.last_seen = now
     await hub.registry.save(platform)
-    return token_c
+    return platform, token_c
 
 
 async def get_credentials(request: web.Request) -> web.Response:
     hub = hub_of(request)
     caller = await authenticate(request, hub, allow_token_a=True)
-    return ocpi_response(hub_credentials(hub, caller.token), headers=reply_headers(request))
+    body = hub_credentials(hub, caller.token, _version(request), caller.platform)
+    return ocpi_response(body, headers=reply_headers(request))
 
 
 async def post_credentials(request: web.Request) -> web.Response:
@@ -107,30 +110,32 @@ async def post_credentials(request: web.Request) -> web.Response:
     if not caller.is_token_a:
         _count(hub, "register", "refused")
         raise MethodNotAllowed("already registered: use PUT to update credentials")
-    creds = await _read_credentials(request)
+    version = _version(request)
+    creds = await _read_credentials(request, caller, version)
     _check_roles(caller.platform, creds)
     try:
-        token_c = await _apply(request, hub, caller, creds)
+        done = await _apply(request, hub, caller, creds, version)
     except Exception:
         _count(hub, "register", "failed")
         raise
     _count(hub, "register", "ok")
-    log.info("platform %s registered", caller.platform.id)
-    return ocpi_response(hub_credentials(hub, token_c), headers=reply_headers(request))
+    log.info("platform %s registered in OCPI %s", caller.platform.id, version)
+    return ocpi_response(hub_credentials(hub, done.token, version, done.platform), headers=reply_headers(request))
 
 
 async def put_credentials(request: web.Request) -> web.Response:
     hub = hub_of(request)
     caller = await _registered(request, hub, "update")
-    creds = await _read_credentials(request)
+    version = _version(request)
+    creds = await _read_credentials(request, caller, version)
     _check_roles(caller.platform, creds)
     try:
-        token_c = await _apply(request, hub, caller, creds)
+        done = await _apply(request, hub, caller, creds, version)
     except Exception:
         _count(hub, "update", "failed")
         raise
     _count(hub, "update", "ok")
-    return ocpi_response(hub_credentials(hub, token_c), headers=reply_headers(request))
+    return ocpi_response(hub_credentials(hub, done.token, version, done.platform), headers=reply_headers(request))
 
 
 async def delete_credentials(request: web.Request) -> web.Response:
@@ -164,7 +169,8 @@ def _count(hub: Hub, action: str, result: str) -> None:
 
 def add_routes(app: web.Application) -> None:
     app[_LOCKS] = {}
-    for path in ("/ocpi/2.2.1/credentials", "/ocpi/2.2.1/credentials/"):
+    paths = [f"/ocpi/{version}/credentials{slash}" for version in SUPPORTED for slash in ("", "/")]
+    for path in paths:
         app.router.add_get(path, get_credentials)
         app.router.add_post(path, post_credentials)
         app.router.add_put(path, put_credentials)

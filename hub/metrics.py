@@ -79,6 +79,10 @@ class Metrics:
         )
         self.platforms = Gauge("ocpi_hub_platforms", "Platforms by status", ["status"], registry=r,
                                multiprocess_mode=_GAUGE_MODE)
+        self.platforms_by_version = Gauge(
+            "ocpi_hub_platforms_by_version", "Platforms (not removed) by the OCPI version they registered in",
+            ["version"], registry=r, multiprocess_mode=_GAUGE_MODE,
+        )
         self.registrations = Counter(
             "ocpi_hub_registrations", "Credentials registrations, updates and unregistrations",
             ["action", "result"], registry=r,

@@ -14,6 +14,7 @@ from hub.exchange import EXCHANGE, Exchange
 from hub.redact import redact, redact_path
 from routing.ocpi.headers import CORRELATION_ID, REQUEST_ID, message_ids, time_ordered_id
 from routing.ocpi.models import MODULES
+from routing.ocpi.versions import SUPPORTED
 from routing.platform import utcnow
 
 log = logging.getLogger("hub.requests")
@@ -120,10 +121,18 @@ def _audit(hub: Hub, request: web.Request, ex: Exchange, response: web.StreamRes
     ))
 
 
+_VERSION_PATHS = frozenset(("/ocpi/versions", *(f"/ocpi/{v}" for v in SUPPORTED)))
+
+
 def _config_module(path: str) -> str:
-    if path.startswith("/ocpi/2.2.1/credentials"):
-        return "credentials"
-    if path.rstrip("/") in ("/ocpi/versions", "/ocpi/2.2.1"):
+    """The configuration module of a path, in any version the hub speaks."""
+    parts = path.split("/")
+    if len(parts) > 3 and parts[1] == "ocpi" and parts[2] in SUPPORTED:
+        if parts[3] == "credentials":
+            return "credentials"
+        if parts[3] == "hubclientinfo":
+            return "hubclientinfo"
+    if path.rstrip("/") in _VERSION_PATHS:
         return "versions"
     return "other"
 

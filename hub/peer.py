@@ -1,4 +1,5 @@
-"""Calls the hub makes to a partner's versions endpoints during registration (OCPI 2.2.1 credentials §6.3).
+"""Calls the hub makes to a partner's versions endpoints during registration, in any OCPI version the hub speaks
+(OCPI 2.1.1, 2.2.1 and 2.3.0 credentials, Registration; docs/versions.md, "Versions and registration").
 
 Every URL on the way (versions URL, version details URL, endpoint URLs) passes the outbound-URL policy
 (routing/outbound.py) before the hub calls or stores it: a refusal is 400/2001 naming the field.
@@ -6,27 +7,47 @@ Every URL on the way (versions URL, version details URL, endpoint URLs) passes t
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
 from routing.ocpi.auth import authorization_header
 from routing.ocpi.errors import InvalidParameters, NoMatchingEndpoints, UnableToUseClientApi, UnsupportedVersion
-from routing.ocpi.models import MODULES, Version, VersionDetails, parse_model
+from routing.ocpi.models import Version, VersionDetails, VersionDetails211, parse_model
+from routing.ocpi.versions import SUPPORTED, V211, V230, interface_role_211, modules_of, newest_common, order
+from routing.ocpi.versions import token_encoding as encoding_of
 from routing.outbound import OutboundPolicy, refused_address
 from routing.platform import Endpoint
 
-VERSION = "2.2.1"
+log = logging.getLogger("hub.peer")
 
 
-async def _get_data(session: aiohttp.ClientSession, url: str, token: str, limit: float) -> Any:
+@dataclass(frozen=True)
+class Discovered:
+    """What registration learns from a partner: the version both sides use and its endpoints in that version."""
+
+    version: str
+    endpoints: list[Endpoint]
+
+
+class _HttpRefused(UnableToUseClientApi):
+    """A callback answered with a non-200 HTTP status (kept, so a 401 can be retried with the raw token)."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+async def _get_data(session: aiohttp.ClientSession, url: str, token: str, limit: float, encoding: str) -> Any:
     try:
         async with session.get(
-            url, headers={"Authorization": authorization_header(token)},
+            url, headers={"Authorization": authorization_header(token, encoding)},
             timeout=aiohttp.ClientTimeout(total=limit), allow_redirects=False,
         ) as resp:
             if resp.status != 200:
-                raise UnableToUseClientApi(f"GET {url} answered HTTP {resp.status}")
+                raise _HttpRefused(f"GET {url} answered HTTP {resp.status}", resp.status)
             doc = await resp.json(content_type=None)
     except UnableToUseClientApi:
         raise
@@ -41,37 +62,98 @@ async def _get_data(session: aiohttp.ClientSession, url: str, token: str, limit:
     return doc["data"]
 
 
-async def discover_endpoints(
+async def read_versions(
     session: aiohttp.ClientSession, versions_url: str, token: str, limit: float, *, policy: OutboundPolicy,
-    field: str = "credentials url",
-) -> list[Endpoint]:
-    """Read the partner's 2.2.1 endpoints; raise 3001/3002/3003 as the spec says, 2001 for a refused URL.
-
-    ``field`` names where ``versions_url`` came from, for the refusal message.
-    """
+    field: str, encoding: str = "base64",
+) -> list[Version]:
+    """The partner's versions list. The versions endpoint serves every version, so a partner may expect either
+    token encoding there: ``encoding`` first (the version's, when known), and after a 401 once more the other
+    (2.1.1 sends the token raw, 2.2 and later Base64-encoded)."""
     policy.check(versions_url, field)
-    data = await _get_data(session, versions_url, token, limit)
+    try:
+        data = await _get_data(session, versions_url, token, limit, encoding)
+    except _HttpRefused as exc:
+        if exc.status != 401:
+            raise
+        data = await _get_data(session, versions_url, token, limit, "base64" if encoding == "raw" else "raw")
+    if isinstance(data, dict) and isinstance(data.get("versions"), list):
+        data = data["versions"]  # the 2.1.1 text shows the list inside a "versions" property; its example does not
     if not isinstance(data, list):
         raise UnableToUseClientApi("versions endpoint did not answer a list")
     try:
-        versions = [parse_model(Version, v, "version") for v in data]
+        return [parse_model(Version, v, "version") for v in data]
     except InvalidParameters as exc:
         raise UnableToUseClientApi(f"partner's versions list: {exc.message}") from None
-    chosen = next((v for v in versions if v.version == VERSION), None)
-    if chosen is None:
-        offered = ", ".join(v.version for v in versions) or "none"
-        raise UnsupportedVersion(f"partner offers OCPI {offered}; this hub speaks {VERSION}")
-    policy.check(chosen.url, f"versions: url of version {VERSION}")
-    raw_details = await _get_data(session, chosen.url, token, limit)
+
+
+def choose_version(offered: list[Version], wanted: str | None = None) -> Version:
+    """``wanted`` (the version of the credentials endpoint a partner called) if the partner offers it, else the
+    newest version both sides speak; 3002 when there is none."""
+    listed = ", ".join(v.version for v in offered) or "none"
+    if wanted is not None:
+        found = next((v for v in offered if v.version == wanted), None)
+        if found is None:
+            raise UnsupportedVersion(f"credentials were sent to the OCPI {wanted} endpoint, but the partner's "
+                                     f"versions list offers {listed}")
+        return found
+    common = newest_common([v.version for v in offered])
+    if common is None:
+        raise UnsupportedVersion(f"partner offers OCPI {listed}; this hub speaks {', '.join(SUPPORTED)}")
+    return next(v for v in offered if v.version == common)
+
+
+def _module_id(identifier: str) -> str:
+    """2.3.0 prints the Bookings module id as "Booking" while its URLs say "bookings": the hub stores "bookings"."""
+    return "bookings" if identifier.lower() in ("booking", "bookings") else identifier
+
+
+async def read_endpoints(
+    session: aiohttp.ClientSession, version: Version, token: str, limit: float, *, policy: OutboundPolicy,
+    party_role: str | None = None,
+) -> list[Endpoint]:
+    """The partner's endpoints in ``version``; 2.1.1 endpoints get the interface role their module has for a party
+    with ``party_role`` (routing.ocpi.versions.interface_role_211), so ``Platform.endpoint_url`` works alike for
+    every version. Raises 3003 without credentials or any functional module of that version."""
+    if version.version == V211 and party_role is None:
+        raise InvalidParameters("a 2.1.1 connection needs the role of its party (CPO or EMSP)")
+    policy.check(version.url, f"versions: url of version {version.version}")
+    raw = await _get_data(session, version.url, token, limit, encoding_of(version.version))
+    endpoints: list[Endpoint] = []
     try:
-        details = parse_model(VersionDetails, raw_details, "version details")
+        if version.version == V211:
+            assert party_role is not None
+            for e in parse_model(VersionDetails211, raw, "version details").endpoints:
+                role = interface_role_211(e.identifier, party_role)
+                if role is not None:  # a module 2.1.1 does not define cannot be routed on this connection
+                    endpoints.append(Endpoint(identifier=e.identifier, role=role, url=e.url))
+        else:
+            details = parse_model(VersionDetails, raw, "version details")
+            endpoints = [Endpoint(identifier=_module_id(e.identifier) if version.version == V230 else e.identifier,
+                                  role=e.role, url=e.url) for e in details.endpoints]
     except InvalidParameters as exc:  # a malformed answer is the partner's API failing us
         raise UnableToUseClientApi(f"partner's version details: {exc.message}") from None
-    endpoints = [Endpoint(identifier=e.identifier, role=e.role, url=e.url) for e in details.endpoints]
     for ep in endpoints:
         policy.check(ep.url, f"version details: url of endpoint {ep.identifier} {ep.role}")
     if not any(e.identifier == "credentials" for e in endpoints):
         raise NoMatchingEndpoints("partner's version details lack the credentials endpoint")
-    if not any(e.identifier in MODULES for e in endpoints):
-        raise NoMatchingEndpoints("partner offers no functional module (locations, sessions, cdrs, ...)")
+    if not any(e.identifier in modules_of(version.version) for e in endpoints):
+        raise NoMatchingEndpoints(f"partner offers no OCPI {version.version} functional module "
+                                  "(locations, sessions, cdrs, ...)")
     return endpoints
+
+
+async def discover_endpoints(
+    session: aiohttp.ClientSession, versions_url: str, token: str, limit: float, *, policy: OutboundPolicy,
+    field: str = "credentials url", version: str | None = None, party_role: str | None = None,
+) -> Discovered:
+    """Read the partner's versions and, in ``version`` (the newest common one when None), its endpoints; raise
+    3001/3002/3003 as the spec says, 2001 for a refused URL. ``field`` names where ``versions_url`` came from."""
+    offered = await read_versions(session, versions_url, token, limit, policy=policy, field=field,
+                                  encoding=encoding_of(version) if version is not None else "base64")
+    chosen = choose_version(offered, version)
+    newest = newest_common([v.version for v in offered])
+    if version is not None and newest is not None and order(newest) > order(version):
+        # The client of a registration picks the version (OCPI credentials): accepted, and noted for the operator.
+        log.info("partner at %s registers in OCPI %s although it also speaks %s", versions_url, version, newest)
+    endpoints = await read_endpoints(session, chosen, token, limit, policy=policy, party_role=party_role)
+    return Discovered(chosen.version, endpoints)

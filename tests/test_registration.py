@@ -77,7 +77,7 @@ async def test_versions_accept_token_a_base64_encoded_or_raw(hub: HubHarness) ->
         status, _, doc = await ocpi(hub, "GET", "/ocpi/versions", authorization)
         assert status == 200, (authorization, doc)
         assert_envelope(doc, 1000)
-        assert doc["data"] == [{"version": "2.2.1", "url": f"{hub.url}/ocpi/2.2.1"}]
+        assert doc["data"] == [{"version": v, "url": f"{hub.url}/ocpi/{v}"} for v in ("2.3.0", "2.2.1", "2.1.1")]
         status, _, doc = await ocpi(hub, "GET", "/ocpi/2.2.1", authorization)
         assert status == 200, (authorization, doc)
         assert doc["data"]["version"] == "2.2.1"

@@ -1,5 +1,5 @@
-"""Pydantic models of the OCPI objects the hub itself reads or writes (OCPI 2.2.1 version_information_endpoint,
-credentials, mod_hub_client_info).
+"""Pydantic models of the OCPI objects the hub itself reads or writes (OCPI 2.1.1, 2.2.1 and 2.3.0
+version_information_endpoint and credentials; 2.2.1 mod_hub_client_info).
 
 Objects the hub only routes (Locations, Sessions, ...) are never modelled: they pass through as bytes so
 ``last_updated`` and unknown fields are untouched (OCPI 2.2.1 Message Routing).
@@ -38,9 +38,7 @@ class BusinessDetails(OcpiModel):
     logo: Image | None = None
 
 
-class CredentialsRole(OcpiModel):
-    role: Literal["CPO", "EMSP", "HUB", "NAP", "NSP", "OTHER", "SCSP"]
-    business_details: BusinessDetails
+class _PartyIds(OcpiModel):
     party_id: str = Field(pattern=r"^[A-Za-z0-9]{3}$")
     country_code: str = Field(pattern=r"^[A-Za-z]{2}$")
 
@@ -50,10 +48,42 @@ class CredentialsRole(OcpiModel):
         return v.upper()
 
 
+class CredentialsRole(_PartyIds):
+    role: Literal["CPO", "EMSP", "HUB", "NAP", "NSP", "OTHER", "SCSP"]
+    business_details: BusinessDetails
+
+
 class Credentials(OcpiModel):
+    """OCPI 2.2.1 credentials; also the hub's canonical form of a partner's credentials in any version."""
+
     token: str = Field(min_length=1, max_length=64, pattern=r"^[\x21-\x7e]+$")
     url: str = Field(min_length=1, max_length=255)
     roles: list[CredentialsRole] = Field(min_length=1)
+
+
+class Credentials211(_PartyIds):
+    """OCPI 2.1.1 credentials: one party per connection, no role (OCPI 2.1.1 credentials, Credentials object)."""
+
+    token: str = Field(min_length=1, max_length=64, pattern=r"^[\x21-\x7e]+$")
+    url: str = Field(min_length=1, max_length=255)
+    business_details: BusinessDetails
+
+
+class CredentialsRole230(_PartyIds):
+    """A 2.3.0 role entry, read tolerantly: a role value the hub does not know is kept as text, for the caller to
+    skip, rather than failing the whole object (2.3.0 asks receivers not to refuse what they do not know)."""
+
+    role: str = Field(min_length=1, max_length=32)
+    business_details: BusinessDetails
+
+
+class Credentials230(OcpiModel):
+    """OCPI 2.3.0 credentials: 2.2.1's plus ``hub_party_id`` (country code and party id concatenated)."""
+
+    token: str = Field(min_length=1, max_length=64, pattern=r"^[\x21-\x7e]+$")
+    url: str = Field(min_length=1, max_length=255)
+    hub_party_id: str | None = Field(default=None, pattern=r"^[A-Za-z]{2}[A-Za-z0-9]{3}$")
+    roles: list[CredentialsRole230] = Field(min_length=1)
 
 
 class Version(OcpiModel):
@@ -70,6 +100,18 @@ class Endpoint(OcpiModel):
 class VersionDetails(OcpiModel):
     version: str
     endpoints: list[Endpoint] = Field(min_length=1)
+
+
+class Endpoint211(OcpiModel):
+    """OCPI 2.1.1 endpoint: no interface role; the side follows from the party's role."""
+
+    identifier: str
+    url: str
+
+
+class VersionDetails211(OcpiModel):
+    version: str
+    endpoints: list[Endpoint211] = Field(min_length=1)
 
 
 # OCPI objects nest a handful of levels (Location > EVSE > Connector, Tariff > element > price component);

@@ -53,3 +53,24 @@ def token_encoding(version: str) -> str:
 def has_routing_headers(version: str) -> bool:
     """2.1.1 knows neither the ``OCPI-to-*``/``OCPI-from-*`` headers nor ``X-Request-ID``/``X-Correlation-ID``."""
     return version != V211
+
+
+# OCPI 2.1.1 endpoints carry no interface role: which side an endpoint is follows from the role of the party
+# that offers it (OCPI 2.1.1 modules, "CPO interface" / "eMSP interface"; 2.2.1 names the same interfaces SENDER
+# and RECEIVER). A CPO's locations are what a 2.2.1 CPO offers as SENDER; its tokens and commands are what it
+# receives. An eMSP is the mirror image, except commands: the eMSP's side is where results come back (SENDER).
+_ROLE_211: dict[str, dict[str, str]] = {
+    "CPO": {"locations": "SENDER", "sessions": "SENDER", "cdrs": "SENDER", "tariffs": "SENDER",
+            "tokens": "RECEIVER", "commands": "RECEIVER"},
+    "EMSP": {"locations": "RECEIVER", "sessions": "RECEIVER", "cdrs": "RECEIVER", "tariffs": "RECEIVER",
+             "tokens": "SENDER", "commands": "SENDER"},
+}
+ROLES_211 = tuple(_ROLE_211)  # the party roles a 2.1.1 connection can have
+
+
+def interface_role_211(module: str, party_role: str) -> str | None:
+    """The 2.2.1 interface role of an endpoint a 2.1.1 party with ``party_role`` offers; credentials: SENDER (as
+    2.2.1 advises); None for a module 2.1.1 lacks or a party role 2.1.1 cannot carry."""
+    if module == "credentials":
+        return "SENDER"
+    return _ROLE_211.get(party_role, {}).get(module)
