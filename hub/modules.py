@@ -21,7 +21,7 @@ from hub.exchange import EXCHANGE
 from hub.objects import forget_deleted, get_all, object_lock, store_push
 from routing.bridge import (
     addressed_to_hub_211,
-    interface_role_211,
+    hub_interface_211,
 )
 from routing.broadcast import broadcast_role, check_broadcast, recipients
 from routing.ocpi.errors import InvalidParameters, MethodNotAllowed, NotFound, PartyNotAllowed, ReceiverNotConnected
@@ -107,7 +107,7 @@ async def handle_211(request: web.Request) -> web.StreamResponse:
         raise InvalidParameters("an OCPI 2.1.1 connection is one party; this platform has "
                                 f"{len(parties)}: use OCPI 2.2.1 or 2.3.0")
     party = parties[0]
-    role = interface_role_211(party.role, module)
+    role = hub_interface_211(party.role, module)
     ex.interface_role = role
     _check_method(request, module, role, V211)
     tail = raw_tail(request, f"/ocpi/2.1.1/{module}")

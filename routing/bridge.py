@@ -16,7 +16,7 @@ import orjson
 from routing.ocpi.errors import InvalidParameters
 from routing.ocpi.translate import Context, Loss, Untranslatable, translatable, translate
 from routing.ocpi.translate import base as kinds
-from routing.ocpi.versions import V211, V221, V230
+from routing.ocpi.versions import ROLES_211, V211, V221, V230, interface_role_211
 
 _COMMAND_KINDS = {"START_SESSION": kinds.START_SESSION, "STOP_SESSION": kinds.STOP_SESSION,
                   "RESERVE_NOW": kinds.RESERVE_NOW, "CANCEL_RESERVATION": kinds.CANCEL_RESERVATION,
@@ -146,27 +146,20 @@ def report(source: str, target: str, losses: list[Loss]) -> dict[str, Any]:
 
 # -- OCPI 2.1.1 callers: one party, no routing headers -----------------------------------------------------------
 
-# The interface the hub plays for a 2.1.1 caller, by the caller's role: a CPO pushes its objects to the hub's
-# eMSP interface (RECEIVER) and pulls tokens from it (SENDER); an eMSP pulls from the hub's CPO interface
-# (SENDER) and pushes tokens and commands to it (RECEIVER). OCPI 2.1.1 mod_* "CPO Interface" / "eMSP Interface".
-_HUB_ROLE_211 = {
-    "CPO": {"locations": "RECEIVER", "sessions": "RECEIVER", "cdrs": "RECEIVER", "tariffs": "RECEIVER",
-            "tokens": "SENDER", "commands": "SENDER"},
-    "EMSP": {"locations": "SENDER", "sessions": "SENDER", "cdrs": "SENDER", "tariffs": "SENDER",
-             "tokens": "RECEIVER", "commands": "RECEIVER"},
-}
 # What a 2.1.1 party pushes to every counterpart (TO = the hub): the broadcast modules of its role.
 _BROADCAST_211 = {"CPO": frozenset({"locations", "tariffs"}), "EMSP": frozenset({"tokens"})}
 
 
-def interface_role_211(party_role: str, module: str) -> str:
-    roles = _HUB_ROLE_211.get(party_role)
-    if roles is None:
+def hub_interface_211(party_role: str, module: str) -> str:
+    """The interface the hub plays for a 2.1.1 caller: the opposite of the one the caller's role offers for that
+    module (a CPO pushes its Locations to the hub's eMSP interface, RECEIVER; an eMSP pulls them from the hub's
+    CPO interface, SENDER). OCPI 2.1.1 mod_* "CPO Interface" / "eMSP Interface"."""
+    if party_role not in ROLES_211:
         raise InvalidParameters(f"OCPI 2.1.1 connections are CPOs or eMSPs; this one is {party_role}")
-    role = roles.get(module)
-    if role is None:
+    offered = interface_role_211(module, party_role)
+    if offered is None or module == "credentials":
         raise InvalidParameters(f"OCPI 2.1.1 has no {module} module")
-    return role
+    return "RECEIVER" if offered == "SENDER" else "SENDER"
 
 
 def addressed_to_hub_211(party_role: str, module: str, role: str, method: str, segs: list[str]) -> bool:

@@ -6,7 +6,7 @@ import pytest
 
 from routing.bridge import (
     addressed_to_hub_211,
-    interface_role_211,
+    hub_interface_211,
     owner_from_path,
     reply_kind,
     request_kind,
@@ -63,14 +63,14 @@ def test_the_owner_of_a_client_owned_object_is_in_its_path() -> None:
 ])
 def test_a_2_1_1_caller_talks_to_the_interface_of_the_opposite_role(party_role: str, module: str,
                                                                   role: str) -> None:
-    assert interface_role_211(party_role, module) == role
+    assert hub_interface_211(party_role, module) == role
 
 
 def test_2_1_1_knows_cpos_and_emsps_only_and_not_every_module() -> None:
     with pytest.raises(InvalidParameters, match="CPOs or eMSPs"):
-        interface_role_211("NSP", "locations")
+        hub_interface_211("NSP", "locations")
     with pytest.raises(InvalidParameters, match="no chargingprofiles"):
-        interface_role_211("CPO", "chargingprofiles")
+        hub_interface_211("CPO", "chargingprofiles")
 
 
 @pytest.mark.parametrize(("party_role", "module", "role", "method", "segs", "to_hub"), [
