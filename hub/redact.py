@@ -21,23 +21,29 @@ def redact(value: Any) -> Any:
     return value
 
 
-_TOKENS_RECEIVER = "/ocpi/2.2.1/receiver/tokens/"  # {cc}/{pid}/{uid}: the uid from the 8th part on
-_TOKENS_SENDER = "/ocpi/2.2.1/sender/tokens/"  # {uid}[/authorize]: the uid from the 6th part on
-
-
 def redact_path(path: str) -> str:
     """A request path as the audit keeps it: token uids masked, as ``redact`` masks them in bodies.
 
     Only the tokens module carries personal data in its path (session, CDR and location ids identify no driver).
     Every other path costs one substring test. An uid holding an encoded '/' decodes into several parts: all of
-    them are masked.
+    them are masked. Paths: ``/ocpi/{2.2.1|2.3.0}/{receiver|sender}/tokens/...`` and ``/ocpi/2.1.1/tokens/...``
+    (no role in the path: ``{cc}/{pid}/{uid}`` pushed by an eMSP, ``{uid}/authorize`` asked by a CPO).
     """
     if "/tokens/" not in path:
         return path
     parts = path.split("/")
-    if path.startswith(_TOKENS_RECEIVER) and len(parts) > 7:
-        return "/".join([*parts[:7], MASK])
-    if path.startswith(_TOKENS_SENDER) and len(parts) > 5 and parts[5:] != [""]:
-        tail = ["authorize"] if len(parts) > 6 and parts[-1] == "authorize" else []
-        return "/".join([*parts[:5], MASK, *tail])
+    if len(parts) < 5 or parts[1] != "ocpi":
+        return path
+    if parts[3] in ("receiver", "sender") and parts[4] == "tokens":
+        at, role = 4, parts[3]
+    elif parts[3] == "tokens":
+        at, role = 3, None
+    else:
+        return path
+    rest = parts[at + 1:]
+    authorize = len(rest) > 1 and rest[-1] == "authorize"
+    if role == "receiver" or (role is None and len(rest) >= 3 and not authorize):
+        return "/".join([*parts[:at + 3], MASK]) if len(rest) > 2 else path
+    if rest and rest != [""]:
+        return "/".join([*parts[:at + 1], MASK, *(["authorize"] if authorize else [])])
     return path
