@@ -1,0 +1,321 @@
+"""Routing across OCPI versions, end to end (docs/versions.md, "Routing across versions"): a 2.1.1 CPO, a 2.3.0
+CPO, and eMSPs on 2.1.1, 2.2.1 and 2.3.0 register with one hub and reach each other. Each receiver gets what it
+is sent in its own version, every translation leaves a loss report in the audit and the metrics, and a 2.1.1
+partner sends no routing headers and gets none."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from hub.audit import AuditRecord
+from routing.ocpi.versions import MODULES_211, MODULES_230
+from tests.conftest import HubHarness
+from tests.partners import FakePartner, Party, Received, envelope, token_header
+from tests.test_audit import records
+from tests.test_clientinfo import eventually
+
+MODULES_ALL = {**{m: ("SENDER", "RECEIVER") for m in MODULES_230}, "hubclientinfo": ("RECEIVER",)}
+ROUTING = ("OCPI-to-country-code", "OCPI-to-party-id", "OCPI-from-country-code", "OCPI-from-party-id")
+NOW = "2026-12-01T10:00:00Z"
+HUB = Party("NL", "HUB", "HUB")
+
+
+@dataclass
+class Net:
+    hub: HubHarness
+    cpo211: FakePartner
+    cpo230: FakePartner
+    emsp211: FakePartner
+    emsp221: FakePartner
+    emsp230: FakePartner
+
+
+def partner(name: str, party: Party, version: str) -> FakePartner:
+    # A 2.1.1 partner advertising hubclientinfo anyway: the hub must still never push ClientInfo to it.
+    modules = ({**{m: ("SENDER", "RECEIVER") for m in MODULES_211}, "hubclientinfo": ("RECEIVER",)}
+               if version == "2.1.1" else dict(MODULES_ALL))
+    return FakePartner(name=name, parties=[party], version=version, modules=modules)
+
+
+@pytest.fixture
+async def net(hub: HubHarness) -> AsyncIterator[Net]:
+    n = Net(hub,
+            cpo211=partner("CPO 2.1.1", Party("NL", "CPA", "CPO"), "2.1.1"),
+            cpo230=partner("CPO 2.3.0", Party("NL", "CPE", "CPO"), "2.3.0"),
+            emsp211=partner("eMSP 2.1.1", Party("DE", "EMD", "EMSP"), "2.1.1"),
+            emsp221=partner("eMSP 2.2.1", Party("DE", "EMB", "EMSP"), "2.2.1"),
+            emsp230=partner("eMSP 2.3.0", Party("DE", "EMC", "EMSP"), "2.3.0"))
+    for p in (n.cpo211, n.cpo230, n.emsp211, n.emsp221, n.emsp230):
+        await hub.connect(p)
+    _, view = await hub.admin("GET", "/admin/platforms")
+    versions = {v["name"]: v["version"] for v in view}
+    assert versions == {"CPO 2.1.1": "2.1.1", "CPO 2.3.0": "2.3.0", "eMSP 2.1.1": "2.1.1",
+                        "eMSP 2.2.1": "2.2.1", "eMSP 2.3.0": "2.3.0"}, versions
+    yield n
+
+
+def got(p: FakePartner, method: str, fragment: str) -> list[Received]:
+    return [r for r in p.received if r.method == method and fragment in r.path]
+
+
+async def one(p: FakePartner, method: str, fragment: str) -> Received:
+    found = await eventually(lambda: got(p, method, fragment), f"{p.name} receiving {method} {fragment}")
+    assert len(found) == 1, [r.path for r in found]
+    return found[0]
+
+
+def location_211(loc_id: str = "LOC1") -> dict[str, Any]:
+    return {"id": loc_id, "type": "ON_STREET", "name": "Gent Zuid", "address": "F.Rooseveltlaan 3A", "city": "Gent",
+            "postal_code": "9000", "country": "BEL", "coordinates": {"latitude": "51.047599", "longitude": "3.729944"},
+            "evses": [{"uid": "3256", "evse_id": "BE-BEC-E041503001", "status": "AVAILABLE",
+                       "connectors": [{"id": "1", "standard": "IEC_62196_T2", "format": "CABLE",
+                                       "power_type": "AC_3_PHASE", "voltage": 220, "amperage": 16,
+                                       "tariff_id": "11", "last_updated": NOW}],
+                       "last_updated": NOW}],
+            "last_updated": NOW}
+
+
+def location_230(loc_id: str) -> dict[str, Any]:
+    return {"country_code": "NL", "party_id": "CPE", "id": loc_id, "publish": True, "address": "Main 1",
+            "city": "Gent", "postal_code": "9000", "country": "BEL", "parking_type": "ON_STREET",
+            "coordinates": {"latitude": "51.047599", "longitude": "3.729944"}, "time_zone": "Europe/Brussels",
+            "evses": [{"uid": "3256", "status": "AVAILABLE", "connectors": [
+                {"id": "1", "standard": "IEC_62196_T2", "format": "CABLE", "power_type": "AC_3_PHASE",
+                 "max_voltage": 220, "max_amperage": 16, "last_updated": NOW}], "last_updated": NOW}],
+            "last_updated": NOW}
+
+
+async def post_as(p: FakePartner, hub: HubHarness, url: str, body: Any, *, to: Party) -> tuple[int, Any]:
+    """A partner calling a URL it was handed (a hub ``response_url``), as its version calls."""
+    headers = {"Authorization": token_header(p.token_c or "", p.version)}
+    if p.version != "2.1.1":
+        headers.update({"X-Request-ID": "r1", "X-Correlation-ID": "c1", "OCPI-from-country-code":
+                        p.party.country_code, "OCPI-from-party-id": p.party.party_id,
+                        "OCPI-to-country-code": to.country_code, "OCPI-to-party-id": to.party_id})
+    async with hub.session.post(url, json=body, headers=headers) as resp:
+        return resp.status, await resp.json(content_type=None)
+
+
+def token_221(uid: str = "012345678", contract: str = "DE8EMBC12345678") -> dict[str, Any]:
+    return {"country_code": "DE", "party_id": "EMB", "uid": uid, "type": "RFID", "contract_id": contract,
+            "issuer": "eMSP B", "valid": True, "whitelist": "ALLOWED", "last_updated": NOW}
+
+
+def session_211(contract: str = "DE8EMBC12345678") -> dict[str, Any]:
+    return {"id": "S1", "start_datetime": NOW, "kwh": 0.0, "auth_id": contract, "auth_method": "WHITELIST",
+            "location": location_211(), "currency": "EUR", "status": "ACTIVE", "last_updated": NOW}
+
+
+def cdr_211(contract: str = "DE8EMBC12345678") -> dict[str, Any]:
+    return {"id": "CDR1", "start_date_time": NOW, "stop_date_time": "2026-12-01T11:00:00Z", "auth_id": contract,
+            "auth_method": "WHITELIST", "location": location_211(), "currency": "EUR",
+            "charging_periods": [{"start_date_time": NOW, "dimensions": [{"type": "ENERGY", "volume": 12.5}]}],
+            "total_cost": 4.0, "total_energy": 12.5, "total_time": 1.0, "last_updated": "2026-12-01T11:00:00Z"}
+
+
+def tariff_230(tariff_id: str = "T1") -> dict[str, Any]:
+    return {"country_code": "NL", "party_id": "CPE", "id": tariff_id, "currency": "EUR", "tax_included": "NO",
+            "elements": [{"price_components": [{"type": "ENERGY", "price": 0.30, "vat": 21.0, "step_size": 1}]}],
+            "min_price": {"before_taxes": 1.0, "after_taxes": 1.21}, "last_updated": NOW}
+
+
+def translations(found: list[AuditRecord]) -> list[dict[str, Any]]:
+    return [r for rec in found if rec.translation for r in rec.translation["reports"]]
+
+
+async def metric(hub: HubHarness, name: str, **labels: str) -> float:
+    async with hub.session.get(f"{hub.url}/metrics") as resp:
+        text = await resp.text()
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total
+
+
+# -- a 2.1.1 CPO's Locations: broadcast to every eMSP in its version, GET All in the viewer's version ------------
+
+async def test_a_2_1_1_location_push_reaches_each_emsp_in_its_version_and_get_all_in_the_viewers(net: Net) -> None:
+    hub = net.hub
+    status, _, doc = await net.cpo211.call(hub.session, "PUT", "locations", "RECEIVER", "NL/CPA/LOC1",
+                                           json=location_211())
+    assert status == 200 and doc["status_code"] == 1000, doc
+    assert "accepted for 3 receivers" in doc["status_message"], doc
+    at_221 = await one(net.emsp221, "PUT", "/locations/NL/CPA/LOC1")
+    at_230 = await one(net.emsp230, "PUT", "/locations/NL/CPA/LOC1")
+    at_211 = await one(net.emsp211, "PUT", "/locations/NL/CPA/LOC1")
+    for rec in (at_221, at_230):
+        body = rec.json()
+        assert (body["country_code"], body["party_id"], body["id"]) == ("NL", "CPA", "LOC1"), body
+        assert body["parking_type"] == "ON_STREET" and "type" not in body, body
+        assert body["evses"][0]["connectors"][0]["tariff_ids"] == ["11"], body
+        # a broadcast: FROM = the hub, as for every version; TO = the receiving eMSP
+        assert rec.headers["OCPI-from-party-id"] == "HUB" and rec.headers["OCPI-to-party-id"] in ("EMB", "EMC")
+    assert at_211.json() == location_211(), "2.1.1 to 2.1.1 passes as sent"
+    assert not any(h in at_211.headers for h in ROUTING), "a 2.1.1 receiver gets no routing headers"
+    assert at_211.headers["Authorization"] == f"Token {net.emsp211.token_b}", "2.1.1: the raw token"
+
+    # GET All: the 2.2.1 eMSP with routing headers, the 2.1.1 eMSP without; each in its own version
+    status, _, doc = await net.emsp221.call(hub.session, "GET", "locations", "SENDER", to=HUB)
+    assert status == 200, doc
+    assert [(x["country_code"], x["id"], x["parking_type"]) for x in doc["data"]] == [("NL", "LOC1", "ON_STREET")]
+    status, _, doc = await net.emsp211.call(hub.session, "GET", "locations", "SENDER")
+    assert status == 200 and doc["data"] == [location_211()], doc
+
+    found = await records(hub, module="locations")
+    reports = translations(found)
+    assert {(r["of"], r.get("from"), r["to"]) for r in reports} >= {("request", "2.1.1", "2.2.1"),
+                                                                ("request", "2.1.1", "2.3.0")}
+    owner = [loss for r in reports for loss in r["losses"] if loss["field"] == "country_code"]
+    assert owner and all(loss["rule"] == "derived" for loss in owner), reports
+    assert all(r.ocpi_version == "2.1.1" for r in found if r.method == "PUT"), found
+    assert await metric(hub, "ocpi_hub_translations_total", module="locations", from_version="2.1.1",
+                        to_version="2.2.1") == 1
+    assert await metric(hub, "ocpi_hub_translation_losses_total", module="locations", from_version="2.1.1",
+                        to_version="2.2.1", rule="derived") >= 2
+
+
+# -- tokens, sessions, CDRs and authorization between a 2.2.1 eMSP and a 2.1.1 CPO ------------------------------
+
+async def test_sessions_and_cdrs_of_a_2_1_1_cpo_go_to_the_emsp_of_the_token(net: Net) -> None:
+    hub = net.hub
+    status, _, doc = await net.emsp221.call(hub.session, "PUT", "tokens", "RECEIVER", "DE/EMB/012345678",
+                                            to=HUB, json=token_221())
+    assert status == 200, doc
+    pushed = (await one(net.cpo211, "PUT", "/tokens/DE/EMB/012345678")).json()
+    assert pushed["auth_id"] == "DE8EMBC12345678" and "country_code" not in pushed, pushed
+
+    # the 2.1.1 CPO names the token by auth_id only: the hub finds the eMSP that pushed that contract id
+    status, _, doc = await net.cpo211.call(hub.session, "PUT", "sessions", "RECEIVER", "NL/CPA/S1",
+                                           json=session_211())
+    assert status == 200 and doc["status_code"] == 1000, doc
+    session = (await one(net.emsp221, "PUT", "/sessions/NL/CPA/S1")).json()
+    assert session["cdr_token"]["contract_id"] == "DE8EMBC12345678", session
+    assert (session["cdr_token"]["country_code"], session["cdr_token"]["party_id"]) == ("DE", "EMB"), session
+    assert (session["country_code"], session["party_id"]) == ("NL", "CPA"), session
+    assert not got(net.emsp230, "PUT", "/sessions/"), "a session goes to its token's eMSP only"
+
+    status, _, doc = await net.cpo211.call(hub.session, "PATCH", "sessions", "RECEIVER", "NL/CPA/S1",
+                                           json={"kwh": 5.5})
+    assert status == 200, doc
+    patch = (await one(net.emsp221, "PATCH", "/sessions/NL/CPA/S1")).json()
+    assert patch["kwh"] == 5.5 and "last_updated" in patch, "2.2.1 requires last_updated in a PATCH"
+
+    status, _, doc = await net.cpo211.call(hub.session, "POST", "cdrs", "RECEIVER", json=cdr_211())
+    assert status == 200 and doc["status_code"] == 1000, doc
+    cdr = (await one(net.emsp221, "POST", "/cdrs")).json()
+    assert cdr["total_cost"] == {"excl_vat": 4.0} and cdr["cdr_token"]["party_id"] == "EMB", cdr
+    assert cdr["cdr_location"]["id"] == "LOC1", cdr
+
+    # an auth_id no eMSP pushed cannot be routed: a clear 4001, nothing forwarded
+    status, _, doc = await net.cpo211.call(hub.session, "POST", "cdrs", "RECEIVER",
+                                           json={**cdr_211("XX-UNKNOWN"), "id": "CDR2"})
+    assert status in (400, 404) and doc["status_code"] in (2001, 4001), doc
+    assert len(got(net.emsp221, "POST", "/cdrs")) == 1
+
+
+async def test_real_time_authorization_between_a_2_1_1_cpo_and_a_2_2_1_emsp(net: Net) -> None:
+    hub = net.hub
+
+    async def authorize(request: Any, rec: Received) -> Any:
+        from aiohttp import web
+        return web.json_response(envelope({"allowed": "ALLOWED", "token": token_221(),
+                                           "authorization_reference": "REF-1"}))
+
+    net.emsp221.responder = authorize
+    await net.emsp221.call(hub.session, "PUT", "tokens", "RECEIVER", "DE/EMB/012345678", to=HUB,
+                           json=token_221())
+    await one(net.cpo211, "PUT", "/tokens/DE/EMB/012345678")
+    status, _, doc = await net.cpo211.call(hub.session, "POST", "tokens", "SENDER", "012345678/authorize",
+                                           json={"location_id": "LOC1", "evse_uids": ["3256"]})
+    assert status == 200 and doc["status_code"] == 1000, doc
+    asked = await one(net.emsp221, "POST", "/tokens/012345678/authorize")
+    assert asked.headers["OCPI-from-party-id"] == "CPA" and asked.headers["OCPI-to-party-id"] == "EMB"
+    assert asked.json() == {"location_id": "LOC1", "evse_uids": ["3256"]}
+    # the 2.2.1 AuthorizationInfo, in 2.1.1: no token, no authorization_reference
+    assert doc["data"]["allowed"] == "ALLOWED" and "token" not in doc["data"], doc
+
+
+async def test_start_session_from_a_2_1_1_emsp_and_its_async_result_from_a_2_3_0_cpo(net: Net) -> None:
+    hub = net.hub
+    status, _, doc = await net.cpo230.call(hub.session, "PUT", "locations", "RECEIVER", "NL/CPE/LOC9",
+                                           to=HUB, json=location_230("LOC9"))
+    assert status == 200, doc
+    await eventually(lambda: got(net.emsp211, "PUT", "/locations/NL/CPE/LOC9"), "the location reaching eMSP D")
+
+    async def accept(request: Any, rec: Received) -> Any:
+        from aiohttp import web
+        return web.json_response(envelope({"result": "ACCEPTED", "timeout": 30}))
+
+    net.cpo230.responder = accept
+    command = {"response_url": f"{net.emsp211.base_url}/ocpi/2.1.1/commands/START_SESSION/77",
+               "token": {"uid": "TOK1", "type": "RFID", "auth_id": "DE8EMDC0001", "issuer": "eMSP D",
+                         "valid": True, "whitelist": "ALLOWED", "last_updated": NOW},
+               "location_id": "LOC9", "evse_uid": "3256"}
+    status, _, doc = await net.emsp211.call(hub.session, "POST", "commands", "RECEIVER", "START_SESSION",
+                                            json=command)
+    assert status == 200 and doc["status_code"] == 1000, doc
+    assert doc["data"]["result"] == "ACCEPTED" and "timeout" not in doc["data"], "a 2.1.1 CommandResponse"
+    sent = (await one(net.cpo230, "POST", "/commands/START_SESSION")).json()
+    assert sent["location_id"] == "LOC9" and sent["token"]["country_code"] == "DE", sent
+    assert sent["response_url"].startswith(f"{hub.url}/ocpi/2.2.1/callbacks/"), "a hub URL, not the eMSP's"
+
+    # the 2.3.0 CPO posts its CommandResult to the hub URL; the 2.1.1 eMSP gets a 2.1.1 CommandResponse
+    status, doc = await post_as(net.cpo230, hub, sent["response_url"], {"result": "ACCEPTED"},
+                                to=Party("DE", "EMD", "EMSP"))
+    assert status == 200, doc
+    result = await one(net.emsp211, "POST", "/commands/START_SESSION/77")
+    assert result.json() == {"result": "ACCEPTED"}, result.json()
+    assert result.headers["Authorization"] == f"Token {net.emsp211.token_b}"
+
+
+async def test_tariffs_with_prices_both_ways_between_2_3_0_and_2_1_1(net: Net) -> None:
+    hub = net.hub
+    status, _, doc = await net.cpo230.call(hub.session, "PUT", "tariffs", "RECEIVER", "NL/CPE/T1",
+                                           to=HUB, json=tariff_230())
+    assert status == 200, doc
+    at_221 = (await one(net.emsp221, "PUT", "/tariffs/NL/CPE/T1")).json()
+    assert at_221["min_price"] == {"excl_vat": 1.0, "incl_vat": 1.21} and "tax_included" not in at_221, at_221
+    at_211 = (await one(net.emsp211, "PUT", "/tariffs/NL/CPE/T1")).json()
+    assert "min_price" not in at_211 and "country_code" not in at_211, at_211
+    assert at_211["elements"][0]["price_components"][0]["price"] == 0.30, at_211
+    at_230 = (await one(net.emsp230, "PUT", "/tariffs/NL/CPE/T1")).json()
+    assert at_230 == tariff_230(), "same version: byte for byte"
+
+    # and back: a 2.1.1 CPO's tariff reaches the 2.3.0 eMSP with a 2.3.0 Price shape where one applies
+    tariff_211 = {"id": "T2", "currency": "EUR", "elements": [{"price_components": [
+        {"type": "TIME", "price": 2.0, "step_size": 300}]}], "last_updated": NOW}
+    status, _, doc = await net.cpo211.call(hub.session, "PUT", "tariffs", "RECEIVER", "NL/CPA/T2", json=tariff_211)
+    assert status == 200, doc
+    up = (await one(net.emsp230, "PUT", "/tariffs/NL/CPA/T2")).json()
+    assert (up["country_code"], up["party_id"], up["id"]) == ("NL", "CPA", "T2"), up
+    assert up["elements"][0]["price_components"][0]["price"] == 2.0, up
+    reports = translations(await records(hub, module="tariffs"))
+    dropped = {loss["field"] for r in reports if r["to"] == "2.1.1" for loss in r["losses"]}
+    assert "min_price" in dropped, reports
+
+
+async def test_a_2_1_1_partner_never_gets_hubclientinfo_and_modules_its_version_lacks(net: Net) -> None:
+    hub = net.hub
+    late = partner("eMSP late", Party("DE", "EML", "EMSP"), "2.2.1")
+    await hub.connect(late)
+    await eventually(lambda: [r for r in net.emsp221.received if "/hubclientinfo" in r.path], "a ClientInfo push")
+    assert not [r for r in net.cpo211.received + net.emsp211.received if "hubclientinfo" in r.path]
+    # chargingprofiles does not exist in 2.1.1: a 2.2.1 sender learns why, nothing is sent
+    status, _, doc = await net.emsp221.call(hub.session, "GET", "chargingprofiles", "RECEIVER", "S1",
+                                            to=Party("NL", "CPA", "CPO"), query="duration=60&response_url=x")
+    assert status == 404 and doc["status_code"] == 4001 and "2.1.1" in doc["status_message"], doc
+    # a 2.3.0 module reaches a 2.3.0 receiver by its headers, and not a 2.2.1 one
+    status, _, doc = await net.cpo230.call(hub.session, "GET", "invoicereconciliation", "RECEIVER",
+                                           "DE/EMC/INV1", to=Party("DE", "EMC", "EMSP"))
+    assert status == 200, doc
+    assert got(net.emsp230, "GET", "/invoicereconciliation/DE/EMC/INV1")
+    status, _, doc = await net.cpo230.call(hub.session, "GET", "invoicereconciliation", "RECEIVER",
+                                           "DE/EMB/INV1", to=Party("DE", "EMB", "EMSP"))
+    assert status == 404 and "2.2.1" in doc["status_message"], doc
