@@ -31,6 +31,11 @@ class Load:
     from_: tuple[str, str]
     to: tuple[str, str]
     owner: tuple[str, str] = ("", "")  # country_code/party_id in a PUT body (the path owner)
+    label: str = ""  # names a variant of a method (a PUT translated between versions); default: the method
+
+    @property
+    def name(self) -> str:
+        return self.label or self.method
 
     def env(self) -> dict[str, str]:
         return {

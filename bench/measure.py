@@ -19,7 +19,9 @@ import report
 from common import Child, cpu_seconds
 from loadgen import Load
 
-PROBE_PUT = b'{"country_code":"NL","party_id":"CPA","id":"PROBE","publish":true,"last_updated":"2024-01-01T00:00:00Z"}'
+PROBE_PUT = ('{"country_code":"%s","party_id":"%s","id":"PROBE","publish":true,"address":"Stationsplein 1",'
+             '"city":"Utrecht","country":"NLD","coordinates":{"latitude":"52.089","longitude":"5.110"},'
+             '"time_zone":"Europe/Amsterdam","last_updated":"2024-01-01T00:00:00Z"}')
 
 
 def machine_jiffies() -> tuple[int, int]:
@@ -36,7 +38,7 @@ async def probe(session: aiohttp.ClientSession, origin: str, load: Load) -> None
     body = None
     if load.method == "PUT":
         headers["Content-Type"] = "application/json"
-        body = PROBE_PUT
+        body = (PROBE_PUT % load.owner).encode()
     url = f"{origin}{load.base_path}/PROBE"
     async with session.request(load.method, url, headers=headers, data=body) as resp:
         text = await resp.text()
@@ -56,7 +58,7 @@ class Scenario:
 
     @property
     def name(self) -> str:
-        return f"{self.target} {self.load.method}"
+        return f"{self.target} {self.load.name}"
 
 
 Runner = Callable[[Load, str, float], Awaitable[loadgen.Result]]
@@ -82,4 +84,4 @@ async def measure(sc: Scenario, run: Runner, received: Counter, duration: float,
     machine = 100 * (os.cpu_count() or 1) * (busy1 - busy0) / max(total1 - total0, 1)
     cpu["other"] = round(max(0.0, machine - sum(cpu.values())), 1)  # not ours: noise on a shared machine
     cpu["machine"] = round(machine, 1)
-    return report.Measured(sc.name, sc.target, sc.load.method, result, cpu, await received() - seen0)
+    return report.Measured(sc.name, sc.target, sc.load.name, result, cpu, await received() - seen0)

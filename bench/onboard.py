@@ -18,6 +18,9 @@ Role = tuple[str, str, str]  # country_code, party_id, role
 
 RECEIVER_PARTIES: list[Role] = [("NL", "CPR", "CPO"), ("DE", "EMR", "EMSP")]
 SENDER_PARTIES: list[Role] = [("NL", "CPA", "CPO"), ("DE", "EMA", "EMSP")]
+# A CPO registered in OCPI 2.3.0: its PUTs to the 2.2.1 receiver are translated by the hub (the bridged scenario).
+SENDER_230_PARTIES: list[Role] = [("NL", "CPB", "CPO")]
+VERSIONS = ("2.2.1", "2.3.0")
 
 
 @dataclass
@@ -39,8 +42,9 @@ class SenderPlatform:
 
     def __init__(self) -> None:
         self.token_b = "B-" + secrets.token_hex(12)
+        self.token_b_230 = "B-" + secrets.token_hex(12)  # the 2.3.0 CPO is another platform: its own token
         self.port = free_port()
-        self.base = f"http://{LOOPBACK}:{self.port}/ocpi/2.2.1"
+        self.root = f"http://{LOOPBACK}:{self.port}/ocpi"
         self._runner: web.AppRunner | None = None
 
     @property
@@ -50,7 +54,8 @@ class SenderPlatform:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_get("/ocpi/versions", self._versions)
-        app.router.add_get("/ocpi/2.2.1", self._details)
+        for version in VERSIONS:
+            app.router.add_get(f"/ocpi/{version}", self._details)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, LOOPBACK, self.port).start()
@@ -60,19 +65,22 @@ class SenderPlatform:
             await self._runner.cleanup()
 
     def _ok(self, request: web.Request) -> bool:
-        return request.headers.get("Authorization") == ocpi_token(self.token_b)
+        return request.headers.get("Authorization") in (ocpi_token(self.token_b), ocpi_token(self.token_b_230))
 
     async def _versions(self, request: web.Request) -> web.Response:
         if not self._ok(request):
             return web.Response(status=401, body=envelope(status_code=2000, message="bad token"))
-        return web.Response(body=envelope([{"version": "2.2.1", "url": self.base}]), content_type="application/json")
+        return web.Response(body=envelope([{"version": v, "url": f"{self.root}/{v}"} for v in VERSIONS]),
+                            content_type="application/json")
 
     async def _details(self, request: web.Request) -> web.Response:
         if not self._ok(request):
             return web.Response(status=401, body=envelope(status_code=2000, message="bad token"))
-        endpoints = [{"identifier": "credentials", "role": "SENDER", "url": f"{self.base}/credentials"},
-                     {"identifier": "locations", "role": "SENDER", "url": f"{self.base}/sender/locations"}]
-        return web.Response(body=envelope({"version": "2.2.1", "endpoints": endpoints}),
+        version = request.path.rsplit("/", 1)[1]
+        base = f"{self.root}/{version}"
+        endpoints = [{"identifier": "credentials", "role": "SENDER", "url": f"{base}/credentials"},
+                     {"identifier": "locations", "role": "SENDER", "url": f"{base}/sender/locations"}]
+        return web.Response(body=envelope({"version": version, "endpoints": endpoints}),
                             content_type="application/json")
 
 
@@ -84,8 +92,9 @@ async def _data(resp: aiohttp.ClientResponse, what: str) -> Any:
 
 
 async def connect(session: aiohttp.ClientSession, hub_url: str, admin_token: str, name: str, parties: list[Role],
-                  partner_versions_url: str, token_b: str) -> Registration:
-    """Admin POST /admin/platforms (→ Token A), then the partner's side of the credentials handshake."""
+                  partner_versions_url: str, token_b: str, version: str = "2.2.1") -> Registration:
+    """Admin POST /admin/platforms (→ Token A), then the partner's side of the credentials handshake, in
+    ``version``."""
     admin = {"Authorization": f"Bearer {admin_token}"}
     roles = [{"country_code": cc, "party_id": pid, "role": role} for cc, pid, role in parties]
     async with session.post(f"{hub_url}/admin/platforms", json={"name": name, "roles": roles}, headers=admin) as r:
@@ -93,7 +102,7 @@ async def connect(session: aiohttp.ClientSession, hub_url: str, admin_token: str
     auth = {"Authorization": ocpi_token(platform["token_a"])}
     async with session.get(platform["versions_url"], headers=auth) as r:
         versions = (await _data(r, "GET hub versions"))["data"]
-    details_url = next(v["url"] for v in versions if v["version"] == "2.2.1")
+    details_url = next(v["url"] for v in versions if v["version"] == version)
     async with session.get(details_url, headers=auth) as r:
         endpoints = (await _data(r, "GET hub version details"))["data"]["endpoints"]
     hub_endpoints = {(e["identifier"], e["role"]): e["url"] for e in endpoints}

@@ -67,25 +67,41 @@ def cpu_ratio(rows: list[Measured], method: str) -> float | None:
     return round(hub / bare, 2) if hub is not None and bare else None
 
 
+BRIDGED = "PUT 2.3.0>2.2.1"  # the label of the PUT a 2.3.0 CPO sends to a 2.2.1 eMSP (translated by the hub)
+
+
+def bridged_ratio(rows: list[Measured]) -> tuple[float, float] | None:
+    """A bridged PUT against a same-version one through the hub: (req/s ratio, CPU per request ratio)."""
+    same = next((m for m in rows if m.target == "hub" and m.method == "PUT"), None)
+    bridged = next((m for m in rows if m.target == "hub" and m.method == BRIDGED), None)
+    if same is None or bridged is None or not bridged.result.rps:
+        return None
+    return (round(same.result.rps / bridged.result.rps, 2),
+            round(bridged.cpu_per_request_us / max(same.cpu_per_request_us, 1e-9), 2))
+
+
 def render(rows: list[Measured], meta: dict[str, Any]) -> str:
-    head = f"{'scenario':<10} | {'req/s':>8} | {'p50 ms':>7} | {'p99 ms':>7} | {'errors':>14} | {'CPU µs/req':>10}"
+    head = f"{'scenario':<20} | {'req/s':>8} | {'p50 ms':>7} | {'p99 ms':>7} | {'errors':>14} | {'CPU µs/req':>10}"
     lines = [head, "-" * len(head)]
     for m in rows:
         r = m.result
         errors = f"{r.errors} ({r.error_rate:.2%})"
-        lines.append(f"{m.scenario:<10} | {r.rps:>8.0f} | {r.latency_ms['p50']:>7.2f} | "
+        lines.append(f"{m.scenario:<20} | {r.rps:>8.0f} | {r.latency_ms['p50']:>7.2f} | "
                      f"{r.latency_ms['p99']:>7.2f} | {errors:>14} | {m.cpu_per_request_us:>10.0f}")
     lines.append("")
     for method, ratio in ratios(rows).items():
         cost = cpu_ratio(rows, method)
         if ratio is not None and cost is not None:
             lines.append(f"hub/bare req/s {method}: {ratio:.2f}   (hub CPU per request = {cost:.1f} x bare)")
+    if (bridged := bridged_ratio(rows)) is not None:
+        lines.append(f"bridged PUT (2.3.0 -> 2.2.1) costs {bridged[0]:.2f} x a same-version PUT in req/s, "
+                     f"{bridged[1]:.2f} x in hub CPU per request (target <= 2)")
     lines.append("")
     lines.append("CPU while measuring (% of one core; the machine has "
                  f"{meta['machine']['cores']} cores = {100 * meta['machine']['cores']}%):")
     for m in rows:
         parts = ", ".join(f"{k} {v:.0f}" for k, v in m.cpu_pct.items())
-        lines.append(f"  {m.scenario:<10} {parts}; receiver saw {m.receiver_seen} requests")
+        lines.append(f"  {m.scenario:<20} {parts}; receiver saw {m.receiver_seen} requests")
     noisy = [m.scenario for m in rows if m.cpu_pct.get("other", 0) > 25]
     if noisy:
         lines.append(f"WARNING: other processes used > 25% of a core during {', '.join(noisy)}: figures are noisy")
@@ -136,6 +152,7 @@ def write_json(rows: list[Measured], shown: list[Measured], meta: dict[str, Any]
     path = RESULTS / "latest.json"
     doc = {"ok": ok, "meta": meta, "ratios_hub_over_bare": ratios(shown),
            "cpu_per_request_hub_over_bare": {m: cpu_ratio(shown, m) for m in ("GET", "PUT")},
+           "bridged_put_over_same_version_put": bridged_ratio(shown),
            "scenarios": [m.as_dict() for m in shown], "all_rounds": [m.as_dict() for m in rows],
            "broadcast": broadcast}
     path.write_text(json.dumps(doc, indent=2) + "\n")

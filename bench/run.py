@@ -50,6 +50,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--profile", action="store_true",
                    help="after the hub scenarios, extra runs sampled by py-spy (bench/results/profile-*.txt)")
     p.add_argument("--hub-src", type=Path, help="benchmark the hub of another checkout (A/B), not this one")
+    p.add_argument("--no-bridged", dest="bridged", action="store_false",
+                   help="skip the PUT a 2.3.0 CPO sends to a 2.2.1 eMSP (translated by the hub)")
     p.add_argument("--time-limit", type=float, default=900.0, help="hard bound on the whole run, seconds")
     b = p.add_argument_group("broadcast fan-out (after the table above)")
     b.add_argument("--broadcasts", type=int, default=500, help="measured broadcast pushes; 0 skips the fan-out")
@@ -87,6 +89,13 @@ def loads(sender: onboard.Registration) -> list[Load]:
     put_path = urlsplit(sender.hub_endpoints[("locations", "RECEIVER")]).path + "/NL/CPA"
     return [Load("GET", get_path, sender.auth, from_=("DE", "EMA"), to=("NL", "CPR")),
             Load("PUT", put_path, sender.auth, from_=("NL", "CPA"), to=("DE", "EMR"), owner=("NL", "CPA"))]
+
+
+def bridged_load(sender: onboard.Registration) -> Load:
+    """The same PUT from a CPO registered in OCPI 2.3.0 to the 2.2.1 eMSP: the hub translates each body."""
+    put_path = urlsplit(sender.hub_endpoints[("locations", "RECEIVER")]).path + "/NL/CPB"
+    return Load("PUT", put_path, sender.auth, from_=("NL", "CPB"), to=("DE", "EMR"), owner=("NL", "CPB"),
+                label=report.BRIDGED)
 
 
 class Bench:
@@ -140,14 +149,22 @@ class Bench:
                                      onboard.RECEIVER_PARTIES, f"{self.receiver_url}/ocpi/versions", token_b)
         sender = await onboard.connect(self.session, hub_url, hubproc.ADMIN_TOKEN, "Bench Sender",
                                        onboard.SENDER_PARTIES, self.sender.versions_url, self.sender.token_b)
+        sender_230 = None
+        if self.args.bridged:
+            sender_230 = await onboard.connect(self.session, hub_url, hubproc.ADMIN_TOKEN, "Bench Sender 2.3.0",
+                                               onboard.SENDER_230_PARTIES, self.sender.versions_url,
+                                               self.sender.token_b_230, version="2.3.0")
         print(f"registered {recv.name} ({recv.platform_id}) and {sender.name} ({sender.platform_id})", flush=True)
         self.recv, self.sender_reg = recv, sender
         bare = await self.spawn(Child("bare_proxy", python_argv("bare_proxy.py", str(proxy_port),
                                                                 self.receiver_url), self.tmp),
                                 f"{proxy_url}/healthz")
         procs = {"hub": hub, "bare": bare, "receiver": receiver}
-        return [measure.Scenario(target, origin, load, procs, self.redis_url)
-                for load in loads(sender) for target, origin in (("hub", hub_url), ("bare", proxy_url))]
+        scenarios = [measure.Scenario(target, origin, load, procs, self.redis_url)
+                     for load in loads(sender) for target, origin in (("hub", hub_url), ("bare", proxy_url))]
+        if sender_230 is not None:  # hub only: a bare proxy does not translate
+            scenarios.append(measure.Scenario("hub", hub_url, bridged_load(sender_230), procs, self.redis_url))
+        return scenarios
 
     async def run(self) -> None:
         a = self.args
