@@ -150,6 +150,8 @@ class Ticket:
         that would not fit is refused before a byte is read; the bytes themselves are reserved as they arrive,
         so a body sent slowly holds only what it has sent, and a chunked or compressed one cannot slip past.
         """
+        if not request.body_exists:  # most routed requests are GETs: nothing to read or reserve
+            return b""
         limit = request.client_max_size
         declared = request.content_length
         if declared:

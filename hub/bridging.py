@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -27,10 +28,15 @@ class Bridge:
         self.version = version
         self.req = req
         self.original = req.json_body  # in the sender's version
-        self.kind = request_kind(req.module, req.interface_role, req.method, req.segments)
         self.up: list[Loss] = []  # 2.1.1 -> 2.2.1, made once
         self.reports: list[dict[str, Any]] = []
         self._rules: list[tuple[str, str, list[str]]] = []
+
+    @functools.cached_property
+    def kind(self) -> str | None:
+        """Worked out only when a body crosses versions: a same-version request never needs it."""
+        req = self.req
+        return request_kind(req.module, req.interface_role, req.method, req.segments)
 
     def _ctx(self, counterpart: Party | None) -> Context:
         req = self.req
