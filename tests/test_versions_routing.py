@@ -319,3 +319,21 @@ async def test_a_2_1_1_partner_never_gets_hubclientinfo_and_modules_its_version_
     status, _, doc = await net.cpo230.call(hub.session, "GET", "invoicereconciliation", "RECEIVER",
                                            "DE/EMB/INV1", to=Party("DE", "EMB", "EMSP"))
     assert status == 404 and "2.2.1" in doc["status_message"], doc
+
+
+async def test_a_2_1_1_emsp_token_push_reaches_cpos_and_a_2_1_1_cpo_pulls_tokens_in_2_1_1(net: Net) -> None:
+    hub = net.hub
+    token_211 = {"uid": "AA11", "type": "RFID", "auth_id": "DE8EMDC0001", "issuer": "eMSP D", "valid": True,
+                 "whitelist": "ALLOWED", "last_updated": NOW}
+    status, _, doc = await net.emsp211.call(hub.session, "PUT", "tokens", "RECEIVER", "DE/EMD/AA11", json=token_211)
+    assert status == 200 and "accepted for 2 receivers" in doc["status_message"], doc
+    at_230 = (await one(net.cpo230, "PUT", "/tokens/DE/EMD/AA11")).json()
+    assert (at_230["country_code"], at_230["party_id"], at_230["contract_id"]) == ("DE", "EMD", "DE8EMDC0001")
+    assert (await one(net.cpo211, "PUT", "/tokens/DE/EMD/AA11")).json() == token_211, "2.1.1 to 2.1.1 as sent"
+    # GET All of tokens for the 2.1.1 CPO: the 2.2.1 eMSP's token too, in 2.1.1 form
+    await net.emsp221.call(hub.session, "PUT", "tokens", "RECEIVER", "DE/EMB/012345678", to=HUB, json=token_221())
+    status, _, doc = await net.cpo211.call(hub.session, "GET", "tokens", "SENDER")
+    assert status == 200, doc
+    by_uid = {t["uid"]: t for t in doc["data"]}
+    assert by_uid["AA11"] == token_211 and by_uid["012345678"]["auth_id"] == "DE8EMBC12345678", doc
+    assert "country_code" not in by_uid["012345678"], doc
