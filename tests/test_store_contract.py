@@ -24,7 +24,7 @@ from hub.store import HubStore, PartyConflict, Store, StoredObject, open_store
 from hub.store.mongo import AUDIT_TTL_INDEX, MongoStore
 from hub.store.names import AUDIT, epoch_us
 from hub.store.sqlite import SqliteStore
-from routing.agreements import Agreement, AgreementStatus, PartyRef
+from routing.agreements import Agreement, AgreementStatus, PartyRef, Policy
 from routing.platform import ConnectionStatus, Endpoint, Party, Platform, RateLimit, utcnow
 
 MONGO_URL = os.environ.get("HUB_TEST_MONGO_URL")
@@ -1122,3 +1122,14 @@ async def test_save_agreements_that_fails_part_way_leaves_the_store_as_it_was(st
 async def test_concurrent_saves_of_one_new_agreement_store_it_once(store: HubStore) -> None:
     await asyncio.gather(*(store.save_agreement(make_agreement("same")) for _ in range(5)))
     assert [a.id for a in await store.list_agreements()] == ["same"]
+
+
+async def test_a_platform_roaming_policy_override_round_trips_and_can_be_cleared(store: Store) -> None:
+    platform = make_platform("p-rp", "NL:CPA", roaming_policy=Policy.AGREEMENTS)
+    await store.save_platform(platform)
+    loaded = await store.get_platform("p-rp")
+    assert loaded is not None and loaded.roaming_policy is Policy.AGREEMENTS
+    platform.roaming_policy = None  # back to HUB_ROAMING_POLICY
+    await store.save_platform(platform)
+    loaded = await store.get_platform("p-rp")
+    assert loaded is not None and loaded.roaming_policy is None

@@ -20,7 +20,7 @@ import orjson
 from hub.audit import AuditRecord
 from hub.sealing import Sealer
 from hub.store.protocol import StoredObject
-from routing.agreements import Agreement, AgreementStatus, PartyRef
+from routing.agreements import Agreement, AgreementStatus, PartyRef, Policy
 from routing.platform import ConnectionStatus, Endpoint, Party, Platform, RateLimit
 
 PLATFORMS: Final = "platforms"
@@ -144,6 +144,8 @@ def platform_to_doc(platform: Platform, sealer: Sealer) -> dict[str, Any]:
     _put_dt(doc, "last_seen", platform.last_seen)
     if platform.rate_limit is not None:
         doc["rate_limit"] = {"rps": platform.rate_limit.rps, "burst": platform.rate_limit.burst}
+    if platform.roaming_policy is not None:
+        doc["roaming_policy"] = Policy(platform.roaming_policy).value
     return doc
 
 
@@ -167,6 +169,7 @@ def platform_from_doc(doc: dict[str, Any], sealer: Sealer) -> Platform:
         last_seen=_get_dt(doc, "last_seen"),
         revision=int(doc.get("revision", 0)),
         rate_limit=_rate_limit_from_doc(doc.get("rate_limit")),
+        roaming_policy=Policy(doc["roaming_policy"]) if doc.get("roaming_policy") else None,
     )
 
 
