@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Final
 
 from aiohttp import web
 
@@ -25,7 +26,7 @@ FAILED_LOGINS_PER_WINDOW = 10
 FAILED_LOGIN_WINDOW = 60.0  # seconds
 MUTATING = frozenset(("POST", "PUT", "PATCH", "DELETE"))
 # Set by a handler whose change concerns two parties (a roaming agreement): they become the record's FROM and TO.
-AUDIT_PARTIES = "admin_audit_parties"
+AUDIT_PARTIES: Final = web.RequestKey("admin_audit_parties", tuple[str, str])
 
 
 def client_address(request: web.Request) -> str:
