@@ -197,7 +197,8 @@ async def export_agreements(request: web.Request) -> web.Response:
 
 
 def from_csv(text: str, hub: Hub) -> tuple[list[Agreement], list[str]]:
-    """Every row validated; the agreements, or the errors (``row N: ...``, the header being row 1)."""
+    """Every row validated; the agreements, or the errors (``row N: ...``: N is the line of the file the row
+    ends on, the header being row 1; blank lines are skipped but counted)."""
     reader = csv.DictReader(io.StringIO(text, newline=""))
     header = [h.strip() for h in reader.fieldnames or []]
     missing = [c for c in ("party_a", "party_b") if c not in header]
@@ -210,7 +211,8 @@ def from_csv(text: str, hub: Hub) -> tuple[list[Agreement], list[str]]:
     agreements: list[Agreement] = []
     errors: list[str] = []
     seen: dict[str, int] = {}
-    for row_number, row in enumerate(reader, start=2):
+    for row in reader:
+        row_number = reader.line_num
         if None in row:  # more cells than columns
             errors.append(f"row {row_number}: {len(header) + len(row[None])} cells, the header has {len(header)}")
             continue
