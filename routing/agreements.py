@@ -14,6 +14,7 @@ agreement between the two pairs counts, whatever roles it names.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -43,13 +44,17 @@ class AgreementStatus(StrEnum):
 
 
 class PartyLike(Protocol):
-    """A party as the callers hold it: routing headers (no role), or the hub's records (with a role)."""
+    """A party as the callers hold it: routing headers (no role), or the hub's records (with a role); ``key`` is
+    ``CC:PID`` upper-case (both kinds upper-case their fields)."""
 
     @property
     def country_code(self) -> str: ...
 
     @property
     def party_id(self) -> str: ...
+
+    @property
+    def key(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,8 +166,13 @@ class Agreement:
 
     def sides(self, a: PartyRef, b: PartyRef) -> bool:
         """Whether it binds ``a`` and ``b`` (either way round), each in its role when that is known."""
+        return self._binds(a.key, a.role, b.key, b.role)
+
+    def _binds(self, a: str, a_role: str | None, b: str, b_role: str | None) -> bool:
         x, y = self.party_a, self.party_b
-        return (_fits(x, a) and _fits(y, b)) or (_fits(x, b) and _fits(y, a))
+        if x.key == a:
+            return (a_role is None or a_role == x.role) and (b_role is None or b_role == y.role)
+        return (a_role is None or a_role == y.role) and (b_role is None or b_role == x.role)
 
     def other(self, key: str) -> PartyRef:
         return self.party_b if self.party_a.key == key else self.party_a
@@ -184,10 +194,6 @@ def _pair(a: str, b: str) -> tuple[str, str]:
     return (a, b) if a <= b else (b, a)
 
 
-def _fits(side: PartyRef, party: PartyRef) -> bool:
-    return side.key == party.key and (party.role is None or party.role == side.role)
-
-
 @dataclass(frozen=True, slots=True)
 class Verdict:
     allowed: bool
@@ -200,6 +206,9 @@ class AgreementBook:
     def __init__(self, agreements: Iterable[Agreement] = ()) -> None:
         self._by_id: dict[str, Agreement] = {}
         self._by_pair: dict[tuple[str, str], tuple[Agreement, ...]] = {}
+        # Per pair, what the routing path compares, worked out once per change: (agreement, active, modules or
+        # None for all, valid_from and valid_until as epoch seconds).
+        self._fast: dict[tuple[str, str], tuple[tuple[Agreement, bool, frozenset[str] | None, float, float], ...]] = {}
         self._by_party: dict[str, tuple[Agreement, ...]] = {}
         self.replace_all(agreements)
 
@@ -228,6 +237,10 @@ class AgreementBook:
             by_party.setdefault(a.party_b.key, []).append(a)
         self._by_pair = {k: tuple(v) for k, v in by_pair.items()}
         self._by_party = {k: tuple(v) for k, v in by_party.items()}
+        self._fast = {k: tuple((a, a.status is AgreementStatus.ACTIVE,
+                                None if a.modules == (ALL,) else frozenset(a.modules), a.valid_from.timestamp(),
+                                a.valid_until.timestamp() if a.valid_until else float("inf")) for a in v)
+                      for k, v in by_pair.items()}
 
     # -- reading -------------------------------------------------------------------------------------------
     def get(self, agreement_id: str) -> Agreement | None:
@@ -247,22 +260,31 @@ class AgreementBook:
         ``module=None`` asks for any module (ClientInfo). A party given with a role must hold that role in the
         agreement; without one any role counts.
         """
+        found = self._first(from_party, to_party, module, at)
+        if found is not None:
+            return Verdict(True, f"agreement {found.id}")
         a, b = PartyRef.of(from_party), PartyRef.of(to_party)
-        when = at or utcnow()
-        found = self._by_pair.get(_pair(a.key, b.key), ())
-        if found:  # the common case: one agreement, in force
-            for agreement in found:
-                if agreement.covers(module) and agreement.in_force(when) and agreement.sides(a, b):
-                    return Verdict(True, f"agreement {agreement.id}")
-        return Verdict(False, self._refusal(a, b, module, when, found))
+        return Verdict(False, self._refusal(a, b, module, at or utcnow(), self._by_pair.get(_pair(a.key, b.key), ())))
 
     def allows(self, from_party: PartyLike, to_party: PartyLike, module: str | None,
                at: datetime | None = None) -> bool:
         """``check`` without building the reason of a refusal."""
-        a, b = PartyRef.of(from_party), PartyRef.of(to_party)
-        when = at or utcnow()
-        return any(x.covers(module) and x.in_force(when) and x.sides(a, b)
-                   for x in self._by_pair.get(_pair(a.key, b.key), ()))
+        return self._first(from_party, to_party, module, at) is not None
+
+    def _first(self, from_party: PartyLike, to_party: PartyLike, module: str | None,
+               at: datetime | None) -> Agreement | None:
+        """The routing path: one look-up by the pair's keys, no object built (roles read as they are)."""
+        a, b = from_party.key, to_party.key
+        found = self._fast.get((a, b) if a <= b else (b, a))
+        if not found:
+            return None
+        now = time.time() if at is None else at.timestamp()
+        a_role, b_role = getattr(from_party, "role", None), getattr(to_party, "role", None)
+        for x, active, modules, start, end in found:
+            if active and start <= now < end and (modules is None or module is None or module in modules) \
+                    and x._binds(a, a_role, b, b_role):
+                return x
+        return None
 
     def partners(self, party: PartyLike, module: str | None, at: datetime | None = None,
                  roles: Iterable[str] | None = None) -> set[str]:

@@ -14,7 +14,15 @@ import pytest
 
 from hub.audit import AuditQuery
 from hub.context import HUB_KEY, Hub
-from tests.conftest import REDIS_URL, HubHarness, cleanup_prefix, hub_settings, real_redis_available, start_hub, stop_hub
+from tests.conftest import (
+    REDIS_URL,
+    HubHarness,
+    cleanup_prefix,
+    hub_settings,
+    real_redis_available,
+    start_hub,
+    stop_hub,
+)
 from tests.test_cli import Served, assert_clear_failure, cli, serve
 
 A = {"party_a": "NL:CPA:CPO", "party_b": "DE:EMB:EMSP"}
@@ -92,6 +100,7 @@ async def test_check_answers_what_the_routing_path_decides(make_hub: Any) -> Non
 
 async def test_every_change_is_audited_with_both_parties(hub: HubHarness) -> None:
     status, made = await hub.admin("POST", "/admin/agreements", A)
+    assert status == 201
     await hub.admin("POST", f"/admin/agreements/{made['id']}/suspend")
     await hub.admin("DELETE", f"/admin/agreements/{made['id']}")
     await hub.admin("GET", "/admin/agreements")  # reading is not audited
