@@ -111,8 +111,8 @@ def render(rows: list[Measured], meta: dict[str, Any]) -> str:
         lines.append(f"bridged PUT (2.3.0 -> 2.2.1) costs {bridged[0]:.2f} x a same-version PUT in req/s, "
                      f"{bridged[1]:.2f} x in hub CPU per request (target <= 2)")
     if (cost := agreements_cost(rows)) is not None:
-        lines.append(f"GET with roaming agreements enforced / open hub: {cost[0]:.3f} x req/s, {cost[1]:+.1f} % hub CPU "
-                     "per request (target: under 3 % dearer)")
+        lines.append(f"GET with roaming agreements enforced / open hub: {cost[0]:.3f} x req/s, {cost[1]:+.1f} % hub "
+                     "CPU per request (target: under 3 % dearer)")
     lines.append("")
     lines.append("CPU while measuring (% of one core; the machine has "
                  f"{meta['machine']['cores']} cores = {100 * meta['machine']['cores']}%):")
