@@ -115,15 +115,12 @@ def _lifecycle(settings: Settings, given_store: HubStore | None, given_redis: Re
         logging.getLogger("aiohttp.server").addFilter(parser_filter)
         feed = PlatformFeed(registry, redis, keys.platforms_channel(settings.key_prefix))
         feed.health = health
-        await feed.open()  # subscribed before the first load: no change slips in between
-        await registry.load()
         book = AgreementBook()
         keeper = AgreementKeeper(store, book)
-        agreement_feed = PlatformFeed(keeper, redis, keys.agreements_channel(settings.key_prefix), item="agreement")
-        agreement_feed.health = health
-        await agreement_feed.open()
+        keeper.on_change = feed.also(keeper, keys.agreements_channel(settings.key_prefix), "agreement")
+        await feed.open()  # subscribed before the first load: no change slips in between
+        await registry.load()
         await keeper.load()
-        keeper.on_change = agreement_feed.announce
         roaming = Roaming(settings.roaming_policy, book, registry)
         outbound = OutboundPolicy(allow_private=settings.allow_private_urls, public_url=settings.public_url)
         # The resolver checks the addresses of every host name the hub connects to (DNS rebinding).
@@ -179,7 +176,6 @@ def _lifecycle(settings: Settings, given_store: HubStore | None, given_redis: Re
         await audit.start()
         await liveness.start()
         loops = [asyncio.create_task(feed.run(), name="platform-feed"),
-                 asyncio.create_task(agreement_feed.run(), name="agreement-feed"),
                  asyncio.create_task(_refresh_gauges(hub), name="gauges"),
                  asyncio.create_task(_purge_audit(hub), name="audit-retention"),
                  asyncio.create_task(purge_personal_data(hub), name="personal-data-retention"),
@@ -194,7 +190,6 @@ def _lifecycle(settings: Settings, given_store: HubStore | None, given_redis: Re
                 await stop_task(task)
             await liveness.stop()
             await feed.close()
-            await agreement_feed.close()
             await delivery.stop()
             await queue.close()
             await health.close()

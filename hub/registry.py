@@ -259,6 +259,12 @@ class _Acks:
             self.done.set()
 
 
+@dataclass(frozen=True)
+class _Topic:
+    target: Reloadable
+    item: str  # the key naming what changed in a notice: "platform", "agreement"
+
+
 class PlatformFeed:
     """Platform changes between hub processes over one Redis pub/sub channel.
 
@@ -266,26 +272,32 @@ class PlatformFeed:
     announcing process waits until as many acks arrived as PUBLISH reported subscribers (itself included), or
     ``ack_timeout``. A plain platform id (older processes) is reloaded without an ack.
 
-    The same feed keeps roaming agreements current on their own channel (``item="agreement"``,
-    hub/agreements.py): anything with ``reload(id)`` and ``load()`` can be kept in step this way.
+    Roaming agreements ride on the same subscription, on their own channel (``also``, hub/agreements.py): one
+    pub/sub connection per process, one outage and one recovery for both.
     """
 
     def __init__(self, registry: Reloadable, redis: Redis, channel: str, *, ack_timeout: float = 2.0,
-                 full_reload_every: float = 15.0, item: str = "platform") -> None:
+                 full_reload_every: float = 15.0) -> None:
         self.registry = registry
-        self.item = item
         self.redis = redis
         self.channel = channel
         self.ack_timeout = ack_timeout
         self.full_reload_every = full_reload_every
         self.health: RedisHealth | None = None  # set by the app: a Redis outage is logged once there
+        self._topics: dict[str, _Topic] = {channel: _Topic(registry, "platform")}
         self._pending: dict[str, _Acks] = {}
         self._pubsub: Any = None
+
+    def also(self, target: Reloadable, channel: str, item: str) -> Callable[[str], Awaitable[None]]:
+        """Carry changes of another kind (``item``) on ``channel``; returns the announce of that kind. Call
+        before ``open``."""
+        self._topics[channel] = _Topic(target, item)
+        return functools.partial(self._announce, channel)
 
     async def open(self) -> None:
         """Subscribe; call before the registry's first load so no change slips in between."""
         self._pubsub = self.redis.pubsub()
-        await self._pubsub.subscribe(self.channel)
+        await self._pubsub.subscribe(*self._topics)
 
     async def close(self) -> None:
         pubsub, self._pubsub = self._pubsub, None
@@ -294,17 +306,20 @@ class PlatformFeed:
                 await pubsub.aclose()
 
     async def announce(self, platform_id: str) -> None:
+        await self._announce(self.channel, platform_id)
+
+    async def _announce(self, channel: str, item_id: str) -> None:
+        topic = self._topics[channel]
         change = uuid.uuid4().hex
         acks = self._pending[change] = _Acks()
         try:
-            receivers = int(await self.redis.publish(self.channel, orjson.dumps({self.item: platform_id,
-                                                                                  "change": change})))
+            receivers = int(await self.redis.publish(channel, orjson.dumps({topic.item: item_id, "change": change})))
             acks.expect(receivers)
             try:
                 await asyncio.wait_for(acks.done.wait(), self.ack_timeout)
             except TimeoutError:
                 log.warning("only %d of %d hub processes confirmed the change of %s %s within %.1fs",
-                            acks.count, receivers, self.item, platform_id, self.ack_timeout)
+                            acks.count, receivers, topic.item, item_id, self.ack_timeout)
         finally:
             self._pending.pop(change, None)
 
@@ -318,39 +333,43 @@ class PlatformFeed:
             try:
                 message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                 if message is not None:
-                    await self._handle(message["data"])
+                    await self._handle(message["channel"], message["data"])
                 if loop.time() >= next_full:
                     next_full = loop.time() + self.full_reload_every
-                    await self.registry.load()
+                    for topic in self._topics.values():
+                        await topic.target.load()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 if self.health is None or not self.health.failed(exc):
-                    log.warning("%s change feed failed; retrying", self.item, exc_info=True)
+                    log.warning("platform change feed failed; retrying", exc_info=True)
                 next_full = loop.time()  # notices may have been lost meanwhile: reload all once back
                 await asyncio.sleep(1)
 
-    async def _handle(self, data: Any) -> None:
+    async def _handle(self, channel: Any, data: Any) -> None:
+        topic = self._topics.get(channel.decode() if isinstance(channel, bytes) else str(channel))
+        if topic is None:
+            return
         raw = data if isinstance(data, bytes | str) else str(data)
         try:
             doc = orjson.loads(raw)
         except orjson.JSONDecodeError:
             doc = None
         if not isinstance(doc, dict):  # a plain platform id
-            await self.registry.reload(raw.decode() if isinstance(raw, bytes) else raw)
+            await topic.target.reload(raw.decode() if isinstance(raw, bytes) else raw)
             return
         if "ack" in doc:
             acks = self._pending.get(str(doc["ack"]))
             if acks is not None:
                 acks.add()
             return
-        platform_id, change = str(doc.get(self.item, "")), str(doc.get("change", ""))
-        if not platform_id:
+        item_id, change = str(doc.get(topic.item, "")), str(doc.get("change", ""))
+        if not item_id:
             return
         own = self._pending.get(change)
         if own is not None:  # our own notice: this view already has the change
             own.add()
             return
-        await self.registry.reload(platform_id)
+        await topic.target.reload(item_id)
         if change:
-            await self.redis.publish(self.channel, orjson.dumps({"ack": change}))
+            await self.redis.publish(channel, orjson.dumps({"ack": change}))
