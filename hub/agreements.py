@@ -2,11 +2,11 @@
 with every other hub process the way the platform registry is (hub/registry.py).
 
 A change is written to the store, applied to this process's book, then announced on the ``agreements`` channel
-(carried by the platform feed's subscription, ``PlatformFeed.also``); every other process reloads that
-agreement from the store and acknowledges, and the change returns only once all of them did (at most 2 s). So
-an agreement added, suspended or removed through one worker holds on the others by the time the admin API answers. An import announces
-``*``: every process reloads all agreements. A full reload every 15 s covers a lost notice, and a store read
-never undoes a newer local write (the same sequence numbers as the registry).
+(carried by the platform feed's subscription, ``PlatformFeed.also``); every other process reloads that agreement
+from the store and acknowledges, and the change returns only once all of them did (at most 2 s). So an agreement
+added, suspended or removed through one worker holds on the others by the time the admin API answers. An import
+announces ``*``: every process reloads all agreements. A full reload every 15 s covers a lost notice, and a
+store read never undoes a newer local write (the same sequence numbers as the registry).
 """
 
 from __future__ import annotations
