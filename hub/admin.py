@@ -19,6 +19,8 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, Field, ValidationError
 
+from hub import admin_agreements
+from hub.admin_agreements import policy_view
 from hub.admin_audit import MUTATING, FailedLogins, client_address, record_action
 from hub.audit import AUDIT_MODULES, OUTCOMES, AuditQuery, AuditRecord
 from hub.connect import RoleRequired, connect, rotate
@@ -26,6 +28,7 @@ from hub.context import HUB_KEY, Hub, hub_of
 from hub.envelope import Handler
 from hub.observe import outcome_of
 from hub.store.protocol import PartyConflict
+from routing.agreements import Policy
 from routing.ocpi.errors import ClientError, InvalidParameters, NotFound, OcpiError
 from routing.ocpi.headers import TO_CC, TO_PID
 from routing.ocpi.models import parse_json, validation_message
@@ -148,6 +151,7 @@ def platform_view(hub: Hub, p: Platform, token_a: str | None = None) -> dict[str
         "created_at": p.created_at.isoformat(),
         "updated_at": p.updated_at.isoformat(),
         "rate_limit": _rate_limit_view(hub, p),
+        "roaming_policy": policy_view(hub, p.roaming_policy),
     }
     if token_a is not None:
         view["token_a"] = token_a
@@ -351,6 +355,22 @@ async def clear_rate_limit(request: web.Request) -> web.Response:
     return web.json_response(platform_view(hub, platform))
 
 
+class RoamingPolicyIn(BaseModel):
+    policy: Policy | None  # None: back to HUB_ROAMING_POLICY
+
+
+async def set_roaming_policy(request: web.Request) -> web.Response:
+    """A platform's own roaming policy (docs/agreements.md, "Policy"), or null for the hub-wide one."""
+    hub, platform = hub_of(request), await _current(request)
+    try:
+        body = RoamingPolicyIn.model_validate(await _json(request))
+    except ValidationError as exc:
+        return _error(400, validation_message(exc))
+    platform.roaming_policy, platform.updated_at = body.policy, utcnow()
+    await _save(hub, platform)
+    return web.json_response(platform_view(hub, platform))
+
+
 class ConnectIn(BaseModel):
     name: str = Field(min_length=1, max_length=100)
     versions_url: str = Field(min_length=1, max_length=255)
@@ -490,6 +510,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_delete("/admin/platforms/{id}", remove_platform)
     app.router.add_put("/admin/platforms/{id}/rate-limit", set_rate_limit)
     app.router.add_delete("/admin/platforms/{id}/rate-limit", clear_rate_limit)
+    app.router.add_put("/admin/platforms/{id}/roaming-policy", set_roaming_policy)
     app.router.add_get("/admin/queues", list_queues)
+    admin_agreements.add_routes(app)
 
 

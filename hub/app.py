@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 
 from hub import admin, clientinfo, credentials, modules, versions
 from hub.admission import Admission, AdmissionLimits
+from hub.agreements import AgreementKeeper
 from hub.audit import AuditWriter
 from hub.clientinfo import Liveness
 from hub.context import HUB_KEY, Hub
@@ -32,6 +33,7 @@ from hub.settings import Settings
 from hub.store import open_store
 from hub.store.protocol import HubStore
 from routing import keys
+from routing.agreements import AgreementBook
 from routing.callbacks import Callbacks
 from routing.delivery import Delivery
 from routing.ocpi.versions import SUPPORTED
@@ -40,6 +42,7 @@ from routing.outbound import OutboundPolicy
 from routing.platform import ConnectionStatus, Platform, RateLimit, utcnow
 from routing.queue import DeliveryQueue
 from routing.redis_health import REFUSING_WRITES, UNREACHABLE, RedisHealth
+from routing.roaming import Roaming
 from routing.tasks import stop_task
 
 log = logging.getLogger("hub.app")
@@ -112,8 +115,13 @@ def _lifecycle(settings: Settings, given_store: HubStore | None, given_redis: Re
         logging.getLogger("aiohttp.server").addFilter(parser_filter)
         feed = PlatformFeed(registry, redis, keys.platforms_channel(settings.key_prefix))
         feed.health = health
+        book = AgreementBook()
+        keeper = AgreementKeeper(store, book)
+        keeper.on_change = feed.also(keeper, keys.agreements_channel(settings.key_prefix), "agreement")
         await feed.open()  # subscribed before the first load: no change slips in between
         await registry.load()
+        await keeper.load()
+        roaming = Roaming(settings.roaming_policy, book, registry)
         outbound = OutboundPolicy(allow_private=settings.allow_private_urls, public_url=settings.public_url)
         # The resolver checks the addresses of every host name the hub connects to (DNS rebinding).
         resolver = outbound.resolver()
@@ -132,6 +140,8 @@ def _lifecycle(settings: Settings, given_store: HubStore | None, given_redis: Re
                             concurrency=settings.delivery_concurrency, max_reply_bytes=settings.max_reply_bytes,
                             retry_window=settings.broadcast_retry_window, outbound=outbound,
                             url_hosts=registry.url_hosts, health=health)
+        delivery.admit_push = roaming.push_refusal
+        delivery.on_refused = lambda msg, why: metrics_.pushes_refused.labels(kind=msg.kind).inc()
         delivery.on_retry = lambda msg: metrics_.retries.labels(receiver=msg.receiver).inc()
         delivery.on_result = metrics_.count_receiver_result
         audit = AuditWriter(store, interval=settings.audit_flush_interval,
@@ -139,7 +149,7 @@ def _lifecycle(settings: Settings, given_store: HubStore | None, given_redis: Re
                             on_rejected=lambda result: metrics_.audit_rejected.labels(result=result).inc(),
                             failure_log=throttled(logging.getLogger("hub.audit"), lines=1))  # tracebacks: 1/interval
         hub = Hub(settings=settings, store=store, registry=registry, redis=redis, queue=queue, delivery=delivery,
-                  health=health,
+                  health=health, agreements=book, agreement_keeper=keeper, roaming=roaming,
                   session=session, audit=audit, metrics=metrics_,
                   admin_token=settings.admin_token or secrets.token_urlsafe(24),
                   callbacks=Callbacks(redis, prefix=settings.key_prefix,

@@ -22,12 +22,13 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 from redis.asyncio import Redis
 
 from hub.store.protocol import Store
+from routing.agreements import Policy
 from routing.outbound import registered_hosts
 from routing.platform import Party, Platform, hash_token, party_key
 
@@ -38,6 +39,14 @@ log = logging.getLogger("hub.registry")
 
 SavedHook = Callable[["Platform | None", Platform], Awaitable[None]]
 ChangeHook = Callable[[str], Awaitable[None]]
+
+
+class Reloadable(Protocol):
+    """What a change feed keeps current: the platform registry, or the roaming agreements (hub/agreements.py)."""
+
+    async def reload(self, item_id: str) -> None: ...
+
+    async def load(self) -> None: ...
 
 
 class PlatformRegistry:
@@ -54,6 +63,9 @@ class PlatformRegistry:
         self._by_id: dict[str, Platform] = {}
         self._by_token: dict[str, str] = {}
         self._by_party: dict[str, str] = {}
+        # Platforms that override the hub-wide roaming policy (docs/agreements.md): read on every routed request,
+        # so empty (the usual case) is the fast path of routing/roaming.py.
+        self.policy_overrides: dict[str, Policy] = {}
         self._hosts: dict[str, frozenset[str]] = {}  # per platform, computed on first use after a change
         self.on_change: ChangeHook | None = None
         self.on_saved: SavedHook | None = None  # (state before, state after) in this process
@@ -80,7 +92,10 @@ class PlatformRegistry:
     def _reindex(self) -> None:
         by_token: dict[str, str] = {}
         by_party: dict[str, str] = {}
+        overrides: dict[str, Policy] = {}
         for p in self._by_id.values():
+            if p.roaming_policy is not None and not p.removed:
+                overrides[p.id] = p.roaming_policy
             if p.inbound_token_hash:
                 by_token[p.inbound_token_hash] = p.id
             if p.token_a_hash:
@@ -88,7 +103,7 @@ class PlatformRegistry:
             if not p.removed:
                 for party in p.parties:
                     by_party[party.key] = p.id
-        self._by_token, self._by_party = by_token, by_party
+        self._by_token, self._by_party, self.policy_overrides = by_token, by_party, overrides
         self._unknown.clear()  # a change this process heard of may have issued one of them
         self._hosts = {}
 
@@ -244,15 +259,24 @@ class _Acks:
             self.done.set()
 
 
+@dataclass(frozen=True)
+class _Topic:
+    target: Reloadable
+    item: str  # the key naming what changed in a notice: "platform", "agreement"
+
+
 class PlatformFeed:
     """Platform changes between hub processes over one Redis pub/sub channel.
 
     Messages (JSON): ``{"platform": id, "change": cid}`` — reload ``id``, then answer ``{"ack": cid}``. The
     announcing process waits until as many acks arrived as PUBLISH reported subscribers (itself included), or
     ``ack_timeout``. A plain platform id (older processes) is reloaded without an ack.
+
+    Roaming agreements ride on the same subscription, on their own channel (``also``, hub/agreements.py): one
+    pub/sub connection per process, one outage and one recovery for both.
     """
 
-    def __init__(self, registry: PlatformRegistry, redis: Redis, channel: str, *, ack_timeout: float = 2.0,
+    def __init__(self, registry: Reloadable, redis: Redis, channel: str, *, ack_timeout: float = 2.0,
                  full_reload_every: float = 15.0) -> None:
         self.registry = registry
         self.redis = redis
@@ -260,13 +284,20 @@ class PlatformFeed:
         self.ack_timeout = ack_timeout
         self.full_reload_every = full_reload_every
         self.health: RedisHealth | None = None  # set by the app: a Redis outage is logged once there
+        self._topics: dict[str, _Topic] = {channel: _Topic(registry, "platform")}
         self._pending: dict[str, _Acks] = {}
         self._pubsub: Any = None
+
+    def also(self, target: Reloadable, channel: str, item: str) -> Callable[[str], Awaitable[None]]:
+        """Carry changes of another kind (``item``) on ``channel``; returns the announce of that kind. Call
+        before ``open``."""
+        self._topics[channel] = _Topic(target, item)
+        return functools.partial(self._announce, channel)
 
     async def open(self) -> None:
         """Subscribe; call before the registry's first load so no change slips in between."""
         self._pubsub = self.redis.pubsub()
-        await self._pubsub.subscribe(self.channel)
+        await self._pubsub.subscribe(*self._topics)
 
     async def close(self) -> None:
         pubsub, self._pubsub = self._pubsub, None
@@ -275,17 +306,20 @@ class PlatformFeed:
                 await pubsub.aclose()
 
     async def announce(self, platform_id: str) -> None:
+        await self._announce(self.channel, platform_id)
+
+    async def _announce(self, channel: str, item_id: str) -> None:
+        topic = self._topics[channel]
         change = uuid.uuid4().hex
         acks = self._pending[change] = _Acks()
         try:
-            receivers = int(await self.redis.publish(self.channel, orjson.dumps({"platform": platform_id,
-                                                                                  "change": change})))
+            receivers = int(await self.redis.publish(channel, orjson.dumps({topic.item: item_id, "change": change})))
             acks.expect(receivers)
             try:
                 await asyncio.wait_for(acks.done.wait(), self.ack_timeout)
             except TimeoutError:
-                log.warning("only %d of %d hub processes confirmed the change of platform %s within %.1fs",
-                            acks.count, receivers, platform_id, self.ack_timeout)
+                log.warning("only %d of %d hub processes confirmed the change of %s %s within %.1fs",
+                            acks.count, receivers, topic.item, item_id, self.ack_timeout)
         finally:
             self._pending.pop(change, None)
 
@@ -299,10 +333,11 @@ class PlatformFeed:
             try:
                 message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                 if message is not None:
-                    await self._handle(message["data"])
+                    await self._handle(message["channel"], message["data"])
                 if loop.time() >= next_full:
                     next_full = loop.time() + self.full_reload_every
-                    await self.registry.load()
+                    for topic in self._topics.values():
+                        await topic.target.load()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -311,27 +346,30 @@ class PlatformFeed:
                 next_full = loop.time()  # notices may have been lost meanwhile: reload all once back
                 await asyncio.sleep(1)
 
-    async def _handle(self, data: Any) -> None:
+    async def _handle(self, channel: Any, data: Any) -> None:
+        topic = self._topics.get(channel.decode() if isinstance(channel, bytes) else str(channel))
+        if topic is None:
+            return
         raw = data if isinstance(data, bytes | str) else str(data)
         try:
             doc = orjson.loads(raw)
         except orjson.JSONDecodeError:
             doc = None
         if not isinstance(doc, dict):  # a plain platform id
-            await self.registry.reload(raw.decode() if isinstance(raw, bytes) else raw)
+            await topic.target.reload(raw.decode() if isinstance(raw, bytes) else raw)
             return
         if "ack" in doc:
             acks = self._pending.get(str(doc["ack"]))
             if acks is not None:
                 acks.add()
             return
-        platform_id, change = str(doc.get("platform", "")), str(doc.get("change", ""))
-        if not platform_id:
+        item_id, change = str(doc.get(topic.item, "")), str(doc.get("change", ""))
+        if not item_id:
             return
         own = self._pending.get(change)
         if own is not None:  # our own notice: this view already has the change
             own.add()
             return
-        await self.registry.reload(platform_id)
+        await topic.target.reload(item_id)
         if change:
-            await self.redis.publish(self.channel, orjson.dumps({"ack": change}))
+            await self.redis.publish(channel, orjson.dumps({"ack": change}))
