@@ -31,6 +31,7 @@ from hub.registry import PlatformFeed, PlatformRegistry
 from hub.settings import Settings
 from hub.store import open_store
 from hub.store.protocol import HubStore
+from hub.usage import UsageRecorder
 from routing import keys
 from routing.callbacks import Callbacks
 from routing.delivery import Delivery
@@ -139,7 +140,8 @@ def _lifecycle(settings: Settings, given_store: HubStore | None, given_redis: Re
                             on_rejected=lambda result: metrics_.audit_rejected.labels(result=result).inc(),
                             failure_log=throttled(logging.getLogger("hub.audit"), lines=1))  # tracebacks: 1/interval
         hub = Hub(settings=settings, store=store, registry=registry, redis=redis, queue=queue, delivery=delivery,
-                  health=health,
+                  health=health, usage=UsageRecorder(store, failure_log=throttled(logging.getLogger("hub.usage"),
+                                                                                  lines=1)),
                   session=session, audit=audit, metrics=metrics_,
                   admin_token=settings.admin_token or secrets.token_urlsafe(24),
                   callbacks=Callbacks(redis, prefix=settings.key_prefix,
@@ -164,6 +166,7 @@ def _lifecycle(settings: Settings, given_store: HubStore | None, given_redis: Re
         registry.on_change = feed.announce
         await delivery.start()
         await audit.start()
+        await hub.usage.start()
         await liveness.start()
         loops = [asyncio.create_task(feed.run(), name="platform-feed"),
                  asyncio.create_task(_refresh_gauges(hub), name="gauges"),
@@ -184,6 +187,7 @@ def _lifecycle(settings: Settings, given_store: HubStore | None, given_redis: Re
             await queue.close()
             await health.close()
             await audit.stop()
+            await hub.usage.stop()
             await hub.hints.flush()
             await session.close()
             logging.getLogger("aiohttp.server").removeFilter(parser_filter)

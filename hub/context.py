@@ -18,6 +18,7 @@ from hub.ratelimit import RateLimits
 from hub.registry import PlatformRegistry
 from hub.settings import Settings
 from hub.store.protocol import HubStore
+from hub.usage import UsageRecorder
 from routing.callbacks import Callbacks
 from routing.delivery import Delivery
 from routing.ocpi.headers import Party
@@ -44,6 +45,7 @@ class Hub:
     admission: Admission  # requests and body bytes waiting on receivers in this process (503 beyond)
     rate_limits: RateLimits  # requests per second per platform, hub-wide (429 beyond)
     health: RedisHealth  # Redis outages: one state per process (routing/redis_health.py)
+    usage: UsageRecorder  # per-day usage of routed sessions and CDRs, written off the routing path (hub/usage.py)
     outbound: OutboundPolicy = field(default_factory=OutboundPolicy)  # which URLs the hub calls (routing/outbound.py)
     on_seen: Callable[[str], None] | None = None  # platform id heard from (still-alive tracking)
     client_log: ThrottledLog | None = None  # refused requests and malformed HTTP: a bounded number of lines
