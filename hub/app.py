@@ -20,7 +20,8 @@ from redis.asyncio import Redis
 from hub import admin, clientinfo, credentials, modules, versions
 from hub.admission import Admission, AdmissionLimits
 from hub.audit import AuditWriter
-from hub.clientinfo import Liveness
+from hub.clientinfo import LIVENESS_KEY, Liveness
+from hub.console import add_console
 from hub.context import HUB_KEY, Hub
 from hub.envelope import TRANSLATE_ERROR, error_middleware
 from hub.logs import MalformedHttpFilter, ThrottledLog, one_line
@@ -44,7 +45,6 @@ from routing.redis_health import REFUSING_WRITES, UNREACHABLE, RedisHealth
 from routing.tasks import stop_task
 
 log = logging.getLogger("hub.app")
-LIVENESS_KEY = web.AppKey("liveness", Liveness)
 
 
 def connect_redis(settings: Settings) -> Redis:
@@ -81,6 +81,8 @@ def create_app(settings: Settings, *, store: HubStore | None = None, redis: Redi
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    if settings.console:
+        add_console(app)
     return app
 
 
