@@ -19,6 +19,7 @@ STATIC = Path(__file__).parent / "static"
 def console_app() -> web.Application:
     app = web.Application(middlewares=[auth.errors, session.session_layer, auth.guard])
     render.setup(app)
+    session.install(app)
     app.router.add_get("/login", auth.login_page)
     app.router.add_post("/login", auth.login)
     app.router.add_post("/logout", auth.logout)

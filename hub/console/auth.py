@@ -170,5 +170,5 @@ async def login(request: web.Request) -> web.StreamResponse:
 
 
 async def logout(request: web.Request) -> web.StreamResponse:
-    await end(request)
+    await end(request, request[OPERATOR])
     raise web.HTTPSeeOther(f"{LOGIN}?logged_out=1")

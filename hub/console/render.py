@@ -10,9 +10,9 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from hub.console.session import CSRF_HEADER, hub_from
+from hub.console.session import CSRF_HEADER, Operator, hub_from
 
-OPERATOR = web.RequestKey("console_operator", object)
+OPERATOR = web.RequestKey("console_operator", Operator)
 
 # Scripts and styles only from the hub itself (no inline script, no eval: htmx runs with allowEval off).
 SECURITY_HEADERS: Final = {

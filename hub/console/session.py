@@ -8,7 +8,8 @@ be served over https (the login page warns when it is not).
 
 A session lasts ``HUB_CONSOLE_SESSION_MINUTES`` from the login, however busy the operator is: the login time is in
 the cookie and checked on every request, and the Fernet token's own timestamp (set when the cookie is written, i.e.
-at login) is checked against the same limit by the storage.
+at login) is checked against the same limit by the storage. Logging out revokes the session id in Redis for the
+rest of its lifetime, so a copy of the cookie dies with the logout too.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import hmac
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from aiohttp import web
 from aiohttp_session import STORAGE_KEY, Session, get_session, new_session, session_middleware
@@ -25,6 +26,7 @@ from aiohttp_session.cookie_storage import EncryptedCookieStorage
 
 from hub.context import HUB_KEY, Hub
 from hub.envelope import Handler
+from routing import keys
 
 COOKIE_NAME: Final = "ocpi_hub_console"
 COOKIE_PATH: Final = "/console"
@@ -48,17 +50,28 @@ def storage_for(hub: Hub) -> EncryptedCookieStorage:
     )
 
 
-SESSION_LAYER = web.AppKey("console_session_layer", object)
+class _Layer:
+    """Holds aiohttp-session's middleware once built."""
+
+    middleware: Any = None
+
+
+SESSION_LAYER = web.AppKey("console_session_layer", _Layer)
+
+
+def install(app: web.Application) -> None:
+    app[SESSION_LAYER] = _Layer()
 
 
 @web.middleware
 async def session_layer(request: web.Request, handler: Handler) -> web.StreamResponse:
     """aiohttp-session's middleware, built on the first request: the key comes from the store's sealer, which
     exists only once the hub's resources are open."""
-    layer = request.app.get(SESSION_LAYER)
-    if layer is None:
-        layer = request.app[SESSION_LAYER] = session_middleware(storage_for(hub_from(request)))
-    return await layer(request, handler)  # type: ignore[operator, no-any-return]
+    layer = request.app[SESSION_LAYER]
+    if layer.middleware is None:
+        layer.middleware = session_middleware(storage_for(hub_from(request)))
+    response: web.StreamResponse = await layer.middleware(request, handler)
+    return response
 
 
 @dataclass(frozen=True)
@@ -67,6 +80,7 @@ class Operator:
 
     csrf: str
     expires_at: float
+    session_id: str
 
 
 async def operator_of(request: web.Request) -> Operator | None:
@@ -76,10 +90,16 @@ async def operator_of(request: web.Request) -> Operator | None:
     if not isinstance(login_at, int | float):
         return None
     expires_at = login_at + session_seconds(hub_from(request))
-    if time.time() >= expires_at:
+    sid = str(session.get("sid", ""))
+    if time.time() >= expires_at or not sid or await _revoked(request, sid):
         session.invalidate()
         return None
-    return Operator(csrf=str(session.get("csrf", "")), expires_at=expires_at)
+    return Operator(csrf=str(session.get("csrf", "")), expires_at=expires_at, session_id=sid)
+
+
+async def _revoked(request: web.Request, sid: str) -> bool:
+    hub = hub_from(request)
+    return bool(await hub.redis.exists(keys.console_revoked(hub.settings.key_prefix, sid)))
 
 
 async def login_form_token(request: web.Request) -> str:
@@ -96,10 +116,16 @@ async def start(request: web.Request) -> Session:
     session = await new_session(request)
     session["login_at"] = time.time()
     session["csrf"] = secrets.token_urlsafe(32)
+    session["sid"] = secrets.token_urlsafe(16)
     return session
 
 
-async def end(request: web.Request) -> None:
+async def end(request: web.Request, operator: Operator) -> None:
+    """Log out: the cookie is cleared, and the session is revoked on every worker until it would have ended (a
+    copy of the cookie kept elsewhere no longer opens the console)."""
+    hub = hub_from(request)
+    remaining = max(1, int(operator.expires_at - time.time()) + 1)
+    await hub.redis.set(keys.console_revoked(hub.settings.key_prefix, operator.session_id), b"1", ex=remaining)
     (await get_session(request)).invalidate()
 
 

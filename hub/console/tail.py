@@ -17,7 +17,7 @@ from aiohttp import web
 
 from hub.audit import AuditQuery, AuditRecord
 from hub.console.render import NO_STORE, OPERATOR, SECURITY_HEADERS, when
-from hub.console.session import Operator, hub_from
+from hub.console.session import hub_from
 from routing.platform import utcnow
 
 MAX_STREAMS: Final = 8
@@ -37,7 +37,7 @@ def event(record: AuditRecord) -> dict[str, Any]:
 
 async def tail(request: web.Request) -> web.StreamResponse:
     hub = hub_from(request)
-    operator: Operator = request[OPERATOR]  # type: ignore[assignment]
+    operator = request[OPERATOR]
     streams: set[asyncio.Task[Any]] = request.app[STREAMS]
     if len(streams) >= MAX_STREAMS:
         return web.Response(status=503, text="too many live tails open", headers={"Retry-After": "5"})
