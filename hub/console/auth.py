@@ -12,6 +12,7 @@ from typing import Final
 from urllib.parse import quote, urlsplit
 
 from aiohttp import web
+from yarl import URL
 
 from hub.admin import FAILED_LOGINS
 from hub.admin_audit import MUTATING, client_address, record_action
@@ -66,14 +67,19 @@ async def _csrf_given(request: web.Request) -> str | None:
     return given
 
 
-def _to_login(request: web.Request, reason: str) -> web.StreamResponse:
-    target = f"{LOGIN}?{reason}=1&next={quote(request.path_qs, safe='')}" if request.method == "GET" else \
-        f"{LOGIN}?{reason}=1"
-    if htmx(request):  # a fragment request: have htmx load the login page instead of swapping it in
+def _to_login(request: web.Request) -> web.StreamResponse:
+    """To the login page, back to where the operator was afterwards. A fragment request (htmx) comes from a page
+    that was open with a session: that session ended (its cookie may be gone already, Max-Age = its length)."""
+    if htmx(request):
+        page = URL(request.headers.get("HX-Current-URL", HOME))
+        back = page.path_qs if page.path.startswith("/console/") and (not page.host or page.host == request.url.host) \
+            else HOME
+        target = f"{LOGIN}?expired=1&next={quote(back, safe='')}"
         return web.Response(status=401, headers={"HX-Redirect": target, **SECURITY_HEADERS})
+    reason = "expired" if COOKIE_NAME in request.cookies else "login"
     if request.method != "GET" or request.headers.get("Accept", "").startswith("text/event-stream"):
         return web.Response(status=401, text="log in first", headers=SECURITY_HEADERS)
-    raise web.HTTPSeeOther(target, headers=SECURITY_HEADERS)
+    raise web.HTTPSeeOther(f"{LOGIN}?{reason}=1&next={quote(request.path_qs, safe='')}", headers=SECURITY_HEADERS)
 
 
 def _platform_of(request: web.Request) -> str | None:
@@ -92,7 +98,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     if operator is None:
         if request.method in MUTATING:  # a change without a login: counted and recorded like a failed login
             request.config_dict[FAILED_LOGINS].failed(request, started)
-        return _to_login(request, "expired" if COOKIE_NAME in request.cookies else "login")
+        return _to_login(request)
     request[OPERATOR] = operator
     audited = request.method in MUTATING or request.path.endswith(".csv")
     if not audited:

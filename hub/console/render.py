@@ -21,7 +21,7 @@ SECURITY_HEADERS: Final = {
                                "frame-ancestors 'none'",
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",  # not no-referrer: that makes a browser send "Origin: null" on our own forms
 }
 NO_STORE: Final = {"Cache-Control": "no-store"}
 

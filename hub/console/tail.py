@@ -47,9 +47,11 @@ async def tail(request: web.Request) -> web.StreamResponse:
     task = asyncio.current_task()
     assert task is not None
     streams.add(task)
-    sent: dict[str, float] = {}  # ids sent within the lookback window
     since = utcnow()
     last_beat = time.monotonic()
+    # ids sent (or already there when the tail opened) within the lookback window: only new records go out
+    there = await hub.store.query_audit(AuditQuery(since=since - LOOKBACK, limit=PER_TICK))
+    sent = {r.id: last_beat for r in there}
     try:
         await response.write(b"retry: 5000\n\n")
         while time.time() < operator.expires_at:
