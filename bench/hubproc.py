@@ -47,11 +47,14 @@ def new_prefix() -> str:
     return "bench-" + uuid.uuid4().hex[:10]
 
 
-def hub_child(port: int, data_dir: Path, redis_url: str | None, prefix: str, src: Path | None = None) -> Child:
+def hub_child(port: int, data_dir: Path, redis_url: str | None, prefix: str, src: Path | None = None,
+              name: str = "hub", extra_env: dict[str, str] | None = None) -> Child:
     """``ocpi-hub serve`` (one process) with only the settings the bench chose, none inherited.
 
     ``src``: run the hub of another checkout instead (``python -m hub serve`` there), for A/B comparisons.
+    ``extra_env``: more HUB_* settings (e.g. ``HUB_ROAMING_POLICY=agreements`` for the second hub).
     """
+    data_dir.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
     env.update({
         "HUB_HOST": LOOPBACK, "HUB_PORT": str(port), "HUB_PUBLIC_URL": f"http://{LOOPBACK}:{port}",
@@ -64,8 +67,9 @@ def hub_child(port: int, data_dir: Path, redis_url: str | None, prefix: str, src
     })
     if redis_url:
         env["HUB_REDIS_URL"] = redis_url
+    env.update(extra_env or {})
     if src is not None:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(src.resolve()), env.get("PYTHONPATH")) if p)
-        return Child("hub", [sys.executable, "-m", "hub", "serve"], data_dir, env, cwd=src.resolve())
+        return Child(name, [sys.executable, "-m", "hub", "serve"], data_dir, env, cwd=src.resolve())
     exe = Path(sys.executable).with_name("ocpi-hub")
-    return Child("hub", [str(exe), "serve"], data_dir, env)
+    return Child(name, [str(exe), "serve"], data_dir, env)

@@ -21,6 +21,14 @@ SENDER_PARTIES: list[Role] = [("NL", "CPA", "CPO"), ("DE", "EMA", "EMSP")]
 # A CPO registered in OCPI 2.3.0: its PUTs to the 2.2.1 receiver are translated by the hub (the bridged scenario).
 SENDER_230_PARTIES: list[Role] = [("NL", "CPB", "CPO")]
 VERSIONS = ("2.2.1", "2.3.0")
+# Roaming agreements of the --agreements hub: the GET (eMSP DE/EMA asks CPO NL/CPR) and the PUT (CPO NL/CPA pushes
+# to eMSP DE/EMR), each covering locations, plus a few the routed requests never use (the book holds more than one).
+AGREEMENTS: list[tuple[str, str, list[str]]] = [
+    ("DE:EMA:EMSP", "NL:CPR:CPO", ["locations"]),
+    ("NL:CPA:CPO", "DE:EMR:EMSP", ["locations"]),
+    ("NL:CPA:CPO", "DE:EMA:EMSP", ["sessions", "cdrs"]),
+    ("NL:CPR:CPO", "DE:EMR:EMSP", ["*"]),
+]
 
 
 @dataclass
@@ -115,3 +123,13 @@ async def connect(session: aiohttp.ClientSession, hub_url: str, admin_token: str
         raise RuntimeError(f"credentials POST of {name} refused: {doc}")
     return Registration(name=name, platform_id=platform["id"], token_c=doc["data"]["token"],
                         hub_endpoints=hub_endpoints)
+
+
+async def agree(session: aiohttp.ClientSession, hub_url: str, admin_token: str,
+                agreements: list[tuple[str, str, list[str]]]) -> None:
+    """Add roaming agreements through the admin API."""
+    admin = {"Authorization": f"Bearer {admin_token}"}
+    for party_a, party_b, modules in agreements:
+        body = {"party_a": party_a, "party_b": party_b, "modules": modules}
+        async with session.post(f"{hub_url}/admin/agreements", json=body, headers=admin) as r:
+            await _data(r, f"agreement {party_a} - {party_b}")

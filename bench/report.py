@@ -80,6 +80,20 @@ def bridged_ratio(rows: list[Measured]) -> tuple[float, float] | None:
             round(bridged.cpu_per_request_us / max(same.cpu_per_request_us, 1e-9), 2))
 
 
+AGREEMENTS = "GET agreements"  # the routed GET through a hub with HUB_ROAMING_POLICY=agreements (--agreements)
+
+
+def agreements_cost(rows: list[Measured]) -> tuple[float, float] | None:
+    """The routed GET with roaming agreements enforced against the open hub's: (req/s ratio, hub CPU per request
+    added in %, negative = less); the target is under 3 % (docs/agreements.md)."""
+    open_ = next((m for m in rows if m.target == "hub" and m.method == "GET"), None)
+    enforced = next((m for m in rows if m.target == "hub" and m.method == AGREEMENTS), None)
+    if open_ is None or enforced is None or not open_.result.rps:
+        return None
+    return (round(enforced.result.rps / open_.result.rps, 3),
+            round(100 * (enforced.cpu_per_request_us / max(open_.cpu_per_request_us, 1e-9) - 1), 1))
+
+
 def render(rows: list[Measured], meta: dict[str, Any]) -> str:
     head = f"{'scenario':<20} | {'req/s':>8} | {'p50 ms':>7} | {'p99 ms':>7} | {'errors':>14} | {'CPU µs/req':>10}"
     lines = [head, "-" * len(head)]
@@ -96,6 +110,9 @@ def render(rows: list[Measured], meta: dict[str, Any]) -> str:
     if (bridged := bridged_ratio(rows)) is not None:
         lines.append(f"bridged PUT (2.3.0 -> 2.2.1) costs {bridged[0]:.2f} x a same-version PUT in req/s, "
                      f"{bridged[1]:.2f} x in hub CPU per request (target <= 2)")
+    if (cost := agreements_cost(rows)) is not None:
+        lines.append(f"GET with roaming agreements enforced / open hub: {cost[0]:.3f} x req/s, {cost[1]:+.1f} % hub "
+                     "CPU per request (target: under 3 % dearer)")
     lines.append("")
     lines.append("CPU while measuring (% of one core; the machine has "
                  f"{meta['machine']['cores']} cores = {100 * meta['machine']['cores']}%):")

@@ -52,6 +52,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--hub-src", type=Path, help="benchmark the hub of another checkout (A/B), not this one")
     p.add_argument("--no-bridged", dest="bridged", action="store_false",
                    help="skip the PUT a 2.3.0 CPO sends to a 2.2.1 eMSP (translated by the hub)")
+    p.add_argument("--agreements", action="store_true",
+                   help="also run the routed GET through a second hub with HUB_ROAMING_POLICY=agreements and an "
+                        "agreement between the sender and receiver parties, and report its cost against the open hub")
     p.add_argument("--time-limit", type=float, default=900.0, help="hard bound on the whole run, seconds")
     b = p.add_argument_group("broadcast fan-out (after the table above)")
     b.add_argument("--broadcasts", type=int, default=500, help="measured broadcast pushes; 0 skips the fan-out")
@@ -108,6 +111,7 @@ class Bench:
         self.sender = onboard.SenderPlatform()
         self.redis_url: str | None = None
         self.prefix = hubproc.new_prefix()
+        self.agreements_prefix = hubproc.new_prefix()
         self.rows: list[report.Measured] = []
         self.receiver_url = ""
         self.hub_url = ""
@@ -162,9 +166,30 @@ class Bench:
         procs = {"hub": hub, "bare": bare, "receiver": receiver}
         scenarios = [measure.Scenario(target, origin, load, procs, self.redis_url)
                      for load in loads(sender) for target, origin in (("hub", hub_url), ("bare", proxy_url))]
+        if self.args.agreements:  # right after the open hub's GET: neighbours in time see the same machine
+            scenarios.insert(1, await self.agreements_scenario(token_b, receiver, bare))
         if sender_230 is not None:  # hub only: a bare proxy does not translate
             scenarios.append(measure.Scenario("hub", hub_url, bridged_load(sender_230), procs, self.redis_url))
         return scenarios
+
+    async def agreements_scenario(self, token_b: str, receiver: Child, bare: Child) -> measure.Scenario:
+        """A second hub, under HUB_ROAMING_POLICY=agreements, with the same partners registered and agreements
+        between the parties the loads use: every routed request there is checked against them."""
+        port = free_port()
+        url = f"http://{LOOPBACK}:{port}"
+        child = hubproc.hub_child(port, self.tmp / "agreements", self.redis_url, self.agreements_prefix,
+                                  self.args.hub_src, name="hub-agreements",
+                                  extra_env={"HUB_ROAMING_POLICY": "agreements"})
+        hub = await self.spawn(child, f"{url}/healthz")
+        await onboard.connect(self.session, url, hubproc.ADMIN_TOKEN, "Bench Receiver", onboard.RECEIVER_PARTIES,
+                              f"{self.receiver_url}/ocpi/versions", token_b)
+        sender = await onboard.connect(self.session, url, hubproc.ADMIN_TOKEN, "Bench Sender",
+                                       onboard.SENDER_PARTIES, self.sender.versions_url, self.sender.token_b)
+        await onboard.agree(self.session, url, hubproc.ADMIN_TOKEN, onboard.AGREEMENTS)
+        get = loads(sender)[0]
+        load = Load(get.method, get.base_path, get.auth, from_=get.from_, to=get.to, label=report.AGREEMENTS)
+        print(f"second hub {url}: HUB_ROAMING_POLICY=agreements, {len(onboard.AGREEMENTS)} agreements", flush=True)
+        return measure.Scenario("hub", url, load, {"hub": hub, "bare": bare, "receiver": receiver}, self.redis_url)
 
     async def run(self) -> None:
         a = self.args
@@ -232,8 +257,10 @@ class Bench:
         await self.sender.stop()
         await self.session.close()
         if self.redis_url:
-            n = hubproc.cleanup_prefix(self.redis_url, self.prefix)
-            print(f"deleted {n} Redis keys of prefix {{{self.prefix}}}", flush=True)
+            for prefix in (self.prefix, self.agreements_prefix):
+                n = hubproc.cleanup_prefix(self.redis_url, prefix)
+                if n or prefix == self.prefix:
+                    print(f"deleted {n} Redis keys of prefix {{{prefix}}}", flush=True)
 
     def meta(self) -> dict[str, Any]:
         a = self.args

@@ -18,13 +18,15 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, Field, ValidationError
 
-from hub import operations
+from hub import admin_agreements, operations
+from hub.admin_agreements import policy_view
 from hub.admin_audit import MUTATING, FailedLogins, client_address, record_action
 from hub.audit import AUDIT_MODULES, OUTCOMES, AuditQuery, AuditRecord
 from hub.connect import connect
 from hub.context import HUB_KEY, Hub, hub_of
 from hub.envelope import Handler
 from hub.observe import outcome_of
+from routing.agreements import Policy
 from routing.ocpi.errors import InvalidParameters, NotFound, OcpiError
 from routing.ocpi.headers import TO_CC, TO_PID
 from routing.ocpi.models import parse_json, validation_message
@@ -147,6 +149,7 @@ def platform_view(hub: Hub, p: Platform, token_a: str | None = None) -> dict[str
         "created_at": p.created_at.isoformat(),
         "updated_at": p.updated_at.isoformat(),
         "rate_limit": _rate_limit_view(hub, p),
+        "roaming_policy": policy_view(hub, p.roaming_policy),
     }
     if token_a is not None:
         view["token_a"] = token_a
@@ -293,6 +296,23 @@ async def clear_rate_limit(request: web.Request) -> web.Response:
     return web.json_response(platform_view(hub, platform))
 
 
+class RoamingPolicyIn(BaseModel):
+    policy: Policy | None  # None: back to HUB_ROAMING_POLICY
+
+
+async def set_roaming_policy(request: web.Request) -> web.Response:
+    """A platform's own roaming policy (docs/agreements.md, "Policy"), or null for the hub-wide one."""
+    hub = hub_of(request)
+    platform = await operations.current(hub, request.match_info["id"])
+    try:
+        body = RoamingPolicyIn.model_validate(await _json(request))
+    except ValidationError as exc:
+        return _error(400, validation_message(exc))
+    platform.roaming_policy, platform.updated_at = body.policy, utcnow()
+    await _save(hub, platform)
+    return web.json_response(platform_view(hub, platform))
+
+
 class ConnectIn(BaseModel):
     name: str = Field(min_length=1, max_length=100)
     versions_url: str = Field(min_length=1, max_length=255)
@@ -416,6 +436,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_delete("/admin/platforms/{id}", remove_platform)
     app.router.add_put("/admin/platforms/{id}/rate-limit", set_rate_limit)
     app.router.add_delete("/admin/platforms/{id}/rate-limit", clear_rate_limit)
+    app.router.add_put("/admin/platforms/{id}/roaming-policy", set_roaming_policy)
     app.router.add_get("/admin/queues", list_queues)
+    admin_agreements.add_routes(app)
 
 

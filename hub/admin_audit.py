@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Final
 
 from aiohttp import web
 
@@ -24,6 +25,8 @@ log = logging.getLogger("hub.admin")
 FAILED_LOGINS_PER_WINDOW = 10
 FAILED_LOGIN_WINDOW = 60.0  # seconds
 MUTATING = frozenset(("POST", "PUT", "PATCH", "DELETE"))
+# Set by a handler whose change concerns two parties (a roaming agreement): they become the record's FROM and TO.
+AUDIT_PARTIES: Final = web.RequestKey("admin_audit_parties", tuple[str, str])
 
 
 def client_address(request: web.Request) -> str:
@@ -36,14 +39,16 @@ def record_action(hub: Hub, request: web.Request, actor: str, status: int, platf
     """One audit record and one log line for an admin request: who, what, when, on which platform, result."""
     elapsed_ms = round((time.perf_counter() - started) * 1000, 3)
     request_id = request.headers.get("X-Request-ID") or time_ordered_id()
+    from_party, to_party = request.get(AUDIT_PARTIES) or (None, None)
     hub.audit.add(AuditRecord(
         id=time_ordered_id(), time=utcnow(), request_id=request_id[:64], correlation_id=request_id[:64],
-        platform_id=platform_id, from_party=None, to_party=None, module="admin", interface_role=None,
+        platform_id=platform_id, from_party=from_party, to_party=to_party, module="admin", interface_role=None,
         method=request.method, path=request.path[:512], outcome=outcome, http_status=status, ocpi_status=None,
         latency_total_ms=elapsed_ms, request_size=request.content_length or 0, actor=actor,
     ))
     log.info("admin action", extra={"ocpi": {
         "actor": actor, "method": request.method, "path": request.path[:512], "platform_id": platform_id,
+        "parties": [p for p in (from_party, to_party) if p],
         "outcome": outcome, "http_status": status, "latency_ms": elapsed_ms,
     }})
 

@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 
 from hub import admin, clientinfo, credentials, modules, versions
 from hub.admission import Admission, AdmissionLimits
+from hub.agreements import AgreementKeeper
 from hub.audit import AuditWriter
 from hub.clientinfo import LIVENESS_KEY, Liveness
 from hub.console import add_console
@@ -34,6 +35,7 @@ from hub.store import open_store
 from hub.store.protocol import HubStore
 from hub.usage import UsageRecorder
 from routing import keys
+from routing.agreements import AgreementBook
 from routing.callbacks import Callbacks
 from routing.delivery import Delivery
 from routing.ocpi.versions import SUPPORTED
@@ -42,6 +44,7 @@ from routing.outbound import OutboundPolicy
 from routing.platform import ConnectionStatus, Platform, RateLimit, utcnow
 from routing.queue import DeliveryQueue
 from routing.redis_health import REFUSING_WRITES, UNREACHABLE, RedisHealth
+from routing.roaming import Roaming
 from routing.tasks import stop_task
 
 log = logging.getLogger("hub.app")
@@ -117,6 +120,14 @@ def _lifecycle(settings: Settings, given_store: HubStore | None, given_redis: Re
         feed.health = health
         await feed.open()  # subscribed before the first load: no change slips in between
         await registry.load()
+        book = AgreementBook()
+        keeper = AgreementKeeper(store, book)
+        agreement_feed = PlatformFeed(keeper, redis, keys.agreements_channel(settings.key_prefix), item="agreement")
+        agreement_feed.health = health
+        await agreement_feed.open()
+        await keeper.load()
+        keeper.on_change = agreement_feed.announce
+        roaming = Roaming(settings.roaming_policy, book, registry)
         outbound = OutboundPolicy(allow_private=settings.allow_private_urls, public_url=settings.public_url)
         # The resolver checks the addresses of every host name the hub connects to (DNS rebinding).
         resolver = outbound.resolver()
@@ -135,6 +146,8 @@ def _lifecycle(settings: Settings, given_store: HubStore | None, given_redis: Re
                             concurrency=settings.delivery_concurrency, max_reply_bytes=settings.max_reply_bytes,
                             retry_window=settings.broadcast_retry_window, outbound=outbound,
                             url_hosts=registry.url_hosts, health=health)
+        delivery.admit_push = roaming.push_refusal
+        delivery.on_refused = lambda msg, why: metrics_.pushes_refused.labels(kind=msg.kind).inc()
         delivery.on_retry = lambda msg: metrics_.retries.labels(receiver=msg.receiver).inc()
         delivery.on_result = metrics_.count_receiver_result
         audit = AuditWriter(store, interval=settings.audit_flush_interval,
@@ -142,8 +155,8 @@ def _lifecycle(settings: Settings, given_store: HubStore | None, given_redis: Re
                             on_rejected=lambda result: metrics_.audit_rejected.labels(result=result).inc(),
                             failure_log=throttled(logging.getLogger("hub.audit"), lines=1))  # tracebacks: 1/interval
         hub = Hub(settings=settings, store=store, registry=registry, redis=redis, queue=queue, delivery=delivery,
-                  health=health, usage=UsageRecorder(store, failure_log=throttled(logging.getLogger("hub.usage"),
-                                                                                  lines=1)),
+                  health=health, agreements=book, agreement_keeper=keeper, roaming=roaming,
+                  usage=UsageRecorder(store, failure_log=throttled(logging.getLogger("hub.usage"), lines=1)),
                   session=session, audit=audit, metrics=metrics_,
                   admin_token=settings.admin_token or secrets.token_urlsafe(24),
                   callbacks=Callbacks(redis, prefix=settings.key_prefix,
@@ -171,6 +184,7 @@ def _lifecycle(settings: Settings, given_store: HubStore | None, given_redis: Re
         await hub.usage.start()
         await liveness.start()
         loops = [asyncio.create_task(feed.run(), name="platform-feed"),
+                 asyncio.create_task(agreement_feed.run(), name="agreement-feed"),
                  asyncio.create_task(_refresh_gauges(hub), name="gauges"),
                  asyncio.create_task(_purge_audit(hub), name="audit-retention"),
                  asyncio.create_task(purge_personal_data(hub), name="personal-data-retention"),
@@ -185,6 +199,7 @@ def _lifecycle(settings: Settings, given_store: HubStore | None, given_redis: Re
                 await stop_task(task)
             await liveness.stop()
             await feed.close()
+            await agreement_feed.close()
             await delivery.stop()
             await queue.close()
             await health.close()

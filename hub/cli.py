@@ -15,6 +15,7 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 from hub import admin_token
@@ -37,13 +38,23 @@ def _token(settings: Settings) -> str:
 def call(settings: Settings, method: str, path: str, body: Any = None, timeout: float = 30.0) -> Any:
     """One admin API request; every failure becomes a CliError with a one-line reason, never a traceback."""
     data = json.dumps(body).encode() if body is not None else None
+    raw = call_raw(settings, method, path, data, "application/json", timeout)
+    try:
+        return json.loads(raw) if raw else None
+    except ValueError:
+        raise CliError(f"{settings.url} did not answer JSON: is HUB_URL the hub?") from None
+
+
+def call_raw(settings: Settings, method: str, path: str, data: bytes | None = None,
+             content_type: str = "application/json", timeout: float = 30.0) -> bytes:
+    """An admin API request whose body and answer are bytes (CSV import and export)."""
     try:
         req = urllib.request.Request(
             settings.url.rstrip("/") + path, data=data, method=method,
-            headers={"Authorization": f"Bearer {_token(settings)}", "Content-Type": "application/json"},
+            headers={"Authorization": f"Bearer {_token(settings)}", "Content-Type": content_type},
         )
         with urllib.request.urlopen(req, timeout=timeout) as resp:
-            raw = resp.read()
+            return bytes(resp.read())
     except urllib.error.HTTPError as exc:
         raise CliError(f"hub answered HTTP {exc.code}: {_error_message(exc.read())}") from None
     except urllib.error.URLError as exc:
@@ -52,10 +63,6 @@ def call(settings: Settings, method: str, path: str, body: Any = None, timeout: 
         raise CliError(f"cannot reach the hub at {settings.url}: {exc or type(exc).__name__}") from None
     except ValueError as exc:  # urllib and http.client refuse a malformed URL with ValueError
         raise CliError(f"invalid HUB_URL {settings.url!r}: {exc}") from None
-    try:
-        return json.loads(raw) if raw else None
-    except ValueError:
-        raise CliError(f"{settings.url} did not answer JSON: is HUB_URL the hub?") from None
 
 
 def _error_message(raw: bytes) -> str:
@@ -65,6 +72,9 @@ def _error_message(raw: bytes) -> str:
     except ValueError:
         return raw.decode(errors="replace").strip()[:200] or "(empty answer)"
     if isinstance(doc, dict) and isinstance(doc.get("error"), str):
+        details = doc.get("errors")
+        if isinstance(details, list) and details:  # e.g. every bad row of a CSV import
+            return str(doc["error"]) + "".join(f"\n  {d}" for d in details)
         return str(doc["error"])
     return json.dumps(doc)[:200]
 
@@ -135,6 +145,14 @@ def add_admin_commands(sub: Any) -> None:
     con.add_argument("--role", choices=("CPO", "EMSP"), type=str.upper,
                      help="the partner's party role; needed when it speaks only OCPI 2.1.1, whose credentials "
                           "carry no role")
+    policy = psub.add_parser("roaming-policy", help="a platform's own roaming policy, or the hub-wide default",
+                             description="Set a platform's own roaming policy (docs/agreements.md): 'agreements' "
+                                         "checks every exchange with its parties against roaming agreements, "
+                                         "'open' lets them exchange with every party that is open too, 'default' "
+                                         "follows HUB_ROAMING_POLICY.")
+    policy.add_argument("id", help="platform id (see 'platforms list')")
+    policy.add_argument("policy", choices=("open", "agreements", "default"), help="the policy")
+    add_agreement_commands(sub)
     sub.add_parser("queues", help="depth, in-flight and oldest message age per receiver")
     audit = sub.add_parser("audit", help="search the audit trail, newest first (one message across hops: "
                                          "--correlation-id)",
@@ -157,6 +175,87 @@ def add_admin_commands(sub: Any) -> None:
     for action, text in (("replay", "queue a dead letter again"), ("delete", "drop a dead letter")):
         d = dsub.add_parser(action, help=text)
         d.add_argument("id", help="dead letter id (see 'dead-letters list')")
+
+
+def add_agreement_commands(sub: Any) -> None:
+    agr = sub.add_parser("agreements", help="roaming agreements: which parties may exchange which modules",
+                         description="Roaming agreements (docs/agreements.md): under HUB_ROAMING_POLICY=agreements "
+                                     "two parties exchange a module only while an agreement covers it.")
+    asub = agr.add_subparsers(dest="action", required=True, metavar="ACTION")
+    add = asub.add_parser("add", help="add an agreement between two parties",
+                          description="Add an agreement between two parties; it holds on every worker once this "
+                                      "command returns.")
+    add.add_argument("--party-a", required=True, metavar="CC:PID:ROLE", help="one party, e.g. NL:CPA:CPO")
+    add.add_argument("--party-b", required=True, metavar="CC:PID:ROLE", help="the other party, e.g. DE:EMB:EMSP")
+    add.add_argument("--module", action="append", default=[], metavar="MODULE",
+                     help="a module it covers, e.g. cdrs (repeatable; none or '*': every functional module)")
+    add.add_argument("--valid-from", metavar="TIME", help="start (ISO 8601, e.g. 2025-01-01T00:00:00Z; default now)")
+    add.add_argument("--valid-until", metavar="TIME", help="end, exclusive (ISO 8601; default: open-ended)")
+    add.add_argument("--reference", default="", help="free text, e.g. the contract's number")
+    add.add_argument("--id", help="the agreement's id (default: generated)")
+    add.add_argument("--suspended", action="store_true", help="add it suspended (resume it later)")
+    lst = asub.add_parser("list", help="agreements, oldest first", description="List agreements, oldest first.")
+    lst.add_argument("--party", metavar="CC:PID", help="only agreements this party is a side of")
+    lst.add_argument("--status", choices=("active", "suspended"), help="only agreements with this status")
+    helps = {"show": "one agreement", "suspend": "stop what the agreement allows until it is resumed",
+             "resume": "undo a suspend", "remove": "delete the agreement"}
+    for action, text in helps.items():
+        p = asub.add_parser(action, help=text, description=text[0].upper() + text[1:] + ".")
+        p.add_argument("id", help="agreement id (see 'agreements list')")
+    imp = asub.add_parser("import", help="add or replace agreements from a CSV file (all rows or none)",
+                          description="Add or replace agreements from a CSV file in the export's columns: a row "
+                                      "with a known id replaces that agreement. Every row is checked first; one "
+                                      "bad row and nothing is imported (the bad rows are listed by number).")
+    imp.add_argument("file", help="the CSV file ('-' reads standard input)")
+    exp = asub.add_parser("export", help="every agreement as CSV", description="Write every agreement as CSV.")
+    exp.add_argument("file", nargs="?", help="where to write it (default: standard output)")
+    chk = asub.add_parser("check", help="what the hub decides for an exchange now, and why",
+                          description="What the hub decides now when FROM sends TO a MODULE request, and why.")
+    chk.add_argument("from_party", metavar="FROM", help="CC:PID or CC:PID:ROLE, e.g. NL:CPA")
+    chk.add_argument("to_party", metavar="TO", help="CC:PID or CC:PID:ROLE, e.g. DE:EMB")
+    chk.add_argument("module", metavar="MODULE", help="a functional module, e.g. cdrs")
+
+
+def _agreements(settings: Settings, args: argparse.Namespace) -> Any:
+    base = "/admin/agreements"
+    if args.action == "add":
+        body: dict[str, Any] = {"party_a": args.party_a, "party_b": args.party_b, "modules": args.module,
+                                "reference": args.reference, "status": "suspended" if args.suspended else "active"}
+        for name in ("valid_from", "valid_until", "id"):
+            if getattr(args, name):
+                body[name] = getattr(args, name)
+        return call(settings, "POST", base, body)
+    if args.action == "list":
+        params = {k: v for k, v in (("party", args.party), ("status", args.status)) if v}
+        return call(settings, "GET", base + ("?" + urllib.parse.urlencode(params) if params else ""))
+    if args.action == "show":
+        return call(settings, "GET", f"{base}/{_segment(args.id)}")
+    if args.action == "remove":
+        return call(settings, "DELETE", f"{base}/{_segment(args.id)}")
+    if args.action in ("suspend", "resume"):
+        return call(settings, "POST", f"{base}/{_segment(args.id)}/{args.action}")
+    if args.action == "import":
+        try:
+            data = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
+        except OSError as exc:
+            raise CliError(f"cannot read {args.file}: {exc.strerror or exc}") from None
+        raw = call_raw(settings, "POST", base + "/import", data, "text/csv")
+        return json.loads(raw)
+    if args.action == "check":
+        query = urllib.parse.urlencode({"from": args.from_party, "to": args.to_party, "module": args.module})
+        return call(settings, "GET", f"{base}/check?{query}")
+    text = call_raw(settings, "GET", base + "/export").decode()
+    if args.file:
+        try:
+            Path(args.file).write_text(text)
+        except OSError as exc:
+            raise CliError(f"cannot write {args.file}: {exc.strerror or exc}") from None
+        return {"exported": max(len(text.splitlines()) - 1, 0), "file": args.file}
+    sys.stdout.write(text)
+    return _PRINTED
+
+
+_PRINTED = object()  # the command wrote its own output (CSV), not JSON
 
 
 def _dead_letters(settings: Settings, args: argparse.Namespace) -> Any:
@@ -190,6 +289,11 @@ def run_admin(args: argparse.Namespace) -> int:
             result = call(settings, "GET", "/admin/audit?" + urllib.parse.urlencode(params))
         elif args.command == "dead-letters":
             result = _dead_letters(settings, args)
+        elif args.command == "agreements":
+            result = _agreements(settings, args)
+        elif args.action == "roaming-policy":
+            result = call(settings, "PUT", f"/admin/platforms/{_segment(args.id)}/roaming-policy",
+                          {"policy": None if args.policy == "default" else args.policy})
         elif args.action == "connect":
             body = {"name": args.name, "versions_url": args.versions_url, "token_a": args.token_a}
             result = call(settings, "POST", "/admin/platforms/connect",
@@ -213,5 +317,6 @@ def run_admin(args: argparse.Namespace) -> int:
     except CliError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(json.dumps(result, indent=2))
+    if result is not _PRINTED:
+        print(json.dumps(result, indent=2))
     return 0

@@ -53,6 +53,7 @@ def _visible(hub: Hub, viewer: Platform) -> list[tuple[Platform, Party]]:
 
     ClientInfo objects are never deleted, so parties of removed platforms stay (SUSPENDED) — unless their pair
     was onboarded again, by another platform or the viewer itself: then the current holder is the only truth.
+    Under roaming agreements only the parties the viewer has an agreement in force with (routing/roaming.py).
     """
     platforms = hub.registry.all()
     own = {party.key for party in viewer.parties}
@@ -65,7 +66,10 @@ def _visible(hub: Hub, viewer: Platform) -> list[tuple[Platform, Party]]:
             if party.key in own or (p.removed and party.key in live):
                 continue
             chosen[(party.key, party.role)] = (p, party)  # a later onboarding of the same pair and role wins
-    return list(chosen.values())
+    roaming = hub.roaming
+    if roaming.idle:
+        return list(chosen.values())
+    return [(p, party) for p, party in chosen.values() if roaming.sees(viewer, p, party)]
 
 
 async def get_client_infos(request: web.Request) -> web.Response:
@@ -90,6 +94,7 @@ def _push_message(receiver: Platform, party: Party) -> Message:
         tail=f"{party.country_code}/{party.party_id}", query="",
         headers={"Content-Type": "application/json", CORRELATION_ID: new_id()},
         body=orjson.dumps(client_info(party)), receiver_revision=receiver.revision,
+        subject=f"{party.key}:{party.role}",  # judged again at delivery (roaming agreements)
     )
     return Message(receiver=receiver.id, group=f"clientinfo:{party.key}", payload=fwd.encode(), kind="clientinfo")
 
@@ -109,8 +114,9 @@ async def announce(hub: Hub, old: Platform | None, new: Platform) -> None:
     """Push what changed in ``new`` to every listener; a platform that just connected gets everything."""
     before = {(p.key, p.role): p.status for p in (old.parties if old else [])}
     changed = [p for p in new.parties if before.get((p.key, p.role)) != p.status]
+    roaming = hub.roaming
     messages = [_push_message(listener, party) for listener in _listeners(hub) if listener.id != new.id
-                for party in changed]
+                for party in changed if roaming.sees(listener, new, party)]
     just_connected = new.status == ConnectionStatus.CONNECTED and (old is None or old.status != new.status
                                                                    or old.outbound_token != new.outbound_token)
     if just_connected and _listens(new) and not new.removed:

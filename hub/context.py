@@ -11,6 +11,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from hub.admission import Admission
+from hub.agreements import AgreementKeeper
 from hub.audit import AuditWriter
 from hub.logs import ThrottledLog
 from hub.metrics import Metrics
@@ -19,6 +20,7 @@ from hub.registry import PlatformRegistry
 from hub.settings import Settings
 from hub.store.protocol import HubStore
 from hub.usage import UsageRecorder
+from routing.agreements import AgreementBook
 from routing.callbacks import Callbacks
 from routing.delivery import Delivery
 from routing.ocpi.headers import Party
@@ -26,6 +28,7 @@ from routing.open_routing import RouteHints
 from routing.outbound import OutboundPolicy
 from routing.queue import DeliveryQueue
 from routing.redis_health import RedisHealth
+from routing.roaming import Roaming
 
 
 @dataclass
@@ -46,6 +49,9 @@ class Hub:
     rate_limits: RateLimits  # requests per second per platform, hub-wide (429 beyond)
     health: RedisHealth  # Redis outages: one state per process (routing/redis_health.py)
     usage: UsageRecorder  # per-day usage of routed sessions and CDRs, written off the routing path (hub/usage.py)
+    agreements: AgreementBook  # roaming agreements, in memory on every process (hub/agreements.py)
+    agreement_keeper: AgreementKeeper  # how they change: store, this book, the other processes
+    roaming: Roaming  # the one place agreements are enforced (routing/roaming.py)
     outbound: OutboundPolicy = field(default_factory=OutboundPolicy)  # which URLs the hub calls (routing/outbound.py)
     on_seen: Callable[[str], None] | None = None  # platform id heard from (still-alive tracking)
     client_log: ThrottledLog | None = None  # refused requests and malformed HTTP: a bounded number of lines

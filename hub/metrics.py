@@ -141,6 +141,11 @@ class Metrics:
             "Tokens unknown to this process: looked up in the store, or refused from the unknown-token cache",
             ["source"], registry=r,
         )
+        self.pushes_refused = Counter(
+            "ocpi_hub_pushes_refused_by_agreement",
+            "Queued hub pushes (broadcast fan-out, ClientInfo) dropped at delivery: no roaming agreement allows "
+            "them any more (docs/agreements.md)", ["kind"], registry=r,
+        )
         self.translations = Counter(
             "ocpi_hub_translations",
             "Messages whose body or answer the hub translated between OCPI versions (docs/versions.md)",

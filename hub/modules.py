@@ -20,6 +20,7 @@ from hub.envelope import envelope, ocpi_response
 from hub.exchange import EXCHANGE
 from hub.objects import forget_deleted, get_all, object_lock, store_push
 from hub.usage import USAGE_EVENTS
+from routing.agreements import PartyRef
 from routing.bridge import (
     addressed_to_hub_211,
     hub_interface_211,
@@ -160,8 +161,11 @@ async def route(request: web.Request, hub: Hub, platform: Platform, version: str
     if routing.to == hub_party:
         return await to_hub(request, hub, req, sender, hub_party, msg)
     if routing.to is None:  # open routing: the hub finds the receiver from content it has seen
-        req.routing = RoutingHeaders(to=await find_receiver(req, hub.hints), from_=sender)
+        found = await find_receiver(req, hub.hints, hub.roaming.route_filter(platform, sender, module))
+        req.routing = RoutingHeaders(to=found, from_=sender)
         ex.to_party = req.routing.to.key if req.routing.to else None
+    assert req.routing.to is not None
+    hub.roaming.check_direct(platform, sender, req.routing.to, module)  # roaming agreements: before anything else
     route_ = direct_route(req, hub.registry, sender)
     ex.receiver_platform_id = route_.receiver.id
     ticket.bind(route_.receiver.id)  # open routing: the receiver is known only now
@@ -205,7 +209,8 @@ async def to_hub(request: web.Request, hub: Hub, req: InboundRequest, sender: Pa
     headers = {**ex.reply_headers, **routing_reply_headers(sender, hub_party)}
     if req.method == "GET" and req.interface_role == "SENDER" and not req.segments:
         page = parse_page(dict(request.query))
-        items, total, losses = await get_all(hub.store, req.module, roles, page, version=msg.version)
+        owners = hub.roaming.visible_owners(req.platform, sender, roles, req.module)
+        items, total, losses = await get_all(hub.store, req.module, roles, page, version=msg.version, owners=owners)
         base = (f"{hub.settings.public_url.rstrip('/')}/ocpi/2.1.1/{req.module}" if msg.version == V211
                 else f"{hub.settings.public_url.rstrip('/')}/ocpi/{msg.version}/sender/{req.module}")
         headers.update(page_headers(base, page, len(items), total))
@@ -215,7 +220,10 @@ async def to_hub(request: web.Request, hub: Hub, req: InboundRequest, sender: Pa
                                            "losses": [loss.as_dict() for loss in losses]}]}
         return ocpi_response(items, headers=headers)
     check_broadcast(req.module, req.interface_role, req.method)
-    targets = recipients(hub.registry.all(), req.platform, broadcast_role(roles, req.module), req.module)
+    role = broadcast_role(roles, req.module)
+    owner = PartyRef(sender.country_code, sender.party_id, role)
+    targets = recipients(hub.registry.all(), req.platform, role, req.module,
+                         admits=hub.roaming.audience_filter(req.platform, owner, req.module))
     group = order_group(req, hub_party, sender)
     messages = []
     bodies: dict[str, bytes | None] = {}  # per receiver version, translated once
@@ -237,6 +245,8 @@ async def to_hub(request: web.Request, hub: Hub, req: InboundRequest, sender: Pa
             headers={**routing_reply_headers(to, hub_party), CORRELATION_ID: ex.correlation_id,
                      "Content-Type": "application/json"},
             receiver_revision=target.platform.revision,
+            # judged again at delivery: a push queued before its agreement ended is dropped (docs/agreements.md)
+            subject=f"{owner.key}:{role}", recipient=f"{target.party.key}:{target.party.role}",
         )
         messages.append(Message(receiver=target.platform.id, group=group or "", payload=fwd.encode(),
                                 kind="broadcast"))

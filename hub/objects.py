@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Collection, Iterable
 from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qs
@@ -173,16 +173,18 @@ async def forget_deleted(store: ObjectStore, module: str, segs: list[str]) -> No
 
 
 async def get_all(store: ObjectStore, module: str, viewer_roles: Iterable[str], page: Page, *,
-                  version: str = V221) -> tuple[list[dict[str, Any]], int, list[Loss]]:
+                  version: str = V221, owners: Collection[tuple[str, str]] | None = None,
+                  ) -> tuple[list[dict[str, Any]], int, list[Loss]]:
     """One page of the module's objects for a party holding ``viewer_roles`` (any one of them may suffice), each
-    in the viewer's OCPI ``version``; an object that version cannot hold is left out and reported."""
+    in the viewer's OCPI ``version``; an object that version cannot hold is left out and reported. ``owners``:
+    only those parties' objects (the viewer's roaming partners, routing/roaming.py); None: everyone's."""
     if module not in GET_ALL_MODULES:
         raise InvalidParameters(f"GET All is served for locations, tariffs and tokens; for {module} "
                                 "address the party concerned with OCPI-to-* headers")
     if _VIEWERS[module].isdisjoint(viewer_roles):
         return [], 0, []
     items, total = await store.list_objects(module, date_from=page.date_from, date_to=page.date_to,
-                                            offset=page.offset, limit=page.limit)
+                                            offset=page.offset, limit=page.limit, owners=owners)
     if all(o.ocpi_version == version for o in items):
         return [o.data for o in items], total, []
     out: list[dict[str, Any]] = []

@@ -22,12 +22,13 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 from redis.asyncio import Redis
 
 from hub.store.protocol import Store
+from routing.agreements import Policy
 from routing.outbound import registered_hosts
 from routing.platform import Party, Platform, hash_token, party_key
 
@@ -38,6 +39,14 @@ log = logging.getLogger("hub.registry")
 
 SavedHook = Callable[["Platform | None", Platform], Awaitable[None]]
 ChangeHook = Callable[[str], Awaitable[None]]
+
+
+class Reloadable(Protocol):
+    """What a change feed keeps current: the platform registry, or the roaming agreements (hub/agreements.py)."""
+
+    async def reload(self, item_id: str) -> None: ...
+
+    async def load(self) -> None: ...
 
 
 class PlatformRegistry:
@@ -54,6 +63,9 @@ class PlatformRegistry:
         self._by_id: dict[str, Platform] = {}
         self._by_token: dict[str, str] = {}
         self._by_party: dict[str, str] = {}
+        # Platforms that override the hub-wide roaming policy (docs/agreements.md): read on every routed request,
+        # so empty (the usual case) is the fast path of routing/roaming.py.
+        self.policy_overrides: dict[str, Policy] = {}
         self._hosts: dict[str, frozenset[str]] = {}  # per platform, computed on first use after a change
         self.on_change: ChangeHook | None = None
         self.on_saved: SavedHook | None = None  # (state before, state after) in this process
@@ -80,7 +92,10 @@ class PlatformRegistry:
     def _reindex(self) -> None:
         by_token: dict[str, str] = {}
         by_party: dict[str, str] = {}
+        overrides: dict[str, Policy] = {}
         for p in self._by_id.values():
+            if p.roaming_policy is not None and not p.removed:
+                overrides[p.id] = p.roaming_policy
             if p.inbound_token_hash:
                 by_token[p.inbound_token_hash] = p.id
             if p.token_a_hash:
@@ -88,7 +103,7 @@ class PlatformRegistry:
             if not p.removed:
                 for party in p.parties:
                     by_party[party.key] = p.id
-        self._by_token, self._by_party = by_token, by_party
+        self._by_token, self._by_party, self.policy_overrides = by_token, by_party, overrides
         self._unknown.clear()  # a change this process heard of may have issued one of them
         self._hosts = {}
 
@@ -250,11 +265,15 @@ class PlatformFeed:
     Messages (JSON): ``{"platform": id, "change": cid}`` — reload ``id``, then answer ``{"ack": cid}``. The
     announcing process waits until as many acks arrived as PUBLISH reported subscribers (itself included), or
     ``ack_timeout``. A plain platform id (older processes) is reloaded without an ack.
+
+    The same feed keeps roaming agreements current on their own channel (``item="agreement"``,
+    hub/agreements.py): anything with ``reload(id)`` and ``load()`` can be kept in step this way.
     """
 
-    def __init__(self, registry: PlatformRegistry, redis: Redis, channel: str, *, ack_timeout: float = 2.0,
-                 full_reload_every: float = 15.0) -> None:
+    def __init__(self, registry: Reloadable, redis: Redis, channel: str, *, ack_timeout: float = 2.0,
+                 full_reload_every: float = 15.0, item: str = "platform") -> None:
         self.registry = registry
+        self.item = item
         self.redis = redis
         self.channel = channel
         self.ack_timeout = ack_timeout
@@ -278,14 +297,14 @@ class PlatformFeed:
         change = uuid.uuid4().hex
         acks = self._pending[change] = _Acks()
         try:
-            receivers = int(await self.redis.publish(self.channel, orjson.dumps({"platform": platform_id,
+            receivers = int(await self.redis.publish(self.channel, orjson.dumps({self.item: platform_id,
                                                                                   "change": change})))
             acks.expect(receivers)
             try:
                 await asyncio.wait_for(acks.done.wait(), self.ack_timeout)
             except TimeoutError:
-                log.warning("only %d of %d hub processes confirmed the change of platform %s within %.1fs",
-                            acks.count, receivers, platform_id, self.ack_timeout)
+                log.warning("only %d of %d hub processes confirmed the change of %s %s within %.1fs",
+                            acks.count, receivers, self.item, platform_id, self.ack_timeout)
         finally:
             self._pending.pop(change, None)
 
@@ -307,7 +326,7 @@ class PlatformFeed:
                 raise
             except Exception as exc:
                 if self.health is None or not self.health.failed(exc):
-                    log.warning("platform change feed failed; retrying", exc_info=True)
+                    log.warning("%s change feed failed; retrying", self.item, exc_info=True)
                 next_full = loop.time()  # notices may have been lost meanwhile: reload all once back
                 await asyncio.sleep(1)
 
@@ -325,7 +344,7 @@ class PlatformFeed:
             if acks is not None:
                 acks.add()
             return
-        platform_id, change = str(doc.get("platform", "")), str(doc.get("change", ""))
+        platform_id, change = str(doc.get(self.item, "")), str(doc.get("change", ""))
         if not platform_id:
             return
         own = self._pending.get(change)

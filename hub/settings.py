@@ -11,6 +11,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from routing.agreements import Policy
+
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # The Redis key prefix sits inside a cluster hash tag ``{prefix}``: braces would end the tag early.
 KEY_PREFIX = re.compile(r"[A-Za-z0-9._:-]{1,64}")
@@ -82,6 +84,10 @@ class Settings(BaseSettings):
         description="seconds a 429 is held back before it is sent (at most its Retry-After; 0 = answer at once)")
     rate_limit_sync_interval: float = Field(
         0.25, ge=0.05, le=10, description="seconds between the processes' exchanges of what each admitted")
+
+    roaming_policy: Policy = Field(
+        Policy.OPEN, description="open: every party may exchange every module with every other (no agreement "
+        "needed); agreements: only what a roaming agreement in force covers (docs/agreements.md)")
 
     broadcast_retry_window: float = Field(600.0, gt=0, description="seconds a fan-out delivery is retried")
     alive_interval: float = Field(300.0, gt=0, description="silence before a still-alive GET versions")

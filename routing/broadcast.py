@@ -3,7 +3,7 @@ Push)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from routing.ocpi.errors import InvalidParameters
@@ -53,8 +53,9 @@ def broadcast_role(roles: Iterable[str], module: str) -> str:
 
 
 def recipients(platforms: Iterable[Platform], sender_platform: Platform, sender_role: str,
-               module: str) -> list[Recipient]:
-    """CONNECTED parties of the opposite role whose platform offers the module's RECEIVER interface.
+               module: str, admits: Callable[[Platform, PlatformParty], bool] | None = None) -> list[Recipient]:
+    """CONNECTED parties of the opposite role whose platform offers the module's RECEIVER interface, and, with
+    ``admits`` (roaming agreements, routing/roaming.py), that the sender may reach.
 
     Never the sender's own platform: it has the data already. One delivery per party (country code and party
     id), even when the party holds several roles of the audience (e.g. EMSP and NSP).
@@ -70,7 +71,8 @@ def recipients(platforms: Iterable[Platform], sender_platform: Platform, sender_
             continue
         seen: set[str] = set()
         for party in platform.parties:
-            if party.role in audience and party.status == ConnectionStatus.CONNECTED and party.key not in seen:
+            if party.role in audience and party.status == ConnectionStatus.CONNECTED and party.key not in seen \
+                    and (admits is None or admits(platform, party)):
                 seen.add(party.key)
                 out.append(Recipient(platform, party))
     return out

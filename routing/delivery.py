@@ -177,6 +177,10 @@ class Delivery:
         self.on_retry: Callable[[Message], None] | None = None
         # Every forward attempt's outcome (direct, callback and hub-originated pushes alike): metrics.
         self.on_result: Callable[[str, str], None] | None = None  # (receiver platform id, Reply.result)
+        # Roaming agreements (routing/roaming.py): why a queued push may no longer go to its receiver, or None;
+        # such a push is dropped and counted, never delivered nor dead-lettered (docs/agreements.md).
+        self.admit_push: Callable[[ForwardRequest, Platform | None], str | None] | None = None
+        self.on_refused: Callable[[Message, str], None] | None = None
         self.process_id = uuid.uuid4().hex
         self._pending: dict[str, asyncio.Future[Reply]] = {}
         self._wake = asyncio.Event()
@@ -386,6 +390,9 @@ class Delivery:
         was judged on, the push is tried again at once with the new state instead."""
         try:
             fwd = ForwardRequest.decode(msg.payload)
+            if self.admit_push is not None and (why := self.admit_push(fwd, self.resolve(msg.receiver))) is not None:
+                await self._refuse_push(msg, why)
+                return
             receiver = await self._receiver(msg.receiver, fwd.receiver_revision)
             reply = await self._deliver(msg, fwd, receiver)
             if (push_verdict(reply) in ("permanent", "not_connected") and not receiver.refreshed
@@ -408,6 +415,17 @@ class Delivery:
                 await self.queue.dead_letter(msg, describe(reply))
         except Exception as exc:  # the lease expires and the push is delivered again: at least once
             self.health.report(exc, log, "finishing push %s to %s failed", msg.id, msg.receiver)
+
+    async def _refuse_push(self, msg: Message, why: str) -> None:
+        """A push no roaming agreement allows any more (queued, retried or replayed before it ended): dropped.
+        A dead letter would only be refused again on replay, and the data is no longer the receiver's to get."""
+        log.info("push %s to %s dropped: %s", msg.id, msg.receiver, why)
+        if self.on_refused is not None:
+            self.on_refused(msg, why)
+        try:
+            await self.queue.ack(msg)
+        except Exception as exc:  # the lease expires and the push is judged again: still refused
+            self.health.report(exc, log, "dropping push %s to %s failed", msg.id, msg.receiver)
 
     async def _send_reply(self, msg: Message, reply: Reply) -> None:
         if not msg.origin:

@@ -137,6 +137,11 @@ def platforms_channel(prefix: str) -> str:
     return f"{base(prefix)}platforms"
 
 
+def agreements_channel(prefix: str) -> str:
+    """Roaming agreement changes between hub processes (hub/agreements.py), acknowledged as on ``platforms``."""
+    return f"{base(prefix)}agreements"
+
+
 def callback(prefix: str, callback_id: str) -> str:
     """A hub URL handed out in place of a partner's URL (response_url, Location, Link); expires by TTL."""
     return f"{base(prefix)}cb:{callback_id}"

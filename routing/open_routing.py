@@ -14,7 +14,7 @@ import logging
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from routing.ocpi.errors import InvalidParameters, UnknownReceiver
@@ -145,8 +145,18 @@ def _query_type(query: str) -> str | None:
     return values[0] if values else None
 
 
-async def _one(hints: RouteHints, kind: str, key: str, what: str) -> Party:
+Admits = Callable[[str], bool]  # may the sender reach this candidate ("CC:PID")? (roaming agreements)
+
+
+async def _one(hints: RouteHints, kind: str, key: str, what: str, admits: Admits | None = None) -> Party:
     parties = await hints.find(kind, key)
+    if admits is not None:
+        # Candidates the sender has no roaming agreement with are not candidates: never named, never counted, so
+        # the answer says nothing about where else the key is known (docs/agreements.md).
+        parties = [p for p in parties if admits(p)]
+        if not parties:
+            raise UnknownReceiver(f"open routing: no receiver you have a roaming agreement with is known for {what}; "
+                                  "send OCPI-to-* headers")
     if not parties:
         raise UnknownReceiver(f"open routing: no receiver known for {what}; send OCPI-to-* headers")
     if len(parties) > 1:
@@ -166,19 +176,20 @@ def _cdr_token_owner(body: Any) -> Party | None:
     return None
 
 
-async def find_receiver(req: InboundRequest, hints: RouteHints) -> Party:
-    """The party a request without TO headers is meant for, or a clear 4001 saying why not."""
+async def find_receiver(req: InboundRequest, hints: RouteHints, admits: Admits | None = None) -> Party:
+    """The party a request without TO headers is meant for, or a clear 4001 saying why not; with ``admits``, only
+    among the candidates the sender may reach (routing/roaming.py)."""
     segs, body = req.segments, req.json_body
     if req.method == "GET" and not segs:
         raise InvalidParameters("a GET list needs TO headers: TO = the hub for GET All, or TO = one party")
     if req.module == "tokens" and req.interface_role == "SENDER" and len(segs) == 2 and segs[1] == "authorize":
-        return await _one(hints, "token", token_key(segs[0], _query_type(req.query)), f"token {segs[0]}")
+        return await _one(hints, "token", token_key(segs[0], _query_type(req.query)), f"token {segs[0]}", admits)
     if req.module == "commands" and req.interface_role == "RECEIVER" and isinstance(body, dict):
         command = segs[0].upper() if segs else ""
         candidates = (_KEY_OF_COMMAND[command],) if command in _KEY_OF_COMMAND else _COMMAND_KEYS
         for field_name, kind in candidates:
             if isinstance(body.get(field_name), str):
-                return await _one(hints, kind, body[field_name], f"{field_name} {body[field_name]}")
+                return await _one(hints, kind, body[field_name], f"{field_name} {body[field_name]}", admits)
         names = " or ".join(f for f, _ in candidates)
         raise UnknownReceiver(f"open routing: the command names no {names}; send OCPI-to-* headers")
     if req.module in ("sessions", "cdrs") and req.interface_role == "RECEIVER":
@@ -187,18 +198,18 @@ async def find_receiver(req: InboundRequest, hints: RouteHints) -> Party:
             return owner
         if req.module == "sessions" and len(segs) >= 3:
             key = f"{segs[0].upper()}:{segs[1].upper()}:{segs[2]}"
-            return await _one(hints, "session_emsp", key, f"session {segs[2]}")
+            return await _one(hints, "session_emsp", key, f"session {segs[2]}", admits)
         raise UnknownReceiver(f"open routing: the {req.module} request carries no cdr_token; send OCPI-to-* headers")
     if req.module == "chargingprofiles" and req.interface_role == "RECEIVER" and segs:
-        return await _one(hints, "session", segs[0], f"session {segs[0]}")
+        return await _one(hints, "session", segs[0], f"session {segs[0]}", admits)
     if req.module == "chargingprofiles" and req.interface_role == "SENDER" and segs and req.routing.from_:
         # ActiveChargingProfile pushes go to whoever set a profile on that session (OCPI 2.2.1 mod_charging_profiles).
         key = f"{req.routing.from_.key}:{segs[0]}"
-        return await _one(hints, "profile_setter", key, f"charging profiles of session {segs[0]}")
+        return await _one(hints, "profile_setter", key, f"charging profiles of session {segs[0]}", admits)
     if req.module == "sessions" and req.interface_role == "SENDER" and len(segs) >= 2:
-        return await _one(hints, "session", segs[0], f"session {segs[0]}")  # {session_id}/charging_preferences
+        return await _one(hints, "session", segs[0], f"session {segs[0]}", admits)  # {session_id}/charging_preferences
     if req.module == "locations" and req.interface_role == "SENDER" and segs:
-        return await _one(hints, "location", segs[0], f"location {segs[0]}")
+        return await _one(hints, "location", segs[0], f"location {segs[0]}", admits)
     raise UnknownReceiver(f"open routing is not possible for {req.method} {req.module} {req.interface_role}; "
                           "send OCPI-to-* headers")
 

@@ -10,6 +10,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from routing.agreements import Policy
+
 
 class ConnectionStatus(StrEnum):
     """OCPI ConnectionStatus (hubclientinfo), used for platforms and their parties."""
@@ -99,6 +101,8 @@ class Platform:
     # older that it must read this platform from the store before judging or calling it.
     revision: int = 0
     rate_limit: RateLimit | None = None  # None: the hub-wide default (HUB_RATE_LIMIT_RPS / _BURST)
+    # None: the hub-wide HUB_ROAMING_POLICY; else this platform's own (docs/agreements.md, "Policy").
+    roaming_policy: Policy | None = None
 
     @property
     def registered(self) -> bool:

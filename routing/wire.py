@@ -25,6 +25,11 @@ class ForwardRequest:
     # The receiver's Platform.revision this request was made for (pushes); 0 = none. A delivering process whose
     # view of the receiver is older reads it from the store first (docs/architecture.md, platform registry).
     receiver_revision: int = 0
+    # Hub pushes: the party the push comes from or is about ("CC:PID:ROLE": a broadcast's owner, a ClientInfo's
+    # subject) and the party it is for (a broadcast recipient; empty: the receiving platform). Roaming agreements
+    # are checked against them again when the push is delivered (docs/agreements.md).
+    subject: str = ""
+    recipient: str = ""
 
     def encode(self) -> bytes:
         head: dict[str, Any] = {"method": self.method, "module": self.module,
@@ -32,6 +37,10 @@ class ForwardRequest:
                                 "headers": self.headers, "url": self.url}
         if self.receiver_revision:  # direct requests leave it out: their bytes stay as they were
             head["receiver_revision"] = self.receiver_revision
+        if self.subject:
+            head["subject"] = self.subject
+        if self.recipient:
+            head["recipient"] = self.recipient
         return orjson.dumps(head) + b"\n" + self.body
 
     @classmethod

@@ -24,6 +24,7 @@ from hub.store import HubStore, PartyConflict, Store, StoredObject, open_store
 from hub.store.mongo import AUDIT_TTL_INDEX, MongoStore
 from hub.store.names import AUDIT, epoch_us
 from hub.store.sqlite import SqliteStore
+from routing.agreements import Agreement, AgreementStatus, PartyRef, Policy
 from routing.platform import ConnectionStatus, Endpoint, Party, Platform, RateLimit, utcnow
 
 MONGO_URL = os.environ.get("HUB_TEST_MONGO_URL")
@@ -1054,3 +1055,112 @@ async def test_usage_increments_add_up_per_day_pair_module_and_currency(store: H
     assert [r.day for r in await store.query_usage(until="2026-02-28")] == ["2026-02-28"]
     await store.add_usage([])  # nothing to add: no error, nothing changes
     assert len(await store.query_usage()) == 5
+async def test_list_objects_of_some_owners_only_pages_and_counts_them(store: HubStore) -> None:
+    """GET All under roaming agreements (docs/agreements.md): the filter is in the query, so pages stay full."""
+    saves = [("NL", "CPA", "A", 0), ("NL", "CPB", "B", 1), ("DE", "CPA", "C", 2), ("NL", "CPA", "D", 3),
+             ("NL", "CPB", "E", 4), ("BE", "XYZ", "F", 5)]
+    for cc, pid, oid, seconds in saves:
+        await store.save_object(make_object(oid, seconds, country_code=cc, party_id=pid))
+
+    page, total = await store.list_objects("locations", owners={("NL", "CPA"), ("NL", "CPB")}, limit=3)
+    assert (keys(page), total) == (["NL:CPA:A", "NL:CPB:B", "NL:CPA:D"], 4)
+    page, total = await store.list_objects("locations", owners=[("NL", "CPA"), ("NL", "CPB")], offset=3)
+    assert (keys(page), total) == (["NL:CPB:E"], 4)
+    # Pairs, not fields: DE:CPA shares NL:CPA's party id and NL:CPB its country code, neither is listed.
+    page, total = await store.list_objects("locations", owners={("NL", "CPA")}, date_from=at(1))
+    assert (keys(page), total) == (["NL:CPA:D"], 1)
+    assert await store.list_objects("locations", owners=set()) == ([], 0)
+    assert (await store.list_objects("locations", owners=None))[1] == 6
+
+
+# --- roaming agreements ------------------------------------------------------------------------------------
+
+
+def make_agreement(agreement_id: str, seconds: float = 0.0, **fields: Any) -> Agreement:
+    values: dict[str, Any] = {
+        "id": agreement_id,
+        "party_a": PartyRef("NL", "CPA", "CPO"),
+        "party_b": PartyRef("DE", "EMA", "EMSP"),
+        "valid_from": at(seconds),
+        "created_at": at(seconds),
+        "updated_at": at(seconds),
+    }
+    values.update(fields)
+    return Agreement(**values)
+
+
+async def test_agreement_round_trips_every_field_to_the_microsecond(store: HubStore) -> None:
+    agreement = make_agreement(
+        "A12", modules=("cdrs", "sessions"), valid_until=at(86400.5), status=AgreementStatus.SUSPENDED,
+        reference="contract 2024/17 – signed é", valid_from=at(-3600).astimezone(timezone(timedelta(hours=2))),
+        updated_at=at(10),
+    )
+    await store.save_agreement(agreement)
+
+    got = await store.get_agreement("A12")
+
+    assert got == agreement
+    assert got is not None and got.valid_from.utcoffset() == timedelta(0) and got.valid_until is not None
+
+
+async def test_agreement_without_end_round_trips_and_unknown_is_none(store: HubStore) -> None:
+    agreement = make_agreement("open-ended")
+    await store.save_agreement(agreement)
+    assert await store.get_agreement("open-ended") == agreement
+    assert (await store.get_agreement("open-ended")).valid_until is None  # type: ignore[union-attr]
+    assert await store.get_agreement("nope") is None
+
+
+async def test_saving_an_agreement_again_replaces_it(store: HubStore) -> None:
+    await store.save_agreement(make_agreement("A1"))
+    changed = make_agreement("A1", status=AgreementStatus.SUSPENDED, modules=("locations",), reference="new")
+    await store.save_agreement(changed)
+    assert await store.list_agreements() == [changed]
+
+
+async def test_list_agreements_oldest_first_then_by_id(store: HubStore) -> None:
+    for agreement_id, seconds in (("B", 1), ("C", 0), ("A", 1), ("D", 2)):
+        await store.save_agreement(make_agreement(agreement_id, seconds))
+    assert [a.id for a in await store.list_agreements()] == ["C", "A", "B", "D"]
+
+
+async def test_delete_agreement_removes_only_that_one(store: HubStore) -> None:
+    await store.save_agreement(make_agreement("A1"))
+    await store.save_agreement(make_agreement("A2", 1))
+    assert await store.delete_agreement("A1") is True
+    assert await store.delete_agreement("A1") is False
+    assert [a.id for a in await store.list_agreements()] == ["A2"]
+
+
+async def test_save_agreements_lands_a_batch_inserting_and_replacing(store: HubStore) -> None:
+    await store.save_agreement(make_agreement("A1", reference="old"))
+    batch = [make_agreement("A1", reference="replaced"), make_agreement("A2", 1), make_agreement("A3", 2)]
+    await store.save_agreements(batch)
+    assert await store.list_agreements() == batch
+    await store.save_agreements([])
+    assert len(await store.list_agreements()) == 3
+
+
+async def test_save_agreements_that_fails_part_way_leaves_the_store_as_it_was(store: HubStore) -> None:
+    before = make_agreement("A1", reference="kept")
+    await store.save_agreement(before)
+    naive = make_agreement("A3", 2, valid_until=datetime(2030, 1, 1))  # naive: the store refuses it
+    with pytest.raises(ValueError):
+        await store.save_agreements([make_agreement("A1", reference="lost"), make_agreement("A2", 1), naive])
+    assert await store.list_agreements() == [before]
+
+
+async def test_concurrent_saves_of_one_new_agreement_store_it_once(store: HubStore) -> None:
+    await asyncio.gather(*(store.save_agreement(make_agreement("same")) for _ in range(5)))
+    assert [a.id for a in await store.list_agreements()] == ["same"]
+
+
+async def test_a_platform_roaming_policy_override_round_trips_and_can_be_cleared(store: Store) -> None:
+    platform = make_platform("p-rp", "NL:CPA", roaming_policy=Policy.AGREEMENTS)
+    await store.save_platform(platform)
+    loaded = await store.get_platform("p-rp")
+    assert loaded is not None and loaded.roaming_policy is Policy.AGREEMENTS
+    platform.roaming_policy = None  # back to HUB_ROAMING_POLICY
+    await store.save_platform(platform)
+    loaded = await store.get_platform("p-rp")
+    assert loaded is not None and loaded.roaming_policy is None

@@ -8,11 +8,12 @@ import logging
 
 from hub.sealing import Sealer, load_sealer
 from hub.settings import Settings
-from hub.store.protocol import HubStore, ObjectStore, PartyConflict, RouteHints, Store, StoredObject
+from hub.store.protocol import AgreementStore, HubStore, ObjectStore, PartyConflict, RouteHints, Store, StoredObject
 
 log = logging.getLogger("hub.store")
 
-__all__ = ["HubStore", "ObjectStore", "PartyConflict", "RouteHints", "Store", "StoredObject", "open_store"]
+__all__ = ["AgreementStore", "HubStore", "ObjectStore", "PartyConflict", "RouteHints", "Store", "StoredObject",
+           "open_store"]
 
 
 async def open_store(settings: Settings, sealer: Sealer | None = None) -> HubStore:

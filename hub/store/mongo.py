@@ -20,7 +20,7 @@ to_party, module, currency) index, each increment an ``$inc``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any, Final
 
@@ -31,6 +31,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 from hub.audit import AuditQuery, AuditRecord, AuditRecordRejected
 from hub.sealing import Sealer, process_sealer
 from hub.store.names import (
+    AGREEMENTS,
     AUDIT,
     OBJECT_ORDER,
     OBJECTS,
@@ -39,6 +40,8 @@ from hub.store.names import (
     ROUTE_HINTS,
     USAGE,
     SeenClock,
+    agreement_from_doc,
+    agreement_to_doc,
     audit_extra_filters,
     audit_from_doc,
     audit_to_doc,
@@ -55,6 +58,7 @@ from hub.store.names import (
 )
 from hub.store.protocol import PartyConflict, StoredObject
 from hub.usage import UsageRow
+from routing.agreements import Agreement
 from routing.platform import Platform, party_key
 
 AUDIT_TTL_INDEX: Final = "audit_ttl"
@@ -97,8 +101,12 @@ def _audit_filter(query: AuditQuery) -> dict[str, Any]:
     return flt
 
 
-def _objects_filter(module: str, date_from: datetime | None, date_to: datetime | None) -> dict[str, Any]:
+def _objects_filter(module: str, date_from: datetime | None, date_to: datetime | None,
+                    owners: Collection[tuple[str, str]] | None = None) -> dict[str, Any]:
     flt: dict[str, Any] = {"module": module}
+    if owners is not None:
+        # $in on one field would match cross-pairs (NL:X with DE:Y's party id); each pair is one $or branch.
+        flt["$or"] = _pair_filter(sorted(owners))
     last_updated: dict[str, int] = {}
     if date_from is not None:
         last_updated["$gte"] = epoch_us(date_from)
@@ -138,6 +146,7 @@ class MongoStore:
         self._objects: Any = self._db[OBJECTS]
         self._hints: Any = self._db[ROUTE_HINTS]
         self._usage: Any = self._db[USAGE]
+        self._agreements: Any = self._db[AGREEMENTS]
         self._seen_us = SeenClock()
         # Without a sealer: a key for this process only (tests); open_store always passes HUB_SECRET_KEYS'.
         self.sealer = sealer or process_sealer()
@@ -176,6 +185,7 @@ class MongoStore:
         await self._hints.create_index([("kind", ASCENDING), ("key", ASCENDING), *_HINT_SORT], name="kind_key")
         await self._hints.create_index([("seen_us", ASCENDING)], name="seen")  # the retention purge
         await self._usage.create_index(_USAGE_KEY, unique=True, name="key")
+        await self._agreements.create_index([("id", ASCENDING)], unique=True, name="id")
 
     async def _open_audit_indexes(self) -> None:
         # Sorted queries end in (time_us, _id) so that the index, not an in-memory sort, orders the page.
@@ -376,9 +386,13 @@ class MongoStore:
         date_to: datetime | None = None,
         offset: int = 0,
         limit: int = 100,
+        owners: Collection[tuple[str, str]] | None = None,
     ) -> tuple[list[StoredObject], int]:
-        """A page by (created_at, key) and the total matching the dates; limit <= 0 gives only the total."""
-        flt = _objects_filter(module, date_from, date_to)
+        """A page by (created_at, key) and the total matching the dates (and owners); limit <= 0 gives only the
+        total."""
+        if owners is not None and not owners:
+            return [], 0  # an empty $or is refused by MongoDB
+        flt = _objects_filter(module, date_from, date_to, owners)
         total = int(await self._objects.count_documents(flt))
         if limit <= 0:
             return [], total  # Mongo's limit(0) would mean "no limit"
@@ -437,3 +451,36 @@ class MongoStore:
         return [UsageRow(day=d["day"], from_party=d["from_party"], to_party=d["to_party"], module=d["module"],
                          currency=d["currency"], count=int(d["count"]), kwh=float(d["kwh"]), cost=float(d["cost"]))
                 for d in await cursor.to_list(length=None)]
+    async def save_agreement(self, agreement: Agreement) -> None:
+        await self._upsert(self._agreements, {"id": agreement.id}, {"$set": agreement_to_doc(agreement)})
+
+    async def save_agreements(self, agreements: Sequence[Agreement]) -> None:
+        """Without a transaction: the documents they replace are read first and put back (new ones deleted)
+        when a write fails part-way, so an import lands whole or not at all."""
+        ids = [a.id for a in agreements]
+        before = {d["id"]: d for d in await self._agreements.find({"id": {"$in": ids}}, _NO_ID).to_list(length=None)}
+        done: list[str] = []
+        try:
+            for agreement in agreements:
+                await self.save_agreement(agreement)
+                done.append(agreement.id)
+        except BaseException:
+            for agreement_id in done:
+                old = before.get(agreement_id)
+                if old is None:
+                    await self._agreements.delete_one({"id": agreement_id})
+                else:
+                    await self._agreements.replace_one({"id": agreement_id}, old)
+            raise
+
+    async def get_agreement(self, agreement_id: str) -> Agreement | None:
+        doc = await self._agreements.find_one({"id": agreement_id}, _NO_ID)
+        return None if doc is None else agreement_from_doc(doc)
+
+    async def list_agreements(self) -> list[Agreement]:
+        cursor = self._agreements.find({}, _NO_ID).sort([("created_at_us", ASCENDING), ("id", ASCENDING)])
+        return [agreement_from_doc(d) for d in await cursor.to_list(length=None)]
+
+    async def delete_agreement(self, agreement_id: str) -> bool:
+        result = await self._agreements.delete_one({"id": agreement_id})
+        return bool(result.deleted_count)

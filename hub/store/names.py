@@ -20,9 +20,11 @@ import orjson
 from hub.audit import AuditRecord
 from hub.sealing import Sealer
 from hub.store.protocol import StoredObject
+from routing.agreements import Agreement, AgreementStatus, PartyRef, Policy
 from routing.platform import ConnectionStatus, Endpoint, Party, Platform, RateLimit
 
 PLATFORMS: Final = "platforms"
+AGREEMENTS: Final = "agreements"
 PARTY_RESERVATIONS: Final = "party_reservations"
 AUDIT: Final = "audit"
 OBJECTS: Final = "objects"
@@ -143,6 +145,8 @@ def platform_to_doc(platform: Platform, sealer: Sealer) -> dict[str, Any]:
     _put_dt(doc, "last_seen", platform.last_seen)
     if platform.rate_limit is not None:
         doc["rate_limit"] = {"rps": platform.rate_limit.rps, "burst": platform.rate_limit.burst}
+    if platform.roaming_policy is not None:
+        doc["roaming_policy"] = Policy(platform.roaming_policy).value
     return doc
 
 
@@ -166,6 +170,7 @@ def platform_from_doc(doc: dict[str, Any], sealer: Sealer) -> Platform:
         last_seen=_get_dt(doc, "last_seen"),
         revision=int(doc.get("revision", 0)),
         rate_limit=_rate_limit_from_doc(doc.get("rate_limit")),
+        roaming_policy=Policy(doc["roaming_policy"]) if doc.get("roaming_policy") else None,
     )
 
 
@@ -253,6 +258,44 @@ def object_from_doc(doc: dict[str, Any]) -> StoredObject:
         data=orjson.loads(doc["data_json"]),
         created_at=_get_dt_required(doc, "created_at"),
         ocpi_version=doc.get("ocpi_version") or "2.2.1",  # objects stored before versions were bridged
+    )
+
+
+def _side_to_doc(side: PartyRef) -> dict[str, Any]:
+    return {"country_code": side.country_code, "party_id": side.party_id, "role": side.role}
+
+
+def _side_from_doc(doc: dict[str, Any]) -> PartyRef:
+    return PartyRef(str(doc["country_code"]), str(doc["party_id"]), str(doc["role"]))
+
+
+def agreement_to_doc(agreement: Agreement) -> dict[str, Any]:
+    """A roaming agreement (routing/agreements.py); its times with their exact ``_us`` twins."""
+    doc: dict[str, Any] = {
+        "id": agreement.id,
+        "party_a": _side_to_doc(agreement.party_a),
+        "party_b": _side_to_doc(agreement.party_b),
+        "modules": list(agreement.modules),
+        "status": AgreementStatus(agreement.status).value,
+        "reference": agreement.reference,
+    }
+    for name in ("valid_from", "valid_until", "created_at", "updated_at"):
+        _put_dt(doc, name, getattr(agreement, name))
+    return doc
+
+
+def agreement_from_doc(doc: dict[str, Any]) -> Agreement:
+    return Agreement(
+        id=str(doc["id"]),
+        party_a=_side_from_doc(doc["party_a"]),
+        party_b=_side_from_doc(doc["party_b"]),
+        modules=tuple(str(m) for m in doc.get("modules") or ["*"]),
+        valid_from=_get_dt_required(doc, "valid_from"),
+        valid_until=_get_dt(doc, "valid_until"),
+        status=AgreementStatus(doc.get("status", "active")),
+        reference=str(doc.get("reference") or ""),
+        created_at=_get_dt_required(doc, "created_at"),
+        updated_at=_get_dt_required(doc, "updated_at"),
     )
 
 

@@ -1,4 +1,4 @@
-"""The storage interface: platforms (with parties, tokens, endpoints) and the audit log.
+"""The storage interface: platforms (with parties, tokens, endpoints), roaming agreements and the audit log.
 
 Two implementations honour it: MongoDB (production, scale-out) and SQLite (embedded default).
 Both pass the same contract suite in ``tests/test_store_contract.py``.
@@ -6,7 +6,7 @@ Both pass the same contract suite in ``tests/test_store_contract.py``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from hub.audit import AuditQuery, AuditRecord
 from hub.sealing import Sealer
 from hub.usage import UsageRow
+from routing.agreements import Agreement
 from routing.platform import Platform
 
 
@@ -104,11 +105,14 @@ class ObjectStore(Protocol):
         date_to: datetime | None = None,
         offset: int = 0,
         limit: int = 100,
+        owners: Collection[tuple[str, str]] | None = None,
     ) -> tuple[list[StoredObject], int]:
         """A page ordered by created_at then key (stable while crawling), and the total matching the dates.
 
         date_from is inclusive, date_to exclusive, both on last_updated (OCPI 2.2.1 Pagination). limit <= 0 gives an
-        empty page with the total; a negative offset counts as 0.
+        empty page with the total; a negative offset counts as 0. ``owners``: only objects of these upper-case
+        (country_code, party_id) pairs, page and total alike (roaming agreements, docs/agreements.md); an empty
+        collection matches nothing, None everything.
         """
 
 
@@ -144,5 +148,23 @@ class UsageStore(Protocol):
         to party, module and currency."""
 
 
-class HubStore(Store, ObjectStore, RouteHints, UsageStore, Protocol):
+class AgreementStore(Protocol):
+    """Roaming agreements (routing/agreements.py), kept whole; the hub reads them all into memory."""
+
+    async def save_agreement(self, agreement: Agreement) -> None:
+        """Insert or replace by id."""
+
+    async def save_agreements(self, agreements: Sequence[Agreement]) -> None:
+        """Insert or replace several at once: all of them or, when the store fails part-way, none."""
+
+    async def get_agreement(self, agreement_id: str) -> Agreement | None: ...
+
+    async def list_agreements(self) -> list[Agreement]:
+        """All agreements, oldest first (created_at, then id)."""
+
+    async def delete_agreement(self, agreement_id: str) -> bool:
+        """False when there was none."""
+
+
+class HubStore(Store, ObjectStore, RouteHints, UsageStore, AgreementStore, Protocol):
     """Everything the hub keeps durably; both implementations provide all of it."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
@@ -25,6 +25,7 @@ import orjson
 from hub.audit import AuditQuery, AuditRecord, AuditRecordRejected
 from hub.sealing import Sealer, process_sealer
 from hub.store.names import (
+    AGREEMENTS,
     AUDIT,
     OBJECT_ORDER,
     OBJECTS,
@@ -33,6 +34,8 @@ from hub.store.names import (
     ROUTE_HINTS,
     USAGE,
     SeenClock,
+    agreement_from_doc,
+    agreement_to_doc,
     audit_extra_filters,
     audit_from_doc,
     audit_to_doc,
@@ -48,6 +51,7 @@ from hub.store.names import (
 )
 from hub.store.protocol import PartyConflict, StoredObject
 from hub.usage import UsageRow
+from routing.agreements import Agreement
 from routing.platform import Platform, party_key
 
 BUSY_TIMEOUT_MS: Final = 5000
@@ -145,7 +149,17 @@ CREATE TABLE IF NOT EXISTS {USAGE} (
     cost REAL NOT NULL,
     PRIMARY KEY (day, from_party, to_party, module, currency)
 );
+
+CREATE TABLE IF NOT EXISTS {AGREEMENTS} (
+    id TEXT PRIMARY KEY,
+    created_at_us INTEGER NOT NULL,
+    document TEXT NOT NULL
+);
 """
+
+_AGREEMENT_UPSERT: Final = (f"INSERT INTO {AGREEMENTS} (id, created_at_us, document) VALUES (?, ?, ?) "
+                            "ON CONFLICT (id) DO UPDATE SET created_at_us = excluded.created_at_us, "
+                            "document = excluded.document")
 
 _PLATFORM_UPSERT: Final = f"""
 INSERT INTO {PLATFORMS} (id, created_at_us, inbound_token_hash, token_a_hash, document)
@@ -258,10 +272,14 @@ def _object_from_row(row: Sequence[Any]) -> StoredObject:
 
 
 def _objects_where(
-    module: str, date_from: datetime | None, date_to: datetime | None
+    module: str, date_from: datetime | None, date_to: datetime | None,
+    owners: Collection[tuple[str, str]] | None = None,
 ) -> tuple[str, list[Any]]:
     clauses = ["module = ?"]
     params: list[Any] = [module]
+    if owners is not None:  # any number of pairs in one parameter (a JSON array), never a statement per size
+        clauses.append("country_code || ':' || party_id IN (SELECT value FROM json_each(?))")
+        params.append(_dumps(sorted(f"{cc}:{pid}" for cc, pid in owners)))
     if date_from is not None:
         clauses.append("last_updated_us >= ?")
         params.append(epoch_us(date_from))
@@ -520,9 +538,11 @@ class SqliteStore:
         date_to: datetime | None = None,
         offset: int = 0,
         limit: int = 100,
+        owners: Collection[tuple[str, str]] | None = None,
     ) -> tuple[list[StoredObject], int]:
-        """A page by (created_at, key) and the total matching the dates; limit <= 0 gives only the total."""
-        where, params = _objects_where(module, date_from, date_to)
+        """A page by (created_at, key) and the total matching the dates (and owners); limit <= 0 gives only the
+        total."""
+        where, params = _objects_where(module, date_from, date_to, owners)
         async with self._snapshot() as db:
             ((total,),) = await db.execute_fetchall(f"SELECT COUNT(*) FROM {OBJECTS}{where}", params)
             rows: Iterable[Any] = []
@@ -585,3 +605,31 @@ class SqliteStore:
         async with self._read() as db:
             rows = await db.execute_fetchall(sql, params)
         return [UsageRow(*row) for row in rows]
+    async def save_agreement(self, agreement: Agreement) -> None:
+        await self.save_agreements([agreement])
+
+    async def save_agreements(self, agreements: Sequence[Agreement]) -> None:
+        """One transaction: all of them or none."""
+        rows = []
+        for agreement in agreements:
+            doc = agreement_to_doc(agreement)
+            rows.append((_AGREEMENT_UPSERT, (agreement.id, doc["created_at_us"], _dumps(doc))))
+        if rows:
+            await self._write_batch(rows)
+
+    async def get_agreement(self, agreement_id: str) -> Agreement | None:
+        async with self._read() as db:
+            rows = await db.execute_fetchall(f"SELECT document FROM {AGREEMENTS} WHERE id = ?", (agreement_id,))
+        for (document,) in rows:
+            return agreement_from_doc(orjson.loads(document))
+        return None
+
+    async def list_agreements(self) -> list[Agreement]:
+        async with self._read() as db:
+            rows = await db.execute_fetchall(f"SELECT document FROM {AGREEMENTS} ORDER BY created_at_us, id")
+        return [agreement_from_doc(orjson.loads(document)) for (document,) in rows]
+
+    async def delete_agreement(self, agreement_id: str) -> bool:
+        async with self._write() as db:
+            cursor = await db.execute(f"DELETE FROM {AGREEMENTS} WHERE id = ?", (agreement_id,))
+            return cursor.rowcount > 0

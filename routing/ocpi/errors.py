@@ -101,6 +101,13 @@ class PartyNotAllowed(OcpiError):
     status_code, http_status, default_message = 2001, 403, "Party not allowed for this platform"
 
 
+class NoAgreement(OcpiError):
+    """HTTP 403: no roaming agreement in force allows FROM and TO to exchange this module (docs/agreements.md); the
+    message says why (none, suspended, not yet valid, ended, module not covered). Never forwarded."""
+
+    status_code, http_status, default_message = 2001, 403, "No roaming agreement covers this exchange"
+
+
 class PlatformSuspended(OcpiError):
     status_code, http_status, default_message = 2000, 403, "Platform is suspended by the hub operator"
 
