@@ -240,8 +240,12 @@ async def test_the_session_ends_and_the_open_page_goes_back_to_the_login(browser
 
 @pytest.mark.skipif(not os.environ.get("HUB_CONSOLE_SCREENSHOTS"), reason="set HUB_CONSOLE_SCREENSHOTS=1 to "
                     "refresh the screenshots in docs/console/")
-async def test_screenshots_of_the_main_pages(browser: Browser, hub: HubHarness) -> None:
-    await screenshots(browser, hub)
+async def test_screenshots_of_the_main_pages(browser: Browser) -> None:
+    hub = await start_hub(hub_settings(roaming_policy="agreements"))
+    try:
+        await screenshots(browser, hub)
+    finally:
+        await stop_hub(hub)
 
 
 async def screenshots(browser: Browser, hub: HubHarness) -> None:
@@ -250,6 +254,10 @@ async def screenshots(browser: Browser, hub: HubHarness) -> None:
     c, e, e2 = cpo(), emsp(), emsp("Delta eMSP", "EMD")
     for p in (c, e, e2):
         await hub.connect(p)
+    for other, modules in (("DE:EMA:EMSP", []), ("DE:EMD:EMSP", ["cdrs", "locations"])):
+        status, answer = await hub.admin("POST", "/admin/agreements", {
+            "party_a": "NL:CPA:CPO", "party_b": other, "modules": modules, "reference": "roaming contract"})
+        assert status == 201, answer
     await hub.onboard(cpo("Epsilon CPO", "CPE"))  # onboarded, not registered yet: PLANNED
     e2.responder = failing(1, status=400, ocpi_status=2001)
     await broadcast(hub.session, c, location("LOC1"))  # refused by Delta eMSP: a dead letter
@@ -287,3 +295,53 @@ async def screenshots(browser: Browser, hub: HubHarness) -> None:
     await page.goto(hub.url + "/console/insights")
     await expect(page.locator("#chart[data-drawn]")).to_have_count(1)
     await page.screenshot(path=str(SCREENSHOTS / "insights.png"), full_page=True)
+    await page.goto(hub.url + "/console/reach")
+    await expect(page.locator("#reach-matrix")).to_be_visible()
+    await page.screenshot(path=str(SCREENSHOTS / "reach.png"), full_page=True)
+
+
+async def test_the_reach_matrix_explains_a_blocked_pair_and_an_agreement_added_in_the_browser_opens_it(
+        browser: Browser) -> None:
+    hub = await start_hub(hub_settings(roaming_policy="agreements"))
+    try:
+        c, e, e2 = cpo(), emsp(), emsp("Delta eMSP", "EMB")
+        for p in (c, e, e2):
+            await hub.connect(p)
+        status, body = await hub.admin("POST", "/admin/agreements", {
+            "party_a": "NL:CPA:CPO", "party_b": "DE:EMA:EMSP", "modules": ["sessions", "cdrs"]})
+        assert status == 201, body
+        # What the matrix will say is what routing does: CPA may send sessions to EMA, not to EMB.
+        status, _, answer = await c.call(hub.session, "GET", "sessions", "RECEIVER", "NL/CPA/S1", to=e2.party)
+        assert status == 403, answer
+
+        page = await new_page(browser)
+        await login(page, hub)
+        await page.goto(hub.url + "/console/reach")
+        blocked = page.locator("#reach-matrix td[data-from='NL:CPA'][data-to='DE:EMB']")
+        await expect(blocked).to_have_class("reach-no")
+        await expect(blocked).to_contain_text("no agreement between NL/CPA and DE/EMB covering sessions")
+        await expect(page.locator("#reach-matrix td[data-from='NL:CPA'][data-to='DE:EMA']")).to_have_text("✓")
+        await page.select_option("#reach-module", "tariffs")  # the agreement covers sessions and cdrs only
+        await expect(page.locator("#reach-matrix")).to_have_attribute("data-module", "tariffs")
+        await expect(page.locator("#reach-matrix td[data-from='NL:CPA'][data-to='DE:EMA']")).to_contain_text(
+            "covers cdrs, sessions")
+        await page.select_option("#reach-module", "sessions")
+
+        await page.click("details.add-agreement summary")
+        await page.fill("#agreement-a", "NL:CPA:CPO")
+        await page.fill("#agreement-b", "DE:EMB:EMSP")
+        await page.fill("#agreement-modules", "sessions")
+        await page.click("#agreement-add")
+        await expect(page.locator("#agreement-notice")).to_contain_text("added")
+        await expect(blocked).to_have_text("✓")  # the matrix refreshes after the change
+        status, _, answer = await c.call(hub.session, "GET", "sessions", "RECEIVER", "NL/CPA/S1", to=e2.party)
+        assert status == 200, answer
+
+        # Live status counts too: a suspended receiver is named as the reason.
+        await hub.admin("POST", f"/admin/platforms/{hub.app[HUB_KEY].registry.by_party('DE', 'EMB')[0].id}/suspend")  # type: ignore[index]
+        await page.reload()
+        await expect(blocked).to_contain_text("receiver DE:EMB is suspended")
+        added = [r for r in await audit_records(hub) if r.path == "/console/reach/agreements"]
+        assert [(r.actor, r.from_party, r.to_party) for r in added] == [("console@127.0.0.1", "NL:CPA", "DE:EMB")]
+    finally:
+        await stop_hub(hub)

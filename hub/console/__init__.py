@@ -11,7 +11,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from hub.console import auth, insights, messages, partners, render, session, tail
+from hub.console import auth, insights, messages, partners, reach, render, session, tail
 
 STATIC = Path(__file__).parent / "static"
 
@@ -29,6 +29,7 @@ def console_app() -> web.Application:
     messages.add_routes(app)
     tail.add_routes(app)
     insights.add_routes(app)
+    reach.add_routes(app)
     return app
 
 
