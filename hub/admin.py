@@ -11,7 +11,6 @@ import hmac
 import json
 import re
 import time
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -19,22 +18,21 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, Field, ValidationError
 
-from hub import admin_agreements
+from hub import admin_agreements, operations
 from hub.admin_agreements import policy_view
 from hub.admin_audit import MUTATING, FailedLogins, client_address, record_action
 from hub.audit import AUDIT_MODULES, OUTCOMES, AuditQuery, AuditRecord
-from hub.connect import RoleRequired, connect, rotate
+from hub.connect import connect
 from hub.context import HUB_KEY, Hub, hub_of
 from hub.envelope import Handler
 from hub.observe import outcome_of
-from hub.store.protocol import PartyConflict
 from routing.agreements import Policy
-from routing.ocpi.errors import ClientError, InvalidParameters, NotFound, OcpiError
+from routing.ocpi.errors import InvalidParameters, NotFound, OcpiError
 from routing.ocpi.headers import TO_CC, TO_PID
 from routing.ocpi.models import parse_json, validation_message
 from routing.ocpi.pagination import parse_datetime
 from routing.outbound import MAX_ALLOWED_HOSTS, normalise_host
-from routing.platform import ConnectionStatus, Party, Platform, RateLimit, hash_token, new_token, party_key, utcnow
+from routing.platform import ConnectionStatus, Party, Platform, RateLimit, utcnow
 from routing.wire import ForwardRequest
 
 PARTY_ROLES = ("CPO", "EMSP", "NAP", "NSP", "OTHER", "SCSP")
@@ -176,20 +174,8 @@ def _platform(request: web.Request) -> Platform:
     return copy.deepcopy(platform)
 
 
-async def _current(request: web.Request) -> Platform:
-    """The platform as the store has it, for an action that saves it whole: this worker's view may not have
-    applied another worker's change yet (a registration, a token rotation), which the save would undo."""
-    platform = await hub_of(request).registry.refresh(request.match_info["id"])
-    if platform is None:
-        raise NotFound(f"no platform {request.match_info['id']}")
-    return copy.deepcopy(platform)
-
-
 async def _save(hub: Hub, platform: Platform) -> None:
-    try:
-        await hub.registry.save(platform)
-    except PartyConflict as exc:
-        raise ClientError(str(exc), http_status=409) from None
+    await operations.save(hub, platform)
 
 
 async def create_platform(request: web.Request) -> web.Response:
@@ -199,18 +185,7 @@ async def create_platform(request: web.Request) -> web.Response:
     except ValidationError as exc:
         return _error(400, validation_message(exc))
     parties = [r.party() for r in body.roles]
-    keys = [(p.country_code, p.party_id, p.role) for p in parties]
-    if len(set(keys)) != len(keys):
-        return _error(400, "the same role is listed twice")
-    own = party_key(hub.settings.hub_country_code, hub.settings.hub_party_id)
-    if any(p.key == own for p in parties):
-        # Requests addressed to this pair are answered by the hub itself: no platform may host it.
-        return _error(409, f"party {own} is the hub's own party")
-    allowed_hosts = _hosts(body.allowed_hosts)
-    token_a = new_token()
-    platform = Platform(id=uuid.uuid4().hex[:12], name=body.name, parties=parties, token_a_hash=hash_token(token_a),
-                        allowed_hosts=allowed_hosts)
-    await _save(hub, platform)
+    platform, token_a = await operations.onboard(hub, body.name, parties, _hosts(body.allowed_hosts))
     return web.json_response(platform_view(hub, platform, token_a), status=201)
 
 
@@ -247,45 +222,16 @@ async def show_platform(request: web.Request) -> web.Response:
     return web.json_response(platform_view(hub_of(request), _platform(request)))
 
 
-def _set_status(platform: Platform, status: ConnectionStatus) -> None:
-    now = utcnow()
-    platform.status, platform.updated_at = status, now
-    for party in platform.parties:
-        if party.status != status:
-            party.status, party.last_updated = status, now
-
-
 async def suspend_platform(request: web.Request) -> web.Response:
-    hub, platform = hub_of(request), await _current(request)
-    if platform.removed:
-        return _error(409, "platform was removed")
-    _set_status(platform, ConnectionStatus.SUSPENDED)
-    await _save(hub, platform)
-    return web.json_response(platform_view(hub, platform))
+    hub = hub_of(request)
+    return web.json_response(platform_view(hub, await operations.suspend(hub, request.match_info["id"])))
 
 
 async def resume_platform(request: web.Request) -> web.Response:
     """Back to CONNECTED when registered; otherwise PLANNED with a fresh Token A to register again."""
-    hub, platform = hub_of(request), await _current(request)
-    if platform.removed:
-        return _error(409, "platform was removed; onboard it again")
-    token_a = None
-    if platform.registered:
-        _set_status(platform, ConnectionStatus.CONNECTED)
-        for party in platform.parties:
-            if not _registered_party(party):
-                party.status = ConnectionStatus.PLANNED
-    else:
-        token_a = new_token()
-        platform.token_a_hash = hash_token(token_a)
-        _set_status(platform, ConnectionStatus.PLANNED)
-    await _save(hub, platform)
+    hub = hub_of(request)
+    platform, token_a = await operations.resume(hub, request.match_info["id"])
     return web.json_response(platform_view(hub, platform, token_a))
-
-
-def _registered_party(party: Party) -> bool:
-    """Business details come only from the partner's credentials: a party without them never registered."""
-    return party.business_details is not None
 
 
 async def set_allowed_hosts(request: web.Request) -> web.Response:
@@ -304,13 +250,8 @@ async def set_allowed_hosts(request: web.Request) -> web.Response:
 
 async def remove_platform(request: web.Request) -> web.Response:
     """Offboard: tokens die, parties are SUSPENDED, queued messages for it are dropped."""
-    hub, platform = hub_of(request), await _current(request)
-    platform.inbound_token_hash = platform.token_a_hash = platform.outbound_token = None
-    _set_status(platform, ConnectionStatus.SUSPENDED)
-    platform.removed = True
-    await _save(hub, platform)
-    await hub.queue.purge_receiver(platform.id)
-    return web.json_response(platform_view(hub, platform))
+    hub = hub_of(request)
+    return web.json_response(platform_view(hub, await operations.remove(hub, request.match_info["id"])))
 
 
 async def list_queues(request: web.Request) -> web.Response:
@@ -361,7 +302,8 @@ class RoamingPolicyIn(BaseModel):
 
 async def set_roaming_policy(request: web.Request) -> web.Response:
     """A platform's own roaming policy (docs/agreements.md, "Policy"), or null for the hub-wide one."""
-    hub, platform = hub_of(request), await _current(request)
+    hub = hub_of(request)
+    platform = await operations.current(hub, request.match_info["id"])
     try:
         body = RoamingPolicyIn.model_validate(await _json(request))
     except ValidationError as exc:
@@ -379,19 +321,6 @@ class ConnectIn(BaseModel):
     role: str | None = Field(default=None, pattern=r"^(?i:CPO|EMSP)$")
 
 
-async def _connect_errors(coro: Any) -> Any:
-    """A partner that fails the handshake is the operator's to hear about: 502 with the OCPI reason."""
-    try:
-        return await coro
-    except RoleRequired as exc:  # the operator's call lacks what a 2.1.1 partner needs
-        raise ClientError(exc.message, http_status=400) from None
-    except OcpiError as exc:
-        raise ClientError(f"partner handshake failed (OCPI {exc.status_code}): {exc.message}",
-                          http_status=502) from None
-    except PartyConflict as exc:
-        raise ClientError(str(exc), http_status=409) from None
-
-
 async def connect_platform(request: web.Request) -> web.Response:
     """The hub registers with a partner that issued a Token A (hub = credentials sender)."""
     hub = hub_of(request)
@@ -403,18 +332,15 @@ async def connect_platform(request: web.Request) -> web.Response:
     # otherwise have the hub probe its own network).
     if (why := hub.outbound.refusal(body.versions_url)) is not None:
         return _error(400, f"versions_url refused: {why}")
-    platform = await _connect_errors(connect(hub, body.name, body.versions_url, body.token_a,
+    platform = await operations.handshake_errors(connect(hub, body.name, body.versions_url, body.token_a,
                                              body.role.upper() if body.role else None))
     return web.json_response(platform_view(hub, platform), status=201)
 
 
 async def rotate_platform(request: web.Request) -> web.Response:
     """Credentials PUT from the hub: both tokens are replaced and the partner's endpoints re-read."""
-    hub, platform = hub_of(request), await _current(request)
-    if platform.removed or not platform.registered:
-        return _error(409, "platform is not registered")
-    platform = await _connect_errors(rotate(hub, platform))
-    return web.json_response(platform_view(hub, platform))
+    hub = hub_of(request)
+    return web.json_response(platform_view(hub, await operations.rotate_tokens(hub, request.match_info["id"])))
 
 
 def _dead_letter_view(hub: Hub, d: Any) -> dict[str, Any]:

@@ -21,7 +21,8 @@ from hub import admin, clientinfo, credentials, modules, versions
 from hub.admission import Admission, AdmissionLimits
 from hub.agreements import AgreementKeeper
 from hub.audit import AuditWriter
-from hub.clientinfo import Liveness
+from hub.clientinfo import LIVENESS_KEY, Liveness
+from hub.console import add_console
 from hub.context import HUB_KEY, Hub
 from hub.envelope import TRANSLATE_ERROR, error_middleware
 from hub.logs import MalformedHttpFilter, ThrottledLog, one_line
@@ -32,6 +33,7 @@ from hub.registry import PlatformFeed, PlatformRegistry
 from hub.settings import Settings
 from hub.store import open_store
 from hub.store.protocol import HubStore
+from hub.usage import UsageRecorder
 from routing import keys
 from routing.agreements import AgreementBook
 from routing.callbacks import Callbacks
@@ -46,7 +48,6 @@ from routing.roaming import Roaming
 from routing.tasks import stop_task
 
 log = logging.getLogger("hub.app")
-LIVENESS_KEY = web.AppKey("liveness", Liveness)
 
 
 def connect_redis(settings: Settings) -> Redis:
@@ -83,6 +84,8 @@ def create_app(settings: Settings, *, store: HubStore | None = None, redis: Redi
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    if settings.console:
+        add_console(app)
     return app
 
 
@@ -150,6 +153,7 @@ def _lifecycle(settings: Settings, given_store: HubStore | None, given_redis: Re
                             failure_log=throttled(logging.getLogger("hub.audit"), lines=1))  # tracebacks: 1/interval
         hub = Hub(settings=settings, store=store, registry=registry, redis=redis, queue=queue, delivery=delivery,
                   health=health, agreements=book, agreement_keeper=keeper, roaming=roaming,
+                  usage=UsageRecorder(store, failure_log=throttled(logging.getLogger("hub.usage"), lines=1)),
                   session=session, audit=audit, metrics=metrics_,
                   admin_token=settings.admin_token or secrets.token_urlsafe(24),
                   callbacks=Callbacks(redis, prefix=settings.key_prefix,
@@ -174,6 +178,7 @@ def _lifecycle(settings: Settings, given_store: HubStore | None, given_redis: Re
         registry.on_change = feed.announce
         await delivery.start()
         await audit.start()
+        await hub.usage.start()
         await liveness.start()
         loops = [asyncio.create_task(feed.run(), name="platform-feed"),
                  asyncio.create_task(_refresh_gauges(hub), name="gauges"),
@@ -194,6 +199,7 @@ def _lifecycle(settings: Settings, given_store: HubStore | None, given_redis: Re
             await queue.close()
             await health.close()
             await audit.stop()
+            await hub.usage.stop()
             await hub.hints.flush()
             await session.close()
             logging.getLogger("aiohttp.server").removeFilter(parser_filter)

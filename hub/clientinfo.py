@@ -140,6 +140,14 @@ class Liveness:
     def seen(self, platform_id: str) -> None:
         self._seen[platform_id] = time.time()
 
+    async def last_seen(self) -> dict[str, float]:
+        """When each platform was last heard from (unix time): every process's flushed notes, this one's newest."""
+        raw = await self.hub.redis.hgetall(keys.last_seen(self.hub.settings.key_prefix))
+        last = {(k.decode() if isinstance(k, bytes) else k): float(v) for k, v in raw.items()}
+        for platform_id, at in self._seen.items():
+            last[platform_id] = max(at, last.get(platform_id, 0.0))
+        return last
+
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="liveness")
 
@@ -225,6 +233,9 @@ class Liveness:
                 return resp.status == 200
         except (aiohttp.ClientError, OSError, TimeoutError):
             return False
+
+
+LIVENESS_KEY = web.AppKey("liveness", Liveness)
 
 
 def add_routes(app: web.Application) -> None:

@@ -19,6 +19,7 @@ from hub.ratelimit import RateLimits
 from hub.registry import PlatformRegistry
 from hub.settings import Settings
 from hub.store.protocol import HubStore
+from hub.usage import UsageRecorder
 from routing.agreements import AgreementBook
 from routing.callbacks import Callbacks
 from routing.delivery import Delivery
@@ -47,6 +48,7 @@ class Hub:
     admission: Admission  # requests and body bytes waiting on receivers in this process (503 beyond)
     rate_limits: RateLimits  # requests per second per platform, hub-wide (429 beyond)
     health: RedisHealth  # Redis outages: one state per process (routing/redis_health.py)
+    usage: UsageRecorder  # per-day usage of routed sessions and CDRs, written off the routing path (hub/usage.py)
     agreements: AgreementBook  # roaming agreements, in memory on every process (hub/agreements.py)
     agreement_keeper: AgreementKeeper  # how they change: store, this book, the other processes
     roaming: Roaming  # the one place agreements are enforced (routing/roaming.py)

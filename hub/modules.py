@@ -19,6 +19,7 @@ from hub.context import Hub, hub_of
 from hub.envelope import envelope, ocpi_response
 from hub.exchange import EXCHANGE
 from hub.objects import forget_deleted, get_all, object_lock, store_push
+from hub.usage import USAGE_EVENTS
 from routing.agreements import PartyRef
 from routing.bridge import (
     addressed_to_hub_211,
@@ -42,7 +43,7 @@ from routing.ocpi.models import parse_json
 from routing.ocpi.pagination import page_headers, parse_page
 from routing.ocpi.versions import V211, V221, has_module
 from routing.open_routing import find_receiver, learn
-from routing.platform import ConnectionStatus, Platform
+from routing.platform import ConnectionStatus, Platform, utcnow
 from routing.queue import Message
 from routing.rewrite import rearm_result_callback, rewrite_request, rewrite_response_headers
 from routing.router import (
@@ -190,6 +191,8 @@ async def route(request: web.Request, hub: Hub, platform: Platform, version: str
                 hub.callbacks, reply.headers, module=module, interface_role=role, caller=sender,
                 receiver=route_.to, receiver_platform=route_.receiver.id,
             )
+        if (module, req.method, role) in USAGE_EVENTS and reply.accepted:  # Insights: a dict update, no I/O
+            hub.usage.note(module, req.json_body, sender.key, route_.to.key, utcnow().date())
     if target != version and reply.hub_error is None:
         reply.body = msg.reply_for(reply.body, target, route_.to)
     msg.record(hub, ex)

@@ -23,6 +23,7 @@ from hub.settings import Settings
 
 KEY_FILE_NAME: Final = "secret-key"
 _HINT_INFO: Final = b"ocpi-hub route hints v1"
+_CONSOLE_INFO: Final = b"ocpi-hub console sessions v1"
 
 
 class SecretKeyError(RuntimeError):
@@ -46,6 +47,9 @@ class Sealer:
         self._all = MultiFernet(fernets)
         # One hint key per secret key, newest first: hints are written under the first, found under any.
         self.hint_keys: tuple[bytes, ...] = tuple(_derive_hint_key(k) for k in keys)
+        # The console's session cookies: Fernet under a key of their own, derived from the first secret key (a key
+        # rotation therefore ends every console session; they are short-lived anyway).
+        self.console_key: bytes = _derive(keys[0], _CONSOLE_INFO)
 
     @classmethod
     def generate(cls) -> Sealer:
@@ -70,8 +74,12 @@ class Sealer:
         return True
 
 
+def _derive(fernet_key: bytes, info: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(fernet_key)
+
+
 def _derive_hint_key(fernet_key: bytes) -> bytes:
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_HINT_INFO).derive(fernet_key)
+    return _derive(fernet_key, _HINT_INFO)
 
 
 @functools.cache

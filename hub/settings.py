@@ -133,6 +133,10 @@ class Settings(BaseSettings):
         365, ge=1, le=3650, description="days a token stored for GET All is kept after its last_updated")
     route_hint_retention_days: int = Field(
         365, ge=1, le=3650, description="days an open-routing hint is kept after it was last seen")
+    console: bool = Field(True, description="serve the operator console at /console (docs/console.md)")
+    console_session_minutes: float = Field(
+        120.0, gt=0, le=7 * 24 * 60,
+        description="minutes a console login lasts (from the login, not from the last click); fractions allowed")
     metrics_token: str | None = Field(
         None, min_length=16, description="bearer token /metrics requires; unset = /metrics is open")
 

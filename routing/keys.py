@@ -30,6 +30,7 @@ Delivery queue layout (``P`` = ``{prefix}:``; *token* = ``group_token(receiver, 
 ``P reply:<process>``      pubsub  replies for requests a process is waiting for
 ``P platforms``            pubsub  a platform changed: processes reload it
 ``P rate-used``            hash    platform id -> requests admitted so far by all processes (rate limits)
+``P console-revoked:<sid>`` string  a console session that logged out; TTL = the rest of its lifetime
 =========================  ======  ===============================================================
 
 The Lua scripts in ``routing/lua`` build ``m:``, ``q:``, ``parked:`` and ``pending:`` keys themselves for
@@ -144,6 +145,11 @@ def agreements_channel(prefix: str) -> str:
 def callback(prefix: str, callback_id: str) -> str:
     """A hub URL handed out in place of a partner's URL (response_url, Location, Link); expires by TTL."""
     return f"{base(prefix)}cb:{callback_id}"
+
+
+def console_revoked(prefix: str, session_id: str) -> str:
+    """A console session logged out before its end (hub/console/session.py); expires when the session would."""
+    return f"{base(prefix)}console-revoked:{session_id}"
 
 
 def last_seen(prefix: str) -> str:

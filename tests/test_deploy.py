@@ -117,6 +117,7 @@ def test_compose_has_one_public_entry_balancing_over_every_replica(
     assert {addr for _, addr in servers} == {f"{name}:8080" for name in hub_services}
     assert re.search(r"http-check send meth GET uri /readyz", cfg)
     assert re.search(r"http-request deny .*path_beg /admin", cfg), "/admin must not be public"
+    assert re.search(r"http-request deny .*path_beg /console", cfg), "/console must not be public"
 
 
 def test_compose_hubs_wait_for_healthy_redis_and_mongo(compose: dict[str, Any], hub_services: dict[str, Any]) -> None:

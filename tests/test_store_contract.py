@@ -1024,6 +1024,37 @@ async def test_an_sqlite_store_from_before_version_bridging_reads_its_objects_as
         await store.close()
 
 
+async def test_usage_increments_add_up_per_day_pair_module_and_currency(store: HubStore) -> None:
+    from hub.usage import UsageRow
+
+    await store.add_usage([
+        UsageRow("2026-03-01", "NL:CPA", "DE:EMA", "cdrs", "EUR", 1, 12.5, 4.25),
+        UsageRow("2026-03-01", "NL:CPA", "DE:EMA", "sessions", "EUR", 2, 0.0, 0.0),
+        UsageRow("2026-03-02", "NL:CPA", "DE:EMA", "cdrs", "EUR", 1, 1.0, 0.5),
+    ])
+    # A second batch (another flush, or another hub process) adds to the same totals and opens new ones.
+    await store.add_usage([
+        UsageRow("2026-03-01", "NL:CPA", "DE:EMA", "cdrs", "EUR", 2, 7.5, 1.75),
+        UsageRow("2026-03-01", "NL:CPA", "DE:EMA", "cdrs", "CHF", 1, 3.0, 2.0),
+        UsageRow("2026-02-28", "BE:CPB", "DE:EMA", "cdrs", "", 1, 0.25, 0.0),
+    ])
+    rows = await store.query_usage()
+    assert [(r.day, r.from_party, r.module, r.currency, r.count, r.kwh, r.cost) for r in rows] == [
+        ("2026-02-28", "BE:CPB", "cdrs", "", 1, 0.25, 0.0),
+        ("2026-03-01", "NL:CPA", "cdrs", "CHF", 1, 3.0, 2.0),
+        ("2026-03-01", "NL:CPA", "cdrs", "EUR", 3, 20.0, 6.0),
+        ("2026-03-01", "NL:CPA", "sessions", "EUR", 2, 0.0, 0.0),
+        ("2026-03-02", "NL:CPA", "cdrs", "EUR", 1, 1.0, 0.5),
+    ]
+    assert all(r.to_party == "DE:EMA" for r in rows)
+    # Both bounds inclusive.
+    window = await store.query_usage(since="2026-03-01", until="2026-03-01")
+    assert {(r.day, r.module, r.currency) for r in window} == {
+        ("2026-03-01", "cdrs", "CHF"), ("2026-03-01", "cdrs", "EUR"), ("2026-03-01", "sessions", "EUR")}
+    assert [r.day for r in await store.query_usage(since="2026-03-02")] == ["2026-03-02"]
+    assert [r.day for r in await store.query_usage(until="2026-02-28")] == ["2026-02-28"]
+    await store.add_usage([])  # nothing to add: no error, nothing changes
+    assert len(await store.query_usage()) == 5
 async def test_list_objects_of_some_owners_only_pages_and_counts_them(store: HubStore) -> None:
     """GET All under roaming agreements (docs/agreements.md): the filter is in the query, so pages stay full."""
     saves = [("NL", "CPA", "A", 0), ("NL", "CPB", "B", 1), ("DE", "CPA", "C", 2), ("NL", "CPA", "D", 3),

@@ -13,7 +13,8 @@ Stored objects are upserted by a unique (module, country_code, party_id, object_
 ``$setOnInsert`` for ``created_at``, so a replacement keeps the first save's place in the crawl order; their
 ``data`` is JSON text (see ``names``). A page and its total are two reads, not one snapshot: a write
 landing between them can make the total differ from what paging then finds, as any live OCPI list can.
-Route hints are upserted by a unique (kind, key, party) index.
+Route hints are upserted by a unique (kind, key, party) index; usage totals by a unique (day, from_party,
+to_party, module, currency) index, each increment an ``$inc``.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from hub.store.names import (
     PARTY_RESERVATIONS,
     PLATFORMS,
     ROUTE_HINTS,
+    USAGE,
     SeenClock,
     agreement_from_doc,
     agreement_to_doc,
@@ -55,6 +57,7 @@ from hub.store.names import (
     resealed,
 )
 from hub.store.protocol import PartyConflict, StoredObject
+from hub.usage import UsageRow
 from routing.agreements import Agreement
 from routing.platform import Platform, party_key
 
@@ -67,6 +70,7 @@ _OBJECT_SORT: Final = [(f, ASCENDING) for f in OBJECT_ORDER]
 _OBJECT_INSERT_ONLY: Final = ("created_at", "created_at_us")
 _HINT_KEY: Final = [("kind", ASCENDING), ("key", ASCENDING), ("party", ASCENDING)]
 _HINT_SORT: Final = [("seen_us", DESCENDING), ("party", ASCENDING)]
+_USAGE_KEY: Final = [(f, ASCENDING) for f in ("day", "from_party", "to_party", "module", "currency")]
 
 
 def _pair_filter(pairs: Sequence[tuple[str, str]]) -> list[dict[str, str]]:
@@ -141,6 +145,7 @@ class MongoStore:
         self._audit: Any = self._db[AUDIT]
         self._objects: Any = self._db[OBJECTS]
         self._hints: Any = self._db[ROUTE_HINTS]
+        self._usage: Any = self._db[USAGE]
         self._agreements: Any = self._db[AGREEMENTS]
         self._seen_us = SeenClock()
         # Without a sealer: a key for this process only (tests); open_store always passes HUB_SECRET_KEYS'.
@@ -179,6 +184,7 @@ class MongoStore:
         # (kind, key) first, as every look-up; seen_us after it so the index also orders the answer
         await self._hints.create_index([("kind", ASCENDING), ("key", ASCENDING), *_HINT_SORT], name="kind_key")
         await self._hints.create_index([("seen_us", ASCENDING)], name="seen")  # the retention purge
+        await self._usage.create_index(_USAGE_KEY, unique=True, name="key")
         await self._agreements.create_index([("id", ASCENDING)], unique=True, name="id")
 
     async def _open_audit_indexes(self) -> None:
@@ -426,6 +432,25 @@ class MongoStore:
         cursor = self._hints.find({"kind": kind, "key": key}, {"_id": 0, "party": 1}).sort(_HINT_SORT)
         return [d["party"] for d in await cursor.to_list(length=None)]
 
+    async def add_usage(self, rows: Sequence[UsageRow]) -> None:
+        """Each row an ``$inc`` upsert, the batch's concurrently (``bulk_write``: see ``add_route_hints``)."""
+        await asyncio.gather(*(
+            self._upsert(self._usage, {"day": r.day, "from_party": r.from_party, "to_party": r.to_party,
+                                       "module": r.module, "currency": r.currency},
+                         {"$inc": {"count": r.count, "kwh": r.kwh, "cost": r.cost}})
+            for r in rows
+        ))
+
+    async def query_usage(self, since: str | None = None, until: str | None = None) -> list[UsageRow]:
+        day: dict[str, str] = {}
+        if since is not None:
+            day["$gte"] = since
+        if until is not None:
+            day["$lte"] = until
+        cursor = self._usage.find({"day": day} if day else {}, _NO_ID).sort(_USAGE_KEY)
+        return [UsageRow(day=d["day"], from_party=d["from_party"], to_party=d["to_party"], module=d["module"],
+                         currency=d["currency"], count=int(d["count"]), kwh=float(d["kwh"]), cost=float(d["cost"]))
+                for d in await cursor.to_list(length=None)]
     async def save_agreement(self, agreement: Agreement) -> None:
         await self._upsert(self._agreements, {"id": agreement.id}, {"$set": agreement_to_doc(agreement)})
 

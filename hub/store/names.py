@@ -29,6 +29,7 @@ PARTY_RESERVATIONS: Final = "party_reservations"
 AUDIT: Final = "audit"
 OBJECTS: Final = "objects"
 ROUTE_HINTS: Final = "route_hints"
+USAGE: Final = "usage"
 
 # The order of a page of stored objects, after the module: first save, then the key (ties on created_at).
 OBJECT_ORDER: Final = ("created_at_us", "country_code", "party_id", "object_id")

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from hub.audit import AuditQuery, AuditRecord
 from hub.sealing import Sealer
+from hub.usage import UsageRow
 from routing.agreements import Agreement
 from routing.platform import Platform
 
@@ -137,6 +138,16 @@ class RouteHints(Protocol):
         """Drop hints last seen before the cut-off; returns how many went."""
 
 
+class UsageStore(Protocol):
+    async def add_usage(self, rows: Sequence[UsageRow]) -> None:
+        """Add each row's count, kWh and cost to the stored totals of its (day, from, to, module, currency),
+        creating them at zero first: increments, so every hub process adds its own."""
+
+    async def query_usage(self, since: str | None = None, until: str | None = None) -> list[UsageRow]:
+        """Stored totals with ``since <= day <= until`` (``YYYY-MM-DD``, both inclusive), ordered by day, from party,
+        to party, module and currency."""
+
+
 class AgreementStore(Protocol):
     """Roaming agreements (routing/agreements.py), kept whole; the hub reads them all into memory."""
 
@@ -155,5 +166,5 @@ class AgreementStore(Protocol):
         """False when there was none."""
 
 
-class HubStore(Store, ObjectStore, RouteHints, AgreementStore, Protocol):
+class HubStore(Store, ObjectStore, RouteHints, UsageStore, AgreementStore, Protocol):
     """Everything the hub keeps durably; both implementations provide all of it."""

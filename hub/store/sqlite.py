@@ -32,6 +32,7 @@ from hub.store.names import (
     PARTY_RESERVATIONS,
     PLATFORMS,
     ROUTE_HINTS,
+    USAGE,
     SeenClock,
     agreement_from_doc,
     agreement_to_doc,
@@ -49,6 +50,7 @@ from hub.store.names import (
     resealed,
 )
 from hub.store.protocol import PartyConflict, StoredObject
+from hub.usage import UsageRow
 from routing.agreements import Agreement
 from routing.platform import Platform, party_key
 
@@ -136,6 +138,18 @@ CREATE TABLE IF NOT EXISTS {ROUTE_HINTS} (
 CREATE INDEX IF NOT EXISTS {ROUTE_HINTS}_kind_key ON {ROUTE_HINTS} (kind, key, seen_us);
 CREATE INDEX IF NOT EXISTS {ROUTE_HINTS}_seen ON {ROUTE_HINTS} (seen_us);
 
+CREATE TABLE IF NOT EXISTS {USAGE} (
+    day TEXT NOT NULL,
+    from_party TEXT NOT NULL,
+    to_party TEXT NOT NULL,
+    module TEXT NOT NULL,
+    currency TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    kwh REAL NOT NULL,
+    cost REAL NOT NULL,
+    PRIMARY KEY (day, from_party, to_party, module, currency)
+);
+
 CREATE TABLE IF NOT EXISTS {AGREEMENTS} (
     id TEXT PRIMARY KEY,
     created_at_us INTEGER NOT NULL,
@@ -207,6 +221,12 @@ _OBJECT_UPSERT: Final = (
 
 _HINT_UPSERT: Final = _RowsInsert(ROUTE_HINTS, ("kind", "key", "party", "seen_us"),
                                   "ON CONFLICT (kind, key, party) DO UPDATE SET seen_us = excluded.seen_us")
+
+_USAGE_COLUMNS: Final = ("day", "from_party", "to_party", "module", "currency", "count", "kwh", "cost")
+_USAGE_ADD: Final = _RowsInsert(
+    USAGE, _USAGE_COLUMNS,
+    "ON CONFLICT (day, from_party, to_party, module, currency) DO UPDATE SET count = count + excluded.count, "
+    "kwh = kwh + excluded.kwh, cost = cost + excluded.cost")
 
 
 async def _migrate(db: aiosqlite.Connection) -> None:
@@ -565,6 +585,26 @@ class SqliteStore:
             )
         return [party for (party,) in rows]
 
+    async def add_usage(self, rows: Sequence[UsageRow]) -> None:
+        """One transaction for the batch: the usage writer calls it every few seconds, behind the routing path."""
+        if not rows:
+            return
+        await self._write_batch(_USAGE_ADD.statements([
+            (r.day, r.from_party, r.to_party, r.module, r.currency, r.count, r.kwh, r.cost) for r in rows]))
+
+    async def query_usage(self, since: str | None = None, until: str | None = None) -> list[UsageRow]:
+        where, params = [], []
+        if since is not None:
+            where.append("day >= ?")
+            params.append(since)
+        if until is not None:
+            where.append("day <= ?")
+            params.append(until)
+        sql = (f"SELECT {', '.join(_USAGE_COLUMNS)} FROM {USAGE}" + (" WHERE " + " AND ".join(where) if where else "")
+               + " ORDER BY day, from_party, to_party, module, currency")
+        async with self._read() as db:
+            rows = await db.execute_fetchall(sql, params)
+        return [UsageRow(*row) for row in rows]
     async def save_agreement(self, agreement: Agreement) -> None:
         await self.save_agreements([agreement])
 
