@@ -9,7 +9,8 @@ After onboarding and a warm-up, instrumentation is switched on for exactly ``--r
 the counters are dumped and read: instructions per request = total / requests (background tasks that run in that
 window, the audit writer for one, are part of the cost).
 
-Usage: python bench/instructions.py [--kind get|put|put-bridged] [--requests 400] [--hub-src DIR] [--json FILE]
+Usage: python bench/instructions.py [--kind get|put|put-bridged] [--requests 400] [--hub-src DIR] [--agreements]
+       [--json FILE]
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=100)
     p.add_argument("--concurrency", type=int, default=4)
     p.add_argument("--hub-src", type=Path, help="count the hub of another checkout (A/B)")
+    p.add_argument("--agreements", action="store_true",
+                   help="run the hub with HUB_ROAMING_POLICY=agreements and the bench's agreements in force")
     p.add_argument("--json", type=Path, help="also write the figures here")
     return p.parse_args()
 
@@ -101,7 +104,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
         await sender.start()
         port = free_port()
         hub_url = f"http://{LOOPBACK}:{port}"
-        hub = hubproc.hub_child(port, tmp, redis_url, prefix, args.hub_src)
+        extra = {"HUB_ROAMING_POLICY": "agreements"} if args.agreements else None
+        hub = hubproc.hub_child(port, tmp, redis_url, prefix, args.hub_src, extra_env=extra)
         out_dir = tmp / "callgrind"
         out_dir.mkdir()
         hub.argv = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out_dir}/cg.out",
@@ -120,6 +124,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
             reg = await onboard.connect(session, hub_url, hubproc.ADMIN_TOKEN, "Bench Sender",
                                         onboard.SENDER_PARTIES, sender.versions_url, sender.token_b)
             owner = ("NL", "CPA")
+        if args.agreements:
+            await onboard.agree(session, hub_url, hubproc.ADMIN_TOKEN, onboard.AGREEMENTS)
         if args.kind == "get":
             base = urlsplit(reg.hub_endpoints[("locations", "SENDER")]).path
             frm, to = ("DE", "EMA"), ("NL", "CPR")
@@ -146,7 +152,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
             raise RuntimeError(f"no callgrind counts found in {out_dir}")
         return {"kind": args.kind, "requests": args.requests, "instructions_total": total,
                 "instructions_per_request": round(total / args.requests), "hub_src": str(args.hub_src or "."),
-                "queues": "redis" if redis_url else "fakeredis", "seconds_under_valgrind": round(elapsed, 1)}
+                "queues": "redis" if redis_url else "fakeredis", "roaming_policy": "agreements" if args.agreements
+                else "open", "seconds_under_valgrind": round(elapsed, 1)}
     finally:
         await session.close()
         await sender.stop()
