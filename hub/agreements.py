@@ -12,7 +12,7 @@ store read never undoes a newer local write (the same sequence numbers as the re
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from hub.registry import ChangeHook
 from hub.store.protocol import AgreementStore
@@ -28,6 +28,8 @@ class AgreementKeeper:
         self.store = store
         self.book = book
         self.on_change: ChangeHook | None = None
+        # Called with the agreements saved, once every process has them: ClientInfo tells both sides (hub/app.py).
+        self.on_saved: Callable[[Sequence[Agreement]], Awaitable[None]] | None = None
         self._seq = 0
         self._touched: dict[str, int] = {}
 
@@ -68,6 +70,7 @@ class AgreementKeeper:
         self._touch(agreement.id)
         self.book.put(agreement)
         await self._announce(agreement.id)
+        await self._saved([agreement])
 
     async def save_all(self, agreements: Sequence[Agreement]) -> None:
         """All at once (an import): one store batch, one announcement."""
@@ -78,6 +81,15 @@ class AgreementKeeper:
             merged[agreement.id] = agreement
         self.book.replace_all(merged.values())  # indexed once, not once per agreement
         await self._announce(EVERYTHING)
+        await self._saved(agreements)
+
+    async def _saved(self, agreements: Sequence[Agreement]) -> None:
+        if self.on_saved is None:
+            return
+        try:
+            await self.on_saved(agreements)
+        except Exception:  # the pushes are a courtesy: the SENDER list already shows the change
+            log.warning("could not push ClientInfo for %d saved agreements", len(agreements), exc_info=True)
 
     async def delete(self, agreement_id: str) -> bool:
         removed = await self.store.delete_agreement(agreement_id)

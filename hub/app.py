@@ -9,7 +9,7 @@ import asyncio
 import hmac
 import logging
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -35,7 +35,7 @@ from hub.store import open_store
 from hub.store.protocol import HubStore
 from hub.usage import UsageRecorder
 from routing import keys
-from routing.agreements import AgreementBook
+from routing.agreements import Agreement, AgreementBook
 from routing.callbacks import Callbacks
 from routing.delivery import Delivery
 from routing.ocpi.versions import SUPPORTED
@@ -174,6 +174,11 @@ def _lifecycle(settings: Settings, given_store: HubStore | None, given_redis: Re
             await clientinfo.announce(hub, old, new)
 
         registry.on_saved = push_client_info
+
+        async def introduce(agreements: Sequence[Agreement]) -> None:
+            await clientinfo.introduce(hub, agreements)
+
+        keeper.on_saved = introduce
 
         registry.on_change = feed.announce
         await delivery.start()

@@ -15,6 +15,7 @@ import asyncio
 import copy
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
@@ -26,6 +27,7 @@ from hub.context import Hub, hub_of
 from hub.envelope import ocpi_response, ocpi_timestamp
 from hub.exchange import reply_headers
 from routing import keys
+from routing.agreements import Agreement
 from routing.ocpi.auth import authorization_header
 from routing.ocpi.headers import CORRELATION_ID, new_id
 from routing.ocpi.pagination import page_headers, parse_page
@@ -122,6 +124,24 @@ async def announce(hub: Hub, old: Platform | None, new: Platform) -> None:
     if just_connected and _listens(new) and not new.removed:
         messages += [_push_message(new, party) for _, party in _visible(hub, new)]
     # Enqueued together: the calls share one Redis pipeline (routing/batching.py) instead of a round trip each.
+    await asyncio.gather(*(hub.queue.enqueue(msg) for msg in messages))
+    if messages:
+        hub.delivery.wake()
+
+
+async def introduce(hub: Hub, agreements: Sequence[Agreement]) -> None:
+    """An agreement coming into force: each side's listening platform gets the ClientInfo of the other side's
+    parties it may now see (a PUT of the same status again is harmless; without it a party would learn of its new
+    partner only at that partner's next status change)."""
+    messages = []
+    for agreement in agreements:
+        sides = [hub.registry.by_party(p.country_code, p.party_id) for p in (agreement.party_a, agreement.party_b)]
+        if sides[0] is None or sides[1] is None:
+            continue
+        for (listener, _), (platform, party) in ((sides[0], sides[1]), (sides[1], sides[0])):
+            if listener.id != platform.id and _listens(listener) and not listener.removed \
+                    and hub.roaming.sees(listener, platform, party):
+                messages.append(_push_message(listener, party))
     await asyncio.gather(*(hub.queue.enqueue(msg) for msg in messages))
     if messages:
         hub.delivery.wake()

@@ -329,6 +329,17 @@ async def test_client_info_lists_and_pushes_only_the_parties_a_platform_has_an_a
     assert module_calls(net.emb, "/hubclientinfo") == []
 
 
+async def test_an_agreement_coming_into_force_pushes_each_side_the_clientinfo_of_the_other(make_hub: MakeHub) -> None:
+    net = await network(make_hub)
+    net.ema.received.clear()
+    net.emb.received.clear()
+    await net.agree(CPA, EMA, "cdrs")
+    await eventually(lambda: module_calls(net.ema, "/hubclientinfo/NL/CPA"), "eMSP A told about its new partner")
+    await asyncio.sleep(0.3)
+    assert module_calls(net.emb, "/hubclientinfo") == [], "no agreement, no ClientInfo"
+    assert module_calls(net.ema, "/hubclientinfo/NL/CPB") == []
+
+
 # -- callbacks -------------------------------------------------------------------------------------------------
 
 async def test_a_callback_of_an_allowed_command_keeps_working_after_the_agreement_ended(make_hub: MakeHub) -> None:
