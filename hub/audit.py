@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from hub.logs import ThrottledLog
-from routing.ocpi.models import MODULES
+from routing.ocpi.versions import ALL_MODULES
 from routing.tasks import stop_task
 
 log = logging.getLogger("hub.audit")
@@ -19,7 +19,7 @@ log = logging.getLogger("hub.audit")
 
 # Every value the ``module`` and ``outcome`` of a record can take: audit search refuses anything else, so a typo
 # is an error instead of an empty answer. A new outcome must be added here.
-AUDIT_MODULES = (*MODULES, "credentials", "versions", "hubclientinfo", "other", "admin")
+AUDIT_MODULES = (*ALL_MODULES, "credentials", "versions", "hubclientinfo", "other", "admin")
 OUTCOMES = ("ok", "forwarded", "broadcast", "get_all", "rejected", "unauthorized", "unknown_receiver",
             "not_connected", "timeout", "hub_error", "error")
 

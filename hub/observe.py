@@ -13,8 +13,7 @@ from hub.envelope import Handler
 from hub.exchange import EXCHANGE, Exchange
 from hub.redact import redact, redact_path
 from routing.ocpi.headers import CORRELATION_ID, REQUEST_ID, message_ids, time_ordered_id
-from routing.ocpi.models import MODULES
-from routing.ocpi.versions import SUPPORTED
+from routing.ocpi.versions import ALL_MODULES, SUPPORTED
 from routing.platform import utcnow
 
 log = logging.getLogger("hub.requests")
@@ -36,7 +35,7 @@ def outcome_of(status: int, ocpi_status: int | None) -> str:
 
 # Module label values: the OCPI modules plus the configuration modules; anything else a caller typed in a URL
 # is "other", so a scan of random paths cannot grow the metrics without bound.
-_MODULE_LABELS = frozenset((*MODULES, "credentials", "versions", "hubclientinfo"))
+_MODULE_LABELS = frozenset((*ALL_MODULES, "credentials", "versions", "hubclientinfo"))
 
 
 @web.middleware

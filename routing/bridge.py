@@ -16,7 +16,7 @@ import orjson
 from routing.ocpi.errors import InvalidParameters
 from routing.ocpi.translate import Context, Loss, Untranslatable, translatable, translate
 from routing.ocpi.translate import base as kinds
-from routing.ocpi.versions import ROLES_211, V211, V221, V230, interface_role_211
+from routing.ocpi.versions import ROLES_211, V221, V230, interface_role_211
 
 _COMMAND_KINDS = {"START_SESSION": kinds.START_SESSION, "STOP_SESSION": kinds.STOP_SESSION,
                   "RESERVE_NOW": kinds.RESERVE_NOW, "CANCEL_RESERVATION": kinds.CANCEL_RESERVATION,
@@ -90,8 +90,7 @@ def translate_body(kind: str | None, module: str, data: Any, *, source: str, tar
         raise InvalidParameters(f"this {module} request has a body the hub cannot carry from OCPI {source} to "
                                 f"{target}")
     if not translatable(kind, source, target):
-        raise Untranslatable("body", f"{kind} does not exist in OCPI {target if source != V211 else source}",
-                             target)
+        raise Untranslatable("body", f"a {kind} cannot be carried between OCPI {source} and {target}", target)
     done = translate(kind, data, source=source, target=target, ctx=ctx)
     return Bridged(done.data, done.losses)
 

@@ -316,6 +316,10 @@ async def test_a_2_1_1_partner_never_gets_hubclientinfo_and_modules_its_version_
                                            "DE/EMC/INV1", to=Party("DE", "EMC", "EMSP"))
     assert status == 200, doc
     assert got(net.emsp230, "GET", "/invoicereconciliation/DE/EMC/INV1")
+    # the 2.3.0 modules are modules of their own in the audit and the metrics, not "other"
+    status, found = await hub.admin("GET", "/admin/audit?module=invoicereconciliation")
+    assert status == 200 and found and all(r["module"] == "invoicereconciliation" for r in found), found
+    assert await metric(hub, "ocpi_hub_requests_total", module="invoicereconciliation") >= 1
     status, _, doc = await net.cpo230.call(hub.session, "GET", "invoicereconciliation", "RECEIVER",
                                            "DE/EMB/INV1", to=Party("DE", "EMB", "EMSP"))
     assert status == 404 and "2.2.1" in doc["status_message"], doc

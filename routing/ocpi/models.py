@@ -17,7 +17,6 @@ from routing.ocpi.errors import InvalidJson, InvalidParameters
 M = TypeVar("M", bound=BaseModel)
 
 ROLES = ("CPO", "EMSP", "HUB", "NAP", "NSP", "OTHER", "SCSP")
-MODULES = ("cdrs", "chargingprofiles", "commands", "locations", "sessions", "tariffs", "tokens")
 INTERFACE_ROLES = ("SENDER", "RECEIVER")
 
 
