@@ -12,7 +12,7 @@ from typing import Any
 
 from hub.logs import ThrottledLog
 from routing.ocpi.versions import ALL_MODULES
-from routing.tasks import stop_task
+from routing.tasks import PeriodicFlush
 
 log = logging.getLogger("hub.audit")
 
@@ -80,7 +80,7 @@ class AuditRecordRejected(Exception):
     """
 
 
-class AuditWriter:
+class AuditWriter(PeriodicFlush):
     """Buffers audit records and writes them in batches, so the routing path never waits on the store.
 
     ``flush()`` returns once every record added before the call is in the store (or the store failed): flushes
@@ -98,13 +98,13 @@ class AuditWriter:
                  failure_log: ThrottledLog | None = None) -> None:
         self.store = store
         self.interval = interval
+        self.task_name = "audit-writer"
         self.max_batch = max_batch
         self.max_buffer = max_buffer
         self.on_drop = on_drop
         self.on_rejected = on_rejected  # "rewritten" or "dropped", once per rejected record
         self.failure_log = failure_log or ThrottledLog(log, lines=1, interval=60.0)
         self._buffer: list[AuditRecord] = []
-        self._task: asyncio.Task[None] | None = None
         self._flushing = asyncio.Lock()
 
     def add(self, record: AuditRecord) -> None:
@@ -118,15 +118,6 @@ class AuditWriter:
     def pending(self) -> int:
         """Records not yet written."""
         return len(self._buffer)
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="audit-writer")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            await stop_task(self._task)
-            self._task = None
-        await self.flush()
 
     async def flush(self) -> None:
         async with self._flushing:
@@ -176,11 +167,6 @@ class AuditWriter:
         if self.on_rejected is not None:
             self.on_rejected(result)
         return True
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            await self.flush()
 
 
 def escaped_text(value: str) -> str:

@@ -20,7 +20,7 @@ from datetime import date
 from typing import Any, Protocol
 
 from hub.logs import ThrottledLog
-from routing.tasks import stop_task
+from routing.tasks import PeriodicFlush
 
 log = logging.getLogger("hub.usage")
 
@@ -84,14 +84,14 @@ def measure(body: Any) -> tuple[float, float, str]:
     return kwh, _cost(body.get("total_cost")), currency
 
 
-class UsageRecorder:
+class UsageRecorder(PeriodicFlush):
     """Aggregates usage increments in memory and adds them to the store in one batch per interval."""
 
     def __init__(self, store: UsageStore, *, interval: float = 2.0, failure_log: ThrottledLog | None = None) -> None:
         self.store = store
         self.interval = interval
+        self.task_name = "usage-writer"
         self._pending: dict[UsageKey, UsageRow] = {}
-        self._task: asyncio.Task[None] | None = None
         self._flushing = asyncio.Lock()
         self.failure_log = failure_log or ThrottledLog(log, lines=1, interval=60.0)
         self.dropped = 0
@@ -113,15 +113,6 @@ class UsageRecorder:
     @property
     def pending(self) -> int:
         return len(self._pending)
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="usage-writer")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            await stop_task(self._task)
-            self._task = None
-        await self.flush()
 
     async def flush(self) -> None:
         """Adds what was noted so far to the store; on failure the increments stay for the next flush."""
@@ -148,8 +139,3 @@ class UsageRecorder:
                 mine.count += row.count
                 mine.kwh += row.kwh
                 mine.cost += row.cost
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            await self.flush()

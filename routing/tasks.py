@@ -27,3 +27,29 @@ async def stop_task(task: asyncio.Task[Any], *, patience: float = 10.0) -> None:
             return
     if not task.cancelled() and task.exception() is not None:
         log.warning("task %s had failed", task.get_name(), exc_info=task.exception())
+
+
+class PeriodicFlush:
+    """What buffers writes and flushes them every ``interval`` seconds on one background task (the audit writer,
+    the usage recorder); ``stop`` flushes what is left. Subclasses set ``interval`` and implement ``flush``."""
+
+    task_name = "periodic-flush"
+    interval: float
+    _task: asyncio.Task[None] | None = None
+
+    async def flush(self) -> None:
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=self.task_name)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            await stop_task(self._task)
+            self._task = None
+        await self.flush()
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            await self.flush()
