@@ -20,6 +20,8 @@ RECEIVER_PARTIES: list[Role] = [("NL", "CPR", "CPO"), ("DE", "EMR", "EMSP")]
 SENDER_PARTIES: list[Role] = [("NL", "CPA", "CPO"), ("DE", "EMA", "EMSP")]
 # A CPO registered in OCPI 2.3.0: its PUTs to the 2.2.1 receiver are translated by the hub (the bridged scenario).
 SENDER_230_PARTIES: list[Role] = [("NL", "CPB", "CPO")]
+# A second platform on the bench receiver, opted in for store-and-forward of locations (the stored scenario).
+STORED_PARTIES: list[Role] = [("DE", "EMS", "EMSP")]
 VERSIONS = ("2.2.1", "2.3.0")
 # Roaming agreements of the --agreements hub: the GET (eMSP DE/EMA asks CPO NL/CPR) and the PUT (CPO NL/CPA pushes
 # to eMSP DE/EMR), each covering locations, plus a few the routed requests never use (the book holds more than one).
@@ -133,3 +135,12 @@ async def agree(session: aiohttp.ClientSession, hub_url: str, admin_token: str,
         body = {"party_a": party_a, "party_b": party_b, "modules": modules}
         async with session.post(f"{hub_url}/admin/agreements", json=body, headers=admin) as r:
             await _data(r, f"agreement {party_a} - {party_b}")
+
+
+async def store_and_forward(session: aiohttp.ClientSession, hub_url: str, admin_token: str, platform_id: str,
+                            modules: list[str]) -> None:
+    """Opt a platform in for store-and-forward of ``modules`` (docs/store-and-forward.md)."""
+    async with session.put(f"{hub_url}/admin/platforms/{platform_id}/store-and-forward", json={"modules": modules},
+                           headers={"Authorization": f"Bearer {admin_token}"}) as resp:
+        if resp.status != 200:
+            raise RuntimeError(f"store-and-forward opt-in: HTTP {resp.status} {await resp.text()}")

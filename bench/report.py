@@ -94,6 +94,23 @@ def agreements_cost(rows: list[Measured]) -> tuple[float, float] | None:
             round(100 * (enforced.cpu_per_request_us / max(open_.cpu_per_request_us, 1e-9) - 1), 1))
 
 
+STORED = "PUT stored"  # the PUT to a receiver that opted in for store-and-forward (docs/store-and-forward.md)
+
+
+def stored_cost(rows: list[Measured]) -> dict[str, float] | None:
+    """Store-and-forward PUT next to the synchronous PUT through the same hub: req/s ratio, the sender's p50
+    and p99 in both, and the share of accepted PUTs the receiver got during the measured run."""
+    sync = next((m for m in rows if m.target == "hub" and m.method == "PUT"), None)
+    stored = next((m for m in rows if m.target == "hub" and m.method == STORED), None)
+    if sync is None or stored is None or not sync.result.rps:
+        return None
+    accepted = stored.result.requests
+    return {"rps_ratio": round(stored.result.rps / sync.result.rps, 2),
+            "p50_ms": stored.result.latency_ms["p50"], "sync_p50_ms": sync.result.latency_ms["p50"],
+            "p99_ms": stored.result.latency_ms["p99"], "sync_p99_ms": sync.result.latency_ms["p99"],
+            "delivered_share": round(stored.receiver_seen / accepted, 2) if accepted else 0.0}
+
+
 def render(rows: list[Measured], meta: dict[str, Any]) -> str:
     head = f"{'scenario':<20} | {'req/s':>8} | {'p50 ms':>7} | {'p99 ms':>7} | {'errors':>14} | {'CPU µs/req':>10}"
     lines = [head, "-" * len(head)]
@@ -107,6 +124,10 @@ def render(rows: list[Measured], meta: dict[str, Any]) -> str:
         cost = cpu_ratio(rows, method)
         if ratio is not None and cost is not None:
             lines.append(f"hub/bare req/s {method}: {ratio:.2f}   (hub CPU per request = {cost:.1f} x bare)")
+    if (stored := stored_cost(rows)) is not None:
+        lines.append(f"store-and-forward PUT: {stored['rps_ratio']:.2f} x the synchronous PUT in req/s; sender p50 "
+                     f"{stored['p50_ms']:.2f} ms (synchronous {stored['sync_p50_ms']:.2f}), p99 {stored['p99_ms']:.2f} "
+                     f"ms ({stored['sync_p99_ms']:.2f}); delivered during the run: {stored['delivered_share']:.0%}")
     if (bridged := bridged_ratio(rows)) is not None:
         lines.append(f"bridged PUT (2.3.0 -> 2.2.1) costs {bridged[0]:.2f} x a same-version PUT in req/s, "
                      f"{bridged[1]:.2f} x in hub CPU per request (target <= 2)")
@@ -170,6 +191,7 @@ def write_json(rows: list[Measured], shown: list[Measured], meta: dict[str, Any]
     doc = {"ok": ok, "meta": meta, "ratios_hub_over_bare": ratios(shown),
            "cpu_per_request_hub_over_bare": {m: cpu_ratio(shown, m) for m in ("GET", "PUT")},
            "bridged_put_over_same_version_put": bridged_ratio(shown),
+           "store_and_forward_put": stored_cost(shown),
            "scenarios": [m.as_dict() for m in shown], "all_rounds": [m.as_dict() for m in rows],
            "broadcast": broadcast}
     path.write_text(json.dumps(doc, indent=2) + "\n")

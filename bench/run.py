@@ -52,6 +52,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--hub-src", type=Path, help="benchmark the hub of another checkout (A/B), not this one")
     p.add_argument("--no-bridged", dest="bridged", action="store_false",
                    help="skip the PUT a 2.3.0 CPO sends to a 2.2.1 eMSP (translated by the hub)")
+    p.add_argument("--no-stored", dest="stored", action="store_false",
+                   help="skip the PUT to a receiver that opted in for store-and-forward")
     p.add_argument("--agreements", action="store_true",
                    help="also run the routed GET through a second hub with HUB_ROAMING_POLICY=agreements and an "
                         "agreement between the sender and receiver parties, and report its cost against the open hub")
@@ -99,6 +101,14 @@ def bridged_load(sender: onboard.Registration) -> Load:
     put_path = urlsplit(sender.hub_endpoints[("locations", "RECEIVER")]).path + "/NL/CPB"
     return Load("PUT", put_path, sender.auth, from_=("NL", "CPB"), to=("DE", "EMR"), owner=("NL", "CPB"),
                 label=report.BRIDGED)
+
+
+def stored_load(sender: onboard.Registration) -> Load:
+    """The same PUT to an eMSP that opted in for store-and-forward of locations: answered once queued, delivered
+    in the background (docs/store-and-forward.md)."""
+    put_path = urlsplit(sender.hub_endpoints[("locations", "RECEIVER")]).path + "/NL/CPA"
+    return Load("PUT", put_path, sender.auth, from_=("NL", "CPA"), to=("DE", "EMS"),
+                owner=("NL", "CPA"), label=report.STORED)
 
 
 class Bench:
@@ -170,6 +180,12 @@ class Bench:
             scenarios.insert(1, await self.agreements_scenario(token_b, receiver, bare))
         if sender_230 is not None:  # hub only: a bare proxy does not translate
             scenarios.append(measure.Scenario("hub", hub_url, bridged_load(sender_230), procs, self.redis_url))
+        if self.args.stored:  # hub only: store-and-forward next to the synchronous PUT
+            stored = await onboard.connect(self.session, hub_url, hubproc.ADMIN_TOKEN, "Bench Stored Receiver",
+                                           onboard.STORED_PARTIES, f"{self.receiver_url}/ocpi/versions", token_b)
+            await onboard.store_and_forward(self.session, hub_url, hubproc.ADMIN_TOKEN, stored.platform_id,
+                                            ["locations"])
+            scenarios.append(measure.Scenario("hub", hub_url, stored_load(sender), procs, self.redis_url))
         return scenarios
 
     async def agreements_scenario(self, token_b: str, receiver: Child, bare: Child) -> measure.Scenario:

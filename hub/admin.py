@@ -26,6 +26,7 @@ from hub.connect import connect
 from hub.context import HUB_KEY, Hub, hub_of
 from hub.envelope import Handler
 from hub.observe import outcome_of
+from routing import store_forward
 from routing.agreements import Policy
 from routing.ocpi.errors import InvalidParameters, NotFound, OcpiError
 from routing.ocpi.headers import TO_CC, TO_PID
@@ -150,6 +151,7 @@ def platform_view(hub: Hub, p: Platform, token_a: str | None = None) -> dict[str
         "updated_at": p.updated_at.isoformat(),
         "rate_limit": _rate_limit_view(hub, p),
         "roaming_policy": policy_view(hub, p.roaming_policy),
+        "store_and_forward": sorted(p.store_forward),
     }
     if token_a is not None:
         view["token_a"] = token_a
@@ -255,15 +257,58 @@ async def remove_platform(request: web.Request) -> web.Response:
 
 
 async def list_queues(request: web.Request) -> web.Response:
+    """Per receiver: its queue, and per module what store-and-forward holds for it and did with it."""
     hub = hub_of(request)
     stats = await hub.queue.stats()
-    return web.json_response([
+    stored: dict[str, list[dict[str, Any]]] = {}
+    if hub.delivery.ledger is not None:
+        for row in await hub.delivery.ledger.stats():
+            stored.setdefault(row.pop("receiver"), []).append(row)
+    rows = [
         {"receiver": s.receiver, "platform": getattr(hub.registry.get(s.receiver), "name", None),
          "depth": s.depth, "inflight": s.inflight, "oldest_age_seconds": round(s.oldest_age_seconds, 3),
          "dead_letters": s.dead_letters, "dead_letter_bytes": s.dead_letter_bytes,
-         "dead_letters_evicted": s.dead_letters_evicted}
+         "dead_letters_evicted": s.dead_letters_evicted, "store_and_forward": stored.pop(s.receiver, [])}
         for s in stats
-    ])
+    ]
+    rows += [{"receiver": r, "platform": getattr(hub.registry.get(r), "name", None), "depth": 0, "inflight": 0,
+              "oldest_age_seconds": 0.0, "dead_letters": 0, "dead_letter_bytes": 0, "dead_letters_evicted": 0,
+              "store_and_forward": modules} for r, modules in sorted(stored.items())]
+    return web.json_response(rows)
+
+
+class StoreForwardIn(BaseModel):
+    modules: list[str] = Field(max_length=len(store_forward.MODULES))
+
+
+async def set_store_forward(request: web.Request) -> web.Response:
+    """The modules whose messages to this platform the hub accepts for later delivery (docs/store-and-forward.md);
+    an empty list turns store-and-forward off (what is queued is still delivered)."""
+    hub = hub_of(request)
+    platform = await operations.current(hub, request.match_info["id"])
+    try:
+        body = StoreForwardIn.model_validate(await _json(request))
+        modules = store_forward.check_modules(body.modules)
+    except ValidationError as exc:
+        return _error(400, validation_message(exc))
+    except ValueError as exc:
+        return _error(400, str(exc))
+    platform.store_forward, platform.updated_at = modules, utcnow()
+    await _save(hub, platform)
+    return web.json_response(platform_view(hub, platform))
+
+
+async def show_deliveries(request: web.Request) -> web.Response:
+    """Where the messages a sender sent under one X-Request-ID stand (store-and-forward); 404 when the hub
+    accepted none under that id for later delivery (or forgot it: states are kept for the window + 1 day)."""
+    hub = hub_of(request)
+    request_id = request.match_info["request_id"]
+    if len(request_id) > 255 or not request_id.isprintable() or not request_id.isascii():
+        return _error(400, "a request id is printable ASCII of at most 255 characters")
+    states = await hub.delivery.ledger.states(request_id) if hub.delivery.ledger is not None else []
+    if not states:
+        return _error(404, f"no message accepted for later delivery under request id {request_id}")
+    return web.json_response([dataclasses.asdict(s) for s in states])
 
 
 class RateLimitIn(BaseModel):
@@ -438,6 +483,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_delete("/admin/platforms/{id}/rate-limit", clear_rate_limit)
     app.router.add_put("/admin/platforms/{id}/roaming-policy", set_roaming_policy)
     app.router.add_get("/admin/queues", list_queues)
+    app.router.add_put("/admin/platforms/{id}/store-and-forward", set_store_forward)
+    app.router.add_get("/admin/deliveries/{request_id}", show_deliveries)
     admin_agreements.add_routes(app)
 
 

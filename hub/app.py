@@ -45,6 +45,7 @@ from routing.platform import ConnectionStatus, Platform, RateLimit, utcnow
 from routing.queue import DeliveryQueue
 from routing.redis_health import REFUSING_WRITES, UNREACHABLE, RedisHealth
 from routing.roaming import Roaming
+from routing.store_forward import DeliveryLedger
 from routing.tasks import stop_task
 
 log = logging.getLogger("hub.app")
@@ -123,6 +124,8 @@ def _lifecycle(settings: Settings, given_store: HubStore | None, given_redis: Re
         keeper.on_change = feed.also(keeper, keys.agreements_channel(settings.key_prefix), "agreement")
         await feed.open()  # subscribed before the first load: no change slips in between
         await registry.load()
+        if not settings.embedded:
+            await _note_persistence(redis)
         await keeper.load()
         roaming = Roaming(settings.roaming_policy, book, registry)
         outbound = OutboundPolicy(allow_private=settings.allow_private_urls, public_url=settings.public_url)
@@ -142,7 +145,12 @@ def _lifecycle(settings: Settings, given_store: HubStore | None, given_redis: Re
                             prefix=settings.key_prefix, forward_timeout=settings.forward_timeout,
                             concurrency=settings.delivery_concurrency, max_reply_bytes=settings.max_reply_bytes,
                             retry_window=settings.broadcast_retry_window, outbound=outbound,
-                            url_hosts=registry.url_hosts, health=health)
+                            url_hosts=registry.url_hosts, health=health,
+                            ledger=DeliveryLedger(redis, settings.key_prefix,
+                                                  keep_for=settings.store_forward_window + 86400),
+                            store_forward_window=settings.store_forward_window,
+                            store_forward_max_backoff=settings.store_forward_max_backoff)
+        delivery.on_stored = metrics_.count_stored
         delivery.admit_push = roaming.push_refusal
         delivery.on_refused = lambda msg, why: metrics_.pushes_refused.labels(kind=msg.kind).inc()
         delivery.on_retry = lambda msg: metrics_.retries.labels(receiver=msg.receiver).inc()
@@ -229,6 +237,24 @@ async def _supports_script_flags(redis: Redis) -> bool:
     return False
 
 
+async def _note_persistence(redis: Redis) -> None:
+    """Say once what an accepted message survives (store-and-forward answers 1000 once it is in Redis,
+    docs/store-and-forward.md): that depends on Redis' AOF settings, which the hub cannot change."""
+    try:
+        conf = await redis.config_get("append*")
+    except Exception:  # managed Redis services often disable CONFIG
+        log.info("Redis persistence unknown (CONFIG GET refused): what the hub accepted survives a Redis restart "
+                 "only with AOF on (docs/store-and-forward.md)")
+        return
+    if conf.get("appendonly") != "yes":
+        log.warning("Redis AOF is off: messages the hub accepted for later delivery (store-and-forward) are lost "
+                    "if Redis restarts; run it with appendonly yes (docs/store-and-forward.md)")
+    elif conf.get("appendfsync") != "always":
+        log.info("Redis AOF on, appendfsync %s: accepted messages survive a Redis restart or crash; a crash of the "
+                 "Redis host's OS can lose the last second (appendfsync always closes that gap)",
+                 conf.get("appendfsync"))
+
+
 async def _refresh_gauges(hub: Hub) -> None:
     m = hub.metrics
     seen: set[str] = set()
@@ -261,6 +287,11 @@ async def _refresh_gauges(hub: Hub) -> None:
                               m.dead_letter_bytes):
                     gauge.labels(receiver=receiver).set(0)
             seen = now
+            if hub.delivery.ledger is not None:
+                for row in await hub.delivery.ledger.stats():
+                    labels = {"receiver": row["receiver"], "module": row["module"]}
+                    m.store_forward_waiting.labels(**labels).set(row["waiting"])
+                    m.store_forward_oldest_age.labels(**labels).set(row["oldest_age_seconds"])
             if not hub.settings.embedded:  # the alert "Redis nearly full" needs these (deploy/prometheus)
                 memory = await hub.redis.info("memory")
                 m.redis_used_memory.set(float(memory.get("used_memory", 0)))

@@ -22,6 +22,7 @@ from hub import admin_token
 from hub.admin import PLATFORM_STATUSES
 from hub.audit import AUDIT_MODULES, OUTCOMES
 from hub.settings import Settings, SettingsError, load_settings
+from routing import store_forward
 
 
 class CliError(Exception):
@@ -85,6 +86,13 @@ def parse_role(text: str) -> dict[str, str]:
         raise argparse.ArgumentTypeError(f"role must be CC:PID:ROLE, e.g. NL:CPA:CPO (got {text!r})")
     cc, pid, role = parts
     return {"country_code": cc, "party_id": pid, "role": role}
+
+
+def _store_forward_module(value: str) -> str:
+    if value not in store_forward.MODULES:
+        raise argparse.ArgumentTypeError(
+            f"invalid choice: {value!r} (choose from {', '.join(sorted(store_forward.MODULES))})")
+    return value
 
 
 def _positive_float(text: str) -> float:
@@ -152,8 +160,21 @@ def add_admin_commands(sub: Any) -> None:
                                          "follows HUB_ROAMING_POLICY.")
     policy.add_argument("id", help="platform id (see 'platforms list')")
     policy.add_argument("policy", choices=("open", "agreements", "default"), help="the policy")
+    stored = psub.add_parser(
+        "store-and-forward", help="the modules whose messages to a platform the hub accepts for later delivery",
+        description="Set the modules whose messages to this platform the hub accepts for later delivery and "
+                    "retries for HUB_STORE_FORWARD_WINDOW (docs/store-and-forward.md): pushes of cdrs, sessions, "
+                    "locations, tariffs, tokens; results of commands, chargingprofiles. No module turns it off.")
+    stored.add_argument("id", help="platform id (see 'platforms list')")
+    # type=, not choices=: argparse checks an empty "*" list against choices too, and no module is valid here
+    stored.add_argument("modules", nargs="*", metavar="MODULE", type=_store_forward_module,
+                        help="one of: " + ", ".join(sorted(store_forward.MODULES)) + "; none turns it off")
     add_agreement_commands(sub)
-    sub.add_parser("queues", help="depth, in-flight and oldest message age per receiver")
+    sub.add_parser("queues", help="depth, in-flight and oldest message age per receiver; per module what "
+                                  "store-and-forward holds and did")
+    deliveries = sub.add_parser("deliveries", help="where the messages a sender sent under one request id stand "
+                                                   "(store-and-forward)")
+    deliveries.add_argument("request_id", metavar="REQUEST_ID", help="the sender's X-Request-ID")
     audit = sub.add_parser("audit", help="search the audit trail, newest first (one message across hops: "
                                          "--correlation-id)",
                            description="Search the audit trail (OCPI traffic and admin actions), newest first.")
@@ -282,6 +303,8 @@ def run_admin(args: argparse.Namespace) -> int:
     try:
         if args.command == "queues":
             result = call(settings, "GET", "/admin/queues")
+        elif args.command == "deliveries":
+            result = call(settings, "GET", f"/admin/deliveries/{_segment(args.request_id)}")
         elif args.command == "audit":
             params = {k: v for k, v in vars(args).items()
                       if k in ("correlation_id", "request_id", "platform", "party", "module", "outcome", "since",
@@ -291,6 +314,9 @@ def run_admin(args: argparse.Namespace) -> int:
             result = _dead_letters(settings, args)
         elif args.command == "agreements":
             result = _agreements(settings, args)
+        elif args.action == "store-and-forward":
+            result = call(settings, "PUT", f"/admin/platforms/{_segment(args.id)}/store-and-forward",
+                          {"modules": args.modules})
         elif args.action == "roaming-policy":
             result = call(settings, "PUT", f"/admin/platforms/{_segment(args.id)}/roaming-policy",
                           {"policy": None if args.policy == "default" else args.policy})

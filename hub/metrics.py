@@ -156,6 +156,20 @@ class Metrics:
             "Values a translation between OCPI versions dropped, defaulted, derived or mapped, by rule",
             ["module", "from_version", "to_version", "rule"], registry=r,
         )
+        self.store_forward = Counter(
+            "ocpi_hub_store_forward_events",
+            "Messages accepted for later delivery (store-and-forward) and what became of them, per receiver and "
+            "module: accepted, delivered, retried, dead_lettered, superseded", ["receiver", "module", "event"],
+            registry=r,
+        )
+        self.store_forward_waiting = Gauge(
+            "ocpi_hub_store_forward_waiting", "Messages accepted for later delivery not delivered yet",
+            ["receiver", "module"], registry=r, multiprocess_mode=_GAUGE_MODE,
+        )
+        self.store_forward_oldest_age = Gauge(
+            "ocpi_hub_store_forward_oldest_age_seconds", "Age of the oldest message waiting for later delivery",
+            ["receiver", "module"], registry=r, multiprocess_mode=_GAUGE_MODE,
+        )
         # Labelled children by label values: .labels() takes a lock and builds keys on every call, and this
         # runs once per routed request. The label sets are bounded (modules, outcomes, platforms).
         self._children: dict[tuple[str, ...], Any] = {}
@@ -185,6 +199,10 @@ class Metrics:
         self.redis_up.set(1 if up else 0)
         if not up:
             self.redis_outages.labels(kind=kind).inc()
+
+    def count_stored(self, msg: Any, fwd: Any, event: str) -> None:
+        """Delivery's hook (routing.delivery.Delivery.on_stored)."""
+        self.store_forward.labels(receiver=msg.receiver, module=fwd.module, event=event).inc()
 
     def count_evicted(self, receiver: str, reason: str, n: int) -> None:
         self.dead_letters_evicted.labels(receiver=receiver, reason=reason).inc(n)

@@ -12,6 +12,7 @@ from urllib.parse import quote, unquote
 
 from aiohttp import web
 
+from hub import store_and_forward
 from hub.access import authenticate
 from hub.admission import admit, admitted
 from hub.bridging import Bridge
@@ -54,6 +55,7 @@ from routing.router import (
     direct_route,
     order_group,
 )
+from routing.store_forward import defers_push, defers_result
 from routing.wire import ForwardRequest, Reply
 
 ROLE_OF_PATH = {"sender": "SENDER", "receiver": "RECEIVER"}
@@ -166,7 +168,7 @@ async def route(request: web.Request, hub: Hub, platform: Platform, version: str
         ex.to_party = req.routing.to.key if req.routing.to else None
     assert req.routing.to is not None
     hub.roaming.check_direct(platform, sender, req.routing.to, module)  # roaming agreements: before anything else
-    route_ = direct_route(req, hub.registry, sender)
+    route_ = direct_route(req, hub.registry, sender, waits=lambda p: defers_push(p, module, role, req.method))
     ex.receiver_platform_id = route_.receiver.id
     ticket.bind(route_.receiver.id)  # open routing: the receiver is known only now
     target = route_.receiver.version or V221
@@ -179,6 +181,14 @@ async def route(request: web.Request, hub: Hub, platform: Platform, version: str
     )
     # A 2.1.1 sender sends no routing headers: the hub sets both, so a 2.2.1 or 2.3.0 receiver knows the parties.
     headers = routing_reply_headers(route_.to, sender) if version == V211 else None
+    if defers_push(route_.receiver, module, role, req.method):  # store-and-forward (docs/store-and-forward.md)
+        fwd = forward_request(request, req, body=rewritten.body, query=rewritten.query, routing=headers)
+        answer = await store_and_forward.accept(request, hub, req, fwd, route_.receiver.id, route_.group, sender)
+        await learn(req, hub.hints, route_.to)
+        if (module, req.method, role) in USAGE_EVENTS:
+            hub.usage.note(module, req.json_body, sender.key, route_.to.key, utcnow().date())
+        msg.record(hub, ex)
+        return answer
     reply = await forward(request, hub, req, route_.receiver.id, route_.group, body=rewritten.body,
                           query=rewritten.query, routing=headers)
     if reply.hub_error is None and reply.status < 300:
@@ -282,12 +292,10 @@ def raw_tail(request: web.Request, prefix: str) -> str:
     return tail
 
 
-async def forward(
-    request: web.Request, hub: Hub, req: InboundRequest, receiver_id: str, group: str | None, *,
-    body: bytes, query: str, url: str = "", routing: dict[str, str] | None = None,
-) -> Reply:
-    """Through the receiver's queue: routing headers as the caller sent them (TO added for open routing), or
-    ``routing`` when the hub sets them itself."""
+def forward_request(request: web.Request, req: InboundRequest, *, body: bytes, query: str, url: str = "",
+                    routing: dict[str, str] | None = None) -> ForwardRequest:
+    """What the receiver gets: routing headers as the caller sent them (TO added for open routing), or
+    ``routing`` when the hub sets them itself; the caller's correlation id."""
     if routing is not None:
         headers = dict(routing)
     else:
@@ -298,10 +306,18 @@ async def forward(
     headers[CORRELATION_ID] = request[EXCHANGE].correlation_id
     if body:
         headers["Content-Type"] = "application/json"
-    fwd = ForwardRequest(
+    return ForwardRequest(
         method=req.method, module=req.module, interface_role=req.interface_role, tail=req.tail,
         query=query, headers=headers, body=body, url=url,
     )
+
+
+async def forward(
+    request: web.Request, hub: Hub, req: InboundRequest, receiver_id: str, group: str | None, *,
+    body: bytes, query: str, url: str = "", routing: dict[str, str] | None = None,
+) -> Reply:
+    """Through the receiver's queue, waiting for its answer."""
+    fwd = forward_request(request, req, body=body, query=query, url=url, routing=routing)
     msg = Message(
         receiver=receiver_id,
         group=group or "",
@@ -371,8 +387,11 @@ async def handle_callback(request: web.Request) -> web.StreamResponse:
                          body=body, json_body=parse_json(body) if body else None)
     receiver = hub.registry.get(cb.target_platform)
     party = receiver.party(to.country_code, to.party_id) if receiver is not None else None
-    if receiver is None or receiver.removed or receiver.status != ConnectionStatus.CONNECTED or party is None \
-            or party.status != ConnectionStatus.CONNECTED:
+    deferred = receiver is not None and defers_result(receiver, cb.module)
+    # A receiver that opted in for results waits out an OFFLINE spell: its result is kept for it.
+    reachable = (ConnectionStatus.CONNECTED, ConnectionStatus.OFFLINE) if deferred else (ConnectionStatus.CONNECTED,)
+    if receiver is None or receiver.removed or receiver.status not in reachable or party is None \
+            or party.status not in reachable:
         raise ReceiverNotConnected(f"party {to.country_code}/{to.party_id} is not connected")
     # Each side in its own version: a 2.1.1 CPO's CommandResponse reaches a 2.2.1 eMSP as a CommandResult.
     version, target = caller.platform.version or V221, receiver.version or V221
@@ -382,6 +401,12 @@ async def handle_callback(request: web.Request) -> web.StreamResponse:
         await msg.read_as_221(hub)
     out_body = msg.body_for(target, to)[0] if target != version else body
     # TO = the party the URL belongs to, FROM = the party it was issued to, whatever the caller put there.
+    if deferred:
+        fwd = forward_request(request, req, body=out_body, query="", url=cb.url,
+                              routing=routing_reply_headers(to, issued_to))
+        answer = await store_and_forward.accept(request, hub, req, fwd, receiver.id, None, issued_to)
+        msg.record(hub, ex)
+        return answer
     reply = await forward(request, hub, req, receiver.id, None, body=out_body, query="", url=cb.url,
                           routing=routing_reply_headers(to, issued_to))
     if reply.hub_error is None and reply.status < 300:

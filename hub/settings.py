@@ -90,6 +90,12 @@ class Settings(BaseSettings):
         "needed); agreements: only what a roaming agreement in force covers (docs/agreements.md)")
 
     broadcast_retry_window: float = Field(600.0, gt=0, description="seconds a fan-out delivery is retried")
+    store_forward_window: float = Field(
+        7 * 86400.0, gt=0, le=90 * 86400.0,
+        description="seconds a message accepted for later delivery (store-and-forward) is retried before it "
+                    "becomes a dead letter (docs/store-and-forward.md)")
+    store_forward_max_backoff: float = Field(
+        300.0, ge=1, le=86400, description="longest wait between two attempts of a stored message (seconds)")
     alive_interval: float = Field(300.0, gt=0, description="silence before a still-alive GET versions")
     alive_check_every: float = Field(30.0, gt=0, description="how often silent platforms are looked at")
 

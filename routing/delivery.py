@@ -35,6 +35,7 @@ from routing.platform import ConnectionStatus, Platform
 from routing.queue import DeliveryQueue, Message
 from routing.redis_health import RedisHealth
 from routing.retry import backoff, describe, push_verdict
+from routing.store_forward import DEAD_LETTERED, DELIVERED, KIND, RETRYING, SUPERSEDED, DeliveryLedger, DeliveryState
 from routing.tasks import stop_task
 from routing.wire import ForwardRequest, Reply
 
@@ -156,6 +157,9 @@ class Delivery:
         outbound: OutboundPolicy | None = None,
         url_hosts: HostsOf | None = None,
         health: RedisHealth | None = None,
+        ledger: DeliveryLedger | None = None,
+        store_forward_window: float = 7 * 86400.0,
+        store_forward_max_backoff: float = 300.0,
     ) -> None:
         self.queue = queue
         self.redis = redis
@@ -168,6 +172,11 @@ class Delivery:
         self.max_reply_bytes = max_reply_bytes  # a hostile receiver cannot make the hub buffer without bound
         self.min_budget = forward_timeout * MIN_BUDGET_SHARE if min_budget is None else min_budget
         self.retry_window = retry_window
+        # Store-and-forward (routing/store_forward.py): delivery states, and how long and how patiently a message
+        # accepted for later delivery is retried.
+        self.ledger = ledger
+        self.store_forward_window = store_forward_window
+        self.store_forward_max_backoff = store_forward_max_backoff
         # Checked again at call time (docs/security.md, "Outbound URLs"): the policy or the platform's hosts may
         # have changed since a URL was accepted.
         self.outbound = outbound or OutboundPolicy()
@@ -181,6 +190,9 @@ class Delivery:
         # such a push is dropped and counted, never delivered nor dead-lettered (docs/agreements.md).
         self.admit_push: Callable[[ForwardRequest, Platform | None], str | None] | None = None
         self.on_refused: Callable[[Message, str], None] | None = None
+        # Store-and-forward and replayed pushes: (message, event) for accepted, delivered, retried, dead_lettered,
+        # superseded (metrics).
+        self.on_stored: Callable[[Message, ForwardRequest, str], None] | None = None
         self.process_id = uuid.uuid4().hex
         self._pending: dict[str, asyncio.Future[Reply]] = {}
         self._wake = asyncio.Event()
@@ -257,6 +269,38 @@ class Delivery:
             if not self.health.failed(exc):
                 log.warning("ack failed: %s", exc)
 
+    # -- store-and-forward ------------------------------------------------------------------------------
+    async def defer(self, msg: Message, fwd: ForwardRequest, module: str) -> DeliveryState:
+        """Accept a message for later delivery: once this returns, it is in the receiver's queue (as durable as
+        Redis is configured to be, docs/store-and-forward.md) and will be delivered or dead-lettered.
+
+        A sender that sends the same request id to the same receiver again (it did not get the answer) gets the
+        first message's state back, and nothing is queued twice.
+        """
+        assert self.ledger is not None
+        now = time.time()
+        state = DeliveryState(request_id=fwd.sender_request_id, message_id=msg.id, sender=fwd.sender,
+                              receiver=msg.receiver, module=module, state="queued", attempts=0, accepted_at=now,
+                              updated_at=now, forwarded_request_id=fwd.headers.get(REQUEST_ID, ""))
+        existing = await self.ledger.claim(state)
+        if existing is not None:
+            return existing
+        msg.kind, msg.enqueued_at = KIND, now
+        try:
+            await self.queue.enqueue(msg)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self.ledger.forget(state)
+            raise
+        self._wake.set()
+        if self.on_stored is not None:
+            self.on_stored(msg, fwd, "accepted")
+        try:
+            await self.ledger.queued(state)
+        except Exception as exc:  # figures only: the message is queued, the sender may have its 1000
+            self.health.report(exc, log, "recording stored message %s failed", msg.id)
+        return state
+
     # -- forwarding --------------------------------------------------------------------------------------
     async def _deliver(self, msg: Message, fwd: ForwardRequest | None = None, receiver: _Receiver | None = None,
                        ) -> Reply:
@@ -312,7 +356,8 @@ class Delivery:
             for name in ROUTING_HEADERS:
                 headers.pop(name, None)
         headers["Authorization"] = _authorization(platform.outbound_token, platform.version)
-        headers[REQUEST_ID] = new_id()  # OCPI: a hub sets a new request id, keeps the correlation id
+        if REQUEST_ID not in headers:  # a stored message keeps the one chosen when it was accepted: every attempt
+            headers[REQUEST_ID] = new_id()  # OCPI: a hub sets a new request id, keeps the correlation id
         started = time.perf_counter()
         try:
             url = URL(fwd.url if fwd.url else join_url(base, fwd.tail, fwd.query), encoded=True)
@@ -382,16 +427,28 @@ class Delivery:
             self.health.report(exc, log, "finishing message %s to %s failed", msg.id, msg.receiver)
 
     async def _process_push(self, msg: Message) -> None:
-        """Hub-originated pushes (broadcast fan-out, ClientInfo): retried on transient failures within the
-        retry window, never for receivers that are not CONNECTED; what still fails becomes a dead letter.
+        """Pushes delivered in the background: the hub's own (broadcast fan-out, ClientInfo) and messages
+        accepted for later delivery (``stored``). Transient failures are retried: within the retry window for the
+        hub's pushes, never for receivers that are not CONNECTED; within the store-and-forward window for stored
+        messages, which also wait out a receiver that is OFFLINE or SUSPENDED. What still fails is dead-lettered.
 
         Before giving up on a refusal (not connected, or the receiver said no: e.g. 401 to a Token B it has
         just replaced), the receiver is read from the store once; when it changed since the view this push
-        was judged on, the push is tried again at once with the new state instead."""
+        was judged on, the push is tried again at once with the new state instead.
+
+        A push of an object older than the version the receiver already got from the hub (a replayed dead
+        letter, a retry overtaken) is dropped as superseded, never delivered."""
+        stored = msg.kind == KIND
+        fwd: ForwardRequest | None = None
+        receiver: _Receiver | None = None
         try:
             fwd = ForwardRequest.decode(msg.payload)
             if self.admit_push is not None and (why := self.admit_push(fwd, self.resolve(msg.receiver))) is not None:
                 await self._refuse_push(msg, why)
+                return
+            if fwd.object_path and self.ledger is not None and await self.ledger.newer_delivered(
+                    msg.receiver, fwd.object_path, fwd.object_version):
+                await self._finish(msg, fwd, SUPERSEDED, "a newer version of the object was delivered")
                 return
             receiver = await self._receiver(msg.receiver, fwd.receiver_revision)
             reply = await self._deliver(msg, fwd, receiver)
@@ -399,22 +456,48 @@ class Delivery:
                     and self.refresh is not None):
                 fresh = await self.refresh(msg.receiver, 0)
                 if fresh is not None and (receiver.platform is None or fresh.revision != receiver.platform.revision):
-                    reply = await self._deliver(msg, fwd, _Receiver(fresh, refreshed=True))
+                    receiver = _Receiver(fresh, refreshed=True)
+                    reply = await self._deliver(msg, fwd, receiver)
         except Exception:
             log.exception("push %s to %s failed", msg.id, msg.receiver)
             reply = hub_error_reply(3000, "internal hub error while forwarding", "internal")
         verdict = push_verdict(reply)
+        if stored and verdict == "not_connected" and receiver is not None and receiver.platform is not None \
+                and not receiver.platform.removed:
+            verdict = "transient"  # accepted for later delivery: it waits for the receiver to come back
+        window = self.store_forward_window if stored else self.retry_window
         try:
             if verdict == "ok":
-                await self.queue.ack(msg)
-            elif verdict == "transient" and time.time() - msg.enqueued_at < self.retry_window:
-                await self.queue.retry_later(msg, backoff(msg.attempts))
+                if fwd is not None and fwd.object_path and self.ledger is not None:
+                    await self.ledger.delivered_version(msg.receiver, fwd.object_path, fwd.object_version)
+                await self._finish(msg, fwd, DELIVERED)
+            elif verdict == "transient" and time.time() - msg.enqueued_at < window:
+                if stored and fwd is not None:
+                    await self._note(msg, fwd, RETRYING, describe(reply))
+                cap = self.store_forward_max_backoff if stored else 60.0
+                await self.queue.retry_later(msg, backoff(msg.attempts, cap=cap))
                 if self.on_retry is not None:
                     self.on_retry(msg)
             else:
+                if fwd is not None:
+                    await self._note(msg, fwd, DEAD_LETTERED, describe(reply))
                 await self.queue.dead_letter(msg, describe(reply))
         except Exception as exc:  # the lease expires and the push is delivered again: at least once
             self.health.report(exc, log, "finishing push %s to %s failed", msg.id, msg.receiver)
+
+    async def _finish(self, msg: Message, fwd: ForwardRequest | None, event: str, why: str = "") -> None:
+        """Delivered or superseded: the state first, then the ack (a crash in between delivers it again, with
+        the same request id, rather than lose it)."""
+        if fwd is not None:
+            await self._note(msg, fwd, event, why)
+        await self.queue.ack(msg)
+
+    async def _note(self, msg: Message, fwd: ForwardRequest, event: str, why: str = "") -> None:
+        if fwd.sender_request_id and self.ledger is not None:
+            await self.ledger.moved(fwd.sender_request_id, fwd.sender, msg.id, msg.receiver, fwd.module, event,
+                                    attempts=msg.attempts, error=why)
+        if self.on_stored is not None and (fwd.sender_request_id or event == SUPERSEDED):
+            self.on_stored(msg, fwd, event)
 
     async def _refuse_push(self, msg: Message, why: str) -> None:
         """A push no roaming agreement allows any more (queued, retried or replayed before it ended): dropped.
@@ -506,6 +589,8 @@ class Delivery:
                 if loop.time() >= next_trim:
                     next_trim = loop.time() + TRIM_DEAD_LETTERS_EVERY
                     await self.queue.trim_dead_letters()
+                    if self.ledger is not None:
+                        await self.ledger.prune()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

@@ -31,6 +31,11 @@ Delivery queue layout (``P`` = ``{prefix}:``; *token* = ``group_token(receiver, 
 ``P platforms``            pubsub  a platform changed: processes reload it
 ``P rate-used``            hash    platform id -> requests admitted so far by all processes (rate limits)
 ``P console-revoked:<sid>`` string  a console session that logged out; TTL = the rest of its lifetime
+``P sf:<request id>``      hash    store-and-forward: "<sender>><receiver>" -> delivery state (TTL = window + 1 day)
+``P sf-waiting:<r>:<mod>`` zset    store-and-forward messages not yet delivered -> accepted at
+``P sf-index``             set     "<receiver>\x1f<module>" pairs that have store-and-forward figures
+``P sf-counts``            hash    "<receiver>\x1f<module>\x1f<event>" -> count (accepted, delivered, ...)
+``P sf-version:<r>:<path>`` string newest last_updated (timestamp) of an object delivered to a receiver
 =========================  ======  ===============================================================
 
 The Lua scripts in ``routing/lua`` build ``m:``, ``q:``, ``parked:`` and ``pending:`` keys themselves for
@@ -170,3 +175,25 @@ def object_lock(prefix: str, module: str, owner: str, object_id: str) -> str:
 def rate_used(prefix: str) -> str:
     """Hash platform id -> requests the rate limiter admitted, summed over processes (hub/ratelimit.py)."""
     return f"{base(prefix)}rate-used"
+
+
+def sf_state(prefix: str, request_id: str) -> str:
+    """Store-and-forward: the delivery states of the messages a sender sent under one request id."""
+    return f"{base(prefix)}sf:{request_id}"
+
+
+def sf_waiting(prefix: str, receiver: str, module: str) -> str:
+    return f"{base(prefix)}sf-waiting:{receiver}:{module}"
+
+
+def sf_index(prefix: str) -> str:
+    return f"{base(prefix)}sf-index"
+
+
+def sf_counts(prefix: str) -> str:
+    return f"{base(prefix)}sf-counts"
+
+
+def sf_version(prefix: str, receiver: str, path: str) -> str:
+    """The newest version of the object at ``path`` (module + ids) that reached ``receiver``."""
+    return f"{base(prefix)}sf-version:{receiver}:{path}"

@@ -103,6 +103,8 @@ class Platform:
     rate_limit: RateLimit | None = None  # None: the hub-wide default (HUB_RATE_LIMIT_RPS / _BURST)
     # None: the hub-wide HUB_ROAMING_POLICY; else this platform's own (docs/agreements.md, "Policy").
     roaming_policy: Policy | None = None
+    # Modules whose messages to this platform the hub accepts for later delivery (docs/store-and-forward.md).
+    store_forward: frozenset[str] = frozenset()
 
     @property
     def registered(self) -> bool:

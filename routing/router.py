@@ -6,6 +6,7 @@ here is testable on its own (OCPI 2.2.1 Message Routing; docs/ocpi-decisions.md)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import unquote
@@ -176,16 +177,25 @@ def order_group(req: InboundRequest, to: Party, sender: Party) -> str | None:
     return None
 
 
-def direct_route(req: InboundRequest, directory: Directory, sender: Party) -> Route:
-    """Find the receiver of a request addressed to one party (OCPI 2.2.1 Message Routing steps 2–3)."""
+_REACHABLE = (ConnectionStatus.CONNECTED,)
+_REACHABLE_LATER = (ConnectionStatus.CONNECTED, ConnectionStatus.OFFLINE)
+
+
+def direct_route(req: InboundRequest, directory: Directory, sender: Party,
+                 waits: Callable[[Platform], bool] | None = None) -> Route:
+    """Find the receiver of a request addressed to one party (OCPI 2.2.1 Message Routing steps 2–3).
+
+    ``waits``: whether the hub keeps this request for a receiver that is OFFLINE (store-and-forward,
+    docs/store-and-forward.md); otherwise only CONNECTED receivers are routed to."""
     to = req.routing.to
     assert to is not None
     found = directory.by_party(to.country_code, to.party_id)
     if found is None:
         raise UnknownReceiver(f"party {to.country_code}/{to.party_id} is not known to this hub")
     receiver, party = found  # the directory knows no party of a removed platform: those are 4001
+    reachable = _REACHABLE_LATER if waits is not None and waits(receiver) else _REACHABLE
     for status in (receiver.status, party.status):
-        if status != ConnectionStatus.CONNECTED:
+        if status not in reachable:
             raise ReceiverNotConnected(f"party {to.country_code}/{to.party_id} is {status.value}")
     version = receiver.version or V221
     if not has_module(version, req.module):  # never sent to it (docs/versions.md)

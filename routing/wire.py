@@ -30,6 +30,13 @@ class ForwardRequest:
     # are checked against them again when the push is delivered (docs/agreements.md).
     subject: str = ""
     recipient: str = ""
+    # Store-and-forward (routing/store_forward.py): the sender's X-Request-ID and party, to keep its delivery
+    # state; and the object's path and version (last_updated) a push carries, so that an older retry or replay
+    # never overwrites a newer version the receiver already has.
+    sender_request_id: str = ""
+    sender: str = ""
+    object_path: str = ""
+    object_version: float = 0.0
 
     def encode(self) -> bytes:
         head: dict[str, Any] = {"method": self.method, "module": self.module,
@@ -41,6 +48,10 @@ class ForwardRequest:
             head["subject"] = self.subject
         if self.recipient:
             head["recipient"] = self.recipient
+        if self.sender_request_id:
+            head["sender_request_id"], head["sender"] = self.sender_request_id, self.sender
+        if self.object_path:
+            head["object_path"], head["object_version"] = self.object_path, self.object_version
         return orjson.dumps(head) + b"\n" + self.body
 
     @classmethod

@@ -314,8 +314,9 @@ def location(object_id: str) -> dict[str, Any]:
 
 async def onboard_partners(h: Harness, session: aiohttp.ClientSession) -> tuple[FakePartner, FakePartner]:
     """A CPO and an eMSP through the real handshake, plus a PLANNED platform (registrations, platforms gauges)."""
-    cpo = FakePartner("Alpha", [CPO], modules={"locations": ("SENDER",)})
-    emsp = FakePartner("Beta", [EMSP], modules={"locations": ("RECEIVER",)}, responder=emsp_responder)
+    cpo = FakePartner("Alpha", [CPO], modules={"locations": ("SENDER",), "cdrs": ("SENDER",)})
+    emsp = FakePartner("Beta", [EMSP], modules={"locations": ("RECEIVER",), "cdrs": ("RECEIVER",)},
+                       responder=emsp_responder)
     for partner in (cpo, emsp):
         h.partners.append(partner)
         await partner.start()
@@ -323,6 +324,12 @@ async def onboard_partners(h: Harness, session: aiohttp.ClientSession) -> tuple[
                                     [(p.country_code, p.party_id, p.role) for p in partner.parties],
                                     partner.versions_url, partner.token_b)
         partner.token_c, partner.hub_endpoints = reg.token_c, reg.hub_endpoints
+        if partner is emsp:  # CDRs to it are stored and forwarded: the store-and-forward panels' series
+            async with session.put(f"{h.hub_url}/admin/platforms/{reg.platform_id}/store-and-forward",
+                                   json={"modules": ["cdrs"]},
+                                   headers={"Authorization": f"Bearer {hubproc.ADMIN_TOKEN}"}) as resp:
+                if resp.status != 200:
+                    raise RuntimeError(f"store-and-forward opt-in: HTTP {resp.status} {await resp.text()}")
     admin = {"Authorization": f"Bearer {hubproc.ADMIN_TOKEN}"}
     roles = [{"country_code": PLANNED.country_code, "party_id": PLANNED.party_id, "role": PLANNED.role}]
     async with session.post(f"{h.hub_url}/admin/platforms", json={"name": "Gamma", "roles": roles},
@@ -347,6 +354,11 @@ async def drive_traffic(session: aiohttp.ClientSession, cpo: FakePartner, emsp: 
     # Once: a broadcast the eMSP refuses for good (dead letter) and one it fails transiently (retried).
     await one("broadcast-dead", cpo, "PUT", "RECEIVER", f"{cc}/{pid}/DEAD1", HUB, location("DEAD1"))
     await one("broadcast-retry", cpo, "PUT", "RECEIVER", f"{cc}/{pid}/RETRY1", HUB, location("RETRY1"))
+    # Once: a CDR accepted for later delivery (the eMSP opted in for CDRs), delivered at once.
+    status, _, doc = await cpo.call(session, "POST", "cdrs", "RECEIVER", "", to=EMSP,
+                                    json={"country_code": cc, "party_id": pid, "id": "CDR1"})
+    key = f"store-and-forward {status}/{doc.get('status_code') if isinstance(doc, dict) else None}"
+    seen[key] = seen.get(key, 0) + 1
     deadline = time.monotonic() + TRAFFIC_SECONDS
     i = 0
     while time.monotonic() < deadline:

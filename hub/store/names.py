@@ -147,6 +147,8 @@ def platform_to_doc(platform: Platform, sealer: Sealer) -> dict[str, Any]:
         doc["rate_limit"] = {"rps": platform.rate_limit.rps, "burst": platform.rate_limit.burst}
     if platform.roaming_policy is not None:
         doc["roaming_policy"] = Policy(platform.roaming_policy).value
+    if platform.store_forward:
+        doc["store_forward"] = sorted(platform.store_forward)
     return doc
 
 
@@ -171,6 +173,7 @@ def platform_from_doc(doc: dict[str, Any], sealer: Sealer) -> Platform:
         revision=int(doc.get("revision", 0)),
         rate_limit=_rate_limit_from_doc(doc.get("rate_limit")),
         roaming_policy=Policy(doc["roaming_policy"]) if doc.get("roaming_policy") else None,
+        store_forward=frozenset(str(m) for m in doc.get("store_forward") or ()),
     )
 
 

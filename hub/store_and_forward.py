@@ -1,0 +1,37 @@
+"""Accepting a message for later delivery (store-and-forward, docs/store-and-forward.md).
+
+The sender gets 1000 once the message is in the receiver's Redis queue; the hub then delivers it with backoff
+within ``HUB_STORE_FORWARD_WINDOW``, always under the one ``X-Request-ID`` chosen here.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from hub.context import Hub
+from hub.envelope import ocpi_response
+from hub.exchange import EXCHANGE
+from routing.ocpi.headers import REQUEST_ID, Party, new_id
+from routing.queue import Message
+from routing.router import InboundRequest
+from routing.store_forward import ACCEPTED_MESSAGE, KIND, version_of
+from routing.wire import ForwardRequest
+
+
+async def accept(request: web.Request, hub: Hub, req: InboundRequest, fwd: ForwardRequest, receiver_id: str,
+                 group: str | None, sender: Party) -> web.Response:
+    """Queue ``fwd`` for ``receiver_id`` and answer the sender; the same request id sent again is answered
+    from the first acceptance, not queued twice."""
+    ex = request[EXCHANGE]
+    fwd.headers[REQUEST_ID] = new_id()  # one id for every attempt: the receiver can tell a retry from a new message
+    fwd.sender_request_id, fwd.sender = ex.request_id, sender.key
+    version = version_of(req.method, req.json_body)
+    if version is not None and req.segments:
+        fwd.object_path, fwd.object_version = f"{req.module}/{'/'.join(req.segments)}", version
+    msg = Message(receiver=receiver_id, group=group or "", payload=fwd.encode(), kind=KIND)
+    state = await hub.delivery.defer(msg, fwd, req.module)
+    ex.outcome = "stored"
+    again = state.message_id != msg.id
+    note = (f"{ACCEPTED_MESSAGE} (request id {ex.request_id} was accepted before; state: {state.state})" if again
+            else f"{ACCEPTED_MESSAGE}: it is kept and delivered to the receiver as soon as it can take it")
+    return ocpi_response(message=note, headers=ex.reply_headers)

@@ -1,0 +1,268 @@
+"""Store-and-forward: which messages the hub accepts for later delivery, and what it remembers about them.
+
+A receiving platform opts in per module (``Platform.store_forward``). A message it opted in for is answered
+1000 to its sender once it is in the receiver's Redis queue, then delivered with backoff for
+``HUB_STORE_FORWARD_WINDOW``, in order per object, always with the same ``X-Request-ID``
+(docs/store-and-forward.md; this departs from OCPI 2.2.1 Offline behaviour, which asks a hub not to queue).
+
+What can be deferred: pushes to a RECEIVER interface whose answer carries nothing the sender needs (PUT,
+PATCH, POST, DELETE of CDRs, Sessions, Locations, Tariffs and Tokens), and the results a CPO POSTs to a
+``response_url`` (commands, charging profiles). Never: GETs, real-time authorization, and command or
+charging-profile *requests*, whose answers the sender is waiting for.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+from routing import keys
+from routing.platform import Platform
+
+# What a platform may opt in for; the first five as pushes to its RECEIVER interface, the last two as results.
+PUSH_MODULES = frozenset({"cdrs", "sessions", "locations", "tariffs", "tokens"})
+RESULT_MODULES = frozenset({"commands", "chargingprofiles"})
+MODULES = PUSH_MODULES | RESULT_MODULES
+_PUSH_METHODS = frozenset({"PUT", "PATCH", "POST", "DELETE"})
+# Versions are compared for these only: a POSTed CDR is immutable, a DELETE has no body.
+_VERSIONED_METHODS = frozenset({"PUT", "PATCH"})
+
+KIND = "stored"  # Message.kind of a message accepted for later delivery
+ACCEPTED_MESSAGE = "accepted for delivery by the hub"
+
+# Delivery states a sender can ask for (``DeliveryLedger.states``).
+QUEUED, RETRYING, DELIVERED, DEAD_LETTERED, SUPERSEDED = "queued", "retrying", "delivered", "dead_lettered", \
+    "superseded"
+_FINAL = frozenset({DELIVERED, DEAD_LETTERED, SUPERSEDED})
+_COUNTED = ("accepted", "delivered", "retried", "dead_lettered", "superseded")
+
+
+def defers_push(receiver: Platform, module: str, interface_role: str, method: str) -> bool:
+    """Whether a direct request to ``receiver`` is accepted for later delivery instead of forwarded now."""
+    return (module in receiver.store_forward and module in PUSH_MODULES and interface_role == "RECEIVER"
+            and method in _PUSH_METHODS)
+
+
+def defers_result(receiver: Platform, module: str) -> bool:
+    """Whether a result POSTed to a hub callback URL (``response_url``) is accepted for later delivery."""
+    return module in receiver.store_forward and module in RESULT_MODULES
+
+
+def check_modules(modules: Iterable[str]) -> frozenset[str]:
+    """The modules a platform opts in for, or ValueError naming the unknown ones."""
+    wanted = frozenset(m.strip().lower() for m in modules)
+    unknown = sorted(wanted - MODULES)
+    if unknown:
+        raise ValueError(f"unknown module(s) {', '.join(unknown)}; store-and-forward is for "
+                         f"{', '.join(sorted(MODULES))}")
+    return wanted
+
+
+def version_of(method: str, body: Any) -> float | None:
+    """The object version a push carries (its ``last_updated``, as a timestamp), for PUT and PATCH only."""
+    if method not in _VERSIONED_METHODS or not isinstance(body, dict):
+        return None
+    stamp = body.get("last_updated")
+    if not isinstance(stamp, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:  # OCPI DateTime is UTC when no offset is given
+        parsed = parsed.replace(tzinfo=UTC)
+    value = parsed.timestamp()
+    return value if math.isfinite(value) else None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryState:
+    """Where one message accepted for later delivery stands (admin API ``/admin/deliveries/{request_id}``)."""
+
+    request_id: str  # the sender's X-Request-ID
+    message_id: str
+    sender: str  # "CC:PID"
+    receiver: str  # platform id
+    module: str
+    state: str
+    attempts: int
+    accepted_at: float
+    updated_at: float
+    last_error: str = ""
+    forwarded_request_id: str = ""  # the X-Request-ID every attempt carries
+
+
+class DeliveryLedger:
+    """Delivery states, counts and waiting messages per receiver and module, in Redis next to the queue.
+
+    Kept beside the queue's own keys, not inside its scripts: a state is written before the queue step it
+    describes (a process killed in between leaves the message to be delivered again, never a state that claims
+    more than happened). Waiting messages whose queue message is gone (a crash between the two) are pruned
+    when read.
+    """
+
+    def __init__(self, redis: Redis, prefix: str, *, keep_for: float,
+                 clock: Any = time.time) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.keep_for = int(keep_for)  # the window, plus a day to look the last states up
+        self._clock = clock
+
+    async def claim(self, state: DeliveryState) -> DeliveryState | None:
+        """Record a new message as queued, unless the sender already had this request id accepted for this
+        receiver: then that state is returned and nothing is to be queued (a sender retrying what was accepted
+        gets 1000 again, the receiver gets it once).
+
+        A queued state whose queue message does not exist is a process killed between this and the enqueue:
+        it is taken over, so the retry is queued instead of answered from a state that never left the hub.
+        """
+        key, field = keys.sf_state(self.prefix, state.request_id), _field(state.sender, state.receiver)
+        data = orjson.dumps(asdict(state))
+        if await self.redis.hsetnx(key, field, data):
+            await self.redis.expire(key, self.keep_for)
+            return None
+        raw = await self.redis.hget(key, field)
+        if raw is not None:
+            existing = DeliveryState(**orjson.loads(raw))
+            if existing.state in _FINAL or await self.redis.exists(keys.message(self.prefix, existing.message_id)):
+                return existing
+        await self.redis.hset(key, field, data)
+        await self.redis.expire(key, self.keep_for)
+        return None
+
+    async def queued(self, state: DeliveryState) -> None:
+        """The message is in the queue: it waits, and counts as accepted."""
+        p = self.prefix
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.zadd(keys.sf_waiting(p, state.receiver, state.module), {state.message_id: state.accepted_at})
+        pipe.sadd(keys.sf_index(p), _index_member(state.receiver, state.module))
+        pipe.hincrby(keys.sf_counts(p), _count_field(state.receiver, state.module, "accepted"), 1)
+        await pipe.execute()
+
+    async def forget(self, state: DeliveryState) -> None:
+        """The enqueue failed: the sender is refused, and may send it again under the same id."""
+        await self.redis.hdel(keys.sf_state(self.prefix, state.request_id), _field(state.sender, state.receiver))
+
+    async def moved(self, request_id: str, sender: str, message_id: str, receiver: str, module: str, state: str,
+                    *, attempts: int, error: str = "") -> None:
+        """A message's new state, written before the queue step it announces; final states leave the waiting
+        set, others (a replayed dead letter retried) join it again."""
+        p = self.prefix
+        key, field = keys.sf_state(p, request_id), _field(sender, receiver)
+        raw = await self.redis.hget(key, field)
+        now = self._clock()
+        pipe = self.redis.pipeline(transaction=True)
+        accepted_at = now
+        if raw is not None:
+            current = DeliveryState(**orjson.loads(raw))
+            accepted_at = current.accepted_at
+            if current.message_id == message_id:
+                pipe.hset(key, field, orjson.dumps(asdict(DeliveryState(
+                    **{**asdict(current), "state": state, "attempts": attempts, "updated_at": now,
+                       "last_error": error}))))
+                pipe.expire(key, self.keep_for)
+        counted = {RETRYING: "retried"}.get(state, state)
+        if counted in _COUNTED:
+            pipe.hincrby(keys.sf_counts(p), _count_field(receiver, module, counted), 1)
+        waiting = keys.sf_waiting(p, receiver, module)
+        if state in _FINAL:
+            pipe.zrem(waiting, message_id)
+        else:
+            pipe.zadd(waiting, {message_id: accepted_at}, nx=True)
+            pipe.sadd(keys.sf_index(p), _index_member(receiver, module))
+        await pipe.execute()
+
+    async def states(self, request_id: str) -> list[DeliveryState]:
+        """Every message accepted under one sender request id (senders may reuse ids: one per sender and
+        receiver)."""
+        raw: dict[Any, Any] = await self.redis.hgetall(keys.sf_state(self.prefix, request_id))
+        found = [DeliveryState(**orjson.loads(v)) for v in raw.values()]
+        return sorted(found, key=lambda s: (s.accepted_at, s.message_id))
+
+    async def stats(self) -> list[dict[str, Any]]:
+        """Per receiver and module: waiting, oldest age, accepted, delivered, retried, dead-lettered, superseded."""
+        p = self.prefix
+        members = sorted(_member_str(m) for m in await self.redis.smembers(keys.sf_index(p)))
+        counts = {_member_str(k): int(v) for k, v in (await self.redis.hgetall(keys.sf_counts(p))).items()}
+        now = self._clock()
+        out = []
+        for member in members:
+            receiver, _, module = member.partition("\x1f")
+            waiting, oldest = await self._waiting(receiver, module)
+            row: dict[str, Any] = {"receiver": receiver, "module": module, "waiting": waiting,
+                                   "oldest_age_seconds": round(max(0.0, now - oldest), 3) if oldest else 0.0}
+            for what in _COUNTED:
+                row[what] = counts.get(_count_field(receiver, module, what), 0)
+            out.append(row)
+        return out
+
+    async def _waiting(self, receiver: str, module: str) -> tuple[int, float | None]:
+        """How many wait and since when; heads whose queue message is gone are pruned first."""
+        p = self.prefix
+        key = keys.sf_waiting(p, receiver, module)
+        while True:
+            head = await self.redis.zrange(key, 0, 0, withscores=True)
+            if not head:
+                return 0, None
+            msg_id, score = _member_str(head[0][0]), float(head[0][1])
+            if await self.redis.exists(keys.message(p, msg_id)):
+                return int(await self.redis.zcard(key)), score
+            await self.redis.zrem(key, msg_id)
+
+    async def prune(self, batch: int = 500) -> int:
+        """Drop waiting entries whose queue message is gone (a process killed between the queue step and the
+        state it wrote first). Run now and then by the reaper; returns how many it dropped."""
+        p = self.prefix
+        dropped = 0
+        for member in [_member_str(m) for m in await self.redis.smembers(keys.sf_index(p))]:
+            receiver, _, module = member.partition("\x1f")
+            key = keys.sf_waiting(p, receiver, module)
+            ids = [_member_str(i) for i in await self.redis.zrange(key, 0, batch - 1)]
+            if not ids:
+                continue
+            pipe = self.redis.pipeline(transaction=False)
+            for msg_id in ids:
+                pipe.exists(keys.message(p, msg_id))
+            gone = [i for i, there in zip(ids, await pipe.execute(), strict=True) if not there]
+            if gone:
+                dropped += int(await self.redis.zrem(key, *gone))
+        return dropped
+
+    # -- object versions: an older retry or replay never overwrites a newer delivered version -----------------
+    async def newer_delivered(self, receiver: str, path: str, version: float) -> bool:
+        """Whether a version of the object at ``path`` newer than ``version`` already reached ``receiver``."""
+        raw = await self.redis.get(keys.sf_version(self.prefix, receiver, path))
+        return raw is not None and float(raw) > version
+
+    async def delivered_version(self, receiver: str, path: str, version: float) -> None:
+        """Remember the newest version of the object at ``path`` that reached ``receiver``.
+
+        Messages of one object go out one at a time (one ordering group), so no compare-and-set is needed
+        between two deliveries of it; a replayed dead letter is compared before it goes out."""
+        key = keys.sf_version(self.prefix, receiver, path)
+        raw = await self.redis.get(key)
+        if raw is None or float(raw) < version:
+            await self.redis.set(key, repr(version), ex=self.keep_for)
+
+
+def _field(sender: str, receiver: str) -> str:
+    return f"{sender}>{receiver}"
+
+
+def _index_member(receiver: str, module: str) -> str:
+    return f"{receiver}\x1f{module}"
+
+
+def _count_field(receiver: str, module: str, what: str) -> str:
+    return f"{receiver}\x1f{module}\x1f{what}"
+
+
+def _member_str(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

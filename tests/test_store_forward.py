@@ -1,0 +1,288 @@
+"""Store-and-forward (docs/store-and-forward.md): a receiving platform opts in per module; the hub then answers
+the sender 1000 once the message is queued and delivers it with backoff, in order per object, under one
+X-Request-ID, dead-lettering it after the window. Without opt-in, routing stays synchronous.
+
+Every test runs on both queue backends (embedded fakeredis and the real Redis at 127.0.0.1:6379).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from tests.conftest import ADMIN_TOKEN, HubHarness, MakeHub, cpo, emsp
+from tests.partners import FakePartner, Received, default_responder, envelope
+from tests.test_callbacks import from_, issue, post_raw
+from tests.test_cli import Result
+from tests.test_cli import cli as run_cli
+from tests.test_dead_letters import dead_letters, eventually, failing, restart_on_same_port
+
+FAST = {"store_forward_max_backoff": 1.0}
+
+
+def cdr(cdr_id: str = "CDR1") -> dict[str, Any]:
+    return {"country_code": "NL", "party_id": "CPA", "id": cdr_id, "start_date_time": "2024-01-01T10:00:00Z",
+            "end_date_time": "2024-01-01T11:00:00Z", "currency": "EUR", "total_energy": 3.25,
+            "last_updated": "2024-01-01T11:00:05Z"}
+
+
+def session(session_id: str, stamp: str, status: str = "ACTIVE") -> dict[str, Any]:
+    return {"country_code": "NL", "party_id": "CPA", "id": session_id, "start_date_time": "2024-01-01T10:00:00Z",
+            "kwh": 0.0, "currency": "EUR", "status": status, "last_updated": stamp}
+
+
+async def opt_in(hub: HubHarness, platform_id: str, *modules: str) -> dict[str, Any]:
+    status, body = await hub.admin("PUT", f"/admin/platforms/{platform_id}/store-and-forward",
+                                   {"modules": list(modules)})
+    assert status == 200, body
+    return dict(body)
+
+
+async def send_cdr(hub: HubHarness, sender: FakePartner, to: FakePartner, doc: dict[str, Any],
+                   request_id: str | None = None) -> tuple[int, dict[str, Any]]:
+    status, _, body = await sender.call(hub.session, "POST", "cdrs", "RECEIVER", "", to=to.party, json=doc,
+                                        headers={"X-Request-ID": request_id or uuid.uuid4().hex})
+    return status, body
+
+
+async def deliveries(hub: HubHarness, request_id: str) -> list[dict[str, Any]]:
+    status, body = await hub.admin("GET", f"/admin/deliveries/{request_id}")
+    assert status == 200, body
+    return list(body)
+
+
+async def stored_figures(hub: HubHarness, receiver: str, module: str) -> dict[str, Any]:
+    status, queues = await hub.admin("GET", "/admin/queues")
+    assert status == 200, queues
+    for row in queues:
+        if row["receiver"] == receiver:
+            for figures in row["store_and_forward"]:
+                if figures["module"] == module:
+                    return dict(figures)
+    return {}
+
+
+async def pair(make_hub: MakeHub, **settings: Any) -> tuple[HubHarness, FakePartner, FakePartner, str]:
+    hub = await make_hub(**{**FAST, **settings})
+    sender, receiver = cpo(), emsp()
+    await hub.connect(sender)
+    receiver_id = (await hub.connect(receiver))["id"]
+    return hub, sender, receiver, receiver_id
+
+
+async def test_a_cdr_the_emsp_fails_to_take_is_accepted_then_delivered_under_one_request_id(
+        make_hub: MakeHub) -> None:
+    hub, sender, receiver, receiver_id = await pair(make_hub)
+    view = await opt_in(hub, receiver_id, "cdrs", "sessions")
+    assert view["store_and_forward"] == ["cdrs", "sessions"]
+    receiver.responder = failing(2, status=500)  # an eMSP having a bad moment: HTTP 500 twice
+    request_id = "cdr-" + uuid.uuid4().hex
+
+    status, body = await send_cdr(hub, sender, receiver, cdr(), request_id)
+
+    assert (status, body["status_code"]) == (200, 1000), body
+    assert body["status_message"].startswith("accepted for delivery"), body
+    await eventually(lambda: len(receiver.received) == 3, within=15, what="two retries and a delivery")
+    assert all(r.json() == cdr() for r in receiver.received)
+    assert len({r.headers["X-Request-ID"] for r in receiver.received}) == 1, "every attempt carries one id"
+    assert all(r.path == "/ocpi/2.2.1/receiver/cdrs" for r in receiver.received)
+    assert {r.headers["OCPI-from-party-id"] for r in receiver.received} == {"CPA"}, "FROM stays the CPO"
+
+    states: list[dict[str, Any]] = []
+
+    async def delivered() -> bool:
+        states[:] = await deliveries(hub, request_id)
+        return states[0]["state"] == "delivered"
+
+    await eventually_async(delivered, what="the delivered state")
+    (state,) = states
+    assert state["receiver"] == receiver_id and state["module"] == "cdrs" and state["sender"] == "NL:CPA"
+    assert state["attempts"] == 3
+    assert state["forwarded_request_id"] == receiver.received[0].headers["X-Request-ID"]
+    figures = await stored_figures(hub, receiver_id, "cdrs")
+    assert figures["accepted"] == 1 and figures["delivered"] == 1 and figures["retried"] == 2
+    assert figures["waiting"] == 0 and figures["dead_lettered"] == 0
+    async with hub.session.get(hub.url + "/metrics") as resp:
+        text = await resp.text()
+    assert (f'ocpi_hub_store_forward_events_total{{event="delivered",module="cdrs",receiver="{receiver_id}"}} 1.0'
+            in text), text[-3000:]
+
+
+async def test_a_receiver_that_is_down_gets_what_waited_when_it_is_back(make_hub: MakeHub) -> None:
+    hub, sender, receiver, receiver_id = await pair(make_hub)
+    await opt_in(hub, receiver_id, "cdrs")
+    await receiver.stop()
+    request_id = uuid.uuid4().hex
+
+    for i in range(3):
+        status, body = await send_cdr(hub, sender, receiver, cdr(f"CDR{i}"), request_id if i == 0 else None)
+        assert (status, body["status_code"]) == (200, 1000), body
+
+    figures = await stored_figures(hub, receiver_id, "cdrs")
+    assert figures["waiting"] == 3 and figures["oldest_age_seconds"] >= 0
+    [state] = await deliveries(hub, request_id)
+    assert state["state"] in ("queued", "retrying")
+    await restart_on_same_port(receiver)
+    await eventually(lambda: len(receiver.received) == 3, within=15, what="the three CDRs")
+    assert sorted(r.json()["id"] for r in receiver.received) == ["CDR0", "CDR1", "CDR2"]
+
+
+async def test_without_opt_in_a_down_receiver_is_refused_at_once_and_nothing_is_kept(make_hub: MakeHub) -> None:
+    hub, sender, receiver, receiver_id = await pair(make_hub)
+    await receiver.stop()
+
+    status, body = await send_cdr(hub, sender, receiver, cdr())
+
+    assert (status, body["status_code"]) == (503, 4003), body
+    assert await stored_figures(hub, receiver_id, "cdrs") == {}
+    status, queues = await hub.admin("GET", "/admin/queues")
+    assert sum(q["depth"] for q in queues) == 0
+
+
+async def test_a_sender_repeating_a_request_id_is_answered_again_but_delivered_once(make_hub: MakeHub) -> None:
+    hub, sender, receiver, receiver_id = await pair(make_hub)
+    await opt_in(hub, receiver_id, "cdrs")
+    await receiver.stop()  # still queued when the repeat comes
+    request_id = uuid.uuid4().hex
+
+    first = await send_cdr(hub, sender, receiver, cdr(), request_id)
+    again = await send_cdr(hub, sender, receiver, cdr(), request_id)
+
+    assert first[1]["status_code"] == again[1]["status_code"] == 1000
+    assert "accepted before" in again[1]["status_message"], again
+    await restart_on_same_port(receiver)
+    await eventually(lambda: receiver.received, within=15, what="the CDR")
+    await eventually_async(lambda: _state_is(hub, request_id, "delivered"), what="delivered")
+    assert len(receiver.received) == 1
+
+
+async def test_session_updates_reach_the_emsp_in_order_and_never_before_the_put(make_hub: MakeHub) -> None:
+    hub, sender, receiver, receiver_id = await pair(make_hub)
+    await opt_in(hub, receiver_id, "sessions")
+    receiver.responder = failing(2, status=503)
+    path = "NL/CPA/S1"
+    stamps = [f"2024-01-01T10:0{i}:00Z" for i in range(4)]
+
+    status, _, body = await sender.call(hub.session, "PUT", "sessions", "RECEIVER", path, to=receiver.party,
+                                        json=session("S1", stamps[0]))
+    assert (status, body["status_code"]) == (200, 1000), body
+    for i, stamp in enumerate(stamps[1:], 1):
+        status, _, body = await sender.call(hub.session, "PATCH", "sessions", "RECEIVER", path, to=receiver.party,
+                                            json={"kwh": float(i), "last_updated": stamp})
+        assert (status, body["status_code"]) == (200, 1000), body
+
+    await eventually(lambda: len(receiver.received) == 6, within=20, what="PUT (3 tries) and three PATCHes")
+    assert [r.method for r in receiver.received] == ["PUT", "PUT", "PUT", "PATCH", "PATCH", "PATCH"]
+    assert [r.json()["last_updated"] for r in receiver.received[2:]] == stamps
+
+
+async def test_an_older_version_never_overwrites_a_newer_one_on_replay(make_hub: MakeHub) -> None:
+    """A session PUT the eMSP refused is a dead letter; a newer PUT of it gets through; replaying the old one
+    afterwards would restore stale data: it is dropped as superseded, never delivered."""
+    hub, sender, receiver, receiver_id = await pair(make_hub)
+    await opt_in(hub, receiver_id, "sessions")
+    receiver.responder = failing(1, status=400, ocpi_status=2001)
+    old_id = uuid.uuid4().hex
+
+    for request_id, stamp in ((old_id, "2024-01-01T10:00:00Z"), (uuid.uuid4().hex, "2024-01-01T10:05:00Z")):
+        status, _, body = await sender.call(hub.session, "PUT", "sessions", "RECEIVER", "NL/CPA/S1",
+                                            to=receiver.party, json=session("S1", stamp),
+                                            headers={"X-Request-ID": request_id})
+        assert (status, body["status_code"]) == (200, 1000), body
+    await eventually(lambda: len(receiver.received) == 2, within=15, what="the refused and the newer PUT")
+    [letter] = await dead_letters(hub)
+    await eventually_async(lambda: _state_is(hub, old_id, "dead_lettered"), what="dead-lettered")
+
+    status, body = await hub.admin("POST", f"/admin/dead-letters/{letter['id']}/replay")
+    assert status == 200, body
+
+    await eventually_async(lambda: _state_is(hub, old_id, "superseded"), what="superseded")
+    assert len(receiver.received) == 2
+    assert receiver.received[-1].json()["last_updated"] == "2024-01-01T10:05:00Z"
+    assert (await stored_figures(hub, receiver_id, "sessions"))["superseded"] == 1
+
+
+async def test_a_message_the_receiver_never_takes_is_dead_lettered_after_the_window(make_hub: MakeHub) -> None:
+    hub, sender, receiver, receiver_id = await pair(make_hub, store_forward_window=1.5)
+    await opt_in(hub, receiver_id, "cdrs")
+    await receiver.stop()
+    request_id = uuid.uuid4().hex
+
+    _, body = await send_cdr(hub, sender, receiver, cdr(), request_id)
+    assert body["status_code"] == 1000
+
+    await eventually_async(lambda: _state_is(hub, request_id, "dead_lettered"), within=15, what="dead-lettered")
+    [letter] = await dead_letters(hub)
+    assert letter["receiver"] == receiver_id and letter["kind"] == "stored"
+    figures = await stored_figures(hub, receiver_id, "cdrs")
+    assert figures["dead_lettered"] == 1 and figures["waiting"] == 0
+
+
+async def test_a_command_result_waits_for_an_emsp_that_opted_in(make_hub: MakeHub) -> None:
+    hub = await make_hub(**FAST)
+    cpa = cpo()
+    ema = emsp()
+
+    async def cpo_responder(request: web.Request, rec: Received) -> web.StreamResponse:
+        if "/receiver/commands/" in rec.path:
+            return web.json_response(envelope({"result": "ACCEPTED", "timeout": 30}))
+        return await default_responder(request, rec)
+
+    cpa.responder = cpo_responder
+    await hub.connect(cpa)
+    ema_id = (await hub.connect(ema))["id"]
+    await opt_in(hub, ema_id, "commands")
+    _, hub_url = await issue(hub, cpa, ema)
+    await ema.stop()
+
+    status, _, doc = await post_raw(hub, hub_url, cpa.token_c or "", b'{"result": "ACCEPTED"}',
+                                    headers=from_(cpa.party))
+
+    assert (status, doc["status_code"]) == (200, 1000), doc
+    assert doc["status_message"].startswith("accepted for delivery")
+    await restart_on_same_port(ema)
+    await eventually(lambda: [r for r in ema.received if "/results/" in r.path], within=15, what="the result")
+
+
+async def test_opt_in_through_the_cli_and_bad_modules_are_refused(make_hub: MakeHub) -> None:
+    hub, _, _, receiver_id = await pair(make_hub)
+
+    def cli(*args: str, url: str) -> Result:  # in a thread: the hub answers on this test's event loop
+        return run_cli(*args, url=url, token=ADMIN_TOKEN)
+
+    async def ocpi_hub(*args: str) -> Result:
+        return await asyncio.to_thread(cli, *args, url=hub.url)
+
+    done = await ocpi_hub("platforms", "store-and-forward", receiver_id, "cdrs", "commands")
+    assert done.json()["store_and_forward"] == ["cdrs", "commands"]
+    status, body = await hub.admin("GET", f"/admin/platforms/{receiver_id}")
+    assert body["store_and_forward"] == ["cdrs", "commands"]
+    wrong = await ocpi_hub("platforms", "store-and-forward", receiver_id, "versions")
+    assert wrong.code != 0 and "invalid choice" in wrong.stderr
+    status, body = await hub.admin("PUT", f"/admin/platforms/{receiver_id}/store-and-forward",
+                                   {"modules": ["credentials"]})
+    assert status == 400 and "credentials" in str(body), body
+    assert (await ocpi_hub("platforms", "store-and-forward", receiver_id)).json()["store_and_forward"] == []
+    unknown = await ocpi_hub("deliveries", "no-such-request")
+    assert unknown.code != 0 and "no message accepted" in unknown.stderr
+
+
+async def _state_is(hub: HubHarness, request_id: str, state: str) -> bool:
+    status, body = await hub.admin("GET", f"/admin/deliveries/{request_id}")
+    return status == 200 and body[0]["state"] == state
+
+
+async def eventually_async(check: Any, within: float = 10.0, what: str = "condition") -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not await check():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+pytestmark = pytest.mark.timeout(120)
