@@ -55,7 +55,7 @@ from routing.router import (
     direct_route,
     order_group,
 )
-from routing.store_forward import defers_push, defers_result
+from routing.store_forward import defers_push, defers_result, object_path, version_of
 from routing.wire import ForwardRequest, Reply
 
 ROLE_OF_PATH = {"sender": "SENDER", "receiver": "RECEIVER"}
@@ -235,6 +235,9 @@ async def to_hub(request: web.Request, hub: Hub, req: InboundRequest, sender: Pa
     targets = recipients(hub.registry.all(), req.platform, role, req.module,
                          admits=hub.roaming.audience_filter(req.platform, owner, req.module))
     group = order_group(req, hub_party, sender)
+    # A replayed or retried push older than what a receiver already got is dropped (docs/store-and-forward.md).
+    pushed_version = version_of(req.method, req.json_body)
+    path = object_path(req.module, req.segments, req.query) if pushed_version is not None and req.segments else ""
     messages = []
     bodies: dict[str, bytes | None] = {}  # per receiver version, translated once
     refused: dict[str, str] = {}
@@ -257,6 +260,7 @@ async def to_hub(request: web.Request, hub: Hub, req: InboundRequest, sender: Pa
             receiver_revision=target.platform.revision,
             # judged again at delivery: a push queued before its agreement ended is dropped (docs/agreements.md)
             subject=f"{owner.key}:{role}", recipient=f"{target.party.key}:{target.party.role}",
+            object_path=path, object_version=pushed_version or 0.0,
         )
         messages.append(Message(receiver=target.platform.id, group=group or "", payload=fwd.encode(),
                                 kind="broadcast"))

@@ -14,7 +14,7 @@ from hub.exchange import EXCHANGE
 from routing.ocpi.headers import REQUEST_ID, Party, new_id
 from routing.queue import Message
 from routing.router import InboundRequest
-from routing.store_forward import ACCEPTED_MESSAGE, KIND, version_of
+from routing.store_forward import ACCEPTED_MESSAGE, KIND, object_path, version_of
 from routing.wire import ForwardRequest
 
 
@@ -27,7 +27,7 @@ async def accept(request: web.Request, hub: Hub, req: InboundRequest, fwd: Forwa
     fwd.sender_request_id, fwd.sender = ex.request_id, sender.key
     version = version_of(req.method, req.json_body)
     if version is not None and req.segments:
-        fwd.object_path, fwd.object_version = f"{req.module}/{'/'.join(req.segments)}", version
+        fwd.object_path, fwd.object_version = object_path(req.module, req.segments, req.query), version
     msg = Message(receiver=receiver_id, group=group or "", payload=fwd.encode(), kind=KIND)
     state = await hub.delivery.defer(msg, fwd, req.module)
     ex.outcome = "stored"

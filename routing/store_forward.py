@@ -82,6 +82,13 @@ def version_of(method: str, body: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def object_path(module: str, segments: list[str], query: str) -> str:
+    """Which object a push is about, for version comparison: module and path ids (a token's type is in its
+    query)."""
+    path = f"{module}/{'/'.join(segments)}"
+    return f"{path}?{query}" if query and module == "tokens" else path
+
+
 @dataclass(frozen=True, slots=True)
 class DeliveryState:
     """Where one message accepted for later delivery stands (admin API ``/admin/deliveries/{request_id}``)."""

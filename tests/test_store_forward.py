@@ -15,11 +15,11 @@ import pytest
 from aiohttp import web
 
 from tests.conftest import ADMIN_TOKEN, HubHarness, MakeHub, cpo, emsp
-from tests.partners import FakePartner, Received, default_responder, envelope
+from tests.partners import FakePartner, Party, Received, default_responder, envelope
 from tests.test_callbacks import from_, issue, post_raw
 from tests.test_cli import Result
 from tests.test_cli import cli as run_cli
-from tests.test_dead_letters import dead_letters, eventually, failing, restart_on_same_port
+from tests.test_dead_letters import dead_letters, eventually, failing, location, restart_on_same_port
 
 FAST = {"store_forward_max_backoff": 1.0}
 
@@ -286,3 +286,33 @@ async def eventually_async(check: Any, within: float = 10.0, what: str = "condit
 
 
 pytestmark = pytest.mark.timeout(120)
+
+
+async def test_a_replayed_broadcast_older_than_what_the_receiver_has_is_dropped(make_hub: MakeHub) -> None:
+    """Broadcast fan-out too: the refused v1 is a dead letter, v2 gets through, replaying v1 would restore stale
+    data at the receiver: it is dropped, counted as superseded, never delivered."""
+    hub = await make_hub(**FAST)
+    sender, receiver = cpo(), emsp()
+    await hub.connect(sender)
+    await hub.connect(receiver)
+    receiver.responder = failing(1, status=400, ocpi_status=2001)
+    hub_party = Party("NL", "HUB", "HUB")
+    for stamp, name in (("2024-01-01T10:00:00Z", "v1"), ("2024-01-01T10:05:00Z", "v2")):
+        doc = {**location(), "name": name, "last_updated": stamp}
+        status, _, body = await sender.call(hub.session, "PUT", "locations", "RECEIVER", "NL/CPA/LOC1",
+                                            to=hub_party, json=doc)
+        assert (status, body["status_code"]) == (200, 1000), body
+    await eventually(lambda: len(receiver.received) == 2, within=15, what="refused v1, delivered v2")
+    [letter] = await dead_letters(hub)
+
+    status, body = await hub.admin("POST", f"/admin/dead-letters/{letter['id']}/replay")
+    assert status == 200, body
+
+    async def dropped() -> bool:
+        async with hub.session.get(hub.url + "/metrics") as resp:
+            return 'event="superseded",module="locations"' in await resp.text()
+
+    await eventually_async(dropped, what="the superseded count")
+    assert [r.json()["name"] for r in receiver.received] == ["v1", "v2"]
+    status, queues = await hub.admin("GET", "/admin/queues")
+    assert sum(q["depth"] for q in queues) == 0
