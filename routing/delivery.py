@@ -295,10 +295,6 @@ class Delivery:
         self._wake.set()
         if self.on_stored is not None:
             self.on_stored(msg, fwd, "accepted")
-        try:
-            await self.ledger.queued(state)
-        except Exception as exc:  # figures only: the message is queued, the sender may have its 1000
-            self.health.report(exc, log, "recording stored message %s failed", msg.id)
         return state
 
     # -- forwarding --------------------------------------------------------------------------------------
@@ -441,15 +437,17 @@ class Delivery:
         stored = msg.kind == KIND
         fwd: ForwardRequest | None = None
         receiver: _Receiver | None = None
+        known: float | None = None
         try:
             fwd = ForwardRequest.decode(msg.payload)
             if self.admit_push is not None and (why := self.admit_push(fwd, self.resolve(msg.receiver))) is not None:
                 await self._refuse_push(msg, why)
                 return
-            if fwd.object_path and self.ledger is not None and await self.ledger.newer_delivered(
-                    msg.receiver, fwd.object_path, fwd.object_version):
-                await self._finish(msg, fwd, SUPERSEDED, "a newer version of the object was delivered")
-                return
+            if fwd.object_path and self.ledger is not None:
+                known = await self.ledger.delivered_version_of(msg.receiver, fwd.object_path)
+                if known is not None and known > fwd.object_version:
+                    await self._finish(msg, fwd, SUPERSEDED, "a newer version of the object was delivered")
+                    return
             receiver = await self._receiver(msg.receiver, fwd.receiver_revision)
             reply = await self._deliver(msg, fwd, receiver)
             if (push_verdict(reply) in ("permanent", "not_connected") and not receiver.refreshed
@@ -468,9 +466,9 @@ class Delivery:
         window = self.store_forward_window if stored else self.retry_window
         try:
             if verdict == "ok":
-                if fwd is not None and fwd.object_path and self.ledger is not None:
-                    await self.ledger.delivered_version(msg.receiver, fwd.object_path, fwd.object_version)
-                await self._finish(msg, fwd, DELIVERED)
+                newer = fwd is not None and fwd.object_path and (known is None or fwd.object_version > known)
+                await self._finish(msg, fwd, DELIVERED,
+                                   version=(fwd.object_path, fwd.object_version) if fwd and newer else None)
             elif verdict == "transient" and time.time() - msg.enqueued_at < window:
                 if stored and fwd is not None:
                     await self._note(msg, fwd, RETRYING, describe(reply))
@@ -485,17 +483,22 @@ class Delivery:
         except Exception as exc:  # the lease expires and the push is delivered again: at least once
             self.health.report(exc, log, "finishing push %s to %s failed", msg.id, msg.receiver)
 
-    async def _finish(self, msg: Message, fwd: ForwardRequest | None, event: str, why: str = "") -> None:
-        """Delivered or superseded: the state first, then the ack (a crash in between delivers it again, with
-        the same request id, rather than lose it)."""
+    async def _finish(self, msg: Message, fwd: ForwardRequest | None, event: str, why: str = "",
+                      version: tuple[str, float] | None = None) -> None:
+        """Delivered or superseded: the state (and the object version the receiver now has) first, then the ack
+        (a crash in between delivers it again, with the same request id, rather than lose it)."""
         if fwd is not None:
-            await self._note(msg, fwd, event, why)
+            await self._note(msg, fwd, event, why, version)
         await self.queue.ack(msg)
 
-    async def _note(self, msg: Message, fwd: ForwardRequest, event: str, why: str = "") -> None:
-        if fwd.sender_request_id and self.ledger is not None:
-            await self.ledger.moved(fwd.sender_request_id, fwd.sender, msg.id, msg.receiver, fwd.module, event,
-                                    attempts=msg.attempts, error=why)
+    async def _note(self, msg: Message, fwd: ForwardRequest, event: str, why: str = "",
+                    version: tuple[str, float] | None = None) -> None:
+        if self.ledger is not None:
+            if fwd.sender_request_id:  # a stored message: its state, in one round trip with the version
+                await self.ledger.moved(msg.id, msg.receiver, fwd.module, event, attempts=msg.attempts,
+                                        error=why, version=version)
+            elif version is not None:  # a hub push (broadcast): only the version
+                await self.ledger.delivered_version(msg.receiver, *version)
         if self.on_stored is not None and (fwd.sender_request_id or event == SUPERSEDED):
             self.on_stored(msg, fwd, event)
 

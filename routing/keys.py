@@ -31,7 +31,8 @@ Delivery queue layout (``P`` = ``{prefix}:``; *token* = ``group_token(receiver, 
 ``P platforms``            pubsub  a platform changed: processes reload it
 ``P rate-used``            hash    platform id -> requests admitted so far by all processes (rate limits)
 ``P console-revoked:<sid>`` string  a console session that logged out; TTL = the rest of its lifetime
-``P sf:<request id>``      hash    store-and-forward: "<sender>><receiver>" -> delivery state (TTL = window + 1 day)
+``P sf:<request id>``      hash    store-and-forward: "<sender>><receiver>" -> message id (TTL = window + 1 day)
+``P sf-msg:<id>``          hash    store-and-forward: one message's delivery state (TTL = window + 1 day)
 ``P sf-waiting:<r>:<mod>`` zset    store-and-forward messages not yet delivered -> accepted at
 ``P sf-index``             set     "<receiver>\x1f<module>" pairs that have store-and-forward figures
 ``P sf-counts``            hash    "<receiver>\x1f<module>\x1f<event>" -> count (accepted, delivered, ...)
@@ -180,6 +181,11 @@ def rate_used(prefix: str) -> str:
 def sf_state(prefix: str, request_id: str) -> str:
     """Store-and-forward: the delivery states of the messages a sender sent under one request id."""
     return f"{base(prefix)}sf:{request_id}"
+
+
+def sf_message(prefix: str, message_id: str) -> str:
+    """Store-and-forward: the delivery state of one message."""
+    return f"{base(prefix)}sf-msg:{message_id}"
 
 
 def sf_waiting(prefix: str, receiver: str, module: str) -> str:

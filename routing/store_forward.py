@@ -20,7 +20,6 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 from redis.asyncio import Redis
 
 from routing import keys
@@ -112,7 +111,7 @@ class DeliveryLedger:
     Kept beside the queue's own keys, not inside its scripts: a state is written before the queue step it
     describes (a process killed in between leaves the message to be delivered again, never a state that claims
     more than happened). Waiting messages whose queue message is gone (a crash between the two) are pruned
-    when read.
+    when read. Each step is one round trip (a MULTI pipeline) on the common path.
     """
 
     def __init__(self, redis: Redis, prefix: str, *, keep_for: float,
@@ -122,59 +121,75 @@ class DeliveryLedger:
         self.keep_for = int(keep_for)  # the window, plus a day to look the last states up
         self._clock = clock
 
+    def _record(self, pipe: Any, state: DeliveryState, sign: int = 1) -> None:
+        """Queue the writes that make ``state`` a waiting, counted message (``sign`` -1 undoes them)."""
+        p, msg_key = self.prefix, keys.sf_message(self.prefix, state.message_id)
+        if sign > 0:
+            pipe.hset(msg_key, mapping={k: _text(v) for k, v in asdict(state).items()})
+            pipe.expire(msg_key, self.keep_for)
+            pipe.zadd(keys.sf_waiting(p, state.receiver, state.module), {state.message_id: state.accepted_at})
+            pipe.sadd(keys.sf_index(p), _index_member(state.receiver, state.module))
+        else:
+            pipe.delete(msg_key)
+            pipe.zrem(keys.sf_waiting(p, state.receiver, state.module), state.message_id)
+        pipe.hincrby(keys.sf_counts(p), _count_field(state.receiver, state.module, "accepted"), sign)
+
     async def claim(self, state: DeliveryState) -> DeliveryState | None:
-        """Record a new message as queued, unless the sender already had this request id accepted for this
+        """Record a new message as waiting, unless the sender already had this request id accepted for this
         receiver: then that state is returned and nothing is to be queued (a sender retrying what was accepted
         gets 1000 again, the receiver gets it once).
 
-        A queued state whose queue message does not exist is a process killed between this and the enqueue:
-        it is taken over, so the retry is queued instead of answered from a state that never left the hub.
+        A state that is not final and whose queue message does not exist is a process killed between this and
+        the enqueue: it is taken over, so the retry is queued instead of answered from a state that never left
+        the hub.
         """
-        key, field = keys.sf_state(self.prefix, state.request_id), _field(state.sender, state.receiver)
-        data = orjson.dumps(asdict(state))
-        if await self.redis.hsetnx(key, field, data):
-            await self.redis.expire(key, self.keep_for)
+        index, field = keys.sf_state(self.prefix, state.request_id), _field(state.sender, state.receiver)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hsetnx(index, field, state.message_id)
+        pipe.expire(index, self.keep_for)
+        self._record(pipe, state)
+        if (await pipe.execute())[0]:
             return None
-        raw = await self.redis.hget(key, field)
-        if raw is not None:
-            existing = DeliveryState(**orjson.loads(raw))
-            if existing.state in _FINAL or await self.redis.exists(keys.message(self.prefix, existing.message_id)):
-                return existing
-        await self.redis.hset(key, field, data)
-        await self.redis.expire(key, self.keep_for)
+        existing = await self._existing(index, field)  # rare: a sender repeating a request id
+        undo = self.redis.pipeline(transaction=True)
+        self._record(undo, state, sign=-1)
+        if existing is not None:
+            await undo.execute()
+            return existing
+        undo.hset(index, field, state.message_id)  # taken over: this message is the one that counts
+        self._record(undo, state)
+        await undo.execute()
         return None
 
-    async def queued(self, state: DeliveryState) -> None:
-        """The message is in the queue: it waits, and counts as accepted."""
-        p = self.prefix
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.zadd(keys.sf_waiting(p, state.receiver, state.module), {state.message_id: state.accepted_at})
-        pipe.sadd(keys.sf_index(p), _index_member(state.receiver, state.module))
-        pipe.hincrby(keys.sf_counts(p), _count_field(state.receiver, state.module, "accepted"), 1)
-        await pipe.execute()
+    async def _existing(self, index: str, field: str) -> DeliveryState | None:
+        """The state a request id already has for a receiver, if it still stands (final, or queued)."""
+        msg_id = await self.redis.hget(index, field)
+        if msg_id is None:
+            return None
+        existing = await self._state(_member_str(msg_id))
+        if existing is None:
+            return None
+        if existing.state in _FINAL or await self.redis.exists(keys.message(self.prefix, existing.message_id)):
+            return existing
+        return None
 
     async def forget(self, state: DeliveryState) -> None:
         """The enqueue failed: the sender is refused, and may send it again under the same id."""
-        await self.redis.hdel(keys.sf_state(self.prefix, state.request_id), _field(state.sender, state.receiver))
-
-    async def moved(self, request_id: str, sender: str, message_id: str, receiver: str, module: str, state: str,
-                    *, attempts: int, error: str = "") -> None:
-        """A message's new state, written before the queue step it announces; final states leave the waiting
-        set, others (a replayed dead letter retried) join it again."""
-        p = self.prefix
-        key, field = keys.sf_state(p, request_id), _field(sender, receiver)
-        raw = await self.redis.hget(key, field)
-        now = self._clock()
         pipe = self.redis.pipeline(transaction=True)
-        accepted_at = now
-        if raw is not None:
-            current = DeliveryState(**orjson.loads(raw))
-            accepted_at = current.accepted_at
-            if current.message_id == message_id:
-                pipe.hset(key, field, orjson.dumps(asdict(DeliveryState(
-                    **{**asdict(current), "state": state, "attempts": attempts, "updated_at": now,
-                       "last_error": error}))))
-                pipe.expire(key, self.keep_for)
+        pipe.hdel(keys.sf_state(self.prefix, state.request_id), _field(state.sender, state.receiver))
+        self._record(pipe, state, sign=-1)
+        await pipe.execute()
+
+    async def moved(self, message_id: str, receiver: str, module: str, state: str, *, attempts: int,
+                    error: str = "", version: tuple[str, float] | None = None) -> None:
+        """A message's new state, written before the queue step it announces; final states leave the waiting
+        set, others (a replayed dead letter retried) join it again. ``version``: (object path, last_updated)
+        the receiver now has (see ``delivered_version``), in the same round trip."""
+        p, msg_key, now = self.prefix, keys.sf_message(self.prefix, message_id), self._clock()
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(msg_key, mapping={"state": state, "attempts": str(attempts), "updated_at": repr(now),
+                                    "last_error": error})
+        pipe.expire(msg_key, self.keep_for)
         counted = {RETRYING: "retried"}.get(state, state)
         if counted in _COUNTED:
             pipe.hincrby(keys.sf_counts(p), _count_field(receiver, module, counted), 1)
@@ -182,15 +197,26 @@ class DeliveryLedger:
         if state in _FINAL:
             pipe.zrem(waiting, message_id)
         else:
-            pipe.zadd(waiting, {message_id: accepted_at}, nx=True)
+            pipe.zadd(waiting, {message_id: now}, nx=True)
             pipe.sadd(keys.sf_index(p), _index_member(receiver, module))
+        if version is not None:
+            self._set_version(pipe, receiver, *version)
         await pipe.execute()
+
+    async def _state(self, message_id: str) -> DeliveryState | None:
+        raw: dict[Any, Any] = await self.redis.hgetall(keys.sf_message(self.prefix, message_id))
+        return _state_of(raw)
 
     async def states(self, request_id: str) -> list[DeliveryState]:
         """Every message accepted under one sender request id (senders may reuse ids: one per sender and
         receiver)."""
-        raw: dict[Any, Any] = await self.redis.hgetall(keys.sf_state(self.prefix, request_id))
-        found = [DeliveryState(**orjson.loads(v)) for v in raw.values()]
+        ids = await self.redis.hvals(keys.sf_state(self.prefix, request_id))
+        if not ids:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for msg_id in ids:
+            pipe.hgetall(keys.sf_message(self.prefix, _member_str(msg_id)))
+        found = [s for raw in await pipe.execute() if (s := _state_of(raw)) is not None]
         return sorted(found, key=lambda s: (s.accepted_at, s.message_id))
 
     async def stats(self) -> list[dict[str, Any]]:
@@ -243,20 +269,21 @@ class DeliveryLedger:
         return dropped
 
     # -- object versions: an older retry or replay never overwrites a newer delivered version -----------------
-    async def newer_delivered(self, receiver: str, path: str, version: float) -> bool:
-        """Whether a version of the object at ``path`` newer than ``version`` already reached ``receiver``."""
+    async def delivered_version_of(self, receiver: str, path: str) -> float | None:
+        """The newest version (last_updated) of the object at ``path`` that reached ``receiver`` from the hub."""
         raw = await self.redis.get(keys.sf_version(self.prefix, receiver, path))
-        return raw is not None and float(raw) > version
+        return None if raw is None else float(raw)
 
     async def delivered_version(self, receiver: str, path: str, version: float) -> None:
-        """Remember the newest version of the object at ``path`` that reached ``receiver``.
+        """Remember that ``receiver`` now has ``version`` of the object at ``path``. The caller read the version
+        before delivering and calls this with a newer one only: messages of one object go out one at a time
+        (one ordering group), so nothing moved it in between."""
+        pipe = self.redis.pipeline(transaction=False)
+        self._set_version(pipe, receiver, path, version)
+        await pipe.execute()
 
-        Messages of one object go out one at a time (one ordering group), so no compare-and-set is needed
-        between two deliveries of it; a replayed dead letter is compared before it goes out."""
-        key = keys.sf_version(self.prefix, receiver, path)
-        raw = await self.redis.get(key)
-        if raw is None or float(raw) < version:
-            await self.redis.set(key, repr(version), ex=self.keep_for)
+    def _set_version(self, pipe: Any, receiver: str, path: str, version: float) -> None:
+        pipe.set(keys.sf_version(self.prefix, receiver, path), repr(version), ex=self.keep_for)
 
 
 def _field(sender: str, receiver: str) -> str:
@@ -269,6 +296,23 @@ def _index_member(receiver: str, module: str) -> str:
 
 def _count_field(receiver: str, module: str, what: str) -> str:
     return f"{receiver}\x1f{module}\x1f{what}"
+
+
+def _text(value: Any) -> str:
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def _state_of(raw: dict[Any, Any]) -> DeliveryState | None:
+    """A state read back from its hash; None for a hash that is missing or only partly written."""
+    doc = {_member_str(k): _member_str(v) for k, v in raw.items()}
+    try:
+        return DeliveryState(
+            request_id=doc["request_id"], message_id=doc["message_id"], sender=doc["sender"],
+            receiver=doc["receiver"], module=doc["module"], state=doc["state"], attempts=int(doc["attempts"]),
+            accepted_at=float(doc["accepted_at"]), updated_at=float(doc["updated_at"]),
+            last_error=doc.get("last_error", ""), forwarded_request_id=doc.get("forwarded_request_id", ""))
+    except (KeyError, ValueError):
+        return None
 
 
 def _member_str(value: Any) -> str:
