@@ -1,4 +1,5 @@
-"""Secrets at rest: the hub's outbound tokens (Token B/C) sealed with Fernet, token uids of route hints keyed-hashed.
+"""Secrets at rest: the hub's outbound tokens (Token B/C) and the Sessions and CDRs kept for catch-up sealed with
+Fernet, token uids of route hints keyed-hashed.
 
 Keys come from ``HUB_SECRET_KEYS`` (comma-separated Fernet keys): the first seals, every one opens, so adding a
 new key in front and re-sealing (done at every start, ``reseal_secrets``) is key rotation. Without the setting the
@@ -24,6 +25,7 @@ from hub.settings import Settings
 KEY_FILE_NAME: Final = "secret-key"
 _HINT_INFO: Final = b"ocpi-hub route hints v1"
 _CONSOLE_INFO: Final = b"ocpi-hub console sessions v1"
+_KEY_ID_INFO: Final = b"ocpi-hub key id v1"
 
 
 class SecretKeyError(RuntimeError):
@@ -50,6 +52,9 @@ class Sealer:
         # The console's session cookies: Fernet under a key of their own, derived from the first secret key (a key
         # rotation therefore ends every console session; they are short-lived anyway).
         self.console_key: bytes = _derive(keys[0], _CONSOLE_INFO)
+        # Names the sealing key beside what it sealed in bulk (kept Sessions and CDRs), so a rotation finds what to
+        # re-seal with an indexed query instead of trying to open every record. One-way: it reveals nothing of the key.
+        self.key_id: str = _derive(keys[0], _KEY_ID_INFO)[:8].hex()
 
     @classmethod
     def generate(cls) -> Sealer:

@@ -19,10 +19,11 @@ from cryptography.fernet import Fernet
 from mongomock_motor import AsyncMongoMockClient
 
 from hub.audit import AuditQuery, AuditRecord
+from hub.sealing import Sealer
 from hub.settings import Settings
-from hub.store import HubStore, PartyConflict, Store, StoredObject, open_store
-from hub.store.mongo import AUDIT_TTL_INDEX, MongoStore
-from hub.store.names import AUDIT, epoch_us
+from hub.store import HubStore, PartyConflict, RoutedObject, Store, StoredObject, open_store
+from hub.store.mongo import AUDIT_TTL_INDEX, ROUTED_TTL_INDEX, MongoStore
+from hub.store.names import AUDIT, ROUTED, epoch_us
 from hub.store.sqlite import SqliteStore
 from routing.agreements import Agreement, AgreementStatus, PartyRef, Policy
 from routing.platform import ConnectionStatus, Endpoint, Party, Platform, RateLimit, utcnow
@@ -1164,3 +1165,157 @@ async def test_a_platform_roaming_policy_override_round_trips_and_can_be_cleared
     await store.save_platform(platform)
     loaded = await store.get_platform("p-rp")
     assert loaded is not None and loaded.roaming_policy is None
+
+
+# --- sessions and CDRs kept for catch-up ------------------------------------------------------------------------
+
+TOKEN_UID = "UID-SECRET-4711"
+
+
+def make_routed(object_id: str, seconds: float = 0.0, **fields: Any) -> RoutedObject:
+    """A CDR NL:CPA sent to DE:EMA, last updated and first kept ``seconds`` after BASE, expiring in a day."""
+    values: dict[str, Any] = {
+        "module": "cdrs", "country_code": "NL", "party_id": "CPA", "object_id": object_id, "receiver": "DE:EMA",
+        "sender": "NL:CPA", "receiver_platform_id": "p-ema", "ocpi_version": "2.2.1",
+        "last_updated": at(seconds), "expires_at": utcnow() + timedelta(days=1), "kept_at": at(seconds),
+        "data": {"id": object_id, "cdr_token": {"uid": TOKEN_UID}, "ü": [1.5, None]},
+    }
+    values.update(fields)
+    return RoutedObject(**values)
+
+
+def routed_ids(objects: list[RoutedObject]) -> list[str]:
+    return [f"{o.country_code}:{o.party_id}:{o.object_id}" for o in objects]
+
+
+async def test_a_kept_record_round_trips_every_field_to_the_microsecond(store: HubStore) -> None:
+    kept = make_routed("CDR1", 0.5, ocpi_version="2.1.1", receiver_platform_id="p-9")
+    await store.keep_routed(kept)
+
+    items, total = await store.list_routed("cdrs", "DE:EMA")
+
+    assert (items, total) == ([kept], 1)
+
+
+async def test_kept_records_are_listed_only_to_their_receiver_and_module(store: HubStore) -> None:
+    await store.keep_routed(make_routed("C1"))
+    await store.keep_routed(make_routed("C1", receiver="DE:EMB"))  # the same CDR sent to another party: its own
+    await store.keep_routed(make_routed("S1", module="sessions"))
+
+    assert routed_ids((await store.list_routed("cdrs", "de:ema"))[0]) == ["NL:CPA:C1"]
+    assert routed_ids((await store.list_routed("cdrs", "DE:EMB"))[0]) == ["NL:CPA:C1"]
+    assert routed_ids((await store.list_routed("sessions", "DE:EMA"))[0]) == ["NL:CPA:S1"]
+    assert await store.list_routed("cdrs", "DE:EMC") == ([], 0)
+
+
+async def test_keeping_again_replaces_the_record_but_keeps_its_first_kept_at(store: HubStore) -> None:
+    await store.keep_routed(make_routed("C1", 0))
+    await store.keep_routed(make_routed("C2", 1))
+    again = make_routed("C1", 5, data={"id": "C1", "v": 2}, kept_at=at(9))
+    await store.keep_routed(again)
+
+    items, _ = await store.list_routed("cdrs", "DE:EMA")
+
+    assert routed_ids(items) == ["NL:CPA:C1", "NL:CPA:C2"]  # C1 keeps its place in the crawl order
+    assert items[0].data == {"id": "C1", "v": 2} and items[0].last_updated == at(5) and items[0].kept_at == at(0)
+
+
+async def test_list_routed_pages_by_kept_at_then_key_with_dates_on_last_updated(store: HubStore) -> None:
+    for oid, kept, updated in [("B", 0, 10), ("A", 0, 11), ("C", 1, 12), ("D", 2, 13), ("E", 3, 14)]:
+        await store.keep_routed(make_routed(oid, updated, kept_at=at(kept)))
+
+    first, total = await store.list_routed("cdrs", "DE:EMA", offset=0, limit=2)
+    second, _ = await store.list_routed("cdrs", "DE:EMA", offset=2, limit=2)
+    dated, dated_total = await store.list_routed("cdrs", "DE:EMA", date_from=at(11), date_to=at(13), limit=10)
+    counted = await store.list_routed("cdrs", "DE:EMA", date_from=at(11), limit=0)
+
+    assert (routed_ids(first), routed_ids(second), total) == (["NL:CPA:A", "NL:CPA:B"], ["NL:CPA:C", "NL:CPA:D"], 5)
+    assert (routed_ids(dated), dated_total) == (["NL:CPA:A", "NL:CPA:C"], 2)  # from inclusive, to exclusive
+    assert counted == ([], 4)
+
+
+async def test_list_routed_of_some_owners_only(store: HubStore) -> None:
+    await store.keep_routed(make_routed("C1"))
+    await store.keep_routed(make_routed("C2", 1, party_id="CPB", sender="NL:CPB"))
+
+    assert routed_ids((await store.list_routed("cdrs", "DE:EMA", owners={("NL", "CPB")}))[0]) == ["NL:CPB:C2"]
+    assert await store.list_routed("cdrs", "DE:EMA", owners=set()) == ([], 0)
+
+
+async def test_expired_records_are_never_listed_nor_changed_and_the_purge_drops_only_them(store: HubStore) -> None:
+    await store.keep_routed(make_routed("OLD", 0, expires_at=utcnow() - timedelta(seconds=1)))
+    await store.keep_routed(make_routed("NEW", 1))
+
+    assert routed_ids((await store.list_routed("cdrs", "DE:EMA"))[0]) == ["NL:CPA:NEW"]
+    assert (await store.list_routed("cdrs", "DE:EMA"))[1] == 1
+    assert await store.change_routed("cdrs", "DE:EMA", "NL", "CPA", "OLD", lambda kept: kept) is False
+    assert await store.purge_routed(utcnow()) in (0, 1)  # MongoDB's TTL monitor may have been first
+    assert await store.purge_routed(utcnow()) == 0
+    assert routed_ids((await store.list_routed("cdrs", "DE:EMA"))[0]) == ["NL:CPA:NEW"]
+
+
+async def test_change_routed_replaces_atomically_and_loses_no_concurrent_change(store: HubStore) -> None:
+    await store.keep_routed(make_routed("S1", module="sessions", data={"id": "S1", "n": 0}))
+
+    def bump(kept: RoutedObject) -> RoutedObject:
+        kept.data = {**kept.data, "n": kept.data["n"] + 1}
+        return kept
+
+    results = await asyncio.gather(*(store.change_routed("sessions", "DE:EMA", "nl", "cpa", "S1", bump)
+                                     for _ in range(10)))
+    items, _ = await store.list_routed("sessions", "DE:EMA")
+
+    assert all(results) and items[0].data == {"id": "S1", "n": 10}
+    assert await store.change_routed("sessions", "DE:EMA", "NL", "CPA", "S1", lambda kept: None) is False
+    assert await store.change_routed("sessions", "DE:EMA", "NL", "CPA", "S2", bump) is False  # never kept
+
+
+async def test_a_key_rotation_reseals_kept_records_with_the_first_key(store: HubStore) -> None:
+    old, new = Fernet.generate_key(), Fernet.generate_key()
+    store.sealer = Sealer([old])
+    await store.keep_routed(make_routed("C1"))
+    await store.keep_routed(make_routed("C2", 1))
+    store.sealer = Sealer([new, old])
+
+    assert await store.reseal_routed() == 2
+    assert await store.reseal_routed() == 0
+    store.sealer = Sealer([new])  # the old key retired: everything still opens
+    assert [o.data["cdr_token"] for o in (await store.list_routed("cdrs", "DE:EMA"))[0]] == [{"uid": TOKEN_UID}] * 2
+
+
+async def test_sqlite_keeps_routed_bodies_sealed_and_an_older_file_gets_the_table(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    async with aiosqlite.connect(path) as db:  # a store file from before catch-up existed
+        await db.executescript("CREATE TABLE objects (module TEXT NOT NULL, country_code TEXT NOT NULL, "
+                               "party_id TEXT NOT NULL, object_id TEXT NOT NULL, created_at_us INTEGER NOT NULL, "
+                               "last_updated_us INTEGER NOT NULL, data_json TEXT NOT NULL, "
+                               "PRIMARY KEY (module, country_code, party_id, object_id));")
+    store = SqliteStore(str(path))
+    await store.open()
+    try:
+        await store.keep_routed(make_routed("C1"))
+    finally:
+        await store.close()
+    async with aiosqlite.connect(path) as db:
+        rows = [tuple(r) for r in await db.execute_fetchall(f"SELECT * FROM {ROUTED}")]
+    assert len(rows) == 1 and "DE:EMA" in rows[0] and "C1" in rows[0]
+    assert TOKEN_UID not in repr(rows)
+
+
+async def test_mongo_keeps_routed_bodies_sealed_with_unique_key_and_ttl_indexes() -> None:
+    client: Any = AsyncMongoMockClient()
+    store = MongoStore(client, "hub")
+    await store.open()
+    await store.keep_routed(make_routed("C1"))
+
+    doc = await client["hub"][ROUTED].find_one({})
+    indexes = await client["hub"][ROUTED].index_information()
+
+    assert (doc["receiver"], doc["object_id"], doc["seal_key"]) == ("DE:EMA", "C1", store.sealer.key_id)
+    assert TOKEN_UID not in repr(doc)
+    assert isinstance(doc["expires_at"], datetime)
+    assert indexes["key"]["key"] == [("module", 1), ("receiver", 1), ("country_code", 1), ("party_id", 1),
+                                     ("object_id", 1)]
+    assert indexes["key"]["unique"] is True
+    assert indexes[ROUTED_TTL_INDEX]["key"] == [("expires_at", 1)]
+    assert indexes[ROUTED_TTL_INDEX]["expireAfterSeconds"] == 0

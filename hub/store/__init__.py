@@ -8,19 +8,30 @@ import logging
 
 from hub.sealing import Sealer, load_sealer
 from hub.settings import Settings
-from hub.store.protocol import AgreementStore, HubStore, ObjectStore, PartyConflict, RouteHints, Store, StoredObject
+from hub.store.protocol import (
+    AgreementStore,
+    HubStore,
+    ObjectStore,
+    PartyConflict,
+    RoutedObject,
+    RoutedStore,
+    RouteHints,
+    Store,
+    StoredObject,
+)
 
 log = logging.getLogger("hub.store")
 
-__all__ = ["AgreementStore", "HubStore", "ObjectStore", "PartyConflict", "RouteHints", "Store", "StoredObject",
-           "open_store"]
+__all__ = ["AgreementStore", "HubStore", "ObjectStore", "PartyConflict", "RouteHints", "RoutedObject", "RoutedStore",
+           "Store", "StoredObject", "open_store"]
 
 
 async def open_store(settings: Settings, sealer: Sealer | None = None) -> HubStore:
     """MongoDB when HUB_MONGO_URL is set (production, scale-out), else the embedded SQLite file.
 
-    Opening re-seals outbound tokens stored in clear or under an older key (see ``hub.sealing``). Without a
-    ``sealer`` the one of the settings is loaded (``SecretKeyError`` when there is none to be had).
+    Opening re-seals outbound tokens and kept Sessions and CDRs stored in clear or under an older key (see
+    ``hub.sealing``). Without a ``sealer`` the one of the settings is loaded (``SecretKeyError`` when there is none
+    to be had).
     """
     # Imported here so that importing hub.store does not pull in both drivers.
     from hub.store.mongo import MongoStore
@@ -41,6 +52,9 @@ async def open_store(settings: Settings, sealer: Sealer | None = None) -> HubSto
         resealed = await store.reseal_secrets()
         if resealed:
             log.info("sealed the outbound tokens of %d platforms with the first secret key", resealed)
+        resealed = await store.reseal_routed()
+        if resealed:
+            log.info("sealed %d sessions and CDRs kept for catch-up with the first secret key", resealed)
     except BaseException:
         await store.close()
         raise

@@ -15,12 +15,16 @@ Stored objects are upserted by a unique (module, country_code, party_id, object_
 landing between them can make the total differ from what paging then finds, as any live OCPI list can.
 Route hints are upserted by a unique (kind, key, party) index; usage totals by a unique (day, from_party,
 to_party, module, currency) index, each increment an ``$inc``.
+
+Sessions and CDRs kept for catch-up (``routed``) are upserted by a unique (module, receiver, country_code,
+party_id, object_id) index; a TTL index on ``expires_at`` removes them once expired (reads never return them
+before that either). A PATCH merged into one is a compare-and-set on its sealed data, retried on conflict.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from typing import Any, Final
 
@@ -38,6 +42,9 @@ from hub.store.names import (
     PARTY_RESERVATIONS,
     PLATFORMS,
     ROUTE_HINTS,
+    ROUTED,
+    ROUTED_KEY,
+    ROUTED_ORDER,
     USAGE,
     SeenClock,
     agreement_from_doc,
@@ -48,6 +55,7 @@ from hub.store.names import (
     epoch_us,
     from_epoch_us,
     needs_reseal,
+    now_us,
     object_from_doc,
     object_key,
     object_to_doc,
@@ -55,8 +63,12 @@ from hub.store.names import (
     platform_from_doc,
     platform_to_doc,
     resealed,
+    resealed_routed,
+    routed_from_doc,
+    routed_key,
+    routed_to_doc,
 )
-from hub.store.protocol import PartyConflict, StoredObject
+from hub.store.protocol import PartyConflict, RoutedObject, StoredObject
 from hub.usage import UsageRow
 from routing.agreements import Agreement
 from routing.platform import Platform, party_key
@@ -70,6 +82,11 @@ _OBJECT_SORT: Final = [(f, ASCENDING) for f in OBJECT_ORDER]
 _OBJECT_INSERT_ONLY: Final = ("created_at", "created_at_us")
 _HINT_KEY: Final = [("kind", ASCENDING), ("key", ASCENDING), ("party", ASCENDING)]
 _HINT_SORT: Final = [("seen_us", DESCENDING), ("party", ASCENDING)]
+_ROUTED_KEY: Final = [(f, ASCENDING) for f in ROUTED_KEY]
+_ROUTED_SORT: Final = [(f, ASCENDING) for f in ROUTED_ORDER]
+ROUTED_TTL_INDEX: Final = "routed_ttl"
+RESEAL_BATCH: Final = 500
+_CHANGE_ATTEMPTS: Final = 10
 _USAGE_KEY: Final = [(f, ASCENDING) for f in ("day", "from_party", "to_party", "module", "currency")]
 
 
@@ -147,6 +164,7 @@ class MongoStore:
         self._hints: Any = self._db[ROUTE_HINTS]
         self._usage: Any = self._db[USAGE]
         self._agreements: Any = self._db[AGREEMENTS]
+        self._routed: Any = self._db[ROUTED]
         self._seen_us = SeenClock()
         # Without a sealer: a key for this process only (tests); open_store always passes HUB_SECRET_KEYS'.
         self.sealer = sealer or process_sealer()
@@ -186,6 +204,11 @@ class MongoStore:
         await self._hints.create_index([("seen_us", ASCENDING)], name="seen")  # the retention purge
         await self._usage.create_index(_USAGE_KEY, unique=True, name="key")
         await self._agreements.create_index([("id", ASCENDING)], unique=True, name="id")
+        await self._routed.create_index(_ROUTED_KEY, unique=True, name="key")
+        await self._routed.create_index([("module", ASCENDING), ("receiver", ASCENDING), *_ROUTED_SORT], name="page")
+        await self._routed.create_index([("seal_key", ASCENDING)], name="seal_key")
+        # Each record carries its own expiry: the TTL index removes it at that time (expireAfterSeconds 0).
+        await self._routed.create_index([("expires_at", ASCENDING)], name=ROUTED_TTL_INDEX, expireAfterSeconds=0)
 
     async def _open_audit_indexes(self) -> None:
         # Sorted queries end in (time_us, _id) so that the index, not an in-memory sort, orders the page.
@@ -451,6 +474,75 @@ class MongoStore:
         return [UsageRow(day=d["day"], from_party=d["from_party"], to_party=d["to_party"], module=d["module"],
                          currency=d["currency"], count=int(d["count"]), kwh=float(d["kwh"]), cost=float(d["cost"]))
                 for d in await cursor.to_list(length=None)]
+    async def keep_routed(self, obj: RoutedObject) -> None:
+        """Insert or replace by key; the kept_at of the first keep stays."""
+        doc = routed_to_doc(obj, self.sealer)
+        key = {name: doc.pop(name) for name in ROUTED_KEY}
+        on_insert = {name: doc.pop(name) for name in ("kept_at", "kept_at_us")}
+        await self._upsert(self._routed, key, {"$set": doc, "$setOnInsert": on_insert})
+
+    async def change_routed(self, module: str, receiver: str, country_code: str, party_id: str, object_id: str,
+                            change: Callable[[RoutedObject], RoutedObject | None]) -> bool:
+        """Without a transaction: the write only lands if the sealed data is still the one read (every write seals
+        anew, so any other writer changes it); otherwise read again and retry."""
+        key = routed_key(module, receiver, country_code, party_id, object_id)
+        for _ in range(_CHANGE_ATTEMPTS):
+            doc = await self._routed.find_one({**key, "expires_at_us": {"$gt": now_us()}}, _NO_ID)
+            if doc is None:
+                return False
+            new = change(routed_from_doc(doc, self.sealer))
+            if new is None:
+                return False
+            fields = routed_to_doc(new, self.sealer)
+            for name in (*ROUTED_KEY, "kept_at", "kept_at_us"):
+                fields.pop(name)
+            result = await self._routed.update_one({**key, "data_sealed": doc["data_sealed"]}, {"$set": fields})
+            if result.matched_count:
+                return True
+        raise RuntimeError(f"{module} {object_id}: kept record changed by others {_CHANGE_ATTEMPTS} times in a row")
+
+    async def list_routed(
+        self,
+        module: str,
+        receiver: str,
+        *,
+        date_from: datetime | None = None,
+        date_to: datetime | None = None,
+        offset: int = 0,
+        limit: int = 100,
+        owners: Collection[tuple[str, str]] | None = None,
+    ) -> tuple[list[RoutedObject], int]:
+        if owners is not None and not owners:
+            return [], 0  # an empty $or is refused by MongoDB
+        flt = _objects_filter(module, date_from, date_to, owners)
+        flt.update(receiver=receiver.upper(), expires_at_us={"$gt": now_us()})
+        total = int(await self._routed.count_documents(flt))
+        if limit <= 0:
+            return [], total  # Mongo's limit(0) would mean "no limit"
+        cursor = self._routed.find(flt, _NO_ID).sort(_ROUTED_SORT).skip(max(offset, 0)).limit(limit)
+        return [routed_from_doc(d, self.sealer) for d in await cursor.to_list(length=None)], total
+
+    async def purge_routed(self, expired_before: datetime) -> int:
+        """The TTL index does this on its own; this is for the embedded twin's schedule and for tests."""
+        result = await self._routed.delete_many({"expires_at_us": {"$lt": epoch_us(expired_before)}})
+        return int(result.deleted_count)
+
+    async def reseal_routed(self) -> int:
+        """In batches found by ``seal_key``; each update conditional on the sealed data read, so a concurrent keep
+        (or another worker re-sealing at its own start) is never overwritten with older data."""
+        changed = 0
+        key_id = self.sealer.key_id
+        while True:
+            batch = await self._routed.find({"seal_key": {"$ne": key_id}},
+                                            {"_id": 1, "data_sealed": 1}).limit(RESEAL_BATCH).to_list(length=None)
+            for doc in batch:
+                result = await self._routed.update_one(
+                    {"_id": doc["_id"], "data_sealed": doc["data_sealed"]},
+                    {"$set": resealed_routed(doc["data_sealed"], self.sealer)})
+                changed += int(result.modified_count)
+            if len(batch) < RESEAL_BATCH:
+                return changed
+
     async def save_agreement(self, agreement: Agreement) -> None:
         await self._upsert(self._agreements, {"id": agreement.id}, {"$set": agreement_to_doc(agreement)})
 

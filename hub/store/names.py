@@ -19,7 +19,7 @@ import orjson
 
 from hub.audit import AuditRecord
 from hub.sealing import Sealer
-from hub.store.protocol import StoredObject
+from hub.store.protocol import RoutedObject, StoredObject
 from routing.agreements import Agreement, AgreementStatus, PartyRef, Policy
 from routing.platform import ConnectionStatus, Endpoint, Party, Platform, RateLimit
 
@@ -30,9 +30,13 @@ AUDIT: Final = "audit"
 OBJECTS: Final = "objects"
 ROUTE_HINTS: Final = "route_hints"
 USAGE: Final = "usage"
+ROUTED: Final = "routed"
 
 # The order of a page of stored objects, after the module: first save, then the key (ties on created_at).
 OBJECT_ORDER: Final = ("created_at_us", "country_code", "party_id", "object_id")
+# Routed Sessions and CDRs: their key, and the order of a page after (module, receiver): first kept, then the key.
+ROUTED_KEY: Final = ("module", "receiver", "country_code", "party_id", "object_id")
+ROUTED_ORDER: Final = ("kept_at_us", "country_code", "party_id", "object_id")
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US: Final = timedelta(microseconds=1)
@@ -50,6 +54,11 @@ def epoch_us(value: datetime) -> int:
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(f"naive datetime {value.isoformat()}: the store only takes tz-aware datetimes")
     return (value - _EPOCH) // _ONE_US
+
+
+def now_us() -> int:
+    """Now, in epoch microseconds: what stored expiry times are compared with."""
+    return epoch_us(datetime.now(UTC))
 
 
 def from_epoch_us(value: int) -> datetime:
@@ -262,6 +271,41 @@ def object_from_doc(doc: dict[str, Any]) -> StoredObject:
         created_at=_get_dt_required(doc, "created_at"),
         ocpi_version=doc.get("ocpi_version") or "2.2.1",  # objects stored before versions were bridged
     )
+
+
+def routed_key(module: str, receiver: str, country_code: str, party_id: str, object_id: str) -> dict[str, str]:
+    """The identity of a kept Session or CDR; parties upper-cased, as OCPI compares them."""
+    return {"module": module, "receiver": receiver.upper(), "country_code": country_code.upper(),
+            "party_id": party_id.upper(), "object_id": object_id}
+
+
+def routed_to_doc(obj: RoutedObject, sealer: Sealer) -> dict[str, Any]:
+    """Key and index fields in clear, dates with their ``_us`` twins; ``data`` as sealed JSON text (``data_sealed``)
+    and the id of the key that sealed it (``seal_key``)."""
+    if not isinstance(obj.data, dict):
+        raise TypeError(f"routed object data must be a JSON object (dict), got {type(obj.data).__name__}")
+    doc: dict[str, Any] = routed_key(obj.module, obj.receiver, obj.country_code, obj.party_id, obj.object_id)
+    doc.update(sender=obj.sender.upper(), receiver_platform_id=obj.receiver_platform_id, ocpi_version=obj.ocpi_version)
+    for name in ("last_updated", "kept_at", "expires_at"):
+        _put_dt(doc, name, getattr(obj, name))
+    doc["data_sealed"] = sealer.seal(orjson.dumps(obj.data).decode())
+    doc["seal_key"] = sealer.key_id
+    return doc
+
+
+def routed_from_doc(doc: dict[str, Any], sealer: Sealer) -> RoutedObject:
+    return RoutedObject(
+        module=doc["module"], country_code=doc["country_code"], party_id=doc["party_id"],
+        object_id=doc["object_id"], receiver=doc["receiver"], sender=doc["sender"],
+        receiver_platform_id=doc["receiver_platform_id"], ocpi_version=doc["ocpi_version"],
+        last_updated=_get_dt_required(doc, "last_updated"), expires_at=_get_dt_required(doc, "expires_at"),
+        kept_at=_get_dt_required(doc, "kept_at"), data=orjson.loads(sealer.open(doc["data_sealed"])),
+    )
+
+
+def resealed_routed(sealed: str, sealer: Sealer) -> dict[str, str]:
+    """The sealed fields of a kept record, sealed again with the first key."""
+    return {"data_sealed": sealer.seal(sealer.open(sealed)), "seal_key": sealer.key_id}
 
 
 def _side_to_doc(side: PartyRef) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""The storage interface: platforms (with parties, tokens, endpoints), roaming agreements and the audit log.
+"""The storage interface: platforms (with parties, tokens, endpoints), roaming agreements, the audit log, objects kept
+for GET All and routed Sessions and CDRs kept for catch-up.
 
 Two implementations honour it: MongoDB (production, scale-out) and SQLite (embedded default).
 Both pass the same contract suite in ``tests/test_store_contract.py``.
@@ -6,7 +7,7 @@ Both pass the same contract suite in ``tests/test_store_contract.py``.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -166,5 +167,67 @@ class AgreementStore(Protocol):
         """False when there was none."""
 
 
-class HubStore(Store, ObjectStore, RouteHints, UsageStore, AgreementStore, Protocol):
+@dataclass
+class RoutedObject:
+    """A Session or CDR the hub routed to one party, kept for that party's catch-up (docs/catchup.md).
+
+    Stores keep ``data`` sealed (hub/sealing.py: it holds personal data such as token uids); every other field is
+    in clear, as the index of what to serve to whom and until when.
+    """
+
+    module: str  # sessions | cdrs
+    country_code: str  # owner (the CPO that sent it)
+    party_id: str
+    object_id: str  # the Session's or CDR's id
+    receiver: str  # "CC:PID" of the party it was addressed to: the only one it is served to
+    sender: str  # "CC:PID" of the party that sent it (FROM)
+    receiver_platform_id: str
+    ocpi_version: str  # the version ``data`` is written in (its sender's)
+    last_updated: datetime  # the object's own, for date_from/date_to
+    expires_at: datetime  # never served after this; purged once past it
+    data: dict[str, Any]
+    kept_at: datetime = field(default_factory=lambda: datetime.now(UTC))  # first kept: stable page order
+
+
+class RoutedStore(Protocol):
+    """Sessions and CDRs the hub routed, kept for ``HUB_CATCHUP_DAYS`` so their receiver can fetch them again.
+
+    The key is (module, receiver, country_code, party_id, object_id): what one CPO sent to two parties is kept
+    for each. Nothing past its ``expires_at`` is ever returned, whether or not it has been purged yet.
+    """
+
+    async def keep_routed(self, obj: RoutedObject) -> None:
+        """Insert or replace by key; keeps the first ``kept_at``. Party keys and the owner are stored upper-case."""
+
+    async def change_routed(self, module: str, receiver: str, country_code: str, party_id: str, object_id: str,
+                            change: Callable[[RoutedObject], RoutedObject | None]) -> bool:
+        """Replace a kept, unexpired record by ``change(record)`` as one atomic read-modify-write (a Session
+        PATCH merged into what was kept), never losing another writer's change; ``change`` may run more than once
+        and returns None to leave the record as it is. False when there was no such record or nothing changed."""
+
+    async def list_routed(
+        self,
+        module: str,
+        receiver: str,
+        *,
+        date_from: datetime | None = None,
+        date_to: datetime | None = None,
+        offset: int = 0,
+        limit: int = 100,
+        owners: Collection[tuple[str, str]] | None = None,
+    ) -> tuple[list[RoutedObject], int]:
+        """A page of the unexpired records addressed to ``receiver``, ordered by kept_at then key, and the total.
+
+        Dates, offset, limit and ``owners`` as ``ObjectStore.list_objects`` (date_from inclusive, date_to exclusive,
+        on last_updated)."""
+
+    async def purge_routed(self, expired_before: datetime) -> int:
+        """Drop records whose expires_at is before the cut-off; returns how many went."""
+
+    async def reseal_routed(self) -> int:
+        """Seal with the first secret key every record sealed under an older one; returns how many changed. Run
+        at every start, with ``reseal_secrets``: that completes a key rotation."""
+
+
+class HubStore(Store, ObjectStore, RouteHints, UsageStore, AgreementStore, RoutedStore, Protocol):
     """Everything the hub keeps durably; both implementations provide all of it."""

@@ -6,14 +6,15 @@ see another coroutine's uncommitted writes.
 
 Stored objects live in ``objects`` (key columns, ``created_at_us``, ``last_updated_us``, ``data_json``);
 a page and its total are read in one transaction, so another process's write cannot slip between them.
-Route hints live in ``route_hints``, keyed by (kind, key, party).
+Route hints live in ``route_hints``, keyed by (kind, key, party). Sessions and CDRs kept for catch-up live in
+``routed`` (index columns, ``data_sealed``), a table an older store gets when it is next opened.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Collection, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
@@ -32,6 +33,9 @@ from hub.store.names import (
     PARTY_RESERVATIONS,
     PLATFORMS,
     ROUTE_HINTS,
+    ROUTED,
+    ROUTED_KEY,
+    ROUTED_ORDER,
     USAGE,
     SeenClock,
     agreement_from_doc,
@@ -41,6 +45,7 @@ from hub.store.names import (
     audit_to_doc,
     epoch_us,
     needs_reseal,
+    now_us,
     object_from_doc,
     object_key,
     object_to_doc,
@@ -48,8 +53,12 @@ from hub.store.names import (
     platform_from_doc,
     platform_to_doc,
     resealed,
+    resealed_routed,
+    routed_from_doc,
+    routed_key,
+    routed_to_doc,
 )
-from hub.store.protocol import PartyConflict, StoredObject
+from hub.store.protocol import PartyConflict, RoutedObject, StoredObject
 from hub.usage import UsageRow
 from routing.agreements import Agreement
 from routing.platform import Platform, party_key
@@ -150,6 +159,26 @@ CREATE TABLE IF NOT EXISTS {USAGE} (
     PRIMARY KEY (day, from_party, to_party, module, currency)
 );
 
+CREATE TABLE IF NOT EXISTS {ROUTED} (
+    module TEXT NOT NULL,
+    receiver TEXT NOT NULL,
+    country_code TEXT NOT NULL,
+    party_id TEXT NOT NULL,
+    object_id TEXT NOT NULL,
+    sender TEXT NOT NULL,
+    receiver_platform_id TEXT NOT NULL,
+    ocpi_version TEXT NOT NULL,
+    last_updated_us INTEGER NOT NULL,
+    kept_at_us INTEGER NOT NULL,
+    expires_at_us INTEGER NOT NULL,
+    seal_key TEXT NOT NULL,
+    data_sealed TEXT NOT NULL,
+    PRIMARY KEY ({", ".join(ROUTED_KEY)})
+);
+CREATE INDEX IF NOT EXISTS {ROUTED}_page ON {ROUTED} (module, receiver, {", ".join(ROUTED_ORDER)});
+CREATE INDEX IF NOT EXISTS {ROUTED}_expires ON {ROUTED} (expires_at_us);
+CREATE INDEX IF NOT EXISTS {ROUTED}_seal_key ON {ROUTED} (seal_key);
+
 CREATE TABLE IF NOT EXISTS {AGREEMENTS} (
     id TEXT PRIMARY KEY,
     created_at_us INTEGER NOT NULL,
@@ -219,6 +248,17 @@ _OBJECT_UPSERT: Final = (
     "ocpi_version = excluded.ocpi_version"
 )
 
+_ROUTED_COLUMNS: Final = (*ROUTED_KEY, "sender", "receiver_platform_id", "ocpi_version", "last_updated_us",
+                          "kept_at_us", "expires_at_us", "seal_key", "data_sealed")
+# kept_at_us is left alone on conflict: the first keep fixes a record's place in the crawl order.
+_ROUTED_UPSERT: Final = (
+    f"INSERT INTO {ROUTED} ({', '.join(_ROUTED_COLUMNS)}) VALUES ({', '.join('?' for _ in _ROUTED_COLUMNS)}) "
+    f"ON CONFLICT ({', '.join(ROUTED_KEY)}) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _ROUTED_COLUMNS if c not in (*ROUTED_KEY, "kept_at_us"))
+)
+_ROUTED_KEY_WHERE: Final = " AND ".join(f"{c} = ?" for c in ROUTED_KEY)
+RESEAL_BATCH: Final = 500
+
 _HINT_UPSERT: Final = _RowsInsert(ROUTE_HINTS, ("kind", "key", "party", "seen_us"),
                                   "ON CONFLICT (kind, key, party) DO UPDATE SET seen_us = excluded.seen_us")
 
@@ -287,6 +327,15 @@ def _objects_where(
         clauses.append("last_updated_us < ?")
         params.append(epoch_us(date_to))
     return " WHERE " + " AND ".join(clauses), params
+
+
+def _routed_row(obj: RoutedObject, sealer: Sealer) -> tuple[Any, ...]:
+    doc = routed_to_doc(obj, sealer)
+    return tuple(doc[name] for name in _ROUTED_COLUMNS)
+
+
+def _routed_from_row(row: Sequence[Any], sealer: Sealer) -> RoutedObject:
+    return routed_from_doc(dict(zip(_ROUTED_COLUMNS, row, strict=True)), sealer)
 
 
 def _audit_where(query: AuditQuery) -> tuple[str, list[Any]]:
@@ -605,6 +654,78 @@ class SqliteStore:
         async with self._read() as db:
             rows = await db.execute_fetchall(sql, params)
         return [UsageRow(*row) for row in rows]
+
+    async def keep_routed(self, obj: RoutedObject) -> None:
+        """Insert or replace by key; the kept_at of the first keep stays."""
+        row = _routed_row(obj, self.sealer)
+        async with self._write() as db:
+            await db.execute(_ROUTED_UPSERT, row)
+
+    async def change_routed(self, module: str, receiver: str, country_code: str, party_id: str, object_id: str,
+                            change: Callable[[RoutedObject], RoutedObject | None]) -> bool:
+        """Read, change and write in one write transaction: no other writer, in any process, comes in between."""
+        key = tuple(routed_key(module, receiver, country_code, party_id, object_id).values())
+        async with self._write() as db:
+            rows = await db.execute_fetchall(
+                f"SELECT {', '.join(_ROUTED_COLUMNS)} FROM {ROUTED} WHERE {_ROUTED_KEY_WHERE} AND expires_at_us > ?",
+                (*key, now_us()))
+            for row in rows:
+                new = change(_routed_from_row(row, self.sealer))
+                if new is None:
+                    return False
+                await db.execute(_ROUTED_UPSERT, _routed_row(new, self.sealer))
+                return True
+        return False
+
+    async def list_routed(
+        self,
+        module: str,
+        receiver: str,
+        *,
+        date_from: datetime | None = None,
+        date_to: datetime | None = None,
+        offset: int = 0,
+        limit: int = 100,
+        owners: Collection[tuple[str, str]] | None = None,
+    ) -> tuple[list[RoutedObject], int]:
+        where, params = _objects_where(module, date_from, date_to, owners)
+        where += " AND receiver = ? AND expires_at_us > ?"
+        params += [receiver.upper(), now_us()]
+        async with self._snapshot() as db:
+            ((total,),) = await db.execute_fetchall(f"SELECT COUNT(*) FROM {ROUTED}{where}", params)
+            rows: Iterable[Any] = []
+            if limit > 0:
+                rows = await db.execute_fetchall(
+                    f"SELECT {', '.join(_ROUTED_COLUMNS)} FROM {ROUTED}{where} "
+                    f"ORDER BY {', '.join(ROUTED_ORDER)} LIMIT ? OFFSET ?",
+                    [*params, limit, max(offset, 0)],
+                )
+        return [_routed_from_row(row, self.sealer) for row in rows], int(total)
+
+    async def purge_routed(self, expired_before: datetime) -> int:
+        async with self._write() as db:
+            async with db.execute(f"DELETE FROM {ROUTED} WHERE expires_at_us < ?",
+                                  (epoch_us(expired_before),)) as cursor:
+                return cursor.rowcount
+
+    async def reseal_routed(self) -> int:
+        """In batches, each one write transaction: a rotation over many records never holds the file for long.
+        ``seal_key`` tells which records need it (two index ranges, not a scan of the table)."""
+        changed = 0
+        key_id = self.sealer.key_id
+        while True:
+            async with self._write() as db:
+                rows = list(await db.execute_fetchall(
+                    f"SELECT rowid, data_sealed FROM {ROUTED} WHERE seal_key < ? OR seal_key > ? LIMIT ?",
+                    (key_id, key_id, RESEAL_BATCH)))
+                for rowid, sealed in rows:
+                    new = resealed_routed(sealed, self.sealer)
+                    await db.execute(f"UPDATE {ROUTED} SET data_sealed = ?, seal_key = ? WHERE rowid = ?",
+                                     (new["data_sealed"], new["seal_key"], rowid))
+            changed += len(rows)
+            if len(rows) < RESEAL_BATCH:
+                return changed
+
     async def save_agreement(self, agreement: Agreement) -> None:
         await self.save_agreements([agreement])
 
