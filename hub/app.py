@@ -10,7 +10,7 @@ import hmac
 import logging
 import secrets
 from collections.abc import AsyncIterator, Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -330,20 +330,28 @@ async def _purge_audit(hub: Hub) -> None:
 
 
 async def purge_personal_data(hub: Hub) -> None:
-    """Retention of stored personal data, on both stores (hints and tokens carry no BSON date a TTL index could
-    use without a second copy): tokens kept for GET All, and route hints nobody pushed again."""
+    """Retention of stored personal data, on both stores, at start and hourly (``retention_pass``)."""
     while True:
         try:
-            now = utcnow()
-            tokens = await hub.store.purge_objects("tokens", now - timedelta(days=hub.settings.token_retention_days))
-            hints = await hub.store.purge_route_hints(now - timedelta(days=hub.settings.route_hint_retention_days))
-            if tokens or hints:
-                log.info("retention: dropped %d stored tokens and %d route hints", tokens, hints)
+            await retention_pass(hub)
         except asyncio.CancelledError:
             raise
         except Exception:
             log.warning("personal data retention purge failed; retrying later", exc_info=True)
         await asyncio.sleep(AUDIT_PURGE_INTERVAL)
+
+
+async def retention_pass(hub: Hub) -> None:
+    """One purge (hints and tokens carry no BSON date a TTL index could use without a second copy): tokens kept for
+    GET All, route hints nobody pushed again, and Sessions and CDRs kept for catch-up past their expiry (all of them
+    once ``HUB_CATCHUP_DAYS`` is 0; MongoDB's TTL index also removes expired ones on its own)."""
+    now = utcnow()
+    tokens = await hub.store.purge_objects("tokens", now - timedelta(days=hub.settings.token_retention_days))
+    hints = await hub.store.purge_route_hints(now - timedelta(days=hub.settings.route_hint_retention_days))
+    routed = await hub.store.purge_routed(now if hub.settings.catchup_days > 0 else datetime.max.replace(tzinfo=UTC))
+    if tokens or hints or routed:
+        log.info("retention: dropped %d stored tokens, %d route hints and %d sessions and CDRs kept for catch-up",
+                 tokens, hints, routed)
 
 
 def metrics_authorized(header: str | None, token: str | None) -> bool:

@@ -20,8 +20,8 @@ log = logging.getLogger("hub.audit")
 # Every value the ``module`` and ``outcome`` of a record can take: audit search refuses anything else, so a typo
 # is an error instead of an empty answer. A new outcome must be added here.
 AUDIT_MODULES = (*ALL_MODULES, "credentials", "versions", "hubclientinfo", "other", "admin")
-OUTCOMES = ("ok", "forwarded", "stored", "broadcast", "get_all", "rejected", "unauthorized", "unknown_receiver",
-            "not_connected", "timeout", "hub_error", "error")
+OUTCOMES = ("ok", "forwarded", "stored", "broadcast", "get_all", "catchup", "rejected", "unauthorized",
+            "unknown_receiver", "not_connected", "timeout", "hub_error", "error")
 
 
 @dataclass(slots=True)

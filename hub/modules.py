@@ -16,6 +16,7 @@ from hub import store_and_forward
 from hub.access import authenticate
 from hub.admission import admit, admitted
 from hub.bridging import Bridge
+from hub.catchup import CATCHUP_EVENTS, CATCHUP_MODULES, fetch, keep_routed
 from hub.context import Hub, hub_of
 from hub.envelope import envelope, ocpi_response
 from hub.exchange import EXCHANGE
@@ -203,6 +204,10 @@ async def route(request: web.Request, hub: Hub, platform: Platform, version: str
             )
         if (module, req.method, role) in USAGE_EVENTS and reply.accepted:  # Insights: a dict update, no I/O
             hub.usage.note(module, req.json_body, sender.key, route_.to.key, utcnow().date())
+        if (module, req.method, role) in CATCHUP_EVENTS and reply.accepted:  # docs/catchup.md
+            await keep_routed(hub, module=module, method=req.method, segments=req.segments, json_body=msg.original,
+                              version=version, sender=sender, receiver=route_.to,
+                              receiver_platform_id=route_.receiver.id)
     if target != version and reply.hub_error is None:
         reply.body = msg.reply_for(reply.body, target, route_.to)
     msg.record(hub, ex)
@@ -211,22 +216,27 @@ async def route(request: web.Request, hub: Hub, platform: Platform, version: str
 
 async def to_hub(request: web.Request, hub: Hub, req: InboundRequest, sender: Party, hub_party: Party,
                  msg: Bridge) -> web.Response:
-    """TO = the hub: GET All on a SENDER interface, or a broadcast push (OCPI 2.2.1 Broadcast Push; GET All via
-    Hub). Objects are stored as their owner wrote them; GET All and each fan-out give every party its version."""
+    """TO = the hub: GET All on a SENDER interface (Sessions and CDRs: the caller's catch-up), or a broadcast push
+    (OCPI 2.2.1 Broadcast Push; GET All via Hub). Objects are stored as their owner wrote them; GET All and each
+    fan-out give every party its version."""
     ex = request[EXCHANGE]
     # One pair may hold several roles (CPO and EMSP under one party id): all of them count.
     roles = [p.role for p in req.platform.parties if p.key == sender.key] or ["OTHER"]
     headers = {**ex.reply_headers, **routing_reply_headers(sender, hub_party)}
     if req.method == "GET" and req.interface_role == "SENDER" and not req.segments:
         page = parse_page(dict(request.query))
-        owners = hub.roaming.visible_owners(req.platform, sender, roles, req.module)
-        items, total, losses = await get_all(hub.store, req.module, roles, page, version=msg.version, owners=owners)
+        if req.module in CATCHUP_MODULES:  # what was routed to the caller (docs/catchup.md)
+            items, total, losses = await fetch(hub, req.module, req.platform, sender, roles, page, msg.version)
+        else:
+            owners = hub.roaming.visible_owners(req.platform, sender, roles, req.module)
+            items, total, losses = await get_all(hub.store, req.module, roles, page, version=msg.version,
+                                                 owners=owners)
         base = (f"{hub.settings.public_url.rstrip('/')}/ocpi/2.1.1/{req.module}" if msg.version == V211
                 else f"{hub.settings.public_url.rstrip('/')}/ocpi/{msg.version}/sender/{req.module}")
         headers.update(page_headers(base, page, len(items), total))
-        ex.outcome = "get_all"
+        ex.outcome = "catchup" if req.module in CATCHUP_MODULES else "get_all"
         if losses:
-            ex.translation = {"reports": [{"of": "get_all", "to": msg.version,
+            ex.translation = {"reports": [{"of": ex.outcome, "to": msg.version,
                                            "losses": [loss.as_dict() for loss in losses]}]}
         return ocpi_response(items, headers=headers)
     check_broadcast(req.module, req.interface_role, req.method)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-from collections.abc import AsyncIterator, Collection, Iterable
+from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qs
@@ -91,9 +91,44 @@ async def object_lock(redis: Redis, prefix: str, module: str, segs: list[str], b
             del _local_locks[name]
 
 
-def _last_updated(data: dict[str, Any]) -> datetime:
+def last_updated_of(data: dict[str, Any]) -> datetime:
+    """An object's own last_updated (what date_from/date_to filter on); now when it has none."""
     value = data.get("last_updated")
     return parse_datetime(value, "last_updated") if isinstance(value, str) else utcnow()
+
+
+def merge_patch(kind: str, kept: dict[str, Any], kept_version: str, patch: dict[str, Any], version: str,
+                owner: tuple[str, str]) -> dict[str, Any]:
+    """A PATCH of a whole object merged into the hub's copy: its fields replace the copy's (OCPI 2.2.1 Transport and
+    format, PATCH). A PATCH written in another version than the copy (its owner moved to a newer one) is translated
+    into the copy's version first."""
+    if version != kept_version:
+        patch = translate(kind, patch, source=version, target=kept_version,
+                          ctx=Context(owner=owner, partial=True)).data
+    return {**kept, **patch}
+
+
+def in_version(objects: Sequence[tuple[str, dict[str, Any], str, Context]],
+               version: str) -> tuple[list[dict[str, Any]], list[Loss]]:
+    """A page of kept objects, each ``(kind, data, version it is written in, context)``, in the viewer's
+    ``version``; an object that version cannot hold is left out and reported (its index names it)."""
+    if all(written_in == version for _, _, written_in, _ in objects):
+        return [data for _, data, _, _ in objects], []
+    out: list[dict[str, Any]] = []
+    losses: list[Loss] = []
+    for i, (kind, data, written_in, ctx) in enumerate(objects):
+        if written_in == version:
+            out.append(data)
+            continue
+        try:
+            done = translate(kind, data, source=written_in, target=version, ctx=ctx)
+        except Untranslatable as exc:
+            losses.append(Loss(f"data[{i}]", DROPPED, f"left out of the page: {exc.message}",
+                               f"{written_in}>{version}"))
+            continue
+        out.append(done.data)
+        losses.extend(Loss(f"data[{i}].{loss.path}", loss.rule, loss.detail, loss.step) for loss in done.losses)
+    return out, losses
 
 
 def _find_child(parent: dict[str, Any], field: str, key: str, child_id: str) -> dict[str, Any] | None:
@@ -127,24 +162,22 @@ async def store_push(store: ObjectStore, module: str, method: str, segs: list[st
     cc, pid = segs[0].upper(), segs[1].upper()
     oid = object_id(module, segs, body, query)
     existing = await store.get_object(module, cc, pid, oid)
-    if existing is not None and existing.ocpi_version != version:
-        if len(segs) == 3 and method == "PUT":
-            existing = None
-        else:
-            kind = _KIND_AT_DEPTH[module][len(segs)]
-            body = translate(kind, body, source=version, target=existing.ocpi_version,
-                             ctx=Context(owner=(cc, pid), partial=method == "PATCH")).data
-            version = existing.ocpi_version
     if len(segs) == 3:
-        if method == "PUT" or existing is None:
-            if method != "PUT":
-                return  # a PATCH of an object the hub never saw cannot become a whole object
-            data = body
+        if method == "PUT":
+            data = body  # a whole object, in its owner's current version
+        elif existing is None:
+            return  # a PATCH of an object the hub never saw cannot become a whole object
         else:
-            data = {**existing.data, **body}
+            data = merge_patch(_KIND_AT_DEPTH[module][3], existing.data, existing.ocpi_version, body, version,
+                               (cc, pid))
+            version = existing.ocpi_version
     else:  # Locations: EVSE (depth 4) or Connector (depth 5)
         if existing is None:
             return
+        if existing.ocpi_version != version:
+            body = translate(_KIND_AT_DEPTH[module][len(segs)], body, source=version, target=existing.ocpi_version,
+                             ctx=Context(owner=(cc, pid), partial=method == "PATCH")).data
+            version = existing.ocpi_version
         data = copy.deepcopy(existing.data)
         replace = method == "PUT"
         if len(segs) == 4:
@@ -156,10 +189,10 @@ async def store_push(store: ObjectStore, module: str, method: str, segs: list[st
             _apply_child(evse, "connectors", "id", segs[4], body, replace)
         pushed = body.get("last_updated")
         if isinstance(pushed, str) and (not isinstance(data.get("last_updated"), str)
-                                        or _last_updated(body) > _last_updated(data)):
+                                        or last_updated_of(body) > last_updated_of(data)):
             data["last_updated"] = pushed  # OCPI: a child's change bumps the parent's last_updated
     await store.save_object(StoredObject(module=module, country_code=cc, party_id=pid, object_id=oid,
-                                         last_updated=_last_updated(data), data=data, ocpi_version=version))
+                                         last_updated=last_updated_of(data), data=data, ocpi_version=version))
 
 
 async def forget_deleted(store: ObjectStore, module: str, segs: list[str]) -> None:
@@ -185,21 +218,7 @@ async def get_all(store: ObjectStore, module: str, viewer_roles: Iterable[str], 
         return [], 0, []
     items, total = await store.list_objects(module, date_from=page.date_from, date_to=page.date_to,
                                             offset=page.offset, limit=page.limit, owners=owners)
-    if all(o.ocpi_version == version for o in items):
-        return [o.data for o in items], total, []
-    out: list[dict[str, Any]] = []
-    losses: list[Loss] = []
-    for i, o in enumerate(items):
-        if o.ocpi_version == version:
-            out.append(o.data)
-            continue
-        try:
-            done = translate(_KIND_AT_DEPTH[module][3], o.data, source=o.ocpi_version, target=version,
-                             ctx=Context(owner=(o.country_code, o.party_id)))
-        except Untranslatable as exc:
-            losses.append(Loss(f"data[{i}]", DROPPED, f"left out of the page: {exc.message}",
-                               f"{o.ocpi_version}>{version}"))
-            continue
-        out.append(done.data)
-        losses.extend(Loss(f"data[{i}].{loss.path}", loss.rule, loss.detail, loss.step) for loss in done.losses)
+    kind = _KIND_AT_DEPTH[module][3]
+    out, losses = in_version([(kind, o.data, o.ocpi_version, Context(owner=(o.country_code, o.party_id)))
+                              for o in items], version)
     return out, total, losses

@@ -137,6 +137,9 @@ class Settings(BaseSettings):
         "hashes: the first seals, all open (rotation). Unset: a key kept in the data dir; required with MongoDB")
     token_retention_days: int = Field(
         365, ge=1, le=3650, description="days a token stored for GET All is kept after its last_updated")
+    catchup_days: int = Field(
+        30, ge=0, le=3650, description="days the hub keeps each Session and CDR it routed (sealed, from its last "
+        "update) so its receiver can fetch it again (docs/catchup.md); 0 = keep none and serve none")
     route_hint_retention_days: int = Field(
         365, ge=1, le=3650, description="days an open-routing hint is kept after it was last seen")
     console: bool = Field(True, description="serve the operator console at /console (docs/console.md)")

@@ -15,10 +15,13 @@ import aiohttp
 import pytest
 import redis as sync_redis
 from aiohttp import web
+from mongomock_motor import AsyncMongoMockClient
 
 from hub.app import create_app
 from hub.connections import start_site
+from hub.context import HUB_KEY
 from hub.settings import Settings
+from hub.store.mongo import MongoStore
 from tests.partners import ALL_MODULES, FakePartner, Party
 
 ADMIN_TOKEN = "test-admin-token-7Qx2Lm9Vp4Rz8Kd3"  # strong enough for `serve` outside development
@@ -192,6 +195,33 @@ async def make_hub(backend: str | None) -> AsyncIterator[MakeHub]:
     finally:
         for h in started:
             await stop_hub(h)
+            if backend:
+                cleanup_prefix(h.settings.key_prefix)
+
+
+@pytest.fixture(params=["sqlite", "mongomock"])
+async def make_store_hub(request: pytest.FixtureRequest, backend: str | None) -> AsyncIterator[MakeHub]:
+    """``make_hub`` on both stores (what lives in the store matters to the test) and, through ``backend``, both
+    queue backends. mongomock stands in for MongoDB, which cannot run here."""
+    started: list[HubHarness] = []
+
+    async def make(**overrides: Any) -> HubHarness:
+        store = None
+        if request.param == "mongomock":
+            store = MongoStore(AsyncMongoMockClient(), "hub-" + uuid.uuid4().hex[:8])
+            await store.open()
+        h = await start_hub(hub_settings(redis_url=backend, **overrides), store=store)
+        started.append(h)
+        return h
+
+    try:
+        yield make
+    finally:
+        for h in started:
+            await stop_hub(h)
+            store = h.app[HUB_KEY].store
+            if isinstance(store, MongoStore):
+                await store.close()
             if backend:
                 cleanup_prefix(h.settings.key_prefix)
 

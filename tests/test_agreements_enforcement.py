@@ -7,19 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from aiohttp import web
-from mongomock_motor import AsyncMongoMockClient
 
 from hub.context import HUB_KEY, Hub
-from hub.store.mongo import MongoStore
-from tests.conftest import HubHarness, MakeHub, cleanup_prefix, cpo, emsp, hub_settings, start_hub, stop_hub
+from tests.conftest import HubHarness, MakeHub, cpo, emsp
 from tests.partners import ALL_MODULES, FakePartner, Party, Received, default_responder, envelope, ocpi_token
 from tests.test_broadcast import HUB, LOCATION
 
@@ -61,31 +58,11 @@ class Net:
         return float(self.core.metrics.pushes_refused.labels(kind="broadcast")._value.get())
 
 
-@pytest.fixture(params=["sqlite", "mongomock"])
-async def make_hub(request: pytest.FixtureRequest, backend: str | None) -> AsyncIterator[MakeHub]:
-    """Every enforcement test on both stores (agreements, the GET All owner filter and platforms live there) and,
-    through ``backend``, both queue backends. mongomock stands in for MongoDB, which cannot run here."""
-    started: list[HubHarness] = []
-
-    async def make(**overrides: Any) -> HubHarness:
-        store = None
-        if request.param == "mongomock":
-            store = MongoStore(AsyncMongoMockClient(), "hub-" + uuid.uuid4().hex[:8])
-            await store.open()
-        h = await start_hub(hub_settings(redis_url=backend, **overrides), store=store)
-        started.append(h)
-        return h
-
-    try:
-        yield make
-    finally:
-        for h in started:
-            await stop_hub(h)
-            store = h.app[HUB_KEY].store
-            if isinstance(store, MongoStore):
-                await store.close()
-            if backend:
-                cleanup_prefix(h.settings.key_prefix)
+@pytest.fixture
+def make_hub(make_store_hub: MakeHub) -> MakeHub:
+    """Every enforcement test on both stores (agreements, the GET All owner filter and platforms live there) and
+    both queue backends."""
+    return make_store_hub
 
 
 async def network(make_hub: MakeHub, **settings: Any) -> Net:

@@ -16,7 +16,7 @@ from urllib.parse import parse_qs, urlsplit
 from aiohttp import web
 from multidict import CIMultiDict
 
-from tests.conftest import HubHarness, cpo, emsp
+from tests.conftest import HubHarness, MakeHub, cpo, emsp
 from tests.partners import FakePartner, Party, Received, envelope, ocpi_token
 
 HUB = Party("NL", "HUB", "HUB")
@@ -280,7 +280,9 @@ async def test_a_tariff_its_owner_deletes_at_a_receiver_leaves_get_all(hub: HubH
         assert headers["X-Total-Count"] == "1"
 
 
-async def test_sessions_and_cdrs_are_not_served_by_get_all(hub: HubHarness) -> None:
+async def test_sessions_and_cdrs_are_refused_when_the_hub_keeps_none_for_catch_up(make_hub: MakeHub) -> None:
+    """With catch-up on (the default) they are served from what was routed to the caller: tests/test_catchup.py."""
+    hub = await make_hub(catchup_days=0)
     _, _, emsp_a, _ = await connect(hub)
     for module in ("sessions", "cdrs"):
         status, headers, body = await get_all(hub, emsp_a, module, "date_from=2024-01-01T00:00:00Z")
