@@ -7,7 +7,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,6 @@ from mongomock_motor import AsyncMongoMockClient
 
 from hub.app import create_app
 from hub.connections import start_site
-from hub.context import HUB_KEY
 from hub.settings import Settings
 from hub.store.mongo import MongoStore
 from tests.partners import ALL_MODULES, FakePartner, Party
@@ -180,13 +179,18 @@ async def hub(backend: str | None) -> AsyncIterator[HubHarness]:
 MakeHub = Callable[..., Awaitable[HubHarness]]
 
 
-@pytest.fixture
-async def make_hub(backend: str | None) -> AsyncIterator[MakeHub]:
-    """Hubs with settings of the test's choosing (timeouts, limits, windows), on the ``hub`` fixture's backends."""
+@asynccontextmanager
+async def hubs(backend: str | None, store: str = "sqlite") -> AsyncIterator[MakeHub]:
+    """Starts hubs on demand, on one queue backend and one store ("sqlite", or "mongomock", which stands in for
+    MongoDB here); stops them all at the end."""
     started: list[HubHarness] = []
+    given: list[MongoStore] = []
 
     async def make(**overrides: Any) -> HubHarness:
-        h = await start_hub(hub_settings(redis_url=backend, **overrides))
+        if store == "mongomock":
+            given.append(MongoStore(AsyncMongoMockClient(), "hub-" + uuid.uuid4().hex[:8]))
+            await given[-1].open()
+        h = await start_hub(hub_settings(redis_url=backend, **overrides), store=given[-1] if given else None)
         started.append(h)
         return h
 
@@ -197,33 +201,22 @@ async def make_hub(backend: str | None) -> AsyncIterator[MakeHub]:
             await stop_hub(h)
             if backend:
                 cleanup_prefix(h.settings.key_prefix)
+        for mongo in given:
+            await mongo.close()
+
+
+@pytest.fixture
+async def make_hub(backend: str | None) -> AsyncIterator[MakeHub]:
+    """Hubs with settings of the test's choosing (timeouts, limits, windows), on the ``hub`` fixture's backends."""
+    async with hubs(backend) as make:
+        yield make
 
 
 @pytest.fixture(params=["sqlite", "mongomock"])
 async def make_store_hub(request: pytest.FixtureRequest, backend: str | None) -> AsyncIterator[MakeHub]:
-    """``make_hub`` on both stores (what lives in the store matters to the test) and, through ``backend``, both
-    queue backends. mongomock stands in for MongoDB, which cannot run here."""
-    started: list[HubHarness] = []
-
-    async def make(**overrides: Any) -> HubHarness:
-        store = None
-        if request.param == "mongomock":
-            store = MongoStore(AsyncMongoMockClient(), "hub-" + uuid.uuid4().hex[:8])
-            await store.open()
-        h = await start_hub(hub_settings(redis_url=backend, **overrides), store=store)
-        started.append(h)
-        return h
-
-    try:
+    """``make_hub`` on both stores (for tests where what lives in the store matters) and both queue backends."""
+    async with hubs(backend, request.param) as make:
         yield make
-    finally:
-        for h in started:
-            await stop_hub(h)
-            store = h.app[HUB_KEY].store
-            if isinstance(store, MongoStore):
-                await store.close()
-            if backend:
-                cleanup_prefix(h.settings.key_prefix)
 
 
 # The official OCPI example payloads (ocpi/ocpi, examples/<version>/), kept outside the repository beside it.
