@@ -188,6 +188,10 @@ async def route(request: web.Request, hub: Hub, platform: Platform, version: str
         await learn(req, hub.hints, route_.to)
         if (module, req.method, role) in USAGE_EVENTS:
             hub.usage.note(module, req.json_body, sender.key, route_.to.key, utcnow().date())
+        if (module, req.method, role) in CATCHUP_EVENTS:  # kept in the store too, before the 1000 (catch-up)
+            await keep_routed(hub, module=module, method=req.method, segments=req.segments, json_body=msg.original,
+                              version=version, sender=sender, receiver=route_.to,
+                              receiver_platform_id=route_.receiver.id)
         msg.record(hub, ex)
         return answer
     reply = await forward(request, hub, req, route_.receiver.id, route_.group, body=rewritten.body,

@@ -316,3 +316,17 @@ async def test_a_replayed_broadcast_older_than_what_the_receiver_has_is_dropped(
     assert [r.json()["name"] for r in receiver.received] == ["v1", "v2"]
     status, queues = await hub.admin("GET", "/admin/queues")
     assert sum(q["depth"] for q in queues) == 0
+
+
+async def test_a_cdr_accepted_for_later_delivery_can_be_fetched_through_catch_up_at_once(make_hub: MakeHub) -> None:
+    """Accepted means kept: the eMSP that was away can fetch it from the hub (docs/catchup.md) even before the
+    hub managed to deliver it."""
+    hub, sender, receiver, receiver_id = await pair(make_hub)
+    await opt_in(hub, receiver_id, "cdrs")
+    receiver.responder = failing(1000, status=503)
+    status, body = await send_cdr(hub, sender, receiver, cdr("CDR9"))
+    assert (status, body["status_code"]) == (200, 1000), body
+
+    status, _, page = await receiver.call(hub.session, "GET", "cdrs", "SENDER", "", to=Party("NL", "HUB", "HUB"))
+
+    assert status == 200 and [c["id"] for c in page["data"]] == ["CDR9"], page
