@@ -8,6 +8,7 @@ Every test runs on both queue backends (embedded fakeredis and the real Redis at
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from typing import Any
 
@@ -15,6 +16,7 @@ import pytest
 from aiohttp import web
 
 from tests.conftest import ADMIN_TOKEN, HubHarness, MakeHub, cpo, emsp
+from tests.console_helpers import Console
 from tests.partners import FakePartner, Party, Received, default_responder, envelope
 from tests.test_callbacks import from_, issue, post_raw
 from tests.test_cli import Result
@@ -330,3 +332,22 @@ async def test_a_cdr_accepted_for_later_delivery_can_be_fetched_through_catch_up
     status, _, page = await receiver.call(hub.session, "GET", "cdrs", "SENDER", "", to=Party("NL", "HUB", "HUB"))
 
     assert status == 200 and [c["id"] for c in page["data"]] == ["CDR9"], page
+
+
+async def test_the_console_shows_what_waits_for_whom(make_hub: MakeHub) -> None:
+    hub, sender, receiver, receiver_id = await pair(make_hub)
+    await opt_in(hub, receiver_id, "cdrs")
+    await receiver.stop()
+    for i in range(2):
+        assert (await send_cdr(hub, sender, receiver, cdr(f"CDR{i}")))[1]["status_code"] == 1000
+    console = Console(hub)
+    await console.login()
+
+    status, _, panel = await console.request("GET", "/console/messages/queues")
+
+    assert status == 200
+    row = re.search(r'<table class="grid" id="stored-table">.*?</table>', panel, re.S)
+    assert row is not None, panel
+    cells = re.findall(r"<td>(.*?)</td>", row.group(0))
+    module, waiting, oldest, accepted = cells[1:5]
+    assert (module, waiting, accepted) == ("cdrs", "2", "2") and oldest.endswith(" s"), cells

@@ -105,8 +105,8 @@ async def page(request: web.Request) -> web.Response:
         records = await hub.store.query_audit(AuditQuery(since=utcnow() - timedelta(days=1), limit=25))
     return render(request, "messages.html", {
         "s": s, "records": records, "cut": cut, "names": names_of(hub), "modules": AUDIT_MODULES,
-        "outcomes": OUTCOMES, "queues": await hub.queue.stats(), "letters": await _letters(hub, None),
-        "receiver": "",
+        "outcomes": OUTCOMES, "queues": await hub.queue.stats(), "stored": await _stored(hub),
+        "letters": await _letters(hub, None), "receiver": "",
     })
 
 
@@ -153,7 +153,13 @@ async def trail(request: web.Request) -> web.Response:
 
 async def queues(request: web.Request) -> web.Response:
     hub = hub_from(request)
-    return render(request, "_queues.html", {"queues": await hub.queue.stats(), "names": names_of(hub)})
+    return render(request, "_queues.html", {"queues": await hub.queue.stats(), "stored": await _stored(hub),
+                                            "names": names_of(hub)})
+
+
+async def _stored(hub: Hub) -> list[dict[str, Any]]:
+    """Store-and-forward per receiver and module (docs/store-and-forward.md)."""
+    return await hub.delivery.ledger.stats() if hub.delivery.ledger is not None else []
 
 
 async def dead_letters(request: web.Request) -> web.Response:
