@@ -52,7 +52,9 @@ class Settings(BaseSettings):
     max_reply_bytes: int = Field(
         32 * 1024 * 1024, ge=64 * 1024, le=1024**3,
         description="largest answer read from a receiver (bytes); a larger one is 502/4000, never buffered whole")
-    max_inflight_per_receiver: int = Field(32, ge=1)
+    max_inflight_per_receiver: int = Field(
+        32, ge=1, description="messages in flight per receiver and hub process; a receiver sees at most this times "
+                              "the live hub processes sharing Redis")
     delivery_concurrency: int = Field(512, ge=1, description="deliveries one process runs at once")
     connections_per_receiver: int = Field(64, ge=1)
 

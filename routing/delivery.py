@@ -31,7 +31,7 @@ from routing.ocpi.errors import HubUnavailable
 from routing.ocpi.headers import REQUEST_ID, ROUTING_HEADERS, new_id
 from routing.ocpi.versions import V211, V221, token_encoding
 from routing.outbound import OutboundPolicy, host_of, refused_address
-from routing.platform import ConnectionStatus, Platform
+from routing.platform import PER_ENDPOINT_CACHE, PER_PLATFORM_CACHE, ConnectionStatus, Platform
 from routing.queue import DeliveryQueue, Message
 from routing.redis_health import RedisHealth
 from routing.retry import backoff, describe, push_verdict
@@ -66,13 +66,13 @@ def join_url(base: str, tail: str, query: str = "") -> str:
     return url
 
 
-@functools.lru_cache(maxsize=1024)
+@functools.lru_cache(maxsize=PER_ENDPOINT_CACHE)
 def _endpoint_base(base: str) -> str:
     """A partner's endpoint URL, encoded, its path as advertised (a handful per platform, parsed once)."""
     return str(URL(base))
 
 
-@functools.lru_cache(maxsize=1024)
+@functools.lru_cache(maxsize=PER_PLATFORM_CACHE)
 def _authorization(token: str, version: str | None) -> str:
     """OCPI 2.1.1 receivers read the raw token; 2.2 and later Base64 (OCPI 2.2.1 Authorization header)."""
     return authorization_header(token, token_encoding(version or V221))
@@ -135,6 +135,11 @@ def hub_error_reply(code: int, message: str, cause: str = "") -> Reply:
 
 # How often a process's reaper also expires and caps dead letters (every process does, idempotently).
 TRIM_DEAD_LETTERS_EVERY = 60.0
+# Heartbeats of the delivery engines: how often, and how long one counts as live without one. The in-flight limit
+# per receiver is the per-process setting times the live engines, so a busy receiver gets more from more workers
+# while what it sees stays bounded (docs/architecture.md, "In-flight limit").
+HEARTBEAT_EVERY = 2.0
+HEARTBEAT_TTL = 10.0
 
 
 class Delivery:
@@ -194,6 +199,7 @@ class Delivery:
         # superseded (metrics).
         self.on_stored: Callable[[Message, ForwardRequest, str], None] | None = None
         self.process_id = uuid.uuid4().hex
+        self.inflight_per_process = queue.max_inflight
         self._pending: dict[str, asyncio.Future[Reply]] = {}
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
@@ -206,6 +212,7 @@ class Delivery:
 
     # -- lifecycle -------------------------------------------------------------------------------------
     async def start(self) -> None:
+        await self._beat()
         self._pubsub = self.redis.pubsub()
         await self._pubsub.subscribe(keys.wake_channel(self.prefix), keys.reply_channel(self.prefix, self.process_id))
         self._loops = [
@@ -226,6 +233,18 @@ class Delivery:
         if self._pubsub is not None:
             with contextlib.suppress(Exception):
                 await self._pubsub.aclose()
+        with contextlib.suppress(Exception):  # the others' limits shrink at their next heartbeat
+            await self.redis.zrem(keys.processes(self.prefix), self.process_id)
+
+    async def _beat(self) -> None:
+        """Count this engine live, and take the receivers' in-flight limit as its share times the live engines."""
+        now, key = time.time(), keys.processes(self.prefix)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.zadd(key, {self.process_id: now})
+        pipe.zremrangebyscore(key, "-inf", now - HEARTBEAT_TTL)
+        pipe.zcard(key)
+        live = int((await pipe.execute())[2])
+        await self.queue.set_max_inflight(self.inflight_per_process * max(1, live))
 
     # -- direct requests ---------------------------------------------------------------------------------
     async def send_direct(self, msg: Message, fwd: ForwardRequest | None = None) -> Reply:
@@ -584,9 +603,13 @@ class Delivery:
     async def _reap(self) -> None:
         loop = asyncio.get_running_loop()
         next_trim = loop.time() + random.uniform(0, TRIM_DEAD_LETTERS_EVERY)  # workers spread out
+        next_beat = loop.time() + HEARTBEAT_EVERY
         while True:
             await asyncio.sleep(1.0)
             try:
+                if loop.time() >= next_beat:
+                    next_beat = loop.time() + HEARTBEAT_EVERY
+                    await self._beat()
                 if await self.queue.reap():
                     self._wake.set()
                 if loop.time() >= next_trim:

@@ -31,6 +31,8 @@ Delivery queue layout (``P`` = ``{prefix}:``; *token* = ``group_token(receiver, 
 ``P platforms``            pubsub  a platform changed: processes reload it
 ``P rate-used``            hash    platform id -> requests admitted so far by all processes (rate limits)
 ``P console-revoked:<sid>`` string  a console session that logged out; TTL = the rest of its lifetime
+``P processes``            zset    live delivery engines (process id -> last heartbeat): the in-flight limit per
+                                   receiver is HUB_MAX_INFLIGHT_PER_RECEIVER times their number
 ``P sf:<request id>``      hash    store-and-forward: "<sender>><receiver>" -> message id (TTL = window + 1 day)
 ``P sf-msg:<id>``          hash    store-and-forward: one message's delivery state (TTL = window + 1 day)
 ``P sf-waiting:<r>:<mod>`` zset    store-and-forward messages not yet delivered -> accepted at
@@ -203,3 +205,8 @@ def sf_counts(prefix: str) -> str:
 def sf_version(prefix: str, receiver: str, path: str) -> str:
     """The newest version of the object at ``path`` (module + ids) that reached ``receiver``."""
     return f"{base(prefix)}sf-version:{receiver}:{path}"
+
+
+def processes(prefix: str) -> str:
+    """Live hub processes (delivery engines), by last heartbeat."""
+    return f"{base(prefix)}processes"

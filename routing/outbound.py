@@ -31,7 +31,7 @@ from aiohttp.resolver import DefaultResolver
 from yarl import URL
 
 from routing.ocpi.errors import InvalidParameters
-from routing.platform import Platform
+from routing.platform import PER_ENDPOINT_CACHE, Platform
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # well-known NAT64 prefix: the last 32 bits are an IPv4 address
@@ -59,7 +59,7 @@ def address_refusal(ip: IPAddress) -> str | None:
     return None
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=PER_ENDPOINT_CACHE)
 def _refusal(url: str, allow_private: bool, own: tuple[str, int] | None) -> str | None:
     try:
         parsed = URL(url)
@@ -85,7 +85,7 @@ def _refusal(url: str, allow_private: bool, own: tuple[str, int] | None) -> str 
     return f"{why} is not allowed" if why else None
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=PER_ENDPOINT_CACHE)
 def host_of(url: str) -> str | None:
     """The host a URL points at, lower-cased, without brackets; None when there is none."""
     try:

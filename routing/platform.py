@@ -31,7 +31,13 @@ def new_token() -> str:
     return secrets.token_urlsafe(32)
 
 
-@functools.lru_cache(maxsize=4096)  # every request hashes its token; few distinct tokens are live at once
+# Caches keyed by something each platform has one or a few of (a token, an endpoint URL) are sized for 10,000
+# platforms: a hub with more platforms than entries would miss on every request (docs/architecture.md, "Scale").
+PER_PLATFORM_CACHE = 1 << 15
+PER_ENDPOINT_CACHE = 1 << 17  # a dozen endpoint URLs per platform
+
+
+@functools.lru_cache(maxsize=PER_PLATFORM_CACHE)  # every request hashes its token
 def hash_token(token: str) -> str:
     """Inbound tokens are stored as SHA-256 hashes so a leaked store does not leak access."""
     return hashlib.sha256(token.encode()).hexdigest()

@@ -84,7 +84,7 @@ _REAP_BATCH = 256
 _TRIM_BATCH = 1000  # dead letters evicted per receiver and script call at most: no long script after a lowered cap
 # Scripts that only finish, move or drop work: allowed when Redis is at maxmemory, so a full queue can drain.
 _ALLOW_OOM = frozenset({"ack", "claim", "retry", "dead_letter", "reap", "delete_dead_letter", "purge",
-                        "trim_dead_letters"})
+                        "trim_dead_letters", "unpark"})
 _SHEBANG = "#!lua flags=allow-oom\n"
 
 _Arg = str | bytes | int
@@ -165,6 +165,7 @@ def _load_scripts() -> dict[str, str]:
         "delete_dead_letter",
         "purge",
         "trim_dead_letters",
+        "unpark",
     )
     return {name: prelude + "\n" + (folder / f"{name}.lua").read_text(encoding="utf-8") for name in names}
 
@@ -408,6 +409,17 @@ class DeliveryQueue:
             keys.dead_letters_of(p, receiver),
         ]
         return int(await self._run("purge", script_keys, [receiver]))
+
+    async def set_max_inflight(self, max_inflight: int) -> int:
+        """Change the in-flight limit per receiver (the hub processes sharing Redis changed in number); when it
+        rose, parked groups get the new slots at once instead of at the next hand-over. Returns the groups moved."""
+        if max_inflight < 1:
+            raise ValueError("max_inflight must be at least 1")
+        rose = max_inflight > self.max_inflight
+        self.max_inflight = max_inflight
+        if not rose:
+            return 0
+        return int(await self._run("unpark", [keys.receivers(self.prefix)], [max_inflight]))
 
     async def stats(self) -> list[ReceiverStats]:
         """Queue health per receiver, sorted by receiver; two round trips, O(receivers)."""

@@ -173,6 +173,27 @@ async def test_receiver_inflight_limit_parks_extra_groups_until_ack(rb: Backend)
     assert (await stats_of(q, "R"))[1] == 2
 
 
+async def test_a_raised_inflight_limit_hands_parked_groups_the_new_slots_in_order(rb: Backend) -> None:
+    """Another hub process came up: the limit per receiver rises, and what was parked goes out at once (in its
+    order), not only at the next ack; a lowered limit takes nothing back that is out, and parks again."""
+    q = rb.queue(max_inflight=1)
+    for g in ("a", "b", "c", "d"):
+        await q.enqueue(msg("R", g, g.encode()))
+    first = await q.claim(10)
+    assert payloads(first) == [b"a"]
+
+    assert await q.set_max_inflight(3) == 2
+    second = await q.claim(10)
+    assert payloads(second) == [b"b", b"c"]
+    assert (await stats_of(q, "R"))[1] == 3
+
+    assert await q.set_max_inflight(1) == 0
+    for m in (*first, *second):
+        assert await q.ack(m)
+    assert payloads(await q.claim(10)) == [b"d"]
+    assert (await stats_of(q, "R"))[1] == 1
+
+
 async def test_parked_group_gets_the_freed_slot_before_newer_groups(rb: Backend) -> None:
     q = rb.queue(max_inflight=1)
     await q.enqueue(msg("R", "a", b"a"))
