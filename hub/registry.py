@@ -30,7 +30,7 @@ from redis.asyncio import Redis
 from hub.store.protocol import Store
 from routing.agreements import Policy
 from routing.outbound import registered_hosts
-from routing.platform import Party, Platform, hash_token, party_key
+from routing.platform import Party, Platform, hash_token
 
 if TYPE_CHECKING:
     from routing.redis_health import RedisHealth
@@ -258,11 +258,12 @@ class PlatformRegistry:
         unknown[token_hash] = now + self._unknown_ttl
 
     def by_party(self, country_code: str, party_id: str) -> tuple[Platform, Party] | None:
-        platform_id = self._by_party.get(party_key(country_code, party_id))
+        cc, pid = country_code.upper(), party_id.upper()
+        platform_id = self._by_party.get(f"{cc}:{pid}")  # party_key, upper-cased once for both lookups
         platform = self._by_id.get(platform_id) if platform_id else None
         if platform is None:
             return None
-        party = platform.party(country_code, party_id)
+        party = platform.party(cc, pid)
         return (platform, party) if party is not None else None
 
 
