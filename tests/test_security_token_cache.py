@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -47,36 +48,39 @@ async def used(hub: HubHarness, sender: FakePartner, to: Party, *authorizations:
             assert await routed(hub, sender, to, authorization) == 200
 
 
-async def test_a_token_replaced_by_credentials_put_is_refused_at_once(hub: HubHarness) -> None:
+def both_forms(token: str | None) -> tuple[str, str]:
+    """Base64 and raw: remembered apart, refused alike."""
+    return ocpi_token(token or ""), f"Token {token}"
+
+
+async def pair_in_use(hub: HubHarness) -> tuple[FakePartner, FakePartner, dict[str, Any]]:
+    """Two connected platforms; the first one's token used (both forms) until it is surely remembered."""
     alpha, beta = cpo(), emsp()
     platform = await hub.connect(alpha)
     await hub.connect(beta)
-    old = alpha.token_c
-    assert old
-    both_forms = (ocpi_token(old), f"Token {old}")  # Base64 and raw: remembered apart
-    await used(hub, alpha, beta.party, *both_forms)
+    await used(hub, alpha, beta.party, *both_forms(alpha.token_c))
+    return alpha, beta, platform
+
+
+async def test_a_token_replaced_by_credentials_put_is_refused_at_once(hub: HubHarness) -> None:
+    alpha, beta, platform = await pair_in_use(hub)
+    old = both_forms(alpha.token_c)
     status, doc = await alpha.update(hub.session, platform["versions_url"])
     assert status == 200, doc
-    for authorization in both_forms:
+    for authorization in old:
         assert await routed(hub, alpha, beta.party, authorization) == 401
     assert await routed(hub, alpha, beta.party) == 200, "the new token works"
 
 
 async def test_a_removed_platform_is_refused_at_once(hub: HubHarness) -> None:
-    alpha, beta = cpo(), emsp()
-    platform = await hub.connect(alpha)
-    await hub.connect(beta)
-    await used(hub, alpha, beta.party, ocpi_token(alpha.token_c or ""))
+    alpha, beta, platform = await pair_in_use(hub)
     status, body = await hub.admin("DELETE", f"/admin/platforms/{platform['id']}")
     assert status == 200, body
     assert await routed(hub, alpha, beta.party) == 401
 
 
 async def test_a_suspended_platform_is_refused_at_once_and_resumed_at_once(hub: HubHarness) -> None:
-    alpha, beta = cpo(), emsp()
-    platform = await hub.connect(alpha)
-    await hub.connect(beta)
-    await used(hub, alpha, beta.party, ocpi_token(alpha.token_c or ""))
+    alpha, beta, platform = await pair_in_use(hub)
     status, body = await hub.admin("POST", f"/admin/platforms/{platform['id']}/suspend")
     assert status == 200, body
     assert await routed(hub, alpha, beta.party) == 403
