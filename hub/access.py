@@ -22,7 +22,17 @@ class Caller:
 
 
 async def authenticate(request: web.Request, hub: Hub, *, allow_token_a: bool) -> Caller:
-    caller = await _resolve(hub, token_candidates(request.headers.get("Authorization")), allow_token_a)
+    header = request.headers.get("Authorization")
+    registry = hub.registry
+    # A header that authenticated before, with nothing changed since, skips Base64 and SHA-256 (hub/registry.py);
+    # every check below still runs on the platform as it is now.
+    hit = registry.cached_caller(header) if header else None
+    if hit is not None:
+        caller = _admit(hit[0], hit[1], hit[2], allow_token_a)
+    else:
+        caller = await _resolve(hub, token_candidates(header), allow_token_a)
+        assert header is not None  # token_candidates refused a missing one
+        registry.remember_caller(header, caller.platform, caller.is_token_a, caller.token)
     ex = exchange_of(request)
     if ex is not None:
         ex.platform_id = caller.platform.id
@@ -54,6 +64,12 @@ async def _resolve(hub: Hub, candidates: list[str], allow_token_a: bool) -> Call
     if found is None:
         raise Unauthorized("unknown token")
     platform, is_token_a = found
+    token = next(c for c in candidates if _matches(platform, c, is_token_a))
+    return _admit(platform, is_token_a, token, allow_token_a)
+
+
+def _admit(platform: Platform, is_token_a: bool, token: str, allow_token_a: bool) -> Caller:
+    """The checks on the platform a token belongs to, as it is now (after a full lookup or a cached one)."""
     if platform.removed:
         raise Unauthorized("unknown token")
     if is_token_a and not allow_token_a:
@@ -61,7 +77,6 @@ async def _resolve(hub: Hub, candidates: list[str], allow_token_a: bool) -> Call
         raise Unauthorized("Token A may only be used on versions and credentials")
     if platform.status == ConnectionStatus.SUSPENDED:
         raise PlatformSuspended()
-    token = next(c for c in candidates if _matches(platform, c, is_token_a))
     return Caller(platform=platform, token=token, is_token_a=is_token_a)
 
 

@@ -31,6 +31,7 @@ from typing import Final
 
 from aiohttp import web
 
+from hub.exchange import EXCHANGE
 from routing.ocpi.errors import HubUnavailable
 
 # What a refusal counts as in ``ocpi_hub_admission_refused`` (a fixed label set).
@@ -184,36 +185,35 @@ class Ticket:
         room.requests -= 1
         room.bytes -= self.bytes
         self._room = self.receiver = None
-        self._forget_if_empty(receiver, room)
-
-    def _forget_if_empty(self, receiver: str, room: _Room) -> None:
-        if room.requests <= 0:
+        if room.requests <= 0:  # forgotten when empty
             self._admission._receivers.pop(receiver, None)
 
-
-TICKET: Final = web.RequestKey("admission_ticket", Ticket)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def admit(request: web.Request, admission: Admission) -> Ticket:
-    """This request's ticket (taken on the first call); released when the ``admitted`` handler returns."""
-    ticket = request.get(TICKET)
+    """This request's ticket (taken on the first call); released when the ``admitted`` handler returns.
+
+    Kept on the request's ``Exchange`` (every OCPI request has one, hub/observe.py): one attribute, where a request
+    key cost a failed lookup and an exception on every request."""
+    ex = request[EXCHANGE]
+    ticket = ex.ticket
     if ticket is None:
-        ticket = request[TICKET] = admission.ticket()
+        ticket = ex.ticket = admission.ticket()
     return ticket
 
 
 def admitted(handler: Handler) -> Handler:
-    """Wraps a handler that may ``admit`` its request: the ticket goes back however the handler ends."""
+    """Wraps an OCPI handler that may ``admit`` its request: the ticket goes back however the handler ends."""
 
     @functools.wraps(handler)
     async def wrapper(request: web.Request) -> web.StreamResponse:
+        ex = request[EXCHANGE]
         try:
             return await handler(request)
         finally:
-            ticket = request.get(TICKET)
-            if ticket is not None:
-                ticket.release()
+            if ex.ticket is not None:
+                ex.ticket.release()
 
     return wrapper

@@ -210,6 +210,7 @@ def _lifecycle(settings: Settings, given_store: HubStore | None, given_redis: Re
             await feed.close()
             await delivery.stop()
             await queue.close()
+            await hub.rate_limits.close()
             await health.close()
             await audit.stop()
             await hub.usage.stop()

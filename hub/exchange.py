@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+
+if TYPE_CHECKING:
+    from hub.admission import Ticket
 
 
 @dataclass(slots=True)
@@ -30,6 +33,7 @@ class Exchange:
     ocpi_version: str | None = None  # the caller's OCPI version
     receiver_version: str | None = None
     translation: dict[str, Any] | None = None  # the loss report of a translated body (docs/versions.md)
+    ticket: Ticket | None = None  # the request's share of the admission rooms, once taken (hub/admission.py)
 
 
 EXCHANGE = web.RequestKey("exchange", Exchange)

@@ -30,12 +30,14 @@ from redis.asyncio import Redis
 from hub.store.protocol import Store
 from routing.agreements import Policy
 from routing.outbound import registered_hosts
-from routing.platform import Party, Platform, hash_token, party_key
+from routing.platform import Party, Platform, hash_token
 
 if TYPE_CHECKING:
     from routing.redis_health import RedisHealth
 
 log = logging.getLogger("hub.registry")
+
+MAX_CACHED_CALLERS = 4096  # Authorization headers remembered (hub/access.py); all forgotten when full
 
 SavedHook = Callable[["Platform | None", Platform], Awaitable[None]]
 ChangeHook = Callable[[str], Awaitable[None]]
@@ -73,6 +75,11 @@ class PlatformRegistry:
         self._seq = 0
         self._touched: dict[str, int] = {}
         self._reads: dict[str, asyncio.Future[None]] = {}  # refresh() store reads in flight, one per platform
+        # Authorization headers that authenticated, with what they resolved to (platform, Token A?, token, its
+        # hash): a repeat skips Base64 and SHA-256 (hub/access.py). Emptied by every change of this view
+        # (_reindex), and each hit is checked against the platform's current token hash: a revoked token is
+        # never served from here.
+        self._callers: dict[str, tuple[Platform, bool, str, str]] = {}
 
     async def load(self) -> None:
         started = self._seq
@@ -106,6 +113,7 @@ class PlatformRegistry:
         self._by_token, self._by_party, self.policy_overrides = by_token, by_party, overrides
         self._unknown.clear()  # a change this process heard of may have issued one of them
         self._hosts = {}
+        self._callers = {}
 
     def _touch(self, platform_id: str) -> None:
         self._seq += 1
@@ -214,6 +222,24 @@ class PlatformRegistry:
                 return platform, True
         return None
 
+    def cached_caller(self, header: str) -> tuple[Platform, bool, str] | None:
+        """What ``header`` authenticated as last time (platform, Token A?, token), if nothing changed since."""
+        hit = self._callers.get(header)
+        if hit is None:
+            return None
+        platform, is_token_a, token, token_hash = hit
+        if self._by_id.get(platform.id) is not platform or token_hash != (
+                platform.token_a_hash if is_token_a else platform.inbound_token_hash):
+            del self._callers[header]  # changed in place: looked up in full again
+            return None
+        return platform, is_token_a, token
+
+    def remember_caller(self, header: str, platform: Platform, is_token_a: bool, token: str) -> None:
+        """Keep what ``header`` authenticated as, for ``cached_caller``; at most ``MAX_CACHED_CALLERS``."""
+        if len(self._callers) >= MAX_CACHED_CALLERS:
+            self._callers = {}
+        self._callers[header] = (platform, is_token_a, token, hash_token(token))
+
     def _known_unknown(self, token_hash: str) -> bool:
         until = self._unknown.get(token_hash)
         known = until is not None and until > time.monotonic()
@@ -232,11 +258,12 @@ class PlatformRegistry:
         unknown[token_hash] = now + self._unknown_ttl
 
     def by_party(self, country_code: str, party_id: str) -> tuple[Platform, Party] | None:
-        platform_id = self._by_party.get(party_key(country_code, party_id))
+        cc, pid = country_code.upper(), party_id.upper()
+        platform_id = self._by_party.get(f"{cc}:{pid}")  # party_key, upper-cased once for both lookups
         platform = self._by_id.get(platform_id) if platform_id else None
         if platform is None:
             return None
-        party = platform.party(country_code, party_id)
+        party = platform.party(cc, pid)
         return (platform, party) if party is not None else None
 
 

@@ -123,8 +123,10 @@ class Platform:
         return None
 
     def party(self, country_code: str, party_id: str) -> Party | None:
-        key = party_key(country_code, party_id)
+        # Compared field by field (a Party holds them upper-cased): no key string built per party, on every
+        # routed request.
+        cc, pid = country_code.upper(), party_id.upper()
         for p in self.parties:
-            if p.key == key:
+            if p.party_id == pid and p.country_code == cc:
                 return p
         return None

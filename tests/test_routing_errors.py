@@ -159,7 +159,12 @@ async def test_a_from_pair_the_platform_does_not_host_is_403(hub: HubHarness, cl
     {"OCPI-to-country-code": "DE", "OCPI-to-party-id": ""},
     {"OCPI-to-country-code": "DEU", "OCPI-to-party-id": "EMA"},
     {"OCPI-to-country-code": "DE", "OCPI-to-party-id": "EMAX"},
-], ids=["to-country-only", "to-party-only", "to-party-empty", "to-country-too-long", "to-party-too-long"])
+    {"OCPI-to-country-code": "D1", "OCPI-to-party-id": "EMA"},
+    {"OCPI-to-country-code": "DE", "OCPI-to-party-id": "EM-"},
+    {"OCPI-to-country-code": "DÉ", "OCPI-to-party-id": "EMA"},
+    {"OCPI-to-country-code": "DE", "OCPI-to-party-id": "EM²"},
+], ids=["to-country-only", "to-party-only", "to-party-empty", "to-country-too-long", "to-party-too-long",
+        "to-country-digit", "to-party-punctuation", "to-country-not-ascii", "to-party-not-ascii"])
 async def test_a_broken_to_pair_is_400_2001(hub: HubHarness, present: dict[str, str]) -> None:
     alpha, beta = await pair(hub)
     headers = {**as_(alpha), **present}

@@ -41,8 +41,8 @@ ROUTED_ORDER: Final = ("kept_at_us", "country_code", "party_id", "object_id")
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US: Final = timedelta(microseconds=1)
 
-_AUDIT_FIELD_ORDER: Final = tuple(f.name for f in dataclasses.fields(AuditRecord))
-AUDIT_FIELDS: Final = frozenset(_AUDIT_FIELD_ORDER)
+AUDIT_FIELD_ORDER: Final = tuple(f.name for f in dataclasses.fields(AuditRecord))
+AUDIT_FIELDS: Final = frozenset(AUDIT_FIELD_ORDER)
 # Fields AuditQuery.extra may filter on by equality: scalars only; time has since/until.
 AUDIT_EXTRA_FIELDS: Final = AUDIT_FIELDS - {"time", "body", "translation"}
 
@@ -216,7 +216,7 @@ def _rate_limit_from_doc(doc: dict[str, Any] | None) -> RateLimit | None:
 
 def audit_to_doc(record: AuditRecord) -> dict[str, Any]:
     # Shallow on purpose: dataclasses.asdict deep-copies every value, once per routed request.
-    doc = {name: getattr(record, name) for name in _AUDIT_FIELD_ORDER}
+    doc = {name: getattr(record, name) for name in AUDIT_FIELD_ORDER}
     _put_dt(doc, "time", record.time)
     return doc
 

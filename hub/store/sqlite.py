@@ -13,6 +13,7 @@ Route hints live in ``route_hints``, keyed by (kind, key, party). Sessions and C
 from __future__ import annotations
 
 import asyncio
+import operator
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -28,6 +29,7 @@ from hub.sealing import Sealer, process_sealer
 from hub.store.names import (
     AGREEMENTS,
     AUDIT,
+    AUDIT_FIELD_ORDER,
     OBJECT_ORDER,
     OBJECTS,
     PARTY_RESERVATIONS,
@@ -42,7 +44,6 @@ from hub.store.names import (
     agreement_to_doc,
     audit_extra_filters,
     audit_from_doc,
-    audit_to_doc,
     epoch_us,
     needs_reseal,
     now_us,
@@ -282,11 +283,16 @@ def _dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
+# A record's row straight from its attributes (one per routed request): the columns, then every other field but
+# ``time`` (time_us is its exact copy, and a column) as JSON, as ``audit_to_doc`` would hold them.
+_AUDIT_REST: Final = tuple(n for n in AUDIT_FIELD_ORDER if n != "time" and n not in _AUDIT_COLUMNS)
+_audit_columns_of: Final = operator.attrgetter(*(n for n in _AUDIT_COLUMNS if n not in ("id", "time_us")))
+_audit_rest_of: Final = operator.attrgetter(*_AUDIT_REST)
+
+
 def _audit_row(record: AuditRecord) -> tuple[Any, ...]:
-    doc = audit_to_doc(record)
-    doc.pop("time")  # time_us is the exact copy, and a column
-    columns = tuple(doc.pop(name) for name in _AUDIT_COLUMNS)
-    return (*columns, _dumps(doc))
+    return (record.id, epoch_us(record.time), *_audit_columns_of(record),
+            _dumps(dict(zip(_AUDIT_REST, _audit_rest_of(record), strict=True))))
 
 
 def _write_all(conn: sqlite3.Connection, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import re
 import time
 from dataclasses import dataclass
 
@@ -18,8 +17,6 @@ FROM_CC, FROM_PID = "OCPI-from-country-code", "OCPI-from-party-id"
 REQUEST_ID, CORRELATION_ID = "X-Request-ID", "X-Correlation-ID"
 ROUTING_HEADERS = (TO_CC, TO_PID, FROM_CC, FROM_PID)
 
-_CC = re.compile(r"^[A-Za-z]{2}$")
-_PID = re.compile(r"^[A-Za-z0-9]{3}$")
 
 
 def new_id() -> str:
@@ -67,7 +64,9 @@ def _pair(request: web.Request, cc_name: str, pid_name: str, what: str) -> Party
     if not cc or not pid:
         # OCPI: TO and FROM are used as pairs (OCPI 2.2.1 Routing headers)
         raise InvalidParameters(f"{what} routing headers must come as a pair: {cc_name} and {pid_name}")
-    if not _CC.match(cc) or not _PID.match(pid):
+    # country code: 2 ASCII letters; party id: 3 ASCII letters or digits (str methods: 4 per routed request, where
+    # a regular expression match costs several times as much)
+    if not (len(cc) == 2 and cc.isascii() and cc.isalpha() and len(pid) == 3 and pid.isascii() and pid.isalnum()):
         raise InvalidParameters(f"invalid {what} party {cc}/{pid}: country code is 2 letters, party id 3 characters")
     return Party(cc.upper(), pid.upper())
 
