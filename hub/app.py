@@ -36,7 +36,7 @@ from hub.store.protocol import HubStore
 from hub.usage import UsageRecorder
 from routing import keys
 from routing.agreements import Agreement, AgreementBook
-from routing.callbacks import Callbacks
+from routing.callbacks import Callbacks, ResultLifetime
 from routing.delivery import Delivery
 from routing.ocpi.versions import SUPPORTED
 from routing.open_routing import RouteHints
@@ -166,7 +166,9 @@ def _lifecycle(settings: Settings, given_store: HubStore | None, given_redis: Re
                   admin_token=settings.admin_token or secrets.token_urlsafe(24),
                   callbacks=Callbacks(redis, prefix=settings.key_prefix,
                                       base_url=settings.public_url.rstrip("/") + "/ocpi/2.2.1",
-                                      policy=outbound, hosts_of=registry.url_hosts),
+                                      policy=outbound, hosts_of=registry.url_hosts,
+                                      results=ResultLifetime(grace=settings.result_url_grace,
+                                                             maximum=settings.result_url_max_lifetime)),
                   hints=RouteHints(store, store.sealer.hint_keys), client_log=client_log, outbound=outbound,
                   admission=Admission(admission_limits(settings), on_refused=metrics_.count_admission_refused),
                   rate_limits=RateLimits(RateLimit(settings.rate_limit_rps, settings.rate_limit_burst), redis=redis,

@@ -178,7 +178,7 @@ async def route(request: web.Request, hub: Hub, platform: Platform, version: str
     rewritten = await rewrite_request(
         hub.callbacks, module=module, interface_role=role, method=req.method, body=out_body,
         json_body=out_json, query=req.query, requester=sender, requester_platform=platform.id,
-        receiver=route_.to,
+        receiver=route_.to, command=req.segments[0] if req.segments else "",
     )
     # A 2.1.1 sender sends no routing headers: the hub sets both, so a 2.2.1 or 2.3.0 receiver knows the parties.
     headers = routing_reply_headers(route_.to, sender) if version == V211 else None
@@ -200,7 +200,7 @@ async def route(request: web.Request, hub: Hub, platform: Platform, version: str
         if req.method == "DELETE" and role == "RECEIVER" and reply.accepted:
             await forget_deleted(hub.store, module, req.segments)
         await learn(req, hub.hints, route_.to)
-        await rearm_result_callback(hub.callbacks, rewritten.callback_id, reply.body)
+        await rearm_result_callback(hub.callbacks, rewritten, reply.body)
         if "Link" in reply.headers or "Location" in reply.headers:  # most answers have neither
             reply.headers = await rewrite_response_headers(
                 hub.callbacks, reply.headers, module=module, interface_role=role, caller=sender,

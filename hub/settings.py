@@ -98,6 +98,13 @@ class Settings(BaseSettings):
                     "becomes a dead letter (docs/store-and-forward.md)")
     store_forward_max_backoff: float = Field(
         300.0, ge=1, le=86400, description="longest wait between two attempts of a stored message (seconds)")
+    # Result URLs of commands and charging profiles (docs/ocpi-decisions.md, Callback URLs).
+    result_url_grace: float = Field(
+        60.0, gt=0, le=3600,
+        description="seconds a result URL outlives the CPO's timeout, or a reservation's expiry_date (RESERVE_NOW)")
+    result_url_max_lifetime: float = Field(
+        24 * 3600.0, gt=0, le=30 * 24 * 3600.0,
+        description="seconds a result URL lives at most, whatever timeout or expiry_date a partner names")
     alive_interval: float = Field(300.0, gt=0, description="silence before a still-alive GET versions")
     alive_check_every: float = Field(30.0, gt=0, description="how often silent platforms are looked at")
 

@@ -32,10 +32,31 @@ class Callback:
     id: str = ""
 
 
+@dataclass(frozen=True)
+class ResultLifetime:
+    """How long a result URL (command or charging-profile ``response_url``) lives: as long as its request can
+    still produce a result, and never longer than ``maximum`` (docs/ocpi-decisions.md, Callback URLs)."""
+
+    grace: float = 60.0  # after the CPO's timeout, or after a reservation's expiry_date
+    maximum: float = 24 * 3600.0  # whatever timeout or expiry_date a partner names (year 9999 included)
+    pending: float = 600.0  # until the CPO's synchronous answer tells its timeout
+
+    def seconds(self, *, timeout: float | None, holds_until: float | None, now: float) -> float:
+        """``timeout``: the CPO's answer (CommandResponse/ChargingProfileResponse ``timeout``), None before it
+        came; ``holds_until``: the epoch until which the request itself may still produce a result (a
+        reservation: its ``expiry_date``, when CANCELED_RESERVATION may come, OCPI 2.2.1 Commands)."""
+        life = self.pending if timeout is None else timeout + self.grace
+        if holds_until is not None:
+            life = max(life, holds_until - now + self.grace)
+        return min(life, self.maximum)
+
+
 class Callbacks:
     def __init__(self, redis: Redis, *, prefix: str, base_url: str, policy: OutboundPolicy | None = None,
-                 hosts_of: Callable[[str], frozenset[str]] | None = None) -> None:
+                 hosts_of: Callable[[str], frozenset[str]] | None = None,
+                 results: ResultLifetime | None = None) -> None:
         self.redis = redis
+        self.results = results or ResultLifetime()
         self.prefix = prefix
         self.base_url = base_url.rstrip("/") + "/callbacks"
         self.policy = policy or OutboundPolicy()
@@ -53,7 +74,7 @@ class Callbacks:
         return self.url_of(cb.id)
 
     async def extend(self, callback_id: str, ttl: float) -> None:
-        """Re-arm the expiry, e.g. to CommandResponse.timeout plus a margin once the CPO answered."""
+        """Re-arm the expiry (it may also shorten it), e.g. once the CPO told its timeout."""
         await self.redis.pexpire(keys.callback(self.prefix, callback_id), max(int(ttl * 1000), 1))
 
     async def resolve(self, callback_id: str) -> Callback | None:

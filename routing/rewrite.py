@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -22,10 +23,9 @@ from routing.callbacks import Callback, Callbacks
 from routing.delivery import ocpi_status_of
 from routing.ocpi.errors import HubError, InvalidParameters
 from routing.ocpi.headers import Party
+from routing.ocpi.pagination import parse_datetime
 
-# Until the CPO's synchronous answer tells its timeout; then re-armed to timeout + margin.
-PENDING_RESULT_TTL = 600.0
-RESULT_MARGIN = 60.0
+# How long result URLs live: routing.callbacks.ResultLifetime (HUB_RESULT_URL_GRACE, HUB_RESULT_URL_MAX_LIFETIME).
 LOCATION_TTL = 30 * 24 * 3600.0  # a CDR stays retrievable at its Location for a month
 LINK_TTL = 3600.0  # a crawl's next page
 _LINK = re.compile(r"<([^>]*)>(.*)")
@@ -35,30 +35,48 @@ log = logging.getLogger("routing.rewrite")
 class Rewritten:
     """What a request looked like after rewriting, and the callback to re-arm once the answer is in."""
 
-    def __init__(self, body: bytes, query: str, callback_id: str | None = None) -> None:
+    def __init__(self, body: bytes, query: str, callback_id: str | None = None,
+                 holds_until: float | None = None) -> None:
         self.body = body
         self.query = query
         self.callback_id = callback_id
+        self.holds_until = holds_until  # epoch until which the request itself may still produce results
+
+
+def holds_until(module: str, command: str, json_body: dict[str, Any]) -> float | None:
+    """A RESERVE_NOW may produce a result until its ``expiry_date``: the CPO posts CANCELED_RESERVATION to the
+    same ``response_url`` when it cancels the reservation (OCPI 2.2.1 Commands, CommandResultType). Every other
+    command and charging-profile request is done once its result came, within the CPO's ``timeout``."""
+    expiry = json_body.get("expiry_date")
+    if module != "commands" or command != "RESERVE_NOW" or not isinstance(expiry, str):
+        return None
+    try:
+        return parse_datetime(expiry, "expiry_date").timestamp()
+    except InvalidParameters:  # the CPO judges the command; its URL then lives by the CPO's timeout alone
+        return None
 
 
 async def rewrite_request(
     callbacks: Callbacks, *, module: str, interface_role: str, method: str, body: bytes, json_body: Any,
-    query: str, requester: Party, requester_platform: str, receiver: Party,
+    query: str, requester: Party, requester_platform: str, receiver: Party, command: str = "",
 ) -> Rewritten:
-    """Swap the requester's ``response_url`` for a hub URL only the receiver (the CPO) may call."""
+    """Swap the requester's ``response_url`` for a hub URL only the receiver (the CPO) may call. ``command``:
+    the CommandType of a command (its path below the module)."""
     if interface_role != "RECEIVER" or module not in ("commands", "chargingprofiles"):
         return Rewritten(body, query)
 
-    async def issue(url: str, field: str) -> tuple[str, str]:
+    async def issue(url: str, field: str, until: float | None = None) -> tuple[str, str]:
         cb = Callback(url=url, method="POST", issued_to=receiver.key, target_platform=requester_platform,
                       to_party=requester.key, module=module, interface_role="SENDER")
-        hub_url = await callbacks.issue(cb, PENDING_RESULT_TTL, field=field)
+        ttl = callbacks.results.seconds(timeout=None, holds_until=until, now=time.time())
+        hub_url = await callbacks.issue(cb, ttl, field=field)
         return hub_url, cb.id
 
     in_body = (module == "commands" and method == "POST") or (module == "chargingprofiles" and method == "PUT")
     if in_body and isinstance(json_body, dict) and isinstance(json_body.get("response_url"), str):
-        hub_url, cb_id = await issue(json_body["response_url"], "response_url")
-        return Rewritten(orjson.dumps({**json_body, "response_url": hub_url}), query, cb_id)
+        until = holds_until(module, command, json_body)
+        hub_url, cb_id = await issue(json_body["response_url"], "response_url", until)
+        return Rewritten(orjson.dumps({**json_body, "response_url": hub_url}), query, cb_id, until)
     if module == "chargingprofiles" and method in ("GET", "DELETE") and "response_url" in query:
         pairs = parse_qsl(query, keep_blank_values=True)
         issued: str | None = None
@@ -71,16 +89,21 @@ async def rewrite_request(
     return Rewritten(body, query)
 
 
-async def rearm_result_callback(callbacks: Callbacks, callback_id: str | None, reply_body: bytes) -> None:
-    """CommandResponse / ChargingProfileResponse carry ``timeout`` (seconds): the result may come until then."""
-    if callback_id is None:
-        return
-    if ocpi_status_of(reply_body) is None:
+async def rearm_result_callback(callbacks: Callbacks, rewritten: Rewritten, reply_body: bytes) -> None:
+    """CommandResponse / ChargingProfileResponse carry ``timeout`` (seconds): the result may come until then, and
+    an ACCEPTED reservation's results until its ``expiry_date``. An answer without ``timeout`` (a 2.1.1 CPO)
+    leaves the URL as issued. Results never end a URL's life: an ACCEPTED reservation can still be canceled, and
+    a CPO may send a result again whose answer it missed."""
+    if rewritten.callback_id is None or ocpi_status_of(reply_body) is None:
         return
     data = orjson.loads(reply_body).get("data")
-    timeout = data.get("timeout") if isinstance(data, dict) else None
+    if not isinstance(data, dict):
+        return
+    timeout = data.get("timeout")
     if isinstance(timeout, int | float) and not isinstance(timeout, bool) and timeout >= 0:
-        await callbacks.extend(callback_id, float(timeout) + RESULT_MARGIN)
+        until = rewritten.holds_until if data.get("result") == "ACCEPTED" else None
+        ttl = callbacks.results.seconds(timeout=float(timeout), holds_until=until, now=time.time())
+        await callbacks.extend(rewritten.callback_id, ttl)
 
 
 async def rewrite_response_headers(

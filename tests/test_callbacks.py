@@ -8,7 +8,9 @@ headers, only for the party it was issued to, only with its method, and only unt
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -16,8 +18,7 @@ import pytest
 from aiohttp import web
 from multidict import CIMultiDict
 
-from routing import rewrite
-from tests.conftest import HubHarness, cpo, emsp
+from tests.conftest import HubHarness, MakeHub, cpo, emsp
 from tests.partners import FakePartner, Party, Received, default_responder, envelope, ocpi_token
 
 TS = "2024-05-01T10:00:00Z"
@@ -31,16 +32,17 @@ def swapped(request: web.Request) -> dict[str, str]:
 
 
 class Cpo:
-    """CPO behaviour: accepts commands and profile requests with a given timeout; serves a paginated list."""
+    """CPO behaviour: answers commands and profile requests (``result``, ``timeout``); serves a paginated list."""
 
     def __init__(self, timeout: int = 30, total: int = 5) -> None:
         self.timeout = timeout
+        self.result = "ACCEPTED"
         self.total = total
         self.base_url = ""
 
     async def __call__(self, request: web.Request, rec: Received) -> web.StreamResponse:
         if "/receiver/commands/" in rec.path or "/receiver/chargingprofiles/" in rec.path:
-            return web.json_response(envelope({"result": "ACCEPTED", "timeout": self.timeout}),
+            return web.json_response(envelope({"result": self.result, "timeout": self.timeout}),
                                      headers=swapped(request))
         if rec.method == "GET" and rec.path.rstrip("/") == "/ocpi/2.2.1/sender/locations":
             offset, limit = int(request.query.get("offset", 0)), int(request.query.get("limit", 2))
@@ -71,6 +73,10 @@ async def emsp_responder(request: web.Request, rec: Received) -> web.StreamRespo
 
 @pytest.fixture
 async def parties(hub: HubHarness) -> tuple[FakePartner, FakePartner, FakePartner, FakePartner]:
+    return await connect_parties(hub)
+
+
+async def connect_parties(hub: HubHarness) -> tuple[FakePartner, FakePartner, FakePartner, FakePartner]:
     """CPO NL/CPA (the one commands go to), eMSP DE/EMA (the requester), and a bystander of each role."""
     cpa, cpb = cpo(), cpo(name="Other CPO", pid="CPB")
     ema, emb = emsp(), emsp(name="Other eMSP", pid="EMB")
@@ -87,7 +93,8 @@ def original_url(ema: FakePartner, name: str) -> str:
     return f"{ema.base_url}/ocpi/2.2.1/sender/results/{name}/{uuid.uuid4().hex[:8]}?ref=kept"
 
 
-def request_for(case: str, ema: FakePartner, response_url: str) -> tuple[str, str, str, str, Any]:
+def request_for(case: str, ema: FakePartner, response_url: str,
+                expiry_date: str = TS) -> tuple[str, str, str, str, Any]:
     """(method, module, tail, query, body) of one request carrying ``response_url``."""
     token = {"country_code": "DE", "party_id": "EMA", "uid": "TOK1", "type": "RFID", "contract_id": "DE-EMA-C1",
              "issuer": "Beta", "valid": True, "whitelist": "ALLOWED", "last_updated": TS}
@@ -95,7 +102,7 @@ def request_for(case: str, ema: FakePartner, response_url: str) -> tuple[str, st
     bodies: dict[str, Any] = {
         "START_SESSION": {"token": token, "location_id": "LOC1", "evse_uid": "EVSE1"},
         "STOP_SESSION": {"session_id": "S1"},
-        "RESERVE_NOW": {"token": token, "expiry_date": TS, "reservation_id": "R1", "location_id": "LOC1"},
+        "RESERVE_NOW": {"token": token, "expiry_date": expiry_date, "reservation_id": "R1", "location_id": "LOC1"},
         "UNLOCK_CONNECTOR": {"location_id": "LOC1", "evse_uid": "EVSE1", "connector_id": "1"},
         "CANCEL_RESERVATION": {"reservation_id": "R1"},
     }
@@ -131,10 +138,11 @@ def routing_of(rec: Received) -> tuple[str | None, ...]:
                                                 "OCPI-from-country-code", "OCPI-from-party-id"))
 
 
-async def issue(hub: HubHarness, cpa: FakePartner, ema: FakePartner, case: str = "START_SESSION") -> tuple[str, str]:
+async def issue(hub: HubHarness, cpa: FakePartner, ema: FakePartner, case: str = "START_SESSION",
+                expiry_date: str = TS) -> tuple[str, str]:
     """The eMSP sends one request with a response_url to the CPO; returns (original URL, hub URL the CPO got)."""
     original = original_url(ema, case)
-    method, module, tail, query, body = request_for(case, ema, original)
+    method, module, tail, query, body = request_for(case, ema, original, expiry_date)
     before = len(cpa.received)
     status, _, doc = await ema.call(hub.session, method, module, "RECEIVER", tail, to=cpa.party, json=body,
                                     query=query)
@@ -235,10 +243,9 @@ async def test_result_for_an_emsp_that_is_not_connected_is_4003(
     assert len([r for r in ema.received if "/results/" in r.path]) == 1
 
 
-async def test_hub_url_expires_after_the_cpo_timeout_plus_margin(
-        hub: HubHarness, parties: tuple[FakePartner, ...], monkeypatch: pytest.MonkeyPatch) -> None:
-    cpa, _, ema, _ = parties
-    monkeypatch.setattr(rewrite, "RESULT_MARGIN", 0.4)
+async def test_hub_url_expires_after_the_cpo_timeout_plus_grace(make_hub: MakeHub) -> None:
+    hub = await make_hub(result_url_grace=0.4)
+    cpa, _, ema, _ = await connect_parties(hub)
     behaviour = cpa.responder
     assert isinstance(behaviour, Cpo)
     behaviour.timeout = 0
@@ -252,6 +259,88 @@ async def test_hub_url_expires_after_the_cpo_timeout_plus_margin(
         assert status == 404 and "expired" in doc["status_message"], doc
     status, _, doc = await post_raw(hub, long, cpa.token_c or "", RESULT, headers=from_(cpa.party))
     assert status == 200, "a result within the CPO's timeout still gets through"
+    assert len([r for r in ema.received if "/results/" in r.path]) == 1
+
+
+# -- how long a result URL lives: a reservation's results come until its expiry_date ------------------------------
+
+CANCELED = b'{"result": "CANCELED_RESERVATION"}'
+
+
+def utc(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def sleep_until(epoch: float) -> None:
+    await asyncio.sleep(max(0.0, epoch - time.time()))
+
+
+def results_at(ema: FakePartner, original: str) -> list[bytes]:
+    return [r.body for r in ema.received if f"{ema.base_url}{r.path}?{r.query}" == original]
+
+
+async def test_a_late_canceled_reservation_reaches_the_emsp_until_expiry_date_plus_grace(make_hub: MakeHub) -> None:
+    """RESERVE_NOW: ACCEPTED first, CANCELED_RESERVATION later, when the CPO cancels the reservation (OCPI 2.2.1
+    Commands) - long after the CPO's timeout + grace. Only after expiry_date + grace is the URL gone."""
+    grace = 0.5
+    hub = await make_hub(result_url_grace=grace)
+    cpa, _, ema, _ = await connect_parties(hub)
+    behaviour = cpa.responder
+    assert isinstance(behaviour, Cpo)
+    behaviour.timeout = 0
+    expiry = float(int(time.time()) + 4)  # whole seconds: an OCPI DateTime without fractions
+    original, hub_url = await issue(hub, cpa, ema, "RESERVE_NOW", expiry_date=utc(expiry))
+    _, start_url = await issue(hub, cpa, ema, "START_SESSION")  # the same timeout, no reservation
+    cpo_headers = from_(cpa.party)
+    status, _, doc = await post_raw(hub, hub_url, cpa.token_c or "", RESULT, headers=cpo_headers)
+    assert status == 200, doc
+    await asyncio.sleep(grace + 0.5)  # past the CPO's timeout (0) + grace
+    status, _, doc = await post_raw(hub, start_url, cpa.token_c or "", RESULT, headers=cpo_headers)
+    assert status == 404, "a START_SESSION's URL lives by the CPO's timeout"
+    status, _, doc = await post_raw(hub, hub_url, cpa.token_c or "", CANCELED, headers=cpo_headers)
+    assert status == 200 and doc["status_message"] == "result noted", doc
+    assert results_at(ema, original) == [RESULT, CANCELED], "both results, in order, at the eMSP's own URL"
+    await sleep_until(expiry + grace + 0.5)
+    status, _, doc = await post_raw(hub, hub_url, cpa.token_c or "", CANCELED, headers=cpo_headers)
+    assert status == 404 and "expired" in doc["status_message"], doc
+    assert results_at(ema, original) == [RESULT, CANCELED]
+
+
+async def test_a_refused_reservation_lives_by_the_cpo_timeout_alone(make_hub: MakeHub) -> None:
+    """A RESERVE_NOW the CPO answers REJECTED holds no reservation: nothing can be canceled later."""
+    hub = await make_hub(result_url_grace=0.4)
+    cpa, _, ema, _ = await connect_parties(hub)
+    behaviour = cpa.responder
+    assert isinstance(behaviour, Cpo)
+    behaviour.timeout, behaviour.result = 0, "REJECTED"
+    method, module, tail, _, body = request_for("RESERVE_NOW", ema, original_url(ema, "RESERVE_NOW"),
+                                                utc(time.time() + 3600))
+    status, _, doc = await ema.call(hub.session, method, module, "RECEIVER", tail, to=cpa.party, json=body)
+    assert status == 200 and doc["data"]["result"] == "REJECTED", doc
+    hub_url = hub_url_seen_by_cpo(cpa.received[-1])
+    await asyncio.sleep(0.8)
+    status, _, doc = await post_raw(hub, hub_url, cpa.token_c or "", RESULT, headers=from_(cpa.party))
+    assert status == 404, doc
+
+
+async def test_no_expiry_date_or_timeout_keeps_a_result_url_past_the_maximum(make_hub: MakeHub) -> None:
+    """HUB_RESULT_URL_MAX_LIFETIME bounds what partners ask for: a reservation until the year 9999, a CPO timeout
+    of a billion seconds."""
+    hub = await make_hub(result_url_grace=0.2, result_url_max_lifetime=1.0)
+    cpa, _, ema, _ = await connect_parties(hub)
+    behaviour = cpa.responder
+    assert isinstance(behaviour, Cpo)
+    behaviour.timeout = 0
+    _, year_9999 = await issue(hub, cpa, ema, "RESERVE_NOW", expiry_date="9999-12-31T23:59:59Z")
+    behaviour.timeout = 10**9
+    _, huge_timeout = await issue(hub, cpa, ema, "STOP_SESSION")
+    _, huge_both = await issue(hub, cpa, ema, "RESERVE_NOW", expiry_date="9999-12-31T23:59:59Z")
+    status, _, doc = await post_raw(hub, huge_both, cpa.token_c or "", RESULT, headers=from_(cpa.party))
+    assert status == 200, "within the maximum, the URL works"
+    await asyncio.sleep(1.5)
+    for url in (year_9999, huge_timeout, huge_both):
+        status, _, doc = await post_raw(hub, url, cpa.token_c or "", CANCELED, headers=from_(cpa.party))
+        assert status == 404, doc
     assert len([r for r in ema.received if "/results/" in r.path]) == 1
 
 
