@@ -34,39 +34,65 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@contextmanager
-def scratch_redis(tmp_path: Path, *options: str, password: str | None = None) -> Iterator[str]:
-    """A redis-server of this test's own, fsyncing every write to its append-only file in tmp_path.
+class ScratchRedis:
+    """A redis-server of a test's own, fsyncing every write to its append-only file in ``dir``; it can be killed
+    and started again on the same port and files (``restart``): what it acknowledged comes back from the file.
 
     ``options`` are more redis-server arguments; with ``password`` it requires AUTH (the URL carries it).
     """
-    port = free_port()
-    auth = ["--requirepass", password] if password else []
-    proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--appendonly", "yes",
-         "--appendfsync", "always", "--dir", str(tmp_path), "--save", "", *auth, *options],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    url = f"redis://:{password}@127.0.0.1:{port}/0" if password else f"redis://127.0.0.1:{port}/0"
-    try:
+
+    def __init__(self, dir: Path, *options: str, password: str | None = None) -> None:
+        self.port = free_port()
+        auth = ["--requirepass", password] if password else []
+        self.args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--appendonly", "yes",
+                     "--appendfsync", "always", "--dir", str(dir), "--save", "", *auth, *options]
+        self.url = (f"redis://:{password}@127.0.0.1:{self.port}/0" if password
+                    else f"redis://127.0.0.1:{self.port}/0")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while True:
             try:
-                if sync_redis.Redis.from_url(url, socket_connect_timeout=0.5).ping():
-                    break
-            except sync_redis.ConnectionError:
+                if sync_redis.Redis.from_url(self.url, socket_connect_timeout=0.5).ping():
+                    return
+            except (sync_redis.ConnectionError, sync_redis.BusyLoadingError):
                 pass
             assert proc.poll() is None, "redis-server exited"
             assert time.monotonic() < deadline, "redis-server did not start"
             time.sleep(0.05)
-        yield url
-    finally:
-        proc.terminate()
+
+    def stop(self, kill: bool = False) -> None:
+        """SIGTERM (or SIGKILL with ``kill``), then reap it."""
+        if self.proc is None:
+            return
+        proc, self.proc = self.proc, None
+        if kill:
+            proc.kill()
+        else:
+            proc.terminate()
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
+
+    def restart(self) -> None:
+        """kill -9, then a new server on the same port, loading the append-only file."""
+        self.stop(kill=True)
+        self.start()
+
+
+@contextmanager
+def scratch_redis(tmp_path: Path, *options: str, password: str | None = None) -> Iterator[str]:
+    """A ``ScratchRedis`` in tmp_path for the block; yields its URL."""
+    server = ScratchRedis(tmp_path, *options, password=password)
+    try:
+        server.start()
+        yield server.url
+    finally:
+        server.stop()
 
 
 def real_redis_available() -> bool:

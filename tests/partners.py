@@ -116,7 +116,9 @@ class FakePartner:
     credentials_calls: list[Received] = field(default_factory=list)  # requests on this partner's credentials
     hub_callbacks: list[tuple[str, str, int]] = field(default_factory=list)  # (url, token, HTTP status) it made
     hub_credentials: dict[str, Any] | None = None  # the hub's credentials object as last received
+    offline: bool = False  # go_offline(): connections refused, requests on open connections cut off unanswered
     _runner: web.AppRunner | None = None
+    _site: web.TCPSite | None = None
     _serving_version: str = "2.2.1"  # version of the credentials call being answered
 
     @property
@@ -161,7 +163,7 @@ class FakePartner:
         app.router.add_route("*", "/ocpi/{version:2\\.2\\.1|2\\.3\\.0}/{role}/{module}{tail:.*}", self._module)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        self._site = site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self.base_url = f"http://127.0.0.1:{port}"
@@ -170,6 +172,23 @@ class FakePartner:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+            self._site = None
+
+    async def go_offline(self) -> None:
+        """A partner whose server is down: new connections are refused, and a request arriving on a connection the
+        hub kept open is cut off without an answer. Its routes, tokens and port stay for ``go_online``."""
+        self.offline = True
+        if self._site is not None:
+            await self._site.stop()
+            self._site = None
+
+    async def go_online(self) -> None:
+        """Listen again on the same port."""
+        assert self._runner is not None, "start() first"
+        self.offline = False
+        if self._site is None:
+            self._site = web.TCPSite(self._runner, "127.0.0.1", URL(self.base_url).port or 0)
+            await self._site.start()
 
     def _path_versions(self, request: web.Request) -> tuple[str, ...]:
         """The versions whose token encoding a request may use: its path's version, or any offered one."""
@@ -244,6 +263,9 @@ class FakePartner:
         return None
 
     async def _module(self, request: web.Request) -> web.StreamResponse:
+        if self.offline and request.transport is not None:
+            request.transport.abort()  # what the hub sees of a server that went down: the connection is gone
+            return web.Response(status=503)  # never written
         rec = await self._record(request)
         self.received.append(rec)
         if (wrong := self._misrouted(rec.raw_path)) is not None:
