@@ -216,6 +216,7 @@ class Liveness:
         alive = await self._ping(platform)
         if alive:
             await self.hub.redis.hset(keys.last_seen(self.hub.settings.key_prefix), platform.id, str(time.time()))
+            self.hub.delivery.answered_again(platform.id)  # what waits out a backoff for it goes now
         target = ConnectionStatus.CONNECTED if alive else ConnectionStatus.OFFLINE
         current = self.hub.registry.get(platform.id)
         if current is None or current.status == target or current.status not in (

@@ -97,7 +97,9 @@ class Settings(BaseSettings):
         description="seconds a message accepted for later delivery (store-and-forward) is retried before it "
                     "becomes a dead letter (docs/store-and-forward.md)")
     store_forward_max_backoff: float = Field(
-        300.0, ge=1, le=86400, description="longest wait between two attempts of a stored message (seconds)")
+        60.0, ge=1, le=86400,
+        description="longest wait between two attempts of a stored message (seconds); a message waiting for its "
+                    "retry holds one of its receiver's in-flight slots")
     # Result URLs of commands and charging profiles (docs/ocpi-decisions.md, Callback URLs).
     result_url_grace: float = Field(
         60.0, gt=0, le=3600,

@@ -164,7 +164,7 @@ class Delivery:
         health: RedisHealth | None = None,
         ledger: DeliveryLedger | None = None,
         store_forward_window: float = 7 * 86400.0,
-        store_forward_max_backoff: float = 300.0,
+        store_forward_max_backoff: float = 60.0,
     ) -> None:
         self.queue = queue
         self.redis = redis
@@ -201,6 +201,9 @@ class Delivery:
         self.process_id = uuid.uuid4().hex
         self.inflight_per_process = queue.max_inflight
         self._pending: dict[str, asyncio.Future[Reply]] = {}
+        # Receivers this process saw fail (unreachable, timeout, 5xx): on their next success, their pushes waiting
+        # for a retry are made due at once (``DeliveryQueue.hasten``) instead of at the end of their backoff.
+        self._failing: set[str] = set()
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
@@ -320,9 +323,30 @@ class Delivery:
     async def _deliver(self, msg: Message, fwd: ForwardRequest | None = None, receiver: _Receiver | None = None,
                        ) -> Reply:
         reply = await self._forward(msg, fwd, receiver)
+        if self._failing and reply.accepted:
+            self.answered_again(msg.receiver)
         if self.on_result is not None and (result := reply.result) is not None:
             self.on_result(msg.receiver, result)
         return reply
+
+    def answered_again(self, receiver: str) -> None:
+        """The receiver answered someone (a still-alive check): when this process saw it fail, its pushes
+        waiting for a retry go now."""
+        if receiver in self._failing:
+            self._failing.discard(receiver)
+            self._spawn_hasten(receiver)
+
+    def _spawn_hasten(self, receiver: str) -> None:
+        task = asyncio.create_task(self._hasten(receiver))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _hasten(self, receiver: str) -> None:
+        try:
+            if await self.queue.hasten(receiver):
+                self._wake.set()
+        except Exception as exc:  # the retries still come, at the end of their backoff
+            self.health.report(exc, log, "hastening retries to %s failed", receiver)
 
     async def _receiver(self, receiver_id: str, revision: int) -> _Receiver:
         """The receiver as this process sees it; read from the store first when that view may be behind.
@@ -489,6 +513,7 @@ class Delivery:
                 await self._finish(msg, fwd, DELIVERED,
                                    version=(fwd.object_path, fwd.object_version) if fwd and newer else None)
             elif verdict == "transient" and time.time() - msg.enqueued_at < window:
+                self._failing.add(msg.receiver)
                 if stored and fwd is not None:
                     await self._note(msg, fwd, RETRYING, describe(reply))
                 cap = self.store_forward_max_backoff if stored else 60.0

@@ -84,7 +84,7 @@ _REAP_BATCH = 256
 _TRIM_BATCH = 1000  # dead letters evicted per receiver and script call at most: no long script after a lowered cap
 # Scripts that only finish, move or drop work: allowed when Redis is at maxmemory, so a full queue can drain.
 _ALLOW_OOM = frozenset({"ack", "claim", "retry", "dead_letter", "reap", "delete_dead_letter", "purge",
-                        "trim_dead_letters", "unpark"})
+                        "trim_dead_letters", "unpark", "hasten"})
 _SHEBANG = "#!lua flags=allow-oom\n"
 
 _Arg = str | bytes | int
@@ -166,6 +166,7 @@ def _load_scripts() -> dict[str, str]:
         "purge",
         "trim_dead_letters",
         "unpark",
+        "hasten",
     )
     return {name: prelude + "\n" + (folder / f"{name}.lua").read_text(encoding="utf-8") for name in names}
 
@@ -420,6 +421,11 @@ class DeliveryQueue:
         if not rose:
             return 0
         return int(await self._run("unpark", [keys.receivers(self.prefix)], [max_inflight]))
+
+    async def hasten(self, receiver: str, limit: int = 1000) -> int:
+        """The receiver answers again: its messages waiting for a retry become due now (among its ``limit``
+        oldest unacked messages). Returns how many."""
+        return int(await self._run("hasten", [keys.pending(self.prefix, receiver)], [limit]))
 
     async def stats(self) -> list[ReceiverStats]:
         """Queue health per receiver, sorted by receiver; two round trips, O(receivers)."""

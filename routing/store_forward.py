@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,6 +39,10 @@ ACCEPTED_MESSAGE = "accepted for delivery by the hub"
 # Delivery states a sender can ask for (``DeliveryLedger.states``).
 QUEUED, RETRYING, DELIVERED, DEAD_LETTERED, SUPERSEDED = "queued", "retrying", "delivered", "dead_lettered", \
     "superseded"
+DROPPED = "dropped"  # reported only: not final and no longer (or never) in the queue
+_DROPPED_WHY = ("not in the queue: its enqueue failed (the sender was not answered 1000) or it was dropped with "
+                "its receiver")
+_ENQUEUE_GRACE = 2.0  # seconds; an enqueue takes one Redis round trip (HUB_REDIS_TIMEOUT bounds it)
 _FINAL = frozenset({DELIVERED, DEAD_LETTERED, SUPERSEDED})
 _COUNTED = ("accepted", "delivered", "retried", "dead_lettered", "superseded")
 
@@ -209,14 +213,26 @@ class DeliveryLedger:
 
     async def states(self, request_id: str) -> list[DeliveryState]:
         """Every message accepted under one sender request id (senders may reuse ids: one per sender and
-        receiver)."""
-        ids = await self.redis.hvals(keys.sf_state(self.prefix, request_id))
+        receiver). A state that is not final while its queue message is gone is reported ``dropped``: the enqueue
+        after it failed (Redis went away, the process died: the sender was not answered 1000), or the message
+        was purged with its receiver."""
+        ids = [_member_str(i) for i in await self.redis.hvals(keys.sf_state(self.prefix, request_id))]
         if not ids:
             return []
         pipe = self.redis.pipeline(transaction=False)
         for msg_id in ids:
-            pipe.hgetall(keys.sf_message(self.prefix, _member_str(msg_id)))
-        found = [s for raw in await pipe.execute() if (s := _state_of(raw)) is not None]
+            pipe.hgetall(keys.sf_message(self.prefix, msg_id))
+            pipe.exists(keys.message(self.prefix, msg_id))
+        raw = await pipe.execute()
+        now, found = self._clock(), []
+        for doc, queued in zip(raw[::2], raw[1::2], strict=True):
+            state = _state_of(doc)
+            if state is None:
+                continue
+            # a few seconds of grace: between its state and its enqueue a message is not in the queue yet
+            if state.state not in _FINAL and not queued and now - state.updated_at > _ENQUEUE_GRACE:
+                state = replace(state, state=DROPPED, last_error=_DROPPED_WHY)
+            found.append(state)
         return sorted(found, key=lambda s: (s.accepted_at, s.message_id))
 
     async def stats(self) -> list[dict[str, Any]]:

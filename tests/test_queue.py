@@ -401,6 +401,28 @@ async def test_retry_later_is_picked_up_by_reap(rb: Backend) -> None:
     assert payloads(await q.claim()) == [b"1"]
 
 
+async def test_hasten_makes_a_receivers_waiting_retries_due_now_and_nothing_else(rb: Backend) -> None:
+    """The receiver answers again: retries waiting out a long backoff go at the next claim, in order; a live lease
+    and another receiver's retry are left alone."""
+    q = rb.queue(max_inflight=3)
+    await q.enqueue(msg("R", "g", b"1"))
+    await q.enqueue(msg("R", "g", b"2"))
+    await q.enqueue(msg("R", "h", b"h"))
+    await q.enqueue(msg("S", "s", b"s"))
+    first, held, other = await q.claim(10)
+    assert payloads([first, held, other]) == [b"1", b"h", b"s"]
+    assert await q.retry_later(first, 3600)
+    assert await q.retry_later(other, 3600)
+
+    assert await q.hasten("R") == 1
+    [again] = await q.claim(10)
+    assert again.payload == b"1" and again.attempts == 2
+    assert await q.ack(held), "the live lease was not touched"
+    assert await q.hasten("R") == 0
+    assert await q.ack(again)
+    assert payloads(await q.claim(10)) == [b"2"], "the group goes on in order; S still waits out its backoff"
+
+
 async def test_attempts_increment_per_claim(rb: Backend) -> None:
     q = rb.queue()
     await q.enqueue(msg("R", "g"))
