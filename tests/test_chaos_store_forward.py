@@ -66,7 +66,7 @@ WORKERS = 2
 SENDERS_PER_CPO = 16  # requests one CPO has under way at once
 LOAD_SECONDS = 30.0 if FULL else 12.0  # messages are first sent spread over this long, in the middle of the chaos
 CHAOS_SECONDS = 40.0 if FULL else 20.0  # the chaos lasts at least this long, deliveries included, and the load
-SENDER_PATIENCE = 90.0  # seconds one message is sent again before its sender gives up
+SENDER_PATIENCE = 60.0  # seconds one message is sent again before its sender gives up
 DELIVERY_LIMIT = 120.0  # seconds, once the chaos ended, for everything answered 1000 to reach the eMSP
 REQUEST_TIMEOUT = 10.0
 ACCEPTED_FOR_DELIVERY = "accepted for delivery"
@@ -417,6 +417,20 @@ def duplicates(emsp_: FlakyEmsp, by_key: dict[tuple[str, str, int], Sent]) -> tu
     return same, resent, unexplained, lines
 
 
+async def until_loaded(load: asyncio.Future[Any], chaos_tasks: list[asyncio.Task[None]]) -> None:
+    """Wait for the senders; a chaos step that failed (the hub did not come back, Redis did not restart) fails the
+    test at once instead of leaving the senders retrying against a hub that is gone."""
+    pending: set[asyncio.Future[Any]] = {load, *chaos_tasks}
+    while not load.done():
+        done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task is not load and task.exception() is not None:
+                load.cancel()
+                raise task.exception()  # type: ignore[misc]
+    load.result()
+
+
+@pytest.mark.timeout(400)  # bounded inside: senders give up, deliveries have DELIVERY_LIMIT
 async def test_store_and_forward_loses_nothing_under_chaos(tmp_path: Path) -> None:
     seed = int(os.environ.get("HUB_CHAOS_SEED") or random.randrange(1 << 30))
     rng = random.Random(seed)
@@ -466,7 +480,7 @@ async def test_store_and_forward_loses_nothing_under_chaos(tmp_path: Path) -> No
                         for m in messages if m.module == "cdrs" and m.object_id.startswith(f"CDR-{c.party.party_id}")]
                 load += [s.send_in_order(steps, spread(0, LOAD_SECONDS - 2)) for s, c in zip(senders, cpos, strict=True)
                          for steps in sessions[c.party.party_id]]
-                await asyncio.gather(*load)
+                await until_loaded(asyncio.gather(*load), chaos_tasks)
                 answered_all = time.monotonic()
                 await asyncio.sleep(max(0.0, started + CHAOS_SECONDS - time.monotonic()))  # deliveries meet it too
                 chaos.stopping.set()
