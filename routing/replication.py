@@ -51,15 +51,15 @@ def settle(calls: Sequence[tuple[asyncio.Future[Any], Sync]], wait: asyncio.Futu
     was sent again (NOSCRIPT) in a later write: that write's WAIT settles it."""
 
     def done(future: asyncio.Future[Any]) -> None:
+        failed: BaseException | None = (ConnectionError("the replication check was cancelled") if future.cancelled()
+                                        else future.exception())  # retrieved even when no caller is left to tell
         for inner, (outer, replicas, timeout_ms) in calls:
             if outer.done() or not inner.done() or inner.cancelled() or inner.exception() is not None:
                 continue
-            if future.cancelled():
-                outer.set_exception(ConnectionError("the replication check was cancelled"))
-            elif (exc := future.exception()) is not None:
-                outer.set_exception(exc)
-            elif int(future.result()) < replicas:
-                outer.set_exception(not_replicated(int(future.result()), replicas, timeout_ms))
+            if failed is not None:
+                outer.set_exception(failed)
+            elif (acks := int(future.result())) < replicas:
+                outer.set_exception(not_replicated(acks, replicas, timeout_ms))
             else:
                 outer.set_result(inner.result())
 

@@ -83,8 +83,7 @@ class SentinelTopology:
         wait_for(lambda: bool(primary.client().ping()), "the primary to start")
         for node in replicas:
             node.start("--replicaof", "127.0.0.1", str(primary.port))
-        wait_for(lambda: int(primary.client().info("replication")["connected_slaves"]) == len(replicas),
-                 "the replicas to connect")
+        wait_for(lambda: online_replicas(primary) == len(replicas), "the replicas to be in sync")
         for i in range(3):
             sentinel = Node(self.tmp, f"sentinel-{i}", "redis-server", str(self.tmp / f"sentinel-{i}" / "s.conf"),
                             "--sentinel")
@@ -130,6 +129,13 @@ class SentinelTopology:
 
     def primary(self) -> Node:
         return self.node(self.primary_port())
+
+
+def online_replicas(node: Node) -> int:
+    """Replicas in sync with ``node`` (a replica still loading acknowledges nothing: WAIT would not count it)."""
+    info = node.client().info("replication")
+    return sum(1 for key, value in info.items() if key.startswith("slave") and isinstance(value, dict)
+               and value.get("state") == "online")
 
 
 def wait_for(check: object, what: str, within: float = 15.0) -> None:
