@@ -1,6 +1,6 @@
 """A Redis primary, its replicas and three Sentinels of a test's own, on free loopback ports under tmp_path.
 
-The replication settings are the ones deploy/redis/ ships (docs/high-availability.md): AOF on every node,
+The replication settings are the ones deploy/k8s/sentinel/ ships (docs/high-availability.md): AOF on every node,
 Sentinel quorum 2 of 3; only ``down-after-milliseconds`` is shorter here (1 s) so a failover fits in a test.
 Sentinels are ``redis-server <conf> --sentinel`` (the same binary as Debian's redis-sentinel).
 """
