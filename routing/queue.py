@@ -242,9 +242,12 @@ class DeliveryQueue:
         self, script: str, script_keys: Sequence[str], args: Sequence[_Arg], now: float | None = None
     ) -> asyncio.Future[Any]:
         """Start a script with the KEYS/ARGV head every script shares (see ``lib.lua``)."""
-        all_keys = (*self._head_keys, *script_keys)
-        all_args = (self._base, repr(self._clock() if now is None else now), self._wake, *args)
-        return self._runner.submit(self._scripts[script], all_keys, all_args)
+        return self._runner.submit(self._scripts[script], *self._with_head(script_keys, args, now))
+
+    def _with_head(self, script_keys: Sequence[str], args: Sequence[_Arg], now: float | None = None
+                   ) -> tuple[tuple[str, ...], tuple[_Arg, ...]]:
+        return ((*self._head_keys, *script_keys),
+                (self._base, repr(self._clock() if now is None else now), self._wake, *args))
 
     async def _run(
         self, script: str, script_keys: Sequence[str], args: Sequence[_Arg], now: float | None = None
@@ -283,9 +286,7 @@ class DeliveryQueue:
             repr(self.lease_seconds),
         ]
         if not claim and self._replicated is not None:
-            all_keys = (*self._head_keys, *script_keys)
-            all_args = (self._base, repr(self._clock()), self._wake, *args)
-            await self._replicated.submit_replicated(self._scripts["enqueue"], all_keys, all_args,
+            await self._replicated.submit_replicated(self._scripts["enqueue"], *self._with_head(script_keys, args),
                                                      self.wait_replicas, self.wait_timeout_ms)
             return False
         if int(await self._run("enqueue", script_keys, args)) == 1:
