@@ -54,21 +54,15 @@ def sentinel_client(target: SentinelTarget, *, timeout: float, **options: Any) -
     that hangs costs one timeout before the next is asked.
     """
     tls = {name: _tls_value(name, value) for name, value in target.tls_options}
-    sentinel_kwargs: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
-    if target.sentinel_password is not None:
-        sentinel_kwargs["password"] = target.sentinel_password
-    if target.sentinel_username is not None:
-        sentinel_kwargs["username"] = target.sentinel_username
-    if target.sentinel_tls:
-        sentinel_kwargs.update(ssl=True, **tls)
+
+    def connection(username: str | None, password: str | None, use_tls: bool, **more: Any) -> dict[str, Any]:
+        found = {"username": username, "password": password}
+        return {"socket_timeout": timeout, "socket_connect_timeout": timeout, **more,
+                **{k: v for k, v in found.items() if v is not None}, **({"ssl": True, **tls} if use_tls else {})}
+
+    sentinel_kwargs = connection(target.sentinel_username, target.sentinel_password, target.sentinel_tls)
     sentinel = Sentinel(list(target.sentinels), sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
-    node: dict[str, Any] = {"db": target.db, "socket_timeout": timeout, "socket_connect_timeout": timeout, **options}
-    if target.username is not None:
-        node["username"] = target.username
-    if target.password is not None:
-        node["password"] = target.password
-    if target.tls:
-        node.update(ssl=True, **tls)
+    node = connection(target.username, target.password, target.tls, db=target.db, **options)
     client: Redis = sentinel.master_for(target.service, connection_pool_class=PrimaryPool, **node)
     return client
 
