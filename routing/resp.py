@@ -142,6 +142,7 @@ class ScriptConnection:
         self._watchdog: asyncio.TimerHandle | None = None
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._synced = False  # a call in _unsent waits for replicas (routing/replication.py)
 
     # -- calls -----------------------------------------------------------------------------------------
     def submit(self, script: AsyncScript, keys: Sequence[_Arg], args: Sequence[_Arg]) -> asyncio.Future[Any]:
@@ -156,6 +157,7 @@ class ScriptConnection:
         link(inner, outer)
         if not inner.done():  # not refused at once (closed connection)
             self._unsent[-1][1].sync = (outer, replicas, timeout_ms)
+            self._synced = True
         return outer
 
     async def execute(self, *parts: _Arg) -> Any:
@@ -189,6 +191,7 @@ class ScriptConnection:
             text = script.script if isinstance(script.script, str | bytes) else bytes(script.script)
             data = encode_command(("EVAL", text, len(call.keys), *call.keys, *call.args))
             self._unsent.append((data, call))
+            self._synced = self._synced or call.sync is not None
             if not self._flush_scheduled:
                 self._flush_scheduled = True
                 self._running_loop().call_soon(self._flush)
@@ -216,11 +219,13 @@ class ScriptConnection:
                 self._connecting = asyncio.get_running_loop().create_task(self._connect())
             return
         batch, self._unsent = self._unsent, []
-        synced = [(call.future, call.sync) for _, call in batch if call.sync is not None]
-        if synced:  # WAIT counts this connection's writes: it goes in the same write, after them
-            wait = _Call(self._running_loop().create_future(), None, (), ())
-            settle(synced, wait.future)
-            batch.append((encode_command(wait_command(synced)), wait))
+        if self._synced:  # WAIT counts this connection's writes: it goes in the same write, after them
+            self._synced = False
+            synced = [(call.future, call.sync) for _, call in batch if call.sync is not None]
+            if synced:
+                wait = _Call(self._running_loop().create_future(), None, (), ())
+                settle(synced, wait.future)
+                batch.append((encode_command(wait_command(synced)), wait))
         now = self._last_sent = self._running_loop().time()
         for _, call in batch:
             call.sent_at = now
