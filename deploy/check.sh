@@ -6,11 +6,12 @@
 #
 # Parts:
 #   yaml       every YAML/JSON file under deploy/ parses (compose, k8s, prometheus, grafana)
-#   compose    `docker compose config` (v2, or v1's docker-compose) with deploy/.env.example as deploy/.env, and
+#   compose    `docker compose config` (v2, or v1's docker-compose) with deploy/.env.example as deploy/.env (also
+#              with the docker-compose.sentinel.yml override), and
 #              that it refuses to run without HUB_ADMIN_TOKEN. Debian's docker-compose is installed with apt-get
 #              when no compose CLI exists (root + apt-get; DEPLOY_CHECK_NO_APT=1 forbids it); without any, a
 #              structural check in Python (not compose's schema)
-#   kustomize  `kubectl kustomize deploy/k8s` with secret.example.yaml standing in for secret.yaml (needs kubectl)
+#   kustomize  `kubectl kustomize deploy/k8s` (and deploy/k8s/sentinel) with secret.example.yaml standing in for secret.yaml (needs kubectl)
 #   promtool   `promtool check rules` on alerts.yml and `check config` on prometheus.yml (needs promtool)
 #   haproxy    `haproxy -c` on deploy/haproxy/haproxy.cfg (needs haproxy)
 #   image      the Dockerfile's commands without Docker: a clean venv, the build stage's COPY lines laid out,
@@ -106,6 +107,12 @@ part_compose() {
     else
       cat "$WORK/compose.err"; fail "compose: ${COMPOSE[*]} config"
     fi
+    if (cd "$stage" && clean_env "${COMPOSE[@]}" -f deploy/docker-compose.yml -f deploy/docker-compose.sentinel.yml \
+        --env-file deploy/.env config) >"$out" 2>"$WORK/compose.err"; then
+      ok "compose: config accepts docker-compose.yml with the docker-compose.sentinel.yml override"
+    else
+      cat "$WORK/compose.err"; fail "compose: config with docker-compose.sentinel.yml"
+    fi
     # Fail-safe: with no admin token, compose must refuse (each replica would otherwise generate its own).
     grep -v '^HUB_ADMIN_TOKEN=' "$DEPLOY/.env.example" >"$stage/deploy/.env"
     if (cd "$stage" && clean_env "${COMPOSE[@]}" -f deploy/docker-compose.yml --env-file deploy/.env config) \
@@ -138,6 +145,11 @@ part_kustomize() {
     ok "kustomize: kubectl kustomize builds $(grep -c '^kind:' "$out") objects ($(grep '^kind:' "$out" | cut -d' ' -f2 | paste -sd' '))"
   else
     cat "$WORK/kustomize.err"; fail "kustomize: kubectl kustomize deploy/k8s"
+  fi
+  if clean_env kubectl kustomize "$stage/deploy/k8s/sentinel" >"$out" 2>"$WORK/kustomize.err"; then
+    ok "kustomize: kubectl kustomize deploy/k8s/sentinel builds $(grep -c '^kind:' "$out") objects ($(grep '^kind:' "$out" | cut -d' ' -f2 | paste -sd' '))"
+  else
+    cat "$WORK/kustomize.err"; fail "kustomize: kubectl kustomize deploy/k8s/sentinel"
   fi
 }
 

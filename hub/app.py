@@ -44,7 +44,9 @@ from routing.outbound import OutboundPolicy
 from routing.platform import ConnectionStatus, Platform, RateLimit, utcnow
 from routing.queue import DeliveryQueue
 from routing.redis_health import REFUSING_WRITES, UNREACHABLE, RedisHealth
+from routing.redis_url import is_sentinel_url, parse_sentinel_url
 from routing.roaming import Roaming
+from routing.sentinel import primary_pool, sentinel_client
 from routing.store_forward import DeliveryLedger
 from routing.tasks import stop_task
 
@@ -52,10 +54,14 @@ log = logging.getLogger("hub.app")
 
 
 def connect_redis(settings: Settings) -> Redis:
-    """A real Redis with bounded timeouts, or the embedded fakeredis (one process, not durable)."""
+    """A real Redis (one, or the primary Sentinel names) with bounded timeouts, or the embedded fakeredis (one
+    process, not durable)."""
     if settings.redis_url:
         # HUB_REDIS_TIMEOUT bounds connecting and every answer (the queue's lean script connection takes both from
         # here): a frozen Redis becomes the hub's 503 well before a forwarded request's deadline.
+        if is_sentinel_url(settings.redis_url):  # docs/high-availability.md
+            return sentinel_client(parse_sentinel_url(settings.redis_url), timeout=settings.redis_timeout,
+                                   health_check_interval=30, max_connections=256)
         return Redis.from_url(
             settings.redis_url, socket_timeout=settings.redis_timeout,
             socket_connect_timeout=settings.redis_timeout, health_check_interval=30, max_connections=256,
@@ -98,6 +104,8 @@ def _lifecycle(settings: Settings, given_store: HubStore | None, given_redis: Re
         metrics_.redis_up.set(1)
         for kind in (UNREACHABLE, REFUSING_WRITES):  # exported as 0 from the start: rates and alerts need series
             metrics_.redis_outages.labels(kind=kind)
+        if (pool := primary_pool(redis)) is not None:  # Sentinel: each primary change this process sees
+            pool.on_change = lambda old, new: metrics_.redis_failovers.inc()
         health = RedisHealth(redis, keys.probe(settings.key_prefix), timeout=settings.redis_timeout,
                              on_change=metrics_.redis_state)
         app[TRANSLATE_ERROR] = health.unavailable  # a Redis outage anywhere below a handler: 503, logged once
@@ -137,6 +145,7 @@ def _lifecycle(settings: Settings, given_store: HubStore | None, given_redis: Re
         script_flags = await _supports_script_flags(redis)
         queue = DeliveryQueue(redis, prefix=settings.key_prefix, max_inflight=settings.max_inflight_per_receiver,
                               script_flags=script_flags, lease_seconds=settings.forward_timeout * 2 + 5,
+                              wait_replicas=settings.redis_wait_replicas, wait_timeout=settings.redis_timeout / 2,
                               dead_letter_max_count=settings.dead_letter_max_count,
                               dead_letter_max_bytes=settings.dead_letter_max_bytes,
                               dead_letter_ttl=settings.dead_letter_ttl)

@@ -120,6 +120,11 @@ class Metrics:
             "ocpi_hub_redis_outages", "Redis outages noticed (each answered 503 until it ended), by kind",
             ["kind"], registry=r,
         )
+        self.redis_failovers = Counter(
+            "ocpi_hub_redis_failovers",
+            "Redis primary changes (Sentinel failovers) this hub process noticed; summed over processes, so one "
+            "failover counts once per process that had Redis work to do (0 without Sentinel)", registry=r,
+        )
         self.redis_used_memory = Gauge("ocpi_hub_redis_used_memory_bytes", "Redis INFO memory used_memory",
                                        registry=r, multiprocess_mode=_GAUGE_MODE)
         self.redis_maxmemory = Gauge("ocpi_hub_redis_maxmemory_bytes", "Redis maxmemory; 0 = unlimited",

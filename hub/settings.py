@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from routing.agreements import Policy
+from routing.redis_url import check_redis_url
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # The Redis key prefix sits inside a cluster hash tag ``{prefix}``: braces would end the tag early.
@@ -37,7 +38,9 @@ class Settings(BaseSettings):
     party_id: str = "HUB"
     hub_name: str = "OCPI Hub"
 
-    redis_url: str | None = None
+    redis_url: str | None = Field(
+        None, description="redis://, rediss:// (TLS), unix:// or redis+sentinel://h1:26379,h2:26379/<service>[/<db>] "
+                          "(rediss+sentinel:// with TLS), docs/high-availability.md; unset = embedded fakeredis")
     mongo_url: str | None = None
     mongo_db: str = "ocpi_hub"
     sqlite_path: str = ".hub-data/hub.sqlite3"
@@ -119,6 +122,11 @@ class Settings(BaseSettings):
         1.0, gt=0, le=30,
         description="seconds Redis has to connect or answer before the hub counts it as down (then 503); keep it "
                     "well under HUB_FORWARD_TIMEOUT: a caller should hear of a frozen Redis before its own timeout")
+    redis_wait_replicas: int = Field(
+        0, ge=0, le=16,
+        description="replicas that must have a broadcast or a message accepted for later delivery before the sender "
+                    "gets 1000 (Redis WAIT, at most HUB_REDIS_TIMEOUT / 2; fewer: 503); 0 = off. With Sentinel set 1 "
+                    "so a failover loses none of them (docs/high-availability.md)")
     dead_letter_max_count: int = Field(
         10_000, ge=1, le=10_000_000, description="dead letters kept per receiver; the oldest go first")
     dead_letter_max_bytes: int = Field(
@@ -193,6 +201,21 @@ class Settings(BaseSettings):
                                  "make one with `ocpi-hub secret-key`") from None
         return value
 
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        """One line naming what is wrong (never the URL: it may carry a password)."""
+        if value:
+            check_redis_url(value)
+        return value or None
+
+    @field_validator("redis_wait_replicas")
+    @classmethod
+    def _replicas_need_redis(cls, value: int, info: ValidationInfo) -> int:
+        if value and not info.data.get("redis_url"):
+            raise ValueError("needs HUB_REDIS_URL: the embedded fakeredis has no replicas")
+        return value
+
     @field_validator("log_level")
     @classmethod
     def _log_level(cls, value: str) -> str:
@@ -228,6 +251,7 @@ class Settings(BaseSettings):
         if not self.url:
             self.url = f"http://127.0.0.1:{self.port}"
         return self
+
 
     @property
     def hub_country_code(self) -> str:

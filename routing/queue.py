@@ -193,6 +193,8 @@ class DeliveryQueue:
         dead_letter_max_bytes: int = 64 * 1024 * 1024,
         dead_letter_ttl: float = 7 * 24 * 3600.0,
         script_flags: bool | None = None,
+        wait_replicas: int = 0,
+        wait_timeout: float = 0.5,
     ) -> None:
         if max_inflight < 1:
             raise ValueError("max_inflight must be at least 1")
@@ -220,6 +222,12 @@ class DeliveryQueue:
         }
         # Calls made in the same event-loop tick go out together (routing/batching.py, routing/resp.py).
         self._runner: ScriptRunner = script_runner(redis)
+        # Messages the hub answers for itself (queued, not claimed: broadcasts, store-and-forward) are answered
+        # only once this many replicas have them (routing/replication.py). Their WAIT blocks the connection it
+        # goes on, so they have one of their own: routed requests never queue behind it.
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = max(int(wait_timeout * 1000), 1)
+        self._replicated: ScriptRunner | None = script_runner(redis) if wait_replicas > 0 else None
         p = self.prefix
         self._head_keys = (keys.ready(p), keys.group_state(p), keys.leases(p), keys.inflight(p))
         self._base, self._wake = keys.base(p), keys.wake_channel(p)
@@ -227,14 +235,19 @@ class DeliveryQueue:
     async def close(self) -> None:
         """Close what the queue opened itself (the lean script connection); the Redis client is the caller's."""
         await self._runner.close()
+        if self._replicated is not None:
+            await self._replicated.close()
 
     def _submit(
         self, script: str, script_keys: Sequence[str], args: Sequence[_Arg], now: float | None = None
     ) -> asyncio.Future[Any]:
         """Start a script with the KEYS/ARGV head every script shares (see ``lib.lua``)."""
-        all_keys = (*self._head_keys, *script_keys)
-        all_args = (self._base, repr(self._clock() if now is None else now), self._wake, *args)
-        return self._runner.submit(self._scripts[script], all_keys, all_args)
+        return self._runner.submit(self._scripts[script], *self._with_head(script_keys, args, now))
+
+    def _with_head(self, script_keys: Sequence[str], args: Sequence[_Arg], now: float | None = None
+                   ) -> tuple[tuple[str, ...], tuple[_Arg, ...]]:
+        return ((*self._head_keys, *script_keys),
+                (self._base, repr(self._clock() if now is None else now), self._wake, *args))
 
     async def _run(
         self, script: str, script_keys: Sequence[str], args: Sequence[_Arg], now: float | None = None
@@ -272,6 +285,10 @@ class DeliveryQueue:
             self.max_inflight,
             repr(self.lease_seconds),
         ]
+        if not claim and self._replicated is not None:
+            await self._replicated.submit_replicated(self._scripts["enqueue"], *self._with_head(script_keys, args),
+                                                     self.wait_replicas, self.wait_timeout_ms)
+            return False
         if int(await self._run("enqueue", script_keys, args)) == 1:
             msg.attempts = 1
             return True

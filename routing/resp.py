@@ -14,8 +14,11 @@ of hanging them), AUTH and SELECT from the URL, reconnecting on the next call af
 flight then fail with ``ConnectionError``, as with redis-py: the script may or may not have run), and
 ``NOSCRIPT`` recovery (the script is sent once more with EVAL, which also caches it again).
 
-It serves plain TCP (``redis://``) and Unix sockets (``unix://``); other set-ups (TLS, credential providers)
-keep the redis-py path, see :func:`routing.batching.script_runner`.
+It serves plain TCP (``redis://``), Unix sockets (``unix://``) and a primary found through Sentinel
+(``redis+sentinel://``): then ``locate`` is asked for the primary's address before each connect, the server
+must say ``ROLE`` master before anything else is sent, and a ``READONLY`` answer (a primary demoted under us)
+drops the connection so the next call asks again (docs/high-availability.md). Other set-ups (TLS, credential
+providers) keep the redis-py path, see :func:`routing.batching.script_runner`.
 """
 
 from __future__ import annotations
@@ -25,12 +28,14 @@ import contextlib
 import logging
 import socket
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, cast
 
 import hiredis
 from redis.commands.core import AsyncScript
 from redis.exceptions import AuthenticationError, ConnectionError, NoScriptError, ResponseError, TimeoutError
+
+from routing.replication import Sync, link, settle, wait_command
 
 log = logging.getLogger("routing.resp")
 
@@ -46,7 +51,7 @@ def encode_command(parts: Sequence[_Arg]) -> bytes:
 class _Call:
     """A submitted command: its future, and what is needed to send it again as EVAL after NOSCRIPT."""
 
-    __slots__ = ("args", "future", "keys", "script", "sent_at")
+    __slots__ = ("args", "future", "keys", "script", "sent_at", "sync")
 
     def __init__(self, future: asyncio.Future[Any], script: AsyncScript | None, keys: Sequence[_Arg],
                  args: Sequence[_Arg]) -> None:
@@ -55,6 +60,7 @@ class _Call:
         self.keys = keys
         self.args = args
         self.sent_at = 0.0
+        self.sync: Sync | None = None  # answered only once replicas have it (routing/replication.py)
 
 
 class _Protocol(asyncio.Protocol):
@@ -120,8 +126,10 @@ class ScriptConnection:
         connect_timeout: float = 5.0,
         command_timeout: float = 10.0,
         idle_ping: float = 15.0,
+        locate: Callable[[], Awaitable[tuple[str, int]]] | None = None,
     ) -> None:
         self.host, self.port, self.path = host, port, path
+        self.locate = locate  # Sentinel: where the primary is now, asked before each connect
         self.db, self.username, self.password = db, username, password
         self.connect_timeout = connect_timeout
         self.command_timeout = command_timeout
@@ -134,11 +142,23 @@ class ScriptConnection:
         self._watchdog: asyncio.TimerHandle | None = None
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._synced = False  # a call in _unsent waits for replicas (routing/replication.py)
 
     # -- calls -----------------------------------------------------------------------------------------
     def submit(self, script: AsyncScript, keys: Sequence[_Arg], args: Sequence[_Arg]) -> asyncio.Future[Any]:
         """Run ``script`` (EVALSHA); the answer arrives on the returned future. Sent with this tick's others."""
         return self._submit(encode_command(("EVALSHA", script.sha, len(keys), *keys, *args)), script, keys, args)
+
+    def submit_replicated(self, script: AsyncScript, keys: Sequence[_Arg], args: Sequence[_Arg], replicas: int,
+                          timeout_ms: int) -> asyncio.Future[Any]:
+        """Like :meth:`submit`, answered once ``replicas`` replicas have the write (a WAIT ends its batch)."""
+        inner = self.submit(script, keys, args)
+        outer: asyncio.Future[Any] = self._running_loop().create_future()
+        link(inner, outer)
+        if not inner.done():  # not refused at once (closed connection)
+            self._unsent[-1][1].sync = (outer, replicas, timeout_ms)
+            self._synced = True
+        return outer
 
     async def execute(self, *parts: _Arg) -> Any:
         """Any other command, answered in order with the scripts (tests; the idle PING goes the same way)."""
@@ -171,10 +191,16 @@ class ScriptConnection:
             text = script.script if isinstance(script.script, str | bytes) else bytes(script.script)
             data = encode_command(("EVAL", text, len(call.keys), *call.keys, *call.args))
             self._unsent.append((data, call))
+            self._synced = self._synced or call.sync is not None
             if not self._flush_scheduled:
                 self._flush_scheduled = True
                 self._running_loop().call_soon(self._flush)
             return
+        if (self.locate is not None and isinstance(reply, ResponseError) and str(reply).startswith("READONLY")
+                and self._protocol is not None and not self._protocol.lost):
+            # Connected to a primary that was demoted: later calls must go to the new one. This call and those
+            # written behind it fail (an outage, 503); the next call asks the Sentinels again.
+            self._protocol.fail(ConnectionError("Redis primary was demoted to a replica (READONLY)"))
         if call.future.done():
             return
         if isinstance(reply, ResponseError):
@@ -193,6 +219,13 @@ class ScriptConnection:
                 self._connecting = asyncio.get_running_loop().create_task(self._connect())
             return
         batch, self._unsent = self._unsent, []
+        if self._synced:  # WAIT counts this connection's writes: it goes in the same write, after them
+            self._synced = False
+            synced = [(call.future, call.sync) for _, call in batch if call.sync is not None]
+            if synced:
+                wait = _Call(self._running_loop().create_future(), None, (), ())
+                settle(synced, wait.future)
+                batch.append((encode_command(wait_command(synced)), wait))
         now = self._last_sent = self._running_loop().time()
         for _, call in batch:
             call.sent_at = now
@@ -202,6 +235,8 @@ class ScriptConnection:
     async def _connect(self) -> None:
         loop = asyncio.get_running_loop()
         try:
+            if self.locate is not None:
+                self.host, self.port = await asyncio.wait_for(self.locate(), timeout=self.connect_timeout)
             protocol = await asyncio.wait_for(self._open(loop), timeout=self.connect_timeout)
             await asyncio.wait_for(self._handshake(protocol), timeout=self.command_timeout)
         except Exception as exc:
@@ -233,12 +268,14 @@ class ScriptConnection:
         return protocol
 
     async def _handshake(self, protocol: _Protocol) -> None:
-        """AUTH and SELECT go first, ahead of anything queued meanwhile."""
+        """AUTH and SELECT go first, ahead of anything queued meanwhile; under Sentinel, ROLE must say master."""
         steps: list[tuple[_Arg, ...]] = []
         if self.password is not None:
             steps.append(("AUTH", self.username, self.password) if self.username else ("AUTH", self.password))
         if self.db:
             steps.append(("SELECT", self.db))
+        if self.locate is not None:
+            steps.append(("ROLE",))
         if not steps:
             return
         loop = asyncio.get_running_loop()
@@ -248,12 +285,17 @@ class ScriptConnection:
         protocol.transport.write(b"".join(encode_command(step) for step in steps))
         for call in calls:
             try:
-                await call.future
+                reply = await call.future
             except ResponseError as exc:
                 protocol.transport.abort()
                 if "AUTH" in str(exc) or "WRONGPASS" in str(exc):
                     raise AuthenticationError(str(exc)) from exc
                 raise
+        if self.locate is not None and not (isinstance(reply, list) and reply and reply[0] == b"master"):
+            # Sentinel still names a primary that is gone or demoted (its view lags a failover by a moment).
+            protocol.transport.abort()
+            role = reply[0].decode(errors="replace") if isinstance(reply, list) and reply else "unknown"
+            raise ConnectionError(f"Redis at {self.host}:{self.port} is not the primary (role {role})")
 
     @property
     def _watch_every(self) -> float:
