@@ -37,6 +37,7 @@ import onboard
 import preload
 import proctree
 import pyspy
+import report
 import scale_report
 from common import LOOPBACK, Child, cpu_seconds, free_port, ocpi_token, python_argv, wait_http
 from cryptography.fernet import Fernet
@@ -73,6 +74,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "(bench/results/profile-scale-<platforms>-<load>.txt)")
     p.add_argument("--max-error-rate", type=float, default=0.01, help="fail above this share of errors")
     p.add_argument("--time-limit", type=float, default=900.0, help="hard bound on the whole run, seconds")
+    p.add_argument("--json", type=Path, default=report.RESULTS / "scale-latest.json", help="results file")
     args = p.parse_args(argv)
     args.sizes = sorted({int(s) for s in args.sizes.split(",") if s.strip()})
     if not args.sizes or args.sizes[0] < 1 or args.sizes[-1] > 40_000:
@@ -98,6 +100,7 @@ class ScaleBench:
         self.all_rounds: list[Row] = []
         self.sizes: list[dict[str, Any]] = []
         self.getall: dict[str, Any] | None = None
+        self.route_counts: dict[str, int] = {}  # routes file -> its lines
 
     # -- processes ------------------------------------------------------------------------------------------
     async def spawn(self, child: Child, ready_url: str) -> Child:
@@ -205,6 +208,7 @@ class ScaleBench:
             routes = [(auth[e.n], *e.emsp, *extras[(i + half) % len(extras)].cpo) for i, e in enumerate(extras)]
             routes_file = self.tmp / f"routes-{name}.tsv"
             routes_file.write_text("".join("\t".join(r) + "\n" for r in routes))
+            self.route_counts[str(routes_file)] = len(routes)
             first = routes[0]
             out.append(Load("GET", path, first[0], from_=(first[1], first[2]), to=(first[3], first[4]), label=SPREAD,
                             routes_file=str(routes_file)))
@@ -220,9 +224,13 @@ class ScaleBench:
         assert self.receiver is not None
         await measure.probe(self.session, origin, load)
         rounds = []
+        warmup = a.warmup
+        if load.routes_file and self.rows:  # every route once first: first contact with a partner is not the cost
+            routes = self.route_counts[load.routes_file]  # of routing to it (connections, metric series)
+            warmup = max(warmup, min(30.0, 1.2 * routes / max(self.rows[-1].result.rps, 100.0)))
         for _ in range(a.rounds):
-            if a.warmup > 0:
-                await self.run_load(load, origin, connections, a.warmup)
+            if warmup > 0:
+                await self.run_load(load, origin, connections, warmup)
             await self.reset_receiver()
             avg = proctree.loadavg()
             hub0, recv0 = proctree.cpu(hub.pid), cpu_seconds(self.receiver.pid)
@@ -261,7 +269,7 @@ class ScaleBench:
         seconds = self.args.duration
         await asyncio.gather(pyspy.record(exe, hub.pid, seconds, raw),
                              self.run_load(load, origin, self.args.connections, seconds))
-        print(f"  profile: {pyspy.save(raw, scale_report.RESULTS, name)}", flush=True)
+        print(f"  profile: {pyspy.save(raw, report.RESULTS, name)}", flush=True)
 
     # -- the three parts --------------------------------------------------------------------------------------
     async def platforms_part(self) -> None:
@@ -378,7 +386,8 @@ async def main_async(args: argparse.Namespace, wrk: str | None) -> int:
             await bench.close()
     meta = bench.meta(started_load)
     failures = problems(bench, args)
-    path = scale_report.write_json(bench.rows, bench.all_rounds, bench.sizes, bench.getall, meta, not failures)
+    path = scale_report.write_json(args.json, bench.rows, bench.all_rounds, bench.sizes, bench.getall, meta,
+                                   not failures)
     print(f"\nmeasured: {meta['command']}; queues on {meta['queues']}; load {meta['loadgen']}, "
           f"{args.warmup:g}s warm-up + {args.duration:g}s per load, {args.rounds} round(s); load average "
           f"{meta['loadavg_at_start']} at start, {meta['loadavg_at_end']} at the end\n")

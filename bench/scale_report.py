@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 from loadgen import Result
-from report import RESULTS
 
 ONE, SPREAD = "1 pair", "spread"
 
@@ -114,10 +113,9 @@ def render(rows: list[Row], sizes: list[dict[str, Any]], getall: dict[str, Any] 
     return "\n".join(lines)
 
 
-def write_json(rows: list[Row], all_rounds: list[Row], sizes: list[dict[str, Any]], getall: dict[str, Any] | None,
-               meta: dict[str, Any], ok: bool) -> Path:
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / "scale-latest.json"
+def write_json(path: Path, rows: list[Row], all_rounds: list[Row], sizes: list[dict[str, Any]],
+               getall: dict[str, Any] | None, meta: dict[str, Any], ok: bool) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
     doc = {"ok": ok, "meta": meta, "rows": [m.as_dict() for m in rows], "sizes": sizes, "get_all": getall,
            "all_rounds": [m.as_dict() for m in all_rounds]}
     path.write_text(json.dumps(doc, indent=2) + "\n")
