@@ -20,7 +20,6 @@ import asyncio
 import json
 import os
 import platform
-import signal
 import sys
 import tempfile
 import time
@@ -42,7 +41,7 @@ import scale_report
 from common import LOOPBACK, Child, cpu_seconds, free_port, ocpi_token, python_argv, wait_http
 from cryptography.fernet import Fernet
 from loadgen import Load
-from run import git_commit, package_version
+from run import git_commit, launch, package_version, run_bounded
 from scale_report import ONE, SPREAD, Row
 
 HOT_KEY = "hot"  # the scale receiver's path of the hot receiver (NL/CPR, DE/EMR)
@@ -367,23 +366,10 @@ def problems(bench: ScaleBench, args: argparse.Namespace) -> list[str]:
 
 
 async def main_async(args: argparse.Namespace, wrk: str | None) -> int:
-    task = asyncio.current_task()
-    assert task is not None
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, task.cancel)
     started_load = proctree.loadavg()
     with tempfile.TemporaryDirectory(prefix="ocpi-bench-scale-") as tmp:
         bench = ScaleBench(args, wrk, Path(tmp))
-        try:
-            async with asyncio.timeout(args.time_limit):
-                await bench.run()
-        except Exception:
-            for child in bench.children:
-                print(f"--- last lines of {child.name} log ---\n{child.log_tail()}", file=sys.stderr)
-            raise
-        finally:
-            await bench.close()
+        await run_bounded(bench, args.time_limit)
     meta = bench.meta(started_load)
     failures = problems(bench, args)
     path = scale_report.write_json(args.json, bench.rows, bench.all_rounds, bench.sizes, bench.getall, meta,
@@ -399,23 +385,7 @@ async def main_async(args: argparse.Namespace, wrk: str | None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    wrk = None
-    if args.loadgen != "python":
-        wrk = loadgen.ensure_wrk()
-        if wrk is None and args.loadgen == "wrk":
-            print("wrk is not available and could not be installed", file=sys.stderr)
-            return 2
-        if wrk is None:
-            print("WARNING: wrk unavailable; falling back to the slower Python load generator", file=sys.stderr)
-    try:
-        return asyncio.run(main_async(args, wrk))
-    except asyncio.CancelledError:
-        print("interrupted: every process the bench started is stopped", file=sys.stderr)
-        return 130
-    except TimeoutError:
-        print(f"FAILED: the run exceeded --time-limit {args.time_limit:g}s; everything was stopped", file=sys.stderr)
-        return 1
+    return launch(parse_args(argv), main_async, want_wrk=True)
 
 
 if __name__ == "__main__":
