@@ -4,7 +4,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: install install-dev run test lint pytest bench clean
+.PHONY: install install-dev run test lint pytest bench bench-scale clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,9 @@ test: lint pytest
 
 bench: install-dev
 	$(BIN)/python bench/run.py
+
+bench-scale: install-dev
+	$(BIN)/python bench/scale.py
 
 clean:
 	rm -rf $(VENV) .hub-data .pytest_cache .mypy_cache .ruff_cache

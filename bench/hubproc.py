@@ -48,8 +48,8 @@ def new_prefix() -> str:
 
 
 def hub_child(port: int, data_dir: Path, redis_url: str | None, prefix: str, src: Path | None = None,
-              name: str = "hub", extra_env: dict[str, str] | None = None) -> Child:
-    """``ocpi-hub serve`` (one process) with only the settings the bench chose, none inherited.
+              name: str = "hub", extra_env: dict[str, str] | None = None, workers: int = 1) -> Child:
+    """``ocpi-hub serve`` (one process, or ``--workers N``) with only the settings the bench chose, none inherited.
 
     ``src``: run the hub of another checkout instead (``python -m hub serve`` there), for A/B comparisons.
     ``extra_env``: more HUB_* settings (e.g. ``HUB_ROAMING_POLICY=agreements`` for the second hub).
@@ -68,8 +68,9 @@ def hub_child(port: int, data_dir: Path, redis_url: str | None, prefix: str, src
     if redis_url:
         env["HUB_REDIS_URL"] = redis_url
     env.update(extra_env or {})
+    serve = ["serve", "--workers", str(workers)] if workers > 1 else ["serve"]
     if src is not None:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(src.resolve()), env.get("PYTHONPATH")) if p)
-        return Child(name, [sys.executable, "-m", "hub", "serve"], data_dir, env, cwd=src.resolve())
+        return Child(name, [sys.executable, "-m", "hub", *serve], data_dir, env, cwd=src.resolve())
     exe = Path(sys.executable).with_name("ocpi-hub")
-    return Child(name, [str(exe), "serve"], data_dir, env)
+    return Child(name, [str(exe), *serve], data_dir, env)

@@ -32,6 +32,9 @@ class Load:
     to: tuple[str, str]
     owner: tuple[str, str] = ("", "")  # country_code/party_id in a PUT body (the path owner)
     label: str = ""  # names a variant of a method (a PUT translated between versions); default: the method
+    # Optional file of routes (caller's token, FROM, TO; one a line, tab-separated) the requests cycle through
+    # instead of ``auth``/``from_``/``to`` (scale.py: many callers and receivers).
+    routes_file: str = ""
 
     @property
     def name(self) -> str:
@@ -43,6 +46,7 @@ class Load:
             "BENCH_FROM_CC": self.from_[0], "BENCH_FROM_PID": self.from_[1],
             "BENCH_TO_CC": self.to[0], "BENCH_TO_PID": self.to[1],
             "BENCH_OWNER_CC": self.owner[0], "BENCH_OWNER_PID": self.owner[1],
+            "BENCH_ROUTES_FILE": self.routes_file,
         }
 
 

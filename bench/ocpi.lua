@@ -2,7 +2,9 @@
 -- Parameters come from the environment (set by bench/loadgen.py):
 --   BENCH_METHOD GET|PUT, BENCH_BASE_PATH (object id is appended), BENCH_AUTH ("Token <base64>"),
 --   BENCH_FROM_CC/BENCH_FROM_PID, BENCH_TO_CC/BENCH_TO_PID, BENCH_OWNER_CC/BENCH_OWNER_PID (PUT body owner),
---   BENCH_ID_SPACE (distinct location ids per thread: each id is its own ordering group in the hub).
+--   BENCH_ID_SPACE (distinct location ids per thread: each id is its own ordering group in the hub),
+--   BENCH_ROUTES_FILE (optional: lines "auth<TAB>from_cc<TAB>from_pid<TAB>to_cc<TAB>to_pid"; requests cycle
+--   through them in order, each with that caller's token and routing headers, instead of the fixed ones).
 -- Every response is checked: HTTP 2xx and an OCPI "status_code":1000, or it counts as an error.
 -- done() prints one line "BENCH_JSON {...}" that loadgen.py parses (latency in microseconds).
 
@@ -19,6 +21,16 @@ local headers = {
   ["OCPI-to-party-id"] = os.getenv("BENCH_TO_PID"),
 }
 if method ~= "GET" then headers["Content-Type"] = "application/json" end
+
+local routes = nil
+local routes_file = os.getenv("BENCH_ROUTES_FILE")
+if routes_file and routes_file ~= "" then
+  routes = {}
+  for line in io.lines(routes_file) do
+    local auth, fcc, fpid, tcc, tpid = line:match("^([^\t]+)\t([^\t]+)\t([^\t]+)\t([^\t]+)\t([^\t]+)$")
+    if auth then table.insert(routes, {auth, fcc, fpid, tcc, tpid}) end
+  end
+end
 
 local threads = {}
 local counter = 0
@@ -41,6 +53,12 @@ function request()
   local id = "LOC" .. ((tid - 1) * id_space + counter % id_space)
   headers["X-Request-ID"] = "bench-" .. tid .. "-" .. counter
   headers["X-Correlation-ID"] = "bench-corr-" .. tid .. "-" .. counter
+  if routes then
+    local r = routes[(counter + (tid - 1) * 7919) % #routes + 1]
+    headers["Authorization"] = r[1]
+    headers["OCPI-from-country-code"], headers["OCPI-from-party-id"] = r[2], r[3]
+    headers["OCPI-to-country-code"], headers["OCPI-to-party-id"] = r[4], r[5]
+  end
   local body = nil
   if method ~= "GET" then body = location(id) end
   return wrk.format(method, base_path .. "/" .. id, headers, body)

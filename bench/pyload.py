@@ -13,6 +13,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 import aiohttp
 from common import install_uvloop
@@ -24,7 +25,17 @@ def percentile(sorted_us: list[float], p: float) -> float:
     return sorted_us[min(len(sorted_us) - 1, int(len(sorted_us) * p / 100))]
 
 
-async def main(url: str, connections: int, duration: float) -> None:
+def read_routes(path: str) -> list[dict[str, str]]:
+    """As in ocpi.lua: each request takes the next line's caller token and routing headers (none: fixed ones)."""
+    if not path:
+        return []
+    names = ("Authorization", "OCPI-from-country-code", "OCPI-from-party-id", "OCPI-to-country-code",
+             "OCPI-to-party-id")
+    lines = Path(path).read_text().splitlines()
+    return [dict(zip(names, line.split("\t"), strict=True)) for line in lines if line.strip()]
+
+
+async def main(url: str, connections: int, duration: float, routes: list[dict[str, str]]) -> None:
     env = os.environ
     method, base_path, id_space = env["BENCH_METHOD"], env["BENCH_BASE_PATH"], int(env.get("BENCH_ID_SPACE", "10000"))
     owner = (env.get("BENCH_OWNER_CC", ""), env.get("BENCH_OWNER_PID", ""))
@@ -44,6 +55,8 @@ async def main(url: str, connections: int, duration: float) -> None:
             n = counts["n"]
             loc = f"LOC{n % id_space}"
             headers = {**fixed, "X-Request-ID": f"bench-py-{n}", "X-Correlation-ID": f"bench-py-corr-{n}"}
+            if routes:
+                headers.update(routes[n % len(routes)])
             body = None
             if method != "GET":
                 body = json.dumps({"country_code": owner[0], "party_id": owner[1], "id": loc, "publish": True,
@@ -83,4 +96,5 @@ async def main(url: str, connections: int, duration: float) -> None:
 
 if __name__ == "__main__":
     install_uvloop()
-    asyncio.run(main(sys.argv[1], int(sys.argv[2]), float(sys.argv[3])))
+    asyncio.run(main(sys.argv[1], int(sys.argv[2]), float(sys.argv[3]),
+                     read_routes(os.environ.get("BENCH_ROUTES_FILE", ""))))

@@ -21,8 +21,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -323,30 +324,46 @@ def summary(bench: Bench, args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-async def main_async(args: argparse.Namespace, wrk: str | None) -> int:
+class Run(Protocol):
+    children: list[Child]
+
+    async def run(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+async def run_bounded(bench: Run, time_limit: float) -> None:
+    """``bench.run()`` within ``time_limit``, cancelled by SIGINT/SIGTERM; on failure the children's last log lines;
+    ``bench.close()`` (every child stopped) whatever happens. Shared with ``scale.py``."""
     task = asyncio.current_task()
     assert task is not None
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, task.cancel)
+    try:
+        async with asyncio.timeout(time_limit):
+            await bench.run()
+    except Exception:
+        for child in bench.children:
+            print(f"--- last lines of {child.name} log ---\n{child.log_tail()}", file=sys.stderr)
+        raise
+    finally:
+        await bench.close()
+
+
+async def main_async(args: argparse.Namespace, wrk: str | None) -> int:
     with tempfile.TemporaryDirectory(prefix="ocpi-bench-") as tmp:
         bench = Bench(args, wrk, Path(tmp))
-        try:
-            async with asyncio.timeout(args.time_limit):
-                await bench.run()
-        except Exception:
-            for child in bench.children:
-                print(f"--- last lines of {child.name} log ---\n{child.log_tail()}", file=sys.stderr)
-            raise
-        finally:
-            await bench.close()
+        await run_bounded(bench, args.time_limit)
     return summary(bench, args)
 
 
-def main() -> int:
-    args = parse_args()
+def launch(args: argparse.Namespace, main_async: Callable[[argparse.Namespace, str | None], Awaitable[int]],
+           want_wrk: bool) -> int:
+    """Find (or install) wrk unless the run needs none, run ``main_async``, and turn Ctrl-C and ``--time-limit``
+    into exit codes; shared with ``scale.py``."""
     wrk = None
-    if args.loadgen != "python" and not args.broadcast_only:
+    if args.loadgen != "python" and want_wrk:
         wrk = loadgen.ensure_wrk()
         if wrk is None and args.loadgen == "wrk":
             print("wrk is not available and could not be installed", file=sys.stderr)
@@ -361,6 +378,11 @@ def main() -> int:
     except TimeoutError:
         print(f"FAILED: the run exceeded --time-limit {args.time_limit:g}s; everything was stopped", file=sys.stderr)
         return 1
+
+
+def main() -> int:
+    args = parse_args()
+    return launch(args, main_async, not args.broadcast_only)
 
 
 if __name__ == "__main__":

@@ -167,6 +167,7 @@ def _load_scripts() -> dict[str, str]:
         "trim_dead_letters",
         "unpark",
         "hasten",
+        "busy",
     )
     return {name: prelude + "\n" + (folder / f"{name}.lua").read_text(encoding="utf-8") for name in names}
 
@@ -443,6 +444,26 @@ class DeliveryQueue:
         """The receiver answers again: its messages waiting for a retry become due now (among its ``limit``
         oldest unacked messages). Returns how many."""
         return int(await self._run("hasten", [keys.pending(self.prefix, receiver)], [limit]))
+
+    async def busy_stats(self, slice_size: int = 1000) -> list[ReceiverStats]:
+        """Queue health of the receivers with anything unacked, in flight or dead-lettered, sorted by receiver.
+
+        The receivers set keeps every receiver ever routed to: ``stats`` costs O(those) Redis commands through
+        redis-py, which the gauges every process refreshes every few seconds cannot afford with thousands of
+        platforms. Here Redis looks at them a slice per script call (``busy.lua``) and only busy ones come back.
+        """
+        p, cursor = self.prefix, "0"
+        now = self._clock()
+        out = []
+        while True:
+            flat = await self._run("busy", [keys.receivers(p), keys.dead_letter_bytes(p)], [cursor, slice_size])
+            cursor = _str(flat[0])
+            for i in range(1, len(flat), 6):
+                receiver, depth, oldest, inflight, dead, dead_bytes = flat[i:i + 6]
+                age = max(0.0, now - float(oldest)) if oldest not in (b"", "", None) else 0.0
+                out.append(ReceiverStats(_str(receiver), int(depth), int(inflight), age, int(dead), int(dead_bytes)))
+            if cursor == "0":
+                return sorted(out, key=lambda s: s.receiver)
 
     async def stats(self) -> list[ReceiverStats]:
         """Queue health per receiver, sorted by receiver; two round trips, O(receivers)."""

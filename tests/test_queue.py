@@ -516,6 +516,39 @@ async def test_stats_depth_inflight_oldest_age(rb: Backend) -> None:
     assert r.oldest_age_seconds == pytest.approx(20)
 
 
+async def test_busy_stats_leave_out_idle_receivers_whatever_the_slice(rb: Backend) -> None:
+    """The gauges' view of the queue: only receivers with something unacked, in flight or dead-lettered, with the
+    figures ``stats`` gives them, however many idle receivers the queue remembers and however it slices them."""
+    q = rb.queue()
+    now = rb.clock.now
+    for i in range(25):  # routed to once and answered: remembered by the queue, idle now
+        idle = msg(f"IDLE{i:02d}", "g")
+        assert await q.enqueue(idle, claim=True)
+        assert await q.ack(idle)
+    await q.enqueue(msg("R", "g", enqueued_at=now - 30))
+    await q.enqueue(msg("R", "h", enqueued_at=now - 10))
+    dead = msg("D", "g")
+    assert await q.enqueue(dead, claim=True)
+    assert await q.dead_letter(dead, "refused")
+    held = await q.claim(1)
+
+    everything = {s.receiver: s for s in await q.stats()}
+    assert len(everything) == 27
+    for slice_size in (1, 7, 1000):
+        busy = await q.busy_stats(slice_size)
+        assert [s.receiver for s in busy] == ["D", "R"]
+        assert busy == [everything["D"], everything["R"]]
+    r = everything["R"]
+    assert (r.depth, r.inflight, r.dead_letters) == (2, 1, 0)
+    assert r.oldest_age_seconds == pytest.approx(30)
+    d = everything["D"]
+    assert (d.depth, d.inflight, d.dead_letters) == (0, 0, 1) and d.dead_letter_bytes > 0
+
+    for m in [*held, *await q.claim(10)]:
+        assert await q.ack(m)
+    assert [s.receiver for s in await q.busy_stats()] == ["D"]
+
+
 async def test_two_queue_instances_on_one_redis_share_messages(rb: Backend) -> None:
     one, two = rb.queue(max_inflight=1), rb.queue(max_inflight=1)
     await one.enqueue(msg("R", "g", b"1"))
