@@ -30,14 +30,16 @@ from redis.asyncio import Redis
 from hub.store.protocol import Store
 from routing.agreements import Policy
 from routing.outbound import registered_hosts
-from routing.platform import Party, Platform, hash_token
+from routing.platform import PER_PLATFORM_CACHE, Party, Platform, hash_token
 
 if TYPE_CHECKING:
     from routing.redis_health import RedisHealth
 
 log = logging.getLogger("hub.registry")
 
-MAX_CACHED_CALLERS = 4096  # Authorization headers remembered (hub/access.py); all forgotten when full
+# Authorization headers remembered (hub/access.py); all forgotten when full. Sized like the other per-platform caches
+# (routing/platform.py): 10,000 callers outgrew the former 4,096 and every request was looked up in full.
+MAX_CACHED_CALLERS = PER_PLATFORM_CACHE
 
 SavedHook = Callable[["Platform | None", Platform], Awaitable[None]]
 ChangeHook = Callable[[str], Awaitable[None]]
