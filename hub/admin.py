@@ -21,11 +21,10 @@ from pydantic import BaseModel, Field, ValidationError
 from hub import admin_agreements, operations
 from hub.admin_agreements import policy_view
 from hub.admin_audit import MUTATING, FailedLogins, client_address, record_action
-from hub.audit import AUDIT_MODULES, OUTCOMES, AuditQuery, AuditRecord
+from hub.audit import AUDIT_MODULES, OUTCOMES, AuditQuery, AuditRecord, outcome_of
 from hub.connect import connect
 from hub.context import HUB_KEY, Hub, hub_of
 from hub.envelope import Handler
-from hub.observe import outcome_of
 from routing import store_forward
 from routing.agreements import Policy
 from routing.ocpi.errors import InvalidParameters, NotFound, OcpiError
@@ -76,11 +75,9 @@ def _error(status: int, message: str) -> web.Response:
 FAILED_LOGINS = web.AppKey("admin_failed_logins", FailedLogins)
 
 
-@web.middleware
-async def admin_auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """The admin token opens /admin; failed logins and every change an operator makes are audited."""
-    if not request.path.startswith("/admin"):
-        return await handler(request)
+async def admin_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The admin token opens /admin; failed logins and every change an operator makes are audited. Called by the
+    hub's middleware (hub/observe.py) for every /admin path, inside its error answers."""
     started = time.perf_counter()
     hub = hub_of(request)
     given = request.headers.get("Authorization", "")

@@ -24,7 +24,7 @@ from hub.audit import AuditWriter
 from hub.clientinfo import LIVENESS_KEY, Liveness
 from hub.console import add_console
 from hub.context import HUB_KEY, Hub
-from hub.envelope import TRANSLATE_ERROR, error_middleware
+from hub.envelope import TRANSLATE_ERROR
 from hub.logs import MalformedHttpFilter, ThrottledLog, one_line
 from hub.metrics import CONTENT_TYPE, Metrics
 from hub.observe import observe_middleware
@@ -80,7 +80,7 @@ def admission_limits(settings: Settings) -> AdmissionLimits:
 
 
 def create_app(settings: Settings, *, store: HubStore | None = None, redis: Redis | None = None) -> web.Application:
-    app = web.Application(middlewares=[observe_middleware, error_middleware, admin.admin_auth_middleware],
+    app = web.Application(middlewares=[observe_middleware],
                           client_max_size=settings.max_body_bytes)
     app.cleanup_ctx.append(_lifecycle(settings, store, redis))
     versions.add_routes(app)

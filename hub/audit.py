@@ -24,6 +24,21 @@ OUTCOMES = ("ok", "forwarded", "stored", "broadcast", "get_all", "catchup", "rej
             "unknown_receiver", "not_connected", "timeout", "hub_error", "error")
 
 
+_OUTCOME_OF_CODE = {4000: "hub_error", 4001: "unknown_receiver", 4002: "timeout", 4003: "not_connected"}
+
+
+def outcome_of(status: int, ocpi_status: int | None) -> str:
+    if ocpi_status in _OUTCOME_OF_CODE:
+        return _OUTCOME_OF_CODE[ocpi_status]
+    if status == 401:
+        return "unauthorized"
+    if status >= 500:
+        return "error"
+    if status >= 400:
+        return "rejected"
+    return "ok"
+
+
 @dataclass(slots=True)
 class AuditRecord:
     id: str

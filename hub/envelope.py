@@ -80,21 +80,30 @@ def _is_ocpi_path(path: str) -> bool:
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every failure becomes a clear answer: an OCPI envelope on /ocpi, a JSON error elsewhere."""
+    """Every failure becomes a clear answer: an OCPI envelope on /ocpi, a JSON error elsewhere. (The hub's own app
+    does this inside its one middleware, hub/observe.py; this is the same for an app of its own.)"""
+    try:
+        return await handler(request)
+    except Exception as exc:
+        return error_answer(request, exc)
+
+
+def error_answer(request: web.Request, exc: Exception) -> web.StreamResponse:
+    """The answer to a handler's exception; raises it again when it is not an error (a redirect)."""
     try:
         try:
-            return await handler(request)
-        except web.RequestPayloadError as exc:  # a body aiohttp could not decode (broken gzip, bad chunks)
-            detail = " ".join(str(exc).split()).removeprefix("400, message: ")[:200]
+            raise exc
+        except web.RequestPayloadError as payload_error:  # a body aiohttp could not decode (broken gzip, bad chunks)
+            detail = " ".join(str(payload_error).split()).removeprefix("400, message: ")[:200]
             raise InvalidParameters(f"request body could not be read: {detail}") from None
         except (OcpiError, web.HTTPException):
             raise
-        except Exception as exc:
+        except Exception as other:
             translate = request.app.get(TRANSLATE_ERROR)
-            err = translate(exc) if translate is not None else None
+            err = translate(other) if translate is not None else None
             if err is None:
                 raise
-            raise err from exc
+            raise err from other
     except OcpiError as err:
         _note_status(request, err.status_code)
         headers = reply_headers(request)
@@ -102,19 +111,19 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             return error_response(err, headers)
         extra = {"Retry-After": str(max(1, math.ceil(err.retry_after)))} if err.retry_after is not None else None
         return web.json_response({"error": printable_message(err.message)}, status=err.http_status, headers=extra)
-    except web.HTTPException as exc:
-        if exc.status < 400:
+    except web.HTTPException as http:
+        if http.status < 400:
             raise
-        _note_status(request, 2000 if exc.status < 500 else 3000)
-        message = exc.reason
-        if isinstance(exc, web.HTTPRequestEntityTooLarge):  # aiohttp stopped reading at HUB_MAX_BODY_BYTES
+        _note_status(request, 2000 if http.status < 500 else 3000)
+        message = http.reason
+        if isinstance(http, web.HTTPRequestEntityTooLarge):  # aiohttp stopped reading at HUB_MAX_BODY_BYTES
             message = f"request body larger than {request.client_max_size} bytes"
         if _is_ocpi_path(request.path):
             return ocpi_response(
-                status=exc.status, status_code=2000 if exc.status < 500 else 3000, message=message,
+                status=http.status, status_code=2000 if http.status < 500 else 3000, message=message,
                 headers=reply_headers(request),
             )
-        return web.json_response({"error": message}, status=exc.status)
+        return web.json_response({"error": message}, status=http.status)
     except ConnectionResetError:
         # The client is gone (or was cut off for sending too slowly, hub/connections.py): no one reads an answer.
         _note_status(request, 2000)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 
 from aiohttp import web
 
-from hub.audit import AuditRecord
+from hub.admin import admin_guard
+from hub.audit import AuditRecord, outcome_of
 from hub.context import Hub, hub_of
-from hub.envelope import Handler
+from hub.envelope import Handler, error_answer
 from hub.exchange import EXCHANGE, Exchange
 from hub.redact import redact, redact_path
 from routing.ocpi.headers import CORRELATION_ID, REQUEST_ID, message_ids, time_ordered_id
@@ -18,21 +20,6 @@ from routing.platform import utcnow
 
 log = logging.getLogger("hub.requests")
 
-_OUTCOME_OF_CODE = {4000: "hub_error", 4001: "unknown_receiver", 4002: "timeout", 4003: "not_connected"}
-
-
-def outcome_of(status: int, ocpi_status: int | None) -> str:
-    if ocpi_status in _OUTCOME_OF_CODE:
-        return _OUTCOME_OF_CODE[ocpi_status]
-    if status == 401:
-        return "unauthorized"
-    if status >= 500:
-        return "error"
-    if status >= 400:
-        return "rejected"
-    return "ok"
-
-
 # Module label values: the OCPI modules plus the configuration modules; anything else a caller typed in a URL
 # is "other", so a scan of random paths cannot grow the metrics without bound.
 _MODULE_LABELS = frozenset((*ALL_MODULES, "credentials", "versions", "hubclientinfo"))
@@ -40,8 +27,16 @@ _MODULE_LABELS = frozenset((*ALL_MODULES, "credentials", "versions", "hubclienti
 
 @web.middleware
 async def observe_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The hub's one middleware (each layer costs every request a coroutine): OCPI requests get their ids, an
+    Exchange, their errors answered as OCPI envelopes (hub/envelope.py) and one audit record, metrics sample and
+    log line; /admin requests the admin guard (hub/admin.py); every other path has its errors answered."""
     if not request.path.startswith("/ocpi"):
-        return await handler(request)
+        try:
+            if request.path.startswith("/admin"):
+                return await admin_guard(request, handler)
+            return await handler(request)
+        except Exception as exc:
+            return error_answer(request, exc)
     started = time.perf_counter()
     ids = message_ids(request)
     request_id, correlation_id = ids.request_id, ids.correlation_id
@@ -49,11 +44,14 @@ async def observe_middleware(request: web.Request, handler: Handler) -> web.Stre
                   bad_ids=ids.problem)
     request[EXCHANGE] = ex
     try:
-        response = await handler(request)
-    except web.HTTPException as exc:  # redirects (the error middleware answers every 4xx/5xx itself)
+        try:
+            response = await handler(request)
+        except Exception as exc:
+            response = error_answer(request, exc)
+    except web.HTTPException as exc:  # redirects (every 4xx/5xx was answered above)
         record(request, ex, exc, time.perf_counter() - started)
         raise
-    except Exception:  # not expected past the error middleware; still one record per request
+    except Exception:  # not expected past error_answer; still one record per request
         record(request, ex, web.Response(status=500), time.perf_counter() - started)
         raise
     record(request, ex, response, time.perf_counter() - started)
@@ -91,33 +89,24 @@ def record(request: web.Request, ex: Exchange, response: web.StreamResponse, ela
 
 def _audit(hub: Hub, request: web.Request, ex: Exchange, response: web.StreamResponse, outcome: str,
            module: str, role: str, elapsed: float, ocpi_status: int) -> None:
+    # Positional, in AuditRecord's field order (checked below): one per request, and keyword arguments cost
+    # a 26-field dataclass several times the call itself.
     hub.audit.add(AuditRecord(
-        id=time_ordered_id(),
-        time=utcnow(),
-        request_id=ex.request_id,
-        correlation_id=ex.correlation_id,
-        platform_id=ex.platform_id,
-        from_party=ex.from_party,
-        to_party=ex.to_party,
-        module=module,
-        interface_role=role or None,
-        method=request.method,
-        path=redact_path(request.path),
-        outcome=outcome,
-        http_status=response.status,
-        ocpi_status=ocpi_status,
-        receiver_platform_id=ex.receiver_platform_id,
-        receiver_http_status=ex.receiver_http_status,
-        receiver_ocpi_status=ex.receiver_ocpi_status,
-        latency_total_ms=round(elapsed * 1000, 3),
-        latency_receiver_ms=ex.latency_receiver_ms,
-        request_size=ex.request_size or request.content_length or 0,
-        response_size=_body_size(response),
-        body={"request": redact(ex.request_json)} if ex.request_json is not None else None,
-        ocpi_version=ex.ocpi_version,
-        receiver_version=ex.receiver_version,
-        translation=ex.translation,
+        time_ordered_id(), utcnow(), ex.request_id, ex.correlation_id, ex.platform_id, ex.from_party, ex.to_party,
+        module, role or None, request.method, redact_path(request.path), outcome, response.status, ocpi_status,
+        ex.receiver_platform_id, ex.receiver_http_status, ex.receiver_ocpi_status, round(elapsed * 1000, 3),
+        ex.latency_receiver_ms, ex.request_size or request.content_length or 0, _body_size(response),
+        {"request": redact(ex.request_json)} if ex.request_json is not None else None, None, ex.ocpi_version,
+        ex.receiver_version, ex.translation,
     ))
+
+
+_POSITIONAL = ("id", "time", "request_id", "correlation_id", "platform_id", "from_party", "to_party", "module",
+               "interface_role", "method", "path", "outcome", "http_status", "ocpi_status", "receiver_platform_id",
+               "receiver_http_status", "receiver_ocpi_status", "latency_total_ms", "latency_receiver_ms",
+               "request_size", "response_size", "body", "actor", "ocpi_version", "receiver_version", "translation")
+if tuple(f.name for f in dataclasses.fields(AuditRecord)) != _POSITIONAL:  # a new field must be placed in _audit
+    raise ImportError("hub.observe._audit builds AuditRecord positionally: update it to the record's fields")
 
 
 _VERSION_PATHS = frozenset(("/ocpi/versions", *(f"/ocpi/{v}" for v in SUPPORTED)))

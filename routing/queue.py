@@ -79,6 +79,7 @@ from routing import keys
 from routing.batching import ScriptRunner, script_runner
 from routing.keys import group_token
 from routing.ocpi.headers import time_ordered_id
+from routing.platform import PER_PLATFORM_CACHE
 
 _REAP_BATCH = 256
 _TRIM_BATCH = 1000  # dead letters evicted per receiver and script call at most: no long script after a lowered cap
@@ -232,6 +233,8 @@ class DeliveryQueue:
         p = self.prefix
         self._head_keys = (keys.ready(p), keys.group_state(p), keys.leases(p), keys.inflight(p))
         self._base, self._wake = keys.base(p), keys.wake_channel(p)
+        self._receivers = keys.receivers(p)
+        self._per_receiver: dict[str, tuple[str, str, str]] = {}
 
     async def close(self) -> None:
         """Close what the queue opened itself (the lean script connection); the Redis client is the caller's."""
@@ -264,14 +267,10 @@ class DeliveryQueue:
         slot, the deadline has not passed): the caller delivers and acks it; ``msg.attempts`` is now 1.
         Otherwise it is queued (or was queued already under this id) and ``claim`` will hand it out.
         """
-        p, token = self.prefix, group_token(msg.receiver, msg.group)
-        script_keys = [
-            keys.message(p, msg.id),
-            keys.group(p, token),
-            keys.pending(p, msg.receiver),
-            keys.receivers(p),
-            keys.parked(p, msg.receiver),
-        ]
+        p = self.prefix
+        pending, parked, escaped = self._receiver_keys(msg.receiver)
+        token = escaped + msg.group
+        script_keys = (keys.message(p, msg.id), keys.group(p, token), pending, self._receivers, parked)
         args: list[_Arg] = [
             msg.id,
             msg.receiver,
@@ -321,14 +320,23 @@ class DeliveryQueue:
             for r in await self._run("claim", [], args)
         ]
 
-    def _lease_keys(self, msg: Message) -> tuple[str, list[str]]:
-        p, token = self.prefix, group_token(msg.receiver, msg.group)
-        return token, [
-            keys.message(p, msg.id),
-            keys.group(p, token),
-            keys.pending(p, msg.receiver),
-            keys.parked(p, msg.receiver),
-        ]
+    def _lease_keys(self, msg: Message) -> tuple[str, tuple[str, ...]]:
+        p = self.prefix
+        pending, parked, escaped = self._receiver_keys(msg.receiver)
+        token = escaped + msg.group
+        return token, (keys.message(p, msg.id), keys.group(p, token), pending, parked)
+
+    def _receiver_keys(self, receiver: str) -> tuple[str, str, str]:
+        """A receiver's ``pending`` and ``parked`` keys and its group-token prefix, built once per receiver (the
+        hot path needs them twice per message)."""
+        found = self._per_receiver.get(receiver)
+        if found is None:
+            if len(self._per_receiver) >= PER_PLATFORM_CACHE:
+                self._per_receiver.clear()
+            p = self.prefix
+            found = self._per_receiver[receiver] = (keys.pending(p, receiver), keys.parked(p, receiver),
+                                                    group_token(receiver, ""))
+        return found
 
     async def ack(self, msg: Message) -> bool:
         """Finish ``msg`` (delivered, or given up without a dead letter) so its group moves on.
@@ -361,13 +369,13 @@ class DeliveryQueue:
         """Ack ``msg`` and keep a copy for operators. False (nothing stored) when the lease is gone."""
         p = self.prefix
         token, script_keys = self._lease_keys(msg)
-        script_keys += [
+        script_keys += (
             keys.dead_letter(p, msg.id),
             keys.dead_letters(p),
             keys.dead_letters_of(p, msg.receiver),
             keys.dead_letter_bytes(p),
             keys.dead_letters_evicted(p),
-        ]
+        )
         args: list[_Arg] = [msg.id, msg.attempts, token, msg.receiver, reason, *self._dead_letter_bounds()]
         stored, capped, expired = (int(x) for x in await self._run("dead_letter", script_keys, args))
         self._evicted(msg.receiver, capped, expired)

@@ -16,6 +16,7 @@ from yarl import URL
 
 from hub.admin import FAILED_LOGINS
 from hub.admin_audit import MUTATING, client_address, record_action
+from hub.audit import outcome_of
 from hub.console.render import OPERATOR, SECURITY_HEADERS, htmx, render
 from hub.console.session import (
     COOKIE_NAME,
@@ -29,7 +30,6 @@ from hub.console.session import (
     start,
 )
 from hub.envelope import Handler, printable_message
-from hub.observe import outcome_of
 from routing.ocpi.errors import OcpiError
 
 HOME: Final = "/console/partners"
