@@ -48,17 +48,26 @@ def encode_command(parts: Sequence[_Arg]) -> bytes:
     return hiredis.pack_command(tuple(parts))  # type: ignore[arg-type,no-any-return]
 
 
-class _Call:
-    """A submitted command: its future, and what is needed to send it again as EVAL after NOSCRIPT."""
+def bulk(value: str | bytes) -> bytes:
+    """One RESP bulk string: for callers that pack the parts of a command that never change once
+    (``ScriptConnection.submit_packed``)."""
+    data = value.encode() if isinstance(value, str) else value
+    return b"$%d\r\n%b\r\n" % (len(data), data)
 
-    __slots__ = ("args", "future", "keys", "script", "sent_at", "sync")
+
+class _Call:
+    """A submitted command: its future, and what is needed to send it again as EVAL after NOSCRIPT (the keys
+    and arguments, or the packed rest of the command after the script's hash)."""
+
+    __slots__ = ("args", "future", "keys", "packed", "script", "sent_at", "sync")
 
     def __init__(self, future: asyncio.Future[Any], script: AsyncScript | None, keys: Sequence[_Arg],
-                 args: Sequence[_Arg]) -> None:
+                 args: Sequence[_Arg], packed: tuple[int, bytes] | None = None) -> None:
         self.future = future
         self.script = script
         self.keys = keys
         self.args = args
+        self.packed = packed
         self.sent_at = 0.0
         self.sync: Sync | None = None  # answered only once replicas have it (routing/replication.py)
 
@@ -143,6 +152,7 @@ class ScriptConnection:
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._synced = False  # a call in _unsent waits for replicas (routing/replication.py)
+        self._heads: dict[tuple[str | bytes, int], bytes] = {}  # "EVALSHA <sha>" of each packed script call
 
     # -- calls -----------------------------------------------------------------------------------------
     def submit(self, script: AsyncScript, keys: Sequence[_Arg], args: Sequence[_Arg]) -> asyncio.Future[Any]:
@@ -160,18 +170,27 @@ class ScriptConnection:
             self._synced = True
         return outer
 
+    def submit_packed(self, script: AsyncScript, count: int, packed: bytes) -> asyncio.Future[Any]:
+        """``submit`` for a caller that packed numkeys, the keys and the arguments itself (``count`` bulk strings,
+        see ``bulk``): the parts that never change are packed once instead of on every call."""
+        head = self._heads.get((script.sha, count))
+        if head is None:
+            sha = script.sha if isinstance(script.sha, bytes) else script.sha.encode()
+            head = self._heads[(script.sha, count)] = b"*%d\r\n$7\r\nEVALSHA\r\n%b" % (count + 2, bulk(sha))
+        return self._submit(head + packed, script, (), (), (count, packed))
+
     async def execute(self, *parts: _Arg) -> Any:
         """Any other command, answered in order with the scripts (tests; the idle PING goes the same way)."""
         return await self._submit(encode_command(parts), None, (), ())
 
     def _submit(self, data: bytes, script: AsyncScript | None, keys: Sequence[_Arg],
-                args: Sequence[_Arg]) -> asyncio.Future[Any]:
+                args: Sequence[_Arg], packed: tuple[int, bytes] | None = None) -> asyncio.Future[Any]:
         loop = self._running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         if self._closed:
             future.set_exception(ConnectionError("the script connection is closed"))
             return future
-        self._unsent.append((data, _Call(future, script, keys, args)))
+        self._unsent.append((data, _Call(future, script, keys, args, packed)))
         if not self._flush_scheduled:
             self._flush_scheduled = True
             loop.call_soon(self._flush)
@@ -189,7 +208,11 @@ class ScriptConnection:
             # Redis restarted or its script cache was flushed: send the text once; EVAL caches it again.
             script, call.script = call.script, None
             text = script.script if isinstance(script.script, str | bytes) else bytes(script.script)
-            data = encode_command(("EVAL", text, len(call.keys), *call.keys, *call.args))
+            if call.packed is not None:
+                count, packed = call.packed
+                data = b"*%d\r\n$4\r\nEVAL\r\n%b%b" % (count + 2, bulk(text), packed)
+            else:
+                data = encode_command(("EVAL", text, len(call.keys), *call.keys, *call.args))
             self._unsent.append((data, call))
             self._synced = self._synced or call.sync is not None
             if not self._flush_scheduled:
