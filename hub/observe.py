@@ -94,7 +94,7 @@ def _audit(hub: Hub, request: web.Request, ex: Exchange, response: web.StreamRes
     hub.audit.add(AuditRecord(
         time_ordered_id(), utcnow(), ex.request_id, ex.correlation_id, ex.platform_id, ex.from_party, ex.to_party,
         module, role or None, request.method, redact_path(request.path), outcome, response.status, ocpi_status,
-        ex.receiver_platform_id, ex.receiver_http_status, ex.receiver_ocpi_status, round(elapsed * 1000, 3),
+        ex.receiver_platform_id, ex.receiver_http_status, ex.receiver_ocpi_status, _ms(elapsed),
         ex.latency_receiver_ms, ex.request_size or request.content_length or 0, _body_size(response),
         {"request": redact(ex.request_json)} if ex.request_json is not None else None, None, ex.ocpi_version,
         ex.receiver_version, ex.translation,
@@ -126,6 +126,11 @@ def _config_module(path: str) -> str:
 
 
 def _body_size(response: web.StreamResponse) -> int:
-    if isinstance(response, web.Response) and isinstance(response.body, bytes | bytearray):
-        return len(response.body)
-    return 0
+    # type() first: web.Response is a MutableMapping, so isinstance() goes through the ABC machinery
+    body = response.body if type(response) is web.Response or isinstance(response, web.Response) else None
+    return len(body) if type(body) is bytes or isinstance(body, bytes | bytearray) else 0
+
+
+def _ms(seconds: float) -> float:
+    """Milliseconds to 3 decimals, as round(x, 3) gives them without its decimal conversion (once per request)."""
+    return round(seconds * 1_000_000) / 1000

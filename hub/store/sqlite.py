@@ -18,6 +18,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
+from itertools import chain
 from pathlib import Path
 from typing import Any, Final
 
@@ -221,7 +222,7 @@ class _RowsInsert:
         start = 0
         for size in self.SIZES:
             while len(rows) - start >= size:
-                out.append((self._sql[size], [value for row in rows[start:start + size] for value in row]))
+                out.append((self._sql[size], list(chain.from_iterable(rows[start:start + size]))))
                 start += size
         return out
 
