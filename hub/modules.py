@@ -44,10 +44,10 @@ from routing.ocpi.ids import check_path_tail
 from routing.ocpi.models import parse_json
 from routing.ocpi.pagination import page_headers, parse_page
 from routing.ocpi.versions import V211, V221, has_module
-from routing.open_routing import find_receiver, learn
+from routing.open_routing import find_receiver, learn, learns
 from routing.platform import ConnectionStatus, Platform, utcnow
 from routing.queue import Message
-from routing.rewrite import rearm_result_callback, rewrite_request, rewrite_response_headers
+from routing.rewrite import Rewritten, rearm_result_callback, rewrite_request, rewrite_response_headers, rewrites
 from routing.router import (
     InboundRequest,
     allowed_methods,
@@ -179,7 +179,7 @@ async def route(request: web.Request, hub: Hub, platform: Platform, version: str
         hub.callbacks, module=module, interface_role=role, method=req.method, body=out_body,
         json_body=out_json, query=req.query, requester=sender, requester_platform=platform.id,
         receiver=route_.to, command=req.segments[0] if req.segments else "",
-    )
+    ) if rewrites(module, role) else Rewritten(out_body, req.query)
     # A 2.1.1 sender sends no routing headers: the hub sets both, so a 2.2.1 or 2.3.0 receiver knows the parties.
     headers = routing_reply_headers(route_.to, sender) if version == V211 else None
     if defers_push(route_.receiver, module, role, req.method):  # store-and-forward (docs/store-and-forward.md)
@@ -199,8 +199,10 @@ async def route(request: web.Request, hub: Hub, platform: Platform, version: str
     if reply.hub_error is None and reply.status < 300:
         if req.method == "DELETE" and role == "RECEIVER" and reply.accepted:
             await forget_deleted(hub.store, module, req.segments)
-        await learn(req, hub.hints, route_.to)
-        await rearm_result_callback(hub.callbacks, rewritten, reply.body)
+        if learns(req):
+            await learn(req, hub.hints, route_.to)
+        if rewritten.callback_id is not None:
+            await rearm_result_callback(hub.callbacks, rewritten, reply.body)
         if "Link" in reply.headers or "Location" in reply.headers:  # most answers have neither
             reply.headers = await rewrite_response_headers(
                 hub.callbacks, reply.headers, module=module, interface_role=role, caller=sender,

@@ -224,10 +224,16 @@ def _is_token_owner(req: InboundRequest, owner: str) -> bool:
     return any(p.key == owner and p.role == "EMSP" for p in req.platform.parties)
 
 
+def learns(req: InboundRequest) -> bool:
+    """Whether ``learn`` has anything to look at: a RECEIVER push with a JSON object (callers skip the call
+    otherwise, once per routed GET)."""
+    return req.interface_role == "RECEIVER" and req.method in ("PUT", "POST") and isinstance(req.json_body, dict)
+
+
 async def learn(req: InboundRequest, hints: RouteHints, to: Party | None) -> None:
     """Remember owners the request reveals, so later requests without TO headers can be routed."""
     body = req.json_body
-    if req.interface_role != "RECEIVER" or req.method not in ("PUT", "POST") or not isinstance(body, dict):
+    if not learns(req) or not isinstance(body, dict):
         return
     segs = req.segments
     if req.module == "tokens" and len(segs) == 3:

@@ -56,13 +56,19 @@ def holds_until(module: str, command: str, json_body: dict[str, Any]) -> float |
         return None
 
 
+def rewrites(module: str, interface_role: str) -> bool:
+    """Whether ``rewrite_request`` may change a request of this module and interface (callers skip the call
+    otherwise: once per routed request)."""
+    return interface_role == "RECEIVER" and module in ("commands", "chargingprofiles")
+
+
 async def rewrite_request(
     callbacks: Callbacks, *, module: str, interface_role: str, method: str, body: bytes, json_body: Any,
     query: str, requester: Party, requester_platform: str, receiver: Party, command: str = "",
 ) -> Rewritten:
     """Swap the requester's ``response_url`` for a hub URL only the receiver (the CPO) may call. ``command``:
     the CommandType of a command (its path below the module)."""
-    if interface_role != "RECEIVER" or module not in ("commands", "chargingprofiles"):
+    if not rewrites(module, interface_role):
         return Rewritten(body, query)
 
     async def issue(url: str, field: str, until: float | None = None) -> tuple[str, str]:
