@@ -9,8 +9,12 @@ After onboarding and a warm-up, instrumentation is switched on for exactly ``--r
 the counters are dumped and read: instructions per request = total / requests (background tasks that run in that
 window, the audit writer for one, are part of the cost).
 
+``--bare`` counts the bare aiohttp proxy of ``run.py`` on the same requests instead: hub / bare instructions is the
+repeatable form of run.py's hub/bare ratio (which also counts the kernel's socket work, the same for both, and
+Redis).
+
 Usage: python bench/instructions.py [--kind get|put|put-bridged] [--requests 400] [--hub-src DIR] [--agreements]
-       [--json FILE]
+       [--bare] [--json FILE]
 """
 
 from __future__ import annotations
@@ -46,6 +50,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--hub-src", type=Path, help="count the hub of another checkout (A/B)")
     p.add_argument("--agreements", action="store_true",
                    help="run the hub with HUB_ROAMING_POLICY=agreements and the bench's agreements in force")
+    p.add_argument("--bare", action="store_true",
+                   help="count bench/bare_proxy.py (the reference run.py compares the hub with) instead of the hub")
     p.add_argument("--json", type=Path, help="also write the figures here")
     return p.parse_args()
 
@@ -101,15 +107,18 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
         children.append(receiver)
         await receiver.start()
         await wait_http(f"{receiver_url}/healthz", 30, receiver)
+        out_dir = tmp / "callgrind"
+        out_dir.mkdir()
+        valgrind = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out_dir}/cg.out",
+                    "--dump-line=no", "--compress-strings=no"]
+        if args.bare:
+            return await count_bare(args, session, tmp, children, valgrind, receiver_url, out_dir)
         await sender.start()
         port = free_port()
         hub_url = f"http://{LOOPBACK}:{port}"
         extra = {"HUB_ROAMING_POLICY": "agreements"} if args.agreements else None
         hub = hubproc.hub_child(port, tmp, redis_url, prefix, args.hub_src, extra_env=extra)
-        out_dir = tmp / "callgrind"
-        out_dir.mkdir()
-        hub.argv = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out_dir}/cg.out",
-                    "--dump-line=no", "--compress-strings=no", *hub.argv]
+        hub.argv = [*valgrind, *hub.argv]
         children.append(hub)
         await hub.start()
         await wait_http(f"{hub_url}/healthz", 600, hub)
@@ -134,22 +143,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
             frm, to = owner, ("DE", "EMR")
         routing = {"OCPI-from-country-code": frm[0], "OCPI-from-party-id": frm[1],
                    "OCPI-to-country-code": to[0], "OCPI-to-party-id": to[1]}
-        url_base = hub_url + base
-        await drive(session, url_base, reg.auth, routing, args.kind, owner, args.warmup, args.concurrency, 0)
-        await asyncio.sleep(1.0)  # the warm-up's audit batch and acks are written before counting starts
-        callgrind(hub.pid, "-z")  # zero, then count
-        callgrind(hub.pid, "-i", "on")
-        started = time.monotonic()
-        await drive(session, url_base, reg.auth, routing, args.kind, owner, args.requests, args.concurrency,
-                    args.warmup)
-        await asyncio.sleep(0.5)  # their audit batch (every 200 ms) is part of their cost
-        callgrind(hub.pid, "-i", "off")
-        callgrind(hub.pid, "-d")
-        elapsed = time.monotonic() - started
-        await asyncio.sleep(1.0)
-        total = total_instructions(out_dir)
-        if total == 0:
-            raise RuntimeError(f"no callgrind counts found in {out_dir}")
+        total, elapsed = await count(args, session, hub.pid, hub_url + base, reg.auth, routing, owner, out_dir)
         return {"kind": args.kind, "requests": args.requests, "instructions_total": total,
                 "instructions_per_request": round(total / args.requests), "hub_src": str(args.hub_src or "."),
                 "queues": "redis" if redis_url else "fakeredis", "roaming_policy": "agreements" if args.agreements
@@ -161,6 +155,47 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
             await child.stop()
         if redis_url:
             hubproc.cleanup_prefix(redis_url, prefix)
+
+
+async def count(args: argparse.Namespace, session: aiohttp.ClientSession, pid: int, url_base: str, auth: str,
+                routing: dict[str, str], owner: tuple[str, str], out_dir: Path) -> tuple[int, float]:
+    """Warm up, then the instructions of ``pid`` over exactly ``args.requests`` requests, and the seconds it took."""
+    await drive(session, url_base, auth, routing, args.kind, owner, args.warmup, args.concurrency, 0)
+    await asyncio.sleep(1.0)  # the warm-up's audit batch and acks are written before counting starts
+    callgrind(pid, "-z")  # zero, then count
+    callgrind(pid, "-i", "on")
+    started = time.monotonic()
+    await drive(session, url_base, auth, routing, args.kind, owner, args.requests, args.concurrency, args.warmup)
+    await asyncio.sleep(0.5)  # their audit batch (every 200 ms) is part of their cost
+    callgrind(pid, "-i", "off")
+    callgrind(pid, "-d")
+    elapsed = time.monotonic() - started
+    await asyncio.sleep(1.0)
+    total = total_instructions(out_dir)
+    if total == 0:
+        raise RuntimeError(f"no callgrind counts found in {out_dir}")
+    return total, elapsed
+
+
+async def count_bare(args: argparse.Namespace, session: aiohttp.ClientSession, tmp: Path, children: list[Child],
+                     valgrind: list[str], receiver_url: str, out_dir: Path) -> dict[str, object]:
+    """The same requests through the bare proxy: it forwards path, headers and body to the receiver as they are."""
+    port = free_port()
+    bare = Child("bare_proxy", [*valgrind, *python_argv("bare_proxy.py", str(port), receiver_url)], tmp)
+    children.append(bare)
+    await bare.start()
+    await wait_http(f"http://{LOOPBACK}:{port}/healthz", 600, bare)  # the receiver's, through the proxy
+    if args.kind == "get":
+        path, frm, to = "/ocpi/2.2.1/sender/locations", ("DE", "EMA"), ("NL", "CPR")
+    else:
+        path, frm, to = "/ocpi/2.2.1/receiver/locations/NL/CPA", ("NL", "CPA"), ("DE", "EMR")
+    routing = {"OCPI-from-country-code": frm[0], "OCPI-from-party-id": frm[1],
+               "OCPI-to-country-code": to[0], "OCPI-to-party-id": to[1]}
+    total, elapsed = await count(args, session, bare.pid, f"http://{LOOPBACK}:{port}{path}", "Token bench", routing,
+                                 ("NL", "CPA"), out_dir)
+    return {"kind": args.kind, "requests": args.requests, "instructions_total": total,
+            "instructions_per_request": round(total / args.requests), "measured": "bare_proxy",
+            "seconds_under_valgrind": round(elapsed, 1)}
 
 
 def main() -> int:
