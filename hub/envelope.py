@@ -78,18 +78,9 @@ def _is_ocpi_path(path: str) -> bool:
     return path.startswith("/ocpi")
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every failure becomes a clear answer: an OCPI envelope on /ocpi, a JSON error elsewhere. (The hub's own app
-    does this inside its one middleware, hub/observe.py; this is the same for an app of its own.)"""
-    try:
-        return await handler(request)
-    except Exception as exc:
-        return error_answer(request, exc)
-
-
 def error_answer(request: web.Request, exc: Exception) -> web.StreamResponse:
-    """The answer to a handler's exception; raises it again when it is not an error (a redirect)."""
+    """Every failure becomes a clear answer: an OCPI envelope on /ocpi, a JSON error elsewhere. The hub's one
+    middleware (hub/observe.py) calls it with what a handler raised; a redirect is raised again."""
     try:
         try:
             raise exc
