@@ -255,8 +255,6 @@ class DeliveryQueue:
         self._per_receiver: dict[str, _ReceiverKeys] = {}
         # The lean connection takes enqueue and ack pre-packed: the head keys, base, wake channel, lease and each
         # receiver's keys are packed once, not on every call (packing was ~4 % of a routed request's instructions).
-        self._submit_packed: Callable[[AsyncScript, int, bytes], asyncio.Future[Any]] | None = getattr(
-            self._runner, "submit_packed", None)
         heads = b"".join(map(bulk, self._head_keys))
         self._enqueue_head, self._ack_head = bulk("9") + heads, bulk("8") + heads
         self._bulk_base, self._bulk_wake, self._bulk_lease = bulk(self._base), bulk(self._wake), bulk(self._lease)
@@ -296,7 +294,8 @@ class DeliveryQueue:
         p, r = self.prefix, self._receiver_keys(msg.receiver)
         token = r.token_prefix + msg.group
         replicated = not claim and self._replicated is not None
-        if self._submit_packed is not None and not replicated:  # the lean connection: fixed parts packed once
+        submit_packed = None if replicated else getattr(self._runner, "submit_packed", None)
+        if submit_packed is not None:  # the lean connection: the fixed parts are packed once
             now = repr(self._clock())
             packed = b"".join((
                 self._enqueue_head, bulk(keys.message(p, msg.id)), bulk(keys.group(p, token)), r.enqueue_keys,
@@ -304,7 +303,7 @@ class DeliveryQueue:
                 bulk(token), self._const(msg.kind), bulk(msg.payload), bulk(repr(msg.deadline)),
                 self._const(msg.origin), bulk(repr(msg.enqueued_at)), _BULK_FLAG[claim],
                 bulk(str(self.max_inflight)), self._bulk_lease))
-            leased = await self._submit_packed(self._scripts["enqueue"], 25, packed)
+            leased = await submit_packed(self._scripts["enqueue"], 25, packed)
         else:
             script_keys = (keys.message(p, msg.id), keys.group(p, token), r.pending, self._receivers, r.parked)
             args: list[_Arg] = [
@@ -392,14 +391,15 @@ class DeliveryQueue:
     def ack_soon(self, msg: Message) -> asyncio.Future[Any]:
         """``ack`` without waiting: for a caller that answers first and frees the group behind it (the future
         holds the script's answer, 1 or 0, or the error)."""
-        if self._submit_packed is not None:
+        submit_packed = getattr(self._runner, "submit_packed", None)
+        if submit_packed is not None:  # the lean connection: the fixed parts are packed once
             p, r = self.prefix, self._receiver_keys(msg.receiver)
             token = r.token_prefix + msg.group
             packed = b"".join((
                 self._ack_head, bulk(keys.message(p, msg.id)), bulk(keys.group(p, token)), r.ack_keys,
                 self._bulk_base, bulk(repr(self._clock())), self._bulk_wake, bulk(msg.id), bulk(str(msg.attempts)),
                 bulk(token), r.bulk_receiver))
-            return self._submit_packed(self._scripts["ack"], 16, packed)
+            return submit_packed(self._scripts["ack"], 16, packed)  # type: ignore[no-any-return]
         token, script_keys = self._lease_keys(msg)
         return self._submit("ack", script_keys, (msg.id, msg.attempts, token, msg.receiver))
 
