@@ -29,6 +29,7 @@ from routing import store_forward
 from routing.agreements import Policy
 from routing.ocpi.errors import InvalidParameters, NotFound, OcpiError
 from routing.ocpi.headers import TO_CC, TO_PID
+from routing.ocpi.ids import is_printable_id
 from routing.ocpi.models import parse_json, validation_message
 from routing.ocpi.pagination import parse_datetime
 from routing.outbound import MAX_ALLOWED_HOSTS, normalise_host
@@ -300,7 +301,7 @@ async def show_deliveries(request: web.Request) -> web.Response:
     accepted none under that id for later delivery (or forgot it: states are kept for the window + 1 day)."""
     hub = hub_of(request)
     request_id = request.match_info["request_id"]
-    if len(request_id) > 255 or not request_id.isprintable() or not request_id.isascii():
+    if not is_printable_id(request_id):  # the one rule for message ids (routing/ocpi/ids.py)
         return _error(400, "a request id is printable ASCII of at most 255 characters")
     states = await hub.delivery.ledger.states(request_id) if hub.delivery.ledger is not None else []
     if not states:

@@ -89,9 +89,11 @@ def parse_role(text: str) -> dict[str, str]:
 
 
 def _store_forward_module(value: str) -> str:
-    if value not in store_forward.MODULES:
-        raise argparse.ArgumentTypeError(
-            f"invalid choice: {value!r} (choose from {', '.join(sorted(store_forward.MODULES))})")
+    """One module, judged by the admin API's own rule (routing/store_forward.check_modules)."""
+    try:
+        store_forward.check_modules([value])
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"invalid choice: {exc}") from None
     return value
 
 

@@ -50,6 +50,7 @@ from routing.queue import Message
 from routing.rewrite import Rewritten, rearm_result_callback, rewrite_request, rewrite_response_headers, rewrites
 from routing.router import (
     InboundRequest,
+    Route,
     allowed_methods,
     check_client_owned,
     check_sender,
@@ -185,13 +186,9 @@ async def route(request: web.Request, hub: Hub, platform: Platform, version: str
     if defers_push(route_.receiver, module, role, req.method):  # store-and-forward (docs/store-and-forward.md)
         fwd = forward_request(request, req, body=rewritten.body, query=rewritten.query, routing=headers)
         answer = await store_and_forward.accept(request, hub, req, fwd, route_.receiver.id, route_.group, sender)
-        await learn(req, hub.hints, route_.to)
-        if (module, req.method, role) in USAGE_EVENTS:
-            hub.usage.note(module, req.json_body, sender.key, route_.to.key, utcnow().date())
-        if (module, req.method, role) in CATCHUP_EVENTS:  # kept in the store too, before the 1000 (catch-up)
-            await keep_routed(hub, module=module, method=req.method, segments=req.segments, json_body=msg.original,
-                              version=version, sender=sender, receiver=route_.to,
-                              receiver_platform_id=route_.receiver.id)
+        if learns(req):
+            await learn(req, hub.hints, route_.to)
+        await accepted_by_hub(hub, req, msg, sender, route_, version)  # kept before the 1000 (catch-up)
         msg.record(hub, ex)
         return answer
     reply = await forward(request, hub, req, route_.receiver.id, route_.group, body=rewritten.body,
@@ -208,16 +205,24 @@ async def route(request: web.Request, hub: Hub, platform: Platform, version: str
                 hub.callbacks, reply.headers, module=module, interface_role=role, caller=sender,
                 receiver=route_.to, receiver_platform=route_.receiver.id,
             )
-        if (module, req.method, role) in USAGE_EVENTS and reply.accepted:  # Insights: a dict update, no I/O
-            hub.usage.note(module, req.json_body, sender.key, route_.to.key, utcnow().date())
-        if (module, req.method, role) in CATCHUP_EVENTS and reply.accepted:  # docs/catchup.md
-            await keep_routed(hub, module=module, method=req.method, segments=req.segments, json_body=msg.original,
-                              version=version, sender=sender, receiver=route_.to,
-                              receiver_platform_id=route_.receiver.id)
+        if reply.accepted:
+            await accepted_by_hub(hub, req, msg, sender, route_, version)
     if target != version and reply.hub_error is None:
         reply.body = msg.reply_for(reply.body, target, route_.to)
     msg.record(hub, ex)
     return relay(request, reply, answered_by=route_.to)
+
+
+async def accepted_by_hub(hub: Hub, req: InboundRequest, msg: Bridge, sender: Party, route_: Route,
+                          version: str) -> None:
+    """A routed push the receiver accepted, or the hub accepted for later delivery: counted for Insights (a dict
+    update, no I/O) and, for Sessions and CDRs, kept for the receiver's catch-up (docs/catchup.md)."""
+    event = (req.module, req.method, req.interface_role)
+    if event in USAGE_EVENTS:
+        hub.usage.note(req.module, req.json_body, sender.key, route_.to.key, utcnow().date())
+    if event in CATCHUP_EVENTS:
+        await keep_routed(hub, module=req.module, method=req.method, segments=req.segments, json_body=msg.original,
+                          version=version, sender=sender, receiver=route_.to, receiver_platform_id=route_.receiver.id)
 
 
 async def to_hub(request: web.Request, hub: Hub, req: InboundRequest, sender: Party, hub_party: Party,

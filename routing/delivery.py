@@ -310,7 +310,7 @@ class Delivery:
         A sender that sends the same request id to the same receiver again (it did not get the answer) gets the
         first message's state back, and nothing is queued twice.
         """
-        assert self.ledger is not None
+        assert self.ledger is not None and msg.kind == KIND
         now = time.time()
         state = DeliveryState(request_id=fwd.sender_request_id, message_id=msg.id, sender=fwd.sender,
                               receiver=msg.receiver, module=module, state="queued", attempts=0, accepted_at=now,
@@ -318,7 +318,7 @@ class Delivery:
         existing = await self.ledger.claim(state)
         if existing is not None:
             return existing
-        msg.kind, msg.enqueued_at = KIND, now
+        msg.enqueued_at = now  # the window counts from the acceptance the sender was told of
         try:
             await self.queue.enqueue(msg)
         except BaseException:
