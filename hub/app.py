@@ -49,6 +49,7 @@ from routing.roaming import Roaming
 from routing.sentinel import primary_pool, sentinel_client
 from routing.store_forward import DeliveryLedger
 from routing.tasks import stop_task
+from routing.upstream import Upstream
 
 log = logging.getLogger("hub.app")
 
@@ -142,6 +143,8 @@ def _lifecycle(settings: Settings, given_store: HubStore | None, given_redis: Re
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=settings.connections_per_receiver,
                                          ttl_dns_cache=300, enable_cleanup_closed=True, resolver=resolver)
         session = aiohttp.ClientSession(connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",))
+        upstream = (Upstream(resolver, limit_per_origin=settings.connections_per_receiver)
+                    if settings.forward_client == "lean" else None)
         script_flags = await _supports_script_flags(redis)
         queue = DeliveryQueue(redis, prefix=settings.key_prefix, max_inflight=settings.max_inflight_per_receiver,
                               script_flags=script_flags, lease_seconds=settings.forward_timeout * 2 + 5,
@@ -158,7 +161,7 @@ def _lifecycle(settings: Settings, given_store: HubStore | None, given_redis: Re
                             ledger=DeliveryLedger(redis, settings.key_prefix,
                                                   keep_for=settings.store_forward_window + 86400),
                             store_forward_window=settings.store_forward_window,
-                            store_forward_max_backoff=settings.store_forward_max_backoff)
+                            store_forward_max_backoff=settings.store_forward_max_backoff, upstream=upstream)
         delivery.on_stored = metrics_.count_stored
         delivery.admit_push = roaming.push_refusal
         delivery.on_refused = lambda msg, why: metrics_.pushes_refused.labels(kind=msg.kind).inc()
@@ -227,6 +230,8 @@ def _lifecycle(settings: Settings, given_store: HubStore | None, given_redis: Re
             await hub.usage.stop()
             await hub.hints.flush()
             await session.close()
+            if upstream is not None:
+                await upstream.close()
             logging.getLogger("aiohttp.server").removeFilter(parser_filter)
             await resolver.close()  # a resolver passed in is not closed by its connector
             if given_redis is None:

@@ -60,6 +60,9 @@ class Settings(BaseSettings):
                               "the live hub processes sharing Redis")
     delivery_concurrency: int = Field(512, ge=1, description="deliveries one process runs at once")
     connections_per_receiver: int = Field(64, ge=1)
+    forward_client: Literal["lean", "aiohttp"] = Field(
+        "lean", description="what forwards routed requests to receivers: the hub's keep-alive HTTP/1.1 client "
+        "(routing/upstream.py) or aiohttp's ClientSession (docs/architecture.md, 'The forward client')")
 
     allow_private_urls: bool = Field(
         False, description="let the hub call partner URLs on private, loopback and link-local addresses: "

@@ -37,12 +37,14 @@ from routing.redis_health import RedisHealth
 from routing.retry import backoff, describe, push_verdict
 from routing.store_forward import DEAD_LETTERED, DELIVERED, KIND, RETRYING, SUPERSEDED, DeliveryLedger, DeliveryState
 from routing.tasks import stop_task
+from routing.upstream import Upstream
 from routing.wire import ForwardRequest, Reply
 
 log = logging.getLogger("routing.delivery")
 
 # Headers of the receiver's answer that the caller gets back (ids are set by the hub itself).
 RELAYED_HEADERS = (*ROUTING_HEADERS, "X-Total-Count", "X-Limit", "Link", "Location")
+_RELAYED_LOWER = tuple((h, h.lower()) for h in RELAYED_HEADERS)
 
 Resolver = Callable[[str], Platform | None]
 # Reads one platform from the store into the process's view: (platform id, revision needed) -> current state.
@@ -176,12 +178,15 @@ class Delivery:
         ledger: DeliveryLedger | None = None,
         store_forward_window: float = 7 * 86400.0,
         store_forward_max_backoff: float = 60.0,
+        upstream: Upstream | None = None,
     ) -> None:
         self.queue = queue
         self.redis = redis
         self.resolve = resolve
         self.refresh = refresh
         self.session = session
+        # The forward client (routing/upstream.py); None: forwards go through ``session`` (HUB_FORWARD_CLIENT).
+        self.upstream = upstream
         self.prefix = prefix
         self.forward_timeout = forward_timeout
         self.concurrency = concurrency
@@ -409,34 +414,29 @@ class Delivery:
         if REQUEST_ID not in headers:  # a stored message keeps the one chosen when it was accepted: every attempt
             headers[REQUEST_ID] = new_id()  # OCPI: a hub sets a new request id, keeps the correlation id
         started = time.perf_counter()
+        target = fwd.url if fwd.url else join_url(base, fwd.tail, fwd.query)
+        budget = min(remaining, self.forward_timeout)
         try:
-            url = URL(fwd.url if fwd.url else join_url(base, fwd.tail, fwd.query), encoded=True)
-        except ValueError:  # e.g. a port out of range: the partner advertised an endpoint no one can call
-            return hub_error_reply(4003, f"receiver's {fwd.module} {fwd.interface_role} endpoint URL is unusable",
-                                   "bad_url")
-        try:
-            async with self.session.request(
-                fwd.method,
-                url,
-                data=fwd.body or None,
-                headers=headers,
-                timeout=_timeout(min(remaining, self.forward_timeout)),
-                allow_redirects=False,
-            ) as resp:
-                body = await _read_at_most(resp, self.max_reply_bytes)
-                if body is None:
-                    return hub_error_reply(
-                        4000, f"receiver's answer is larger than the hub accepts ({self.max_reply_bytes} bytes)",
-                        "not_ocpi")
-                got = resp.headers.get
-                relayed = {h: v for h in RELAYED_HEADERS if (v := got(h)) is not None}
-                status = resp.status
+            if self.upstream is not None:
+                answer = await self.upstream.request(fwd.method, target, headers, fwd.body or None, budget=budget,
+                                                     max_body=self.max_reply_bytes)
+                status, body, got = answer.status, answer.body, answer.headers.get
+                relayed = {h: v for h, lower in _RELAYED_LOWER if (v := got(lower)) is not None}
+            else:
+                status, body, relayed = await self._forward_by_session(fwd.method, URL(target, encoded=True),
+                                                                       fwd.body, headers, budget)
         except TimeoutError:
             return hub_error_reply(4002, "receiver did not answer in time", "timeout")
+        except ValueError:  # e.g. a port out of range: the partner advertised an endpoint no one can call
+            return hub_error_reply(4003, f"receiver's {fwd.module} {fwd.interface_role} endpoint URL is unusable "
+                                   "(or the request cannot be sent to it as written)", "bad_url")
         except (aiohttp.ClientError, OSError) as exc:
-            if (refused := refused_address(exc)) is not None:  # from the session's PolicyResolver
+            if (refused := refused_address(exc)) is not None:  # from the PolicyResolver
                 return hub_error_reply(4003, f"the hub does not call this receiver URL: {refused}", "refused_url")
             return hub_error_reply(4003, f"receiver unreachable: {type(exc).__name__}", "unreachable")
+        if body is None:
+            return hub_error_reply(
+                4000, f"receiver's answer is larger than the hub accepts ({self.max_reply_bytes} bytes)", "not_ocpi")
         receiver_ms = (time.perf_counter() - started) * 1000
         ocpi_status = ocpi_status_of(body)
         if ocpi_status is None:
@@ -444,6 +444,15 @@ class Delivery:
             reply.receiver_ms, reply.receiver_status = receiver_ms, status
             return reply
         return Reply(status=status, headers=relayed, body=body, receiver_ms=receiver_ms, ocpi_status=ocpi_status)
+
+    async def _forward_by_session(self, method: str, url: URL, data: bytes, headers: dict[str, str], budget: float,
+                                  ) -> tuple[int, bytes | None, dict[str, str]]:
+        """The forward through aiohttp's ClientSession (``HUB_FORWARD_CLIENT=aiohttp``)."""
+        async with self.session.request(method, url, data=data or None, headers=headers, timeout=_timeout(budget),
+                                        allow_redirects=False) as resp:
+            body = await _read_at_most(resp, self.max_reply_bytes)
+            got = resp.headers.get
+            return resp.status, body, {h: v for h in RELAYED_HEADERS if (v := got(h)) is not None}
 
     def _refusal(self, receiver: str, url: str, *, callback: bool) -> str | None:
         """Why the outbound policy forbids calling ``url`` now; a callback URL must still be on a host its platform

@@ -178,6 +178,8 @@ class RefusedAddress(OSError):
 
 def refused_address(exc: BaseException) -> RefusedAddress | None:
     """The policy's refusal behind a client connection error, if that is what it was."""
+    if isinstance(exc, RefusedAddress):  # the forward client (routing/upstream.py) raises it as it is
+        return exc
     inner = getattr(exc, "os_error", None)
     return inner if isinstance(inner, RefusedAddress) else None
 
