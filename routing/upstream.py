@@ -100,7 +100,8 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserUpgrade:
             self.fail(UpstreamError("the receiver switched protocols"))
         except httptools.HttpParserError as exc:
-            self.fail(UpstreamError(f"unreadable HTTP answer: {exc}"))
+            inner = exc.__context__  # a limit this client's callbacks enforce
+            self.fail(inner if isinstance(inner, UpstreamError) else UpstreamError(f"unreadable HTTP answer: {exc}"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
@@ -293,7 +294,9 @@ class Upstream:
                 with contextlib.suppress(OSError):
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             return connection
-        raise UpstreamError(f"cannot connect to {origin.host}:{origin.port}: {last or 'no address'}")
+        if last is not None:  # as it is: a refused connection, an unverifiable certificate
+            raise last
+        raise UpstreamError(f"{origin.host} has no address to connect to")
 
     def release(self, connection: _Connection) -> None:
         """A connection whose answer was read in full: to the first waiter, else idle."""

@@ -1,0 +1,350 @@
+"""The forward client (routing/upstream.py) against real servers on loopback: aiohttp ones where a well-behaved
+receiver is enough, raw asyncio servers where the receiver must misbehave byte by byte."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import ssl
+import subprocess
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from aiohttp.resolver import DefaultResolver
+
+from routing.outbound import PolicyResolver, RefusedAddress
+from routing.upstream import MAX_HEAD_BYTES, Upstream, UpstreamError
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Raw = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@asynccontextmanager
+async def served(handler: Handler, ssl_context: ssl.SSLContext | None = None) -> AsyncIterator[str]:
+    """An aiohttp server on a free loopback port; yields its base URL."""
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"{'https' if ssl_context else 'http'}://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+@asynccontextmanager
+async def raw_served(handle: Raw) -> AsyncIterator[str]:
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.close()
+
+
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    """One request's head (and its body when it declares a length)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            return head + await reader.readexactly(int(line.split(b":")[1]))
+    return head
+
+
+def client(**kwargs: object) -> Upstream:
+    return Upstream(DefaultResolver(), **kwargs)  # type: ignore[arg-type]
+
+
+OK = b'{"status_code":1000}'
+
+
+async def test_sequential_requests_share_one_kept_alive_connection_and_bodies_headers_arrive_intact() -> None:
+    peers: list[object] = []
+    seen: list[tuple[str, str, bytes, str | None, str | None]] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        peers.append(request.transport.get_extra_info("peername") if request.transport else None)
+        seen.append((request.method, request.path_qs, await request.read(), request.headers.get("X-Request-ID"),
+                     request.headers.get("Content-Length")))
+        return web.Response(body=OK, headers={"Link": '<http://x/next>; rel="next"', "X-Total-Count": "7"})
+
+    upstream = client()
+    async with served(handler) as base:
+        for n in range(5):
+            answer = await upstream.request("PUT", f"{base}/ocpi/loc/{n}?a=%2F", {"X-Request-ID": f"r{n}"},
+                                            b'{"n":%d}' % n, budget=5, max_body=1000)
+            assert (answer.status, answer.body) == (200, OK)
+            assert answer.headers["link"] == '<http://x/next>; rel="next"' and answer.headers["x-total-count"] == "7"
+        got = await upstream.request("GET", base + "/plain", {}, None, budget=5, max_body=1000)
+        assert got.body == OK
+    await upstream.close()
+    assert len(set(peers)) == 1  # one connection for all six
+    assert seen[0] == ("PUT", "/ocpi/loc/0?a=%2F", b'{"n":0}', "r0", "7")
+    assert seen[-1] == ("GET", "/plain", b"", None, None)
+
+
+async def test_a_chunked_answer_is_joined_and_one_delimited_by_the_connection_end_is_read_to_it() -> None:
+    async def chunked(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for part in (b'{"status_code"', b":1000", b"}"):
+            await response.write(part)
+        await response.write_eof()
+        return response
+
+    upstream = client()
+    async with served(chunked) as base:
+        assert (await upstream.request("GET", base + "/", {}, None, budget=5, max_body=1000)).body == OK
+
+    async def until_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + OK)
+        await writer.drain()
+        writer.close()
+
+    async with raw_served(until_close) as base:
+        assert (await upstream.request("GET", base + "/", {}, None, budget=5, max_body=1000)).body == OK
+    await upstream.close()
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "chunked"])
+async def test_an_answer_over_the_body_cap_is_given_up_and_its_connection_closed(declared: bool) -> None:
+    big = b"x" * 5000
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        if declared:
+            return web.Response(body=big)
+        response = web.StreamResponse()
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for i in range(0, len(big), 500):
+            await response.write(big[i:i + 500])
+        await response.write_eof()
+        return response
+
+    upstream = client()
+    async with served(handler) as base:
+        answer = await upstream.request("GET", base + "/", {}, None, budget=5, max_body=1000)
+        assert answer.status == 200 and answer.body is None
+        for _ in range(50):
+            if upstream.open_connections(base) == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert upstream.open_connections(base) == 0
+        assert (await upstream.request("GET", base + "/", {}, None, budget=5, max_body=10_000)).body == big
+    await upstream.close()
+
+
+async def test_a_header_section_over_the_cap_is_an_upstream_error() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\n" + b"X-Pad: " + b"a" * 4000 + b"\r\n")
+        for _ in range(MAX_HEAD_BYTES // 4000 + 2):
+            writer.write(b"X-Pad: " + b"a" * 4000 + b"\r\n")
+        writer.write(b"Content-Length: 2\r\n\r\n{}")
+        await writer.drain()
+
+    upstream = client()
+    async with raw_served(handler) as base:
+        with pytest.raises(UpstreamError, match="header section"):
+            await upstream.request("GET", base + "/", {}, None, budget=5, max_body=1000)
+    await upstream.close()
+
+
+async def test_a_receiver_that_never_answers_is_a_timeout_within_the_budget() -> None:
+    release = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        await release.wait()
+
+    upstream = client()
+    async with raw_served(handler) as base:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(TimeoutError):
+            await upstream.request("GET", base + "/", {}, None, budget=0.3, max_body=1000)
+        assert loop.time() - started < 2
+        release.set()
+    await upstream.close()
+
+
+@pytest.mark.parametrize(("method", "retried"), [("GET", True), ("PUT", True), ("POST", False), ("PATCH", False)])
+async def test_a_kept_alive_connection_the_receiver_closed_is_retried_once_for_idempotent_methods_only(
+        method: str, retried: bool) -> None:
+    """The first connection answers once, then closes on the next request without a byte: the keep-alive race."""
+    connections: list[int] = []
+    requests: list[bytes] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(len(connections))
+        first_connection = len(connections) == 1
+        try:
+            while True:
+                requests.append(await read_request(reader))
+                if first_connection and len(requests) == 2:
+                    writer.close()
+                    return
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%b" % (len(OK), OK))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    upstream = client()
+    async with raw_served(handler) as base:
+        assert (await upstream.request(method, base + "/a", {}, b"{}", budget=5, max_body=1000)).body == OK
+        if retried:
+            answer = await upstream.request(method, base + "/b", {}, b"{}", budget=5, max_body=1000)
+            assert answer.body == OK
+            assert len(connections) == 2 and len(requests) == 3
+        else:
+            with pytest.raises(UpstreamError, match="without answering"):
+                await upstream.request(method, base + "/b", {}, b"{}", budget=5, max_body=1000)
+            assert len(connections) == 1 and len(requests) == 2  # sent once: the receiver may have acted on it
+    await upstream.close()
+
+
+async def test_connections_to_one_origin_stay_within_the_limit_and_waiting_requests_get_them() -> None:
+    inside, most = 0, 0
+    gate = asyncio.Event()
+
+    async def handler(request: web.Request) -> web.Response:
+        nonlocal inside, most
+        inside += 1
+        most = max(most, inside)
+        await gate.wait()
+        inside -= 1
+        return web.Response(body=OK)
+
+    upstream = client(limit_per_origin=2)
+    async with served(handler) as base:
+        calls = [asyncio.create_task(upstream.request("GET", f"{base}/{n}", {}, None, budget=5, max_body=1000))
+                 for n in range(6)]
+        for _ in range(100):
+            if inside == 2:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)
+        assert inside == 2 and upstream.open_connections(base) == 2
+        gate.set()
+        answers = await asyncio.gather(*calls)
+        assert [a.body for a in answers] == [OK] * 6
+        assert most == 2 and upstream.open_connections(base) <= 2
+    await upstream.close()
+
+
+async def test_the_policy_resolver_refuses_a_loopback_receiver_before_any_connection() -> None:
+    hits = 0
+
+    async def handler(request: web.Request) -> web.Response:
+        nonlocal hits
+        hits += 1
+        return web.Response(body=OK)
+
+    upstream = Upstream(PolicyResolver())
+    async with served(handler) as base:
+        with pytest.raises(RefusedAddress, match="loopback"):
+            await upstream.request("GET", base.replace("127.0.0.1", "localhost") + "/", {}, None, budget=5,
+                                   max_body=1000)
+        with pytest.raises(RefusedAddress):
+            await upstream.request("GET", base + "/", {}, None, budget=5, max_body=1000)
+    await upstream.close()
+    assert hits == 0
+
+
+@pytest.mark.parametrize(("headers", "url"), [
+    ({"X-Correlation-ID": "a\r\nX-Smuggled: 1"}, "/ok"),
+    ({"X-Correlation-ID": "a\nX-Smuggled: 1"}, "/ok"),
+    ({"X-Correlation-ID": "a\rb"}, "/ok"),
+    ({}, "/with space"),
+])
+async def test_a_line_break_in_a_header_or_a_space_in_the_target_is_refused_before_anything_is_sent(
+        headers: dict[str, str], url: str) -> None:
+    hits = 0
+
+    async def handler(request: web.Request) -> web.Response:
+        nonlocal hits
+        hits += 1
+        return web.Response(body=OK)
+
+    upstream = client()
+    async with served(handler) as base:
+        with pytest.raises(ValueError):
+            await upstream.request("GET", base + url, headers, None, budget=5, max_body=1000)
+    await upstream.close()
+    assert hits == 0
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:99999/x", "ftp://127.0.0.1/x", "http://user@127.0.0.1:1/x",
+                                 "http://:80/x"])
+async def test_an_unusable_url_is_a_value_error(url: str) -> None:
+    upstream = client()
+    with pytest.raises(ValueError):
+        await upstream.request("GET", url, {}, None, budget=1, max_body=1000)
+    await upstream.close()
+
+
+async def test_an_interim_100_answer_is_skipped_for_the_final_one() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: %d\r\n\r\n%b"
+                     % (len(OK), OK))
+        await writer.drain()
+
+    upstream = client()
+    async with raw_served(handler) as base:
+        answer = await upstream.request("POST", base + "/", {}, b"{}", budget=5, max_body=1000)
+        assert (answer.status, answer.body) == (201, OK)
+    await upstream.close()
+
+
+@pytest.mark.parametrize("garbage", [b"NOT HTTP AT ALL\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n"])
+async def test_an_unreadable_answer_is_an_upstream_error(garbage: bytes) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(garbage)
+        await writer.drain()
+
+    upstream = client()
+    async with raw_served(handler) as base:
+        with pytest.raises(UpstreamError):
+            await upstream.request("GET", base + "/", {}, None, budget=5, max_body=1000)
+    await upstream.close()
+
+
+# -- TLS ------------------------------------------------------------------------------------------------------
+@pytest.fixture
+def certificate(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    yield cert, key
+
+
+async def test_tls_is_verified_a_trusted_certificate_passes_and_an_unknown_one_is_refused(
+        certificate: tuple[Path, Path]) -> None:
+    cert, key = certificate
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(body=OK)
+
+    async with served(handler, server_tls) as base:
+        trusting = client(ssl_context=ssl.create_default_context(cafile=str(cert)))
+        assert (await trusting.request("GET", base + "/", {}, None, budget=5, max_body=1000)).body == OK
+        await trusting.close()
+        default = client()
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await default.request("GET", base + "/", {}, None, budget=5, max_body=1000)
+        await default.close()
