@@ -296,6 +296,8 @@ class Chaos:
         self.hub.start()
         self.figures.hub_restarts += 1
         await self.hub.wait_ready(self.session)
+        # every worker past its start-up checks before Redis may go down: one answering /healthz is not enough
+        await hub_workers(self.hub)
 
     async def restart_redis_once(self) -> None:
         while self.progress() < 0.4:
