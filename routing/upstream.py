@@ -33,8 +33,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import httptools
-from aiohttp.abc import AbstractResolver
+from aiohttp.abc import AbstractResolver, ResolveResult
 
+DNS_TTL = 300.0  # seconds the addresses a host name resolved to are used for new connections (as aiohttp's default)
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 MAX_HEAD_BYTES = 64 * 1024  # a receiver's header section beyond this is refused (aiohttp: 8 KiB per line)
 
@@ -61,6 +62,9 @@ class _Origin:
     host_header: bytes
     idle: list[_Connection] = field(default_factory=list)
     open: int = 0
+    addresses: list[ResolveResult] = field(default_factory=list)  # what the resolver allowed, until resolved_at + TTL
+    resolved_at: float = 0.0
+    resolving: asyncio.Future[list[ResolveResult]] | None = None  # concurrent connects share one lookup
     waiters: deque[asyncio.Future[_Connection | None]] = field(default_factory=deque)
 
 
@@ -277,7 +281,7 @@ class Upstream:
 
     async def _connect(self, origin: _Origin) -> _Connection:
         assert self._loop is not None
-        addresses = await self.resolver.resolve(origin.host, origin.port, family=socket.AF_UNSPEC)
+        addresses = await self._resolve(origin)
         last: OSError | None = None
         for address in addresses:
             try:
@@ -297,6 +301,35 @@ class Upstream:
         if last is not None:  # as it is: a refused connection, an unverifiable certificate
             raise last
         raise UpstreamError(f"{origin.host} has no address to connect to")
+
+    async def _resolve(self, origin: _Origin) -> list[ResolveResult]:
+        """The origin's allowed addresses: looked up at most once per ``DNS_TTL``, one lookup for concurrent connects.
+        A refusal or a failed lookup is not kept: the next connect asks again."""
+        assert self._loop is not None
+        while True:
+            if origin.addresses and self._loop.time() - origin.resolved_at < DNS_TTL:
+                return origin.addresses
+            shared = origin.resolving
+            if shared is not None:  # another connect is looking it up: its answer, unless that connect was cancelled
+                await asyncio.wait([shared])
+                if shared.cancelled():
+                    continue
+                return shared.result()
+            lookup = origin.resolving = self._loop.create_future()
+            try:
+                found = await self.resolver.resolve(origin.host, origin.port, family=socket.AF_UNSPEC)
+            except asyncio.CancelledError:
+                lookup.cancel()
+                raise
+            except Exception as exc:
+                lookup.set_exception(exc)
+                lookup.exception()  # retrieved here: every waiter raises it from result()
+                raise
+            finally:
+                origin.resolving = None
+            origin.addresses, origin.resolved_at = found, self._loop.time()
+            lookup.set_result(found)
+            return found
 
     def release(self, connection: _Connection) -> None:
         """A connection whose answer was read in full: to the first waiter, else idle."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import socket
 import ssl
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
+from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
 from routing.outbound import PolicyResolver, RefusedAddress
@@ -348,3 +350,47 @@ async def test_tls_is_verified_a_trusted_certificate_passes_and_an_unknown_one_i
         with pytest.raises(ssl.SSLCertVerificationError):
             await default.request("GET", base + "/", {}, None, budget=5, max_body=1000)
         await default.close()
+
+
+class CountingResolver(AbstractResolver):
+    """The default resolver, counting lookups; refuses while ``refuse`` is set."""
+
+    def __init__(self) -> None:
+        self.inner = DefaultResolver()
+        self.lookups = 0
+        self.refuse = False
+
+    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+                      ) -> list[ResolveResult]:
+        self.lookups += 1
+        await asyncio.sleep(0.05)  # concurrent connects arrive while this one is looking up
+        if self.refuse:
+            raise RefusedAddress(f"{host} refused for the test")
+        return await self.inner.resolve(host, port, family)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+async def test_concurrent_connects_share_one_lookup_kept_for_the_ttl_and_a_refusal_is_not_kept() -> None:
+    gate = asyncio.Event()
+
+    async def handler(request: web.Request) -> web.Response:
+        await gate.wait()
+        return web.Response(body=OK)
+
+    resolver = CountingResolver()
+    resolver.refuse = True
+    upstream = Upstream(resolver)
+    async with served(handler) as base:
+        with pytest.raises(RefusedAddress):
+            await upstream.request("GET", base + "/", {}, None, budget=5, max_body=1000)
+        resolver.refuse = False
+        calls = [asyncio.create_task(upstream.request("GET", f"{base}/{n}", {}, None, budget=5, max_body=1000))
+                 for n in range(8)]
+        await asyncio.sleep(0.2)
+        gate.set()
+        assert [a.body for a in await asyncio.gather(*calls)] == [OK] * 8
+        assert upstream.open_connections(base) == 8
+        assert resolver.lookups == 2  # the refused one, then one for eight new connections
+    await upstream.close()
