@@ -37,6 +37,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 
 DNS_TTL = 300.0  # seconds the addresses a host name resolved to are used for new connections (as aiohttp's default)
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+SMALL_BODY = 16 * 1024  # bodies up to this are sent in one buffer with the head
 MAX_HEAD_BYTES = 64 * 1024  # a receiver's header section beyond this is refused (aiohttp: 8 KiB per line)
 
 
@@ -202,7 +203,10 @@ class Upstream:
             loop = self._loop = asyncio.get_running_loop()
             self._sweeper = loop.call_later(self.idle_timeout / 2, self._sweep)
         origin, target = self._origin_and_target(url)
-        data = _encode(method, target, origin.host_header, headers, body)
+        head = _encode(method, target, origin.host_header, headers, body)
+        # One write of one buffer for the usual small body; a large one is not copied (the hub's memory bound
+        # counts each waiting body a fixed number of times, docs/security.md)
+        data: bytes | list[bytes] = (head + body if len(body) <= SMALL_BODY else [head, body]) if body else head
         deadline = loop.time() + budget
         for attempt in (0, 1):
             connection = await self._acquire(origin, deadline, fresh=attempt > 0)
@@ -215,13 +219,17 @@ class Upstream:
                 # the receiver closed a kept-alive connection as it was reused: once more on a new one
         raise AssertionError("unreachable")
 
-    async def _exchange(self, connection: _Connection, data: bytes, max_body: int, deadline: float) -> Answer:
+    async def _exchange(self, connection: _Connection, data: bytes | list[bytes], max_body: int, deadline: float,
+                        ) -> Answer:
         assert self._loop is not None and connection.transport is not None
         future: asyncio.Future[Answer] = self._loop.create_future()
         connection.future, connection.limit, connection.received = future, max_body, False
         timer = self._loop.call_at(deadline, _expire, connection, future)
         try:
-            connection.transport.write(data)
+            if isinstance(data, bytes):
+                connection.transport.write(data)
+            else:
+                connection.transport.writelines(data)
             return await future
         except asyncio.CancelledError:
             if connection.future is future:  # still this request's: the stream's state is unknown
@@ -414,7 +422,7 @@ def _parse_origin(key: str) -> _Origin:
 
 
 def _encode(method: str, target: str, host: bytes, headers: Mapping[str, str], body: bytes | None) -> bytes:
-    """The request's bytes. A header name or value that would end its line early (CR, LF) is refused: it could
+    """The request's head. A header name or value that would end its line early (CR, LF) is refused: it could
     smuggle a second header or request to the receiver."""
     fields = "".join([f"{name}: {value}\r\n" for name, value in headers.items()])
     lines = len(headers)
@@ -426,7 +434,7 @@ def _encode(method: str, target: str, host: bytes, headers: Mapping[str, str], b
         raise ValueError("a header or the request target holds a line break or a space")
     head = b"%s %s HTTP/1.1\r\nHost: %s\r\nAccept-Encoding: identity\r\n%s\r\n" % (
         method.encode("ascii"), target.encode("ascii"), host, fields.encode("utf-8", "surrogateescape"))
-    return head + body if body else head
+    return head
 
 
 _WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
