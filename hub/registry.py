@@ -40,6 +40,7 @@ log = logging.getLogger("hub.registry")
 # Authorization headers remembered (hub/access.py); all forgotten when full. Sized like the other per-platform caches
 # (routing/platform.py): 10,000 callers outgrew the former 4,096 and every request was looked up in full.
 MAX_CACHED_CALLERS = PER_PLATFORM_CACHE
+LOAD_BATCH = 500  # platforms read and unsealed per store call when the view is brought in step
 
 SavedHook = Callable[["Platform | None", Platform], Awaitable[None]]
 ChangeHook = Callable[[str], Awaitable[None]]
@@ -84,19 +85,33 @@ class PlatformRegistry:
         self._callers: dict[str, tuple[Platform, bool, str, str]] = {}
 
     async def load(self) -> None:
+        """Brings the view in step with the store: only platforms whose revision differs are read (and their tokens
+        unsealed), a batch at a time. A full read of 10,000 platforms held the event loop for about 0.4 s, every
+        ``full_reload_every`` seconds in every process."""
         started = self._seq
-        platforms = await self.store.list_platforms()
-        fresh = {p.id: p for p in platforms}
+        revisions = await self.store.platform_revisions()
+        current = self._by_id
+        stale = [pid for pid, revision in revisions.items()
+                 if (known := current.get(pid)) is None or known.revision != revision]
+        read: dict[str, Platform] = {}
+        for start in range(0, len(stale), LOAD_BATCH):  # the loop serves requests between batches
+            read.update((p.id, p) for p in await self.store.get_platforms(stale[start:start + LOAD_BATCH]))
+        fresh: dict[str, Platform] = {}
+        for pid in revisions:  # the store's order (oldest first), as list_platforms gives it
+            platform = read.get(pid) or current.get(pid)
+            if platform is not None:
+                fresh[pid] = platform
         for platform_id, seq in self._touched.items():
-            if seq > started:  # written here while the list was read: this view is the newer one
-                current = self._by_id.get(platform_id)
-                if current is None:
+            if seq > started:  # written here while the store was read: this view is the newer one
+                newer = self._by_id.get(platform_id)
+                if newer is None:
                     fresh.pop(platform_id, None)
                 else:
-                    fresh[platform_id] = current
-        self._by_id = fresh
+                    fresh[platform_id] = newer
         self._touched = {k: v for k, v in self._touched.items() if v > started}
-        self._reindex()
+        if read or fresh.keys() != self._by_id.keys() or any(fresh[k] is not self._by_id[k] for k in fresh):
+            self._by_id = fresh
+            self._reindex()
 
     def _reindex(self) -> None:
         by_token: dict[str, str] = {}
@@ -113,6 +128,33 @@ class PlatformRegistry:
                 for party in p.parties:
                     by_party[party.key] = p.id
         self._by_token, self._by_party, self.policy_overrides = by_token, by_party, overrides
+        self._forget_derived()
+
+    def _index_one(self, old: Platform | None, new: Platform | None) -> None:
+        """One platform changed (saved here, or reloaded on a notice): its entries replaced, not every platform's
+        walked again (36 ms per change with 10,000 platforms)."""
+        platform_id = new.id if new is not None else old.id if old is not None else ""
+        if old is not None:
+            for token_hash in (old.inbound_token_hash, old.token_a_hash):
+                if token_hash and self._by_token.get(token_hash) == platform_id:
+                    del self._by_token[token_hash]
+            for party in old.parties:
+                if self._by_party.get(party.key) == platform_id:
+                    del self._by_party[party.key]
+        overrides = {k: v for k, v in self.policy_overrides.items() if k != platform_id}
+        if new is not None:
+            if new.roaming_policy is not None and not new.removed:
+                overrides[platform_id] = new.roaming_policy
+            for token_hash in (new.inbound_token_hash, new.token_a_hash):
+                if token_hash:
+                    self._by_token[token_hash] = platform_id
+            if not new.removed:
+                for party in new.parties:
+                    self._by_party[party.key] = platform_id
+        self.policy_overrides = overrides
+        self._forget_derived()
+
+    def _forget_derived(self) -> None:
         self._unknown.clear()  # a change this process heard of may have issued one of them
         self._hosts = {}
         self._callers = {}
@@ -123,8 +165,9 @@ class PlatformRegistry:
 
     def _put(self, platform: Platform) -> None:
         self._touch(platform.id)
+        old = self._by_id.get(platform.id)
         self._by_id[platform.id] = platform
-        self._reindex()
+        self._index_one(old, platform)
 
     async def save(self, platform: Platform) -> None:
         old = self._by_id.get(platform.id)
@@ -157,11 +200,11 @@ class PlatformRegistry:
             return  # this process wrote or read a newer state while the store answered
         self._touch(platform_id)
         if platform is None:
-            self._by_id.pop(platform_id, None)
-            self._reindex()
+            self._index_one(self._by_id.pop(platform_id, None), None)
         else:
+            old = self._by_id.get(platform.id)
             self._by_id[platform.id] = platform
-            self._reindex()
+            self._index_one(old, platform)
 
     async def refresh(self, platform_id: str, revision: int = 0) -> Platform | None:
         """This platform as the store has it now, applied to this view; for rare paths only (see module doc).

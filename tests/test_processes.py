@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -512,7 +512,7 @@ async def test_a_platform_registered_through_one_worker_is_routable_at_once_thro
 
 # -- the platform view every process routes from -------------------------------------------------------------
 class _GatedStore(SqliteStore):
-    """Holds ``list_platforms`` / ``get_platform`` answers until the test opens the gate."""
+    """Holds the answers of the reads a full reload and a one-platform reload make until the test opens the gate."""
 
     def __init__(self) -> None:
         super().__init__(":memory:")
@@ -520,8 +520,14 @@ class _GatedStore(SqliteStore):
         self.gate.set()
         self.reading = asyncio.Event()
 
-    async def list_platforms(self) -> list[Platform]:
-        result = await super().list_platforms()
+    async def platform_revisions(self) -> dict[str, int]:
+        result = await super().platform_revisions()
+        self.reading.set()
+        await self.gate.wait()
+        return result
+
+    async def get_platforms(self, platform_ids: Sequence[str]) -> list[Platform]:
+        result = await super().get_platforms(platform_ids)
         self.reading.set()
         await self.gate.wait()
         return result

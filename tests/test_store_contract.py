@@ -260,6 +260,27 @@ async def test_list_platforms_oldest_first(store: Store) -> None:
     assert [p.id for p in await store.list_platforms()] == ["oldest", "middle", "newest"]
 
 
+async def test_platform_revisions_are_listed_oldest_first_and_platforms_read_by_ids(store: Store) -> None:
+    """What a process compares its view with (hub/registry.py): ids and revisions only, then the changed ones."""
+    assert await store.platform_revisions() == {}
+    for platform_id, age, revision in [("middle", 20, 7), ("newest", 10, 0), ("oldest", 30, 1_700_000_000_000_001)]:
+        await store.save_platform(make_platform(platform_id, f"NL:P{age}", created_at=at(-age), revision=revision,
+                                                removed=platform_id == "oldest"))
+    revisions = await store.platform_revisions()
+    assert list(revisions.items()) == [("oldest", 1_700_000_000_000_001), ("middle", 7), ("newest", 0)]
+
+    await store.save_platform(make_platform("middle", "NL:P20", created_at=at(-20), revision=8, name="changed"))
+    assert (await store.platform_revisions())["middle"] == 8
+    read = {p.id: p for p in await store.get_platforms(["middle", "oldest", "unknown"])}
+    assert sorted(read) == ["middle", "oldest"]
+    assert read["middle"] == await store.get_platform("middle") and read["middle"].name == "changed"
+    assert await store.get_platforms([]) == []
+    many = [f"bulk-{n:04d}" for n in range(1100)]  # more than one query's worth of ids
+    for platform_id in many[:3]:
+        await store.save_platform(make_platform(platform_id))
+    assert sorted(p.id for p in await store.get_platforms(many)) == many[:3]
+
+
 # --- party reservations --------------------------------------------------------------------------------
 
 

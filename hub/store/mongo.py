@@ -314,6 +314,15 @@ class MongoStore:
         cursor = self._platforms.find({}, _NO_ID).sort([("created_at_us", ASCENDING), ("id", ASCENDING)])
         return [platform_from_doc(d, self.sealer) for d in await cursor.to_list(length=None)]
 
+    async def platform_revisions(self) -> dict[str, int]:
+        cursor = self._platforms.find({}, {"_id": 0, "id": 1, "revision": 1}).sort(
+            [("created_at_us", ASCENDING), ("id", ASCENDING)])
+        return {d["id"]: int(d.get("revision", 0)) for d in await cursor.to_list(length=None)}
+
+    async def get_platforms(self, platform_ids: Sequence[str]) -> list[Platform]:
+        cursor = self._platforms.find({"id": {"$in": list(platform_ids)}}, _NO_ID)
+        return [platform_from_doc(d, self.sealer) for d in await cursor.to_list(length=None)]
+
     async def find_platform_by_token_hash(self, token_hash: str) -> Platform | None:
         """Inbound token first: it is the hot path (every request); Token A only during registration."""
         for field in ("inbound_token_hash", "token_a_hash"):

@@ -53,6 +53,13 @@ class Store(Protocol):
     async def list_platforms(self) -> list[Platform]:
         """All platforms, removed ones included, oldest first."""
 
+    async def platform_revisions(self) -> dict[str, int]:
+        """Every platform's id and revision, removed ones included, oldest first: what a process compares its view
+        with, without reading (and opening the sealed tokens of) every platform."""
+
+    async def get_platforms(self, platform_ids: Sequence[str]) -> list[Platform]:
+        """The platforms of these ids that exist, in no particular order."""
+
     async def find_platform_by_token_hash(self, token_hash: str) -> Platform | None:
         """The platform whose inbound token hash or pending Token A hash equals ``token_hash``."""
 

@@ -260,6 +260,7 @@ _ROUTED_UPSERT: Final = (
 )
 _ROUTED_KEY_WHERE: Final = " AND ".join(f"{c} = ?" for c in ROUTED_KEY)
 RESEAL_BATCH: Final = 500
+_IDS_PER_QUERY: Final = 500  # bound parameters per IN (...) query (SQLite's limit is 32,766 since 3.32)
 
 _HINT_UPSERT: Final = _RowsInsert(ROUTE_HINTS, ("kind", "key", "party", "seen_us"),
                                   "ON CONFLICT (kind, key, party) DO UPDATE SET seen_us = excluded.seen_us")
@@ -500,6 +501,22 @@ class SqliteStore:
         async with self._read() as db:
             rows = await db.execute_fetchall(f"SELECT document FROM {PLATFORMS} ORDER BY created_at_us, id")
         return [platform_from_doc(orjson.loads(document), self.sealer) for (document,) in rows]
+
+    async def platform_revisions(self) -> dict[str, int]:
+        async with self._read() as db:  # the JSON is read by SQLite, in its thread: nothing decoded here
+            rows = await db.execute_fetchall(
+                f"SELECT id, json_extract(document, '$.revision') FROM {PLATFORMS} ORDER BY created_at_us, id")
+        return {platform_id: int(revision or 0) for platform_id, revision in rows}
+
+    async def get_platforms(self, platform_ids: Sequence[str]) -> list[Platform]:
+        found: list[Platform] = []
+        for start in range(0, len(platform_ids), _IDS_PER_QUERY):
+            chunk = list(platform_ids[start:start + _IDS_PER_QUERY])
+            async with self._read() as db:
+                rows = await db.execute_fetchall(
+                    f"SELECT document FROM {PLATFORMS} WHERE id IN ({', '.join('?' for _ in chunk)})", chunk)
+            found += [platform_from_doc(orjson.loads(document), self.sealer) for (document,) in rows]
+        return found
 
     async def find_platform_by_token_hash(self, token_hash: str) -> Platform | None:
         """Inbound token first: it is the hot path (every request); Token A only during registration."""
