@@ -180,6 +180,11 @@ def rate_used(prefix: str) -> str:
     return f"{base(prefix)}rate-used"
 
 
+def rate_touched(prefix: str) -> str:
+    """Sorted set platform id -> when its ``rate_used`` count last changed (Redis time, µs; hub/ratelimit.py)."""
+    return f"{base(prefix)}rate-touched"
+
+
 def sf_state(prefix: str, request_id: str) -> str:
     """Store-and-forward: the delivery states of the messages a sender sent under one request id."""
     return f"{base(prefix)}sf:{request_id}"

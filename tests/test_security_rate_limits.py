@@ -17,10 +17,11 @@ import aiohttp
 import fakeredis
 import pytest
 from aiohttp import web
+from redis.asyncio import Redis
 
 from hub.ratelimit import RateLimits
 from routing.platform import Platform, RateLimit
-from tests.conftest import ADMIN_TOKEN, REDIS_URL, HubHarness, cleanup_prefix, cpo, emsp
+from tests.conftest import ADMIN_TOKEN, REDIS_URL, HubHarness, cleanup_prefix, cpo, emsp, real_redis_available
 from tests.partners import FakePartner, Received, ocpi_token
 from tests.test_cli import cli
 from tests.test_processes import HubProcess, admin, metric_samples, needs_redis, onboard_and_register
@@ -248,6 +249,37 @@ async def test_two_processes_exchanging_counts_admit_the_platforms_total_rate_no
                 await worker.exchange()
     assert 210 - 25 <= admitted <= 210 + 15, admitted
     await redis.aclose()
+
+
+@pytest.mark.parametrize("backend", ["fakeredis", "redis"])
+async def test_an_exchange_reads_back_only_the_platforms_whose_count_changed(backend: str) -> None:
+    """Each process exchanges every 0.25 s, busy or idle: with many partners, reading back every platform's count
+    each time cost more than the limiting itself. After its first exchange a process gets only what changed."""
+    if backend == "redis" and not real_redis_available():
+        pytest.skip("no Redis at 127.0.0.1:6379")
+    redis: Any = fakeredis.FakeAsyncRedis() if backend == "fakeredis" else Redis.from_url(REDIS_URL)
+    prefix = "test-" + uuid.uuid4().hex[:8]
+    limit = RateLimit(rps=1, burst=10)
+    a, b = (RateLimits(limit, redis=redis, prefix=prefix, clock=lambda: 1000.0) for _ in range(2))
+    platforms = [Platform(id=f"p{n}", name=f"P{n}") for n in range(500)]
+    try:
+        for platform in platforms:
+            a.check(platform)
+        assert await a.exchange() == 500  # a first exchange reads every count
+        assert await b.exchange() == 500
+        a.check(platforms[7])
+        a.check(platforms[7])
+        assert await a.exchange() == 1
+        assert await b.exchange() == 1
+        assert b.tokens(platforms[7]) == 8  # what a admitted since is taken out of b's bucket
+        assert await b.exchange() == 0
+        assert b.tokens(platforms[8]) == 10
+    finally:
+        await a.close()
+        await b.close()
+        if backend == "redis":
+            cleanup_prefix(prefix)
+        await redis.aclose()
 
 
 @needs_redis
