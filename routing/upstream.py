@@ -99,6 +99,8 @@ class _Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]  # uvloop's transports do not subclass asyncio's
 
     def data_received(self, data: bytes) -> None:
+        if self.future is None and not data.strip():
+            return  # whitespace between answers (tolerated by HTTP/1.1 parsers)
         self.received = True
         try:
             self.parser.feed_data(data)
@@ -132,6 +134,8 @@ class _Connection(asyncio.Protocol):
 
     # -- httptools callbacks -------------------------------------------------------------------------
     def on_message_begin(self) -> None:
+        if self.future is None:  # an answer nobody asked for would be taken for the next request's: drop it all
+            raise UpstreamError("the receiver sent an answer nobody asked for")
         self._reset()
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -256,14 +260,20 @@ class Upstream:
         return origin, target
 
     async def _acquire(self, origin: _Origin, deadline: float, *, fresh: bool) -> _Connection:
+        """A kept-alive connection to ``origin``, or a new one within the bound; ``fresh``: a new one only (the
+        retry after a stale one: the origin's other idle connections are closed too, they are likely as stale)."""
         if self._closed:
             raise UpstreamError("the hub's forward client is closed")
-        if not fresh:
-            while origin.idle:
-                connection = origin.idle.pop()
-                if not connection.lost and connection.transport is not None and not connection.transport.is_closing():
-                    connection.reused = True
-                    return connection
+        if fresh:
+            for idle in origin.idle:
+                if idle.transport is not None:
+                    idle.transport.close()  # connection_lost counts it out and wakes a waiter
+            origin.idle.clear()
+        while origin.idle:
+            connection = origin.idle.pop()
+            if not connection.lost and connection.transport is not None and not connection.transport.is_closing():
+                connection.reused = True
+                return connection
         while origin.open >= self.limit_per_origin:  # at the bound: wait for a connection to come back or close
             assert self._loop is not None
             waiter: asyncio.Future[_Connection | None] = self._loop.create_future()
@@ -271,14 +281,19 @@ class Upstream:
             try:
                 async with asyncio.timeout_at(deadline):
                     handed = await waiter
+            except BaseException:
+                if waiter.done() and not waiter.cancelled():  # handed over as this one gave up: pass it on
+                    self._pass_on(origin, waiter.result())
+                raise
             finally:
                 with contextlib.suppress(ValueError):
                     origin.waiters.remove(waiter)
-            if handed is not None and not fresh:
-                handed.reused = True
-                return handed
-            if handed is not None:  # a retry needs a new connection: this one goes back for others
-                self.release(handed)
+            if handed is not None:
+                if not fresh:
+                    handed.reused = True
+                    return handed
+                if handed.transport is not None:
+                    handed.transport.close()  # a retry wants a new connection; closing it makes room for one
         origin.open += 1
         try:
             async with asyncio.timeout_at(deadline):
@@ -286,6 +301,17 @@ class Upstream:
         except BaseException:
             self.closed_one(origin)
             raise
+
+    def _pass_on(self, origin: _Origin, handed: _Connection | None) -> None:
+        """What a waiter that gave up was handed goes to the next one: the connection, or the room for one."""
+        if handed is not None:
+            self.release(handed)
+            return
+        while origin.waiters:
+            waiter = origin.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
 
     async def _connect(self, origin: _Origin) -> _Connection:
         assert self._loop is not None
@@ -355,11 +381,7 @@ class Upstream:
         if connection is not None and connection in origin.idle:
             origin.idle.remove(connection)
         origin.open = max(origin.open - 1, 0)
-        while origin.waiters:  # room for one more: the first waiter opens its own
-            waiter = origin.waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
+        self._pass_on(origin, None)  # room for one more: the first waiter opens its own
 
     def _sweep(self) -> None:
         """Closes connections idle longer than ``idle_timeout``; forgets origins with nothing open."""

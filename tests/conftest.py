@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
 import subprocess
 import time
@@ -190,9 +191,10 @@ def backend(request: pytest.FixtureRequest) -> Iterator[str | None]:
     yield None if request.param == "fakeredis" else REDIS_URL
 
 
-@pytest.fixture
-async def hub(backend: str | None) -> AsyncIterator[HubHarness]:
-    settings = hub_settings(redis_url=backend)
+@asynccontextmanager
+async def running_hub(backend: str | None, **overrides: Any) -> AsyncIterator[HubHarness]:
+    """One hub on ``backend`` with ``hub_settings(**overrides)``, stopped (and its Redis keys deleted) after."""
+    settings = hub_settings(redis_url=backend, **overrides)
     h = await start_hub(settings)
     try:
         yield h
@@ -200,6 +202,23 @@ async def hub(backend: str | None) -> AsyncIterator[HubHarness]:
         await stop_hub(h)
         if backend:
             cleanup_prefix(settings.key_prefix)
+
+
+@pytest.fixture
+async def hub(backend: str | None) -> AsyncIterator[HubHarness]:
+    async with running_hub(backend) as h:
+        yield h
+
+
+def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
+    """A certificate and key for 127.0.0.1 made by ``openssl`` (the test is skipped where it is missing)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    return cert, key
 
 
 MakeHub = Callable[..., Awaitable[HubHarness]]

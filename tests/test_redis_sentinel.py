@@ -30,7 +30,7 @@ from routing.redis_health import REFUSING_WRITES, UNREACHABLE, outage_kind
 from routing.redis_url import SentinelTarget, parse_sentinel_url
 from routing.resp import ScriptConnection
 from routing.sentinel import primary_pool
-from tests.conftest import free_port, hub_settings, scratch_redis
+from tests.conftest import free_port, hub_settings, scratch_redis, self_signed_certificate
 from tests.sentinel_topology import SERVICE, Node, SentinelTopology, online_replicas, redis_node, wait_for
 
 needs_redis_server = pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
@@ -256,12 +256,7 @@ async def test_an_accepted_message_waits_for_its_replica(
 @pytest.fixture
 def tls_redis(tmp_path: Path) -> Iterator[tuple[int, Path, subprocess.Popen[bytes]]]:
     """A redis-server that speaks only TLS, with a self-signed certificate for 127.0.0.1."""
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
-                    str(cert), "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-                   check=True, capture_output=True)
+    cert, key = self_signed_certificate(tmp_path)
     port = free_port()
     server = subprocess.Popen(["redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
                                "--tls-cert-file", str(cert), "--tls-key-file", str(key), "--tls-ca-cert-file",

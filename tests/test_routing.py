@@ -21,7 +21,7 @@ from urllib.parse import parse_qsl
 import pytest
 from aiohttp import web
 
-from tests.conftest import HubHarness, cleanup_prefix, cpo, emsp, hub_settings, start_hub, stop_hub
+from tests.conftest import HubHarness, cpo, emsp, running_hub
 from tests.partners import FakePartner, Party, Received, ocpi_token
 
 ROUTING = ("OCPI-to-country-code", "OCPI-to-party-id", "OCPI-from-country-code", "OCPI-from-party-id")
@@ -31,14 +31,8 @@ TS = "2015-06-29T20:39:09.123456+01:00"  # odd on purpose: a hub that re-seriali
 @pytest.fixture(params=["lean", "aiohttp"])
 async def hub(backend: str | None, request: pytest.FixtureRequest) -> AsyncIterator[HubHarness]:
     """Every case through both forward clients (HUB_FORWARD_CLIENT): the hub's own and aiohttp's ClientSession."""
-    settings = hub_settings(redis_url=backend, forward_client=request.param)
-    h = await start_hub(settings)
-    try:
+    async with running_hub(backend, forward_client=request.param) as h:
         yield h
-    finally:
-        await stop_hub(h)
-        if backend:
-            cleanup_prefix(settings.key_prefix)
 
 
 

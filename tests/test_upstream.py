@@ -4,11 +4,9 @@ receiver is enough, raw asyncio servers where the receiver must misbehave byte b
 from __future__ import annotations
 
 import asyncio
-import shutil
 import socket
 import ssl
-import subprocess
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -19,6 +17,7 @@ from aiohttp.resolver import DefaultResolver
 
 from routing.outbound import PolicyResolver, RefusedAddress
 from routing.upstream import MAX_HEAD_BYTES, Upstream, UpstreamError
+from tests.conftest import self_signed_certificate
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Raw = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -322,20 +321,8 @@ async def test_an_unreadable_answer_is_an_upstream_error(garbage: bytes) -> None
 
 
 # -- TLS ------------------------------------------------------------------------------------------------------
-@pytest.fixture
-def certificate(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
-                    str(cert), "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-                   check=True, capture_output=True)
-    yield cert, key
-
-
-async def test_tls_is_verified_a_trusted_certificate_passes_and_an_unknown_one_is_refused(
-        certificate: tuple[Path, Path]) -> None:
-    cert, key = certificate
+async def test_tls_is_verified_a_trusted_certificate_passes_and_an_unknown_one_is_refused(tmp_path: Path) -> None:
+    cert, key = self_signed_certificate(tmp_path)
     server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_tls.load_cert_chain(cert, key)
 
@@ -394,3 +381,60 @@ async def test_concurrent_connects_share_one_lookup_kept_for_the_ttl_and_a_refus
         assert upstream.open_connections(base) == 8
         assert resolver.lookups == 2  # the refused one, then one for eight new connections
     await upstream.close()
+
+
+async def test_a_request_that_waits_out_its_budget_for_a_connection_leaves_the_bound_intact() -> None:
+    gate = asyncio.Event()
+
+    async def handler(request: web.Request) -> web.Response:
+        if request.path == "/slow":
+            await gate.wait()
+        return web.Response(body=OK)
+
+    upstream = client(limit_per_origin=1)
+    async with served(handler) as base:
+        holder = asyncio.create_task(upstream.request("GET", base + "/slow", {}, None, budget=5, max_body=1000))
+        for _ in range(100):
+            if upstream.open_connections(base) == 1:
+                break
+            await asyncio.sleep(0.01)
+        with pytest.raises(TimeoutError):  # waited for the one connection, in vain
+            await upstream.request("GET", base + "/fast", {}, None, budget=0.2, max_body=1000)
+        gate.set()
+        assert (await holder).body == OK
+        for _ in range(3):  # the connection came back and is used again: the waiter that gave up took nothing
+            assert (await upstream.request("GET", base + "/fast", {}, None, budget=2, max_body=1000)).body == OK
+        assert upstream.open_connections(base) == 1
+    await upstream.close()
+
+
+async def test_an_answer_nobody_asked_for_is_never_taken_for_the_next_requests() -> None:
+    """A receiver that sends a second answer after the first is out of step with its connection: the connection is
+    dropped, and each request gets its own answer on a new one."""
+    served_paths: list[str] = []
+    connections = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        try:
+            while True:
+                head = await read_request(reader)
+                path = head.split(b" ")[1].decode()
+                served_paths.append(path)
+                body = b'{"status_code":1000,"for":"%s"}' % path.encode()
+                extra = b'{"status_code":1000,"for":"forged"}'
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body)
+                             + b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%b" % (len(extra), extra))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    upstream = client()
+    async with raw_served(handler) as base:
+        for n in range(3):
+            answer = await upstream.request("GET", f"{base}/r{n}", {}, None, budget=5, max_body=1000)
+            assert answer.body == b'{"status_code":1000,"for":"/r%d"}' % n
+    await upstream.close()
+    assert served_paths == ["/r0", "/r1", "/r2"]
+    assert connections == 3
