@@ -129,6 +129,7 @@ class Bench:
         self.hub: Child | None = None
         self.recv: onboard.Registration | None = None
         self.sender_reg: onboard.Registration | None = None
+        self.stored_platform_id: str | None = None  # the store-and-forward PUT's receiver, when that scenario runs
         self.broadcast: dict[str, Any] | None = None
 
     async def spawn(self, child: Child, ready_url: str) -> Child:
@@ -184,6 +185,7 @@ class Bench:
         if self.args.stored:  # hub only: store-and-forward next to the synchronous PUT
             stored = await onboard.connect(self.session, hub_url, hubproc.ADMIN_TOKEN, "Bench Stored Receiver",
                                            onboard.STORED_PARTIES, f"{self.receiver_url}/ocpi/versions", token_b)
+            self.stored_platform_id = stored.platform_id
             await onboard.store_and_forward(self.session, hub_url, hubproc.ADMIN_TOKEN, stored.platform_id,
                                             ["locations"])
             scenarios.append(measure.Scenario("hub", hub_url, stored_load(sender), procs, self.redis_url))
@@ -230,8 +232,9 @@ class Bench:
             await self.fan_out()
 
     async def fan_out(self) -> None:
-        """Ten recording eMSPs register; the throughput receiver's platform is suspended, so its eMSP DE/EMR
-        is no broadcast recipient (the ten are the whole audience); then the measured broadcasts."""
+        """Ten recording eMSPs register; the throughput receivers' platforms are suspended, so their eMSPs (DE/EMR,
+        and DE/EMS of the store-and-forward PUT) are no broadcast recipients (the ten are the whole audience); then
+        the measured broadcasts."""
         a = self.args
         assert self.hub is not None and self.recv is not None and self.sender_reg is not None
         receivers = fanout.FanoutReceivers(a.broadcast_receivers)
@@ -241,12 +244,16 @@ class Bench:
         await receivers.wait_ready()
         await receivers.register(self.session, self.hub_url)
         admin = {"Authorization": f"Bearer {hubproc.ADMIN_TOKEN}"}
-        async with self.session.post(f"{self.hub_url}/admin/platforms/{self.recv.platform_id}/suspend",
-                                     headers=admin) as resp:
-            if resp.status != 200:
-                raise RuntimeError(f"suspending {self.recv.name}: HTTP {resp.status} {await resp.text()}")
+        for platform_id in (self.recv.platform_id, self.stored_platform_id):
+            if platform_id is None:
+                continue
+            async with self.session.post(f"{self.hub_url}/admin/platforms/{platform_id}/suspend",
+                                         headers=admin) as resp:
+                if resp.status != 200:
+                    raise RuntimeError(f"suspending platform {platform_id}: HTTP {resp.status} {await resp.text()}")
         print(f"registered {len(receivers.parties)} eMSP platforms DE/{receivers.parties[0]}..DE/"
-              f"{receivers.parties[-1]} on one receiver process; suspended {self.recv.name}", flush=True)
+              f"{receivers.parties[-1]} on one receiver process; suspended the throughput scenarios' receivers",
+              flush=True)
         cfg = fanout.Config(broadcasts=a.broadcasts, concurrency=a.broadcast_concurrency, rate=a.broadcast_rate,
                             receivers=a.broadcast_receivers, warmup=a.broadcast_warmup)
         self.broadcast = await fanout.run(cfg, self.session, self.hub_url, self.sender_reg, receivers,
