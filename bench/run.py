@@ -129,7 +129,8 @@ class Bench:
         self.hub: Child | None = None
         self.recv: onboard.Registration | None = None
         self.sender_reg: onboard.Registration | None = None
-        self.stored_platform_id: str | None = None  # the store-and-forward PUT's receiver, when that scenario runs
+        # The throughput scenarios' receiving platforms: suspended before the fan-out, whose audience is its own ten
+        self.scenario_receivers: list[str] = []
         self.broadcast: dict[str, Any] | None = None
 
     async def spawn(self, child: Child, ready_url: str) -> Child:
@@ -172,6 +173,7 @@ class Bench:
                                                self.sender.token_b_230, version="2.3.0")
         print(f"registered {recv.name} ({recv.platform_id}) and {sender.name} ({sender.platform_id})", flush=True)
         self.recv, self.sender_reg = recv, sender
+        self.scenario_receivers.append(recv.platform_id)
         bare = await self.spawn(Child("bare_proxy", python_argv("bare_proxy.py", str(proxy_port),
                                                                 self.receiver_url), self.tmp),
                                 f"{proxy_url}/healthz")
@@ -185,7 +187,7 @@ class Bench:
         if self.args.stored:  # hub only: store-and-forward next to the synchronous PUT
             stored = await onboard.connect(self.session, hub_url, hubproc.ADMIN_TOKEN, "Bench Stored Receiver",
                                            onboard.STORED_PARTIES, f"{self.receiver_url}/ocpi/versions", token_b)
-            self.stored_platform_id = stored.platform_id
+            self.scenario_receivers.append(stored.platform_id)
             await onboard.store_and_forward(self.session, hub_url, hubproc.ADMIN_TOKEN, stored.platform_id,
                                             ["locations"])
             scenarios.append(measure.Scenario("hub", hub_url, stored_load(sender), procs, self.redis_url))
@@ -244,9 +246,7 @@ class Bench:
         await receivers.wait_ready()
         await receivers.register(self.session, self.hub_url)
         admin = {"Authorization": f"Bearer {hubproc.ADMIN_TOKEN}"}
-        for platform_id in (self.recv.platform_id, self.stored_platform_id):
-            if platform_id is None:
-                continue
+        for platform_id in self.scenario_receivers:
             async with self.session.post(f"{self.hub_url}/admin/platforms/{platform_id}/suspend",
                                          headers=admin) as resp:
                 if resp.status != 200:

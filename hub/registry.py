@@ -97,7 +97,7 @@ class PlatformRegistry:
         for start in range(0, len(stale), LOAD_BATCH):  # the loop serves requests between batches
             read.update((p.id, p) for p in await self.store.get_platforms(stale[start:start + LOAD_BATCH]))
         fresh: dict[str, Platform] = {}
-        for pid in revisions:  # the store's order (oldest first), as list_platforms gives it
+        for pid in revisions:  # the store's order, oldest first
             platform = read.get(pid) or current.get(pid)
             if platform is not None:
                 fresh[pid] = platform
@@ -114,45 +114,40 @@ class PlatformRegistry:
             self._reindex()
 
     def _reindex(self) -> None:
-        by_token: dict[str, str] = {}
-        by_party: dict[str, str] = {}
-        overrides: dict[str, Policy] = {}
-        for p in self._by_id.values():
-            if p.roaming_policy is not None and not p.removed:
-                overrides[p.id] = p.roaming_policy
-            if p.inbound_token_hash:
-                by_token[p.inbound_token_hash] = p.id
-            if p.token_a_hash:
-                by_token[p.token_a_hash] = p.id
-            if not p.removed:
-                for party in p.parties:
-                    by_party[party.key] = p.id
-        self._by_token, self._by_party, self.policy_overrides = by_token, by_party, overrides
+        self._by_token, self._by_party, self.policy_overrides = {}, {}, {}
+        for platform in self._by_id.values():
+            self._index(platform)
         self._forget_derived()
 
-    def _index_one(self, old: Platform | None, new: Platform | None) -> None:
+    def _replace(self, old: Platform | None, new: Platform | None) -> None:
         """One platform changed (saved here, or reloaded on a notice): its entries replaced, not every platform's
         walked again (36 ms per change with 10,000 platforms)."""
-        platform_id = new.id if new is not None else old.id if old is not None else ""
         if old is not None:
-            for token_hash in (old.inbound_token_hash, old.token_a_hash):
-                if token_hash and self._by_token.get(token_hash) == platform_id:
-                    del self._by_token[token_hash]
-            for party in old.parties:
-                if self._by_party.get(party.key) == platform_id:
-                    del self._by_party[party.key]
-        overrides = {k: v for k, v in self.policy_overrides.items() if k != platform_id}
+            self._unindex(old)
         if new is not None:
-            if new.roaming_policy is not None and not new.removed:
-                overrides[platform_id] = new.roaming_policy
-            for token_hash in (new.inbound_token_hash, new.token_a_hash):
-                if token_hash:
-                    self._by_token[token_hash] = platform_id
-            if not new.removed:
-                for party in new.parties:
-                    self._by_party[party.key] = platform_id
-        self.policy_overrides = overrides
+            self._index(new)
         self._forget_derived()
+
+    def _index(self, p: Platform) -> None:
+        if p.inbound_token_hash:
+            self._by_token[p.inbound_token_hash] = p.id
+        if p.token_a_hash:
+            self._by_token[p.token_a_hash] = p.id
+        if not p.removed:
+            if p.roaming_policy is not None:
+                self.policy_overrides[p.id] = p.roaming_policy
+            for party in p.parties:
+                self._by_party[party.key] = p.id
+
+    def _unindex(self, p: Platform) -> None:
+        """Only the entries that are still this platform's: a party or token may have moved to another since."""
+        for token_hash in (p.inbound_token_hash, p.token_a_hash):
+            if token_hash and self._by_token.get(token_hash) == p.id:
+                del self._by_token[token_hash]
+        for party in p.parties:
+            if self._by_party.get(party.key) == p.id:
+                del self._by_party[party.key]
+        self.policy_overrides.pop(p.id, None)
 
     def _forget_derived(self) -> None:
         self._unknown.clear()  # a change this process heard of may have issued one of them
@@ -167,7 +162,7 @@ class PlatformRegistry:
         self._touch(platform.id)
         old = self._by_id.get(platform.id)
         self._by_id[platform.id] = platform
-        self._index_one(old, platform)
+        self._replace(old, platform)
 
     async def save(self, platform: Platform) -> None:
         old = self._by_id.get(platform.id)
@@ -200,11 +195,11 @@ class PlatformRegistry:
             return  # this process wrote or read a newer state while the store answered
         self._touch(platform_id)
         if platform is None:
-            self._index_one(self._by_id.pop(platform_id, None), None)
+            self._replace(self._by_id.pop(platform_id, None), None)
         else:
             old = self._by_id.get(platform.id)
             self._by_id[platform.id] = platform
-            self._index_one(old, platform)
+            self._replace(old, platform)
 
     async def refresh(self, platform_id: str, revision: int = 0) -> Platform | None:
         """This platform as the store has it now, applied to this view; for rare paths only (see module doc).

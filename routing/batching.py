@@ -23,7 +23,7 @@ from redis.asyncio.sentinel import SentinelManagedConnection
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
-from routing.replication import Sync, link, settle, wait_command
+from routing.replication import Sync, copy_outcome, link, settle, wait_command
 from routing.sentinel import locator
 
 _Call = tuple[AsyncScript, Sequence[Any], Sequence[Any], "asyncio.Future[Any]", Sync | None]
@@ -153,7 +153,7 @@ class ScriptBatcher:
                             future.set_exception(exc)
                         continue
                     retry = self._add(script, keys, args, sync)
-                    retry.add_done_callback(functools.partial(_copy, target=future))
+                    retry.add_done_callback(functools.partial(copy_outcome, target=future))
                     continue
                 await self._single(script, keys, args, future)
             elif isinstance(result, Exception):
@@ -180,12 +180,3 @@ class ScriptBatcher:
             future.set_result(result)
 
 
-def _copy(source: asyncio.Future[Any], target: asyncio.Future[Any]) -> None:
-    if target.done():
-        return
-    if source.cancelled():
-        target.cancel()
-    elif (exc := source.exception()) is not None:
-        target.set_exception(exc)
-    else:
-        target.set_result(source.result())

@@ -27,16 +27,24 @@ def not_replicated(acks: int, replicas: int, timeout_ms: int) -> ResponseError:
     return ResponseError(f"NOREPLICAS {acks} of {replicas} replicas acknowledged the write within {timeout_ms} ms")
 
 
+def copy_outcome(source: asyncio.Future[Any], target: asyncio.Future[Any]) -> None:
+    """``target`` ends as ``source`` did (result, exception or cancellation), unless it has ended already."""
+    if target.done():
+        return
+    if source.cancelled():
+        target.cancel()
+    elif (exc := source.exception()) is not None:
+        target.set_exception(exc)
+    else:
+        target.set_result(source.result())
+
+
 def link(inner: asyncio.Future[Any], outer: asyncio.Future[Any]) -> None:
     """A call that failed fails its caller at once; one that succeeded waits for :func:`settle`."""
 
     def done(future: asyncio.Future[Any]) -> None:
-        if outer.done():
-            return
-        if future.cancelled():
-            outer.cancel()
-        elif (exc := future.exception()) is not None:
-            outer.set_exception(exc)
+        if future.cancelled() or future.exception() is not None:
+            copy_outcome(future, outer)
 
     inner.add_done_callback(done)
 

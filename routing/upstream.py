@@ -244,19 +244,10 @@ class Upstream:
 
     # -- connections -------------------------------------------------------------------------------------
     def _origin_and_target(self, url: str) -> tuple[_Origin, str]:
-        start = url.find("://") + 3
-        end = len(url)
-        for mark in ("/", "?", "#"):
-            at = url.find(mark, start)
-            if 0 <= at < end:
-                end = at
-        key = url[:end]
+        key, target = _split(url)
         origin = self._origins.get(key)
         if origin is None:
             origin = self._origins[key] = _parse_origin(key)
-        target = url[end:].split("#", 1)[0]
-        if not target.startswith("/"):
-            target = "/" + target
         return origin, target
 
     async def _acquire(self, origin: _Origin, deadline: float, *, fresh: bool) -> _Connection:
@@ -409,7 +400,7 @@ class Upstream:
 
     def open_connections(self, url: str) -> int:
         """Connections open to ``url``'s origin (tests, diagnostics)."""
-        origin = self._origins.get(self._origin_and_target(url)[0].key)
+        origin = self._origins.get(_split(url)[0])
         return origin.open if origin is not None else 0
 
 
@@ -420,6 +411,18 @@ def _expire(connection: _Connection, future: asyncio.Future[Answer]) -> None:
         connection.lost = True
         if connection.transport is not None:
             connection.transport.abort()
+
+
+def _split(url: str) -> tuple[str, str]:
+    """An absolute URL as its origin ("scheme://authority") and request target (path and query, no fragment)."""
+    start = url.find("://") + 3
+    end = len(url)
+    for mark in ("/", "?", "#"):
+        at = url.find(mark, start)
+        if 0 <= at < end:
+            end = at
+    target = url[end:].split("#", 1)[0]
+    return url[:end], target if target.startswith("/") else "/" + target
 
 
 def _parse_origin(key: str) -> _Origin:

@@ -33,6 +33,7 @@ from routing.open_routing import RouteHints
 from routing.platform import Platform, utcnow
 from tests.conftest import ADMIN_TOKEN, HubHarness, MakeHub, cpo, emsp, hub_settings, start_hub, stop_hub
 from tests.test_open_routing import HUB, received, token
+from tests.test_store_contract import all_platforms
 
 # --- what lands on disk ---------------------------------------------------------------------------------------
 
@@ -67,7 +68,7 @@ async def test_the_store_file_holds_neither_token_b_nor_token_uids(tmp_path: Pat
     # The kept key opens the stored tokens again (a restart finds them).
     store = await open_store(settings)
     try:
-        by_name = {p.name: p for p in await store.list_platforms()}
+        by_name = {p.name: p for p in await all_platforms(store)}
         assert {name: by_name[name].outbound_token for name in token_b} == token_b
     finally:
         await store.close()

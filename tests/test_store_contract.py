@@ -72,6 +72,13 @@ def at(seconds: float = 0.0, base: datetime | None = None) -> datetime:
     return base + timedelta(seconds=seconds)
 
 
+async def all_platforms(store: Store) -> list[Platform]:
+    """Every platform, oldest first, read as a process's view reads them (hub/registry.py)."""
+    ids = list(await store.platform_revisions())
+    by_id = {p.id: p for p in await store.get_platforms(ids)}
+    return [by_id[platform_id] for platform_id in ids]
+
+
 def make_platform(platform_id: str, *pairs: str, **fields: Any) -> Platform:
     """A platform hosting ``"CC:PID"`` or ``"CC:PID:ROLE"`` parties (role defaults to CPO)."""
     parties = []
@@ -192,7 +199,7 @@ async def test_a_platform_rate_limit_round_trips_and_can_be_cleared(store: Store
     await store.save_platform(platform)
     loaded = await store.get_platform("p-rl")
     assert loaded is not None and loaded.rate_limit == RateLimit(rps=2.5, burst=7)
-    assert await store.list_platforms() == [platform]
+    assert await all_platforms(store) == [platform]
 
     platform.rate_limit = None  # back to the hub-wide default
     await store.save_platform(platform)
@@ -211,7 +218,7 @@ async def test_saving_again_replaces_the_whole_platform(store: Store) -> None:
     await store.save_platform(updated)
 
     assert await store.get_platform("p1") == updated
-    assert len(await store.list_platforms()) == 1
+    assert len(await all_platforms(store)) == 1
 
 
 async def test_find_platform_by_inbound_token_hash_and_by_token_a_hash(store: Store) -> None:
@@ -238,7 +245,7 @@ async def test_platforms_without_tokens_do_not_collide(store: Store) -> None:
     for i in range(3):
         await store.save_platform(make_platform(f"p{i}"))
 
-    assert len(await store.list_platforms()) == 3
+    assert len(await all_platforms(store)) == 3
 
 
 async def test_token_hash_of_another_platform_is_refused_and_reserves_nothing(store: Store) -> None:
@@ -251,13 +258,13 @@ async def test_token_hash_of_another_platform_is_refused_and_reserves_nothing(st
     assert await owner_of(store, "NL:NEW") is None
 
 
-async def test_list_platforms_oldest_first(store: Store) -> None:
+async def test_platforms_are_listed_oldest_first(store: Store) -> None:
     for platform_id, age in [("middle", 20), ("newest", 10), ("oldest", 30)]:
         await store.save_platform(
             make_platform(platform_id, created_at=at(-age), removed=platform_id == "oldest")
         )
 
-    assert [p.id for p in await store.list_platforms()] == ["oldest", "middle", "newest"]
+    assert [p.id for p in await all_platforms(store)] == ["oldest", "middle", "newest"]
 
 
 async def test_platform_revisions_are_listed_oldest_first_and_platforms_read_by_ids(store: Store) -> None:
@@ -364,14 +371,14 @@ async def test_concurrent_claims_of_one_pair_have_one_winner(store: Store) -> No
     winners = [f"p{i}" for i, r in enumerate(results) if r is None]
     assert len(winners) == 1
     assert all(isinstance(r, PartyConflict) for r in results if r is not None)
-    assert [p.id for p in await store.list_platforms()] == winners
+    assert [p.id for p in await all_platforms(store)] == winners
     assert await owner_of(store, "NL:CPA") == winners[0]
 
 
 async def test_concurrent_saves_of_different_platforms_all_land(store: Store) -> None:
     await asyncio.gather(*(store.save_platform(make_platform(f"p{i}", f"NL:C{i:02d}")) for i in range(20)))
 
-    assert len(await store.list_platforms()) == 20
+    assert len(await all_platforms(store)) == 20
 
 
 # --- audit ---------------------------------------------------------------------------------------------

@@ -310,10 +310,6 @@ class MongoStore:
         doc = await self._platforms.find_one({"id": platform_id}, _NO_ID)
         return None if doc is None else platform_from_doc(doc, self.sealer)
 
-    async def list_platforms(self) -> list[Platform]:
-        cursor = self._platforms.find({}, _NO_ID).sort([("created_at_us", ASCENDING), ("id", ASCENDING)])
-        return [platform_from_doc(d, self.sealer) for d in await cursor.to_list(length=None)]
-
     async def platform_revisions(self) -> dict[str, int]:
         cursor = self._platforms.find({}, {"_id": 0, "id": 1, "revision": 1}).sort(
             [("created_at_us", ASCENDING), ("id", ASCENDING)])

@@ -50,9 +50,6 @@ class Store(Protocol):
 
     async def get_platform(self, platform_id: str) -> Platform | None: ...
 
-    async def list_platforms(self) -> list[Platform]:
-        """All platforms, removed ones included, oldest first."""
-
     async def platform_revisions(self) -> dict[str, int]:
         """Every platform's id and revision, removed ones included, oldest first: what a process compares its view
         with, without reading (and opening the sealed tokens of) every platform."""

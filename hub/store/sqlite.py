@@ -497,11 +497,6 @@ class SqliteStore:
             return platform_from_doc(orjson.loads(document), self.sealer)
         return None
 
-    async def list_platforms(self) -> list[Platform]:
-        async with self._read() as db:
-            rows = await db.execute_fetchall(f"SELECT document FROM {PLATFORMS} ORDER BY created_at_us, id")
-        return [platform_from_doc(orjson.loads(document), self.sealer) for (document,) in rows]
-
     async def platform_revisions(self) -> dict[str, int]:
         async with self._read() as db:  # the JSON is read by SQLite, in its thread: nothing decoded here
             rows = await db.execute_fetchall(
