@@ -18,7 +18,7 @@ from hub.admission import admit, admitted
 from hub.bridging import Bridge
 from hub.catchup import CATCHUP_EVENTS, CATCHUP_MODULES, fetch, keep_routed
 from hub.context import Hub, hub_of
-from hub.envelope import envelope, ocpi_response
+from hub.envelope import Handler, envelope, ocpi_response
 from hub.exchange import EXCHANGE
 from hub.objects import forget_deleted, get_all, object_lock, store_push
 from hub.usage import USAGE_EVENTS
@@ -43,7 +43,7 @@ from routing.ocpi.headers import (
 from routing.ocpi.ids import check_path_tail
 from routing.ocpi.models import parse_json
 from routing.ocpi.pagination import page_headers, parse_page
-from routing.ocpi.versions import V211, V221, has_module
+from routing.ocpi.versions import V211, V221, V230, has_module
 from routing.open_routing import find_receiver, learn, learns
 from routing.platform import ConnectionStatus, Platform, utcnow
 from routing.queue import Message
@@ -63,13 +63,21 @@ from routing.wire import ForwardRequest, Reply
 ROLE_OF_PATH = {"sender": "SENDER", "receiver": "RECEIVER"}
 
 
-@admitted
-async def handle(request: web.Request) -> web.StreamResponse:
+def handler_of(version: str, role_in_path: str) -> Handler:
+    """The handler of one version's one interface role: both come from the route, not from parsing the path."""
+    role = ROLE_OF_PATH[role_in_path]
+
+    @admitted
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await handle(request, version, role_in_path, role)
+
+    return handler
+
+
+async def handle(request: web.Request, version: str, role_in_path: str, role: str) -> web.StreamResponse:
     """OCPI 2.2.1 and 2.3.0: the interface role is in the path, the addresses in the routing headers."""
     hub = hub_of(request)
     ex = request[EXCHANGE]
-    version = request.match_info["version"]
-    role = ROLE_OF_PATH[request.match_info["role"]]
     module = request.match_info["module"]
     ex.module, ex.interface_role = module, role
     hub_party = hub.party
@@ -91,7 +99,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
         raise InvalidParameters(ex.bad_ids)
     if routing is None:
         raise bad_routing
-    tail = raw_tail(request, f"/ocpi/{version}/{request.match_info['role']}/{module}")
+    tail = raw_tail(request, f"/ocpi/{version}/{role_in_path}/{module}")
     return await route(request, hub, caller.platform, version, module, role, routing, tail)
 
 
@@ -452,11 +460,14 @@ def party_of(key: str) -> Party:
 
 def add_routes(app: web.Application) -> None:
     app.router.add_route("*", "/ocpi/2.2.1/callbacks/{id}", handle_callback)
-    version = r"{version:2\.2\.1|2\.3\.0}"
-    for role in ROLE_OF_PATH:
-        app.router.add_route("*", f"/ocpi/{version}/{{role:{role}}}/{{module}}", handle)
-        # [\s\S]*, not .*: a tail holding an encoded CR or LF reaches the handler, which refuses it (400/2001)
-        app.router.add_route("*", f"/ocpi/{version}/{{role:{role}}}/{{module}}/{{tail:[\\s\\S]*}}", handle)
+    # Literal version and role: aiohttp indexes routes by their literal prefix, so a routed request is matched
+    # against the two routes of its own prefix instead of every /ocpi route (a regular expression each).
+    for version in (V221, V230):
+        for role in ROLE_OF_PATH:
+            handler = handler_of(version, role)
+            app.router.add_route("*", f"/ocpi/{version}/{role}/{{module}}", handler)
+            # [\s\S]*, not .*: a tail holding an encoded CR or LF reaches the handler, which refuses it (400/2001)
+            app.router.add_route("*", f"/ocpi/{version}/{role}/{{module}}/{{tail:[\\s\\S]*}}", handler)
     # OCPI 2.1.1: one URL per module (no interface role in it); credentials are routed before these.
     app.router.add_route("*", "/ocpi/2.1.1/{module}", handle_211)
     app.router.add_route("*", "/ocpi/2.1.1/{module}/{tail:[\\s\\S]*}", handle_211)
