@@ -215,11 +215,18 @@ def _lifecycle(settings: Settings, given_store: HubStore | None, given_redis: Re
                                                  audit.failure_log),
                                      name="log-throttle"),
                  asyncio.create_task(hub.rate_limits.run(), name="rate-limit-exchange")]
+        if metrics_.multiprocess_dir is not None:  # serve --workers N: the others' scrapes read this worker's file
+            loops.append(asyncio.create_task(metrics_.receivers.share(), name="receiver-metrics"))
         try:
             yield
         finally:
             for task in loops:
                 await stop_task(task)
+            if metrics_.multiprocess_dir is not None:  # what this worker counted stays part of the hub's totals
+                try:
+                    await asyncio.to_thread(metrics_.receivers.write_share)
+                except OSError as exc:
+                    log.warning("writing the per-receiver metrics for other workers failed: %s", exc)
             await liveness.stop()
             await feed.close()
             await delivery.stop()
@@ -408,7 +415,7 @@ async def metrics(request: web.Request) -> web.Response:
     if not metrics_authorized(request.headers.get("Authorization"), hub.settings.metrics_token):
         return web.json_response({"error": "/metrics needs Authorization: Bearer <HUB_METRICS_TOKEN>"}, status=401,
                                  headers={"WWW-Authenticate": 'Bearer realm="metrics"', "Cache-Control": "no-store"})
-    m = hub.metrics
-    # Multi-process mode reads every worker's files: off the event loop.
-    body = m.exposition() if m.multiprocess_dir is None else await asyncio.to_thread(m.exposition)
+    # Off the event loop: with thousands of receivers the text is 100,000s of lines (and with several workers it
+    # reads every worker's files).
+    body = await asyncio.to_thread(hub.metrics.exposition)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE, "Cache-Control": "no-store"})

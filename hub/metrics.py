@@ -22,6 +22,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from prometheus_client import values as _values
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from hub.receiver_metrics import ReceiverMetrics
+
 # 1 ms to 30 s: hub-added latency sits at the bottom, receiver timeouts at the top.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -55,10 +57,8 @@ class Metrics:
             "ocpi_hub_request_duration_seconds", "Time from request received to response sent",
             ["module"], buckets=LATENCY_BUCKETS, registry=r,
         )
-        self.receiver_latency = Histogram(
-            "ocpi_hub_receiver_duration_seconds", "Time the receiver took to answer a forwarded request",
-            ["module", "receiver"], buckets=LATENCY_BUCKETS, registry=r,
-        )
+        # Per receiver: label sets that grow with the partners, kept compactly (hub/receiver_metrics.py).
+        self.receivers = ReceiverMetrics(LATENCY_BUCKETS, share_dir=self.multiprocess_dir)
         self.queue_depth = Gauge("ocpi_hub_queue_depth", "Messages queued per receiver", ["receiver"], registry=r,
                                  multiprocess_mode=_GAUGE_MODE)
         self.queue_inflight = Gauge(
@@ -72,11 +72,6 @@ class Metrics:
         self.dead_letters = Gauge("ocpi_hub_dead_letters", "Dead letters per receiver", ["receiver"], registry=r,
                                   multiprocess_mode=_GAUGE_MODE)
         self.retries = Counter("ocpi_hub_retries", "Delivery retries", ["receiver"], registry=r)
-        self.receiver_results = Counter(
-            "ocpi_hub_receiver_results",
-            "Forward attempts per receiver platform by result: ok, ocpi_error, not_ocpi, timeout, unreachable",
-            ["receiver", "result"], registry=r,
-        )
         self.platforms = Gauge("ocpi_hub_platforms", "Platforms by status", ["status"], registry=r,
                                multiprocess_mode=_GAUGE_MODE)
         self.platforms_by_version = Gauge(
@@ -193,11 +188,7 @@ class Metrics:
         child.observe(seconds)
 
     def observe_receiver(self, module: str, receiver: str, seconds: float) -> None:
-        key = ("x", module, receiver)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = self.receiver_latency.labels(module=module, receiver=receiver)
-        child.observe(seconds)
+        self.receivers.observe(module, receiver, seconds)
 
     def redis_state(self, up: bool, kind: str) -> None:
         """RedisHealth's hook: the gauge follows the state, the counter counts outages as they start."""
@@ -213,11 +204,7 @@ class Metrics:
         self.dead_letters_evicted.labels(receiver=receiver, reason=reason).inc(n)
 
     def count_receiver_result(self, receiver: str, result: str) -> None:
-        key = ("rr", receiver, result)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = self.receiver_results.labels(receiver=receiver, result=result)
-        child.inc()
+        self.receivers.count(receiver, result)
 
     def count_translation(self, module: str, source: str, target: str, rules: list[str]) -> None:
         self.translations.labels(module=module, from_version=source, to_version=target).inc()
@@ -235,9 +222,10 @@ class Metrics:
         child.inc()
 
     def exposition(self) -> bytes:
-        """Prometheus text format: this app's registry, or the merged files of every worker."""
+        """Prometheus text format: this app's registry, or the merged files of every worker; then the per-receiver
+        figures. Seconds of CPU with thousands of receivers: call it off the event loop."""
         if self.multiprocess_dir is None:
-            return generate_latest(self.registry)
+            return generate_latest(self.registry) + self.receivers.render(*self.receivers.snapshot())
         merged = CollectorRegistry()
         MultiProcessCollector(merged, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
-        return generate_latest(merged)
+        return generate_latest(merged) + self.receivers.render(*self.receivers.merged())

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 from pydantic import TypeAdapter
 
 from hub.metrics import LATENCY_BUCKETS, Metrics
@@ -53,9 +54,10 @@ def setting_vars() -> dict[str, Any]:
 
 
 def exported_metric_names() -> set[str]:
-    """Series names /metrics can carry: counters get _total, histograms _bucket/_sum/_count."""
+    """Series names /metrics can carry: counters get _total, histograms _bucket/_sum/_count (read from the text
+    /metrics writes before any request: every family is there with its HELP and TYPE)."""
     names: set[str] = set()
-    for family in Metrics().registry.collect():
+    for family in text_string_to_metric_families(Metrics().exposition().decode()):
         if family.type == "counter":
             names |= {f"{family.name}_total", f"{family.name}_created"}
         elif family.type == "histogram":

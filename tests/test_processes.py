@@ -351,6 +351,23 @@ async def test_two_workers_serve_one_port_share_platforms_and_merge_metrics(tmp_
                                    "outcome": "forwarded"}, float(sent - 12))]
             durations = metric_samples(text, "ocpi_hub_request_duration_seconds_count")
             assert sum(v for _, v in durations) == sent
+            # Per receiver (hub/receiver_metrics.py): each worker shares its figures every few seconds, so a
+            # scrape shows every forward once the other worker's file caught up.
+            forwards = sent - 12
+            deadline = time.monotonic() + 20
+            while True:
+                async with session.get(hub.url + "/metrics") as resp:
+                    text = await resp.text()
+                answered = metric_samples(text, "ocpi_hub_receiver_duration_seconds_count")
+                results = metric_samples(text, "ocpi_hub_receiver_results_total")
+                if sum(v for _, v in answered) == forwards or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.5)
+            assert sum(v for _, v in answered) == forwards, answered
+            assert {labels["module"] for labels, _ in answered} == {"locations"}
+            assert len(answered) == len(emsps), "one histogram per receiver platform"
+            assert [(labels["result"], v) for labels, v in results if labels["result"] != "ok"] == []
+            assert sum(v for _, v in results) == forwards
 
             # SIGTERM to the supervisor stops the workers gracefully: exit code 0, nothing left behind.
             assert hub.proc is not None

@@ -10,14 +10,8 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry
-from prometheus_client.multiprocess import MultiProcessCollector
-
 from hub.metrics import Metrics
-
-RESULTS = "ocpi_hub_receiver_results_total"
-LATENCY_SUM = "ocpi_hub_receiver_duration_seconds_sum"
-LATENCY_COUNT = "ocpi_hub_receiver_duration_seconds_count"
+from hub.receiver_metrics import Latency, Results
 
 
 @dataclass
@@ -36,33 +30,23 @@ class ForwardStats:
         return self.latency_sum / self.answered * 1000 if self.answered else None
 
 
-def _read(registry: CollectorRegistry) -> dict[str, ForwardStats]:
+def _read(latency: Latency, results: Results) -> dict[str, ForwardStats]:
     stats: dict[str, ForwardStats] = {}
-    for family in registry.collect():
-        for sample in family.samples:
-            receiver = sample.labels.get("receiver")
-            if receiver is None:
-                continue
-            if sample.name == RESULTS:
-                s = stats.setdefault(receiver, ForwardStats())
-                s.attempts += int(sample.value)
-                if sample.labels.get("result") != "ok":
-                    s.failures += int(sample.value)
-            elif sample.name == LATENCY_SUM:
-                stats.setdefault(receiver, ForwardStats()).latency_sum += sample.value
-            elif sample.name == LATENCY_COUNT:
-                stats.setdefault(receiver, ForwardStats()).answered += int(sample.value)
+    for (receiver, result), n in results.items():
+        s = stats.setdefault(receiver, ForwardStats())
+        s.attempts += n
+        if result != "ok":
+            s.failures += n
+    for (_, receiver), row in latency.items():  # buckets and +Inf, then the sum
+        s = stats.setdefault(receiver, ForwardStats())
+        s.latency_sum += row[-1]
+        s.answered += int(sum(row[:-1]))
     return stats
-
-
-def _merged(path: str) -> dict[str, ForwardStats]:
-    registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=path)  # type: ignore[no-untyped-call]
-    return _read(registry)
 
 
 async def forward_stats(metrics: Metrics) -> dict[str, ForwardStats]:
     """Figures per receiver platform id; the files of every worker are read off the event loop."""
+    receivers = metrics.receivers
     if metrics.multiprocess_dir is None:
-        return _read(metrics.registry)
-    return await asyncio.to_thread(_merged, metrics.multiprocess_dir)
+        return _read(*receivers.snapshot())
+    return await asyncio.to_thread(lambda: _read(*receivers.merged()))
