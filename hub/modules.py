@@ -7,6 +7,7 @@ the delivery engine, relay the answer with the caller's own request id (OCPI 2.2
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from urllib.parse import quote, unquote
 
@@ -65,16 +66,11 @@ ROLE_OF_PATH = {"sender": "SENDER", "receiver": "RECEIVER"}
 
 def handler_of(version: str, role_in_path: str) -> Handler:
     """The handler of one version's one interface role: both come from the route, not from parsing the path."""
-    role = ROLE_OF_PATH[role_in_path]
-
-    @admitted
-    async def handler(request: web.Request) -> web.StreamResponse:
-        return await handle(request, version, role_in_path, role)
-
-    return handler
+    return admitted(functools.partial(handle, version=version, role_in_path=role_in_path,
+                                      role=ROLE_OF_PATH[role_in_path]))
 
 
-async def handle(request: web.Request, version: str, role_in_path: str, role: str) -> web.StreamResponse:
+async def handle(request: web.Request, *, version: str, role_in_path: str, role: str) -> web.StreamResponse:
     """OCPI 2.2.1 and 2.3.0: the interface role is in the path, the addresses in the routing headers."""
     hub = hub_of(request)
     ex = request[EXCHANGE]
