@@ -167,21 +167,23 @@ async def test_sentinel_client_follows_a_failover_and_counts_it(tmp_path: Path) 
             assert topology.sentinels[0].client().execute_command("SENTINEL", "FAILOVER", SERVICE)
             await asyncio.to_thread(wait_for, lambda: topology.primary_port() != old, "the failover")
             new = topology.primary_port()
+            now = sync_redis.Redis(port=new)
             deadline = time.monotonic() + 15
-            while True:  # 503s (or writes to the old primary, not yet demoted) until the hub has moved to `new`
+            # 503s (or writes to the old primary, not yet demoted: lost with it) until both the lean connection and
+            # redis-py write to `new`. They move independently: redis-py's pool may have moved while the lean
+            # connection's last write still reached the old primary, so each write is looked for on `new`.
+            while True:
                 try:
                     after = Message(receiver=f"R{time.monotonic_ns()}", group="", payload=b"{}",
                                     deadline=time.time() + 30)
                     assert not await queue.enqueue(after)
                     await redis.set("sentinel-follow:probe", after.receiver)
-                    if changes:
-                        break
+                    if changes and now.exists(keys.pending("sentinel-follow", after.receiver)) == 1:
+                        break  # the lean connection moved
                 except (ConnectionError, ResponseError) as exc:
                     assert outage_kind(exc) is not None, exc
                 await asyncio.sleep(0.1)
                 assert time.monotonic() < deadline, "the hub still writes to the old primary"
-            now = sync_redis.Redis(port=new)
-            assert now.exists(keys.pending("sentinel-follow", after.receiver)) == 1  # the lean connection moved
             assert now.get("sentinel-follow:probe") == after.receiver.encode()  # and redis-py's
             assert changes == [(("127.0.0.1", old), ("127.0.0.1", new))]
             # Pub/sub: its connection to the old primary was cut; like the delivery listener, the next read after
