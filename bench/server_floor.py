@@ -24,6 +24,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import loadgen
 from common import LOOPBACK, Child, cpu_seconds, envelope, free_port, install_uvloop, python_argv, wait_http
 
 BODY = envelope({"country_code": "NL", "party_id": "CPO", "id": "LOC1", "publish": True,
@@ -84,18 +85,21 @@ def serve_httptools(port: int) -> None:
     asyncio.run(main())
 
 
-async def measure(kind: str, duration: float, tmp: Path) -> tuple[float, float]:
+async def measure(kind: str, duration: float, tmp: Path, wrk: str) -> tuple[float, float]:
     """(req/s, server CPU µs per request) of one server under wrk -t1 -c32."""
     port = free_port()
     child = Child(kind, python_argv("server_floor.py", "--serve", kind, str(port)), tmp)
     await child.start()
     try:
         await wait_http(f"http://{LOOPBACK}:{port}{PATH}", 30, child)
-        argv = ["wrk", "-t1", "-c32", *(a for h in HEADERS for a in ("-H", h)), f"http://{LOOPBACK}:{port}{PATH}"]
-        await asyncio.to_thread(subprocess.run, [*argv[:1], "-d2s", *argv[1:]], capture_output=True, check=True)
+
+        def load(seconds: float) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([wrk, "-t1", "-c32", f"-d{seconds:.0f}s", *(a for h in HEADERS for a in ("-H", h)),
+                                   f"http://{LOOPBACK}:{port}{PATH}"], capture_output=True, text=True, check=True)
+
+        await asyncio.to_thread(load, 2)  # warm-up
         before, started = cpu_seconds(child.pid), time.monotonic()
-        out = await asyncio.to_thread(subprocess.run, [*argv[:1], f"-d{duration:.0f}s", *argv[1:]],
-                                      capture_output=True, text=True, check=True)
+        out = await asyncio.to_thread(load, duration)
         cpu, wall = cpu_seconds(child.pid) - before, time.monotonic() - started
         requests = int(next(ln for ln in out.stdout.splitlines() if "requests in" in ln).split()[0])
         return requests / wall, cpu / requests * 1e6
@@ -104,11 +108,14 @@ async def measure(kind: str, duration: float, tmp: Path) -> tuple[float, float]:
 
 
 async def run(rounds: int, duration: float) -> None:
+    wrk = loadgen.ensure_wrk()
+    if wrk is None:
+        raise SystemExit("server_floor.py needs wrk (apt-get install wrk)")
     tmp = Path(tempfile.mkdtemp(prefix="server-floor-"))
     results: dict[str, list[tuple[float, float]]] = {"aiohttp": [], "httptools": []}
     for n in range(rounds):
         for kind in results:  # interleaved: a noisy spell hits both
-            rps, us = await measure(kind, duration, tmp)
+            rps, us = await measure(kind, duration, tmp, wrk)
             results[kind].append((rps, us))
             print(f"round {n + 1}/{rounds} {kind}: {rps:.0f} req/s, {us:.1f} µs CPU per request", flush=True)
     print("\nserver     | req/s (median) | CPU µs per request (median)")
