@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.parser import text_string_to_metric_families
 
 from hub.metrics import LATENCY_BUCKETS, Metrics
-from hub.receiver_metrics import ReceiverMetrics
+from hub.receiver_metrics import LATENCY, LATENCY_HELP, RESULTS, RESULTS_HELP, ReceiverMetrics
 
 
 def samples(text: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -80,15 +80,12 @@ def test_a_scrape_sums_every_workers_shared_figures(tmp_path: Path) -> None:
     assert exposition(mine)[series("count")] == 1, "unshared: this process's own figures only"
 
 
-
 def test_the_text_is_what_prometheus_client_writes_for_the_same_figures() -> None:
     """Rendered by hand for speed: it must stay byte for byte what the library's families give."""
     mine = ReceiverMetrics(LATENCY_BUCKETS)
     registry = CollectorRegistry()
-    latency = Histogram("ocpi_hub_receiver_duration_seconds", "Time the receiver took to answer a forwarded request",
-                        ["module", "receiver"], buckets=LATENCY_BUCKETS, registry=registry)
-    results = Counter("ocpi_hub_receiver_results", "Forward attempts per receiver platform by result: ok, "
-                      "ocpi_error, not_ocpi, timeout, unreachable", ["receiver", "result"], registry=registry)
+    latency = Histogram(LATENCY, LATENCY_HELP, ["module", "receiver"], buckets=LATENCY_BUCKETS, registry=registry)
+    results = Counter(RESULTS, RESULTS_HELP, ["receiver", "result"], registry=registry)
     for module, receiver, seconds in (("locations", "R1", 0.003), ("locations", "R1", 12.5), ("cdrs", 'a"b\\c', 0.0),
                                       ("locations", "R2", 1e-9), ("tokens", "R1", 3600.0)):
         mine.observe(module, receiver, seconds)
