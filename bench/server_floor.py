@@ -7,7 +7,10 @@ middleware chain, response preparation) over the minimum any Python HTTP/1.1 ser
 one write). docs/architecture.md, "Cost of a routed request", uses it to size what replacing the server could give.
 
 The aiohttp side is set up as the hub's is: an ``Application`` with one middleware and the routed request's
-dynamic route; its handler builds a ``web.Response`` with an id header, as ``hub.modules.relay`` does.
+dynamic route; its handler builds a ``web.Response`` with an id header, as ``hub.modules.relay`` does. A third
+server, ``aiohttp-server``, is aiohttp's low-level ``web.Server`` calling that handler directly (no router, no
+``Application``, no middleware): the difference between the first two is what bypassing the application layer
+for routed requests could save; the rest sits in aiohttp's request handler and response writing.
 
 Usage: python bench/server_floor.py [--rounds 3] [--duration 6]
 """
@@ -54,6 +57,22 @@ def serve_aiohttp(port: int) -> None:
     web.run_app(app, host=LOOPBACK, port=port, access_log=None, print=None, backlog=1024)
 
 
+def serve_aiohttp_server(port: int) -> None:
+    from aiohttp import web
+
+    async def handle(request: web.BaseRequest) -> web.Response:
+        return web.Response(body=BODY, content_type="application/json",
+                            headers={"X-Request-ID": request.headers.get("X-Request-ID", "")})
+
+    async def main() -> None:
+        runner = web.ServerRunner(web.Server(handle), access_log=None, handle_signals=False)
+        await runner.setup()
+        await web.TCPSite(runner, LOOPBACK, port, backlog=1024).start()
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
 def serve_httptools(port: int) -> None:
     import httptools
 
@@ -85,6 +104,10 @@ def serve_httptools(port: int) -> None:
     asyncio.run(main())
 
 
+SERVERS: dict[str, Callable[[int], None]] = {
+    "aiohttp": serve_aiohttp, "aiohttp-server": serve_aiohttp_server, "httptools": serve_httptools}
+
+
 async def measure(kind: str, duration: float, tmp: Path, wrk: str) -> tuple[float, float]:
     """(req/s, server CPU µs per request) of one server under wrk -t1 -c32."""
     port = free_port()
@@ -112,22 +135,22 @@ async def run(rounds: int, duration: float) -> None:
     if wrk is None:
         raise SystemExit("server_floor.py needs wrk (apt-get install wrk)")
     tmp = Path(tempfile.mkdtemp(prefix="server-floor-"))
-    results: dict[str, list[tuple[float, float]]] = {"aiohttp": [], "httptools": []}
+    results: dict[str, list[tuple[float, float]]] = {kind: [] for kind in SERVERS}
     for n in range(rounds):
         for kind in results:  # interleaved: a noisy spell hits both
             rps, us = await measure(kind, duration, tmp, wrk)
             results[kind].append((rps, us))
             print(f"round {n + 1}/{rounds} {kind}: {rps:.0f} req/s, {us:.1f} µs CPU per request", flush=True)
-    print("\nserver     | req/s (median) | CPU µs per request (median)")
+    print("\nserver         | req/s (median) | CPU µs per request (median)")
     for kind, rows in results.items():
         rps, us = statistics.median(r for r, _ in rows), statistics.median(u for _, u in rows)
-        print(f"{kind:10} | {rps:14.0f} | {us:.1f}")
+        print(f"{kind:14} | {rps:14.0f} | {us:.1f}")
 
 
 def main() -> None:
     if sys.argv[1:2] == ["--serve"]:
         install_uvloop()
-        (serve_aiohttp if sys.argv[2] == "aiohttp" else serve_httptools)(int(sys.argv[3]))
+        SERVERS[sys.argv[2]](int(sys.argv[3]))
         return
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=3)
