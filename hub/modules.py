@@ -16,6 +16,7 @@ from aiohttp import web
 from hub import store_and_forward
 from hub.access import authenticate
 from hub.admission import admit, admitted
+from hub.answer import Answer
 from hub.bridging import Bridge
 from hub.catchup import CATCHUP_EVENTS, CATCHUP_MODULES, fetch, keep_routed
 from hub.context import Hub, hub_of
@@ -369,7 +370,7 @@ def relay(request: web.Request, reply: Reply, answered_by: Party | None = None) 
     headers = dict(ex.reply_headers)
     if reply.hub_error is not None:
         ex.ocpi_status = reply.hub_error
-        return web.Response(
+        return Answer(
             body=envelope(status_code=reply.hub_error, message=reply.message),
             status=reply.status, content_type="application/json", headers=headers,
         )
@@ -378,7 +379,7 @@ def relay(request: web.Request, reply: Reply, answered_by: Party | None = None) 
     headers.update(reply.headers)  # receiver's routing headers: TO = requester, FROM = receiver
     headers[REQUEST_ID] = ex.request_id
     ex.outcome = "forwarded"
-    return web.Response(body=reply.body, status=reply.status, content_type="application/json", headers=headers)
+    return Answer(body=reply.body, status=reply.status, content_type="application/json", headers=headers)
 
 
 @admitted
