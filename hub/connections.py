@@ -30,6 +30,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from hub.context import HUB_KEY
+from hub.dispatch import request_handler
 from hub.settings import Settings
 
 log = logging.getLogger("hub.connections")
@@ -186,7 +187,7 @@ class HubRunner(web.AppRunner):
         plain = await super()._make_server()
         s = self._settings
         return GuardedServer(
-            plain.request_handler, request_factory=plain.request_factory,
+            request_handler(self._app), request_factory=plain.request_factory,
             handler_cancellation=plain.handler_cancellation, loop=plain._loop,
             cap=connection_cap(s.max_connections), head_timeout=s.request_head_timeout,
             body_timeout=s.request_body_timeout, **plain._kwargs,
