@@ -126,8 +126,8 @@ def _config_module(path: str) -> str:
 
 
 def _body_size(response: web.StreamResponse) -> int:
-    # type() first: web.Response is a MutableMapping, so isinstance() goes through the ABC machinery
-    body = response.body if type(response) is web.Response or isinstance(response, web.Response) else None
+    # not isinstance(): web.Response is a MutableMapping, so that goes through the ABC machinery on every request
+    body = getattr(response, "body", None)  # a StreamResponse (streamed, e.g. a GET All page) has none
     return len(body) if type(body) is bytes or isinstance(body, bytes | bytearray) else 0
 
 
