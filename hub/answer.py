@@ -5,16 +5,16 @@ buffer and ``write_eof`` (body, then one ``write``): about 7 µs of Python per a
 ``bench/server_floor.py``'s shape, paid by every routed request. :class:`Answer` is a ``web.Response`` in
 every other respect (the middleware, the audit and the tests read it as one), whose ``prepare`` builds the
 same head with the same rules and writes head and body in one ``transport.write`` (then waits, as aiohttp does,
-while the client is not reading). Anything outside the plain
-case (a HEAD request, a status without a body, cookies, compression, chunking) takes aiohttp's own path.
-docs/architecture.md, "Cost of a routed request", has the measurement.
+while the client is not reading). Anything outside the plain case (an answer that must have no body, such as to
+HEAD or with 204 or 304; cookies, compression, chunking) takes aiohttp's own path. docs/architecture.md, "Cost of
+a routed request", has the measurement.
 """
 
 from __future__ import annotations
 
 from aiohttp import hdrs, web
 from aiohttp.abc import AbstractStreamWriter
-from aiohttp.helpers import rfc822_formatted_time
+from aiohttp.helpers import must_be_empty_body, rfc822_formatted_time
 from aiohttp.http import SERVER_SOFTWARE, HttpVersion10, HttpVersion11
 from aiohttp.http_writer import _serialize_headers  # aiohttp's C serializer: it refuses CR/LF in a header
 
@@ -25,8 +25,7 @@ class Answer(web.Response):
     async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
         body = self._body
         if (self._eof_sent or self._payload_writer is not None or type(body) is not bytes or self._cookies
-                or self._compression or self._chunked or request.method == hdrs.METH_HEAD
-                or self._status < 200 or self._status in (204, 304)):
+                or self._compression or self._chunked or must_be_empty_body(request.method, self._status)):
             return await super().prepare(request)
         transport = request.transport
         if transport is None or transport.is_closing():
