@@ -162,7 +162,8 @@ async def test_a_slow_receiver_does_not_block_a_fast_one(hub: HubHarness) -> Non
                                            json={"country_code": "NL", "party_id": "CPA", "id": f"F{i}",
                                                  "last_updated": TS})
         assert (status, body["status_code"]) == (200, 1000)
-        assert time.monotonic() - started < 0.3
+        # not held behind the slow receiver's 1.5 s answers (a few ms here; the bound leaves room for a loaded host)
+        assert time.monotonic() - started < 1.0
     assert not any(task.done() for task in slow_calls)  # all 20 slow ones were still in flight meanwhile
 
     assert [status for status, _, _ in await asyncio.gather(*slow_calls)] == [200] * 20

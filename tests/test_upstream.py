@@ -438,3 +438,47 @@ async def test_an_answer_nobody_asked_for_is_never_taken_for_the_next_requests()
     await upstream.close()
     assert served_paths == ["/r0", "/r1", "/r2"]
     assert connections == 3
+
+
+# -- the header section, read once the parser has accepted it -------------------------------------------------
+ANSWER_WITH_HEADERS = (b"HTTP/1.1 100 Continue\r\nX-Interim: not-this\r\n\r\n"
+                       b"HTTP/1.1 200 OK\r\nX-Spaced:   value with trailing space  \r\nX-Empty:\r\n"
+                       b"X-Twice: first\r\nx-twice: second\r\nOCPI-to-party-id: EMP\r\nX-Utf8: caf\xc3\xa9\r\n"
+                       b"Content-Length: %d\r\n\r\n%b" % (len(OK), OK))
+
+
+@pytest.mark.parametrize("chunk", [len(ANSWER_WITH_HEADERS), 1, 7], ids=["one write", "byte by byte", "7 bytes"])
+async def test_headers_are_read_as_the_parser_delimits_them_whatever_the_chunks(chunk: int) -> None:
+    """The final answer's headers only (not the interim one's), names lower-cased, leading whitespace not part of
+    the value and trailing kept (as httptools hands them over), the first of a repeated header, UTF-8 values."""
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for _ in range(2):  # twice on one kept-alive connection: the second answer's headers are its own
+            await read_request(reader)
+            for i in range(0, len(ANSWER_WITH_HEADERS), chunk):
+                writer.write(ANSWER_WITH_HEADERS[i:i + chunk])
+                await writer.drain()
+                if chunk < 10:
+                    await asyncio.sleep(0)
+
+    upstream = client()
+    async with raw_served(handler) as base:
+        for _ in range(2):
+            answer = await upstream.request("POST", base + "/", {}, b"{}", budget=5, max_body=1000)
+            assert (answer.status, answer.body) == (200, OK)
+            assert answer.headers == {"x-spaced": "value with trailing space  ", "x-empty": "", "x-twice": "first",
+                                      "ocpi-to-party-id": "EMP", "x-utf8": "café", "content-length": str(len(OK))}
+    await upstream.close()
+
+
+async def test_a_header_section_over_the_cap_in_one_write_is_an_upstream_error() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\n" + b"X-Pad: " + b"a" * (MAX_HEAD_BYTES + 10) + b"\r\n"
+                     b"Content-Length: 2\r\n\r\n{}")
+        await writer.drain()
+
+    upstream = client()
+    async with raw_served(handler) as base:
+        with pytest.raises(UpstreamError, match="header section"):
+            await upstream.request("GET", base + "/", {}, None, budget=5, max_body=1000)
+    await upstream.close()
