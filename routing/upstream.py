@@ -29,7 +29,7 @@ import contextlib
 import socket
 import ssl
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 import httptools
@@ -48,7 +48,8 @@ class UpstreamError(OSError):
 @dataclass(slots=True)
 class Answer:
     status: int
-    headers: dict[str, str]  # lower-case names; the first of repeated headers, as aiohttp's ``headers.get``
+    # lower-case names; the first of repeated headers, as aiohttp's ``headers.get``; only those the client keeps
+    headers: dict[str, str]
     body: bytes | None  # None: larger than the caller's limit (the connection is then closed)
 
 
@@ -77,6 +78,7 @@ class _Connection(asyncio.Protocol):
         self.client = client
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
+        self.kept = client.kept
         self.future: asyncio.Future[Answer] | None = None
         self.lost = False
         self.reused = False
@@ -142,7 +144,13 @@ class _Connection(asyncio.Protocol):
         self.head_bytes += len(name) + len(value) + 4
         if self.head_bytes > MAX_HEAD_BYTES:
             raise UpstreamError(f"the receiver's header section is larger than {MAX_HEAD_BYTES} bytes")
-        self.headers.setdefault(name.decode("latin-1").lower(), value.decode("utf-8", "surrogateescape"))
+        kept = self.kept
+        if kept is None:
+            self.headers.setdefault(name.decode("latin-1").lower(), value.decode("utf-8", "surrogateescape"))
+        elif (key := kept.get(name.lower())) is not None and key not in self.headers:
+            # the header section is read as it arrives, one Python call per line: a header the caller does not
+            # read is not decoded (a tenth of a forward's instructions went to reading headers nobody read)
+            self.headers[key] = value.decode("utf-8", "surrogateescape")
 
     def on_headers_complete(self) -> None:
         self.status = self.parser.get_status_code()
@@ -184,8 +192,12 @@ class Upstream:
     """Keep-alive HTTP/1.1 connections of one hub process to the receivers it forwards to."""
 
     def __init__(self, resolver: AbstractResolver, *, limit_per_origin: int = 100, idle_timeout: float = 15.0,
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+                 ssl_context: ssl.SSLContext | None = None, headers: Collection[str] | None = None) -> None:
+        """``headers``: the answer headers the caller reads (any case), or None for all; the framing headers
+        (Content-Length, Transfer-Encoding) are always read."""
         self.resolver = resolver
+        self.kept: dict[bytes, str] | None = None if headers is None else {
+            name.lower().encode("latin-1"): name.lower() for name in (*headers, "Content-Length", "Transfer-Encoding")}
         self.limit_per_origin = max(1, limit_per_origin)
         self.idle_timeout = idle_timeout
         self.ssl_context = ssl_context

@@ -482,3 +482,17 @@ async def test_a_header_section_over_the_cap_in_one_write_is_an_upstream_error()
         with pytest.raises(UpstreamError, match="header section"):
             await upstream.request("GET", base + "/", {}, None, budget=5, max_body=1000)
     await upstream.close()
+
+
+async def test_a_client_told_which_headers_it_reads_keeps_those_and_the_framing_ones_only() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(ANSWER_WITH_HEADERS)
+        await writer.drain()
+
+    upstream = Upstream(DefaultResolver(), headers=("OCPI-To-Party-ID", "X-Twice", "Link"))
+    async with raw_served(handler) as base:
+        answer = await upstream.request("POST", base + "/", {}, b"{}", budget=5, max_body=1000)
+    assert (answer.status, answer.body) == (200, OK)
+    assert answer.headers == {"x-twice": "first", "ocpi-to-party-id": "EMP", "content-length": str(len(OK))}
+    await upstream.close()
