@@ -12,17 +12,15 @@ measurement.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
 from aiohttp import hdrs, web
 from aiohttp.web_urldispatcher import UrlMappingMatchInfo
 
-RequestHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+from hub.envelope import Handler
 
 
-def request_handler(app: web.Application) -> RequestHandler:
+def request_handler(app: web.Application) -> Handler:
     """``app._handle``, or a shorter equivalent when ``app`` has exactly one (new-style) middleware."""
-    full: RequestHandler = app._handle
+    full: Handler = app._handle
     if len(app.middlewares) != 1 or getattr(app.middlewares[0], "__middleware_version__", None) != 1:
         return full
     middleware = app.middlewares[0]
