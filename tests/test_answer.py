@@ -53,28 +53,31 @@ async def server() -> AsyncIterator[tuple[int, list[str]]]:
     await runner.cleanup()
 
 
-async def exchange(port: int, raw: bytes, *, read_until_close: bool = True) -> bytes:
+async def exchange(port: int, raw: bytes) -> bytes:
+    """Everything the server writes until it closes the connection."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         writer.write(raw)
         await writer.drain()
-        if read_until_close:
-            return await asyncio.wait_for(reader.read(), timeout=10)
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
-        length = int(re.search(rb"Content-Length: (\d+)", head).group(1))  # type: ignore[union-attr]
-        return head + await asyncio.wait_for(reader.readexactly(length), timeout=10)
+        return await asyncio.wait_for(reader.read(), timeout=10)
     finally:
         writer.close()
+
+
+async def read_answer(reader: asyncio.StreamReader) -> bytes:
+    """One answer of a kept-alive connection: its head and its Content-Length of body."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
+    length = int(re.search(rb"Content-Length: (\d+)", head).group(1))  # type: ignore[union-attr]
+    return head + await asyncio.wait_for(reader.readexactly(length), timeout=10)
 
 
 def without_date(wire: bytes) -> bytes:
     return re.sub(rb"\r\nDate: [^\r]*", b"\r\nDate: -", wire)
 
 
-async def both(port: int, request: str, **kw: bool) -> tuple[bytes, bytes]:
+async def both(port: int, request: str) -> tuple[bytes, bytes]:
     """The same request (``{path}`` in it) to both routes: the wire bytes of each answer."""
-    got = [without_date(await exchange(port, request.format(path=path).encode(), **kw))
-           for path in ("/answer", "/response")]
+    got = [without_date(await exchange(port, request.format(path=path).encode())) for path in ("/answer", "/response")]
     return got[0], got[1]
 
 
@@ -100,22 +103,18 @@ async def test_the_bytes_are_aiohttps_own(server: tuple[int, list[str]], request
 
 async def test_keep_alive_answers_match_and_the_connection_serves_the_next_request(
         server: tuple[int, list[str]]) -> None:
-    for path in ("/answer", "/response"):
-        two = f"GET {path} HTTP/1.1\r\nHost: h\r\n\r\nGET {path}?status=201 HTTP/1.1\r\nHost: h\r\n\r\n".encode()
+    async def pipelined(path: str) -> list[bytes]:
+        """Two requests in one write on one connection: both answers, in order."""
         reader, writer = await asyncio.open_connection("127.0.0.1", server[0])
         try:
-            writer.write(two)  # pipelined: both answers, in order, on one connection
-            answers = []
-            for _ in range(2):
-                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
-                length = int(re.search(rb"Content-Length: (\d+)", head).group(1))  # type: ignore[union-attr]
-                answers.append(without_date(head + await reader.readexactly(length)))
+            writer.write(f"GET {path} HTTP/1.1\r\nHost: h\r\n\r\nGET {path}?status=201 HTTP/1.1\r\nHost: h\r\n\r\n"
+                         .encode())
+            return [without_date(await read_answer(reader)) for _ in range(2)]
         finally:
             writer.close()
-        if path == "/answer":
-            mine = answers
-        else:
-            assert mine == answers
+
+    mine = await pipelined("/answer")
+    assert mine == await pipelined("/response")
     assert mine[0].startswith(b"HTTP/1.1 200 OK\r\n") and mine[1].startswith(b"HTTP/1.1 201 Created\r\n")
     assert b"Connection:" not in mine[0]
     assert mine[0].endswith(b"\r\n\r\n" + BODY)
@@ -135,9 +134,8 @@ async def test_a_client_that_does_not_read_holds_its_next_request_back(server: t
         await asyncio.sleep(0.5)
         assert served == [f"{path}?big=1"], "the second request waits while the first answer is not read"
         for _ in range(2):
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
-            assert head.startswith(b"HTTP/1.1 200")
-            assert await asyncio.wait_for(reader.readexactly(BIG), timeout=10) == b"x" * BIG
+            answer = await read_answer(reader)
+            assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"\r\n\r\n" + b"x" * BIG)
         assert served == [f"{path}?big=1", f"{path}?big=2"]
     finally:
         writer.close()
