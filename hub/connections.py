@@ -30,7 +30,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from hub.context import HUB_KEY
-from hub.dispatch import request_handler
+from hub.dispatch import inline_request_tasks, request_handler
 from hub.settings import Settings
 
 log = logging.getLogger("hub.connections")
@@ -182,6 +182,10 @@ class HubRunner(web.AppRunner):
         super().__init__(app, access_log=None, handle_signals=False, keepalive_timeout=settings.keepalive_timeout,
                          **kwargs)
         self._settings = settings
+
+    async def setup(self) -> None:
+        inline_request_tasks(asyncio.get_running_loop())  # hub/dispatch.py
+        await super().setup()
 
     async def _make_server(self) -> web.Server:
         plain = await super()._make_server()

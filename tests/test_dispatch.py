@@ -1,10 +1,12 @@
 """hub.dispatch: every request sees what aiohttp's Application._handle would give it, on the hub's own server
 (HubRunner), through HTTP: the route's match information and application, one pass of the middleware, and
-aiohttp's own handling of 404, 405, sub-applications and ``Expect: 100-continue``."""
+aiohttp's own handling of 404, 405, sub-applications and ``Expect: 100-continue``; on CPython 3.11 each request
+runs in its connection's task (``inline_request_tasks``) and still finishes when its caller goes away."""
 
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
@@ -36,11 +38,25 @@ async def echo(request: web.Request) -> web.Response:
                               "root": request.config_dict[ROOT], "body": body.decode()})
 
 
+async def which_task(request: web.Request) -> web.Response:
+    child = asyncio.create_task(asyncio.sleep(0))  # any other task is still an ordinary Task
+    await child
+    return web.json_response({"task": id(asyncio.current_task()), "child_is_a_task": isinstance(child, asyncio.Task)})
+
+
+async def slow(request: web.Request) -> web.Response:
+    await asyncio.sleep(0.3)
+    request.config_dict[SEEN].append("slow done")
+    return web.json_response({})
+
+
 def build() -> web.Application:
     app = web.Application(middlewares=[recording])
     app[SEEN], app[NAME], app[ROOT] = [], "root", "yes"
     app.router.add_route("*", "/ocpi/thing/{id}", echo)
     app.router.add_get("/only-get", echo)
+    app.router.add_get("/task", which_task)
+    app.router.add_get("/slow", slow)
     sub = web.Application()
     sub[NAME] = "sub"
     sub.router.add_get("/page/{id}", echo)
@@ -104,3 +120,36 @@ def test_an_application_with_another_middleware_chain_keeps_aiohttps_handler() -
     assert request_handler(two) == two._handle
     none = web.Application()
     assert request_handler(none) == none._handle
+
+
+async def test_requests_of_one_connection_run_in_its_task(hub_server: tuple[str, web.Application]) -> None:
+    url, _ = hub_server
+    seen = []
+    for _ in range(2):  # a fresh session each time: a second connection
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as http:
+            for _ in range(3):
+                async with http.get(f"{url}/task") as resp:
+                    assert resp.status == 200
+                    seen.append(await resp.json())
+    assert all(answer["child_is_a_task"] for answer in seen)
+    tasks = [answer["task"] for answer in seen]
+    if sys.version_info < (3, 12):  # inline_request_tasks: the connection's own task, one per connection
+        assert len(set(tasks[:3])) == 1 and len(set(tasks[3:])) == 1 and tasks[0] != tasks[3]
+    else:  # aiohttp's own eager task per request
+        assert len(set(tasks)) == 6
+
+
+async def test_a_request_whose_caller_went_away_still_completes(hub_server: tuple[str, web.Application]) -> None:
+    """As with aiohttp's task per request: losing the connection does not cancel the handler."""
+    url, app = hub_server
+    host, port = url.removeprefix("http://").split(":")
+    _, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"GET /slow HTTP/1.1\r\nHost: h\r\n\r\n")
+    await writer.drain()
+    await asyncio.sleep(0.1)
+    writer.close()  # before the answer
+    for _ in range(50):
+        if "slow done" in app[SEEN]:
+            break
+        await asyncio.sleep(0.05)
+    assert "slow done" in app[SEEN]
