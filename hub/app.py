@@ -215,14 +215,16 @@ def _lifecycle(settings: Settings, given_store: HubStore | None, given_redis: Re
                                                  audit.failure_log),
                                      name="log-throttle"),
                  asyncio.create_task(hub.rate_limits.run(), name="rate-limit-exchange")]
-        if metrics_.multiprocess_dir is not None:  # serve --workers N: the others' scrapes read this worker's file
+        if metrics_.multiprocess_dir is not None:  # serve --workers N: the others' scrapes read this worker's files
             loops.append(asyncio.create_task(metrics_.receivers.share(), name="receiver-metrics"))
+            loops.append(asyncio.create_task(metrics_.run_request_flush(), name="request-metrics"))
         try:
             yield
         finally:
             for task in loops:
                 await stop_task(task)
             if metrics_.multiprocess_dir is not None:  # what this worker counted stays part of the hub's totals
+                metrics_.flush_requests()
                 try:
                     await asyncio.to_thread(metrics_.receivers.write_share)
                 except OSError as exc:
@@ -417,5 +419,6 @@ async def metrics(request: web.Request) -> web.Response:
                                  headers={"WWW-Authenticate": 'Bearer realm="metrics"', "Cache-Control": "no-store"})
     # Off the event loop: with thousands of receivers the text is 100,000s of lines (and with several workers it
     # reads every worker's files).
+    hub.metrics.flush_requests()  # on the event loop, where requests are counted
     body = await asyncio.to_thread(hub.metrics.exposition)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE, "Cache-Control": "no-store"})

@@ -139,6 +139,41 @@ async def test_metrics_count_exactly_what_was_sent(hub: HubHarness) -> None:
     assert samples(text, "ocpi_hub_registrations_total") == {key(action="register", result="ok"): 2.0}
 
 
+def test_request_metrics_are_what_prometheus_client_would_count() -> None:
+    """count_request keeps plain arrays and flush_requests adds them in bulk: the exposition is the one a
+    prometheus-client counter and histogram observing each request would give, bucket bounds included."""
+    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+    from hub.metrics import LATENCY_BUCKETS, Metrics
+
+    requests = [("locations", "SENDER", "GET", "forwarded", s) for s in (0.0, 0.0004, 0.001, 0.0010001, 0.3, 31.0)]
+    requests += [("tariffs", "RECEIVER", "PUT", "timeout", 30.0), ("versions", "", "GET", "ok", 0.002)]
+    metrics = Metrics()
+    reference = CollectorRegistry()
+    counter = Counter("ocpi_hub_requests", "", ["module", "interface_role", "method", "outcome"], registry=reference)
+    histogram = Histogram("ocpi_hub_request_duration_seconds", "", ["module"], buckets=LATENCY_BUCKETS,
+                          registry=reference)
+
+    def counted(text: str) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+        return {name: samples(text, name) for name in (
+            "ocpi_hub_requests_total", "ocpi_hub_request_duration_seconds_bucket",
+            "ocpi_hub_request_duration_seconds_count", "ocpi_hub_request_duration_seconds_sum")}
+
+    for module, role, method, outcome, seconds in requests:
+        metrics.count_request(module, role, method, outcome, seconds)
+    assert counted(metrics.exposition().decode())["ocpi_hub_requests_total"] == {}  # not flushed yet
+    metrics.flush_requests()
+    for module, role, method, outcome, seconds in requests:  # twice: a second flush adds to the first
+        metrics.count_request(module, role, method, outcome, seconds)
+    metrics.flush_requests()
+    for module, role, method, outcome, seconds in requests * 2:
+        counter.labels(module=module, interface_role=role, method=method, outcome=outcome).inc()
+        histogram.labels(module=module).observe(seconds)
+    got, want = counted(metrics.exposition().decode()), counted(generate_latest(reference).decode())
+    assert got == want
+    assert got["ocpi_hub_request_duration_seconds_bucket"][key(module="locations", le="0.001")] == 6.0
+
+
 async def test_forward_results_are_counted_per_receiver(make_hub: MakeHub) -> None:
     """What each receiver did with what the hub forwarded: the per-receiver error rate of the dashboard."""
     hub = await make_hub(forward_timeout=0.5)

@@ -340,11 +340,17 @@ async def test_two_workers_serve_one_port_share_platforms_and_merge_metrics(tmp_
                     await s.close()
                 sessions = []
 
-            # One scrape of the shared port counts every request, whichever worker handled it.
-            async with session.get(hub.url + "/metrics") as resp:
-                assert resp.status == 200
-                text = await resp.text()
-            requests = metric_samples(text, "ocpi_hub_requests_total")
+            # A scrape of the shared port counts every request, whichever worker handled it, once the other
+            # worker added its latest counts (hub.metrics.REQUEST_FLUSH_EVERY).
+            deadline = time.monotonic() + 20
+            while True:
+                async with session.get(hub.url + "/metrics") as resp:
+                    assert resp.status == 200
+                    text = await resp.text()
+                requests = metric_samples(text, "ocpi_hub_requests_total")
+                if sum(v for _, v in requests) == sent or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.25)
             assert sum(v for _, v in requests) == sent
             forwarded = [(labels, v) for labels, v in requests if labels["outcome"] == "forwarded"]
             assert forwarded == [({"module": "locations", "interface_role": "RECEIVER", "method": "PUT",
