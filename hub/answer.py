@@ -12,15 +12,39 @@ a routed request", has the measurement.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from aiohttp import hdrs, web
 from aiohttp.abc import AbstractStreamWriter
+from aiohttp.compression_utils import MAX_SYNC_CHUNK_SIZE
 from aiohttp.helpers import must_be_empty_body, rfc822_formatted_time
 from aiohttp.http import SERVER_SOFTWARE, HttpVersion10, HttpVersion11
 from aiohttp.http_writer import _serialize_headers  # aiohttp's C serializer: it refuses CR/LF in a header
+from multidict import CIMultiDict
 
 
 class Answer(web.Response):
     __slots__ = ()
+
+    def __init__(self, *, body: bytes, status: int = 200, content_type: str = "application/json",
+                 headers: Mapping[str, str] | None = None) -> None:
+        """``web.Response(body=..., status=..., content_type=..., headers=...)``: the same state, set directly for
+        a bytes body and a content type the headers do not carry already (any other case is aiohttp's own
+        constructor; a test compares the two objects' state). aiohttp's goes through its keyword checks and two
+        constructors: with six headers about 18,700 instructions per answer against 15,000, most of either being
+        the headers' CIMultiDict."""
+        real = CIMultiDict(headers) if headers else CIMultiDict()
+        if type(body) is not bytes or hdrs.CONTENT_TYPE in real or "charset" in content_type:
+            super().__init__(body=body, status=status, content_type=content_type, headers=headers)
+            return
+        real[hdrs.CONTENT_TYPE] = content_type
+        self._state = {}
+        self._headers = real
+        self._set_status(status, None)
+        self._body = body
+        self._compressed_body = None
+        self._zlib_executor_size = MAX_SYNC_CHUNK_SIZE
+        self._zlib_executor = None
 
     async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
         body = self._body

@@ -139,3 +139,28 @@ async def test_a_client_that_does_not_read_holds_its_next_request_back(server: t
         assert served == [f"{path}?big=1", f"{path}?big=2"]
     finally:
         writer.close()
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"body": BODY, "status": 200, "content_type": "application/json", "headers": {"X-Request-ID": "r-1"}},
+    {"body": BODY, "status": 502, "content_type": "application/json", "headers": {}},
+    {"body": b"", "status": 404, "content_type": "application/json", "headers": {"Link": "<x>; rel=next"}},
+    {"body": bytearray(BODY), "status": 200, "content_type": "application/json", "headers": {}},  # aiohttp's own
+])
+def test_an_answer_is_built_as_aiohttp_builds_a_response(kwargs: dict[str, object]) -> None:
+    ours, theirs = Answer(**kwargs), web.Response(**kwargs)  # type: ignore[arg-type]
+    assert (ours.status, ours.reason, dict(ours.headers), ours.body, ours.content_type, ours.keep_alive,
+            ours.chunked, ours.compression, ours.prepared) == (
+        theirs.status, theirs.reason, dict(theirs.headers), theirs.body, theirs.content_type, theirs.keep_alive,
+        theirs.chunked, theirs.compression, theirs.prepared)
+    assert vars(ours) == vars(theirs)
+
+
+def test_what_aiohttp_refuses_an_answer_refuses() -> None:
+    for kwargs in ({"headers": {"Content-Type": "text/plain"}, "content_type": "application/json"},
+                   {"content_type": "application/json; charset=utf-8"}):
+        with pytest.raises(ValueError) as ours:
+            Answer(body=BODY, **kwargs)  # type: ignore[arg-type]
+        with pytest.raises(ValueError) as theirs:
+            web.Response(body=BODY, **kwargs)  # type: ignore[arg-type]
+        assert str(ours.value) == str(theirs.value)
