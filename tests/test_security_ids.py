@@ -236,3 +236,20 @@ def test_a_log_line_with_undecodable_text_is_escaped_not_lost() -> None:
     line = logging.LogRecord("hub.requests", logging.INFO, __file__, 1, "request %s", ("\udcff",), None)
     line.ocpi = {"request_id": "\udcfe"}
     assert json.loads(JsonFormatter().format(line))["request_id"] == "\\udcfe"
+
+
+def test_the_hubs_own_ids_are_32_hex_digits_and_audit_ids_sort_by_time() -> None:
+    import time
+
+    from routing.ocpi.headers import new_id, time_ordered_id
+
+    ids = [new_id() for _ in range(1000)]
+    assert all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids) and len(set(ids)) == 1000
+    before = time.time_ns() // 1_000_000
+    ordered = [time_ordered_id() for _ in range(1000)]
+    after = time.time_ns() // 1_000_000
+    assert all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ordered) and len(set(ordered)) == 1000
+    # 48 bits of milliseconds first: the ids of later milliseconds sort after those of earlier ones
+    assert all(before <= int(i[:12], 16) <= after for i in ordered)
+    millis = [int(i[:12], 16) for i in ordered]
+    assert millis == sorted(millis)
