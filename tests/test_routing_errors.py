@@ -418,3 +418,21 @@ async def test_the_receivers_own_errors_are_relayed_not_replaced(hub: HubHarness
     # the receiver did not send routing headers: the answer is still addressed TO = requester, FROM = receiver
     assert (resp_headers["OCPI-to-country-code"], resp_headers["OCPI-to-party-id"]) == ("NL", "CPA")
     assert (resp_headers["OCPI-from-country-code"], resp_headers["OCPI-from-party-id"]) == ("DE", "EMA")
+
+
+def test_routing_pairs_are_checked_on_every_request() -> None:
+    """Checked pairs are kept (routing.ocpi.headers._checked_party); refused ones never are."""
+    from aiohttp.test_utils import make_mocked_request
+
+    from routing.ocpi.errors import InvalidParameters
+    from routing.ocpi.headers import Party, parse_routing
+
+    def routing_of(cc: str, pid: str) -> object:
+        request = make_mocked_request("GET", "/", headers={"OCPI-to-country-code": cc, "OCPI-to-party-id": pid,
+                                                           "OCPI-from-country-code": "NL", "OCPI-from-party-id": "CPA"})
+        return parse_routing(request)
+
+    for _ in range(2):
+        with pytest.raises(InvalidParameters):
+            routing_of("DE", "EM-")
+        assert routing_of("de", "ema").to == Party("DE", "EMA")  # type: ignore[attr-defined]
