@@ -7,7 +7,9 @@ cost per request" for A/B comparisons (``--hub-src`` another checkout) to well u
 The hub runs under callgrind with collection off; the receiver, Redis and this load generator run natively.
 After onboarding and a warm-up, instrumentation is switched on for exactly ``--requests`` requests of one kind, then
 the counters are dumped and read: instructions per request = total / requests (background tasks that run in that
-window, the audit writer for one, are part of the cost).
+window, the audit writer for one, are part of the cost). ``event_loop_per_request`` is the main thread's share:
+the hub's event loop, without the SQLite thread (which runs on the other core, and whose per-commit work weighs
+more under valgrind's slow pace than at full speed, see bench/README.md).
 
 ``--bare`` counts the bare aiohttp proxy of ``run.py`` on the same requests instead: hub / bare instructions is the
 repeatable form of run.py's hub/bare ratio (which also counts the kernel's socket work, the same for both, and
@@ -83,14 +85,17 @@ def callgrind(pid: int, *args: str) -> None:
     subprocess.run(["callgrind_control", *args, str(pid)], check=True, capture_output=True, timeout=120)
 
 
-def total_instructions(out_dir: Path) -> int:
-    """Sum of the ``totals:`` lines of the dumps callgrind wrote (only the counted window was instrumented)."""
-    total = 0
+def total_instructions(out_dir: Path) -> tuple[int, int]:
+    """Sums of the ``totals:`` lines of the dumps callgrind wrote (only the counted window was instrumented): of
+    every thread, and of the main thread (the event loop's; callgrind writes a file per thread, ``-01`` the main
+    thread's)."""
+    total = main = 0
     for f in sorted(out_dir.glob("cg.out*")):
         for line in f.read_text(errors="replace").splitlines():
             if m := re.match(r"totals:\s+(\d+)", line):
                 total += int(m.group(1))
-    return total
+                main += int(m.group(1)) if f.name.endswith("-01") else 0
+    return total, main
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, object]:
@@ -110,7 +115,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
         out_dir = tmp / "callgrind"
         out_dir.mkdir()
         valgrind = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out_dir}/cg.out",
-                    "--dump-line=no", "--compress-strings=no"]
+                    "--dump-line=no", "--compress-strings=no", "--separate-threads=yes"]
         if args.bare:
             return await count_bare(args, session, tmp, children, valgrind, receiver_url, out_dir)
         await sender.start()
@@ -143,9 +148,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
             frm, to = owner, ("DE", "EMR")
         routing = {"OCPI-from-country-code": frm[0], "OCPI-from-party-id": frm[1],
                    "OCPI-to-country-code": to[0], "OCPI-to-party-id": to[1]}
-        total, elapsed = await count(args, session, hub.pid, hub_url + base, reg.auth, routing, owner, out_dir)
+        (total, loop), elapsed = await count(args, session, hub.pid, hub_url + base, reg.auth, routing, owner,
+                                             out_dir)
         return {"kind": args.kind, "requests": args.requests, "instructions_total": total,
-                "instructions_per_request": round(total / args.requests), "hub_src": str(args.hub_src or "."),
+                "instructions_per_request": round(total / args.requests),
+                "event_loop_per_request": round(loop / args.requests), "hub_src": str(args.hub_src or "."),
                 "queues": "redis" if redis_url else "fakeredis", "roaming_policy": "agreements" if args.agreements
                 else "open", "seconds_under_valgrind": round(elapsed, 1)}
     finally:
@@ -158,8 +165,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
 
 
 async def count(args: argparse.Namespace, session: aiohttp.ClientSession, pid: int, url_base: str, auth: str,
-                routing: dict[str, str], owner: tuple[str, str], out_dir: Path) -> tuple[int, float]:
-    """Warm up, then the instructions of ``pid`` over exactly ``args.requests`` requests, and the seconds it took."""
+                routing: dict[str, str], owner: tuple[str, str], out_dir: Path) -> tuple[tuple[int, int], float]:
+    """Warm up, then the instructions of ``pid`` over exactly ``args.requests`` requests (all threads', the event
+    loop's), and the seconds it took."""
     await drive(session, url_base, auth, routing, args.kind, owner, args.warmup, args.concurrency, 0)
     await asyncio.sleep(1.0)  # the warm-up's audit batch and acks are written before counting starts
     callgrind(pid, "-z")  # zero, then count
@@ -171,10 +179,10 @@ async def count(args: argparse.Namespace, session: aiohttp.ClientSession, pid: i
     callgrind(pid, "-d")
     elapsed = time.monotonic() - started
     await asyncio.sleep(1.0)
-    total = total_instructions(out_dir)
-    if total == 0:
+    total, loop = total_instructions(out_dir)
+    if total == 0 or loop == 0:
         raise RuntimeError(f"no callgrind counts found in {out_dir}")
-    return total, elapsed
+    return (total, loop), elapsed
 
 
 async def count_bare(args: argparse.Namespace, session: aiohttp.ClientSession, tmp: Path, children: list[Child],
@@ -191,10 +199,11 @@ async def count_bare(args: argparse.Namespace, session: aiohttp.ClientSession, t
         path, frm, to = "/ocpi/2.2.1/receiver/locations/NL/CPA", ("NL", "CPA"), ("DE", "EMR")
     routing = {"OCPI-from-country-code": frm[0], "OCPI-from-party-id": frm[1],
                "OCPI-to-country-code": to[0], "OCPI-to-party-id": to[1]}
-    total, elapsed = await count(args, session, bare.pid, f"http://{LOOPBACK}:{port}{path}", "Token bench", routing,
-                                 ("NL", "CPA"), out_dir)
+    (total, loop), elapsed = await count(args, session, bare.pid, f"http://{LOOPBACK}:{port}{path}", "Token bench",
+                                         routing, ("NL", "CPA"), out_dir)
     return {"kind": args.kind, "requests": args.requests, "instructions_total": total,
-            "instructions_per_request": round(total / args.requests), "measured": "bare_proxy",
+            "instructions_per_request": round(total / args.requests),
+            "event_loop_per_request": round(loop / args.requests), "measured": "bare_proxy",
             "seconds_under_valgrind": round(elapsed, 1)}
 
 
