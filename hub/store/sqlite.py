@@ -16,7 +16,7 @@ import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from itertools import chain
 from pathlib import Path
 from typing import Any, Final
@@ -45,6 +45,7 @@ from hub.store.names import (
     audit_extra_filters,
     audit_from_doc,
     epoch_us,
+    from_epoch_us,
     needs_reseal,
     now_us,
     object_from_doc,
@@ -306,14 +307,13 @@ def _audit_row(r: AuditRecord) -> tuple[Any, ...]:
 def _check_audit_row() -> None:
     """A field added to AuditRecord must be added to ``_audit_row`` too: checked once, at import."""
     values: dict[str, Any] = {name: f"v{i}" for i, name in enumerate(AUDIT_FIELD_ORDER)}  # distinct, any type
-    values["time"] = _EPOCH_UTC
+    values["time"] = from_epoch_us(0)
     row = _audit_row(AuditRecord(**values))
-    want = (*(values[c] for c in _AUDIT_COLUMNS if c != "time_us"), {n: values[n] for n in _AUDIT_REST})
-    if (*row[:1], *row[2:-1], orjson.loads(row[-1])) != want or row[1] != 0:
+    want = (values["id"], 0, *(values[c] for c in _AUDIT_COLUMNS[2:]), {n: values[n] for n in _AUDIT_REST})
+    if (*row[:-1], orjson.loads(row[-1])) != want:
         raise ImportError("hub.store.sqlite._audit_row does not write every AuditRecord field: update it")
 
 
-_EPOCH_UTC: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _check_audit_row()
 
 
