@@ -421,7 +421,7 @@ async def test_the_receivers_own_errors_are_relayed_not_replaced(hub: HubHarness
 
 
 def test_routing_pairs_are_checked_on_every_request() -> None:
-    """Checked pairs are kept (routing.ocpi.headers._checked_party); refused ones never are."""
+    """Pairs are checked once and kept (routing.ocpi.headers._party_of): a refused pair is refused every time."""
     from aiohttp.test_utils import make_mocked_request
 
     from routing.ocpi.errors import InvalidParameters

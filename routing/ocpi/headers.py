@@ -65,15 +65,18 @@ def _pair(request: web.Request, cc_name: str, pid_name: str, what: str) -> Party
     if not cc or not pid:
         # OCPI: TO and FROM are used as pairs (OCPI 2.2.1 Routing headers)
         raise InvalidParameters(f"{what} routing headers must come as a pair: {cc_name} and {pid_name}")
-    return _checked_party(cc, pid, what)
+    party = _party_of(cc, pid)
+    if party is None:
+        raise InvalidParameters(f"invalid {what} party {cc}/{pid}: country code is 2 letters, party id 3 characters")
+    return party
 
 
 @functools.lru_cache(maxsize=4096)  # per pair as sent: two per routed request; bounded against made-up pairs
-def _checked_party(cc: str, pid: str, what: str) -> Party:
-    # country code: 2 ASCII letters; party id: 3 ASCII letters or digits (str methods, where a regular expression
-    # match costs several times as much)
+def _party_of(cc: str, pid: str) -> Party | None:
+    """The pair as a Party, or None when it is not one. Country code: 2 ASCII letters; party id: 3 ASCII letters
+    or digits (str methods, where a regular expression match costs several times as much)."""
     if not (len(cc) == 2 and cc.isascii() and cc.isalpha() and len(pid) == 3 and pid.isascii() and pid.isalnum()):
-        raise InvalidParameters(f"invalid {what} party {cc}/{pid}: country code is 2 letters, party id 3 characters")
+        return None
     return Party(cc.upper(), pid.upper())
 
 
