@@ -59,8 +59,8 @@ def _request_task_factory(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, 
     return asyncio.Task(coro, loop=loop, context=context)
 
 
-def inline_request_tasks(loop: asyncio.AbstractEventLoop) -> bool:
-    """Run aiohttp's per-request coroutine in its connection's task instead of a new task; True when installed.
+def inline_request_tasks(loop: asyncio.AbstractEventLoop) -> None:
+    """Run aiohttp's per-request coroutine in its connection's task instead of a new task.
 
     aiohttp's connection loop (``RequestHandler.start``) wraps each request in a task only to give it a copy of
     the context variables (aiohttp#3406), then waits for it before it reads the next request; on CPython 3.12
@@ -69,7 +69,5 @@ def inline_request_tasks(loop: asyncio.AbstractEventLoop) -> bool:
     request task it waited on, and now cancels the request where it runs. Every other task the loop creates is
     an ordinary ``asyncio.Task``; a task factory someone else installed is left alone.
     """
-    if sys.version_info >= (3, 12) or loop.get_task_factory() not in (None, _request_task_factory):
-        return False
-    loop.set_task_factory(_request_task_factory)
-    return True
+    if sys.version_info < (3, 12) and loop.get_task_factory() in (None, _request_task_factory):
+        loop.set_task_factory(_request_task_factory)

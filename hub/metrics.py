@@ -189,9 +189,9 @@ class Metrics:
         """One request, counted in a plain array until the next ``flush_requests``.
 
         Once per request: a prometheus-client counter increment and histogram observation, each value behind its
-        own lock, cost about 15,000 instructions; this costs about a third of that (docs/architecture.md, "Cost
-        of a routed request"). Called on the event loop only, as ``flush_requests`` is.
-        """
+        own lock, cost about 15,000 instructions; this about 6,000 (docs/architecture.md, "Request metrics"). The
+        row is laid out as ``hub.receiver_metrics`` lays out a receiver's. Called on the event loop only, as
+        ``flush_requests`` is."""
         key = (module, role, method, outcome)
         row = self._requests.get(key)
         if row is None:
