@@ -122,7 +122,9 @@ async def run(load: Load, url: str, *, wrk: str | None, connections: int, thread
     else:
         argv = python_argv("pyload.py", url, str(connections), str(duration))
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    proc = await asyncio.create_subprocess_exec(*argv, env={**os.environ, **load.env()},
+    # A fresh BENCH_RUN per run: request ids never repeat, so no run is taken for a retry of an earlier one
+    env = {**os.environ, **load.env(), "BENCH_RUN": os.urandom(4).hex()}
+    proc = await asyncio.create_subprocess_exec(*argv, env=env,
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     try:
         out, _ = await asyncio.wait_for(proc.communicate(), timeout=duration + 30)

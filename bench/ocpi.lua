@@ -3,6 +3,8 @@
 --   BENCH_METHOD GET|PUT, BENCH_BASE_PATH (object id is appended), BENCH_AUTH ("Token <base64>"),
 --   BENCH_FROM_CC/BENCH_FROM_PID, BENCH_TO_CC/BENCH_TO_PID, BENCH_OWNER_CC/BENCH_OWNER_PID (PUT body owner),
 --   BENCH_ID_SPACE (distinct location ids per thread: each id is its own ordering group in the hub),
+--   BENCH_RUN (a token loadgen.py draws for every run: request ids never repeat across runs, so the hub never
+--   takes a later run's request for a sender's retry of an earlier one, "accepted before"),
 --   BENCH_ROUTES_FILE (optional: lines "auth<TAB>from_cc<TAB>from_pid<TAB>to_cc<TAB>to_pid"; requests cycle
 --   through them in order, each with that caller's token and routing headers, instead of the fixed ones).
 -- Every response is checked: HTTP 2xx and an OCPI "status_code":1000, or it counts as an error.
@@ -32,6 +34,8 @@ if routes_file and routes_file ~= "" then
   end
 end
 
+local run_id = os.getenv("BENCH_RUN") or "0"
+local request_prefix, correlation_prefix = "", ""  -- per thread, set by init()
 local threads = {}
 local counter = 0
 non2xx, bad_ocpi = 0, 0  -- globals: done() reads them with thread:get
@@ -39,6 +43,11 @@ non2xx, bad_ocpi = 0, 0  -- globals: done() reads them with thread:get
 function setup(thread)
   table.insert(threads, thread)
   thread:set("tid", #threads)
+end
+
+function init(_)
+  request_prefix = "bench-" .. run_id .. "-" .. tid .. "-"
+  correlation_prefix = "bench-corr-" .. run_id .. "-" .. tid .. "-"
 end
 
 local function location(id)
@@ -51,8 +60,8 @@ end
 function request()
   counter = counter + 1
   local id = "LOC" .. ((tid - 1) * id_space + counter % id_space)
-  headers["X-Request-ID"] = "bench-" .. tid .. "-" .. counter
-  headers["X-Correlation-ID"] = "bench-corr-" .. tid .. "-" .. counter
+  headers["X-Request-ID"] = request_prefix .. counter
+  headers["X-Correlation-ID"] = correlation_prefix .. counter
   if routes then
     local r = routes[(counter + (tid - 1) * 7919) % #routes + 1]
     headers["Authorization"] = r[1]

@@ -37,6 +37,7 @@ def read_routes(path: str) -> list[dict[str, str]]:
 
 async def main(url: str, connections: int, duration: float, routes: list[dict[str, str]]) -> None:
     env = os.environ
+    run = env.get("BENCH_RUN", "0")  # see ocpi.lua: request ids never repeat across runs
     method, base_path, id_space = env["BENCH_METHOD"], env["BENCH_BASE_PATH"], int(env.get("BENCH_ID_SPACE", "10000"))
     owner = (env.get("BENCH_OWNER_CC", ""), env.get("BENCH_OWNER_PID", ""))
     fixed = {"Authorization": env["BENCH_AUTH"], "OCPI-from-country-code": env["BENCH_FROM_CC"],
@@ -54,7 +55,7 @@ async def main(url: str, connections: int, duration: float, routes: list[dict[st
             counts["n"] += 1
             n = counts["n"]
             loc = f"LOC{n % id_space}"
-            headers = {**fixed, "X-Request-ID": f"bench-py-{n}", "X-Correlation-ID": f"bench-py-corr-{n}"}
+            headers = {**fixed, "X-Request-ID": f"bench-py-{run}-{n}", "X-Correlation-ID": f"bench-py-corr-{run}-{n}"}
             if routes:
                 headers.update(routes[n % len(routes)])
             body = None

@@ -22,6 +22,7 @@ class Measured:
     result: Result
     cpu_pct: dict[str, float] = field(default_factory=dict)
     receiver_seen: int = 0
+    drain_s: float | None = None  # store-and-forward: seconds after the load until all it accepted was delivered
 
     @property
     def cpu_per_request_us(self) -> float:
@@ -37,6 +38,7 @@ class Measured:
             "non2xx": r.non2xx, "bad_ocpi": r.bad_ocpi, "socket_errors": r.socket_errors,
             "receiver_seen": self.receiver_seen, "cpu_pct_of_one_core": self.cpu_pct,
             "cpu_us_per_request": round(self.cpu_per_request_us, 1),
+            "drain_s": None if self.drain_s is None else round(self.drain_s, 2),
         }
 
 
@@ -97,9 +99,10 @@ def agreements_cost(rows: list[Measured]) -> tuple[float, float] | None:
 STORED = "PUT stored"  # the PUT to a receiver that opted in for store-and-forward (docs/store-and-forward.md)
 
 
-def stored_cost(rows: list[Measured]) -> dict[str, float] | None:
+def stored_cost(rows: list[Measured]) -> dict[str, Any] | None:
     """Store-and-forward PUT next to the synchronous PUT through the same hub: req/s ratio, the sender's p50
-    and p99 in both, and the share of accepted PUTs the receiver got during the measured run."""
+    and p99 in both, the share of accepted PUTs the receiver got during the measured run, and how long the rest
+    took to arrive after it."""
     sync = next((m for m in rows if m.target == "hub" and m.method == "PUT"), None)
     stored = next((m for m in rows if m.target == "hub" and m.method == STORED), None)
     if sync is None or stored is None or not sync.result.rps:
@@ -108,7 +111,8 @@ def stored_cost(rows: list[Measured]) -> dict[str, float] | None:
     return {"rps_ratio": round(stored.result.rps / sync.result.rps, 2),
             "p50_ms": stored.result.latency_ms["p50"], "sync_p50_ms": sync.result.latency_ms["p50"],
             "p99_ms": stored.result.latency_ms["p99"], "sync_p99_ms": sync.result.latency_ms["p99"],
-            "delivered_share": round(stored.receiver_seen / accepted, 2) if accepted else 0.0}
+            "delivered_share": round(stored.receiver_seen / accepted, 2) if accepted else 0.0,
+            "drain_s": None if stored.drain_s is None else round(stored.drain_s, 2)}
 
 
 def render(rows: list[Measured], meta: dict[str, Any]) -> str:
@@ -127,7 +131,8 @@ def render(rows: list[Measured], meta: dict[str, Any]) -> str:
     if (stored := stored_cost(rows)) is not None:
         lines.append(f"store-and-forward PUT: {stored['rps_ratio']:.2f} x the synchronous PUT in req/s; sender p50 "
                      f"{stored['p50_ms']:.2f} ms (synchronous {stored['sync_p50_ms']:.2f}), p99 {stored['p99_ms']:.2f} "
-                     f"ms ({stored['sync_p99_ms']:.2f}); delivered during the run: {stored['delivered_share']:.0%}")
+                     f"ms ({stored['sync_p99_ms']:.2f}); delivered during the run: {stored['delivered_share']:.0%}"
+                     + ("" if stored["drain_s"] is None else f", the rest within {stored['drain_s']:.1f} s after it"))
     if (bridged := bridged_ratio(rows)) is not None:
         lines.append(f"bridged PUT (2.3.0 -> 2.2.1) costs {bridged[0]:.2f} x a same-version PUT in req/s, "
                      f"{bridged[1]:.2f} x in hub CPU per request (target <= 2)")
