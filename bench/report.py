@@ -115,6 +115,29 @@ def stored_cost(rows: list[Measured]) -> dict[str, Any] | None:
             "drain_s": None if stored.drain_s is None else round(stored.drain_s, 2)}
 
 
+def round_ratios(rows: list[Measured]) -> dict[str, list[float]]:
+    """hub req/s divided by bare-proxy req/s within each round, per method: the pair measured back to back, so a
+    spell of the host that slows both cancels out (``ratios`` divides each scenario's median round instead)."""
+    out: dict[str, list[float]] = {}
+    for method in ("GET", "PUT"):
+        hub = [m.result.rps for m in rows if m.target == "hub" and m.method == method]
+        bare = [m.result.rps for m in rows if m.target == "bare" and m.method == method]
+        if hub and len(hub) == len(bare):
+            out[method] = [round(h / b, 3) if b else 0.0 for h, b in zip(hub, bare, strict=True)]
+    return out
+
+
+def render_round_ratios(rows: list[Measured]) -> list[str]:
+    """One line per method when there are several rounds: each round's ratio and their median."""
+    lines = []
+    for method, values in round_ratios(rows).items():
+        if len(values) > 1:
+            middle = sorted(values)[len(values) // 2]
+            lines.append(f"hub/bare req/s {method}, round by round: {', '.join(f'{v:.2f}' for v in values)} "
+                         f"(median {middle:.2f})")
+    return lines
+
+
 def render(rows: list[Measured], meta: dict[str, Any]) -> str:
     head = f"{'scenario':<20} | {'req/s':>8} | {'p50 ms':>7} | {'p99 ms':>7} | {'errors':>14} | {'CPU µs/req':>10}"
     lines = [head, "-" * len(head)]
@@ -194,6 +217,7 @@ def write_json(rows: list[Measured], shown: list[Measured], meta: dict[str, Any]
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / "latest.json"
     doc = {"ok": ok, "meta": meta, "ratios_hub_over_bare": ratios(shown),
+           "round_ratios_hub_over_bare": round_ratios(rows),
            "cpu_per_request_hub_over_bare": {m: cpu_ratio(shown, m) for m in ("GET", "PUT")},
            "bridged_put_over_same_version_put": bridged_ratio(shown),
            "store_and_forward_put": stored_cost(shown),

@@ -341,6 +341,8 @@ def summary(bench: Bench, args: argparse.Namespace) -> int:
     print("versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()) + "\n")
     if shown:
         print(report.render(shown, meta))
+        for line in report.render_round_ratios(bench.rows):
+            print(line)
         ratio = report.ratios(shown).get("GET")
         if ratio is not None:
             print(f"\ntarget hub/bare GET >= 0.50: {'met' if ratio >= 0.5 else 'NOT met'} ({ratio:.2f})")
