@@ -213,9 +213,10 @@ def render_broadcast(b: dict[str, Any]) -> str:
 
 
 def write_json(rows: list[Measured], shown: list[Measured], meta: dict[str, Any], ok: bool,
-               broadcast: dict[str, Any] | None = None) -> Path:
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / "latest.json"
+               broadcast: dict[str, Any] | None = None, path: Path | None = None) -> Path:
+    if path is None:
+        RESULTS.mkdir(exist_ok=True)
+        path = RESULTS / "latest.json"
     doc = {"ok": ok, "meta": meta, "ratios_hub_over_bare": ratios(shown),
            "round_ratios_hub_over_bare": round_ratios(rows),
            "cpu_per_request_hub_over_bare": {m: cpu_ratio(shown, m) for m in ("GET", "PUT")},

@@ -59,6 +59,7 @@ def parse_args() -> argparse.Namespace:
                    help="also run the routed GET through a second hub with HUB_ROAMING_POLICY=agreements and an "
                         "agreement between the sender and receiver parties, and report its cost against the open hub")
     p.add_argument("--time-limit", type=float, default=900.0, help="hard bound on the whole run, seconds")
+    p.add_argument("--json", type=Path, help="write the results here instead of bench/results/latest.json")
     b = p.add_argument_group("broadcast fan-out (after the table above)")
     b.add_argument("--broadcasts", type=int, default=500, help="measured broadcast pushes; 0 skips the fan-out")
     b.add_argument("--broadcast-concurrency", type=int, default=8, help="broadcasts in flight at most")
@@ -333,7 +334,7 @@ def summary(bench: Bench, args: argparse.Namespace) -> int:
     failures = fanout.problems(bench.broadcast) if bench.broadcast else []
     if worst > args.max_error_rate:
         failures.insert(0, f"error rate {worst:.2%} is above {args.max_error_rate:.0%}")
-    path = report.write_json(bench.rows, shown, meta, not failures, bench.broadcast)
+    path = report.write_json(bench.rows, shown, meta, not failures, bench.broadcast, args.json)
     if shown:
         print(f"\nmeasured: one hub process, queues on {meta['queues']}; load {meta['loadgen']}, "
               f"-t{args.threads} -c{args.connections}, {args.warmup:g}s warm-up + {args.duration:g}s per "
