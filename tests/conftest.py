@@ -103,6 +103,15 @@ def real_redis_available() -> bool:
         return False
 
 
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+
+def bench_runnable() -> bool:
+    """What the end-to-end runs of bench/ need on this machine: wrk and the real Redis (the bench's own
+    requirements; its tests skip without them)."""
+    return shutil.which("wrk") is not None and real_redis_available()
+
+
 def cleanup_prefix(prefix: str) -> None:
     client = sync_redis.Redis.from_url(REDIS_URL)
     keys = list(client.scan_iter(match="{" + prefix + "}:*", count=1000))

@@ -7,25 +7,16 @@ Needs the real Redis and wrk (the bench's own requirements); skipped without the
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import redis
 
-BENCH = Path(__file__).resolve().parent.parent / "bench"
-
-
-def _redis_up() -> bool:
-    try:
-        return bool(redis.Redis(host="127.0.0.1", port=6379, socket_connect_timeout=1).ping())
-    except redis.RedisError:
-        return False
+from tests.conftest import BENCH, bench_runnable
 
 
-@pytest.mark.skipif(shutil.which("wrk") is None or not _redis_up(), reason="needs wrk and Redis on 127.0.0.1:6379")
+@pytest.mark.skipif(not bench_runnable(), reason="needs wrk and Redis on 127.0.0.1:6379")
 def test_scale_bench_runs_every_part_and_reports_it(tmp_path: Path) -> None:
     out = subprocess.run(
         [sys.executable, str(BENCH / "scale.py"), "--sizes", "4", "--spread", "3", "--handshakes", "1",
