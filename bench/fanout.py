@@ -273,11 +273,15 @@ async def run(cfg: Config, session: aiohttp.ClientSession, hub_url: str, sender:
 
 
 async def hub_queues(session: aiohttp.ClientSession, hub_url: str) -> dict[str, int]:
-    """What the hub still holds for any receiver: queued, in flight, dead letters (all 0 after a clean run)."""
+    """What the hub still holds for any receiver: queued, in flight, dead letters, and store-and-forward messages
+    waiting for a retry (all 0 after a clean run)."""
     admin = {"Authorization": f"Bearer {hubproc.ADMIN_TOKEN}"}
     async with session.get(f"{hub_url}/admin/queues", headers=admin) as resp:
+        resp.raise_for_status()
         rows = await resp.json()
-    return {k: sum(int(r.get(k, 0)) for r in rows) for k in ("depth", "inflight", "dead_letters")}
+    held = {k: sum(int(r.get(k, 0)) for r in rows) for k in ("depth", "inflight", "dead_letters")}
+    held["waiting"] = sum(int(m["waiting"]) for r in rows for m in r.get("store_and_forward", []))
+    return held
 
 
 def problems(result: dict[str, Any]) -> list[str]:

@@ -195,20 +195,15 @@ class Bench:
         return scenarios
 
     async def drained(self, origin: str, limit: float = 120.0) -> float:
-        """Seconds until the hub at ``origin`` holds nothing to deliver (every queue empty, nothing in flight,
-        no store-and-forward message waiting), by its admin API; a failure past ``limit``."""
-        admin = {"Authorization": f"Bearer {hubproc.ADMIN_TOKEN}"}
+        """Seconds until the hub at ``origin`` holds nothing to deliver (queues empty, nothing in flight, no
+        store-and-forward message waiting); a failure past ``limit``."""
         t0 = time.monotonic()
         while True:
-            async with self.session.get(f"{origin}/admin/queues", headers=admin) as resp:
-                rows = await resp.json()
-            if resp.status != 200:
-                raise RuntimeError(f"GET /admin/queues: HTTP {resp.status} {rows}")
-            if all(r["depth"] == 0 and r["inflight"] == 0 and all(m["waiting"] == 0 for m in r["store_and_forward"])
-                   for r in rows):
+            held = await fanout.hub_queues(self.session, origin)
+            if not (held["depth"] or held["inflight"] or held["waiting"]):
                 return time.monotonic() - t0
             if time.monotonic() - t0 > limit:
-                raise RuntimeError(f"the hub still had messages to deliver {limit:g}s after the load: {rows}")
+                raise RuntimeError(f"the hub still had messages to deliver {limit:g}s after the load: {held}")
             await asyncio.sleep(0.1)
 
     async def agreements_scenario(self, token_b: str, receiver: Child, bare: Child) -> measure.Scenario:
