@@ -35,6 +35,9 @@ class Load:
     # Optional file of routes (caller's token, FROM, TO; one a line, tab-separated) the requests cycle through
     # instead of ``auth``/``from_``/``to`` (scale.py: many callers and receivers).
     routes_file: str = ""
+    # X-Request-ID and X-Correlation-ID: "sequential" (a run token and a counter) or "random" (a UUID each, as
+    # platforms send them). The hub audits both ids; on the SQLite store random ones cost more (bench/README.md).
+    request_ids: str = "sequential"
 
     @property
     def name(self) -> str:
@@ -46,7 +49,7 @@ class Load:
             "BENCH_FROM_CC": self.from_[0], "BENCH_FROM_PID": self.from_[1],
             "BENCH_TO_CC": self.to[0], "BENCH_TO_PID": self.to[1],
             "BENCH_OWNER_CC": self.owner[0], "BENCH_OWNER_PID": self.owner[1],
-            "BENCH_ROUTES_FILE": self.routes_file,
+            "BENCH_ROUTES_FILE": self.routes_file, "BENCH_IDS": self.request_ids,
         }
 
 

@@ -5,6 +5,8 @@
 --   BENCH_ID_SPACE (distinct location ids per thread: each id is its own ordering group in the hub),
 --   BENCH_RUN (a token loadgen.py draws for every run: request ids never repeat across runs, so the hub never
 --   takes a later run's request for a sender's retry of an earlier one, "accepted before"),
+--   BENCH_IDS (optional: "random" sends a random UUID as X-Request-ID and X-Correlation-ID of every request, as
+--   platforms do, instead of the run token and a counter),
 --   BENCH_ROUTES_FILE (optional: lines "auth<TAB>from_cc<TAB>from_pid<TAB>to_cc<TAB>to_pid"; requests cycle
 --   through them in order, each with that caller's token and routing headers, instead of the fixed ones).
 -- Every response is checked: HTTP 2xx and an OCPI "status_code":1000, or it counts as an error.
@@ -35,6 +37,7 @@ if routes_file and routes_file ~= "" then
 end
 
 local run_id = os.getenv("BENCH_RUN") or "0"
+local random_ids = os.getenv("BENCH_IDS") == "random"
 local request_prefix, correlation_prefix = "", ""  -- per thread, set by init()
 local threads = {}
 local counter = 0
@@ -46,8 +49,16 @@ function setup(thread)
 end
 
 function init(_)
+  math.randomseed((tonumber(run_id, 16) or 0) + tid)
   request_prefix = "bench-" .. run_id .. "-" .. tid .. "-"
   correlation_prefix = "bench-corr-" .. run_id .. "-" .. tid .. "-"
+end
+
+-- A version 4 UUID (RFC 9562) from 16-bit draws: LuaJIT formats %x from doubles, exact below 2^32.
+local function uuid4()
+  local r = math.random
+  return string.format("%04x%04x-%04x-4%03x-%04x-%04x%04x%04x", r(0, 0xffff), r(0, 0xffff), r(0, 0xffff),
+    r(0, 0xfff), 0x8000 + r(0, 0x3fff), r(0, 0xffff), r(0, 0xffff), r(0, 0xffff))
 end
 
 local function location(id)
@@ -60,8 +71,12 @@ end
 function request()
   counter = counter + 1
   local id = "LOC" .. ((tid - 1) * id_space + counter % id_space)
-  headers["X-Request-ID"] = request_prefix .. counter
-  headers["X-Correlation-ID"] = correlation_prefix .. counter
+  if random_ids then
+    headers["X-Request-ID"], headers["X-Correlation-ID"] = uuid4(), uuid4()
+  else
+    headers["X-Request-ID"] = request_prefix .. counter
+    headers["X-Correlation-ID"] = correlation_prefix .. counter
+  end
   if routes then
     local r = routes[(counter + (tid - 1) * 7919) % #routes + 1]
     headers["Authorization"] = r[1]

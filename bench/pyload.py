@@ -13,6 +13,7 @@ import json
 import os
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import aiohttp
@@ -37,6 +38,7 @@ def read_routes(path: str) -> list[dict[str, str]]:
 
 async def main(url: str, connections: int, duration: float, routes: list[dict[str, str]]) -> None:
     env = os.environ
+    random_ids = env.get("BENCH_IDS") == "random"
     run = env.get("BENCH_RUN", "0")  # see ocpi.lua: request ids never repeat across runs
     method, base_path, id_space = env["BENCH_METHOD"], env["BENCH_BASE_PATH"], int(env.get("BENCH_ID_SPACE", "10000"))
     owner = (env.get("BENCH_OWNER_CC", ""), env.get("BENCH_OWNER_PID", ""))
@@ -55,7 +57,11 @@ async def main(url: str, connections: int, duration: float, routes: list[dict[st
             counts["n"] += 1
             n = counts["n"]
             loc = f"LOC{n % id_space}"
-            headers = {**fixed, "X-Request-ID": f"bench-py-{run}-{n}", "X-Correlation-ID": f"bench-py-corr-{run}-{n}"}
+            if random_ids:  # as platforms send them (ocpi.lua, BENCH_IDS)
+                headers = {**fixed, "X-Request-ID": str(uuid.uuid4()), "X-Correlation-ID": str(uuid.uuid4())}
+            else:
+                headers = {**fixed, "X-Request-ID": f"bench-py-{run}-{n}",
+                           "X-Correlation-ID": f"bench-py-corr-{run}-{n}"}
             if routes:
                 headers.update(routes[n % len(routes)])
             body = None

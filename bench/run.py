@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import importlib.metadata
 import os
 import platform
@@ -58,6 +59,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--agreements", action="store_true",
                    help="also run the routed GET through a second hub with HUB_ROAMING_POLICY=agreements and an "
                         "agreement between the sender and receiver parties, and report its cost against the open hub")
+    p.add_argument("--request-ids", choices=("sequential", "random"), default="sequential",
+                   help="X-Request-ID and X-Correlation-ID of the load: a run token and a counter, or a random UUID "
+                        "each as platforms send them (the audit's indexes on the SQLite store cost more; "
+                        "bench/README.md)")
     p.add_argument("--time-limit", type=float, default=900.0, help="hard bound on the whole run, seconds")
     p.add_argument("--json", type=Path, help="write the results here instead of bench/results/latest.json")
     b = p.add_argument_group("broadcast fan-out (after the table above)")
@@ -146,6 +151,7 @@ class Bench:
 
     async def load(self, load: Load, origin: str, duration: float) -> loadgen.Result:
         a = self.args
+        load = dataclasses.replace(load, request_ids=a.request_ids)
         return await loadgen.run(load, origin, wrk=self.wrk, connections=a.connections, threads=a.threads,
                                  duration=duration)
 
@@ -311,7 +317,7 @@ class Bench:
             "queues": f"Redis {redis['version']} at {self.redis_url}" if redis else "embedded fakeredis",
             "hub_processes": 1, "hub_src": str(a.hub_src or HERE.parent),
             "connections": a.connections, "threads": a.threads,
-            "duration_s": a.duration, "warmup_s": a.warmup, "rounds": a.rounds,
+            "duration_s": a.duration, "warmup_s": a.warmup, "rounds": a.rounds, "request_ids": a.request_ids,
             "loadgen": "none (--broadcast-only)" if a.broadcast_only else
                        loadgen.wrk_version(self.wrk) if self.wrk else "python aiohttp fallback (bench/pyload.py)",
             "versions": {"python": platform.python_version(), "aiohttp": package_version("aiohttp"),
