@@ -39,7 +39,7 @@ from common import HERE, LOOPBACK, Child, free_port, python_argv, wait_http
 from loadgen import Load
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="hub vs bare aiohttp proxy, routed locations GET and PUT")
     p.add_argument("--duration", type=float, default=10.0, help="seconds measured per scenario")
     p.add_argument("--warmup", type=float, default=2.0, help="seconds of discarded load before each scenario")
@@ -73,7 +73,7 @@ def parse_args() -> argparse.Namespace:
     b.add_argument("--broadcast-receivers", type=int, default=10, help="eMSP platforms, one party each")
     b.add_argument("--broadcast-warmup", type=int, default=30, help="unmeasured broadcasts first")
     b.add_argument("--broadcast-only", action="store_true", help="skip the hub vs bare scenarios")
-    return p.parse_args()
+    return p.parse_args(argv)
 
 
 def git_commit() -> str:
@@ -357,7 +357,8 @@ def summary(bench: Bench, args: argparse.Namespace) -> int:
 
 
 class Run(Protocol):
-    children: list[Child]
+    @property
+    def children(self) -> list[Child]: ...
 
     async def run(self) -> None: ...
 

@@ -1,0 +1,38 @@
+"""bench/ab.py end to end at toy size: two hubs up side by side, loaded in turn, and the figures it reports.
+
+Needs the real Redis and wrk (the bench's own requirements); skipped without them. Figures are not compared
+(speed is for bench/): the test checks that every turn loaded both hubs with both methods, that each side's load
+sent the request ids asked for, and that each hub's CPU per request was read for its event loop and for its audit
+writer thread.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import BENCH, bench_runnable
+
+
+@pytest.mark.skipif(not bench_runnable(), reason="needs wrk and Redis on 127.0.0.1:6379")
+def test_two_hubs_loaded_in_turn_report_per_turn_ratios_and_thread_cpu(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, str(BENCH / "ab.py"), "--turns", "2", "--duration", "1", "--b-ids", "random",
+         "--time-limit", "150", "--json", str(tmp_path / "ab.json")],
+        capture_output=True, text=True, timeout=200)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "turn 2/2: GET A " in out.stdout
+    fig = json.loads((tmp_path / "ab.json").read_text())
+    assert fig["sides"]["A"]["request_ids"] == "sequential" and fig["sides"]["B"]["request_ids"] == "random"
+    for method in ("GET", "PUT"):
+        f = fig["methods"][method]
+        assert len(f["b_over_a_by_turn"]) == 2 and all(r > 0 for r in f["b_over_a_by_turn"])
+        for side in ("A", "B"):
+            assert f[side]["rps_median"] > 50
+            assert f[side]["event_loop_cpu_us_per_request"] > 0
+            # the SQLite store writes every request's audit record on a thread of its own
+            assert f[side]["other_threads_cpu_us_per_request"] > 0
