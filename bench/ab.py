@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -33,7 +32,7 @@ from typing import Any
 
 import measure
 import run as benchrun
-from common import HERE, Child
+from common import HERE, Child, thread_cpu_seconds
 
 METHODS = ("GET", "PUT")
 
@@ -53,19 +52,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def thread_cpu(pid: int) -> dict[int, float]:
-    """CPU seconds of each thread of ``pid`` (a thread that ended meanwhile is left out)."""
-    out: dict[int, float] = {}
-    tick = os.sysconf("SC_CLK_TCK")
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        out[int(tid)] = (int(fields[11]) + int(fields[12])) / tick
-    return out
-
-
 @dataclass
 class Side:
     """One side: its bench, its hub's scenarios by method, and what each turn measured."""
@@ -81,9 +67,9 @@ class Side:
         sc = self.scenarios[method]
         await self.bench.load(sc.load, sc.origin, 1.0)  # warm-up
         pid = sc.procs["hub"].pid
-        before = thread_cpu(pid)
+        before = thread_cpu_seconds(pid)
         result = await self.bench.load(sc.load, sc.origin, duration)
-        after = thread_cpu(pid)
+        after = thread_cpu_seconds(pid)
         if result.errors:
             raise RuntimeError(f"side {self.name} {method}: {result.errors} errors of {result.requests}")
         n = max(result.requests, 1)

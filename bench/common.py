@@ -54,13 +54,28 @@ def install_uvloop() -> bool:
     return True
 
 
+def _stat_cpu_seconds(stat: Path) -> float | None:
+    """User + system CPU time from a ``/proc`` stat file (None when it is gone)."""
+    try:
+        fields = stat.read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process, from /proc (0 when it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return _stat_cpu_seconds(Path(f"/proc/{pid}/stat")) or 0.0
+
+
+def thread_cpu_seconds(pid: int) -> dict[int, float]:
+    """User + system CPU time of each thread of a process, by thread id (a thread that ended is left out)."""
+    out: dict[int, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        seconds = _stat_cpu_seconds(task / "stat")
+        if seconds is not None:
+            out[int(task.name)] = seconds
+    return out
 
 
 class Child:
