@@ -35,9 +35,6 @@ class Load:
     # Optional file of routes (caller's token, FROM, TO; one a line, tab-separated) the requests cycle through
     # instead of ``auth``/``from_``/``to`` (scale.py: many callers and receivers).
     routes_file: str = ""
-    # X-Request-ID and X-Correlation-ID: "sequential" (a run token and a counter) or "random" (a UUID each, as
-    # platforms send them). The hub audits both ids; on the SQLite store random ones cost more (bench/README.md).
-    request_ids: str = "sequential"
 
     @property
     def name(self) -> str:
@@ -49,7 +46,7 @@ class Load:
             "BENCH_FROM_CC": self.from_[0], "BENCH_FROM_PID": self.from_[1],
             "BENCH_TO_CC": self.to[0], "BENCH_TO_PID": self.to[1],
             "BENCH_OWNER_CC": self.owner[0], "BENCH_OWNER_PID": self.owner[1],
-            "BENCH_ROUTES_FILE": self.routes_file, "BENCH_IDS": self.request_ids,
+            "BENCH_ROUTES_FILE": self.routes_file,
         }
 
 
@@ -117,8 +114,13 @@ def parse(output: str) -> Result:
     )
 
 
-async def run(load: Load, url: str, *, wrk: str | None, connections: int, threads: int, duration: float) -> Result:
-    """One bounded run against ``url`` (scheme://host:port); the path comes from ``load``."""
+async def run(load: Load, url: str, *, wrk: str | None, connections: int, threads: int, duration: float,
+              request_ids: str = "sequential") -> Result:
+    """One bounded run against ``url`` (scheme://host:port); the path comes from ``load``.
+
+    ``request_ids``: X-Request-ID and X-Correlation-ID are "sequential" (this run's token and a counter) or
+    "random" (a UUID each, as platforms send them). The hub audits both ids; on the SQLite store random ones cost
+    more (bench/README.md, ``--request-ids``)."""
     if wrk:
         argv = [wrk, f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration))}s", "--timeout", "5s",
                 "-s", str(LUA), url]
@@ -126,7 +128,7 @@ async def run(load: Load, url: str, *, wrk: str | None, connections: int, thread
         argv = python_argv("pyload.py", url, str(connections), str(duration))
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     # A fresh BENCH_RUN per run: request ids never repeat, so no run is taken for a retry of an earlier one
-    env = {**os.environ, **load.env(), "BENCH_RUN": os.urandom(4).hex()}
+    env = {**os.environ, **load.env(), "BENCH_RUN": os.urandom(4).hex(), "BENCH_IDS": request_ids}
     proc = await asyncio.create_subprocess_exec(*argv, env=env,
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     try:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import importlib.metadata
 import os
 import platform
@@ -151,9 +150,8 @@ class Bench:
 
     async def load(self, load: Load, origin: str, duration: float) -> loadgen.Result:
         a = self.args
-        load = dataclasses.replace(load, request_ids=a.request_ids)
         return await loadgen.run(load, origin, wrk=self.wrk, connections=a.connections, threads=a.threads,
-                                 duration=duration)
+                                 duration=duration, request_ids=a.request_ids)
 
     async def start(self) -> list[measure.Scenario]:
         """Receiver, hub (registered partners) and bare proxy up; the scenarios to measure."""

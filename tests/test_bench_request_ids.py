@@ -1,4 +1,5 @@
-"""The bench's load generators send the request ids they are asked for (bench/loadgen.py, ``Load.request_ids``).
+"""The bench's load generators send the request ids they are asked for (``bench/loadgen.py``, ``run``'s
+``request_ids``).
 
 ``sequential`` ids (a run token and a counter) keep the audit's SQLite indexes appending at their right edge;
 ``random`` ids are version 4 UUIDs, as platforms send them, and land anywhere in those indexes. Both load
@@ -46,16 +47,14 @@ async def recorder(aiohttp_server: object) -> AsyncIterator[tuple[str, list[tupl
     yield f"http://{server.host}:{server.port}", seen
 
 
-def _load(request_ids: str) -> loadgen.Load:
-    return loadgen.Load("GET", "/ocpi/2.2.1/sender/locations", "Token dG9rZW4=", from_=("DE", "EMA"),
-                        to=("NL", "CPR"), request_ids=request_ids)
+LOAD = loadgen.Load("GET", "/ocpi/2.2.1/sender/locations", "Token dG9rZW4=", from_=("DE", "EMA"), to=("NL", "CPR"))
 
 
 @pytest.mark.parametrize("wrk", LOADGENS)
 async def test_random_ids_are_a_fresh_uuid4_each(recorder: tuple[str, list[tuple[str, str]]],
                                                  wrk: str | None) -> None:
     url, seen = recorder
-    result = await loadgen.run(_load("random"), url, wrk=wrk, connections=2, threads=1, duration=1)
+    result = await loadgen.run(LOAD, url, wrk=wrk, connections=2, threads=1, duration=1, request_ids="random")
     assert result.requests > 10 and result.errors == 0
     ids = [i for pair in seen for i in pair]
     assert all(UUID4.match(i) for i in ids), ids[:4]
@@ -66,7 +65,7 @@ async def test_random_ids_are_a_fresh_uuid4_each(recorder: tuple[str, list[tuple
 async def test_sequential_ids_share_the_run_token(recorder: tuple[str, list[tuple[str, str]]],
                                                   wrk: str | None) -> None:
     url, seen = recorder
-    await loadgen.run(_load("sequential"), url, wrk=wrk, connections=2, threads=1, duration=1)
+    await loadgen.run(LOAD, url, wrk=wrk, connections=2, threads=1, duration=1, request_ids="sequential")
     request_ids = [r for r, _ in seen]
     assert len(set(request_ids)) == len(request_ids) > 10
     assert len({r.rsplit("-", 1)[0] for r in request_ids}) == 1  # one prefix (the run token), then a counter
