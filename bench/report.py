@@ -128,7 +128,8 @@ def round_ratios(rows: list[Measured]) -> dict[str, list[float]]:
 
 
 def render_round_ratios(rows: list[Measured]) -> list[str]:
-    """One line per method when there are several rounds: each round's ratio and their median."""
+    """One line per method when there are several rounds: each round's ratio and their median (the upper one for an
+    even count, as ``pick`` takes)."""
     lines = []
     for method, values in round_ratios(rows).items():
         if len(values) > 1:
