@@ -77,8 +77,9 @@ async def _keep(hub: Hub, module: str, method: str, segments: list[str], body: d
 
 
 async def fetch(hub: Hub, module: str, platform: Platform, caller: Party, roles: Iterable[str], page: Page,
-                version: str) -> tuple[list[dict[str, Any]], int, list[Loss]]:
-    """One page of the unexpired Sessions or CDRs addressed to ``caller`` (a party of ``platform``), in ``version``.
+                version: str) -> tuple[list[dict[str, Any]], int, list[Loss], int]:
+    """One page of the unexpired Sessions or CDRs addressed to ``caller`` (a party of ``platform``), in ``version``,
+    as ``hub.objects.get_all`` gives it (the last value: how many kept objects the page covers).
 
     Under roaming agreements only those of senders the caller may still see (as GET All: routing/roaming.py)."""
     if hub.settings.catchup_days <= 0:
@@ -90,4 +91,4 @@ async def fetch(hub: Hub, module: str, platform: Platform, caller: Party, roles:
     me = (caller.country_code, caller.party_id)
     out, losses = in_version([(_KIND[module], o.data, o.ocpi_version,
                                Context(owner=(o.country_code, o.party_id), counterpart=me)) for o in items], version)
-    return out, total, losses
+    return out, total, losses, len(items)

@@ -242,14 +242,16 @@ async def to_hub(request: web.Request, hub: Hub, req: InboundRequest, sender: Pa
     if req.method == "GET" and req.interface_role == "SENDER" and not req.segments:
         page = parse_page(dict(request.query))
         if req.module in CATCHUP_MODULES:  # what was routed to the caller (docs/catchup.md)
-            items, total, losses = await fetch(hub, req.module, req.platform, sender, roles, page, msg.version)
+            items, total, losses, read = await fetch(hub, req.module, req.platform, sender, roles, page,
+                                                     msg.version)
         else:
             owners = hub.roaming.visible_owners(req.platform, sender, roles, req.module)
-            items, total, losses = await get_all(hub.store, req.module, roles, page, version=msg.version,
-                                                 owners=owners)
+            items, total, losses, read = await get_all(hub.store, req.module, roles, page, version=msg.version,
+                                                       owners=owners)
         base = (f"{hub.settings.public_url.rstrip('/')}/ocpi/2.1.1/{req.module}" if msg.version == V211
                 else f"{hub.settings.public_url.rstrip('/')}/ocpi/{msg.version}/sender/{req.module}")
-        headers.update(page_headers(base, page, len(items), total))
+        # The next page starts after every object read for this one, also those the caller's version cannot hold.
+        headers.update(page_headers(base, page, read, total))
         ex.outcome = "catchup" if req.module in CATCHUP_MODULES else "get_all"
         if losses:
             ex.translation = {"reports": [{"of": ex.outcome, "to": msg.version,

@@ -207,18 +207,21 @@ async def forget_deleted(store: ObjectStore, module: str, segs: list[str]) -> No
 
 async def get_all(store: ObjectStore, module: str, viewer_roles: Iterable[str], page: Page, *,
                   version: str = V221, owners: Collection[tuple[str, str]] | None = None,
-                  ) -> tuple[list[dict[str, Any]], int, list[Loss]]:
+                  ) -> tuple[list[dict[str, Any]], int, list[Loss], int]:
     """One page of the module's objects for a party holding ``viewer_roles`` (any one of them may suffice), each
     in the viewer's OCPI ``version``; an object that version cannot hold is left out and reported. ``owners``:
-    only those parties' objects (the viewer's roaming partners, routing/roaming.py); None: everyone's."""
+    only those parties' objects (the viewer's roaming partners, routing/roaming.py); None: everyone's.
+
+    Returns the page, the total, the losses and how many objects of the list the page covers (left-out ones
+    included): the next page starts after them (OCPI 2.2.1 Pagination)."""
     if module not in GET_ALL_MODULES:
         raise InvalidParameters(f"GET All is served for locations, tariffs and tokens; for {module} "
                                 "address the party concerned with OCPI-to-* headers")
     if _VIEWERS[module].isdisjoint(viewer_roles):
-        return [], 0, []
+        return [], 0, [], 0
     items, total = await store.list_objects(module, date_from=page.date_from, date_to=page.date_to,
                                             offset=page.offset, limit=page.limit, owners=owners)
     kind = _KIND_AT_DEPTH[module][3]
     out, losses = in_version([(kind, o.data, o.ocpi_version, Context(owner=(o.country_code, o.party_id)))
                               for o in items], version)
-    return out, total, losses
+    return out, total, losses, len(items)

@@ -314,3 +314,25 @@ async def test_the_get_all_answer_is_an_ocpi_envelope_even_when_empty(hub: HubHa
     doc = json.loads(raw)
     assert doc["data"] == [] and doc["status_code"] == 1000 and isinstance(doc["timestamp"], str)
     assert (headers["X-Total-Count"], headers.get("Link")) == ("0", None)
+
+
+async def test_objects_the_callers_version_cannot_hold_neither_end_the_crawl_nor_repeat_others(
+        hub: HubHarness) -> None:
+    """A page's Link continues after the objects the hub read for it, also those it left out because the caller's
+    OCPI version cannot hold them (OCPI 2.2.1 Pagination: the same URL returns the same objects; following Link
+    reaches every object once)."""
+    cpo_a, cpo_b, emsp_a, _ = await connect(hub)
+    modules = {m: ("SENDER", "RECEIVER") for m in ("locations", "tariffs", "tokens")}
+    cpo_e = FakePartner(name="CPO 2.3.0", parties=[Party("NL", "CPE", "CPO")], version="2.3.0", modules=modules)
+    await hub.connect(cpo_e)
+    # prices that include VAT without a rate: no 2.2.1 Tariff can state them, so a 2.2.1 viewer never gets it
+    taxed = {**tariff("CPE", "T0", "2024-01-01T00:00:00Z"), "tax_included": "YES"}
+    await push(hub, cpo_e, "PUT", "tariffs", "NL/CPE/T0", taxed)
+    docs = [tariff("CPA", "T1", "2024-01-02T00:00:00Z"), tariff("CPB", "T2", "2024-01-03T00:00:00Z"),
+            tariff("CPA", "T3", "2024-01-04T00:00:00Z")]
+    for doc, sender in zip(docs, (cpo_a, cpo_b, cpo_a), strict=True):
+        await push(hub, sender, "PUT", "tariffs", f"NL/{doc['party_id']}/{doc['id']}", doc)
+
+    for limit in (1, 2, 3):
+        pages = await crawl(hub, emsp_a, "tariffs", f"limit={limit}")
+        assert [t["id"] for page in pages for t in page] == ["T1", "T2", "T3"], (limit, pages)
