@@ -408,6 +408,8 @@ async def handle_callback(request: web.Request) -> web.StreamResponse:
     if (routing.from_ is not None and routing.from_ != issued_to) or caller.platform.party(
             issued_to.country_code, issued_to.party_id) is None:
         raise PartyNotAllowed("this hub URL was issued to another party")
+    # Answers go TO = the party the URL was issued to, also when the caller sent no FROM (OCPI 2.2.1 Routing headers).
+    ex.reply_headers.update(routing_reply_headers(issued_to, None))
     to = party_of(cb.to_party)
     ex.from_party, ex.to_party, ex.receiver_platform_id = issued_to.key, to.key, cb.target_platform
     ticket = admit(request, hub.admission)

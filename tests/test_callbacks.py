@@ -23,6 +23,7 @@ from tests.partners import FakePartner, Party, Received, default_responder, enve
 
 TS = "2024-05-01T10:00:00Z"
 CALLBACKS = "/ocpi/2.2.1/callbacks/"
+ROUTING = ("OCPI-to-country-code", "OCPI-to-party-id", "OCPI-from-country-code", "OCPI-from-party-id")
 
 
 def swapped(request: web.Request) -> dict[str, str]:
@@ -367,6 +368,30 @@ async def test_cdr_location_points_at_the_hub_and_returns_the_emsps_cdr(
     assert status == 403, doc
     status, _, doc = await post_raw(hub, location, cpa.token_c or "", b"{}", headers=from_(cpa.party))
     assert status == 405, doc
+
+
+async def test_the_answer_to_a_result_is_addressed_to_the_party_the_hub_url_was_issued_to(
+        hub: HubHarness, parties: tuple[FakePartner, ...]) -> None:
+    """A CPO that posts its result without routing headers, to an eMSP that answers without them, still gets an
+    answer TO = itself, FROM = the eMSP (OCPI 2.2.1 Routing headers: on every response of a functional module)."""
+    cpa, _, ema, _ = parties
+
+    async def bare(request: web.Request, rec: Received) -> web.StreamResponse:
+        return web.json_response(envelope(message="result noted"))
+
+    _, hub_url = await issue(hub, cpa, ema)
+    ema.responder = bare
+    status, headers, doc = await post_raw(hub, hub_url, cpa.token_c or "", RESULT)
+    assert status == 200, doc
+    assert {h: headers.get(h) for h in ROUTING} == {"OCPI-to-country-code": "NL", "OCPI-to-party-id": "CPA",
+                                                   "OCPI-from-country-code": "DE", "OCPI-from-party-id": "EMA"}
+    # the hub's own refusal of that result, once the eMSP is gone, is addressed to the CPO too
+    platform = next(p for p in (await hub.admin("GET", "/admin/platforms"))[1] if p["name"] == ema.name)
+    assert (await hub.admin("POST", f"/admin/platforms/{platform['id']}/suspend"))[0] == 200
+    status, headers, doc = await post_raw(hub, hub_url, cpa.token_c or "", RESULT)
+    assert (status, doc["status_code"]) == (503, 4003), doc
+    assert {h: headers.get(h) for h in ROUTING} == {"OCPI-to-country-code": "NL", "OCPI-to-party-id": "CPA",
+                                                   "OCPI-from-country-code": "NL", "OCPI-from-party-id": "HUB"}
 
 
 # -- pagination Link -----------------------------------------------------------------------------------------------
