@@ -29,7 +29,7 @@ from hub.exchange import reply_headers
 from routing import keys
 from routing.agreements import Agreement
 from routing.ocpi.auth import authorization_header
-from routing.ocpi.headers import CORRELATION_ID, new_id
+from routing.ocpi.headers import CORRELATION_ID, new_id, own_request_ids
 from routing.ocpi.pagination import page_headers, parse_page
 from routing.ocpi.versions import HAS_HUBCLIENTINFO, V221, token_encoding
 from routing.platform import ConnectionStatus, Party, Platform, utcnow
@@ -247,7 +247,8 @@ class Liveness:
             async with self.hub.session.get(
                 platform.versions_url,
                 headers={"Authorization": authorization_header(platform.outbound_token,
-                                                               token_encoding(platform.version or V221))},
+                                                               token_encoding(platform.version or V221)),
+                         **own_request_ids()},
                 timeout=aiohttp.ClientTimeout(total=self.hub.settings.registration_timeout), allow_redirects=False,
             ) as resp:
                 await resp.read()

@@ -21,6 +21,7 @@ from hub.peer import choose_version, discover_endpoints, read_endpoints, read_ve
 from hub.store.protocol import PartyConflict
 from routing.ocpi.auth import authorization_header
 from routing.ocpi.errors import InvalidParameters, OcpiError, UnableToUseClientApi
+from routing.ocpi.headers import own_request_ids
 from routing.ocpi.models import Credentials
 from routing.ocpi.versions import V211, V221, token_encoding
 from routing.platform import ConnectionStatus, Endpoint, Party, Platform, hash_token, new_token, party_key, utcnow
@@ -36,7 +37,8 @@ async def _send_credentials(hub: Hub, method: str, url: str, token: str, body: d
                             role: str | None) -> Credentials:
     try:
         async with hub.session.request(
-            method, url, json=body, headers={"Authorization": authorization_header(token, token_encoding(version))},
+            method, url, json=body,
+            headers={"Authorization": authorization_header(token, token_encoding(version)), **own_request_ids()},
             timeout=aiohttp.ClientTimeout(total=hub.settings.registration_timeout * 3), allow_redirects=False,
         ) as resp:
             doc = await resp.json(content_type=None)
@@ -128,7 +130,7 @@ async def _unregister(hub: Hub, url: str, token: str, version: str) -> None:
     """Best effort DELETE of our registration at a partner; a failure is logged, the caller's error stands."""
     try:
         async with hub.session.delete(
-            url, headers={"Authorization": authorization_header(token, token_encoding(version))},
+            url, headers={"Authorization": authorization_header(token, token_encoding(version)), **own_request_ids()},
             timeout=aiohttp.ClientTimeout(total=hub.settings.registration_timeout), allow_redirects=False,
         ) as resp:
             await resp.read()

@@ -15,6 +15,7 @@ import aiohttp
 
 from routing.ocpi.auth import authorization_header
 from routing.ocpi.errors import InvalidParameters, NoMatchingEndpoints, UnableToUseClientApi, UnsupportedVersion
+from routing.ocpi.headers import own_request_ids
 from routing.ocpi.models import Version, VersionDetails, VersionDetails211, parse_model
 from routing.ocpi.versions import SUPPORTED, V211, V230, interface_role_211, modules_of, newest_common, order
 from routing.ocpi.versions import token_encoding as encoding_of
@@ -43,7 +44,7 @@ class _HttpRefused(UnableToUseClientApi):
 async def _get_data(session: aiohttp.ClientSession, url: str, token: str, limit: float, encoding: str) -> Any:
     try:
         async with session.get(
-            url, headers={"Authorization": authorization_header(token, encoding)},
+            url, headers={"Authorization": authorization_header(token, encoding), **own_request_ids()},
             timeout=aiohttp.ClientTimeout(total=limit), allow_redirects=False,
         ) as resp:
             if resp.status != 200:

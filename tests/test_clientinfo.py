@@ -255,6 +255,10 @@ async def test_a_silent_unreachable_partner_turns_offline_and_back(make_hub: Mak
     await wait_status(hub, platform["id"], "OFFLINE")
     pings = [r for r in silent.config_calls if r.path == "/ocpi/versions"]
     assert pings and pings[-1].headers["Authorization"] == ocpi_token(silent.token_b), "GET versions, hub's token"
+    # OCPI 2.2.1 Unique message IDs: every request carries a unique X-Request-ID and an X-Correlation-ID
+    ids = [(r.headers.get("X-Request-ID"), r.headers.get("X-Correlation-ID")) for r in pings]
+    assert all(request_id and correlation_id for request_id, correlation_id in ids), ids
+    assert len({request_id for request_id, _ in ids}) == len(ids), ids
     await eventually(lambda: statuses_for(watcher, silent.party)[-1:] == ["OFFLINE"], "OFFLINE push")
     _, _, doc = await client_infos(hub, beta)
     assert ("NL", "SIL", "OFFLINE") in rows(doc)

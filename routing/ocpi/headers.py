@@ -105,6 +105,13 @@ def message_ids(request: web.Request) -> MessageIds:
     return checked_message_ids(headers.get(REQUEST_ID), headers.get(CORRELATION_ID), new_id)
 
 
+def own_request_ids() -> dict[str, str]:
+    """Ids of a request the hub makes on its own (registration calls, still-alive checks): every request carries
+    X-Request-ID and X-Correlation-ID (OCPI 2.2.1 Unique message IDs); nothing triggered it, so both are new."""
+    request_id = new_id()
+    return {REQUEST_ID: request_id, CORRELATION_ID: request_id}
+
+
 def routing_reply_headers(to: Party | None, from_: Party | None) -> dict[str, str]:
     headers: dict[str, str] = {}
     if to is not None:
