@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 
 from hub.context import Hub
-from hub.credentials_shapes import given_role, hub_credentials, read_partner_credentials
+from hub.credentials_shapes import given_role, hub_credentials, parties_211, read_partner_credentials
 from hub.peer import choose_version, discover_endpoints, read_endpoints, read_versions
 from hub.store.protocol import PartyConflict
 from routing.ocpi.auth import authorization_header
@@ -73,7 +73,8 @@ def _parties(creds: Credentials) -> list[Party]:
 
 def _role_211(platform: Platform) -> str | None:
     """The role of a 2.1.1 platform's one party (what its endpoints were read as)."""
-    return platform.parties[0].role if platform.version == V211 and platform.parties else None
+    parties = parties_211(platform)
+    return parties[0].role if platform.version == V211 and parties else None
 
 
 async def connect(hub: Hub, name: str, versions_url: str, token_a: str, role: str | None = None) -> Platform:

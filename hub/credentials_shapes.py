@@ -18,7 +18,7 @@ from hub.context import Hub
 from routing.ocpi.errors import InvalidParameters, PartyNotAllowed
 from routing.ocpi.models import Credentials, Credentials211, Credentials230, parse_model
 from routing.ocpi.versions import ROLES_211, V211, V221, V230
-from routing.platform import ConnectionStatus, Platform, party_key
+from routing.platform import ConnectionStatus, Party, Platform, party_key
 
 log = logging.getLogger("hub.credentials")
 
@@ -106,6 +106,15 @@ def reserved_role(platform: Platform) -> RoleOf:
         return given_role(roles[0], f"{country_code}/{party_id}")
 
     return role_of
+
+
+def parties_211(platform: Platform) -> list[Party]:
+    """The party a 2.1.1 connection carries: the one its credentials named. Parties of the platform that the
+    credentials left out (a platform that moved to 2.1.1 from a newer version) are no longer connected and carry
+    no business details (docs/versions.md, "Versions and registration")."""
+    if len(platform.parties) == 1:
+        return platform.parties
+    return [p for p in platform.parties if p.business_details is not None]
 
 
 def given_role(role: str, who: str) -> str:

@@ -20,6 +20,7 @@ from hub.answer import Answer
 from hub.bridging import Bridge
 from hub.catchup import CATCHUP_EVENTS, CATCHUP_MODULES, fetch, keep_routed
 from hub.context import Hub, hub_of
+from hub.credentials_shapes import parties_211
 from hub.envelope import Handler, envelope, ocpi_response
 from hub.exchange import EXCHANGE
 from hub.objects import forget_deleted, get_all, object_lock, store_push
@@ -113,7 +114,7 @@ async def handle_211(request: web.Request) -> web.StreamResponse:
     ex.ocpi_version = V211
     if not has_module(V211, module):
         raise NotFound(f"unknown module '{module}' in OCPI 2.1.1")
-    parties = caller.platform.parties
+    parties = parties_211(caller.platform)
     if len(parties) != 1:
         raise InvalidParameters("an OCPI 2.1.1 connection is one party; this platform has "
                                 f"{len(parties)}: use OCPI 2.2.1 or 2.3.0")

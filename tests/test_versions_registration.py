@@ -246,6 +246,34 @@ async def test_credentials_put_moves_a_platform_from_2_2_1_to_2_3_0(hub: HubHarn
     assert status == 200
 
 
+async def test_a_platform_that_moves_to_2_1_1_speaks_as_the_one_party_its_credentials_carry(
+        hub: HubHarness) -> None:
+    # Two parties in 2.2.1, the eMSP onboarded first; the 2.1.1 credentials carry the CPO only, so the eMSP is
+    # left PLANNED (docs/versions.md, "Versions and registration").
+    p = FakePartner(name="two parties", parties=[Party("NL", "EMX", "EMSP"), Party("NL", "CPA", "CPO")],
+                    version="2.2.1", offered_versions=("2.2.1", "2.1.1"), modules=dict(MODULES_BOTH))
+    platform, _ = await register(hub, p, "2.2.1")
+    p.parties.reverse()  # its 2.1.1 credentials name its first party: the CPO
+    p.version = "2.1.1"
+    status, doc = await p.update(hub.session, platform["versions_url"], "2.1.1")
+    assert status == 200, doc
+    view = await platform_of(hub, platform["id"])
+    assert {(x["party_id"], x["status"]) for x in view["parties"]} == {("CPA", "CONNECTED"), ("EMX", "PLANNED")}
+    # OCPI 2.1.1 CPO interface: the CPO pulls the tokens from the hub and pushes its locations to it.
+    status, _, doc = await p.call(hub.session, "GET", "tokens", "SENDER")
+    assert status == 200 and doc["status_code"] == 1000, doc
+    status, _, doc = await p.call(hub.session, "PUT", "locations", "RECEIVER", "NL/CPA/LOC1",
+                                  json={"id": "LOC1", "type": "ON_STREET", "address": "Main 1", "city": "Gent",
+                                        "postal_code": "9000", "country": "BEL",
+                                        "coordinates": {"latitude": "51.047599", "longitude": "3.729944"},
+                                        "last_updated": "2026-12-01T10:00:00Z"})
+    assert status == 200 and doc["status_code"] == 1000, doc
+    # The operator's token rotation reads its endpoints again as the CPO's, not as the PLANNED eMSP's.
+    status, rotated = await hub.admin("POST", f"/admin/platforms/{platform['id']}/rotate")
+    assert status == 200, rotated
+    assert endpoint_roles(rotated)["locations"] == {"SENDER"} and endpoint_roles(rotated)["tokens"] == {"RECEIVER"}
+
+
 async def test_the_audit_carries_the_callers_version_and_the_credentials_module_of_every_version(
         hub: HubHarness) -> None:
     p = partner("2.1.1")
