@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any
 from urllib.parse import parse_qs
@@ -80,6 +81,14 @@ class Bridge:
             data, losses = done.data, losses + done.losses
         self._note(self.version, target, losses)
         return orjson.dumps(data), data
+
+    def whole_for(self, target: str, data: Any, written_in: str) -> bytes:
+        """A whole object the hub keeps (written in ``written_in``) in ``target``, reported with this request: a
+        2.1.1 Tariff PATCH reaches versions without Tariff PATCH as a PUT of the patched Tariff."""
+        ctx = dataclasses.replace(self._ctx(None), partial=False)
+        done = translate_body(self.kind, self.req.module, data, source=written_in, target=target, ctx=ctx)
+        self._note(written_in, target, done.losses)
+        return orjson.dumps(done.data)
 
     def reply_for(self, body: bytes, target: str, to: Party) -> bytes:
         """The receiver's answer (in ``target``) in the sender's version."""

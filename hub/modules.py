@@ -30,7 +30,7 @@ from routing.bridge import (
     addressed_to_hub_211,
     hub_interface_211,
 )
-from routing.broadcast import broadcast_role, check_broadcast, recipients
+from routing.broadcast import Recipient, broadcast_role, check_broadcast, recipients
 from routing.ocpi.errors import InvalidParameters, MethodNotAllowed, NotFound, PartyNotAllowed, ReceiverNotConnected
 from routing.ocpi.headers import (
     CORRELATION_ID,
@@ -130,7 +130,7 @@ async def handle_211(request: web.Request) -> web.StreamResponse:
 
 
 def _check_method(request: web.Request, module: str, role: str, version: str) -> None:
-    allowed = allowed_methods(module, role)
+    allowed = allowed_methods(module, role, version)
     if request.method not in allowed:
         request[EXCHANGE].reply_headers["Allow"] = ", ".join(sorted(allowed))
         raise MethodNotAllowed(f"{request.method} is not defined on the {module} {role} interface (OCPI {version})")
@@ -267,22 +267,18 @@ async def to_hub(request: web.Request, hub: Hub, req: InboundRequest, sender: Pa
     # A replayed or retried push older than what a receiver already got is dropped (docs/store-and-forward.md).
     pushed_version = version_of(req.method, req.json_body)
     path = object_path(req.module, req.segments, req.query) if pushed_version is not None and req.segments else ""
+    # OCPI 2.1.1 has a Tariff PATCH, 2.2.1 and 2.3.0 have none: their parties get the patched Tariff as a PUT,
+    # made from the hub's copy once the PATCH is merged into it (docs/versions.md, "Tariffs").
+    as_put = req.module == "tariffs" and req.method == "PATCH"
     messages = []
     bodies: dict[str, bytes | None] = {}  # per receiver version, translated once
     refused: dict[str, str] = {}
-    for target in targets:
-        version = target.platform.version or V221
-        if version not in bodies:
-            try:
-                bodies[version] = msg.body_for(version, None)[0]
-            except InvalidParameters as exc:  # this version cannot hold the object: its parties do not get it
-                bodies[version], refused[version] = None, exc.message
-        body = bodies[version]
-        if body is None:
-            continue
+    later: list[Recipient] = []
+
+    def fan_out(target: Recipient, body: bytes, method: str) -> None:
         to = Party(target.party.country_code, target.party.party_id)
         fwd = ForwardRequest(
-            method=req.method, module=req.module, interface_role=req.interface_role, tail=req.tail,
+            method=method, module=req.module, interface_role=req.interface_role, tail=req.tail,
             query=req.query, body=body,
             headers={**routing_reply_headers(to, hub_party), CORRELATION_ID: ex.correlation_id,
                      "Content-Type": "application/json"},
@@ -293,16 +289,35 @@ async def to_hub(request: web.Request, hub: Hub, req: InboundRequest, sender: Pa
         )
         messages.append(Message(receiver=target.platform.id, group=group or "", payload=fwd.encode(),
                                 kind="broadcast"))
-    for version, why in refused.items():
-        msg.reports.append({"of": "broadcast", "from": msg.version, "to": version, "not_sent": why})
+
+    for target in targets:
+        version = target.platform.version or V221
+        if as_put and version != V211:
+            later.append(target)
+            continue
+        if version not in bodies:
+            try:
+                bodies[version] = msg.body_for(version, None)[0]
+            except InvalidParameters as exc:  # this version cannot hold the object: its parties do not get it
+                bodies[version], refused[version] = None, exc.message
+        body = bodies[version]
+        if body is not None:
+            fan_out(target, body, req.method)
     # Stored durably before the 1000: the hub's copy (GET All) and every fan-out message in Redis. One push of
     # an object at a time: concurrent EVSE pushes would otherwise overwrite each other's stored Location, and
     # the receivers could get the pushes in another order than the one the stored copy reflects.
     async with object_lock(hub.redis, hub.settings.key_prefix, req.module, req.segments, req.json_body, req.query):
         await store_push(hub.store, req.module, req.method, req.segments, msg.original, req.query,
                          version=msg.version)
+        if later:
+            puts = await patched_tariff(hub, req, msg, {t.platform.version or V221 for t in later}, refused)
+            for target in later:
+                if (put := puts.get(target.platform.version or V221)) is not None:
+                    fan_out(target, put, "PUT")
         # All receivers at once: the enqueues share one Redis pipeline instead of a round trip each.
         await asyncio.gather(*(hub.queue.enqueue(m) for m in messages))
+    for version, why in refused.items():
+        msg.reports.append({"of": "broadcast", "from": msg.version, "to": version, "not_sent": why})
     await learn(req, hub.hints, None)
     if messages:
         hub.delivery.wake()
@@ -310,6 +325,28 @@ async def to_hub(request: web.Request, hub: Hub, req: InboundRequest, sender: Pa
     msg.record(hub, ex)
     note = "".join(f"; not sent to OCPI {v} parties: {why}" for v, why in refused.items())
     return ocpi_response(message=f"accepted for {len(messages)} receivers{note}", headers=headers)
+
+
+async def patched_tariff(hub: Hub, req: InboundRequest, msg: Bridge, versions: set[str],
+                         refused: dict[str, str]) -> dict[str, bytes]:
+    """The Tariff a 2.1.1 PATCH was just merged into, whole, per version in ``versions`` (those without Tariff
+    PATCH); a version that cannot get it is noted in ``refused``. Without a copy there is nothing whole to send."""
+    cc, pid, tariff_id = req.segments[0].upper(), req.segments[1].upper(), req.segments[2]
+    kept = await hub.store.get_object("tariffs", cc, pid, tariff_id)
+    out: dict[str, bytes] = {}
+    for version in sorted(versions):
+        if kept is None:
+            refused[version] = (f"OCPI {version} has no Tariff PATCH, and the hub holds no copy of tariff "
+                                f"{tariff_id} to send whole as a PUT")
+            continue
+        # The PATCH's last_updated (the time the hub received it when it had none): the Tariff changed then.
+        stamp = req.json_body.get("last_updated") if isinstance(req.json_body, dict) else None
+        whole = {**kept.data, "last_updated": stamp} if isinstance(stamp, str) else kept.data
+        try:
+            out[version] = msg.whole_for(version, whole, kept.ocpi_version)
+        except InvalidParameters as exc:
+            refused[version] = exc.message
+    return out
 
 
 def raw_tail(request: web.Request, prefix: str) -> str:

@@ -18,7 +18,7 @@ from routing.ocpi.errors import (
     UnknownReceiver,
 )
 from routing.ocpi.headers import Party, RoutingHeaders
-from routing.ocpi.versions import V221, has_module
+from routing.ocpi.versions import V211, V221, has_module
 from routing.platform import ConnectionStatus, Platform
 from routing.platform import Party as PlatformParty
 
@@ -95,8 +95,12 @@ class Route:
     group: str | None  # ordering key within the receiver; None: no ordering needed
 
 
-def allowed_methods(module: str, interface_role: str) -> frozenset[str]:
-    return ALLOWED_METHODS.get((module, interface_role), frozenset())
+# OCPI 2.1.1 mod_tariffs, eMSP interface: PATCH too; 2.2 removed it (docs/versions.md, "Tariffs").
+_ALLOWED_211 = {**ALLOWED_METHODS, ("tariffs", "RECEIVER"): frozenset({"GET", "PUT", "PATCH", "DELETE"})}
+
+
+def allowed_methods(module: str, interface_role: str, version: str = V221) -> frozenset[str]:
+    return (_ALLOWED_211 if version == V211 else ALLOWED_METHODS).get((module, interface_role), frozenset())
 
 
 def check_sender(req: InboundRequest) -> Party:

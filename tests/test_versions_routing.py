@@ -5,6 +5,7 @@ partner sends no routing headers and gets none."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -14,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from hub.audit import AuditRecord
 from routing.ocpi.versions import MODULES_211, MODULES_230
-from tests.conftest import HubHarness
+from tests.conftest import HubHarness, ocpi_examples
 from tests.partners import FakePartner, Party, Received, envelope, token_header
 from tests.test_audit import records
 from tests.test_clientinfo import eventually
@@ -299,6 +300,37 @@ async def test_tariffs_with_prices_both_ways_between_2_3_0_and_2_1_1(net: Net) -
     reports = translations(await records(hub, module="tariffs"))
     dropped = {loss["field"] for r in reports if r["to"] == "2.1.1" for loss in r["losses"]}
     assert "min_price" in dropped, reports
+
+
+async def test_a_2_1_1_tariff_patch_reaches_2_1_1_emsps_as_a_patch_and_the_others_as_a_put(net: Net) -> None:
+    """OCPI 2.1.1 mod_tariffs, eMSP interface: PATCH; 2.2.1 and 2.3.0 have none (docs/versions.md, "Tariffs")."""
+    hub = net.hub
+    [example] = [p for p in ocpi_examples("2.1.1") if p.name == "tariff_patch_example.json"]
+    patch = json.loads(example.read_text())  # "Change Tariff to 2,50"
+    tariff_211 = {"id": "T2", "currency": "EUR", "elements": [{"price_components": [
+        {"type": "TIME", "price": 2.0, "step_size": 300}]}], "last_updated": NOW}
+    status, _, doc = await net.cpo211.call(hub.session, "PUT", "tariffs", "RECEIVER", "NL/CPA/T2", json=tariff_211)
+    assert status == 200, doc
+    for p in (net.emsp211, net.emsp221, net.emsp230):
+        await one(p, "PUT", "/tariffs/NL/CPA/T2")
+    status, _, doc = await net.cpo211.call(hub.session, "PATCH", "tariffs", "RECEIVER", "NL/CPA/T2", json=patch)
+    assert status == 200 and doc["status_code"] == 1000, doc
+    assert (await one(net.emsp211, "PATCH", "/tariffs/NL/CPA/T2")).json() == patch, "2.1.1 to 2.1.1 as sent"
+    for p in (net.emsp221, net.emsp230):
+        second = await eventually(lambda p=p: got(p, "PUT", "/tariffs/NL/CPA/T2")[1:], f"{p.name}: the PUT")
+        body = second[0].json()
+        assert (body["country_code"], body["party_id"], body["id"], body["currency"]) == ("NL", "CPA", "T2", "EUR")
+        assert isinstance(body["last_updated"], str), "a whole 2.2.1/2.3.0 Tariff has last_updated"
+        assert body["elements"][0]["price_components"][0]["price"] == 2.5, body
+    assert not got(net.emsp221, "PATCH", "/tariffs/") and not got(net.emsp230, "PATCH", "/tariffs/")
+    # GET All shows the patched tariff
+    status, _, doc = await net.emsp211.call(hub.session, "GET", "tariffs", "SENDER")
+    assert status == 200 and [t["elements"] for t in doc["data"] if t["id"] == "T2"] == [patch["elements"]], doc
+    # a PATCH of a tariff the hub never got whole: the 2.1.1 eMSP gets it, the others cannot, and the CPO learns so
+    status, _, doc = await net.cpo211.call(hub.session, "PATCH", "tariffs", "RECEIVER", "NL/CPA/T9", json=patch)
+    assert status == 200 and doc["status_code"] == 1000, doc
+    assert "accepted for 1 receivers" in doc["status_message"] and "not sent to OCPI 2.2.1" in doc["status_message"]
+    await one(net.emsp211, "PATCH", "/tariffs/NL/CPA/T9")
 
 
 async def test_a_2_1_1_partner_never_gets_hubclientinfo_and_modules_its_version_lacks(net: Net) -> None:
