@@ -28,7 +28,9 @@ from hub.usage import USAGE_EVENTS
 from routing.agreements import PartyRef
 from routing.bridge import (
     addressed_to_hub_211,
+    command_lacking,
     hub_interface_211,
+    not_supported,
 )
 from routing.broadcast import Recipient, broadcast_role, check_broadcast, recipients
 from routing.ocpi.errors import InvalidParameters, MethodNotAllowed, NotFound, PartyNotAllowed, ReceiverNotConnected
@@ -181,6 +183,10 @@ async def route(request: web.Request, hub: Hub, platform: Platform, version: str
     ticket.bind(route_.receiver.id)  # open routing: the receiver is known only now
     target = route_.receiver.version or V221
     ex.receiver_version = target
+    if command_lacking(module, role, req.segments, version, target):  # never sent (docs/versions.md, "Commands")
+        ex.outcome = "not_supported"
+        return ocpi_response(not_supported(req.segments[0].upper(), version, target),
+                             headers={**ex.reply_headers, **routing_reply_headers(sender, hub_party)})
     out_body, out_json = msg.body_for(target, route_.to)
     rewritten = await rewrite_request(
         hub.callbacks, module=module, interface_role=role, method=req.method, body=out_body,

@@ -16,13 +16,16 @@ import orjson
 from routing.ocpi.errors import InvalidParameters
 from routing.ocpi.translate import Context, Loss, Untranslatable, translatable, translate
 from routing.ocpi.translate import base as kinds
-from routing.ocpi.versions import ROLES_211, V221, V230, interface_role_211
+from routing.ocpi.versions import ROLES_211, V211, V221, V230, interface_role_211
 
 _COMMAND_KINDS = {"START_SESSION": kinds.START_SESSION, "STOP_SESSION": kinds.STOP_SESSION,
                   "RESERVE_NOW": kinds.RESERVE_NOW, "CANCEL_RESERVATION": kinds.CANCEL_RESERVATION,
                   "UNLOCK_CONNECTOR": kinds.UNLOCK_CONNECTOR}
 _OBJECT_KIND = {"sessions": kinds.SESSION, "cdrs": kinds.CDR, "tariffs": kinds.TARIFF, "tokens": kinds.TOKEN}
 _LOCATION_DEPTH = {0: kinds.LOCATION, 1: kinds.LOCATION, 2: kinds.EVSE, 3: kinds.CONNECTOR}
+# CommandType of OCPI 2.1.1 (mod_commands): no CANCEL_RESERVATION; 2.2.1 has the five above, 2.3.0 the same in an
+# OpenEnum.
+_COMMAND_TYPES_211 = frozenset({"RESERVE_NOW", "START_SESSION", "STOP_SESSION", "UNLOCK_CONNECTOR"})
 # Modules whose objects are the same in 2.2.1 and 2.3.0 and have no 2.1.1 counterpart: passed as they are.
 UNCHANGED_221_230 = frozenset({"chargingprofiles", "hubclientinfo"})
 
@@ -56,6 +59,25 @@ def reply_kind(module: str, role: str, method: str, segs: list[str]) -> str | No
         depth = len(segs) - 2 if role == "RECEIVER" else len(segs)
         return _LOCATION_DEPTH.get(max(depth, 0))
     return _OBJECT_KIND.get(module)
+
+
+def command_lacking(module: str, role: str, segs: list[str], source: str, target: str) -> bool:
+    """A command sent from another version that the receiver's version does not define (CANCEL_RESERVATION to a
+    2.1.1 CPO, a type only a 2.3.0 OpenEnum holds): the hub answers NOT_SUPPORTED itself (docs/versions.md,
+    "Commands")."""
+    if module != "commands" or role != "RECEIVER" or not segs or source == target:
+        return False
+    known = _COMMAND_TYPES_211 if target == V211 else frozenset(_COMMAND_KINDS)
+    return segs[0].upper() not in known
+
+
+def not_supported(command: str, source: str, target: str) -> dict[str, Any]:
+    """The CommandResponse NOT_SUPPORTED in the sender's version ``source``: 2.1.1 has only ``result``; 2.2.1 and
+    2.3.0 require ``timeout`` (0: no result will follow) and may say why."""
+    if source == V211:
+        return {"result": "NOT_SUPPORTED"}
+    return {"result": "NOT_SUPPORTED", "timeout": 0,
+            "message": [{"language": "en", "text": f"OCPI {target}, which the receiver speaks, has no {command}"}]}
 
 
 def owner_from_path(module: str, role: str, segs: list[str]) -> tuple[str, str] | None:

@@ -276,6 +276,18 @@ async def test_start_session_from_a_2_1_1_emsp_and_its_async_result_from_a_2_3_0
     assert result.headers["Authorization"] == f"Token {net.emsp211.token_b}"
 
 
+async def test_a_command_the_2_1_1_cpo_lacks_is_answered_not_supported_by_the_hub(net: Net) -> None:
+    """OCPI 2.1.1 has no CANCEL_RESERVATION: the hub answers NOT_SUPPORTED, as docs/versions.md ("Commands") says."""
+    hub = net.hub
+    command = {"response_url": f"{net.emsp221.base_url}/ocpi/2.2.1/sender/commands/CANCEL_RESERVATION/5",
+               "reservation_id": "7"}
+    status, _, doc = await net.emsp221.call(hub.session, "POST", "commands", "RECEIVER", "CANCEL_RESERVATION",
+                                            to=Party("NL", "CPA", "CPO"), json=command)
+    assert status == 200 and doc["status_code"] == 1000, doc
+    assert doc["data"]["result"] == "NOT_SUPPORTED" and isinstance(doc["data"]["timeout"], int), doc
+    assert not got(net.cpo211, "POST", "/commands/"), "nothing is sent to the 2.1.1 CPO"
+
+
 async def test_tariffs_with_prices_both_ways_between_2_3_0_and_2_1_1(net: Net) -> None:
     hub = net.hub
     status, _, doc = await net.cpo230.call(hub.session, "PUT", "tariffs", "RECEIVER", "NL/CPE/T1",
