@@ -94,10 +94,15 @@ class Bridge:
         """The receiver's answer (in ``target``) in the sender's version."""
         req = self.req
         kind = reply_kind(req.module, req.interface_role, req.method, req.segments)
-        # Objects an answer carries are the answering party's (a pulled Location) unless the path names the owner.
-        owner = owner_from_path(req.module, req.interface_role, req.segments) or (to.country_code, to.party_id)
+        # Objects an answer carries are the answering party's on a SENDER interface (a pulled Location); on a
+        # RECEIVER interface they are the caller's own, pushed earlier (its CDR behind a Location URL), unless
+        # the path names the owner. The other party is the counterpart (the eMSP of a CDR's token).
         sender = req.routing.from_
-        ctx = Context(owner=owner, counterpart=(sender.country_code, sender.party_id) if sender else None)
+        asked = (to.country_code, to.party_id)
+        asking = (sender.country_code, sender.party_id) if sender else None
+        holder, other = (asking, asked) if req.interface_role == "RECEIVER" and asking else (asked, asking)
+        ctx = Context(owner=owner_from_path(req.module, req.interface_role, req.segments) or holder,
+                      counterpart=other)
         if kind == AUTHORIZATION_INFO and target == V211 and req.segments:
             body = with_authorized_token(body, req.segments[0], req.query)
         out, losses = translate_reply(body, kind, source=target, target=self.version, ctx=ctx)

@@ -221,6 +221,47 @@ async def test_sessions_and_cdrs_of_a_2_1_1_cpo_go_to_the_emsp_of_the_token(net:
     assert len(got(net.emsp221, "POST", "/cdrs")) == 1
 
 
+async def test_a_cpo_reads_back_its_cdr_from_a_2_1_1_emsp_as_its_own(net: Net) -> None:
+    """The CDR behind the Location a receiver answered is the CPO's (OCPI 2.2.1 CDRs, Receiver GET), whichever
+    party answers it: after translation it names the CPO as owner and the eMSP as the token's owner."""
+    hub = net.hub
+    kept: dict[str, Any] = {}
+
+    async def emsp(request: Any, rec: Received) -> Any:
+        from aiohttp import web
+        if request.method == "POST":
+            kept["cdr"] = rec.json()
+            return web.json_response(envelope(), headers={"Location": f"{net.emsp211.base_url}/ocpi/2.1.1/cdrs/C9"})
+        return web.json_response(envelope(kept["cdr"]))
+
+    net.emsp211.responder = emsp
+    emd = Party("DE", "EMD", "EMSP")
+    cdr = {"country_code": "NL", "party_id": "CPE", "id": "C9", "start_date_time": NOW,
+           "end_date_time": "2026-12-01T11:00:00Z", "auth_method": "WHITELIST", "currency": "EUR",
+           "cdr_token": {"country_code": "DE", "party_id": "EMD", "uid": "AA11", "type": "RFID",
+                         "contract_id": "DE8EMDC0001"},
+           "cdr_location": {"id": "LOC9", "address": "Main 1", "city": "Gent", "postal_code": "9000",
+                            "country": "BEL", "coordinates": {"latitude": "51.047599", "longitude": "3.729944"},
+                            "evse_uid": "3256", "evse_id": "BE*BEC*E041503001", "connector_id": "1",
+                            "connector_standard": "IEC_62196_T2", "connector_format": "CABLE",
+                            "connector_power_type": "AC_3_PHASE"},
+           "charging_periods": [{"start_date_time": NOW, "dimensions": [{"type": "ENERGY", "volume": 12.5}]}],
+           "total_cost": {"before_taxes": 4.0}, "total_energy": 12.5, "total_time": 1.0,
+           "last_updated": "2026-12-01T11:00:00Z"}
+    status, headers, doc = await net.cpo230.call(hub.session, "POST", "cdrs", "RECEIVER", to=emd, json=cdr)
+    assert status == 200 and doc["status_code"] == 1000, doc
+    assert kept["cdr"]["auth_id"] == "DE8EMDC0001", kept
+    auth = {"Authorization": token_header(net.cpo230.token_c or "", "2.3.0"), "X-Request-ID": "r1",
+            "X-Correlation-ID": "c1", "OCPI-from-country-code": "NL", "OCPI-from-party-id": "CPE",
+            "OCPI-to-country-code": "DE", "OCPI-to-party-id": "EMD"}
+    async with hub.session.get(headers["Location"], headers=auth) as resp:
+        status, doc = resp.status, await resp.json()
+    assert status == 200 and doc["status_code"] == 1000, doc
+    back = doc["data"]
+    assert (back["country_code"], back["party_id"], back["id"]) == ("NL", "CPE", "C9"), back
+    assert (back["cdr_token"]["country_code"], back["cdr_token"]["party_id"]) == ("DE", "EMD"), back
+
+
 async def test_real_time_authorization_between_a_2_1_1_cpo_and_a_2_2_1_emsp(net: Net) -> None:
     hub = net.hub
 
