@@ -197,7 +197,8 @@ async def route(request: web.Request, hub: Hub, platform: Platform, version: str
     headers = routing_reply_headers(route_.to, sender) if version == V211 else None
     if defers_push(route_.receiver, module, role, req.method):  # store-and-forward (docs/store-and-forward.md)
         fwd = forward_request(request, req, body=rewritten.body, query=rewritten.query, routing=headers)
-        answer = await store_and_forward.accept(request, hub, req, fwd, route_.receiver.id, route_.group, sender)
+        answer = await store_and_forward.accept(request, hub, req, fwd, route_.receiver.id, route_.group, sender,
+                                                as_sent=msg.original)
         if learns(req):
             await learn(req, hub.hints, route_.to)
         await accepted_by_hub(hub, req, msg, sender, route_, version)  # kept before the 1000 (catch-up)
@@ -270,8 +271,9 @@ async def to_hub(request: web.Request, hub: Hub, req: InboundRequest, sender: Pa
     targets = recipients(hub.registry.all(), req.platform, role, req.module,
                          admits=hub.roaming.audience_filter(req.platform, owner, req.module))
     group = order_group(req, hub_party, sender)
-    # A replayed or retried push older than what a receiver already got is dropped (docs/store-and-forward.md).
-    pushed_version = version_of(req.method, req.json_body)
+    # A replayed or retried push older than what a receiver already got is dropped (docs/store-and-forward.md):
+    # judged on the last_updated the sender gave, not on the receive time the hub fills in for a 2.1.1 PATCH.
+    pushed_version = version_of(req.method, msg.original)
     path = object_path(req.module, req.segments, req.query) if pushed_version is not None and req.segments else ""
     # OCPI 2.1.1 has a Tariff PATCH, 2.2.1 and 2.3.0 have none: their parties get the patched Tariff as a PUT,
     # made from the hub's copy once the PATCH is merged into it (docs/versions.md, "Tariffs").

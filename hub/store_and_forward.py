@@ -6,6 +6,8 @@ within ``HUB_STORE_FORWARD_WINDOW``, always under the one ``X-Request-ID`` chose
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
 from hub.context import Hub
@@ -19,13 +21,14 @@ from routing.wire import ForwardRequest
 
 
 async def accept(request: web.Request, hub: Hub, req: InboundRequest, fwd: ForwardRequest, receiver_id: str,
-                 group: str | None, sender: Party) -> web.Response:
+                 group: str | None, sender: Party, as_sent: Any = None) -> web.Response:
     """Queue ``fwd`` for ``receiver_id`` and answer the sender; the same request id sent again is answered
-    from the first acceptance, not queued twice."""
+    from the first acceptance, not queued twice. ``as_sent``: the body in the sender's version, when the hub
+    read it into another one (its version is the ``last_updated`` the sender gave, not one the hub filled in)."""
     ex = request[EXCHANGE]
     fwd.headers[REQUEST_ID] = new_id()  # one id for every attempt: the receiver can tell a retry from a new message
     fwd.sender_request_id, fwd.sender = ex.request_id, sender.key
-    version = version_of(req.method, req.json_body)
+    version = version_of(req.method, req.json_body if as_sent is None else as_sent)
     if version is not None and req.segments:
         fwd.object_path, fwd.object_version = object_path(req.module, req.segments, req.query), version
     msg = Message(receiver=receiver_id, group=group or "", payload=fwd.encode(), kind=KIND)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -384,6 +385,56 @@ async def test_a_2_1_1_tariff_patch_reaches_2_1_1_emsps_as_a_patch_and_the_other
     assert status == 200 and doc["status_code"] == 1000, doc
     assert "accepted for 1 receivers" in doc["status_message"] and "not sent to OCPI 2.2.1" in doc["status_message"]
     await one(net.emsp211, "PATCH", "/tariffs/NL/CPA/T9")
+
+
+async def test_a_2_1_1_patch_without_last_updated_does_not_make_the_next_put_look_older(net: Net) -> None:
+    """OCPI 2.1.1 PATCHes need no last_updated (the official "invalidate a Token" example has none). The time the
+    hub received one is filled in for 2.2.1, but it is not the object's version: an eMSP whose clock is a few
+    seconds behind the hub's must still get its next PUT to every CPO (docs/store-and-forward.md, "Never older
+    over newer", compares the versions the sender gave)."""
+    hub = net.hub
+    [example] = [p for p in ocpi_examples("2.1.1") if p.name == "token_patch_example.json"]
+    patch = json.loads(example.read_text())
+    assert "last_updated" not in patch
+    token_211 = {"uid": "AA11", "type": "RFID", "auth_id": "DE8EMDC0001", "issuer": "eMSP D", "valid": True,
+                 "whitelist": "ALLOWED", "last_updated": NOW}
+    status, _, doc = await net.emsp211.call(hub.session, "PUT", "tokens", "RECEIVER", "DE/EMD/AA11", json=token_211)
+    assert status == 200, doc
+    status, _, doc = await net.emsp211.call(hub.session, "PATCH", "tokens", "RECEIVER", "DE/EMD/AA11", json=patch)
+    assert status == 200, doc
+    for p in (net.cpo211, net.cpo230):
+        await one(p, "PATCH", "/tokens/DE/EMD/AA11")
+    behind = (datetime.now(UTC) - timedelta(seconds=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    again = {**token_211, "valid": True, "last_updated": behind}  # the card is valid again, 5 s by its clock
+    status, _, doc = await net.emsp211.call(hub.session, "PUT", "tokens", "RECEIVER", "DE/EMD/AA11", json=again)
+    assert status == 200 and "accepted for 2 receivers" in doc["status_message"], doc
+    for p in (net.cpo211, net.cpo230):
+        puts = await eventually(lambda p=p: got(p, "PUT", "/tokens/DE/EMD/AA11")[1:], f"{p.name}: the second PUT")
+        assert puts[0].json()["last_updated"] == behind
+
+
+async def test_a_2_1_1_session_patch_without_last_updated_does_not_hold_back_the_next_put_kept_for_later(
+        net: Net) -> None:
+    """The same for a direct push the hub accepts for later delivery (docs/store-and-forward.md)."""
+    hub = net.hub
+    _, view = await hub.admin("GET", "/admin/platforms")
+    [emsp_id] = [v["id"] for v in view if v["name"] == net.emsp221.name]
+    status, body = await hub.admin("PUT", f"/admin/platforms/{emsp_id}/store-and-forward", {"modules": ["sessions"]})
+    assert status == 200, body
+    await net.emsp221.call(hub.session, "PUT", "tokens", "RECEIVER", "DE/EMB/012345678", to=HUB, json=token_221())
+    await one(net.cpo211, "PUT", "/tokens/DE/EMB/012345678")
+    status, _, doc = await net.cpo211.call(hub.session, "PUT", "sessions", "RECEIVER", "NL/CPA/S1", json=session_211())
+    assert status == 200, doc
+    status, _, doc = await net.cpo211.call(hub.session, "PATCH", "sessions", "RECEIVER", "NL/CPA/S1",
+                                           json={"kwh": 5.5})
+    assert status == 200, doc
+    await one(net.emsp221, "PATCH", "/sessions/NL/CPA/S1")
+    behind = (datetime.now(UTC) - timedelta(seconds=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    status, _, doc = await net.cpo211.call(hub.session, "PUT", "sessions", "RECEIVER", "NL/CPA/S1",
+                                           json={**session_211(), "kwh": 7.0, "last_updated": behind})
+    assert status == 200 and doc["status_code"] == 1000, doc
+    puts = await eventually(lambda: got(net.emsp221, "PUT", "/sessions/NL/CPA/S1")[1:], "the second PUT")
+    assert puts[0].json()["kwh"] == 7.0
 
 
 async def test_a_2_1_1_partner_never_gets_hubclientinfo_and_modules_its_version_lacks(net: Net) -> None:
