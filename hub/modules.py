@@ -49,7 +49,7 @@ from routing.ocpi.ids import check_path_tail
 from routing.ocpi.models import parse_json
 from routing.ocpi.pagination import page_headers, parse_page
 from routing.ocpi.versions import V211, V221, V230, has_module
-from routing.open_routing import find_receiver, learn, learns
+from routing.open_routing import find_receiver, learn, learns, type_behind_other_211
 from routing.platform import ConnectionStatus, Platform, utcnow
 from routing.queue import Message
 from routing.rewrite import Rewritten, rearm_result_callback, rewrite_request, rewrite_response_headers, rewrites
@@ -173,7 +173,10 @@ async def route(request: web.Request, hub: Hub, platform: Platform, version: str
     if routing.to == hub_party:
         return await to_hub(request, hub, req, sender, hub_party, msg)
     if routing.to is None:  # open routing: the hub finds the receiver from content it has seen
-        found = await find_receiver(req, hub.hints, hub.roaming.route_filter(platform, sender, module))
+        admits = hub.roaming.route_filter(platform, sender, module)
+        if version == V211:
+            await type_behind_other_211(req, hub.hints, admits)
+        found = await find_receiver(req, hub.hints, admits)
         req.routing = RoutingHeaders(to=found, from_=sender)
         ex.to_party = req.routing.to.key if req.routing.to else None
     assert req.routing.to is not None

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import logging
 import math
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -146,6 +147,30 @@ def _query_type(query: str) -> str | None:
 
 
 Admits = Callable[[str], bool]  # may the sender reach this candidate ("CC:PID")? (roaming agreements)
+
+# OCPI 2.1.1 TokenType has RFID and OTHER only: the types newer versions added reach a 2.1.1 CPO as OTHER
+# (docs/versions.md, "Tokens"), so a 2.1.1 OTHER may be any of these.
+_OTHER_211 = ("OTHER", "AD_HOC_USER", "APP_USER", "EMAID")
+
+
+async def type_behind_other_211(req: InboundRequest, hints: RouteHints, admits: Admits | None = None) -> None:
+    """A 2.1.1 CPO authorizes a token it got as OTHER (``?type=OTHER``): the query gets the type its eMSP gave the
+    token, so the token is found and the eMSP is asked about its own type. Types known at no party leave the query
+    as it is (the look-up answers 4001); a uid known under several of them is ambiguous (4001)."""
+    segs = req.segments
+    if not (req.module == "tokens" and req.interface_role == "SENDER" and len(segs) == 2 and segs[1] == "authorize"
+            and (_query_type(req.query) or "").upper() == "OTHER"):
+        return
+    found = []
+    for token_type in _OTHER_211:
+        parties = await hints.find("token", token_key(segs[0], token_type))
+        if any(admits is None or admits(p) for p in parties):
+            found.append(token_type)
+    if len(found) > 1:
+        raise UnknownReceiver(f"open routing: token {segs[0]} of type OTHER is ambiguous (known with more than one "
+                              "type)")
+    if found:
+        req.query = re.sub(r"(^|&)type=[^&]*", lambda m: f"{m.group(1)}type={found[0]}", req.query)
 
 
 async def _one(hints: RouteHints, kind: str, key: str, what: str, admits: Admits | None = None) -> Party:

@@ -285,6 +285,28 @@ async def test_real_time_authorization_between_a_2_1_1_cpo_and_a_2_2_1_emsp(net:
     assert doc["data"]["allowed"] == "ALLOWED" and "token" not in doc["data"], doc
 
 
+async def test_a_2_1_1_cpo_authorizes_an_app_user_token_it_got_as_other(net: Net) -> None:
+    """Token types 2.1.1 lacks reach a 2.1.1 CPO as OTHER "so they still flow" (docs/versions.md, "Tokens"); its
+    real-time authorization of such a token (OCPI 2.1.1 mod_tokens, ``?type=OTHER``) reaches the eMSP with the
+    type the eMSP gave the token."""
+    hub = net.hub
+
+    async def authorize(request: Any, rec: Received) -> Any:
+        from aiohttp import web
+        return web.json_response(envelope({"allowed": "ALLOWED", "token": {**token_221("APP1"), "type": "APP_USER"}}))
+
+    net.emsp221.responder = authorize
+    status, _, doc = await net.emsp221.call(hub.session, "PUT", "tokens", "RECEIVER", "DE/EMB/APP1", to=HUB,
+                                            query="type=APP_USER", json={**token_221("APP1"), "type": "APP_USER"})
+    assert status == 200, doc
+    assert (await one(net.cpo211, "PUT", "/tokens/DE/EMB/APP1")).json()["type"] == "OTHER"
+    status, _, doc = await net.cpo211.call(hub.session, "POST", "tokens", "SENDER", "APP1/authorize",
+                                           query="type=OTHER", json={"location_id": "LOC1"})
+    assert status == 200 and doc["status_code"] == 1000 and doc["data"]["allowed"] == "ALLOWED", doc
+    asked = await one(net.emsp221, "POST", "/tokens/APP1/authorize")
+    assert asked.query == "type=APP_USER", asked.query
+
+
 async def test_start_session_from_a_2_1_1_emsp_and_its_async_result_from_a_2_3_0_cpo(net: Net) -> None:
     hub = net.hub
     status, _, doc = await net.cpo230.call(hub.session, "PUT", "locations", "RECEIVER", "NL/CPE/LOC9",
