@@ -12,6 +12,7 @@ from urllib.parse import parse_qs
 import orjson
 
 from hub.context import Hub
+from hub.objects import object_id
 from routing.bridge import owner_from_path, reply_kind, report, request_kind, translate_body, translate_reply
 from routing.ocpi.headers import Party
 from routing.ocpi.translate import Context, Loss
@@ -90,7 +91,7 @@ class Bridge:
         self._note(written_in, target, done.losses)
         return orjson.dumps(done.data)
 
-    def reply_for(self, body: bytes, target: str, to: Party) -> bytes:
+    async def reply_for(self, hub: Hub, body: bytes, target: str, to: Party) -> bytes:
         """The receiver's answer (in ``target``) in the sender's version."""
         req = self.req
         kind = reply_kind(req.module, req.interface_role, req.method, req.segments)
@@ -104,7 +105,8 @@ class Bridge:
         ctx = Context(owner=owner_from_path(req.module, req.interface_role, req.segments) or holder,
                       counterpart=other)
         if kind == AUTHORIZATION_INFO and target == V211 and req.segments:
-            body = with_authorized_token(body, req.segments[0], req.query)
+            kept = await stored_token_211(hub, to, req.segments[0], req.query)
+            body = with_authorized_token(body, req.segments[0], req.query, kept)
         out, losses = translate_reply(body, kind, source=target, target=self.version, ctx=ctx)
         if out is not body:
             self._note(target, self.version, losses, what="reply")
@@ -132,9 +134,17 @@ async def contract_owner(hub: Hub, contract_id: str) -> Party | None:
     return Party(cc, pid)
 
 
-def with_authorized_token(body: bytes, uid: str, query: str) -> bytes:
-    """A 2.1.1 AuthorizationInfo names no token, which 2.2.1 requires: the uid and type the authorize URL named
-    go with it as ``token`` (the translator reports what it fills in, docs/versions.md "Tokens")."""
+async def stored_token_211(hub: Hub, owner: Party, uid: str, query: str) -> dict[str, Any] | None:
+    """The 2.1.1 Token its eMSP pushed to the hub (the GET All copy) for the uid and type an authorize URL names."""
+    kept = await hub.store.get_object("tokens", owner.country_code, owner.party_id,
+                                      object_id("tokens", [owner.country_code, owner.party_id, uid], None, query))
+    return kept.data if kept is not None and kept.ocpi_version == V211 else None
+
+
+def with_authorized_token(body: bytes, uid: str, query: str, kept: dict[str, Any] | None = None) -> bytes:
+    """A 2.1.1 AuthorizationInfo names no token, which 2.2.1 requires: the stored 2.1.1 Token (``kept``), else
+    the uid and type the authorize URL named, go with it as ``token`` (the translator reports what it fills in,
+    docs/versions.md "Tokens")."""
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -143,5 +153,5 @@ def with_authorized_token(body: bytes, uid: str, query: str) -> bytes:
     if not isinstance(data, dict) or "token" in data:
         return body
     token_type = (parse_qs(query).get("type") or ["RFID"])[0]
-    doc["data"] = {**data, "token": {"uid": uid, "type": token_type}}
+    doc["data"] = {**data, "token": kept if kept is not None else {"uid": uid, "type": token_type}}
     return orjson.dumps(doc)

@@ -224,7 +224,7 @@ async def route(request: web.Request, hub: Hub, platform: Platform, version: str
         if reply.accepted:
             await accepted_by_hub(hub, req, msg, sender, route_, version)
     if target != version and reply.hub_error is None:
-        reply.body = msg.reply_for(reply.body, target, route_.to)
+        reply.body = await msg.reply_for(hub, reply.body, target, route_.to)
     msg.record(hub, ex)
     return relay(request, reply, answered_by=route_.to)
 
@@ -498,7 +498,7 @@ async def handle_callback(request: web.Request) -> web.StreamResponse:
             receiver=to, receiver_platform=receiver.id,
         )
     if target != version and reply.hub_error is None:
-        reply.body = msg.reply_for(reply.body, target, to)
+        reply.body = await msg.reply_for(hub, reply.body, target, to)
     msg.record(hub, ex)
     return relay(request, reply, answered_by=to)
 

@@ -285,6 +285,29 @@ async def test_real_time_authorization_between_a_2_1_1_cpo_and_a_2_2_1_emsp(net:
     assert doc["data"]["allowed"] == "ALLOWED" and "token" not in doc["data"], doc
 
 
+async def test_a_2_3_0_cpo_authorizing_a_2_1_1_emsps_token_gets_the_token_the_emsp_pushed(net: Net) -> None:
+    """A 2.1.1 AuthorizationInfo names no token, which 2.2.1 and 2.3.0 require; the hub hands over the stored 2.1.1
+    Token (docs/versions.md, "Tokens"), so the CPO learns the contract id its Session and CDR must carry."""
+    hub = net.hub
+
+    async def authorize(request: Any, rec: Received) -> Any:
+        from aiohttp import web
+        return web.json_response(envelope({"allowed": "ALLOWED"}))
+
+    net.emsp211.responder = authorize
+    token_211 = {"uid": "AA11", "type": "RFID", "auth_id": "DE8EMDC0001", "issuer": "eMSP D", "valid": True,
+                 "whitelist": "ALLOWED", "last_updated": NOW}
+    status, _, doc = await net.emsp211.call(hub.session, "PUT", "tokens", "RECEIVER", "DE/EMD/AA11", json=token_211)
+    assert status == 200, doc
+    await one(net.cpo230, "PUT", "/tokens/DE/EMD/AA11")
+    status, _, doc = await net.cpo230.call(hub.session, "POST", "tokens", "SENDER", "AA11/authorize",
+                                           to=Party("DE", "EMD", "EMSP"), json={"location_id": "LOC9"})
+    assert status == 200 and doc["status_code"] == 1000, doc
+    token = doc["data"]["token"]
+    assert (token["uid"], token["contract_id"], token["issuer"]) == ("AA11", "DE8EMDC0001", "eMSP D"), token
+    assert (token["country_code"], token["party_id"], token["whitelist"]) == ("DE", "EMD", "ALLOWED"), token
+
+
 async def test_a_2_1_1_cpo_authorizes_an_app_user_token_it_got_as_other(net: Net) -> None:
     """Token types 2.1.1 lacks reach a 2.1.1 CPO as OTHER "so they still flow" (docs/versions.md, "Tokens"); its
     real-time authorization of such a token (OCPI 2.1.1 mod_tokens, ``?type=OTHER``) reaches the eMSP with the
