@@ -28,6 +28,7 @@ from hub.usage import USAGE_EVENTS
 from routing.agreements import PartyRef
 from routing.bridge import (
     addressed_to_hub_211,
+    check_charging_preferences,
     command_lacking,
     hub_interface_211,
     not_supported,
@@ -186,6 +187,7 @@ async def route(request: web.Request, hub: Hub, platform: Platform, version: str
     ticket.bind(route_.receiver.id)  # open routing: the receiver is known only now
     target = route_.receiver.version or V221
     ex.receiver_version = target
+    check_charging_preferences(module, role, req.segments, target)
     if command_lacking(module, role, req.segments, version, target):  # never sent (docs/versions.md, "Commands")
         ex.outcome = "not_supported"
         return ocpi_response(not_supported(req.segments[0].upper(), version, target),

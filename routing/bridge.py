@@ -71,6 +71,14 @@ def command_lacking(module: str, role: str, segs: list[str], source: str, target
     return segs[0].upper() not in known
 
 
+def check_charging_preferences(module: str, role: str, segs: list[str], target: str) -> None:
+    """Charging preferences for a 2.1.1 CPO's session: 2.1.1 has none, and no 2.1.1 EVSE is
+    CHARGING_PREFERENCES_CAPABLE, for which OCPI 2.2.1 mod_sessions has the receiver answer HTTP 404 with 2001."""
+    if module == "sessions" and role == "SENDER" and target == V211 and len(segs) >= 2:
+        raise InvalidParameters("the CPO speaks OCPI 2.1.1: its EVSEs cannot take charging preferences",
+                                http_status=404)
+
+
 def not_supported(command: str, source: str, target: str) -> dict[str, Any]:
     """The CommandResponse NOT_SUPPORTED in the sender's version ``source``: 2.1.1 has only ``result``; 2.2.1 and
     2.3.0 require ``timeout`` (0: no result will follow) and may say why."""

@@ -375,6 +375,17 @@ async def test_a_command_the_2_1_1_cpo_lacks_is_answered_not_supported_by_the_hu
     assert not got(net.cpo211, "POST", "/commands/"), "nothing is sent to the 2.1.1 CPO"
 
 
+async def test_charging_preferences_for_a_2_1_1_cpo_are_404_2001_as_for_an_evse_that_cannot_take_them(
+        net: Net) -> None:
+    """OCPI 2.2.1 mod_sessions: preferences for an EVSE without CHARGING_PREFERENCES_CAPABLE get HTTP 404 and
+    2001; no 2.1.1 EVSE has that capability (docs/versions.md, "Sessions")."""
+    hub = net.hub
+    status, _, doc = await net.emsp221.call(hub.session, "PUT", "sessions", "SENDER", "S1/charging_preferences",
+                                            to=Party("NL", "CPA", "CPO"), json={"profile_type": "FAST"})
+    assert status == 404 and doc["status_code"] == 2001, doc
+    assert not got(net.cpo211, "PUT", "/sessions/"), "nothing is sent to the 2.1.1 CPO"
+
+
 async def test_tariffs_with_prices_both_ways_between_2_3_0_and_2_1_1(net: Net) -> None:
     hub = net.hub
     status, _, doc = await net.cpo230.call(hub.session, "PUT", "tariffs", "RECEIVER", "NL/CPE/T1",
