@@ -15,8 +15,8 @@ from hub.context import Hub
 from hub.objects import object_id
 from routing.bridge import owner_from_path, reply_kind, report, request_kind, translate_body, translate_reply
 from routing.ocpi.headers import Party
-from routing.ocpi.translate import Context, Loss
-from routing.ocpi.translate.base import AUTHORIZATION_INFO, DEFAULTED
+from routing.ocpi.translate import Context, Loss, Untranslatable, translate
+from routing.ocpi.translate.base import AUTHORIZATION_INFO, DEFAULTED, DERIVED, LOCATION
 from routing.ocpi.versions import V211, V221
 from routing.platform import utcnow
 from routing.router import InboundRequest
@@ -91,6 +91,32 @@ class Bridge:
         self._note(written_in, target, done.losses)
         return orjson.dumps(done.data)
 
+    async def with_held_location(self, hub: Hub, target: str, data: Any) -> tuple[bytes, Any] | None:
+        """A Session from 2.2.1 or 2.3.0 names its Location by ids only, and the translator sends a 2.1.1 receiver
+        a skeleton of it: the Location the hub holds for that CPO (its broadcast copy) fills it in, with only the
+        session's EVSE and connector (OCPI 2.1.1 mod_sessions; docs/versions.md, "Sessions"). None: nothing held."""
+        req = self.req
+        if (target != V211 or self.version == V211 or req.module != "sessions" or req.interface_role != "RECEIVER"
+                or len(req.segments) < 3 or not isinstance(data, dict) or not isinstance(data.get("location"), dict)):
+            return None
+        skeleton = data["location"]
+        cc, pid = req.segments[0].upper(), req.segments[1].upper()
+        kept = await hub.store.get_object("locations", cc, pid, str(skeleton.get("id")))
+        if kept is None:
+            return None
+        try:
+            held = kept.data if kept.ocpi_version == V211 else translate(
+                LOCATION, kept.data, source=kept.ocpi_version, target=V211, ctx=Context(owner=(cc, pid))).data
+        except Untranslatable:  # a Location 2.1.1 cannot show (publish false): the skeleton stays
+            return None
+        out = {**data, "location": {**held, "evses": [_relevant_evse(held, e) for e in skeleton.get("evses") or []]}}
+        loss = Loss("location", DERIVED, "the Location the hub holds for the CPO, with the session's EVSE and "
+                    "connector only", f"{V221}>{V211}")
+        if self.reports:  # the report of this translation (body_for), counted with it
+            self.reports[-1]["losses"].append(loss.as_dict())
+            self._rules[-1][2].append(loss.rule)
+        return orjson.dumps(out), out
+
     async def reply_for(self, hub: Hub, body: bytes, target: str, to: Party) -> bytes:
         """The receiver's answer (in ``target``) in the sender's version."""
         req = self.req
@@ -123,6 +149,22 @@ class Bridge:
         ex.translation = {"reports": self.reports}
         for source, target, rules in self._rules:
             hub.metrics.count_translation(self.req.module, source, target, rules)
+
+
+def _relevant_evse(held: dict[str, Any], wanted: dict[str, Any]) -> dict[str, Any]:
+    """The held Location's EVSE a skeleton names, with the named connector only (its tariff_id, taken from the
+    session's charging periods, kept); whatever the held Location lacks stays as the skeleton has it."""
+    evse = next((e for e in held.get("evses") or [] if isinstance(e, dict) and e.get("uid") == wanted.get("uid")),
+                None)
+    if evse is None:
+        return wanted
+    connectors = []
+    for named in wanted.get("connectors") or []:
+        found = next((c for c in evse.get("connectors") or []
+                      if isinstance(c, dict) and c.get("id") == named.get("id")), None)
+        tariff = {"tariff_id": named["tariff_id"]} if "tariff_id" in named else {}
+        connectors.append({**found, **tariff} if found is not None else named)
+    return {**evse, "connectors": connectors}
 
 
 async def contract_owner(hub: Hub, contract_id: str) -> Party | None:

@@ -193,6 +193,8 @@ async def route(request: web.Request, hub: Hub, platform: Platform, version: str
         return ocpi_response(not_supported(req.segments[0].upper(), version, target),
                              headers={**ex.reply_headers, **routing_reply_headers(sender, hub_party)})
     out_body, out_json = msg.body_for(target, route_.to)
+    if (held := await msg.with_held_location(hub, target, out_json)) is not None:
+        out_body, out_json = held
     rewritten = await rewrite_request(
         hub.callbacks, module=module, interface_role=role, method=req.method, body=out_body,
         json_body=out_json, query=req.query, requester=sender, requester_platform=platform.id,

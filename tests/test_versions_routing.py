@@ -263,6 +263,32 @@ async def test_a_cpo_reads_back_its_cdr_from_a_2_1_1_emsp_as_its_own(net: Net) -
     assert (back["cdr_token"]["country_code"], back["cdr_token"]["party_id"]) == ("DE", "EMD"), back
 
 
+async def test_a_session_for_a_2_1_1_emsp_embeds_the_location_the_hub_holds(net: Net) -> None:
+    """A 2.1.1 Session embeds its Location with only the relevant EVSE and connector (OCPI 2.1.1 mod_sessions); a
+    2.2.1 or 2.3.0 Session names only ids. The Location the hub holds for that CPO fills it in (docs/versions.md,
+    "Sessions")."""
+    hub = net.hub
+    status, _, doc = await net.cpo230.call(hub.session, "PUT", "locations", "RECEIVER", "NL/CPE/LOC9", to=HUB,
+                                           json=location_230("LOC9"))
+    assert status == 200, doc
+    await one(net.emsp211, "PUT", "/locations/NL/CPE/LOC9")
+    session = {"country_code": "NL", "party_id": "CPE", "id": "S9", "start_date_time": NOW, "kwh": 1.0,
+               "cdr_token": {"country_code": "DE", "party_id": "EMD", "uid": "AA11", "type": "RFID",
+                             "contract_id": "DE8EMDC0001"},
+               "auth_method": "WHITELIST", "location_id": "LOC9", "evse_uid": "3256", "connector_id": "1",
+               "currency": "EUR", "status": "ACTIVE", "last_updated": NOW}
+    status, _, doc = await net.cpo230.call(hub.session, "PUT", "sessions", "RECEIVER", "NL/CPE/S9",
+                                           to=Party("DE", "EMD", "EMSP"), json=session)
+    assert status == 200 and doc["status_code"] == 1000, doc
+    location = (await one(net.emsp211, "PUT", "/sessions/NL/CPE/S9")).json()["location"]
+    assert (location["id"], location["address"], location["city"], location["type"]) == (
+        "LOC9", "Main 1", "Gent", "ON_STREET"), location
+    [evse] = location["evses"]
+    [connector] = evse["connectors"]
+    assert (evse["uid"], evse["status"], connector["id"], connector["standard"], connector["voltage"]) == (
+        "3256", "AVAILABLE", "1", "IEC_62196_T2", 220), location
+
+
 async def test_real_time_authorization_between_a_2_1_1_cpo_and_a_2_2_1_emsp(net: Net) -> None:
     hub = net.hub
 
