@@ -23,7 +23,7 @@ from hub.context import Hub, hub_of
 from hub.credentials_shapes import parties_211
 from hub.envelope import Handler, envelope, ocpi_response
 from hub.exchange import EXCHANGE
-from hub.objects import forget_deleted, get_all, object_lock, store_push
+from hub.objects import forget_deleted, get_all, object_lock, store_push, type_211_token
 from hub.usage import USAGE_EVENTS
 from routing.agreements import PartyRef
 from routing.bridge import (
@@ -171,6 +171,8 @@ async def route(request: web.Request, hub: Hub, platform: Platform, version: str
         await msg.read_as_221(hub)  # the routing core reads 2.2.1: FROM/owner checks and routing keys as usual
     sender = check_sender(req)
     check_client_owned(req, sender)
+    if version == V211 and module == "tokens" and role == "RECEIVER" and req.method in ("PUT", "PATCH"):
+        req.query = await type_211_token(hub.store, req.segments, msg.original, req.query)
     if routing.to == hub_party:
         return await to_hub(request, hub, req, sender, hub_party, msg)
     if routing.to is None:  # open routing: the hub finds the receiver from content it has seen
@@ -292,9 +294,11 @@ async def to_hub(request: web.Request, hub: Hub, req: InboundRequest, sender: Pa
 
     def fan_out(target: Recipient, body: bytes, method: str) -> None:
         to = Party(target.party.country_code, target.party.party_id)
+        # A 2.1.1 receiver gets the query as sent (a token type the hub added is for 2.2.1 and 2.3.0 only).
+        query = request.rel_url.raw_query_string if target.platform.version == V211 else req.query
         fwd = ForwardRequest(
             method=method, module=req.module, interface_role=req.interface_role, tail=req.tail,
-            query=req.query, body=body,
+            query=query, body=body,
             headers={**routing_reply_headers(to, hub_party), CORRELATION_ID: ex.correlation_id,
                      "Content-Type": "application/json"},
             receiver_revision=target.platform.revision,

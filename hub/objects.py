@@ -17,7 +17,7 @@ import copy
 from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from datetime import datetime
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote
 
 from redis.asyncio import Redis
 from redis.exceptions import LockError
@@ -50,6 +50,25 @@ def object_id(module: str, segs: list[str], body: Any, query: str) -> str:
     token_type = body.get("type") if isinstance(body, dict) else None
     token_type = token_type or (parse_qs(query).get("type") or ["RFID"])[0]
     return f"{segs[2]}|{str(token_type).upper()}"
+
+
+async def type_211_token(store: ObjectStore, segs: list[str], body: Any, query: str) -> str:
+    """The query of a 2.1.1 eMSP's Token push with the token's type in it. OCPI 2.1.1 names a token by uid alone,
+    2.2.1 and 2.3.0 by uid and ``?type=`` (default RFID): an OTHER token's push carries ``type=OTHER``, taken from
+    the body or, for a PATCH without one, from the hub's copy of that uid."""
+    if "type" in parse_qs(query):
+        return query
+    token_type = body.get("type") if isinstance(body, dict) else None
+    if not isinstance(token_type, str):
+        cc, pid = segs[0].upper(), segs[1].upper()
+        if await store.get_object("tokens", cc, pid, f"{segs[2]}|RFID") is not None:
+            return query
+        if await store.get_object("tokens", cc, pid, f"{segs[2]}|OTHER") is None:
+            return query
+        token_type = "OTHER"
+    if token_type.upper() == "RFID":
+        return query
+    return f"{query}&type={quote(token_type)}" if query else f"type={quote(token_type)}"
 
 
 # Longest a writer may hold an object (it expires with a dead process), and longest another one waits for it.

@@ -519,6 +519,27 @@ async def test_a_2_1_1_session_patch_without_last_updated_does_not_hold_back_the
     assert puts[0].json()["kwh"] == 7.0
 
 
+async def test_a_2_1_1_emsps_other_token_keeps_its_type_in_patches_and_at_newer_cpos(net: Net) -> None:
+    """OCPI 2.1.1 names a token by its uid alone; 2.2.1 and 2.3.0 by uid and ``?type=`` (default RFID). A 2.1.1
+    eMSP's OTHER token and its PATCH (the official "invalidate a Token" example, no type) reach newer CPOs with
+    ``type=OTHER`` and change the hub's copy that GET All serves."""
+    hub = net.hub
+    [example] = [p for p in ocpi_examples("2.1.1") if p.name == "token_patch_example.json"]
+    patch = json.loads(example.read_text())
+    assert patch == {"valid": False}
+    token_211 = {"uid": "OT1", "type": "OTHER", "auth_id": "DE8EMDC0001", "issuer": "eMSP D", "valid": True,
+                 "whitelist": "ALLOWED", "last_updated": NOW}
+    status, _, doc = await net.emsp211.call(hub.session, "PUT", "tokens", "RECEIVER", "DE/EMD/OT1", json=token_211)
+    assert status == 200, doc
+    status, _, doc = await net.emsp211.call(hub.session, "PATCH", "tokens", "RECEIVER", "DE/EMD/OT1", json=patch)
+    assert status == 200, doc
+    assert (await one(net.cpo230, "PUT", "/tokens/DE/EMD/OT1")).query == "type=OTHER"
+    assert (await one(net.cpo230, "PATCH", "/tokens/DE/EMD/OT1")).query == "type=OTHER"
+    assert (await one(net.cpo211, "PATCH", "/tokens/DE/EMD/OT1")).query == "", "2.1.1: as sent"
+    status, _, doc = await net.cpo211.call(hub.session, "GET", "tokens", "SENDER")
+    assert status == 200 and [(t["uid"], t["valid"]) for t in doc["data"]] == [("OT1", False)], doc
+
+
 async def test_a_2_1_1_partner_never_gets_hubclientinfo_and_modules_its_version_lacks(net: Net) -> None:
     hub = net.hub
     late = partner("eMSP late", Party("DE", "EML", "EMSP"), "2.2.1")
