@@ -7,7 +7,7 @@ console's Insights page reads small per-day aggregates instead of scanning the a
 
 Energy and cost are read from the body as it went to the routing core (OCPI 2.2.1 for 2.2.1 and 2.1.1 senders,
 2.3.0 for 2.3.0 senders): ``total_energy`` (CDR) or ``kwh`` (Session), and ``total_cost`` either as a number
-(OCPI 2.1.1) or a Price object (2.2.1, 2.3.0), whose ``excl_vat`` is taken.
+(OCPI 2.1.1) or a Price object: its ``excl_vat`` (2.2.1) or ``before_taxes`` (2.3.0), the amount before taxes.
 """
 
 from __future__ import annotations
@@ -68,9 +68,10 @@ def _number(value: Any) -> float:
 
 
 def _cost(value: Any) -> float:
-    """A number (OCPI 2.1.1) or a Price (2.2.1, 2.3.0): the amount excluding VAT."""
+    """A number (OCPI 2.1.1) or a Price: the amount excluding VAT, ``excl_vat`` in 2.2.1, ``before_taxes`` in
+    2.3.0 (OCPI 2.3.0 types, Price)."""
     if isinstance(value, dict):
-        return _number(value.get("excl_vat"))
+        return _number(value["excl_vat"] if "excl_vat" in value else value.get("before_taxes"))
     return _number(value)
 
 

@@ -25,7 +25,9 @@ CDR = {"country_code": "NL", "party_id": "CPA", "id": "CDR1", "start_date_time":
 
 
 def test_measure_reads_each_versions_fields() -> None:
-    assert measure(CDR) == (3.25, 1.5, "EUR")  # 2.2.1 / 2.3.0: Price object, excl. VAT
+    assert measure(CDR) == (3.25, 1.5, "EUR")  # 2.2.1: Price object, excl. VAT
+    taxed = {**CDR, "total_cost": {"before_taxes": 1.5, "taxes": [{"name": "VAT", "amount": 0.3}]}}
+    assert measure(taxed) == (3.25, 1.5, "EUR")  # 2.3.0: Price object, before taxes
     assert measure({"total_energy": 7, "total_cost": 2.5, "currency": "chf"}) == (7.0, 2.5, "CHF")  # 2.1.1 number
     assert measure({"kwh": 1.25, "currency": "EUR"}) == (1.25, 0.0, "EUR")  # a session: kwh, no cost yet
     assert measure({"total_energy": "12", "total_cost": {"excl_vat": -3}, "currency": 5}) == (0.0, 0.0, "")
