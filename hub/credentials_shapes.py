@@ -44,8 +44,9 @@ def hub_credentials(hub: Hub, token: str, version: str = V221, viewer: Platform 
 
 
 def reachable_roles(hub: Hub, viewer: Platform | None) -> list[dict[str, Any]]:
-    """CONNECTED parties of the other platforms, as they are now. Roles needs one entry at least: with nobody
-    reachable yet, the hub lists its own party as OTHER (what ``hub_party_id`` names too)."""
+    """CONNECTED parties of the other platforms, as they are now; under roaming agreements only those the viewer
+    may see, as in ClientInfo (docs/agreements.md). Roles needs one entry at least: with nobody reachable yet,
+    the hub lists its own party as OTHER (what ``hub_party_id`` names too)."""
     roles: list[dict[str, Any]] = []
     seen: set[tuple[str, str]] = set()
     for platform in hub.registry.all():
@@ -53,6 +54,8 @@ def reachable_roles(hub: Hub, viewer: Platform | None) -> list[dict[str, Any]]:
             continue
         for party in platform.parties:
             if party.status != ConnectionStatus.CONNECTED or party.role not in ROLES_230:
+                continue
+            if viewer is not None and not hub.roaming.sees(viewer, platform, party):
                 continue
             if (party.key, party.role) in seen:
                 continue

@@ -11,8 +11,8 @@ import orjson
 import pytest
 
 from hub.context import HUB_KEY
-from tests.conftest import HubHarness, ocpi_examples
-from tests.partners import FakePartner, Party
+from tests.conftest import HubHarness, MakeHub, cpo, emsp, ocpi_examples
+from tests.partners import FakePartner, Party, ocpi_token
 from tests.test_versions_routing import partner
 
 
@@ -56,12 +56,55 @@ def cdr_230(emsp: Party) -> dict[str, Any]:
 
 async def test_insights_count_the_cost_of_a_2_3_0_cdr_whatever_the_receivers_version(net230: Net230) -> None:
     hub = net230.hub
-    for emsp in (net230.emsp230, net230.emsp221):
-        status, _, doc = await net230.cpo230.call(hub.session, "POST", "cdrs", "RECEIVER", to=emsp.party,
-                                                  json=cdr_230(emsp.party))
+    for receiver in (net230.emsp230, net230.emsp221):
+        status, _, doc = await net230.cpo230.call(hub.session, "POST", "cdrs", "RECEIVER", to=receiver.party,
+                                                  json=cdr_230(receiver.party))
         assert status == 200 and doc["status_code"] == 1000, doc
     h = hub.app[HUB_KEY]
     await h.usage.flush()
     rows = await h.store.query_usage()
     got = {r.to_party: (r.count, r.kwh, r.cost, r.currency) for r in rows if r.module == "cdrs"}
     assert got == {"DE:EMC": (1, 15.342, 4.0, "EUR"), "DE:EMB": (1, 15.342, 4.0, "EUR")}, got
+
+
+# -- Commands a receiver's version lacks: the hub answers NOT_SUPPORTED (docs/versions.md, "Commands") --------
+
+@pytest.mark.parametrize(("cpo", "command"), [("cpo221", "PAUSE_CHARGING"), ("cpo211", "CANCEL_RESERVATION")])
+async def test_a_command_the_cpos_version_lacks_is_answered_not_supported(net230: Net230, cpo: str,
+                                                                          command: str) -> None:
+    hub = net230.hub
+    receiver: FakePartner = getattr(net230, cpo)
+    body = {"response_url": f"{net230.emsp230.base_url}/ocpi/2.3.0/sender/commands/{command}/1",
+            "reservation_id": "7"}
+    status, headers, doc = await net230.emsp230.call(hub.session, "POST", "commands", "RECEIVER", command,
+                                                     to=receiver.party, json=body)
+    # OCPI 2.3.0 mod_commands: CommandResponseType NOT_SUPPORTED, "the requested command is not supported"
+    assert status == 200 and doc["status_code"] == 1000, doc
+    assert doc["data"]["result"] == "NOT_SUPPORTED" and isinstance(doc["data"]["timeout"], int), doc
+    assert receiver.version in doc["data"]["message"][0]["text"], doc
+    assert (headers["OCPI-to-country-code"], headers["OCPI-to-party-id"]) == ("DE", "EMC"), headers
+    assert not [r for r in receiver.received if "/commands" in r.path], "nothing reaches the CPO"
+
+
+# -- The 2.3.0 credentials roles under roaming agreements (docs/agreements.md, "Decisions": ClientInfo) ---------
+
+async def test_2_3_0_credentials_roles_list_only_parties_the_platform_may_see(make_hub: MakeHub) -> None:
+    hub = await make_hub(roaming_policy="agreements")
+    partners = [cpo("CPO A", "CPA"), cpo("CPO B", "CPB"), emsp("eMSP A", "EMA")]
+    partners[2].version = "2.3.0"
+    for p in partners:
+        await hub.connect(p)
+
+    async def roles() -> list[str]:
+        async with hub.session.get(f"{hub.url}/ocpi/2.3.0/credentials",
+                                   headers={"Authorization": ocpi_token(partners[2].token_c or "")}) as resp:
+            doc = await resp.json()
+        assert resp.status == 200, doc
+        return sorted(f"{r['country_code']}/{r['party_id']} {r['role']}" for r in doc["data"]["roles"])
+
+    # no agreement: the hub's own party only, as with nobody reachable; ClientInfo shows nothing either
+    assert await roles() == ["NL/HUB OTHER"]
+    status, body = await hub.admin("POST", "/admin/agreements", {
+        "party_a": "NL:CPA:CPO", "party_b": "DE:EMA:EMSP", "modules": ["cdrs"]})
+    assert status == 201, body
+    assert await roles() == ["NL/CPA CPO"]
