@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote, unquote
 
 import orjson
 
@@ -16,7 +16,8 @@ from hub.objects import object_id
 from routing.bridge import owner_from_path, reply_kind, report, request_kind, translate_body, translate_reply
 from routing.ocpi.headers import Party
 from routing.ocpi.translate import Context, Loss, Untranslatable, translate
-from routing.ocpi.translate.base import AUTHORIZATION_INFO, DEFAULTED, DERIVED, LOCATION
+from routing.ocpi.translate.base import AUTHORIZATION_INFO, DEFAULTED, DERIVED, LOCATION, MAPPED
+from routing.ocpi.translate.common import TOKEN_TYPES_211, TOKEN_TYPES_221
 from routing.ocpi.versions import V211, V221
 from routing.platform import utcnow
 from routing.router import InboundRequest
@@ -80,7 +81,7 @@ class Bridge:
             done = translate_body(self.kind, self.req.module, data, source=version, target=target,
                                   ctx=self._ctx(to))
             data, losses = done.data, losses + done.losses
-        self._note(self.version, target, losses)
+        self._note(self.version, target, losses + self._type_loss(target))
         return orjson.dumps(data), data
 
     def whole_for(self, target: str, data: Any, written_in: str) -> bytes:
@@ -116,6 +117,39 @@ class Bridge:
             self.reports[-1]["losses"].append(loss.as_dict())
             self._rules[-1][2].append(loss.rule)
         return orjson.dumps(out), out
+
+    def query_for(self, target: str) -> str:
+        """The query in ``target``: a Tokens URL's ``type`` (OCPI 2.2.1 and 2.3.0 mod_tokens) goes as the body's
+        TokenType does, OTHER where the target lacks it (docs/versions.md, "Tokens"); everything else as sent.
+        Without a body to report with, the mapping is reported on its own."""
+        query = self.req.query
+        found = self._token_type(target)
+        if found is None:
+            return query
+        i, _ = found
+        parts = query.split("&")
+        parts[i] = "type=OTHER"
+        if self.original is None:
+            self._note(self.version, target, self._type_loss(target))
+        return "&".join(parts)
+
+    def _token_type(self, target: str) -> tuple[int, str] | None:
+        """Where the query's TokenType is and its value, when ``target`` does not have that type."""
+        if self.req.module != "tokens" or target == self.version or target not in (V211, V221):
+            return None
+        known = TOKEN_TYPES_211 if target == V211 else TOKEN_TYPES_221
+        for i, part in enumerate(self.req.query.split("&")):
+            name, _, value = part.partition("=")
+            if unquote(name) == "type" and unquote(value) not in known:
+                return i, unquote(value)
+        return None
+
+    def _type_loss(self, target: str) -> list[Loss]:
+        found = self._token_type(target)
+        if found is None:
+            return []
+        return [Loss("?type", MAPPED, f"TokenType {quote(found[1], safe='')} of the URL does not exist in OCPI "
+                     f"{target}: sent as OTHER", f"{self.version}>{target}")]
 
     async def reply_for(self, hub: Hub, body: bytes, target: str, to: Party) -> bytes:
         """The receiver's answer (in ``target``) in the sender's version."""

@@ -197,11 +197,12 @@ async def route(request: web.Request, hub: Hub, platform: Platform, version: str
     out_body, out_json = msg.body_for(target, route_.to)
     if (held := await msg.with_held_location(hub, target, out_json)) is not None:
         out_body, out_json = held
+    out_query = msg.query_for(target)
     rewritten = await rewrite_request(
         hub.callbacks, module=module, interface_role=role, method=req.method, body=out_body,
-        json_body=out_json, query=req.query, requester=sender, requester_platform=platform.id,
+        json_body=out_json, query=out_query, requester=sender, requester_platform=platform.id,
         receiver=route_.to, command=req.segments[0] if req.segments else "",
-    ) if rewrites(module, role) else Rewritten(out_body, req.query)
+    ) if rewrites(module, role) else Rewritten(out_body, out_query)
     # A 2.1.1 sender sends no routing headers: the hub sets both, so a 2.2.1 or 2.3.0 receiver knows the parties.
     headers = routing_reply_headers(route_.to, sender) if version == V211 else None
     if defers_push(route_.receiver, module, role, req.method):  # store-and-forward (docs/store-and-forward.md)
@@ -294,8 +295,10 @@ async def to_hub(request: web.Request, hub: Hub, req: InboundRequest, sender: Pa
 
     def fan_out(target: Recipient, body: bytes, method: str) -> None:
         to = Party(target.party.country_code, target.party.party_id)
-        # A 2.1.1 receiver gets the query as sent (a token type the hub added is for 2.2.1 and 2.3.0 only).
-        query = request.rel_url.raw_query_string if target.platform.version == V211 else req.query
+        # A 2.1.1 receiver gets the query as sent (a token type the hub added is for 2.2.1 and 2.3.0 only); a
+        # newer one a TokenType its version has (docs/versions.md, "Tokens").
+        query = (request.rel_url.raw_query_string if target.platform.version == V211
+                 else msg.query_for(target.platform.version or V221))
         fwd = ForwardRequest(
             method=method, module=req.module, interface_role=req.interface_role, tail=req.tail,
             query=query, body=body,

@@ -13,7 +13,9 @@ import pytest
 from hub.context import HUB_KEY
 from tests.conftest import HubHarness, MakeHub, cpo, emsp, ocpi_examples
 from tests.partners import FakePartner, Party, ocpi_token
-from tests.test_versions_routing import partner
+from tests.test_audit import records
+from tests.test_clientinfo import eventually
+from tests.test_versions_routing import partner, translations
 
 
 @dataclass
@@ -108,3 +110,33 @@ async def test_2_3_0_credentials_roles_list_only_parties_the_platform_may_see(ma
         "party_a": "NL:CPA:CPO", "party_b": "DE:EMA:EMSP", "modules": ["cdrs"]})
     assert status == 201, body
     assert await roles() == ["NL/CPA CPO"]
+
+
+# -- The TokenType in a Tokens URL goes down as in the body (OCPI 2.2.1 mod_tokens, Receiver ``type`` parameter) --
+
+async def test_the_token_type_of_the_url_reaches_older_cpos_as_the_bodys(net230: Net230) -> None:
+    hub = net230.hub
+    emaid = {"country_code": "DE", "party_id": "EMC", "uid": "P1", "type": "EMAID", "contract_id": "DE8EMC0001",
+             "issuer": "eMSP C", "valid": True, "whitelist": "ALLOWED", "last_updated": "2026-12-01T10:00:00Z"}
+    hub_party = Party("NL", "HUB", "HUB")
+    status, _, doc = await net230.emsp230.call(hub.session, "PUT", "tokens", "RECEIVER", "DE/EMC/P1", to=hub_party,
+                                               json=emaid, query="type=EMAID")
+    assert status == 200, doc
+    # the token is revoked: the CPOs that hold it as OTHER must be told about that token, not an unknown one
+    revoke = {"valid": False, "last_updated": "2026-12-02T10:00:00Z"}
+    status, _, doc = await net230.emsp230.call(hub.session, "PATCH", "tokens", "RECEIVER", "DE/EMC/P1",
+                                               to=hub_party, json=revoke, query="type=EMAID")
+    assert status == 200, doc
+    status, _, doc = await net230.emsp230.call(hub.session, "GET", "tokens", "RECEIVER", "DE/EMC/P1",
+                                               to=net230.cpo221.party, query="type=EMAID")
+    assert status == 200, doc
+    for older, n in ((net230.cpo221, 3), (net230.cpo211, 2)):
+        calls = await eventually(lambda p=older, n=n: len(got := [r for r in p.received if "/tokens/" in r.path])
+                                 >= n and got, f"{older.name} receiving the token calls")
+        assert sorted((r.method, r.raw_query) for r in calls) == sorted(
+            [("PUT", "type=OTHER"), ("PATCH", "type=OTHER"), ("GET", "type=OTHER")][:n]), older.name
+        assert next(r for r in calls if r.method == "PUT").json()["type"] == "OTHER"
+    assert [r.raw_query for r in net230.cpo230.received if "/tokens/" in r.path] == ["type=EMAID"] * 2
+    reports = translations(await records(hub, module="tokens"))
+    mapped = sorted(r["to"] for r in reports for loss in r.get("losses", []) if loss["field"] == "?type")
+    assert mapped == ["2.1.1", "2.1.1", "2.2.1", "2.2.1", "2.2.1"], reports  # the GET, which has no body, too
