@@ -29,7 +29,7 @@ from routing.ocpi.pagination import Page, parse_datetime
 from routing.ocpi.translate import Context, Loss, Untranslatable, translate
 from routing.ocpi.translate import base as kinds
 from routing.ocpi.translate.base import DROPPED
-from routing.ocpi.versions import V221
+from routing.ocpi.versions import V211, V221
 from routing.platform import utcnow
 
 GET_ALL_MODULES = frozenset({"locations", "tariffs", "tokens"})
@@ -119,12 +119,18 @@ def last_updated_of(data: dict[str, Any]) -> datetime:
 def merge_patch(kind: str, kept: dict[str, Any], kept_version: str, patch: dict[str, Any], version: str,
                 owner: tuple[str, str]) -> dict[str, Any]:
     """A PATCH of a whole object merged into the hub's copy: its fields replace the copy's (OCPI 2.2.1 Transport and
-    format, PATCH). A PATCH written in another version than the copy (its owner moved to a newer one) is translated
-    into the copy's version first."""
+    format, PATCH), except a Session's ``charging_periods``, which a 2.2.1 or 2.3.0 PATCH appends (OCPI 2.2.1 and
+    2.3.0 mod_sessions, Receiver PATCH; a 2.1.1 PATCH replaces them). A PATCH written in another version than the
+    copy (its owner moved to a newer one) is translated into the copy's version first."""
+    appends = kind == kinds.SESSION and version != V211
     if version != kept_version:
         patch = translate(kind, patch, source=version, target=kept_version,
                           ctx=Context(owner=owner, partial=True)).data
-    return {**kept, **patch}
+    merged = {**kept, **patch}
+    added = patch.get("charging_periods")
+    if appends and isinstance(added, list) and isinstance(kept.get("charging_periods"), list):
+        merged["charging_periods"] = kept["charging_periods"] + added
+    return merged
 
 
 def in_version(objects: Sequence[tuple[str, dict[str, Any], str, Context]],

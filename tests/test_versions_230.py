@@ -140,3 +140,62 @@ async def test_the_token_type_of_the_url_reaches_older_cpos_as_the_bodys(net230:
     reports = translations(await records(hub, module="tokens"))
     mapped = sorted(r["to"] for r in reports for loss in r.get("losses", []) if loss["field"] == "?type")
     assert mapped == ["2.1.1", "2.1.1", "2.2.1", "2.2.1", "2.2.1"], reports  # the GET, which has no body, too
+
+
+# -- GET All across versions: a left-out object does not move the next page (OCPI 2.2.1 Pagination) ------------
+
+async def test_get_all_pages_past_an_object_the_viewers_version_cannot_hold(net230: Net230) -> None:
+    hub = net230.hub
+    hub_party = Party("NL", "HUB", "HUB")
+    inclusive = example("2.3.0", "tariff_20_simple_north_american_inclusive.json")  # no 2.2.1 form: left out
+    plain = example("2.3.0", "tariff_1_simple_2hour.json")
+    pushed = [{**inclusive, "id": "T1"}, {**plain, "id": "T2"}, {**inclusive, "id": "T3"}, {**plain, "id": "T4"}]
+    for i, tariff in enumerate(pushed):
+        tariff.update(country_code="NL", party_id="CPE", last_updated=f"2026-12-01T10:00:0{i}Z")
+        status, _, doc = await net230.cpo230.call(hub.session, "PUT", "tariffs", "RECEIVER", f"NL/CPE/{tariff['id']}",
+                                                  to=hub_party, json=tariff)
+        assert status == 200, doc
+    seen: list[str] = []
+    query = "limit=1"
+    for _ in range(len(pushed)):
+        status, headers, doc = await net230.emsp221.call(hub.session, "GET", "tariffs", "SENDER", to=hub_party,
+                                                         query=query)
+        assert status == 200, doc
+        seen += [t["id"] for t in doc["data"]]
+        if "Link" not in headers:
+            break
+        query = headers["Link"].split("?", 1)[1].split(">", 1)[0]
+    assert seen == ["T2", "T4"], seen  # each once; the page holding only T1 still links to the rest
+
+
+# -- Charging preferences for a 2.1.1 CPO (OCPI 2.3.0 mod_sessions, Set Charging Preferences) -----------------
+
+async def test_charging_preferences_for_a_2_1_1_cpo_are_404_2001_as_for_an_evse_not_capable(net230: Net230) -> None:
+    # 2.1.1 has no CHARGING_PREFERENCES_CAPABLE EVSE: the answer the spec gives for such an EVSE, nothing sent
+    hub = net230.hub
+    status, _, doc = await net230.emsp230.call(hub.session, "PUT", "sessions", "SENDER", "S1/charging_preferences",
+                                               to=net230.cpo211.party, json={"profile_type": "FAST"})
+    assert (status, doc["status_code"]) == (404, 2001), doc
+    assert "2.1.1" in doc["status_message"], doc
+    assert not [r for r in net230.cpo211.received if "/sessions" in r.path]
+
+
+# -- Catch-up copy of a Session: a PATCH's charging_periods are appended (OCPI 2.3.0 mod_sessions, PATCH) ---------
+
+async def test_the_catch_up_copy_of_a_session_keeps_its_periods_when_a_patch_adds_some(net230: Net230) -> None:
+    hub = net230.hub
+    session = example("2.3.0", "session_example_2_short_finished.json")
+    session.update(country_code="NL", party_id="CPE")
+    session["cdr_token"].update(country_code="DE", party_id="EMB")
+    patch = example("2.3.0", "session_patch_example_charging_period.json")
+    for method, body in (("PUT", session), ("PATCH", patch)):
+        status, _, doc = await net230.cpo230.call(hub.session, method, "sessions", "RECEIVER", "NL/CPE/101",
+                                                  to=net230.emsp221.party, json=body)
+        assert status == 200, doc
+    status, _, doc = await net230.emsp221.call(hub.session, "GET", "sessions", "SENDER", to=Party("NL", "HUB", "HUB"),
+                                               query="date_from=2015-01-01T00:00:00Z")
+    assert status == 200, doc
+    [kept] = doc["data"]
+    starts = [p["start_date_time"] for p in kept["charging_periods"]]
+    assert starts == [p["start_date_time"] for p in session["charging_periods"] + patch["charging_periods"]], starts
+    assert kept["kwh"] == 15.0 and kept["total_cost"] == {"excl_vat": 0.80, "incl_vat": 0.88}, kept
