@@ -24,6 +24,7 @@ class Net230:
     cpo211: FakePartner
     cpo221: FakePartner
     cpo230: FakePartner
+    emsp211: FakePartner
     emsp221: FakePartner
     emsp230: FakePartner
 
@@ -34,9 +35,10 @@ async def net230(hub: HubHarness) -> AsyncIterator[Net230]:
                cpo211=partner("CPO 2.1.1", Party("NL", "CPA", "CPO"), "2.1.1"),
                cpo221=partner("CPO 2.2.1", Party("NL", "CPB", "CPO"), "2.2.1"),
                cpo230=partner("CPO 2.3.0", Party("NL", "CPE", "CPO"), "2.3.0"),
+               emsp211=partner("eMSP 2.1.1", Party("DE", "EMD", "EMSP"), "2.1.1"),
                emsp221=partner("eMSP 2.2.1", Party("DE", "EMB", "EMSP"), "2.2.1"),
                emsp230=partner("eMSP 2.3.0", Party("DE", "EMC", "EMSP"), "2.3.0"))
-    for p in (n.cpo211, n.cpo221, n.cpo230, n.emsp221, n.emsp230):
+    for p in (n.cpo211, n.cpo221, n.cpo230, n.emsp211, n.emsp221, n.emsp230):
         await hub.connect(p)
     yield n
 
@@ -199,3 +201,27 @@ async def test_the_catch_up_copy_of_a_session_keeps_its_periods_when_a_patch_add
     starts = [p["start_date_time"] for p in kept["charging_periods"]]
     assert starts == [p["start_date_time"] for p in session["charging_periods"] + patch["charging_periods"]], starts
     assert kept["kwh"] == 15.0 and kept["total_cost"] == {"excl_vat": 0.80, "incl_vat": 0.88}, kept
+
+
+# -- An unpublished Location stays away from 2.1.1 eMSPs, its EVSEs and PATCHes too (docs/versions.md, Locations) --
+
+async def test_pushes_below_an_unpublished_location_do_not_reach_2_1_1_emsps(net230: Net230) -> None:
+    hub = net230.hub
+    hub_party = Party("NL", "HUB", "HUB")
+    loc = example("2.3.0", "location_example_uc5_home_charge_point.json")  # publish: false
+    loc.update(country_code="NL", party_id="CPE")
+    evse = loc["evses"][0]
+    base = f"NL/CPE/{loc['id']}"
+    status, _, doc = await net230.cpo230.call(hub.session, "PUT", "locations", "RECEIVER", base, to=hub_party,
+                                              json=loc)
+    assert status == 200 and "not sent to OCPI 2.1.1" in doc["status_message"], doc
+    for method, tail, body in (("PATCH", f"{base}/{evse['uid']}", {"status": "CHARGING",
+                                                                   "last_updated": "2026-12-01T10:00:00Z"}),
+                               ("PUT", f"{base}/{evse['uid']}", {**evse, "last_updated": "2026-12-01T10:00:01Z"}),
+                               ("PATCH", base, {"name": "Home", "last_updated": "2026-12-01T10:00:02Z"})):
+        status, _, doc = await net230.cpo230.call(hub.session, method, "locations", "RECEIVER", tail, to=hub_party,
+                                                  json=body)
+        assert status == 200 and "not sent to OCPI 2.1.1" in doc["status_message"], doc
+    await eventually(lambda: len([r for r in net230.emsp221.received if "/locations/" in r.path]) == 4,
+                     "the 2.2.1 eMSP receiving all four pushes")
+    assert not [r for r in net230.emsp211.received if "/locations/" in r.path]
