@@ -17,7 +17,7 @@ import aiohttp
 
 from hub.context import Hub
 from hub.credentials_shapes import given_role, hub_credentials, parties_211, read_partner_credentials
-from hub.peer import choose_version, discover_endpoints, read_endpoints, read_versions
+from hub.peer import choose_version, discover_endpoints, partner_json, read_endpoints, read_versions
 from hub.store.protocol import PartyConflict
 from routing.ocpi.auth import authorization_header
 from routing.ocpi.errors import InvalidParameters, OcpiError, UnableToUseClientApi
@@ -41,12 +41,13 @@ async def _send_credentials(hub: Hub, method: str, url: str, token: str, body: d
             headers={"Authorization": authorization_header(token, token_encoding(version)), **own_request_ids()},
             timeout=aiohttp.ClientTimeout(total=hub.settings.registration_timeout * 3), allow_redirects=False,
         ) as resp:
-            doc = await resp.json(content_type=None)
+            raw = await resp.read()
             status = resp.status
     except TimeoutError:
         raise UnableToUseClientApi(f"{method} {url} timed out") from None
     except (aiohttp.ClientError, OSError, ValueError) as exc:
         raise UnableToUseClientApi(f"{method} {url} failed: {type(exc).__name__}") from None
+    doc = partner_json(raw, f"{method} {url}")
     if status != 200 or not isinstance(doc, dict) or doc.get("status_code") != 1000:
         message = doc.get("status_message") if isinstance(doc, dict) else None
         raise UnableToUseClientApi(f"{method} {url} answered HTTP {status}: {message or 'no OCPI success'}")

@@ -14,9 +14,15 @@ from typing import Any
 import aiohttp
 
 from routing.ocpi.auth import authorization_header
-from routing.ocpi.errors import InvalidParameters, NoMatchingEndpoints, UnableToUseClientApi, UnsupportedVersion
+from routing.ocpi.errors import (
+    InvalidJson,
+    InvalidParameters,
+    NoMatchingEndpoints,
+    UnableToUseClientApi,
+    UnsupportedVersion,
+)
 from routing.ocpi.headers import own_request_ids
-from routing.ocpi.models import Version, VersionDetails, VersionDetails211, parse_model
+from routing.ocpi.models import Version, VersionDetails, VersionDetails211, parse_json, parse_model
 from routing.ocpi.versions import SUPPORTED, V211, V230, interface_role_211, modules_of, newest_common, order
 from routing.ocpi.versions import token_encoding as encoding_of
 from routing.outbound import OutboundPolicy, refused_address
@@ -41,6 +47,15 @@ class _HttpRefused(UnableToUseClientApi):
         self.status = status
 
 
+def partner_json(raw: bytes, call: str) -> Any:
+    """A partner's answer read by the one body parser (routing/ocpi/models.py): an answer that is not JSON, or is
+    nested deeper than it takes, is the partner's API failing us (3001), never a RecursionError and a 500."""
+    try:
+        return parse_json(raw)
+    except InvalidJson as exc:
+        raise UnableToUseClientApi(f"{call} did not answer usable JSON: {exc.message}") from None
+
+
 async def _get_data(session: aiohttp.ClientSession, url: str, token: str, limit: float, encoding: str) -> Any:
     try:
         async with session.get(
@@ -49,7 +64,7 @@ async def _get_data(session: aiohttp.ClientSession, url: str, token: str, limit:
         ) as resp:
             if resp.status != 200:
                 raise _HttpRefused(f"GET {url} answered HTTP {resp.status}", resp.status)
-            doc = await resp.json(content_type=None)
+            raw = await resp.read()
     except UnableToUseClientApi:
         raise
     except TimeoutError:
@@ -58,6 +73,7 @@ async def _get_data(session: aiohttp.ClientSession, url: str, token: str, limit:
         if (refused := refused_address(exc)) is not None:  # its host name resolves to a private address
             raise InvalidParameters(f"GET {url} refused: {refused}") from None
         raise UnableToUseClientApi(f"GET {url} failed: {type(exc).__name__}") from None
+    doc = partner_json(raw, f"GET {url}")
     if not isinstance(doc, dict) or doc.get("status_code") != 1000 or "data" not in doc:
         raise UnableToUseClientApi(f"GET {url} did not answer an OCPI success envelope")
     return doc["data"]

@@ -9,6 +9,8 @@ import json
 from typing import Any
 from urllib.parse import quote
 
+from aiohttp import web
+
 from tests.conftest import ADMIN_TOKEN, HubHarness, MakeHub, cpo, emsp
 from tests.partners import FakePartner, Party, ocpi_token
 
@@ -182,3 +184,58 @@ async def test_a_token_whose_type_is_not_a_string_is_400_2001_and_neither_stored
     assert forwarded(receiver) == 0 and receiver.received == []
     status, _, body = await receiver.call(hub.session, "GET", "tokens", "SENDER", to=HUB)
     assert (status, body["data"]) == (200, []), body
+
+
+async def deep_partner(deep_at: str) -> tuple[web.AppRunner, str]:
+    """A partner whose answer at ``deep_at`` (versions, details or credentials) is JSON nested 100 000 levels deep;
+    its other answers are valid, so each call of a registration can be the one that gets it."""
+    base = ""
+
+    async def answer(request: web.Request) -> web.Response:
+        name = request.path.rsplit("/", 1)[1]
+        if name == deep_at:
+            return web.Response(body=b'{"status_code": 1000, "data": ' + nested(100_000) + b"}",
+                                content_type="application/json")
+        data: Any = {
+            "versions": [{"version": "2.2.1", "url": f"{base}/details"}],
+            "details": {"version": "2.2.1", "endpoints": [
+                {"identifier": "credentials", "role": "RECEIVER", "url": f"{base}/credentials"},
+                {"identifier": "locations", "role": "RECEIVER", "url": f"{base}/locations"}]},
+        }.get(name)
+        return web.json_response({"status_code": 1000, "data": data, "timestamp": "2024-01-01T00:00:00Z"})
+
+    app = web.Application()
+    app.router.add_route("*", "/{name}", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    return runner, base
+
+
+async def test_a_partner_answering_deeply_nested_json_during_registration_is_3001_not_a_500(hub: HubHarness) -> None:
+    """OCPI 2.2.1 credentials: the hub's calls to a registering client's API that fail are 3001; a RecursionError
+    in the JSON parser was a 500 / 3000 and a traceback, caused by any partner holding a Token A."""
+    for i, deep_at in enumerate(("versions", "details")):
+        runner, base = await deep_partner(deep_at)
+        try:
+            platform = await hub.onboard(FakePartner(name=f"Deep {i}", parties=[Party("FR", f"DP{i}", "CPO")]))
+            creds = {"token": "deep-partner-token", "url": f"{base}/versions", "roles": [
+                {"role": "CPO", "country_code": "FR", "party_id": f"DP{i}", "business_details": {"name": "Deep"}}]}
+            async with hub.session.post(hub.url + "/ocpi/2.2.1/credentials", json=creds,
+                                        headers={"Authorization": ocpi_token(platform["token_a"])}) as resp:
+                doc = await resp.json()
+                assert (resp.status, doc["status_code"]) == (400, 3001), doc
+                assert "JSON" in doc["status_message"]
+        finally:
+            await runner.cleanup()
+    # The hub registering with a partner (admin connect): its versions, details and credentials answers.
+    for deep_at in ("versions", "details", "credentials"):
+        runner, base = await deep_partner(deep_at)
+        try:
+            status, body = await hub.admin("POST", "/admin/platforms/connect",
+                                           {"name": "Deep", "versions_url": f"{base}/versions", "token_a": "t"})
+            assert status == 502 and "OCPI 3001" in body["error"] and "JSON" in body["error"], body
+        finally:
+            await runner.cleanup()
