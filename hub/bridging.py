@@ -13,7 +13,15 @@ import orjson
 
 from hub.context import Hub
 from hub.objects import object_id
-from routing.bridge import owner_from_path, reply_kind, report, request_kind, translate_body, translate_reply
+from routing.bridge import (
+    owner_from_path,
+    refuse_deep_answer,
+    reply_kind,
+    report,
+    request_kind,
+    translate_body,
+    translate_reply,
+)
 from routing.ocpi.headers import Party
 from routing.ocpi.translate import Context, Loss, Untranslatable, translate
 from routing.ocpi.translate.base import AUTHORIZATION_INFO, DEFAULTED, DERIVED, LOCATION, MAPPED
@@ -225,6 +233,7 @@ def with_authorized_token(body: bytes, uid: str, query: str, kept: dict[str, Any
         doc = orjson.loads(body)
     except orjson.JSONDecodeError:
         return body
+    refuse_deep_answer(body, doc)
     data = doc.get("data") if isinstance(doc, dict) else None
     if not isinstance(data, dict) or "token" in data:
         return body

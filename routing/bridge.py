@@ -13,7 +13,8 @@ from typing import Any
 
 import orjson
 
-from routing.ocpi.errors import InvalidParameters
+from routing.ocpi.errors import HubError, InvalidParameters
+from routing.ocpi.models import MAX_JSON_DEPTH, nests_too_deep
 from routing.ocpi.translate import Context, Loss, Untranslatable, translatable, translate
 from routing.ocpi.translate import base as kinds
 from routing.ocpi.versions import ROLES_211, V211, V221, V230, interface_role_211
@@ -138,6 +139,7 @@ def translate_reply(body: bytes, kind: str | None, *, source: str, target: str,
         return body, []
     if not isinstance(doc, dict) or doc.get("data") is None:
         return body, []
+    refuse_deep_answer(body, doc)
     data = doc["data"]
     losses: list[Loss] = []
     if isinstance(data, list):
@@ -161,6 +163,15 @@ def translate_reply(body: bytes, kind: str | None, *, source: str, target: str,
             doc["data"] = None
             losses.append(Loss("data", kinds.DROPPED, exc.message, f"{source}>{target}"))
     return orjson.dumps(doc), losses
+
+
+def refuse_deep_answer(body: bytes, doc: Any) -> None:
+    """An answer to translate that nests deeper than the hub's JSON limit (``MAX_JSON_DEPTH``; orjson reads 1024
+    levels, the translators recurse and orjson writes at most 254) is not one the hub can carry across versions:
+    502 / 4000, as for any answer the hub cannot use, never a RecursionError and a 500."""
+    if nests_too_deep(body, doc):
+        raise HubError(f"receiver's answer nests JSON deeper than {MAX_JSON_DEPTH} levels: the hub cannot translate "
+                       "it into the caller's OCPI version")
 
 
 def _under(prefix: str, losses: list[Loss]) -> list[Loss]:

@@ -9,8 +9,9 @@ from __future__ import annotations
 import pytest
 from aiohttp import web
 
-from tests.conftest import MakeHub
-from tests.partners import Received
+from routing.ocpi.versions import MODULES_211
+from tests.conftest import HubHarness, MakeHub, emsp
+from tests.partners import FakePartner, Party, Received
 from tests.test_routing_errors import as_, assert_hub_error, pair, routing, send
 
 LIMIT = 64 * 1024
@@ -65,3 +66,37 @@ async def test_an_answer_within_the_reply_limit_is_relayed_whole(make_hub: MakeH
     headers = as_(alpha, **routing(to=beta.party))
     status, _, raw = await send(hub, "GET", alpha.hub_url("locations", "RECEIVER", "NL/CPA/LOC1"), headers)
     assert status == 200 and raw == body
+
+
+def _nested_location(depth: int) -> bytes:
+    """A 2.1.1 answer whose Location carries a field nested ``depth`` levels deep (orjson reads up to
+    1024 levels, Python's recursion limit is about 1000, orjson writes at most 254)."""
+    return (b'{"status_code": 1000, "timestamp": "2024-01-01T00:00:00Z", "data": {"id": "LOC1", "type": "ON_STREET", '
+            b'"address": "a", "city": "c", "postal_code": "1", "country": "NLD", "coordinates": {"latitude": "52.3", '
+            b'"longitude": "4.9"}, "last_updated": "2024-01-01T00:00:00Z", "facilities": '
+            + b'{"a": ' * depth + b"1" + b"}" * depth + b"}}")
+
+
+@pytest.mark.parametrize("depth", [300, 900])
+async def test_an_answer_nested_too_deep_to_translate_is_502_4000_not_a_500(hub: HubHarness, depth: int) -> None:
+    """A 2.1.1 receiver's answer is translated for a 2.2.1 caller; one nested deeper than the hub's JSON limit
+    (MAX_JSON_DEPTH) used to fail the translation with a RecursionError or orjson's encoder: 500 / 3000."""
+    old = FakePartner(name="CPO 2.1.1", parties=[Party("NL", "CPO", "CPO")], version="2.1.1",
+                      modules={m: ("SENDER", "RECEIVER") for m in MODULES_211})
+    caller = emsp()
+    await hub.connect(old)
+    await hub.connect(caller)
+
+    async def deep(request: web.Request, rec: Received) -> web.StreamResponse:
+        return web.Response(body=_nested_location(depth), content_type="application/json")
+
+    async def shallow(request: web.Request, rec: Received) -> web.StreamResponse:
+        return web.Response(body=_nested_location(3), content_type="application/json")
+
+    old.responder = deep
+    status, _, body = await caller.call(hub.session, "GET", "locations", "SENDER", "LOC1", to=old.party)
+    assert (status, body["status_code"]) == (502, 4000), body
+    assert "deeper" in body["status_message"]
+    old.responder = shallow  # the same call, answered within the limit, is translated as usual
+    status, _, body = await caller.call(hub.session, "GET", "locations", "SENDER", "LOC1", to=old.party)
+    assert (status, body["status_code"]) == (200, 1000), body

@@ -126,10 +126,15 @@ def parse_json(body: bytes) -> Any:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise InvalidJson(f"request body is not valid JSON: {exc}") from None
-    # Only a body with more brackets than the limit can nest that deep: the walk runs on the rare path.
-    if (body.count(b"[") + body.count(b"{") > MAX_JSON_DEPTH) and _depth_exceeds(data, MAX_JSON_DEPTH):
+    if nests_too_deep(body, data):
         raise InvalidJson(f"request body nests JSON deeper than {MAX_JSON_DEPTH} levels")
     return data
+
+
+def nests_too_deep(raw: bytes, data: Any) -> bool:
+    """Whether ``data``, parsed from ``raw``, nests deeper than ``MAX_JSON_DEPTH``. Only a document with more
+    brackets than the limit can nest that deep, so a small one is never walked."""
+    return raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and _depth_exceeds(data, MAX_JSON_DEPTH)
 
 
 def _depth_exceeds(data: Any, limit: int) -> bool:
