@@ -11,8 +11,9 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from routing.ocpi.versions import MODULES_211
 from tests.conftest import ADMIN_TOKEN, HubHarness, MakeHub, cpo, emsp
-from tests.partners import FakePartner, Party, ocpi_token
+from tests.partners import FakePartner, Party, Received, ocpi_token
 
 HUB = Party("NL", "HUB", "HUB")
 CPA = Party("NL", "CPA", "CPO")
@@ -239,3 +240,39 @@ async def test_a_partner_answering_deeply_nested_json_during_registration_is_300
             assert status == 502 and "OCPI 3001" in body["error"] and "JSON" in body["error"], body
         finally:
             await runner.cleanup()
+
+
+async def test_objects_of_the_wrong_shape_crossing_ocpi_versions_are_refused_or_dropped_never_a_500(
+        hub: HubHarness) -> None:
+    """Bodies are translated between OCPI versions (docs/versions.md); the translators read OCPI shapes, and a
+    body or answer of another shape (a list for a Session, a number for a token) used to raise AttributeError or
+    TypeError in them: 500 / 3000. A request is now refused (400 / 2001, nothing forwarded), an answer's object
+    left out and reported, as for any value the target version cannot hold."""
+    old = FakePartner(name="CPO 2.1.1", parties=[Party("NL", "OLD", "CPO")], version="2.1.1",
+                      modules={m: ("SENDER", "RECEIVER") for m in MODULES_211})
+    ema = emsp()
+    await hub.connect(old)
+    await hub.connect(ema)
+    lu = "2024-01-01T00:00:00Z"
+    # A 2.1.1 CPO's pushes, read as 2.2.1 before anything is routed.
+    for method, module, tail, body in (
+            ("PUT", "sessions", "NL/OLD/S1", []), ("PUT", "sessions", "NL/OLD/S1", 1), ("POST", "cdrs", "", "x"),
+            ("PUT", "tariffs", "NL/OLD/T1", {"id": "T1", "currency": "EUR", "elements": 5, "last_updated": lu})):
+        status, _, doc = await old.call(hub.session, method, module, "RECEIVER", tail, json=body)
+        assert (status, doc["status_code"]) == (400, 2001), (module, body, doc)
+        assert "not a well-formed OCPI 2.1.1" in doc["status_message"]
+    # A 2.2.1 eMSP's command to the 2.1.1 CPO, written in 2.1.1 before it is forwarded.
+    for body in (1, {"response_url": f"{ema.base_url}/cb", "token": 5, "location_id": "LOC1"}):
+        status, _, doc = await ema.call(hub.session, "POST", "commands", "RECEIVER", "START_SESSION", to=old.party,
+                                        json=body)
+        assert (status, doc["status_code"]) == (400, 2001), (body, doc)
+    await asyncio.sleep(0.2)
+    assert forwarded(old) == 0 and forwarded(ema) == 0
+
+    # The 2.1.1 CPO's answer to a 2.2.1 pull: what is no Session is left out of the page.
+    async def junk(request: web.Request, rec: Received) -> web.StreamResponse:
+        return web.json_response({"status_code": 1000, "timestamp": lu, "data": [1, "x", []]})
+
+    old.responder = junk
+    status, _, doc = await ema.call(hub.session, "GET", "sessions", "SENDER", to=old.party)
+    assert (status, doc["status_code"], doc["data"]) == (200, 1000, []), doc

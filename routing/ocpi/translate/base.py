@@ -139,7 +139,12 @@ def translate(kind: str, data: Any, *, source: str, target: str, ctx: Context | 
         if fn is None:
             raise LookupError(f"no translator for {kind} from OCPI {a} to {b}")
         report = Report(step=f"{a}>{b}", target=target)
-        data = fn(data, ctx, report)
+        try:
+            data = fn(data, ctx, report)
+        except (AttributeError, TypeError, KeyError, IndexError, ValueError) as exc:
+            # The translators read objects of the shape OCPI gives them; what a partner sends may have any other
+            # (a list for an object, a number for a token): it is refused like an untranslatable value, never a 500.
+            raise Untranslatable(kind, f"not a well-formed OCPI {a} {kind} ({type(exc).__name__})", target) from None
         losses.extend(report.losses)
     return Translated(data, losses)
 
