@@ -111,9 +111,14 @@ async def object_lock(redis: Redis, prefix: str, module: str, segs: list[str], b
 
 
 def last_updated_of(data: dict[str, Any]) -> datetime:
-    """An object's own last_updated (what date_from/date_to filter on); now when it has none."""
+    """An object's own last_updated (what date_from/date_to filter on); now when it has none. One that is not a
+    DateTime string (OCPI 2.2.1 types) is 400 / 2001, as an unparsable one is."""
     value = data.get("last_updated")
-    return parse_datetime(value, "last_updated") if isinstance(value, str) else utcnow()
+    if value is None:
+        return utcnow()
+    if not isinstance(value, str):
+        raise InvalidParameters(f"last_updated is not an RFC 3339 DateTime string: {type(value).__name__}")
+    return parse_datetime(value, "last_updated")
 
 
 def merge_patch(kind: str, kept: dict[str, Any], kept_version: str, patch: dict[str, Any], version: str,
@@ -184,6 +189,7 @@ async def store_push(store: ObjectStore, module: str, method: str, segs: list[st
     """
     if not isinstance(body, dict):
         raise InvalidParameters(f"{method} {module} needs a JSON object body")
+    last_updated_of(body)  # refused (400 / 2001) when it is no DateTime, whatever the hub holds of the object
     cc, pid = segs[0].upper(), segs[1].upper()
     oid = object_id(module, segs, body, query)
     existing = await store.get_object(module, cc, pid, oid)

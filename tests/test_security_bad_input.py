@@ -276,3 +276,26 @@ async def test_objects_of_the_wrong_shape_crossing_ocpi_versions_are_refused_or_
     old.responder = junk
     status, _, doc = await ema.call(hub.session, "GET", "sessions", "SENDER", to=old.party)
     assert (status, doc["status_code"], doc["data"]) == (200, 1000, []), doc
+
+
+async def test_a_broadcast_push_whose_last_updated_is_no_string_is_400_2001_and_neither_stored_nor_sent(
+        hub: HubHarness) -> None:
+    """OCPI 2.2.1 types: last_updated is a DateTime, a string. A number or an object was taken as "no
+    last_updated" (the time of receipt) and the push stored and fanned out, while the string "x" was refused."""
+    sender, receiver = cpo(), emsp()
+    await hub.connect(sender)
+    await hub.connect(receiver)
+    location = {"country_code": "NL", "party_id": "CPA", "id": "LOC1"}
+    evse = {"uid": "EVSE1", "status": "AVAILABLE", "connectors": []}
+    for bad in (5, ["2024-01-01T00:00:00Z"], {"at": "2024-01-01T00:00:00Z"}, True, "x"):
+        # A whole Location, a PATCH of one the hub never saw, an EVSE of one: each is refused alike.
+        for method, tail, obj in (("PUT", "NL/CPA/LOC1", location), ("PATCH", "NL/CPA/LOC1", location),
+                                  ("PUT", "NL/CPA/LOC1/EVSE1", evse)):
+            status, _, body = await sender.call(hub.session, method, "locations", "RECEIVER", tail, to=HUB,
+                                                json={**obj, "last_updated": bad})
+            assert (status, body["status_code"]) == (400, 2001), (method, tail, bad, body)
+            assert "last_updated" in body["status_message"]
+    await asyncio.sleep(0.2)  # a fan-out would have been delivered by now
+    assert [r for r in receiver.received if "/locations" in r.path] == []
+    status, _, body = await receiver.call(hub.session, "GET", "locations", "SENDER", to=HUB)
+    assert (status, body["data"]) == (200, []), body
