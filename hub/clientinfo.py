@@ -28,6 +28,7 @@ from hub.envelope import ocpi_response, ocpi_timestamp
 from hub.exchange import reply_headers
 from routing import keys
 from routing.agreements import Agreement
+from routing.delivery import read_at_most
 from routing.ocpi.auth import authorization_header
 from routing.ocpi.headers import CORRELATION_ID, new_id, own_request_ids
 from routing.ocpi.pagination import page_headers, parse_page
@@ -251,7 +252,7 @@ class Liveness:
                          **own_request_ids()},
                 timeout=aiohttp.ClientTimeout(total=self.hub.settings.registration_timeout), allow_redirects=False,
             ) as resp:
-                await resp.read()
+                await read_at_most(resp, self.hub.settings.max_reply_bytes)  # a partner cannot make it buffer more
                 return resp.status == 200
         except (aiohttp.ClientError, OSError, TimeoutError):
             return False

@@ -19,6 +19,7 @@ from hub.context import Hub
 from hub.credentials_shapes import given_role, hub_credentials, parties_211, read_partner_credentials
 from hub.peer import choose_version, discover_endpoints, partner_json, read_endpoints, read_versions
 from hub.store.protocol import PartyConflict
+from routing.delivery import read_at_most
 from routing.ocpi.auth import authorization_header
 from routing.ocpi.errors import InvalidParameters, OcpiError, UnableToUseClientApi
 from routing.ocpi.headers import own_request_ids
@@ -41,12 +42,15 @@ async def _send_credentials(hub: Hub, method: str, url: str, token: str, body: d
             headers={"Authorization": authorization_header(token, token_encoding(version)), **own_request_ids()},
             timeout=aiohttp.ClientTimeout(total=hub.settings.registration_timeout * 3), allow_redirects=False,
         ) as resp:
-            raw = await resp.read()
+            raw = await read_at_most(resp, hub.settings.max_reply_bytes)
             status = resp.status
     except TimeoutError:
         raise UnableToUseClientApi(f"{method} {url} timed out") from None
     except (aiohttp.ClientError, OSError, ValueError) as exc:
         raise UnableToUseClientApi(f"{method} {url} failed: {type(exc).__name__}") from None
+    if raw is None:  # HUB_MAX_REPLY_BYTES bounds what a partner can make the hub buffer
+        raise UnableToUseClientApi(f"the answer of {method} {url} is larger than the hub accepts "
+                                   f"({hub.settings.max_reply_bytes} bytes)")
     doc = partner_json(raw, f"{method} {url}")
     if status != 200 or not isinstance(doc, dict) or doc.get("status_code") != 1000:
         message = doc.get("status_message") if isinstance(doc, dict) else None
@@ -85,7 +89,7 @@ async def connect(hub: Hub, name: str, versions_url: str, token_a: str, role: st
     """
     limit = hub.settings.registration_timeout
     offered = await read_versions(hub.session, versions_url, token_a, limit, policy=hub.outbound,
-                                  field="versions_url")
+                                  field="versions_url", max_bytes=hub.settings.max_reply_bytes)
     chosen = choose_version(offered)
     if chosen.version == V211:
         if role is None:
@@ -93,6 +97,7 @@ async def connect(hub: Hub, name: str, versions_url: str, token_a: str, role: st
                                "give the role of its party (CPO or EMSP)")
         role = given_role(role, "the partner")
     endpoints = await read_endpoints(hub.session, chosen, token_a, limit, policy=hub.outbound,
+                                     max_bytes=hub.settings.max_reply_bytes,
                                      party_role=role if chosen.version == V211 else None)
     version = chosen.version
     token_b = new_token()
@@ -106,6 +111,7 @@ async def connect(hub: Hub, name: str, versions_url: str, token_a: str, role: st
         if creds.url != versions_url:
             endpoints = (await discover_endpoints(
                 hub.session, creds.url, creds.token, limit, policy=hub.outbound, field="partner credentials url",
+                max_bytes=hub.settings.max_reply_bytes,
                 version=version, party_role=role if version == V211 else None)).endpoints
         parties = _parties(creds)
         _check_parties(hub, platform, parties)
@@ -183,7 +189,8 @@ async def rotate(hub: Hub, platform: Platform) -> Platform:
     try:
         endpoints = (await discover_endpoints(
             hub.session, creds.url, creds.token, hub.settings.registration_timeout, policy=hub.outbound,
-            field="partner credentials url", version=version, party_role=role)).endpoints
+            field="partner credentials url", max_bytes=hub.settings.max_reply_bytes, version=version,
+            party_role=role)).endpoints
     except OcpiError as exc:
         log.warning("platform %s: tokens rotated, but its endpoints could not be re-read: %s", platform.id,
                     exc.message)

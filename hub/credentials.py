@@ -60,7 +60,7 @@ async def _apply(request: web.Request, hub: Hub, caller: Caller, creds: Credenti
     """
     async with request.app[_LOCKS].setdefault(caller.platform.id, asyncio.Lock()):
         found = await discover_endpoints(hub.session, creds.url, creds.token, hub.settings.registration_timeout,
-                                         policy=hub.outbound, version=version,
+                                         policy=hub.outbound, max_bytes=hub.settings.max_reply_bytes, version=version,
                                          party_role=creds.roles[0].role if version == V211 else None)
         caller = await reauthenticate(hub, caller)
         platform, token_c = await _save_registration(hub, caller, creds, found)

@@ -13,6 +13,7 @@ from typing import Any
 
 import aiohttp
 
+from routing.delivery import read_at_most
 from routing.ocpi.auth import authorization_header
 from routing.ocpi.errors import (
     InvalidJson,
@@ -56,7 +57,8 @@ def partner_json(raw: bytes, call: str) -> Any:
         raise UnableToUseClientApi(f"{call} did not answer usable JSON: {exc.message}") from None
 
 
-async def _get_data(session: aiohttp.ClientSession, url: str, token: str, limit: float, encoding: str) -> Any:
+async def _get_data(session: aiohttp.ClientSession, url: str, token: str, limit: float, encoding: str,
+                    max_bytes: int) -> Any:
     try:
         async with session.get(
             url, headers={"Authorization": authorization_header(token, encoding), **own_request_ids()},
@@ -64,7 +66,7 @@ async def _get_data(session: aiohttp.ClientSession, url: str, token: str, limit:
         ) as resp:
             if resp.status != 200:
                 raise _HttpRefused(f"GET {url} answered HTTP {resp.status}", resp.status)
-            raw = await resp.read()
+            raw = await read_at_most(resp, max_bytes)
     except UnableToUseClientApi:
         raise
     except TimeoutError:
@@ -73,6 +75,8 @@ async def _get_data(session: aiohttp.ClientSession, url: str, token: str, limit:
         if (refused := refused_address(exc)) is not None:  # its host name resolves to a private address
             raise InvalidParameters(f"GET {url} refused: {refused}") from None
         raise UnableToUseClientApi(f"GET {url} failed: {type(exc).__name__}") from None
+    if raw is None:  # HUB_MAX_REPLY_BYTES bounds what a partner can make the hub buffer, here as when routing
+        raise UnableToUseClientApi(f"the answer of GET {url} is larger than the hub accepts ({max_bytes} bytes)")
     doc = partner_json(raw, f"GET {url}")
     if not isinstance(doc, dict) or doc.get("status_code") != 1000 or "data" not in doc:
         raise UnableToUseClientApi(f"GET {url} did not answer an OCPI success envelope")
@@ -81,18 +85,19 @@ async def _get_data(session: aiohttp.ClientSession, url: str, token: str, limit:
 
 async def read_versions(
     session: aiohttp.ClientSession, versions_url: str, token: str, limit: float, *, policy: OutboundPolicy,
-    field: str, encoding: str = "base64",
+    field: str, max_bytes: int, encoding: str = "base64",
 ) -> list[Version]:
     """The partner's versions list. The versions endpoint serves every version, so a partner may expect either
     token encoding there: ``encoding`` first (the version's, when known), and after a 401 once more the other
     (2.1.1 sends the token raw, 2.2 and later Base64-encoded)."""
     policy.check(versions_url, field)
     try:
-        data = await _get_data(session, versions_url, token, limit, encoding)
+        data = await _get_data(session, versions_url, token, limit, encoding, max_bytes)
     except _HttpRefused as exc:
         if exc.status != 401:
             raise
-        data = await _get_data(session, versions_url, token, limit, "base64" if encoding == "raw" else "raw")
+        data = await _get_data(session, versions_url, token, limit, "base64" if encoding == "raw" else "raw",
+                               max_bytes)
     if isinstance(data, dict) and isinstance(data.get("versions"), list):
         data = data["versions"]  # the 2.1.1 text shows the list inside a "versions" property; its example does not
     if not isinstance(data, list):
@@ -126,7 +131,7 @@ def _module_id(identifier: str) -> str:
 
 async def read_endpoints(
     session: aiohttp.ClientSession, version: Version, token: str, limit: float, *, policy: OutboundPolicy,
-    party_role: str | None = None,
+    max_bytes: int, party_role: str | None = None,
 ) -> list[Endpoint]:
     """The partner's endpoints in ``version``; 2.1.1 endpoints get the interface role their module has for a party
     with ``party_role`` (routing.ocpi.versions.interface_role_211), so ``Platform.endpoint_url`` works alike for
@@ -134,7 +139,7 @@ async def read_endpoints(
     if version.version == V211 and party_role is None:
         raise InvalidParameters("a 2.1.1 connection needs the role of its party (CPO or EMSP)")
     policy.check(version.url, f"versions: url of version {version.version}")
-    raw = await _get_data(session, version.url, token, limit, encoding_of(version.version))
+    raw = await _get_data(session, version.url, token, limit, encoding_of(version.version), max_bytes)
     endpoints: list[Endpoint] = []
     try:
         if version.version == V211:
@@ -161,16 +166,17 @@ async def read_endpoints(
 
 async def discover_endpoints(
     session: aiohttp.ClientSession, versions_url: str, token: str, limit: float, *, policy: OutboundPolicy,
-    field: str = "credentials url", version: str | None = None, party_role: str | None = None,
+    max_bytes: int, field: str = "credentials url", version: str | None = None, party_role: str | None = None,
 ) -> Discovered:
     """Read the partner's versions and, in ``version`` (the newest common one when None), its endpoints; raise
     3001/3002/3003 as the spec says, 2001 for a refused URL. ``field`` names where ``versions_url`` came from."""
-    offered = await read_versions(session, versions_url, token, limit, policy=policy, field=field,
+    offered = await read_versions(session, versions_url, token, limit, policy=policy, field=field, max_bytes=max_bytes,
                                   encoding=encoding_of(version) if version is not None else "base64")
     chosen = choose_version(offered, version)
     newest = newest_common([v.version for v in offered])
     if version is not None and newest is not None and order(newest) > order(version):
         # The client of a registration picks the version (OCPI credentials): accepted, and noted for the operator.
         log.info("partner at %s registers in OCPI %s although it also speaks %s", versions_url, version, newest)
-    endpoints = await read_endpoints(session, chosen, token, limit, policy=policy, party_role=party_role)
+    endpoints = await read_endpoints(session, chosen, token, limit, policy=policy, max_bytes=max_bytes,
+                                     party_role=party_role)
     return Discovered(chosen.version, endpoints)

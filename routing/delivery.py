@@ -91,7 +91,7 @@ def _timeout_of(centiseconds: int) -> aiohttp.ClientTimeout:
     return aiohttp.ClientTimeout(total=centiseconds / 100)
 
 
-async def _read_at_most(resp: aiohttp.ClientResponse, limit: int) -> bytes | None:
+async def read_at_most(resp: aiohttp.ClientResponse, limit: int) -> bytes | None:
     """The answer's body, or None as soon as it passes ``limit`` bytes.
 
     An answer that declares a length within the limit (almost all) is read in one go; one without a length is
@@ -450,7 +450,7 @@ class Delivery:
         """The forward through aiohttp's ClientSession (``HUB_FORWARD_CLIENT=aiohttp``)."""
         async with self.session.request(method, url, data=data or None, headers=headers, timeout=_timeout(budget),
                                         allow_redirects=False) as resp:
-            body = await _read_at_most(resp, self.max_reply_bytes)
+            body = await read_at_most(resp, self.max_reply_bytes)
             got = resp.headers.get
             return resp.status, body, {h: v for h in RELAYED_HEADERS if (v := got(h)) is not None}
 

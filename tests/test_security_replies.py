@@ -6,12 +6,14 @@ A hostile or broken receiver may answer a forwarded request with an enormous bod
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from aiohttp import web
 
 from routing.ocpi.versions import MODULES_211
 from tests.conftest import HubHarness, MakeHub, emsp
-from tests.partners import FakePartner, Party, Received
+from tests.partners import FakePartner, Party, Received, ocpi_token
 from tests.test_routing_errors import as_, assert_hub_error, pair, routing, send
 
 LIMIT = 64 * 1024
@@ -100,3 +102,38 @@ async def test_an_answer_nested_too_deep_to_translate_is_502_4000_not_a_500(hub:
     old.responder = shallow  # the same call, answered within the limit, is translated as usual
     status, _, body = await caller.call(hub.session, "GET", "locations", "SENDER", "LOC1", to=old.party)
     assert (status, body["status_code"]) == (200, 1000), body
+
+
+async def test_a_partner_answering_without_end_during_registration_is_3001_at_the_reply_limit(
+        make_hub: MakeHub) -> None:
+    """The calls the hub makes while a partner registers (versions, version details) read at most
+    HUB_MAX_REPLY_BYTES too: an answer that never ends used to be buffered until the registration timeout, however
+    many bytes came in meanwhile."""
+    hub = await make_hub(max_reply_bytes=LIMIT, registration_timeout=10.0)
+
+    async def endless(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        await resp.write(b'{"status_code": 1000, "data": "')
+        while True:
+            await resp.write(b"x" * 65536)
+
+    app = web.Application()
+    app.router.add_get("/versions", endless)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        platform = await hub.onboard(FakePartner(name="Endless", parties=[Party("FR", "END", "CPO")]))
+        creds = {"token": "endless-token", "url": f"http://127.0.0.1:{runner.addresses[0][1]}/versions",
+                 "roles": [{"role": "CPO", "country_code": "FR", "party_id": "END", "business_details": {"name": "E"}}]}
+        started = time.monotonic()
+        async with hub.session.post(hub.url + "/ocpi/2.2.1/credentials", json=creds,
+                                    headers={"Authorization": ocpi_token(platform["token_a"])}) as resp:
+            doc = await resp.json()
+        assert (resp.status, doc["status_code"]) == (400, 3001), doc
+        assert "larger than the hub accepts" in doc["status_message"]
+        assert time.monotonic() - started < 5
+    finally:
+        await runner.cleanup()
