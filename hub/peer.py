@@ -23,7 +23,14 @@ from routing.ocpi.errors import (
     UnsupportedVersion,
 )
 from routing.ocpi.headers import own_request_ids
-from routing.ocpi.models import Version, VersionDetails, VersionDetails211, parse_json, parse_model
+from routing.ocpi.models import (
+    MAX_LISTED,
+    Version,
+    VersionDetails,
+    VersionDetails211,
+    parse_json,
+    parse_model,
+)
 from routing.ocpi.versions import SUPPORTED, V211, V230, interface_role_211, modules_of, newest_common, order
 from routing.ocpi.versions import token_encoding as encoding_of
 from routing.outbound import OutboundPolicy, refused_address
@@ -102,6 +109,9 @@ async def read_versions(
         data = data["versions"]  # the 2.1.1 text shows the list inside a "versions" property; its example does not
     if not isinstance(data, list):
         raise UnableToUseClientApi("versions endpoint did not answer a list")
+    if len(data) > MAX_LISTED:
+        raise UnableToUseClientApi(f"versions endpoint lists {len(data)} versions, more than the hub reads "
+                                   f"({MAX_LISTED})")
     try:
         return [parse_model(Version, v, "version") for v in data]
     except InvalidParameters as exc:

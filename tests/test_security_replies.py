@@ -137,3 +137,50 @@ async def test_a_partner_answering_without_end_during_registration_is_3001_at_th
         assert time.monotonic() - started < 5
     finally:
         await runner.cleanup()
+
+
+async def many_partner(versions: int, endpoints: int) -> tuple[web.AppRunner, str]:
+    """A partner listing ``versions`` versions (the first one real) and ``endpoints`` locations endpoints."""
+    base = ""
+
+    async def answer(request: web.Request) -> web.Response:
+        if request.path == "/versions":
+            data: object = [{"version": "2.2.1", "url": f"{base}/details"}] + [
+                {"version": f"9.{i}", "url": f"{base}/v/{i}"} for i in range(versions - 1)]
+        else:
+            data = {"version": "2.2.1", "endpoints": [
+                {"identifier": "credentials", "role": "RECEIVER", "url": f"{base}/credentials"}] + [
+                {"identifier": "locations", "role": "RECEIVER", "url": f"{base}/locations/{i}"}
+                for i in range(endpoints - 1)]}
+        return web.json_response({"status_code": 1000, "data": data, "timestamp": "2024-01-01T00:00:00Z"})
+
+    app = web.Application()
+    app.router.add_get("/versions", answer)
+    app.router.add_get("/details", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    return runner, base
+
+
+@pytest.mark.parametrize(("versions", "endpoints", "what"), [(1, 20_000, "endpoints"), (20_000, 2, "versions")])
+async def test_a_partner_listing_thousands_of_versions_or_endpoints_is_3001_and_nothing_is_kept(
+        hub: HubHarness, versions: int, endpoints: int, what: str) -> None:
+    """OCPI has a handful of versions and about twenty endpoints per version. Tens of thousands, within the reply
+    limit, were all validated, checked against the outbound-URL policy and stored with the platform: a process
+    stalled for seconds per registration, and every later save and load of the platform carried them."""
+    runner, base = await many_partner(versions, endpoints)
+    try:
+        platform = await hub.onboard(FakePartner(name="Many", parties=[Party("FR", "MNY", "CPO")]))
+        creds = {"token": "many-token", "url": f"{base}/versions", "roles": [
+            {"role": "CPO", "country_code": "FR", "party_id": "MNY", "business_details": {"name": "Many"}}]}
+        async with hub.session.post(hub.url + "/ocpi/2.2.1/credentials", json=creds,
+                                    headers={"Authorization": ocpi_token(platform["token_a"])}) as resp:
+            doc = await resp.json()
+        assert (resp.status, doc["status_code"]) == (400, 3001), doc
+        assert what in doc["status_message"]
+        status, view = await hub.admin("GET", f"/admin/platforms/{platform['id']}")
+        assert (status, view["status"], view["endpoints"]) == (200, "PLANNED", []), view
+    finally:
+        await runner.cleanup()

@@ -85,6 +85,12 @@ class Credentials230(OcpiModel):
     roles: list[CredentialsRole230] = Field(min_length=1)
 
 
+# OCPI has a handful of versions and, per version, about two endpoints per module (20-30 in all). A partner's list
+# is validated, checked against the outbound-URL policy and stored with its platform item by item: one listing tens
+# of thousands (within HUB_MAX_REPLY_BYTES) stalled a process for seconds. Far above any real list.
+MAX_LISTED = 100
+
+
 class Version(OcpiModel):
     version: str
     url: str
@@ -98,7 +104,7 @@ class Endpoint(OcpiModel):
 
 class VersionDetails(OcpiModel):
     version: str
-    endpoints: list[Endpoint] = Field(min_length=1)
+    endpoints: list[Endpoint] = Field(min_length=1, max_length=MAX_LISTED)
 
 
 class Endpoint211(OcpiModel):
@@ -110,7 +116,7 @@ class Endpoint211(OcpiModel):
 
 class VersionDetails211(OcpiModel):
     version: str
-    endpoints: list[Endpoint211] = Field(min_length=1)
+    endpoints: list[Endpoint211] = Field(min_length=1, max_length=MAX_LISTED)
 
 
 # OCPI objects nest a handful of levels (Location > EVSE > Connector, Tariff > element > price component);
