@@ -83,7 +83,9 @@ async def admin_guard(request: web.Request, handler: Handler) -> web.StreamRespo
     hub = hub_of(request)
     given = request.headers.get("Authorization", "")
     scheme, _, token = given.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), hub.admin_token.encode()):
+    # surrogateescape: a non-UTF-8 header byte arrives as a lone surrogate; compared as the bytes sent, it fails
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode("utf-8", "surrogateescape"),
+                                                             hub.admin_token.encode()):
         request.app[FAILED_LOGINS].failed(request, started)
         return _error(401, "admin API needs 'Authorization: Bearer <HUB_ADMIN_TOKEN>'")
     if request.method not in MUTATING:

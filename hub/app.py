@@ -387,7 +387,9 @@ def metrics_authorized(header: str | None, token: str | None) -> bool:
     if token is None:
         return True
     scheme, _, given = (header or "").partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+    # surrogateescape: a non-UTF-8 header byte (a lone surrogate here) is compared as the byte sent, a mismatch
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode("utf-8", "surrogateescape"),
+                                                              token.encode())
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -27,7 +27,7 @@ from hub.logs import JsonFormatter
 from hub.store.mongo import MongoStore
 from hub.store.sqlite import SqliteStore
 from routing.platform import utcnow
-from tests.conftest import HubHarness, cpo, emsp
+from tests.conftest import HubHarness, MakeHub, cpo, emsp
 from tests.partners import FakePartner
 from tests.rawhttp import raw_request
 
@@ -131,6 +131,18 @@ async def test_a_non_ascii_token_is_a_401_not_a_server_error(hub: HubHarness) ->
     status, _, doc = await raw_request(hub.settings.host, hub.settings.port, "GET", "/ocpi/versions",
                                        {"Authorization": b"Token \xff\xfe"})
     assert (status, doc["status_code"]) == (401, 2000), doc
+
+
+async def test_a_non_utf8_admin_or_metrics_bearer_token_is_a_401_not_a_server_error(make_hub: MakeHub) -> None:
+    """/admin and /metrics compare the bearer token as bytes; a lone surrogate (a non-UTF-8 header byte) could not
+    be encoded and failed the request with 500 and a traceback instead of the failed login it is."""
+    hub = await make_hub(metrics_token="test-metrics-token-4Kx8Qw2Zp7Lm")
+    for path in ("/admin/platforms", "/metrics"):
+        status, _, _ = await raw_request(hub.settings.host, hub.settings.port, "GET", path,
+                                         {"Authorization": b"Bearer \xff\xfe"})
+        assert status == 401, path
+    status, _ = await hub.admin("GET", "/admin/platforms")
+    assert status == 200
 
 
 # -- the audit writer isolates a record its store refuses, on every store -----------------------------------------
