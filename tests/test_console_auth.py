@@ -64,6 +64,22 @@ async def test_a_forged_login_without_the_forms_token_is_refused(hub: HubHarness
     assert len(await audit_records(hub, outcome="unauthorized")) == 1
 
 
+async def test_a_login_form_that_cannot_be_read_is_400_not_a_server_error(hub: HubHarness) -> None:
+    """Anyone who reaches the login page can post any body: bytes that are not UTF-8, a multipart body without a
+    boundary or with a non-UTF-8 field. aiohttp's form parser raises on them; that was a 500 and a traceback."""
+    console = Console(hub)
+    form_token = await console.login_form()
+    for content_type, body in (
+            ("application/x-www-form-urlencoded", b"token=\xff\xfe&csrf_token=" + form_token.encode()),
+            ("multipart/form-data", b"no boundary"),
+            ("multipart/form-data; boundary=x", b'--x\r\nContent-Disposition: form-data; name="token"\r\n\r\n\xff\r\n'
+                                                b"--x--\r\n")):
+        status, _, _ = await console.request("POST", "/console/login", data=body,
+                                             headers={"Content-Type": content_type})
+        assert status == 400, (content_type, body)
+    assert (await console.login())[0] == 303  # the form itself still works
+
+
 async def test_every_change_needs_the_sessions_csrf_token_and_the_same_origin(hub: HubHarness) -> None:
     partner = cpo()
     platform = await hub.connect(partner)

@@ -26,6 +26,7 @@ from hub.console.session import (
     hub_from,
     login_form_token,
     operator_of,
+    read_form,
     same,
     start,
 )
@@ -62,7 +63,7 @@ def _forged_origin(request: web.Request) -> bool:
 async def _csrf_given(request: web.Request) -> str | None:
     given = request.headers.get(CSRF_HEADER)
     if given is None and request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
-        value = (await request.post()).get(CSRF_FIELD)
+        value = (await read_form(request)).get(CSRF_FIELD)
         given = value if isinstance(value, str) else None
     return given
 
@@ -158,7 +159,7 @@ async def login_page(request: web.Request) -> web.Response:
 async def login(request: web.Request) -> web.StreamResponse:
     started = time.perf_counter()
     hub = hub_from(request)
-    form = await request.post()
+    form = await read_form(request)
     token, given_form_token = form.get("token"), form.get(CSRF_FIELD)
     next_ = _safe_next(str(form.get("next", "")))
     expected_form_token = await login_form_token(request)

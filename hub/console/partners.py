@@ -14,7 +14,7 @@ from hub import operations
 from hub.admin import PARTY_ROLES
 from hub.clientinfo import LIVENESS_KEY
 from hub.console.render import render
-from hub.console.session import hub_from
+from hub.console.session import hub_from, read_form
 from hub.console.stats import ForwardStats, forward_stats
 from hub.context import Hub
 from routing.ocpi.errors import ClientError, NotFound
@@ -99,7 +99,7 @@ def _onboarding(hub: Hub, platform: Platform, token_a: str) -> dict[str, Any]:
 
 async def onboard(request: web.Request) -> web.Response:
     hub = hub_from(request)
-    form = await request.post()
+    form = await read_form(request)
     name = str(form.get("name", "")).strip()
     if not 1 <= len(name) <= 100:
         raise ClientError("give the partner a name (at most 100 characters)", http_status=400)

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from hub.admin_agreements import STATUSES, AgreementIn, build
 from hub.admin_audit import AUDIT_PARTIES
 from hub.console.render import render
-from hub.console.session import hub_from
+from hub.console.session import hub_from, read_form
 from hub.context import Hub
 from routing.agreements import FUNCTIONAL_MODULES, Agreement, AgreementStatus, PartyRef, timestamp, utcnow
 from routing.ocpi.errors import ClientError, NotFound
@@ -145,7 +145,7 @@ def _agreement(hub: Hub, request: web.Request) -> Agreement:
 
 async def create(request: web.Request) -> web.Response:
     hub = hub_from(request)
-    agreement = _form_agreement(await request.post(), None)
+    agreement = _form_agreement(await read_form(request), None)
     if hub.agreements.get(agreement.id) is not None:
         raise ClientError(f"agreement {agreement.id} exists already", http_status=409)
     request[AUDIT_PARTIES] = (agreement.party_a.key, agreement.party_b.key)
@@ -156,7 +156,7 @@ async def create(request: web.Request) -> web.Response:
 async def edit(request: web.Request) -> web.Response:
     hub = hub_from(request)
     existing = _agreement(hub, request)
-    agreement = _form_agreement(await request.post(), existing)
+    agreement = _form_agreement(await read_form(request), existing)
     request[AUDIT_PARTIES] = (agreement.party_a.key, agreement.party_b.key)
     await hub.agreement_keeper.save(agreement)
     return await _after(request, f"Agreement {agreement.id} saved.")

@@ -21,12 +21,15 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from aiohttp import web
+from aiohttp.web_request import FileField
 from aiohttp_session import STORAGE_KEY, Session, get_session, new_session, session_middleware
 from aiohttp_session.cookie_storage import EncryptedCookieStorage
+from multidict import MultiDictProxy
 
 from hub.context import HUB_KEY, Hub
 from hub.envelope import Handler
 from routing import keys
+from routing.ocpi.errors import ClientError
 
 COOKIE_NAME: Final = "ocpi_hub_console"
 COOKIE_PATH: Final = "/console"
@@ -127,6 +130,16 @@ async def end(request: web.Request, operator: Operator) -> None:
     remaining = max(1, int(operator.expires_at - time.time()) + 1)
     await hub.redis.set(keys.console_revoked(hub.settings.key_prefix, operator.session_id), b"1", ex=remaining)
     (await get_session(request)).invalidate()
+
+
+async def read_form(request: web.Request) -> MultiDictProxy[str | bytes | bytearray | FileField]:
+    """The posted form (``request.post()``); 400 when the body cannot be read as one. aiohttp's form parser raises
+    ValueError on bytes that are not UTF-8 and on a multipart body without a boundary: that was a 500."""
+    try:
+        return await request.post()
+    except ValueError:
+        raise ClientError("the form could not be read (not UTF-8, or a malformed multipart body)",
+                          http_status=400) from None
 
 
 def same(given: str | None, expected: str | None) -> bool:
