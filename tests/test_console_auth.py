@@ -12,6 +12,7 @@ from hub.context import HUB_KEY
 from routing.platform import ConnectionStatus
 from tests.conftest import ADMIN_TOKEN, HubHarness, cpo, hub_settings, start_hub, stop_hub
 from tests.console_helpers import COOKIE, Console, audit_records
+from tests.rawhttp import raw_request
 
 
 @pytest.fixture
@@ -78,6 +79,19 @@ async def test_a_login_form_that_cannot_be_read_is_400_not_a_server_error(hub: H
                                              headers={"Content-Type": content_type})
         assert status == 400, (content_type, body)
     assert (await console.login())[0] == 303  # the form itself still works
+
+
+async def test_a_csrf_token_with_non_utf8_bytes_is_refused_not_a_server_error(hub: HubHarness) -> None:
+    """A header byte that is not UTF-8 reaches the hub as a lone surrogate; the CSRF check could not encode it."""
+    platform = await hub.connect(cpo())
+    console = Console(hub)
+    await console.login()
+    status, _, _ = await raw_request(hub.settings.host, hub.settings.port, "POST",
+                                     f"/console/partners/{platform['id']}/suspend",
+                                     {"Cookie": f"{COOKIE}={console.cookie}", "X-CSRF-Token": b"\xff\xfe"})
+    assert status == 403
+    registry = hub.app[HUB_KEY].registry
+    assert registry.get(platform["id"]).status == ConnectionStatus.CONNECTED  # type: ignore[union-attr]
 
 
 async def test_every_change_needs_the_sessions_csrf_token_and_the_same_origin(hub: HubHarness) -> None:
