@@ -195,7 +195,7 @@ async def route(request: web.Request, hub: Hub, platform: Platform, version: str
         return ocpi_response(not_supported(req.segments[0].upper(), version, target),
                              headers={**ex.reply_headers, **routing_reply_headers(sender, hub_party)})
     out_body, out_json = msg.body_for(target, route_.to)
-    if (held := await msg.with_held_location(hub, target, out_json)) is not None:
+    if target == V211 and (held := await msg.with_held_location(hub, target, out_json)) is not None:
         out_body, out_json = held
     out_query = msg.query_for(target)
     rewritten = await rewrite_request(
@@ -299,10 +299,11 @@ async def to_hub(request: web.Request, hub: Hub, req: InboundRequest, sender: Pa
 
     def fan_out(target: Recipient, body: bytes, method: str) -> None:
         to = Party(target.party.country_code, target.party.party_id)
-        # A 2.1.1 receiver gets the query as sent (a token type the hub added is for 2.2.1 and 2.3.0 only); a
-        # newer one a TokenType its version has (docs/versions.md, "Tokens").
-        query = (request.rel_url.raw_query_string if target.platform.version == V211
-                 else msg.query_for(target.platform.version or V221))
+        # A TokenType the receiver's version has (docs/versions.md, "Tokens"); a 2.1.1 sender's query goes to a
+        # 2.1.1 receiver as sent (a token type the hub added is for 2.2.1 and 2.3.0 only).
+        target_version = target.platform.version or V221
+        query = (request.rel_url.raw_query_string if target_version == V211 and msg.version == V211
+                 else msg.query_for(target_version))
         fwd = ForwardRequest(
             method=method, module=req.module, interface_role=req.interface_role, tail=req.tail,
             query=query, body=body,
