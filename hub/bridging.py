@@ -12,7 +12,8 @@ from urllib.parse import parse_qs, quote, unquote
 import orjson
 
 from hub.context import Hub
-from hub.objects import object_id
+from hub.objects import merge_patch, object_id
+from hub.store.protocol import RoutedObject
 from routing.bridge import (
     owner_from_path,
     refuse_deep_answer,
@@ -24,7 +25,7 @@ from routing.bridge import (
 )
 from routing.ocpi.headers import Party
 from routing.ocpi.translate import Context, Loss, Untranslatable, translate
-from routing.ocpi.translate.base import AUTHORIZATION_INFO, DEFAULTED, DERIVED, LOCATION, MAPPED
+from routing.ocpi.translate.base import AUTHORIZATION_INFO, DEFAULTED, DERIVED, DROPPED, LOCATION, MAPPED, SESSION
 from routing.ocpi.translate.common import TOKEN_TYPES_211, TOKEN_TYPES_221
 from routing.ocpi.versions import V211, V221
 from routing.platform import utcnow
@@ -92,10 +93,10 @@ class Bridge:
         self._note(self.version, target, losses + self._type_loss(target))
         return orjson.dumps(data), data
 
-    def whole_for(self, target: str, data: Any, written_in: str) -> bytes:
+    def whole_for(self, target: str, data: Any, written_in: str, to: Party | None = None) -> bytes:
         """A whole object the hub keeps (written in ``written_in``) in ``target``, reported with this request: a
         2.1.1 Tariff PATCH reaches versions without Tariff PATCH as a PUT of the patched Tariff."""
-        ctx = dataclasses.replace(self._ctx(None), partial=False)
+        ctx = dataclasses.replace(self._ctx(to), partial=False)
         done = translate_body(self.kind, self.req.module, data, source=written_in, target=target, ctx=ctx)
         self._note(written_in, target, done.losses)
         return orjson.dumps(done.data)
@@ -125,6 +126,91 @@ class Bridge:
             self.reports[-1]["losses"].append(loss.as_dict())
             self._rules[-1][2].append(loss.rule)
         return orjson.dumps(out), out
+
+    def crosses_periods(self, target: str) -> bool:
+        """A Session PATCH with ``charging_periods`` between 2.1.1 and 2.2.1 or 2.3.0: OCPI 2.2.1 and 2.3.0
+        mod_sessions append a PATCH's periods to the receiver's, a 2.1.1 PATCH replaces them (the general PATCH
+        rule). The only request ``periods_for`` reads the store for; decided without I/O."""
+        req = self.req
+        return (req.module == "sessions" and req.method == "PATCH" and req.interface_role == "RECEIVER"
+                and (self.version == V211) != (target == V211) and len(req.segments) == 3
+                and isinstance(self.original, dict) and "charging_periods" in self.original)
+
+    async def periods_for(self, hub: Hub, target: str, to: Party) -> tuple[bytes, Any, str]:
+        """The body and method of a PATCH ``crosses_periods`` in ``target``, its periods meaning at ``to`` what the
+        sender meant, read against the hub's catch-up copy of what ``to`` was sent of that Session
+        (docs/versions.md, "Sessions"). Without a copy the periods are left out: sent as they are they would wipe
+        a 2.1.1 receiver's earlier periods, or repeat a 2.2.1 or 2.3.0 receiver's."""
+        kept = await kept_session(hub, self.req, to)
+        if target == V211:
+            return self._periods_down(target, to, kept)
+        return self._periods_up(target, to, kept)
+
+    def _periods_down(self, target: str, to: Party, kept: RoutedObject | None) -> tuple[bytes, Any, str]:
+        """To a 2.1.1 receiver: the periods it was sent before, then the new ones (its PATCH replaces the list)."""
+        body, data = self.body_for(target, to)
+        added = data.get("charging_periods") if isinstance(data, dict) else None
+        if not isinstance(added, list):
+            return body, data, "PATCH"  # not a list: the receiver refuses it as the sender wrote it
+        if kept is None:
+            data = {k: v for k, v in data.items() if k != "charging_periods"}
+            self._add_loss(Loss("charging_periods", DROPPED, _NO_COPY_DOWN, f"{self.version}>{target}"))
+            return orjson.dumps(data), data, "PATCH"
+        prior = _periods_in(kept, V211)
+        data = {**data, "charging_periods": prior + added}
+        self._add_loss(Loss("charging_periods", DERIVED, f"the {len(prior)} periods the receiver was sent before "
+                            f"(the hub's copy of the Session) ahead of the {len(added)} of this PATCH: a 2.1.1 "
+                            f"PATCH replaces the list, an OCPI {self.version} PATCH appends to it",
+                            f"{self.version}>{target}"))
+        return orjson.dumps(data), data, "PATCH"
+
+    def _periods_up(self, target: str, to: Party, kept: RoutedObject | None) -> tuple[bytes, Any, str]:
+        """From a 2.1.1 sender (its PATCH holds the whole list): only the periods beyond those the receiver was
+        sent before; a list that changes those goes as a PUT of the whole Session (OCPI 2.2.1 mod_sessions: to
+        replace periods the Sender SHALL PUT)."""
+        assert isinstance(self.original, dict)
+        sent = self.original["charging_periods"]
+        step = f"{V211}>{target}"
+        if not isinstance(sent, list):
+            return (*self.body_for(target, to), "PATCH")
+        if kept is None:
+            patch = {k: v for k, v in self.original.items() if k != "charging_periods"}
+            return self._up(target, to, patch, Loss("charging_periods", DROPPED, _NO_COPY_UP, step))
+        prior = _periods_in(kept, V211)
+        if sent[:len(prior)] == prior:
+            new = sent[len(prior):]
+            return self._up(target, to, {**self.original, "charging_periods": new}, Loss(
+                "charging_periods", DERIVED, f"the {len(new)} periods beyond the {len(prior)} the receiver was sent "
+                f"before (the hub's copy of the Session): an OCPI {target} PATCH appends them, a 2.1.1 PATCH "
+                "carries the whole list", step))
+        owner = (self.req.segments[0].upper(), self.req.segments[1].upper())
+        whole = merge_patch(SESSION, kept.data, kept.ocpi_version, self.original, V211, owner)
+        stamp = self.req.json_body.get("last_updated") if isinstance(self.req.json_body, dict) else None
+        if isinstance(stamp, str):
+            whole["last_updated"] = stamp  # the PATCH's, or the time the hub received it (read_as_221)
+        body = self.whole_for(target, whole, kept.ocpi_version, to)
+        self._add_loss(Loss("charging_periods", DERIVED, f"the PATCH changes periods the receiver was sent before "
+                            f"(the hub's copy of the Session), which an OCPI {target} PATCH can only append to: "
+                            "sent as a PUT of the whole Session, the hub's copy with this PATCH merged in", step))
+        return body, orjson.loads(body), "PUT"
+
+    def _up(self, target: str, to: Party, patch: dict[str, Any], loss: Loss) -> tuple[bytes, Any, str]:
+        """``patch``, the 2.1.1 PATCH as the hub sends it (its periods cut or left out), in ``target``, with the
+        last_updated of the 2.2.1 reading of the one sent (``read_as_221``: the sender's, or the time received)."""
+        stamp = self.req.json_body.get("last_updated") if isinstance(self.req.json_body, dict) else None
+        if "last_updated" not in patch and stamp is not None:
+            patch = {**patch, "last_updated": stamp}
+        done = translate_body(self.kind, self.req.module, patch, source=V211, target=target, ctx=self._ctx(to))
+        stamped = [lost for lost in self.up if lost.path == "last_updated"]
+        self._note(V211, target, [*done.losses, *stamped, loss])
+        return orjson.dumps(done.data), done.data, "PATCH"
+
+    def _add_loss(self, loss: Loss) -> None:
+        """One more loss of the last translation reported (``body_for``, ``whole_for``), counted with it."""
+        if not self.reports:
+            self._note(self.version, loss.step.partition(">")[2], [])
+        self.reports[-1]["losses"].append(loss.as_dict())
+        self._rules[-1][2].append(loss.rule)
 
     def query_for(self, target: str) -> str:
         """The query in ``target``: a Tokens URL's ``type`` (OCPI 2.2.1 and 2.3.0 mod_tokens) goes as the body's
@@ -191,6 +277,32 @@ class Bridge:
         ex.translation = {"reports": self.reports}
         for source, target, rules in self._rules:
             hub.metrics.count_translation(self.req.module, source, target, rules)
+
+
+_NO_COPY = ("left out: the hub holds no copy of what the receiver was sent of this Session (catch-up off, or the "
+            "Session never routed through it), ")
+_NO_COPY_DOWN = _NO_COPY + "and a 2.1.1 PATCH's periods replace the receiver's: the new ones alone would wipe the rest"
+_NO_COPY_UP = _NO_COPY + ("and a 2.2.1 or 2.3.0 PATCH's periods are appended to the receiver's: the 2.1.1 PATCH's "
+                          "whole list would repeat those it holds")
+
+
+async def kept_session(hub: Hub, req: InboundRequest, to: Party) -> RoutedObject | None:
+    """The catch-up copy of the Session a PATCH names, as ``to`` was sent it (docs/catchup.md); None when the hub
+    keeps none (``HUB_CATCHUP_DAYS=0``: what may linger until the next purge is no longer kept up to date)."""
+    if hub.settings.catchup_days <= 0:
+        return None
+    cc, pid, session_id = req.segments
+    return await hub.store.get_routed("sessions", to.key, cc.upper(), pid.upper(), session_id)
+
+
+def _periods_in(kept: RoutedObject, version: str) -> list[Any]:
+    """The charging periods of a kept Session, in ``version`` (it is kept in its sender's)."""
+    periods = kept.data.get("charging_periods")
+    if not isinstance(periods, list):
+        return []
+    done = translate(SESSION, {"charging_periods": periods}, source=kept.ocpi_version, target=version,
+                     ctx=Context(partial=True))
+    return list(done.data.get("charging_periods") or [])
 
 
 def _relevant_evse(held: dict[str, Any], wanted: dict[str, Any]) -> dict[str, Any]:

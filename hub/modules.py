@@ -194,7 +194,11 @@ async def route(request: web.Request, hub: Hub, platform: Platform, version: str
         ex.outcome = "not_supported"
         return ocpi_response(not_supported(req.segments[0].upper(), version, target),
                              headers={**ex.reply_headers, **routing_reply_headers(sender, hub_party)})
-    out_body, out_json = msg.body_for(target, route_.to)
+    method = req.method
+    if msg.crosses_periods(target):  # append (2.2.1, 2.3.0) vs replace (2.1.1): read against the kept Session
+        out_body, out_json, method = await msg.periods_for(hub, target, route_.to)
+    else:
+        out_body, out_json = msg.body_for(target, route_.to)
     if target == V211 and (held := await msg.with_held_location(hub, target, out_json)) is not None:
         out_body, out_json = held
     out_query = msg.query_for(target)
@@ -206,7 +210,8 @@ async def route(request: web.Request, hub: Hub, platform: Platform, version: str
     # A 2.1.1 sender sends no routing headers: the hub sets both, so a 2.2.1 or 2.3.0 receiver knows the parties.
     headers = routing_reply_headers(route_.to, sender) if version == V211 else None
     if defers_push(route_.receiver, module, role, req.method):  # store-and-forward (docs/store-and-forward.md)
-        fwd = forward_request(request, req, body=rewritten.body, query=rewritten.query, routing=headers)
+        fwd = forward_request(request, req, body=rewritten.body, query=rewritten.query, routing=headers,
+                              method=method)
         answer = await store_and_forward.accept(request, hub, req, fwd, route_.receiver.id, route_.group, sender,
                                                 as_sent=msg.original)
         if learns(req):
@@ -215,7 +220,7 @@ async def route(request: web.Request, hub: Hub, platform: Platform, version: str
         msg.record(hub, ex)
         return answer
     reply = await forward(request, hub, req, route_.receiver.id, route_.group, body=rewritten.body,
-                          query=rewritten.query, routing=headers)
+                          query=rewritten.query, routing=headers, method=method)
     if reply.hub_error is None and reply.status < 300:
         if req.method == "DELETE" and role == "RECEIVER" and reply.accepted:
             await forget_deleted(hub.store, module, req.segments)
@@ -402,9 +407,10 @@ def raw_tail(request: web.Request, prefix: str) -> str:
 
 
 def forward_request(request: web.Request, req: InboundRequest, *, body: bytes, query: str, url: str = "",
-                    routing: dict[str, str] | None = None) -> ForwardRequest:
+                    routing: dict[str, str] | None = None, method: str | None = None) -> ForwardRequest:
     """What the receiver gets: routing headers as the caller sent them (TO added for open routing), or
-    ``routing`` when the hub sets them itself; the caller's correlation id."""
+    ``routing`` when the hub sets them itself; the caller's correlation id. ``method``: the caller's, unless the
+    hub sends the request as another (a 2.1.1 Session PATCH that must become a PUT, docs/versions.md)."""
     if routing is not None:
         headers = dict(routing)
     else:
@@ -416,17 +422,17 @@ def forward_request(request: web.Request, req: InboundRequest, *, body: bytes, q
     if body:
         headers["Content-Type"] = "application/json"
     return ForwardRequest(
-        method=req.method, module=req.module, interface_role=req.interface_role, tail=req.tail,
+        method=method or req.method, module=req.module, interface_role=req.interface_role, tail=req.tail,
         query=query, headers=headers, body=body, url=url,
     )
 
 
 async def forward(
     request: web.Request, hub: Hub, req: InboundRequest, receiver_id: str, group: str | None, *,
-    body: bytes, query: str, url: str = "", routing: dict[str, str] | None = None,
+    body: bytes, query: str, url: str = "", routing: dict[str, str] | None = None, method: str | None = None,
 ) -> Reply:
     """Through the receiver's queue, waiting for its answer."""
-    fwd = forward_request(request, req, body=body, query=query, url=url, routing=routing)
+    fwd = forward_request(request, req, body=body, query=query, url=url, routing=routing, method=method)
     msg = Message(
         receiver=receiver_id,
         group=group or "",

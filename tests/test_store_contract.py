@@ -1277,6 +1277,10 @@ async def test_expired_records_are_never_listed_nor_changed_and_the_purge_drops_
     assert routed_ids((await store.list_routed("cdrs", "DE:EMA"))[0]) == ["NL:CPA:NEW"]
     assert (await store.list_routed("cdrs", "DE:EMA"))[1] == 1
     assert await store.change_routed("cdrs", "DE:EMA", "NL", "CPA", "OLD", lambda kept: kept) is False
+    assert await store.get_routed("cdrs", "DE:EMA", "NL", "CPA", "OLD") is None
+    found = await store.get_routed("cdrs", "de:ema", "nl", "cpa", "NEW")
+    assert found is not None and routed_ids([found]) == ["NL:CPA:NEW"]
+    assert await store.get_routed("cdrs", "DE:EMB", "NL", "CPA", "NEW") is None  # kept for another receiver
     assert await store.purge_routed(utcnow()) in (0, 1)  # MongoDB's TTL monitor may have been first
     assert await store.purge_routed(utcnow()) == 0
     assert routed_ids((await store.list_routed("cdrs", "DE:EMA"))[0]) == ["NL:CPA:NEW"]

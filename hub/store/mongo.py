@@ -486,6 +486,12 @@ class MongoStore:
         on_insert = {name: doc.pop(name) for name in ("kept_at", "kept_at_us")}
         await self._upsert(self._routed, key, {"$set": doc, "$setOnInsert": on_insert})
 
+    async def get_routed(self, module: str, receiver: str, country_code: str, party_id: str,
+                         object_id: str) -> RoutedObject | None:
+        key = routed_key(module, receiver, country_code, party_id, object_id)
+        doc = await self._routed.find_one({**key, "expires_at_us": {"$gt": now_us()}}, _NO_ID)
+        return None if doc is None else routed_from_doc(doc, self.sealer)
+
     async def change_routed(self, module: str, receiver: str, country_code: str, party_id: str, object_id: str,
                             change: Callable[[RoutedObject], RoutedObject | None]) -> bool:
         """Without a transaction: the write only lands if the sealed data is still the one read (every write seals

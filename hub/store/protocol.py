@@ -203,6 +203,11 @@ class RoutedStore(Protocol):
     async def keep_routed(self, obj: RoutedObject) -> None:
         """Insert or replace by key; keeps the first ``kept_at``. Party keys and the owner are stored upper-case."""
 
+    async def get_routed(self, module: str, receiver: str, country_code: str, party_id: str,
+                         object_id: str) -> RoutedObject | None:
+        """The kept, unexpired record of that key, or None (a Session PATCH's periods across the 2.1.1 boundary
+        are translated against it: docs/versions.md, "Sessions")."""
+
     async def change_routed(self, module: str, receiver: str, country_code: str, party_id: str, object_id: str,
                             change: Callable[[RoutedObject], RoutedObject | None]) -> bool:
         """Replace a kept, unexpired record by ``change(record)`` as one atomic read-modify-write (a Session

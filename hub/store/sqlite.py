@@ -700,6 +700,17 @@ class SqliteStore:
         async with self._write() as db:
             await db.execute(_ROUTED_UPSERT, row)
 
+    async def get_routed(self, module: str, receiver: str, country_code: str, party_id: str,
+                         object_id: str) -> RoutedObject | None:
+        key = tuple(routed_key(module, receiver, country_code, party_id, object_id).values())
+        async with self._read() as db:
+            rows = await db.execute_fetchall(
+                f"SELECT {', '.join(_ROUTED_COLUMNS)} FROM {ROUTED} WHERE {_ROUTED_KEY_WHERE} AND expires_at_us > ?",
+                (*key, now_us()))
+        for row in rows:
+            return _routed_from_row(row, self.sealer)
+        return None
+
     async def change_routed(self, module: str, receiver: str, country_code: str, party_id: str, object_id: str,
                             change: Callable[[RoutedObject], RoutedObject | None]) -> bool:
         """Read, change and write in one write transaction: no other writer, in any process, comes in between."""
