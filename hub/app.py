@@ -37,7 +37,7 @@ from hub.usage import UsageRecorder
 from routing import keys
 from routing.agreements import Agreement, AgreementBook
 from routing.callbacks import Callbacks, ResultLifetime
-from routing.delivery import RELAYED_HEADERS, Delivery
+from routing.delivery import LIST_HEADERS, RELAYED_HEADERS, Delivery
 from routing.ocpi.versions import SUPPORTED
 from routing.open_routing import RouteHints
 from routing.outbound import OutboundPolicy
@@ -143,8 +143,8 @@ def _lifecycle(settings: Settings, given_store: HubStore | None, given_redis: Re
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=settings.connections_per_receiver,
                                          ttl_dns_cache=300, enable_cleanup_closed=True, resolver=resolver)
         session = aiohttp.ClientSession(connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",))
-        upstream = (Upstream(resolver, limit_per_origin=settings.connections_per_receiver, headers=RELAYED_HEADERS)
-                    if settings.forward_client == "lean" else None)
+        upstream = (Upstream(resolver, limit_per_origin=settings.connections_per_receiver, headers=RELAYED_HEADERS,
+                             lists=LIST_HEADERS) if settings.forward_client == "lean" else None)
         script_flags = await _supports_script_flags(redis)
         queue = DeliveryQueue(redis, prefix=settings.key_prefix, max_inflight=settings.max_inflight_per_receiver,
                               script_flags=script_flags, lease_seconds=settings.forward_timeout * 2 + 5,

@@ -44,6 +44,9 @@ log = logging.getLogger("routing.delivery")
 
 # Headers of the receiver's answer that the caller gets back (ids are set by the hub itself).
 RELAYED_HEADERS = (*ROUTING_HEADERS, "X-Total-Count", "X-Limit", "Link", "Location")
+# Of those, the ones whose value is a list (RFC 8288 §3: link-values separated by commas) and may come in several
+# lines: read whole, joined with ", " (RFC 9110 §5.3). Of any other, the first line.
+LIST_HEADERS = ("Link",)
 _RELAYED_LOWER = tuple((h, h.lower()) for h in RELAYED_HEADERS)
 
 Resolver = Callable[[str], Platform | None]
@@ -452,7 +455,11 @@ class Delivery:
                                         allow_redirects=False) as resp:
             body = await read_at_most(resp, self.max_reply_bytes)
             got = resp.headers.get
-            return resp.status, body, {h: v for h in RELAYED_HEADERS if (v := got(h)) is not None}
+            relayed = {h: v for h in RELAYED_HEADERS if (v := got(h)) is not None}
+            for name in LIST_HEADERS:
+                if name in relayed:
+                    relayed[name] = ", ".join(resp.headers.getall(name))
+            return resp.status, body, relayed
 
     def _refusal(self, receiver: str, url: str, *, callback: bool) -> str | None:
         """Why the outbound policy forbids calling ``url`` now; a callback URL must still be on a host its platform

@@ -2,7 +2,12 @@
 Callback URLs).
 
 Requests: ``response_url`` in the body of the five commands and of SetChargingProfile, and in the query of
-charging-profile GET/DELETE. Responses: the CDR ``Location`` header and every pagination ``Link`` header.
+charging-profile GET/DELETE. Responses: the CDR ``Location`` header and the pagination ``Link`` header.
+
+A ``Link`` holds one or more link-values (RFC 8288 §3), in one line or several (joined by the forward clients,
+routing/delivery.py ``LIST_HEADERS``). OCPI 2.2.1 transport_and_format (Pagination) defines one relation, the next
+page: that link-value is relayed, as ``<hub URL>; rel="next"``, and every other one is dropped. The caller never
+sees a receiver URL, and a receiver cannot make the hub issue more than one hub URL per answer.
 
 A URL the outbound-URL policy refuses (routing/outbound.py) is never forwarded: a request carrying one is
 refused (400/2001 naming the field); a refused ``Link`` makes the answer unusable (502/4000: dropping it would
@@ -28,7 +33,15 @@ from routing.ocpi.pagination import parse_datetime
 # How long result URLs live: routing.callbacks.ResultLifetime (HUB_RESULT_URL_GRACE, HUB_RESULT_URL_MAX_LIFETIME).
 LOCATION_TTL = 30 * 24 * 3600.0  # a CDR stays retrievable at its Location for a month
 LINK_TTL = 3600.0  # a crawl's next page
-_LINK = re.compile(r"<([^>]*)>(.*)")
+# The usual Link, whole: one link-value, rel="next" (OCPI 2.2.1 transport_and_format, Pagination).
+_NEXT_ONLY = re.compile(r'<([^>]*)>[ \t]*;[ \t]*rel[ \t]*=[ \t]*(?:"next"|next)', re.IGNORECASE)
+# Any Link (RFC 8288 §3): link-value *( "," link-value ), empty list elements allowed (RFC 9110 §5.6.1);
+# link-value = "<" URI-Reference ">" *( ";" param ), param = token [ "=" ( token / quoted-string ) ]; an empty
+# param (a stray ";") is let through. Each run of whitespace has one place to go and the parameter list is taken
+# possessively (*+): a hostile header costs linear time, never backtracking.
+_QUOTED = r'"(?:[^"\\]|\\.)*"'
+_PARAM = re.compile(r';[ \t]*(?:([^\s;,=\"<>]+)[ \t]*(?:=[ \t]*(?:(' + _QUOTED + r'|[^\s;,"]+)[ \t]*)?)?)?')
+_LINK_VALUE = re.compile(r"[\s,]*<([^>]*)>[ \t]*((?:" + _PARAM.pattern + r")*+)(?:,|\Z)")
 log = logging.getLogger("routing.rewrite")
 
 
@@ -112,22 +125,65 @@ async def rearm_result_callback(callbacks: Callbacks, rewritten: Rewritten, repl
         await callbacks.extend(rewritten.callback_id, ttl)
 
 
+def next_page(link: str) -> str | None:
+    """The URL of the next page a ``Link`` header names, or None when it names none.
+
+    The next page is the first link-value whose ``rel`` (the first one, RFC 8288 §3.3) lists ``next``; failing
+    that, the first without ``rel`` (RFC 8288 requires one: OCPI defines no relation but next). Raises
+    ``ValueError`` when the header is not a list of link-values, e.g. a URL without ``<...>``."""
+    if (usual := _NEXT_ONLY.fullmatch(link.strip())) is not None:
+        return usual.group(1)
+    without_rel: str | None = None
+    pos = 0
+    while (value := _LINK_VALUE.match(link, pos)) is not None:
+        rel = _rel(value.group(2))
+        if rel is None:
+            without_rel = value.group(1) if without_rel is None else without_rel
+        elif "next" in rel.lower().split():
+            return value.group(1)
+        pos = value.end()
+    if link[pos:].strip(" \t,"):
+        raise ValueError("not a list of link-values")
+    return without_rel
+
+
+def _rel(params: str) -> str | None:
+    """The first ``rel`` of a link-value's parameters, unquoted (RFC 8288 §3.3: later ones are ignored)."""
+    for param in _PARAM.finditer(params):
+        if (param.group(1) or "").lower() == "rel":
+            value = param.group(2) or ""
+            return value[1:-1] if value.startswith('"') else value
+    return None
+
+
+def _relayed_next_page(link: str) -> str | None:
+    """``next_page``, with a ``Link`` that is not link-values making the answer unusable: it may well name a next
+    page, and leaving it out would end the caller's crawl without telling it."""
+    try:
+        return next_page(link)
+    except ValueError:
+        raise HubError("receiver's answer is unusable: its Link header is not a list of link-values "
+                       "(RFC 8288 §3)") from None
+
+
 async def rewrite_response_headers(
     callbacks: Callbacks, headers: dict[str, str], *, module: str, interface_role: str, caller: Party,
     receiver: Party, receiver_platform: str,
 ) -> dict[str, str]:
-    """``Link`` and ``Location`` point at the receiver's server, which the caller cannot call: point them at us."""
+    """``Link`` and ``Location`` point at the receiver's server, which the caller cannot call: point them at us.
+    Of a ``Link``, only the next page goes on (module docstring)."""
     out = dict(headers)
     link = out.get("Link")
-    if link:
-        match = _LINK.match(link.strip())
-        if match:
-            cb = Callback(url=match.group(1), method="GET", issued_to=caller.key, target_platform=receiver_platform,
-                          to_party=receiver.key, module=module, interface_role=interface_role)
-            try:
-                out["Link"] = f"<{await callbacks.issue(cb, LINK_TTL, field='Link header')}>{match.group(2)}"
-            except InvalidParameters as exc:
-                raise HubError(f"receiver's answer is unusable: {exc.message}") from None
+    url = None if link is None else _relayed_next_page(link)
+    if url is not None:
+        cb = Callback(url=url, method="GET", issued_to=caller.key, target_platform=receiver_platform,
+                      to_party=receiver.key, module=module, interface_role=interface_role)
+        try:
+            out["Link"] = f'<{await callbacks.issue(cb, LINK_TTL, field="Link header")}>; rel="next"'
+        except InvalidParameters as exc:
+            raise HubError(f"receiver's answer is unusable: {exc.message}") from None
+    elif link is not None:  # no next page: the other relations are not OCPI's, and would each need a hub URL
+        del out["Link"]
     location = out.get("Location")
     if location:
         cb = Callback(url=location, method="GET", issued_to=caller.key, target_platform=receiver_platform,

@@ -48,7 +48,8 @@ class UpstreamError(OSError):
 @dataclass(slots=True)
 class Answer:
     status: int
-    # lower-case names; the first of repeated headers, as aiohttp's ``headers.get``; only those the client keeps
+    # lower-case names; only those the client keeps; of a repeated header the first line, as aiohttp's
+    # ``headers.get``, or for a list-valued one all its lines joined with ", " (``Upstream(lists=...)``)
     headers: dict[str, str]
     body: bytes | None  # None: larger than the caller's limit (the connection is then closed)
 
@@ -79,6 +80,7 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.kept = client.kept
+        self.lists = client.lists
         self.future: asyncio.Future[Answer] | None = None
         self.lost = False
         self.reused = False
@@ -145,12 +147,18 @@ class _Connection(asyncio.Protocol):
         if self.head_bytes > MAX_HEAD_BYTES:
             raise UpstreamError(f"the receiver's header section is larger than {MAX_HEAD_BYTES} bytes")
         kept = self.kept
-        if kept is None:
-            self.headers.setdefault(name.decode("latin-1").lower(), value.decode("utf-8", "surrogateescape"))
-        elif (key := kept.get(name.lower())) is not None and key not in self.headers:
-            # the header section is read as it arrives, one Python call per line: a header the caller does not
-            # read is not decoded (a tenth of a forward's instructions went to reading headers nobody read)
+        if kept is not None:
+            key = kept.get(name.lower())
+            if key is None:
+                # the header section is read as it arrives, one Python call per line: a header the caller does not
+                # read is not decoded (a tenth of a forward's instructions went to reading headers nobody read)
+                return
+        else:
+            key = name.decode("latin-1").lower()
+        if key not in self.headers:
             self.headers[key] = value.decode("utf-8", "surrogateescape")
+        elif key in self.lists:  # one list in several lines: the same list in one (RFC 9110 §5.3)
+            self.headers[key] += ", " + value.decode("utf-8", "surrogateescape")
 
     def on_headers_complete(self) -> None:
         self.status = self.parser.get_status_code()
@@ -192,12 +200,16 @@ class Upstream:
     """Keep-alive HTTP/1.1 connections of one hub process to the receivers it forwards to."""
 
     def __init__(self, resolver: AbstractResolver, *, limit_per_origin: int = 100, idle_timeout: float = 15.0,
-                 ssl_context: ssl.SSLContext | None = None, headers: Collection[str] | None = None) -> None:
+                 ssl_context: ssl.SSLContext | None = None, headers: Collection[str] | None = None,
+                 lists: Collection[str] = ()) -> None:
         """``headers``: the answer headers the caller reads (any case), or None for all; the framing headers
-        (Content-Length, Transfer-Encoding) are always read."""
+        (Content-Length, Transfer-Encoding) are always read. ``lists``: headers whose value is a comma-separated
+        list (such as ``Link``): all their lines are read, joined with ", " (RFC 9110 §5.3); of any other header
+        repeated, the first line."""
         self.resolver = resolver
         self.kept: dict[bytes, str] | None = None if headers is None else {
             name.lower().encode("latin-1"): name.lower() for name in (*headers, "Content-Length", "Transfer-Encoding")}
+        self.lists = frozenset(name.lower() for name in lists)
         self.limit_per_origin = max(1, limit_per_origin)
         self.idle_timeout = idle_timeout
         self.ssl_context = ssl_context

@@ -8,8 +8,10 @@ headers, only for the party it was issued to, only with its method, and only unt
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -18,7 +20,7 @@ import pytest
 from aiohttp import web
 from multidict import CIMultiDict
 
-from tests.conftest import HubHarness, MakeHub, cpo, emsp
+from tests.conftest import HubHarness, MakeHub, cpo, emsp, running_hub
 from tests.partners import FakePartner, Party, Received, default_responder, envelope, ocpi_token
 
 TS = "2024-05-01T10:00:00Z"
@@ -425,3 +427,100 @@ async def test_link_of_a_forwarded_list_points_at_the_hub_and_can_be_followed_to
     status, _, doc = await post_raw(hub, links[0], emb.token_c or "", b"", method="GET", headers=from_(emb.party))
     assert status == 403, doc
     assert urlsplit(links[0]).query == "", "nothing of the CPO's URL leaks into the hub URL"
+
+
+# A receiver's Link may hold several link-values, in one header line or in several (RFC 8288 §3; RFC 9110 §5.3).
+# OCPI 2.2.1 transport_and_format (Pagination) defines one relation, rel="next": the hub relays that one as a hub URL
+# and drops the others, so none of the receiver's URLs reaches the caller.
+HUB_LINK = re.compile(r'<([^>]*)>; rel="next"')
+
+
+@pytest.fixture(params=["lean", "aiohttp"])
+async def forwarding_hub(backend: str | None, request: pytest.FixtureRequest) -> AsyncIterator[HubHarness]:
+    """Both forward clients (HUB_FORWARD_CLIENT): each reads the receiver's answer headers its own way."""
+    async with running_hub(backend, forward_client=request.param) as h:
+        yield h
+
+
+async def crawl_with_links(hub: HubHarness, lines: list[str]) -> tuple[list[str], FakePartner, FakePartner]:
+    """The eMSP reads the CPO's locations; the CPO's first page answers ``lines`` as its Link header lines ({cpo}:
+    its base URL), the page they lead to has none. Returns the Link values the eMSP got, each page's."""
+    cpa, ema = cpo(), emsp()
+
+    async def pages(request: web.Request, rec: Received) -> web.StreamResponse:
+        if "page=" in rec.query:
+            return web.json_response(envelope([{"id": "LOC2"}]), headers=swapped(request))
+        headers = CIMultiDict(swapped(request))
+        for line in lines:
+            headers.add("Link", line.format(cpo=cpa.base_url + "/ocpi/2.2.1/sender/locations"))
+        return web.json_response(envelope([{"id": "LOC1"}]), headers=headers)
+
+    cpa.responder = pages
+    await hub.connect(cpa)
+    await hub.connect(ema)
+    status, headers, doc = await ema.call(hub.session, "GET", "locations", "SENDER", to=cpa.party)
+    assert status == 200, doc
+    got = headers.getall("Link", [])
+    assert all(cpa.base_url not in link for link in got), got
+    if got:
+        match = HUB_LINK.fullmatch(got[0])
+        assert len(got) == 1 and match is not None and match.group(1).startswith(hub.url + CALLBACKS), got
+        status, headers, doc = await post_raw(hub, match.group(1), ema.token_c or "", b"", method="GET",
+                                              headers=from_(ema.party))
+        assert (status, doc["data"], headers.get("Link")) == (200, [{"id": "LOC2"}], None), doc
+    return got, cpa, ema
+
+
+def queries(cpa: FakePartner) -> list[str]:
+    return [r.query for r in cpa.received if r.method == "GET"]
+
+
+async def test_of_several_link_values_only_next_is_relayed_and_as_a_hub_url(forwarding_hub: HubHarness) -> None:
+    got, cpa, _ = await crawl_with_links(forwarding_hub, [
+        '<{cpo}?page=first>; rel="first", <{cpo}?page=2&ids=a,b>; rel="next", <{cpo}?page=9>; rel="last"'])
+    assert len(got) == 1
+    assert queries(cpa) == ["", "page=2&ids=a,b"]
+
+
+async def test_a_repeated_link_header_is_read_whole_not_only_its_first_line(forwarding_hub: HubHarness) -> None:
+    got, cpa, _ = await crawl_with_links(forwarding_hub, [
+        '<{cpo}?page=first>; rel="first"', '<{cpo}?page=0>; rel="prev", <{cpo}?page=2>; rel="next"'])
+    assert len(got) == 1
+    assert queries(cpa) == ["", "page=2"]
+
+
+@pytest.mark.parametrize("lines", [
+    # a comma, a '<' and a rel inside a quoted parameter; parameter names in any case; several relation types
+    ['<{cpo}?page=0>; title="back, <{cpo}?page=x>; rel=next"; rel=prev, <{cpo}?page=2>; REL="last next"'],
+    # whitespace and empty list elements (RFC 9110 §5.6.1)
+    [' , <{cpo}?page=2> ;  rel = next ,, '],
+    # a second rel parameter is ignored (RFC 8288 §3.3); of two next links the first is the page
+    ['<{cpo}?page=0>; rel="prev"; rel="next", <{cpo}?page=2>; rel="next", <{cpo}?page=3>; rel="next"'],
+    # no rel at all (RFC 8288 requires one): the next page, the only relation OCPI defines
+    ['<{cpo}?page=2>'],
+], ids=["quoted", "whitespace", "first-rel", "no-rel"])
+async def test_link_values_are_parsed_as_rfc_8288_writes_them(forwarding_hub: HubHarness, lines: list[str]) -> None:
+    got, cpa, _ = await crawl_with_links(forwarding_hub, lines)
+    assert len(got) == 1
+    assert queries(cpa) == ["", "page=2"]
+
+
+async def test_a_page_whose_links_are_none_of_them_next_is_relayed_without_link(hub: HubHarness) -> None:
+    got, cpa, _ = await crawl_with_links(hub, ['<{cpo}?page=0>; rel="prev", <{cpo}?page=0>; rel="first"'])
+    assert got == []
+    assert queries(cpa) == [""]
+
+
+async def test_a_link_header_that_is_not_link_values_makes_the_answer_unusable(hub: HubHarness) -> None:
+    cpa, ema = cpo(), emsp()
+
+    async def answer(request: web.Request, rec: Received) -> web.StreamResponse:
+        return web.json_response(envelope([]), headers={
+            "Link": f'{cpa.base_url}/ocpi/2.2.1/sender/locations?page=2; rel="next"'})
+
+    cpa.responder = answer
+    await hub.connect(cpa)
+    await hub.connect(ema)
+    status, headers, body = await ema.call(hub.session, "GET", "locations", "SENDER", to=cpa.party)
+    assert (status, body["status_code"]) == (502, 4000), body
+    assert "Link" not in headers and cpa.base_url not in body["status_message"], body

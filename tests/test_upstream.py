@@ -483,3 +483,19 @@ async def test_a_client_told_which_headers_it_reads_keeps_those_and_the_framing_
     assert (answer.status, answer.body) == (200, OK)
     assert answer.headers == {"x-twice": "first", "ocpi-to-party-id": "EMP", "content-length": str(len(OK))}
     await upstream.close()
+
+
+@pytest.mark.parametrize("kept", [("X-Twice", "X-Spaced"), None], ids=["named headers", "all headers"])
+async def test_the_lines_of_a_list_header_are_joined_and_of_any_other_the_first_is_kept(
+        kept: tuple[str, ...] | None) -> None:
+    """A list-valued header (a Link: RFC 8288 §3) may come in several lines: one list in one value (RFC 9110 §5.3)."""
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(ANSWER_WITH_HEADERS.replace(b"X-Empty:\r\n", b"X-Spaced: again\r\n"))
+        await writer.drain()
+
+    upstream = Upstream(DefaultResolver(), headers=kept, lists=("x-TWICE",))
+    async with raw_served(handler) as base:
+        answer = await upstream.request("POST", base + "/", {}, b"{}", budget=5, max_body=1000)
+    assert (answer.headers["x-twice"], answer.headers["x-spaced"]) == ("first, second", "value with trailing space  ")
+    await upstream.close()
