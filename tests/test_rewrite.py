@@ -47,8 +47,10 @@ def test_a_header_that_is_not_link_values_is_refused(link: str) -> None:
     '<a>; rel="' + "\\\\" * 30_000, "<a>," * 15_000 + '"', "<" * 60_000,
 ])
 def test_a_hostile_header_is_read_in_linear_time(link: str) -> None:
-    """A header section may be 64 KiB (routing/upstream.py): each of these backtracks for ever in a naive pattern."""
+    """A header section may be 64 KiB (routing/upstream.py): each of these backtracks for ever in a naive pattern.
+    Not a speed figure: the linear reading takes milliseconds, and the bound only has to tell it from "for ever"
+    on a busy host."""
     started = time.perf_counter()
     with pytest.raises(ValueError):
         next_page(link)
-    assert time.perf_counter() - started < 0.5
+    assert time.perf_counter() - started < 5
