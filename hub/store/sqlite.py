@@ -259,6 +259,9 @@ _ROUTED_UPSERT: Final = (
     + ", ".join(f"{c} = excluded.{c}" for c in _ROUTED_COLUMNS if c not in (*ROUTED_KEY, "kept_at_us"))
 )
 _ROUTED_KEY_WHERE: Final = " AND ".join(f"{c} = ?" for c in ROUTED_KEY)
+# One kept, unexpired record by its key (the key's values, then now in µs).
+_ROUTED_UNEXPIRED: Final = (f"SELECT {', '.join(_ROUTED_COLUMNS)} FROM {ROUTED} "
+                             f"WHERE {_ROUTED_KEY_WHERE} AND expires_at_us > ?")
 RESEAL_BATCH: Final = 500
 _IDS_PER_QUERY: Final = 500  # bound parameters per IN (...) query (SQLite's limit is 32,766 since 3.32)
 
@@ -704,9 +707,7 @@ class SqliteStore:
                          object_id: str) -> RoutedObject | None:
         key = tuple(routed_key(module, receiver, country_code, party_id, object_id).values())
         async with self._read() as db:
-            rows = await db.execute_fetchall(
-                f"SELECT {', '.join(_ROUTED_COLUMNS)} FROM {ROUTED} WHERE {_ROUTED_KEY_WHERE} AND expires_at_us > ?",
-                (*key, now_us()))
+            rows = await db.execute_fetchall(_ROUTED_UNEXPIRED, (*key, now_us()))
         for row in rows:
             return _routed_from_row(row, self.sealer)
         return None
@@ -716,9 +717,7 @@ class SqliteStore:
         """Read, change and write in one write transaction: no other writer, in any process, comes in between."""
         key = tuple(routed_key(module, receiver, country_code, party_id, object_id).values())
         async with self._write() as db:
-            rows = await db.execute_fetchall(
-                f"SELECT {', '.join(_ROUTED_COLUMNS)} FROM {ROUTED} WHERE {_ROUTED_KEY_WHERE} AND expires_at_us > ?",
-                (*key, now_us()))
+            rows = await db.execute_fetchall(_ROUTED_UNEXPIRED, (*key, now_us()))
             for row in rows:
                 new = change(_routed_from_row(row, self.sealer))
                 if new is None:
