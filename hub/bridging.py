@@ -43,6 +43,9 @@ class Bridge:
         self.up: list[Loss] = []  # 2.1.1 -> 2.2.1, made once
         self.reports: list[dict[str, Any]] = []
         self._rules: list[tuple[str, str, list[str]]] = []
+        # The TokenType a real-time authorization with ``?type=OTHER`` stands for, put in the query by the router
+        # (routing/open_routing.py, ``type_behind_other``); None: the query's type is the sender's.
+        self.retyped: str | None = None
 
     @functools.cached_property
     def kind(self) -> str | None:
@@ -214,18 +217,20 @@ class Bridge:
 
     def query_for(self, target: str) -> str:
         """The query in ``target``: a Tokens URL's ``type`` (OCPI 2.2.1 and 2.3.0 mod_tokens) goes as the body's
-        TokenType does, OTHER where the target lacks it (docs/versions.md, "Tokens"); everything else as sent.
-        Without a body to report with, the mapping is reported on its own."""
+        TokenType does, OTHER where the target lacks it (docs/versions.md, "Tokens"); everything else as sent (an
+        authorization's OTHER as the type the router found behind it, ``retyped``). Without a body to report with,
+        the change is reported on its own."""
         query = self.req.query
         found = self._token_type(target)
-        if found is None:
+        if found is None and self.retyped is None:
             return query
-        i, _ = found
-        parts = query.split("&")
-        parts[i] = "type=OTHER"
+        if found is not None:
+            parts = query.split("&")
+            parts[found[0]] = "type=OTHER"
+            query = "&".join(parts)
         if self.original is None:
             self._note(self.version, target, self._type_loss(target))
-        return "&".join(parts)
+        return query
 
     def _token_type(self, target: str) -> tuple[int, str] | None:
         """Where the query's TokenType is and its value, when ``target`` does not have that type."""
@@ -239,11 +244,18 @@ class Bridge:
         return None
 
     def _type_loss(self, target: str) -> list[Loss]:
+        """How the URL's TokenType changed on the way to ``target``: mapped to OTHER (a type ``target`` lacks), or
+        the type OTHER stood for (``retyped``) derived from the eMSP's own push of the token."""
+        step = f"{self.version}>{target}"
+        if self.retyped is not None:
+            return [Loss("?type", DERIVED, f"TokenType OTHER of the URL: the token's type is {self.retyped}, which "
+                         f"OCPI {self.version} lacks (the caller got it as OTHER); sent as {self.retyped}, the type "
+                         "its eMSP gave it", step)]
         found = self._token_type(target)
         if found is None:
             return []
         return [Loss("?type", MAPPED, f"TokenType {quote(found[1], safe='')} of the URL does not exist in OCPI "
-                     f"{target}: sent as OTHER", f"{self.version}>{target}")]
+                     f"{target}: sent as OTHER", step)]
 
     async def reply_for(self, hub: Hub, body: bytes, target: str, to: Party) -> bytes:
         """The receiver's answer (in ``target``) in the sender's version."""

@@ -50,7 +50,7 @@ from routing.ocpi.ids import check_path_tail
 from routing.ocpi.models import parse_json
 from routing.ocpi.pagination import page_headers, parse_page
 from routing.ocpi.versions import V211, V221, V230, has_module
-from routing.open_routing import find_receiver, learn, learns, type_behind_other_211
+from routing.open_routing import find_receiver, learn, learns, type_behind_other, types_as_other
 from routing.platform import ConnectionStatus, Platform, utcnow
 from routing.queue import Message
 from routing.rewrite import Rewritten, rearm_result_callback, rewrite_request, rewrite_response_headers, rewrites
@@ -177,8 +177,8 @@ async def route(request: web.Request, hub: Hub, platform: Platform, version: str
         return await to_hub(request, hub, req, sender, hub_party, msg)
     if routing.to is None:  # open routing: the hub finds the receiver from content it has seen
         admits = hub.roaming.route_filter(platform, sender, module)
-        if version == V211:
-            await type_behind_other_211(req, hub.hints, admits)
+        if as_other := types_as_other(req, version):  # a token type the caller's version lacks, authorized as OTHER
+            msg.retyped = await type_behind_other(req, hub.hints, as_other, admits=admits)
         found = await find_receiver(req, hub.hints, admits)
         req.routing = RoutingHeaders(to=found, from_=sender)
         ex.to_party = req.routing.to.key if req.routing.to else None
@@ -189,6 +189,8 @@ async def route(request: web.Request, hub: Hub, platform: Platform, version: str
     ticket.bind(route_.receiver.id)  # open routing: the receiver is known only now
     target = route_.receiver.version or V221
     ex.receiver_version = target
+    if routing.to is not None and (as_other := types_as_other(req, version, target)):
+        msg.retyped = await type_behind_other(req, hub.hints, as_other, to=route_.to)  # looked up at that eMSP
     check_charging_preferences(module, role, req.segments, target)
     if command_lacking(module, role, req.segments, version, target):  # never sent (docs/versions.md, "Commands")
         ex.outcome = "not_supported"

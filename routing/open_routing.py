@@ -18,8 +18,10 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from routing.ocpi.errors import InvalidParameters, UnknownReceiver
+from routing.ocpi.errors import InvalidParameters, NotEnoughInformation, UnknownReceiver
 from routing.ocpi.headers import Party
+from routing.ocpi.translate.common import TOKEN_TYPES_211, TOKEN_TYPES_221
+from routing.ocpi.versions import V211, V221
 from routing.router import InboundRequest
 
 log = logging.getLogger("routing.open_routing")
@@ -148,29 +150,53 @@ def _query_type(query: str) -> str | None:
 
 Admits = Callable[[str], bool]  # may the sender reach this candidate ("CC:PID")? (roaming agreements)
 
-# OCPI 2.1.1 TokenType has RFID and OTHER only: the types newer versions added reach a 2.1.1 CPO as OTHER
-# (docs/versions.md, "Tokens"), so a 2.1.1 OTHER may be any of these.
-_OTHER_211 = ("OTHER", "AD_HOC_USER", "APP_USER", "EMAID")
+# TokenTypes of the versions that lack some (OCPI 2.1.1 and 2.2.1 mod_tokens; 2.3.0's OpenEnum has them all), and
+# the types newer versions added, which reach those versions as OTHER (docs/versions.md, "Tokens").
+_TOKEN_TYPES = {V211: TOKEN_TYPES_211, V221: TOKEN_TYPES_221}
+_ADDED_TYPES = ("AD_HOC_USER", "APP_USER", "EMAID")
 
 
-async def type_behind_other_211(req: InboundRequest, hints: RouteHints, admits: Admits | None = None) -> None:
-    """A 2.1.1 CPO authorizes a token it got as OTHER (``?type=OTHER``): the query gets the type its eMSP gave the
-    token, so the token is found and the eMSP is asked about its own type. Types known at no party leave the query
-    as it is (the look-up answers 4001); a uid known under several of them is ambiguous (4001)."""
+def types_as_other(req: InboundRequest, version: str, target: str | None = None) -> tuple[str, ...]:
+    """The TokenTypes a real-time authorization with ``?type=OTHER`` (OCPI 2.2.1 mod_tokens, Sender ``authorize``)
+    may stand for: those the caller's ``version`` lacks, which reached it as OTHER, and, once the receiver is known,
+    that its version (``target``) has. Empty for every other request; decided without I/O."""
     segs = req.segments
     if not (req.module == "tokens" and req.interface_role == "SENDER" and len(segs) == 2 and segs[1] == "authorize"
-            and (_query_type(req.query) or "").upper() == "OTHER"):
-        return
+            and version in _TOKEN_TYPES and (_query_type(req.query) or "").upper() == "OTHER"):
+        return ()
+    lacking = [t for t in _ADDED_TYPES if t not in _TOKEN_TYPES[version]]
+    has = _TOKEN_TYPES.get(target or "")
+    return tuple(t for t in lacking if has is None or t in has)
+
+
+async def type_behind_other(req: InboundRequest, hints: RouteHints, types: Sequence[str], *,
+                            admits: Admits | None = None, to: Party | None = None) -> str | None:
+    """The type the eMSP gave a token the caller authorizes as OTHER (``types``: ``types_as_other``), put in the
+    query so the token is found and the eMSP is asked about its own type; returned, None when the query stays.
+
+    Looked up among the eMSPs the caller may reach (``admits``; open routing) or at the addressed one (``to``). A
+    uid known there as OTHER only, or under no type, leaves the query as it is. A uid known under several of these
+    types is ambiguous, never guessed: 4001 when open routing, 2002 (not enough information) when addressed."""
+    uid = req.segments[0]
     found = []
-    for token_type in _OTHER_211:
-        parties = await hints.find("token", token_key(segs[0], token_type))
-        if any(admits is None or admits(p) for p in parties):
+    for token_type in ("OTHER", *types):
+        parties = await hints.find("token", token_key(uid, token_type))
+        if to is not None:
+            parties = [p for p in parties if p == to.key]
+        elif admits is not None:
+            parties = [p for p in parties if admits(p)]
+        if parties:
             found.append(token_type)
     if len(found) > 1:
-        raise UnknownReceiver(f"open routing: token {segs[0]} of type OTHER is ambiguous (known with more than one "
-                              "type)")
-    if found:
-        req.query = re.sub(r"(^|&)type=[^&]*", lambda m: f"{m.group(1)}type={found[0]}", req.query)
+        what = (f"token {uid} of type OTHER is ambiguous (known with more than one type that your OCPI version "
+                "shows as OTHER)")
+        if to is not None:
+            raise NotEnoughInformation(what)
+        raise UnknownReceiver(f"open routing: {what}")
+    if not found or found[0] == "OTHER":
+        return None
+    req.query = re.sub(r"(^|&)type=[^&]*", lambda m: f"{m.group(1)}type={found[0]}", req.query)
+    return found[0]
 
 
 async def _one(hints: RouteHints, kind: str, key: str, what: str, admits: Admits | None = None) -> Party:

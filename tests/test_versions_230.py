@@ -9,10 +9,11 @@ from typing import Any
 
 import orjson
 import pytest
+from aiohttp import web
 
 from hub.context import HUB_KEY
 from tests.conftest import HubHarness, MakeHub, cpo, emsp, ocpi_examples
-from tests.partners import FakePartner, Party, ocpi_token
+from tests.partners import FakePartner, Party, Received, envelope, ocpi_token
 from tests.test_audit import records
 from tests.test_clientinfo import eventually
 from tests.test_versions_routing import partner, translations
@@ -142,6 +143,72 @@ async def test_the_token_type_of_the_url_reaches_older_cpos_as_the_bodys(net230:
     reports = translations(await records(hub, module="tokens"))
     mapped = sorted(r["to"] for r in reports for loss in r.get("losses", []) if loss["field"] == "?type")
     assert mapped == ["2.1.1", "2.1.1", "2.2.1", "2.2.1", "2.2.1"], reports  # the GET, which has no body, too
+
+
+# -- A Plug & Charge token older CPOs got as OTHER, authorized in real time (OCPI 2.2.1 mod_tokens, Sender) --------
+
+HUB_PARTY = Party("NL", "HUB", "HUB")
+
+
+def emaid_token(uid: str, token_type: str = "EMAID") -> dict[str, Any]:
+    return {"country_code": "DE", "party_id": "EMC", "uid": uid, "type": token_type, "contract_id": "DE8EMC0001",
+            "issuer": "eMSP C", "valid": True, "whitelist": "NEVER", "last_updated": "2026-12-01T10:00:00Z"}
+
+
+async def push_to_all(net230: Net230, token: dict[str, Any]) -> None:
+    status, _, doc = await net230.emsp230.call(net230.hub.session, "PUT", "tokens", "RECEIVER",
+                                               f"DE/EMC/{token['uid']}", to=HUB_PARTY, json=token,
+                                               query=f"type={token['type']}")
+    assert status == 200, doc
+
+
+@pytest.mark.parametrize(("cpo", "addressed"), [("cpo221", False), ("cpo221", True), ("cpo211", False)])
+async def test_a_cpo_authorizing_an_emaid_token_it_got_as_other_reaches_the_emsp_with_emaid(
+        net230: Net230, cpo: str, addressed: bool) -> None:
+    """EMAID (OCPI 2.3.0) reaches 2.2.1 and 2.1.1 CPOs as OTHER (docs/versions.md, "Tokens"); their real-time
+    authorization with ``?type=OTHER``, by open routing or addressed to the eMSP, reaches the eMSP as EMAID, and
+    the Token of the answer reaches a 2.2.1 CPO as OTHER, the type it holds."""
+    hub = net230.hub
+    caller: FakePartner = getattr(net230, cpo)
+
+    async def authorize(request: web.Request, rec: Received) -> web.StreamResponse:
+        return web.json_response(envelope({"allowed": "ALLOWED", "token": emaid_token("PC1")}))
+
+    net230.emsp230.responder = authorize
+    await push_to_all(net230, emaid_token("PC1"))
+    pushed = await eventually(lambda: [r for r in caller.received if r.method == "PUT" and "/tokens/" in r.path],
+                              f"{caller.name} receiving the token")
+    assert pushed[0].json()["type"] == "OTHER"
+    status, _, doc = await caller.call(hub.session, "POST", "tokens", "SENDER", "PC1/authorize", query="type=OTHER",
+                                       to=net230.emsp230.party if addressed else None, json={"location_id": "LOC1"})
+    assert status == 200 and doc["status_code"] == 1000 and doc["data"]["allowed"] == "ALLOWED", doc
+    [asked] = [r for r in net230.emsp230.received if r.path.endswith("/tokens/PC1/authorize")]
+    assert asked.raw_query == "type=EMAID", asked.raw_query
+    if caller.version == "2.2.1":
+        assert doc["data"]["token"]["type"] == "OTHER", doc
+    reports = translations([r for r in await records(hub, module="tokens") if r.method == "POST"])
+    [request] = [r for r in reports if r["of"] == "request"]
+    assert (request["from"], request["to"]) == (caller.version, "2.3.0"), request
+    assert [(loss["field"], loss["rule"]) for loss in request["losses"]] == [("?type", "derived")], request
+    assert "EMAID" in request["losses"][0]["detail"], request
+
+
+@pytest.mark.parametrize(("addressed", "answer"), [(False, (404, 4001)), (True, (400, 2002))])
+async def test_an_other_authorization_of_a_uid_the_emsp_gave_two_types_is_refused_not_guessed(
+        net230: Net230, addressed: bool, answer: tuple[int, int]) -> None:
+    """A uid the eMSP holds as EMAID and as OTHER is one token at a 2.2.1 CPO: which one ``?type=OTHER`` means is
+    not known, and the hub does not guess (an authorization of the wrong token could charge the wrong contract).
+    Open routing cannot tell the receiver (404/4001); addressed to the eMSP, the request lacks what tells its
+    tokens apart (OCPI 2.2.1 mod_tokens: 2002, not enough information)."""
+    hub = net230.hub
+    await push_to_all(net230, emaid_token("PC2"))
+    await push_to_all(net230, emaid_token("PC2", "OTHER"))
+    status, _, doc = await net230.cpo221.call(hub.session, "POST", "tokens", "SENDER", "PC2/authorize",
+                                              query="type=OTHER", to=net230.emsp230.party if addressed else None,
+                                              json={"location_id": "LOC1"})
+    assert (status, doc["status_code"]) == answer, doc
+    assert "ambiguous" in doc["status_message"], doc
+    assert not [r for r in net230.emsp230.received if "/authorize" in r.path]
 
 
 # -- GET All across versions: a left-out object does not move the next page (OCPI 2.2.1 Pagination) ------------
