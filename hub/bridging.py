@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from typing import Any
-from urllib.parse import parse_qs, quote, unquote
+from urllib.parse import quote
 
 import orjson
 
@@ -24,6 +24,7 @@ from routing.bridge import (
     translate_reply,
 )
 from routing.ocpi.headers import Party
+from routing.ocpi.token_query import query_type, with_query_type
 from routing.ocpi.translate import Context, Loss, Untranslatable, translate
 from routing.ocpi.translate.base import AUTHORIZATION_INFO, DEFAULTED, DERIVED, DROPPED, LOCATION, MAPPED, SESSION
 from routing.ocpi.translate.common import TOKEN_TYPES_211, TOKEN_TYPES_221
@@ -225,23 +226,18 @@ class Bridge:
         if found is None and self.retyped is None:
             return query
         if found is not None:
-            parts = query.split("&")
-            parts[found[0]] = "type=OTHER"
-            query = "&".join(parts)
+            query = with_query_type(query, "OTHER")
         if self.original is None:
             self._note(self.version, target, self._type_loss(target))
         return query
 
-    def _token_type(self, target: str) -> tuple[int, str] | None:
-        """Where the query's TokenType is and its value, when ``target`` does not have that type."""
+    def _token_type(self, target: str) -> str | None:
+        """The query's TokenType, when ``target`` does not have that type."""
         if self.req.module != "tokens" or target == self.version or target not in (V211, V221):
             return None
-        known = TOKEN_TYPES_211 if target == V211 else TOKEN_TYPES_221
-        for i, part in enumerate(self.req.query.split("&")):
-            name, _, value = part.partition("=")
-            if unquote(name) == "type" and unquote(value) not in known:
-                return i, unquote(value)
-        return None
+        found = query_type(self.req.query)
+        return found if found is not None and found not in (TOKEN_TYPES_211 if target == V211 else TOKEN_TYPES_221) \
+            else None
 
     def _type_loss(self, target: str) -> list[Loss]:
         """How the URL's TokenType changed on the way to ``target``: mapped to OTHER (a type ``target`` lacks), or
@@ -254,7 +250,7 @@ class Bridge:
         found = self._token_type(target)
         if found is None:
             return []
-        return [Loss("?type", MAPPED, f"TokenType {quote(found[1], safe='')} of the URL does not exist in OCPI "
+        return [Loss("?type", MAPPED, f"TokenType {quote(found, safe='')} of the URL does not exist in OCPI "
                      f"{target}: sent as OTHER", step)]
 
     async def reply_for(self, hub: Hub, body: bytes, target: str, to: Party) -> bytes:
@@ -361,6 +357,6 @@ def with_authorized_token(body: bytes, uid: str, query: str, kept: dict[str, Any
     data = doc.get("data") if isinstance(doc, dict) else None
     if not isinstance(data, dict) or "token" in data:
         return body
-    token_type = (parse_qs(query).get("type") or ["RFID"])[0]
+    token_type = query_type(query) or "RFID"
     doc["data"] = {**data, "token": kept if kept is not None else {"uid": uid, "type": token_type}}
     return orjson.dumps(doc)

@@ -17,7 +17,6 @@ import copy
 from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from datetime import datetime
 from typing import Any
-from urllib.parse import parse_qs, quote
 
 from redis.asyncio import Redis
 from redis.exceptions import LockError
@@ -26,6 +25,7 @@ from hub.store.protocol import ObjectStore, StoredObject
 from routing import keys
 from routing.ocpi.errors import InvalidParameters, ServerError
 from routing.ocpi.pagination import Page, parse_datetime
+from routing.ocpi.token_query import query_type, with_query_type
 from routing.ocpi.translate import Context, Loss, Untranslatable, translate
 from routing.ocpi.translate import base as kinds
 from routing.ocpi.translate.base import DROPPED
@@ -48,7 +48,7 @@ def object_id(module: str, segs: list[str], body: Any, query: str) -> str:
     if module != "tokens":
         return segs[2]
     token_type = body.get("type") if isinstance(body, dict) else None
-    token_type = token_type or (parse_qs(query).get("type") or ["RFID"])[0]
+    token_type = token_type or query_type(query) or "RFID"
     return f"{segs[2]}|{str(token_type).upper()}"
 
 
@@ -56,7 +56,7 @@ async def type_211_token(store: ObjectStore, segs: list[str], body: Any, query: 
     """The query of a 2.1.1 eMSP's Token push with the token's type in it. OCPI 2.1.1 names a token by uid alone,
     2.2.1 and 2.3.0 by uid and ``?type=`` (default RFID): an OTHER token's push carries ``type=OTHER``, taken from
     the body or, for a PATCH without one, from the hub's copy of that uid."""
-    if "type" in parse_qs(query):
+    if query_type(query) is not None:
         return query
     token_type = body.get("type") if isinstance(body, dict) else None
     if not isinstance(token_type, str):
@@ -68,7 +68,7 @@ async def type_211_token(store: ObjectStore, segs: list[str], body: Any, query: 
         token_type = "OTHER"
     if token_type.upper() == "RFID":
         return query
-    return f"{query}&type={quote(token_type)}" if query else f"type={quote(token_type)}"
+    return with_query_type(query, token_type)
 
 
 # Longest a writer may hold an object (it expires with a dead process), and longest another one waits for it.

@@ -12,7 +12,6 @@ import hashlib
 import hmac
 import logging
 import math
-import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -20,6 +19,7 @@ from typing import Any, Protocol
 
 from routing.ocpi.errors import InvalidParameters, NotEnoughInformation, UnknownReceiver
 from routing.ocpi.headers import Party
+from routing.ocpi.token_query import query_type, with_query_type
 from routing.ocpi.translate.common import TOKEN_TYPES_211, TOKEN_TYPES_221
 from routing.ocpi.versions import V211, V221
 from routing.router import InboundRequest
@@ -141,13 +141,6 @@ def token_key(uid: str, token_type: str | None) -> str:
     return f"{uid}|{(token_type or 'RFID').upper()}"
 
 
-def _query_type(query: str) -> str | None:
-    from urllib.parse import parse_qs
-
-    values = parse_qs(query).get("type")
-    return values[0] if values else None
-
-
 Admits = Callable[[str], bool]  # may the sender reach this candidate ("CC:PID")? (roaming agreements)
 
 # TokenTypes of the versions that lack some (OCPI 2.1.1 and 2.2.1 mod_tokens; 2.3.0's OpenEnum has them all), and
@@ -162,7 +155,7 @@ def types_as_other(req: InboundRequest, version: str, target: str | None = None)
     that its version (``target``) has. Empty for every other request; decided without I/O."""
     segs = req.segments
     if not (req.module == "tokens" and req.interface_role == "SENDER" and len(segs) == 2 and segs[1] == "authorize"
-            and version in _TOKEN_TYPES and (_query_type(req.query) or "").upper() == "OTHER"):
+            and version in _TOKEN_TYPES and (query_type(req.query) or "").upper() == "OTHER"):
         return ()
     lacking = [t for t in _ADDED_TYPES if t not in _TOKEN_TYPES[version]]
     has = _TOKEN_TYPES.get(target or "")
@@ -195,7 +188,7 @@ async def type_behind_other(req: InboundRequest, hints: RouteHints, types: Seque
         raise UnknownReceiver(f"open routing: {what}")
     if not found or found[0] == "OTHER":
         return None
-    req.query = re.sub(r"(^|&)type=[^&]*", lambda m: f"{m.group(1)}type={found[0]}", req.query)
+    req.query = with_query_type(req.query, found[0])
     return found[0]
 
 
@@ -234,7 +227,7 @@ async def find_receiver(req: InboundRequest, hints: RouteHints, admits: Admits |
     if req.method == "GET" and not segs:
         raise InvalidParameters("a GET list needs TO headers: TO = the hub for GET All, or TO = one party")
     if req.module == "tokens" and req.interface_role == "SENDER" and len(segs) == 2 and segs[1] == "authorize":
-        return await _one(hints, "token", token_key(segs[0], _query_type(req.query)), f"token {segs[0]}", admits)
+        return await _one(hints, "token", token_key(segs[0], query_type(req.query)), f"token {segs[0]}", admits)
     if req.module == "commands" and req.interface_role == "RECEIVER" and isinstance(body, dict):
         command = segs[0].upper() if segs else ""
         candidates = (_KEY_OF_COMMAND[command],) if command in _KEY_OF_COMMAND else _COMMAND_KEYS
@@ -290,7 +283,7 @@ async def learn(req: InboundRequest, hints: RouteHints, to: Party | None) -> Non
     if req.module == "tokens" and len(segs) == 3:
         token_owner = f"{segs[0].upper()}:{segs[1].upper()}"
         if _is_token_owner(req, token_owner):
-            await hints.add("token", token_key(segs[2], body.get("type") or _query_type(req.query)), token_owner)
+            await hints.add("token", token_key(segs[2], body.get("type") or query_type(req.query)), token_owner)
             if isinstance(body.get("contract_id"), str):  # OCPI 2.1.1 sessions and CDRs name only this (auth_id)
                 await hints.add("contract", body["contract_id"], token_owner)
     elif req.module == "locations" and len(segs) == 3:
