@@ -126,9 +126,7 @@ class Bridge:
         out = {**data, "location": {**held, "evses": [_relevant_evse(held, e) for e in skeleton.get("evses") or []]}}
         loss = Loss("location", DERIVED, "the Location the hub holds for the CPO, with the session's EVSE and "
                     "connector only", f"{V221}>{V211}")
-        if self.reports:  # the report of this translation (body_for), counted with it
-            self.reports[-1]["losses"].append(loss.as_dict())
-            self._rules[-1][2].append(loss.rule)
+        self._add_loss(loss)  # with the report of this translation (body_for)
         return orjson.dumps(out), out
 
     def crosses_periods(self, target: str) -> bool:
@@ -189,7 +187,7 @@ class Bridge:
                 "carries the whole list", step))
         owner = (self.req.segments[0].upper(), self.req.segments[1].upper())
         whole = merge_patch(SESSION, kept.data, kept.ocpi_version, self.original, V211, owner)
-        stamp = self.req.json_body.get("last_updated") if isinstance(self.req.json_body, dict) else None
+        stamp = self.read_last_updated()
         if isinstance(stamp, str):
             whole["last_updated"] = stamp  # the PATCH's, or the time the hub received it (read_as_221)
         body = self.whole_for(target, whole, kept.ocpi_version, to)
@@ -201,13 +199,19 @@ class Bridge:
     def _up(self, target: str, to: Party, patch: dict[str, Any], loss: Loss) -> tuple[bytes, Any, str]:
         """``patch``, the 2.1.1 PATCH as the hub sends it (its periods cut or left out), in ``target``, with the
         last_updated of the 2.2.1 reading of the one sent (``read_as_221``: the sender's, or the time received)."""
-        stamp = self.req.json_body.get("last_updated") if isinstance(self.req.json_body, dict) else None
+        stamp = self.read_last_updated()
         if "last_updated" not in patch and stamp is not None:
             patch = {**patch, "last_updated": stamp}
         done = translate_body(self.kind, self.req.module, patch, source=V211, target=target, ctx=self._ctx(to))
         stamped = [lost for lost in self.up if lost.path == "last_updated"]
         self._note(V211, target, [*done.losses, *stamped, loss])
         return orjson.dumps(done.data), done.data, "PATCH"
+
+    def read_last_updated(self) -> Any:
+        """The request's ``last_updated`` as the hub reads it (``read_as_221``): the sender's, or for a 2.1.1 PATCH
+        without one the time the hub received it."""
+        body = self.req.json_body
+        return body.get("last_updated") if isinstance(body, dict) else None
 
     def _add_loss(self, loss: Loss) -> None:
         """One more loss of the last translation reported (``body_for``, ``whole_for``), counted with it."""

@@ -374,7 +374,7 @@ async def patched_tariff(hub: Hub, req: InboundRequest, msg: Bridge, versions: s
                                 f"{tariff_id} to send whole as a PUT")
             continue
         # The PATCH's last_updated (the time the hub received it when it had none): the Tariff changed then.
-        stamp = req.json_body.get("last_updated") if isinstance(req.json_body, dict) else None
+        stamp = msg.read_last_updated()
         whole = {**kept.data, "last_updated": stamp} if isinstance(stamp, str) else kept.data
         try:
             out[version] = msg.whole_for(version, whole, kept.ocpi_version)
