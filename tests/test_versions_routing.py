@@ -475,15 +475,7 @@ async def test_a_2_1_1_patch_without_last_updated_does_not_make_the_next_put_loo
     seconds behind the hub's must still get its next PUT to every CPO (docs/store-and-forward.md, "Never older
     over newer", compares the versions the sender gave)."""
     hub = net.hub
-    [example] = [p for p in ocpi_examples("2.1.1") if p.name == "token_patch_example.json"]
-    patch = json.loads(example.read_text())
-    assert "last_updated" not in patch
-    token_211 = {"uid": "AA11", "type": "RFID", "auth_id": "DE8EMDC0001", "issuer": "eMSP D", "valid": True,
-                 "whitelist": "ALLOWED", "last_updated": NOW}
-    status, _, doc = await net.emsp211.call(hub.session, "PUT", "tokens", "RECEIVER", "DE/EMD/AA11", json=token_211)
-    assert status == 200, doc
-    status, _, doc = await net.emsp211.call(hub.session, "PATCH", "tokens", "RECEIVER", "DE/EMD/AA11", json=patch)
-    assert status == 200, doc
+    token_211 = await _token_put_and_patched_211(net, "AA11", "RFID")
     for p in (net.cpo211, net.cpo230):
         await one(p, "PATCH", "/tokens/DE/EMD/AA11")
     behind = (datetime.now(UTC) - timedelta(seconds=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -524,15 +516,7 @@ async def test_a_2_1_1_emsps_other_token_keeps_its_type_in_patches_and_at_newer_
     eMSP's OTHER token and its PATCH (the official "invalidate a Token" example, no type) reach newer CPOs with
     ``type=OTHER`` and change the hub's copy that GET All serves."""
     hub = net.hub
-    [example] = [p for p in ocpi_examples("2.1.1") if p.name == "token_patch_example.json"]
-    patch = json.loads(example.read_text())
-    assert patch == {"valid": False}
-    token_211 = {"uid": "OT1", "type": "OTHER", "auth_id": "DE8EMDC0001", "issuer": "eMSP D", "valid": True,
-                 "whitelist": "ALLOWED", "last_updated": NOW}
-    status, _, doc = await net.emsp211.call(hub.session, "PUT", "tokens", "RECEIVER", "DE/EMD/OT1", json=token_211)
-    assert status == 200, doc
-    status, _, doc = await net.emsp211.call(hub.session, "PATCH", "tokens", "RECEIVER", "DE/EMD/OT1", json=patch)
-    assert status == 200, doc
+    await _token_put_and_patched_211(net, "OT1", "OTHER")
     assert (await one(net.cpo230, "PUT", "/tokens/DE/EMD/OT1")).query == "type=OTHER"
     assert (await one(net.cpo230, "PATCH", "/tokens/DE/EMD/OT1")).query == "type=OTHER"
     assert (await one(net.cpo211, "PATCH", "/tokens/DE/EMD/OT1")).query == "", "2.1.1: as sent"
@@ -580,3 +564,18 @@ async def test_a_2_1_1_emsp_token_push_reaches_cpos_and_a_2_1_1_cpo_pulls_tokens
     by_uid = {t["uid"]: t for t in doc["data"]}
     assert by_uid["AA11"] == token_211 and by_uid["012345678"]["auth_id"] == "DE8EMBC12345678", doc
     assert "country_code" not in by_uid["012345678"], doc
+
+
+async def _token_put_and_patched_211(net: Net, uid: str, token_type: str) -> dict[str, Any]:
+    """A 2.1.1 eMSP's Token PUT, then the official 2.1.1 PATCH example (``{"valid": false}``, no last_updated), both
+    accepted by the hub; the Token as PUT."""
+    [example] = [p for p in ocpi_examples("2.1.1") if p.name == "token_patch_example.json"]
+    patch = json.loads(example.read_text())
+    assert patch == {"valid": False}
+    token_211 = {"uid": uid, "type": token_type, "auth_id": "DE8EMDC0001", "issuer": "eMSP D", "valid": True,
+                 "whitelist": "ALLOWED", "last_updated": NOW}
+    for method, body in (("PUT", token_211), ("PATCH", patch)):
+        status, _, doc = await net.emsp211.call(net.hub.session, method, "tokens", "RECEIVER", f"DE/EMD/{uid}",
+                                                json=body)
+        assert status == 200, doc
+    return token_211
