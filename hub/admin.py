@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hmac
 import json
 import re
 import time
@@ -27,6 +26,7 @@ from hub.context import HUB_KEY, Hub, hub_of
 from hub.envelope import Handler
 from routing import store_forward
 from routing.agreements import Policy
+from routing.ocpi.auth import bearer_is
 from routing.ocpi.errors import InvalidParameters, NotFound, OcpiError
 from routing.ocpi.headers import TO_CC, TO_PID
 from routing.ocpi.ids import is_printable_id
@@ -81,11 +81,7 @@ async def admin_guard(request: web.Request, handler: Handler) -> web.StreamRespo
     hub's middleware (hub/observe.py) for every /admin path, inside its error answers."""
     started = time.perf_counter()
     hub = hub_of(request)
-    given = request.headers.get("Authorization", "")
-    scheme, _, token = given.partition(" ")
-    # surrogateescape: a non-UTF-8 header byte arrives as a lone surrogate; compared as the bytes sent, it fails
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode("utf-8", "surrogateescape"),
-                                                             hub.admin_token.encode()):
+    if not bearer_is(request.headers.get("Authorization"), hub.admin_token):
         request.app[FAILED_LOGINS].failed(request, started)
         return _error(401, "admin API needs 'Authorization: Bearer <HUB_ADMIN_TOKEN>'")
     if request.method not in MUTATING:

@@ -6,7 +6,6 @@ Resources open and close in one cleanup context, so tests start the real app on 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import secrets
 from collections.abc import AsyncIterator, Sequence
@@ -38,6 +37,7 @@ from routing import keys
 from routing.agreements import Agreement, AgreementBook
 from routing.callbacks import Callbacks, ResultLifetime
 from routing.delivery import LIST_HEADERS, RELAYED_HEADERS, Delivery
+from routing.ocpi.auth import bearer_is
 from routing.ocpi.versions import SUPPORTED
 from routing.open_routing import RouteHints
 from routing.outbound import OutboundPolicy
@@ -386,10 +386,7 @@ def metrics_authorized(header: str | None, token: str | None) -> bool:
     """``HUB_METRICS_TOKEN`` unset: open. Set: ``Bearer <token>``, compared in constant time."""
     if token is None:
         return True
-    scheme, _, given = (header or "").partition(" ")
-    # surrogateescape: a non-UTF-8 header byte (a lone surrogate here) is compared as the byte sent, a mismatch
-    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode("utf-8", "surrogateescape"),
-                                                              token.encode())
+    return bearer_is(header, token)
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -14,7 +14,6 @@ rest of its lifetime, so a copy of the cookie dies with the logout too.
 
 from __future__ import annotations
 
-import hmac
 import secrets
 import time
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from multidict import MultiDictProxy
 from hub.context import HUB_KEY, Hub
 from hub.envelope import Handler
 from routing import keys
+from routing.ocpi.auth import same_secret
 from routing.ocpi.errors import ClientError
 
 COOKIE_NAME: Final = "ocpi_hub_console"
@@ -143,9 +143,7 @@ async def read_form(request: web.Request) -> MultiDictProxy[str | bytes | bytear
 
 
 def same(given: str | None, expected: str | None) -> bool:
-    # surrogateescape: a non-UTF-8 header byte arrives as a lone surrogate; compared as the bytes sent, it fails
-    return bool(given) and bool(expected) and hmac.compare_digest(str(given).encode("utf-8", "surrogateescape"),
-                                                                  str(expected).encode())
+    return bool(given) and bool(expected) and same_secret(str(given), str(expected))
 
 
 def has_storage(request: web.Request) -> bool:

@@ -1,10 +1,12 @@
 """The OCPI Authorization header: ``Token <base64(token)>``, the raw token tolerated (OCPI 2.2.1 Authorization
-header)."""
+header); and the hub's other secrets callers send (the admin and metrics bearer tokens, the console's CSRF token),
+compared in one way."""
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hmac
 
 from routing.ocpi.errors import Unauthorized
 
@@ -39,3 +41,15 @@ def authorization_header(token: str, encoding: str = "base64") -> str:
     if encoding == "raw":
         return f"Token {token}"
     return "Token " + base64.b64encode(token.encode()).decode()
+
+
+def same_secret(given: str, expected: str) -> bool:
+    """A secret a caller sent equals ours, compared in constant time. A non-UTF-8 header byte arrives as a lone
+    surrogate: compared as the bytes sent (surrogateescape), it is a mismatch, never an encoding error."""
+    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode())
+
+
+def bearer_is(header: str | None, secret: str) -> bool:
+    """``Authorization: Bearer <secret>`` (the admin API, /metrics), compared in constant time."""
+    scheme, _, given = (header or "").partition(" ")
+    return scheme.lower() == "bearer" and same_secret(given.strip(), secret)
