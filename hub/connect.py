@@ -48,10 +48,7 @@ async def _send_credentials(hub: Hub, method: str, url: str, token: str, body: d
         raise UnableToUseClientApi(f"{method} {url} timed out") from None
     except (aiohttp.ClientError, OSError, ValueError) as exc:
         raise UnableToUseClientApi(f"{method} {url} failed: {type(exc).__name__}") from None
-    if raw is None:  # HUB_MAX_REPLY_BYTES bounds what a partner can make the hub buffer
-        raise UnableToUseClientApi(f"the answer of {method} {url} is larger than the hub accepts "
-                                   f"({hub.settings.max_reply_bytes} bytes)")
-    doc = partner_json(raw, f"{method} {url}")
+    doc = partner_json(raw, f"{method} {url}", hub.settings.max_reply_bytes)
     if status != 200 or not isinstance(doc, dict) or doc.get("status_code") != 1000:
         message = doc.get("status_message") if isinstance(doc, dict) else None
         raise UnableToUseClientApi(f"{method} {url} answered HTTP {status}: {message or 'no OCPI success'}")

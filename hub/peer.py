@@ -55,9 +55,13 @@ class _HttpRefused(UnableToUseClientApi):
         self.status = status
 
 
-def partner_json(raw: bytes, call: str) -> Any:
-    """A partner's answer read by the one body parser (routing/ocpi/models.py): an answer that is not JSON, or is
-    nested deeper than it takes, is the partner's API failing us (3001), never a RecursionError and a 500."""
+def partner_json(raw: bytes | None, call: str, max_bytes: int) -> Any:
+    """A partner's answer as ``read_at_most`` gave it (None: past ``max_bytes``, HUB_MAX_REPLY_BYTES, which bounds
+    what a partner can make the hub buffer, here as when routing), read by the one body parser
+    (routing/ocpi/models.py): an answer too large, not JSON, or nested deeper than that parser takes is the
+    partner's API failing us (3001), never a RecursionError and a 500."""
+    if raw is None:
+        raise UnableToUseClientApi(f"the answer of {call} is larger than the hub accepts ({max_bytes} bytes)")
     try:
         return parse_json(raw)
     except InvalidJson as exc:
@@ -82,9 +86,7 @@ async def _get_data(session: aiohttp.ClientSession, url: str, token: str, limit:
         if (refused := refused_address(exc)) is not None:  # its host name resolves to a private address
             raise InvalidParameters(f"GET {url} refused: {refused}") from None
         raise UnableToUseClientApi(f"GET {url} failed: {type(exc).__name__}") from None
-    if raw is None:  # HUB_MAX_REPLY_BYTES bounds what a partner can make the hub buffer, here as when routing
-        raise UnableToUseClientApi(f"the answer of GET {url} is larger than the hub accepts ({max_bytes} bytes)")
-    doc = partner_json(raw, f"GET {url}")
+    doc = partner_json(raw, f"GET {url}", max_bytes)
     if not isinstance(doc, dict) or doc.get("status_code") != 1000 or "data" not in doc:
         raise UnableToUseClientApi(f"GET {url} did not answer an OCPI success envelope")
     return doc["data"]
