@@ -97,6 +97,7 @@ def _push_message(receiver: Platform, party: Party) -> Message:
         tail=f"{party.country_code}/{party.party_id}", query="",
         headers={"Content-Type": "application/json", CORRELATION_ID: new_id()},
         body=orjson.dumps(client_info(party)), receiver_revision=receiver.revision,
+        receiver_version=receiver.version or V221,
         subject=f"{party.key}:{party.role}",  # judged again at delivery (roaming agreements)
     )
     return Message(receiver=receiver.id, group=f"clientinfo:{party.key}", payload=fwd.encode(), kind="clientinfo")

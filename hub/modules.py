@@ -214,6 +214,7 @@ async def route(request: web.Request, hub: Hub, platform: Platform, version: str
     if defers_push(route_.receiver, module, role, req.method):  # store-and-forward (docs/store-and-forward.md)
         fwd = forward_request(request, req, body=rewritten.body, query=rewritten.query, routing=headers,
                               method=method)
+        fwd.receiver_version = target  # written for it: never sent once the receiver speaks another version
         answer = await store_and_forward.accept(request, hub, req, fwd, route_.receiver.id, route_.group, sender,
                                                 as_sent=msg.original)
         if learns(req):
@@ -316,7 +317,7 @@ async def to_hub(request: web.Request, hub: Hub, req: InboundRequest, sender: Pa
             query=query, body=body,
             headers={**routing_reply_headers(to, hub_party), CORRELATION_ID: ex.correlation_id,
                      "Content-Type": "application/json"},
-            receiver_revision=target.platform.revision,
+            receiver_revision=target.platform.revision, receiver_version=target_version,
             # judged again at delivery: a push queued before its agreement ended is dropped (docs/agreements.md)
             subject=f"{owner.key}:{role}", recipient=f"{target.party.key}:{target.party.role}",
             object_path=path, object_version=pushed_version or 0.0,
@@ -523,6 +524,7 @@ async def handle_callback(request: web.Request) -> web.StreamResponse:
     if deferred:
         fwd = forward_request(request, req, body=out_body, query="", url=cb.url,
                               routing=routing_reply_headers(to, issued_to))
+        fwd.receiver_version = target
         answer = await store_and_forward.accept(request, hub, req, fwd, receiver.id, None, issued_to)
         msg.record(hub, ex)
         return answer

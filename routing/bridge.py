@@ -31,6 +31,12 @@ _COMMAND_TYPES_211 = frozenset({"RESERVE_NOW", "START_SESSION", "STOP_SESSION", 
 UNCHANGED_221_230 = frozenset({"chargingprofiles", "hubclientinfo"})
 
 
+def reads_alike(module: str, written_for: str, version: str) -> bool:
+    """Whether a message written for a receiver speaking OCPI ``written_for`` means the same to one speaking
+    ``version``: the same version, or a module whose objects 2.2.1 and 2.3.0 share (docs/versions.md)."""
+    return written_for == version or (module in UNCHANGED_221_230 and {written_for, version} <= {V221, V230})
+
+
 def request_kind(module: str, role: str, method: str, segs: list[str]) -> str | None:
     """The kind of object a request body holds, or None when it carries none the hub translates."""
     if module == "commands":

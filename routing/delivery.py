@@ -26,6 +26,7 @@ from redis.asyncio import Redis
 from yarl import URL
 
 from routing import keys
+from routing.bridge import reads_alike
 from routing.ocpi.auth import authorization_header
 from routing.ocpi.errors import HubUnavailable
 from routing.ocpi.headers import REQUEST_ID, ROUTING_HEADERS, new_id
@@ -133,6 +134,18 @@ MIN_BUDGET_SHARE = 0.2
 
 def _live(platform: Platform) -> bool:
     return platform.status == ConnectionStatus.CONNECTED and not platform.removed
+
+
+def _version_moved(fwd: ForwardRequest, platform: Platform) -> str | None:
+    """Why a queued push may not go out as written: its receiver registered again in a version that reads it
+    otherwise (credentials PUT). The queue holds the body in the old version, not what the sender sent, so it is
+    not translated again; the verdict is permanent (a dead letter), never a delivery in a shape the receiver no
+    longer speaks (docs/store-and-forward.md, "When the receiver changes version")."""
+    now = platform.version or V221
+    if reads_alike(fwd.module, fwd.receiver_version, now):
+        return None
+    return (f"the receiver now speaks OCPI {now}; this {fwd.module} message was written for OCPI "
+            f"{fwd.receiver_version} and is not translated again")
 
 
 @dataclass(slots=True)
@@ -400,6 +413,8 @@ class Delivery:
             platform = receiver.platform
         if platform is None or platform.removed or platform.status != ConnectionStatus.CONNECTED:
             return hub_error_reply(4003, "receiver is not connected", "not_connected")
+        if fwd.receiver_version and (moved := _version_moved(fwd, platform)) is not None:
+            return hub_error_reply(4001, moved, "version_changed")
         base = fwd.url or platform.endpoint_url(fwd.module, fwd.interface_role)
         if base is None or not platform.outbound_token:
             return hub_error_reply(4003, f"receiver has no {fwd.module} {fwd.interface_role} endpoint", "no_endpoint")

@@ -32,7 +32,8 @@ def _hub_error_verdict(reply: Reply) -> Verdict:
     if reply.cause == "not_ocpi":
         # a bare 502/503/504 page is what a proxy in front of a restarting receiver sends
         return "transient" if (reply.receiver_status or 0) >= 500 else "permanent"
-    # no endpoint for the module, or an unusable URL, stays so until the partner registers again
+    # no endpoint for the module, an unusable URL, or a body in a version the receiver left: sending it again
+    # would not help
     return "transient" if reply.cause in _TRANSIENT_CAUSES else "permanent"
 
 

@@ -25,6 +25,10 @@ class ForwardRequest:
     # The receiver's Platform.revision this request was made for (pushes); 0 = none. A delivering process whose
     # view of the receiver is older reads it from the store first (docs/architecture.md, platform registry).
     receiver_revision: int = 0
+    # Pushes: the OCPI version of the receiver the body, path and query were written for; "" = not recorded
+    # (direct requests, or a message queued before the field existed). Delivery refuses to send it once the
+    # receiver speaks a version that reads it otherwise (routing/bridge.py ``reads_alike``).
+    receiver_version: str = ""
     # Hub pushes: the party the push comes from or is about ("CC:PID:ROLE": a broadcast's owner, a ClientInfo's
     # subject) and the party it is for (a broadcast recipient; empty: the receiving platform). Roaming agreements
     # are checked against them again when the push is delivered (docs/agreements.md).
@@ -44,6 +48,8 @@ class ForwardRequest:
                                 "headers": self.headers, "url": self.url}
         if self.receiver_revision:  # direct requests leave it out: their bytes stay as they were
             head["receiver_revision"] = self.receiver_revision
+        if self.receiver_version:
+            head["receiver_version"] = self.receiver_version
         if self.subject:
             head["subject"] = self.subject
         if self.recipient:
@@ -72,8 +78,8 @@ class Reply:
     message: str = ""
     ocpi_status: int | None = None
     # Why the hub stands in for the receiver, for retry decisions (routing/retry.py): not_connected,
-    # unreachable, timeout, no_endpoint, bad_url, refused_url (outbound policy), expired, internal, or not_ocpi
-    # (then receiver_status is set).
+    # unreachable, timeout, no_endpoint, bad_url, refused_url (outbound policy), expired, internal,
+    # version_changed (a push written for a version its receiver left), or not_ocpi (then receiver_status is set).
     cause: str = ""
     receiver_status: int | None = None
 

@@ -39,6 +39,7 @@ from tests.conftest import (
 from tests.partners import FakePartner, Party, Received, Responder, default_responder, envelope
 from tests.test_cli import Result
 from tests.test_cli import cli as run_cli
+from tests.test_versions_registration import MODULES_BOTH, register
 
 HUB = Party("NL", "HUB", "HUB")
 OCPI_HUB = str(Path(sys.executable).with_name("ocpi-hub"))
@@ -134,6 +135,43 @@ async def test_transient_failures_are_retried_in_order_until_delivered(make_hub:
         await asyncio.sleep(0.05)
     assert await dead_letters(hub) == []
     assert len(flaky.received) == 4
+
+
+async def test_a_retried_push_is_not_sent_once_its_receiver_moved_to_another_version(make_hub: MakeHub) -> None:
+    """A Location fan-out written for an eMSP on 2.2.1 waits for a retry (503); the eMSP moves to 2.1.1 by a
+    credentials PUT. The push is dead-lettered naming both versions, never sent to the eMSP's 2.1.1 endpoint in
+    the 2.2.1 shape (owner fields, no ``type``) it no longer reads; GET All serves the Location in 2.1.1."""
+    hub = await make_hub(broadcast_retry_window=30)
+    sender = cpo()
+    await hub.connect(sender)
+    receiver = FakePartner(name="eMSP moving", parties=[Party("DE", "EMA", "EMSP")], version="2.2.1",
+                           offered_versions=("2.2.1", "2.1.1"), modules=dict(MODULES_BOTH))
+    platform, _ = await register(hub, receiver, "2.2.1")
+    receiver.responder = failing(1000)
+    await broadcast(hub.session, sender, location())
+    await eventually(lambda: len(receiver.received) >= 1, what="a first, refused attempt")
+    receiver.version = "2.1.1"
+    status, doc = await receiver.update(hub.session, platform["versions_url"], "2.1.1")
+    assert status == 200, doc
+    tried = len(receiver.received)
+    receiver.responder = default_responder
+
+    await eventually_letters(hub, 1, within=15)
+    assert [(r.path, r.json()) for r in receiver.received[tried:]] == [], "nothing in the 2.2.1 shape"
+    [letter] = await dead_letters(hub)
+    assert letter["receiver"] == platform["id"], letter
+    assert "2.1.1" in letter["reason"] and "2.2.1" in letter["reason"], letter
+    status, _, page = await receiver.call(hub.session, "GET", "locations", "SENDER")
+    assert status == 200 and [(x["id"], x["type"]) for x in page["data"]] == [("LOC1", "UNKNOWN")], page
+    assert "country_code" not in page["data"][0], "GET All gives it in 2.1.1"
+
+
+async def eventually_letters(hub: HubHarness, count: int, within: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while len(await dead_letters(hub)) < count:
+        assert loop.time() < deadline, f"timed out waiting for {count} dead letters"
+        await asyncio.sleep(0.1)
 
 
 async def test_refused_and_unreachable_pushes_become_dead_letters_that_can_be_replayed_or_deleted(

@@ -22,6 +22,7 @@ from tests.test_callbacks import from_, issue, post_raw
 from tests.test_cli import Result
 from tests.test_cli import cli as run_cli
 from tests.test_dead_letters import dead_letters, eventually, failing, location, restart_on_same_port
+from tests.test_versions_registration import MODULES_BOTH, register
 
 FAST = {"store_forward_max_backoff": 1.0}
 
@@ -351,3 +352,59 @@ async def test_the_console_shows_what_waits_for_whom(make_hub: MakeHub) -> None:
     cells = re.findall(r"<td>(.*?)</td>", row.group(0))
     module, waiting, oldest, accepted = cells[1:5]
     assert (module, waiting, accepted) == ("cdrs", "2", "2") and oldest.endswith(" s"), cells
+
+
+async def _waiting_at(make_hub: MakeHub, version: str) -> tuple[HubHarness, FakePartner, FakePartner, dict[str, Any],
+                                                                   str]:
+    """A 2.2.1 CPO and an eMSP registered in ``version`` (offering 2.2.1 and 2.3.0) that opted in for CDRs and
+    answers 503: a CDR with a total_cost (a Price, whose shape differs between 2.2.1 and 2.3.0) waits for it."""
+    hub = await make_hub(**FAST)
+    sender = cpo()
+    await hub.connect(sender)
+    receiver = FakePartner(name="eMSP moving", parties=[Party("DE", "EMA", "EMSP")], version=version,
+                           offered_versions=("2.3.0", "2.2.1"), modules=dict(MODULES_BOTH))
+    platform, _ = await register(hub, receiver, version)
+    await opt_in(hub, platform["id"], "cdrs")
+    receiver.responder = failing(1000, status=503)
+    request_id = "moved-" + uuid.uuid4().hex
+    status, body = await send_cdr(hub, sender, receiver, {**cdr(), "total_cost": {"excl_vat": 10.0}}, request_id)
+    assert (status, body["status_code"]) == (200, 1000), body
+    await eventually(lambda: len(receiver.received) >= 1, within=15, what="a first, refused attempt")
+    return hub, sender, receiver, platform, request_id
+
+
+async def test_a_waiting_message_is_never_delivered_in_the_version_its_receiver_left(make_hub: MakeHub) -> None:
+    """The eMSP moves from 2.2.1 to 2.3.0 (credentials PUT) while a CDR written for 2.2.1 waits for it. The queue
+    holds the 2.2.1 body and the hub does not translate it again at delivery: it is dead-lettered with a reason
+    naming both versions, never sent to the eMSP in a shape it no longer speaks (docs/store-and-forward.md)."""
+    hub, _, receiver, platform, request_id = await _waiting_at(make_hub, "2.2.1")
+    assert all(r.path == "/ocpi/2.2.1/receiver/cdrs" for r in receiver.received)
+    receiver.version = "2.3.0"
+    status, doc = await receiver.update(hub.session, platform["versions_url"], "2.3.0")
+    assert status == 200, doc
+    tried = len(receiver.received)
+    receiver.responder = default_responder
+
+    await eventually_async(lambda: _state_is(hub, request_id, "dead_lettered"), within=15, what="dead-lettered")
+    assert [(r.path, r.json()) for r in receiver.received[tried:]] == [], "nothing in the 2.2.1 shape"
+    [state] = await deliveries(hub, request_id)
+    assert "2.2.1" in state["last_error"] and "2.3.0" in state["last_error"], state
+    [letter] = await dead_letters(hub)
+    assert letter["receiver"] == platform["id"] and "2.3.0" in letter["reason"], letter
+
+
+async def test_a_waiting_message_goes_to_the_endpoint_its_receiver_registered_last(make_hub: MakeHub) -> None:
+    """Same version, new endpoint URL (the eMSP moved its CDRs endpoint and told the hub by a credentials PUT):
+    the waiting CDR goes to the new URL, as it was written (the queue keeps module and path, not a URL)."""
+    hub, _, receiver, platform, request_id = await _waiting_at(make_hub, "2.2.1")
+    moved = receiver.base_url + "/ocpi/2.2.1/receiver/cdrs-v2"
+    receiver.endpoint_urls[("cdrs", "RECEIVER")] = moved
+    status, doc = await receiver.update(hub.session, platform["versions_url"], "2.2.1")
+    assert status == 200, doc
+    tried = len(receiver.received)
+    receiver.responder = default_responder
+
+    await eventually_async(lambda: _state_is(hub, request_id, "delivered"), within=15, what="delivered")
+    later = receiver.received[tried:]
+    assert later and all(r.path == "/ocpi/2.2.1/receiver/cdrs-v2" for r in later), [r.path for r in later]
+    assert later[-1].json()["total_cost"] == {"excl_vat": 10.0}
