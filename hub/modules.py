@@ -283,7 +283,7 @@ async def to_hub(request: web.Request, hub: Hub, req: InboundRequest, sender: Pa
             ex.translation = {"reports": [{"of": ex.outcome, "to": msg.version,
                                            "losses": [loss.as_dict() for loss in losses]}]}
         return ocpi_response(items, headers=headers)
-    check_broadcast(req.module, req.interface_role, req.method)
+    check_broadcast(req.module, req.interface_role, req.method, msg.version)
     role = broadcast_role(roles, req.module)
     owner = PartyRef(sender.country_code, sender.party_id, role)
     targets = recipients(hub.registry.all(), req.platform, role, req.module,
@@ -312,11 +312,12 @@ async def to_hub(request: web.Request, hub: Hub, req: InboundRequest, sender: Pa
         target_version = target.platform.version or V221
         query = (request.rel_url.raw_query_string if target_version == V211 and msg.version == V211
                  else msg.query_for(target_version))
+        fwd_headers = {**routing_reply_headers(to, hub_party), CORRELATION_ID: ex.correlation_id}
+        if body:  # a broadcast DELETE has none
+            fwd_headers["Content-Type"] = "application/json"
         fwd = ForwardRequest(
             method=method, module=req.module, interface_role=req.interface_role, tail=req.tail,
-            query=query, body=body,
-            headers={**routing_reply_headers(to, hub_party), CORRELATION_ID: ex.correlation_id,
-                     "Content-Type": "application/json"},
+            query=query, body=body, headers=fwd_headers,
             receiver_revision=target.platform.revision, receiver_version=target_version,
             # judged again at delivery: a push queued before its agreement ended is dropped (docs/agreements.md)
             subject=f"{owner.key}:{role}", recipient=f"{target.party.key}:{target.party.role}",
@@ -342,8 +343,11 @@ async def to_hub(request: web.Request, hub: Hub, req: InboundRequest, sender: Pa
     # an object at a time: concurrent EVSE pushes would otherwise overwrite each other's stored Location, and
     # the receivers could get the pushes in another order than the one the stored copy reflects.
     async with object_lock(hub.redis, hub.settings.key_prefix, req.module, req.segments, req.json_body, req.query):
-        await store_push(hub.store, req.module, req.method, req.segments, msg.original, req.query,
-                         version=msg.version)
+        if req.method == "DELETE":  # a 2.1.1 CPO's Tariff DELETE: GET All forgets it too
+            await forget_deleted(hub.store, req.module, req.segments)
+        else:
+            await store_push(hub.store, req.module, req.method, req.segments, msg.original, req.query,
+                             version=msg.version)
         if later:
             puts = await patched_tariff(hub, req, msg, {t.platform.version or V221 for t in later}, refused)
             for target in later:

@@ -227,10 +227,10 @@ async def store_push(store: ObjectStore, module: str, method: str, segs: list[st
 
 
 async def forget_deleted(store: ObjectStore, module: str, segs: list[str]) -> None:
-    """The owner DELETEd a tariff at a receiver: the hub's GET All copy goes too.
+    """The owner DELETEd a tariff at a receiver, or (2.1.1 CPOs) broadcast its DELETE: the GET All copy goes too.
 
-    DELETE is not a broadcast method (a CPO sends it to each eMSP itself), but the owner saying that its tariff
-    no longer exists holds for every viewer of the hub's copy, so that copy must not outlive it.
+    A 2.2.1 or 2.3.0 CPO sends a DELETE to each eMSP itself, but the owner saying that its tariff no longer exists
+    holds for every viewer of the hub's copy, so that copy must not outlive it.
     """
     if module == "tariffs" and len(segs) == 3:
         await store.delete_object(module, segs[0], segs[1], segs[2])

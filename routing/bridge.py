@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from routing.broadcast import BROADCAST_DELETES_211, DATA_OWNER
 from routing.ocpi.errors import HubError, InvalidParameters
 from routing.ocpi.models import MAX_JSON_DEPTH, nests_too_deep
 from routing.ocpi.translate import Context, Loss, Untranslatable, translatable, translate
@@ -209,9 +210,11 @@ def hub_interface_211(party_role: str, module: str) -> str:
 
 
 def addressed_to_hub_211(party_role: str, module: str, role: str, method: str, segs: list[str]) -> bool:
-    """TO for a 2.1.1 request: the hub for broadcast pushes and for list pulls (GET All); otherwise the hub finds
-    the receiver by content (open routing: token owner, location, session)."""
+    """TO for a 2.1.1 request: the hub for broadcast pushes (a CPO's Tariff DELETE included) and for list pulls
+    (GET All); otherwise the hub finds the receiver by content (open routing: token owner, location, session)."""
     if role == "RECEIVER" and method in ("PUT", "PATCH") and module in _BROADCAST_211.get(party_role, ()):
         return True
+    if role == "RECEIVER" and method == "DELETE" and module in BROADCAST_DELETES_211:
+        return party_role == DATA_OWNER[module]
     return role == "SENDER" and method == "GET" and not segs
 

@@ -7,12 +7,17 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from routing.ocpi.errors import InvalidParameters
+from routing.ocpi.versions import V211, V221
 from routing.platform import ConnectionStatus, Platform
 from routing.platform import Party as PlatformParty
 
 # Modules whose data is meant for everyone; sessions and CDRs are party-specific (and personal data).
 BROADCAST_MODULES = frozenset({"locations", "tariffs", "tokens"})
 BROADCAST_METHODS = frozenset({"PUT", "PATCH", "POST"})
+# DELETEs broadcast from OCPI 2.1.1 only: a CPO's Tariff DELETE (2.1.1 mod_tariffs, eMSP interface) must reach every
+# party its PUT reached, and a 2.1.1 party names no receiver (no routing headers). A 2.2.1 or 2.3.0 CPO DELETEs at
+# each receiver itself (docs/ocpi-decisions.md).
+BROADCAST_DELETES_211 = frozenset({"tariffs"})
 # "Opposite role": CPO data goes to eMSPs, NSPs, NAPs and OTHER; eMSP and OTHER data goes to CPOs.
 AUDIENCE = {
     "CPO": frozenset({"EMSP", "NSP", "NAP", "OTHER"}),
@@ -31,10 +36,13 @@ class Recipient:
     party: PlatformParty
 
 
-def check_broadcast(module: str, interface_role: str, method: str) -> None:
+def check_broadcast(module: str, interface_role: str, method: str, version: str = V221) -> None:
+    """A push the hub may fan out; DELETE only as ``BROADCAST_DELETES_211`` allows."""
     if method == "GET":
         raise InvalidParameters("GET is never broadcast: address one party, or use TO = hub on a SENDER "
                                 "interface for GET All")
+    if method == "DELETE" and version == V211 and module in BROADCAST_DELETES_211 and interface_role == "RECEIVER":
+        return
     if method not in BROADCAST_METHODS:
         raise InvalidParameters(f"{method} cannot be broadcast; only POST, PUT and PATCH can")
     if interface_role != "RECEIVER" or module not in BROADCAST_MODULES:

@@ -76,6 +76,7 @@ def test_2_1_1_knows_cpos_and_emsps_only_and_not_every_module() -> None:
 @pytest.mark.parametrize(("party_role", "module", "role", "method", "segs", "to_hub"), [
     ("CPO", "locations", "RECEIVER", "PUT", ["NL", "CPA", "L1"], True),  # broadcast
     ("CPO", "tariffs", "RECEIVER", "PATCH", ["NL", "CPA", "T1"], True),
+    ("CPO", "tariffs", "RECEIVER", "DELETE", ["NL", "CPA", "T1"], True),  # broadcast like its PUT
     ("CPO", "sessions", "RECEIVER", "PUT", ["NL", "CPA", "S1"], False),  # to the token's eMSP
     ("CPO", "cdrs", "RECEIVER", "POST", [], False),
     ("CPO", "tokens", "SENDER", "GET", [], True),  # GET All

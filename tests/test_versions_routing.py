@@ -579,3 +579,29 @@ async def _token_put_and_patched_211(net: Net, uid: str, token_type: str) -> dic
                                                 json=body)
         assert status == 200, doc
     return token_211
+
+
+async def test_a_2_1_1_cpos_tariff_delete_reaches_every_emsp_and_leaves_get_all(net: Net) -> None:
+    """OCPI 2.1.1 mod_tariffs, eMSP interface: ``DELETE {country_code}/{party_id}/{tariff_id}``. A 2.1.1 CPO cannot
+    address one party, so its DELETE goes where its PUT went: every eMSP, each in its version (docs/versions.md,
+    "Routing across versions"); and the hub's copy is forgotten, so GET All no longer lists it."""
+    hub = net.hub
+    tariff_211 = {"id": "T2", "currency": "EUR", "elements": [{"price_components": [
+        {"type": "TIME", "price": 2.0, "step_size": 300}]}], "last_updated": NOW}
+    status, _, doc = await net.cpo211.call(hub.session, "PUT", "tariffs", "RECEIVER", "NL/CPA/T2", json=tariff_211)
+    assert status == 200, doc
+    for p in (net.emsp211, net.emsp221, net.emsp230):
+        await one(p, "PUT", "/tariffs/NL/CPA/T2")
+    status, _, doc = await net.cpo211.call(hub.session, "DELETE", "tariffs", "RECEIVER", "NL/CPA/T2")
+    assert status == 200 and doc["status_code"] == 1000, doc
+    assert "accepted for 3 receivers" in doc["status_message"], doc
+    at_211 = await one(net.emsp211, "DELETE", "/tariffs/NL/CPA/T2")
+    assert not any(h in at_211.headers for h in ROUTING), "a 2.1.1 receiver gets no routing headers"
+    for p in (net.emsp221, net.emsp230):
+        rec = await one(p, "DELETE", "/tariffs/NL/CPA/T2")
+        assert rec.headers["OCPI-from-party-id"] == "HUB" and rec.headers["OCPI-to-party-id"] == p.party.party_id
+        assert not rec.body, "a DELETE carries no body"
+    status, _, doc = await net.emsp211.call(hub.session, "GET", "tariffs", "SENDER")
+    assert status == 200 and doc["data"] == [], doc
+    status, headers, doc = await net.emsp221.call(hub.session, "GET", "tariffs", "SENDER", to=HUB)
+    assert status == 200 and doc["data"] == [] and headers["X-Total-Count"] == "0", doc
