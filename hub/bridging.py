@@ -213,6 +213,16 @@ class Bridge:
         body = self.req.json_body
         return body.get("last_updated") if isinstance(body, dict) else None
 
+    def as_kept(self) -> Any:
+        """The body as the hub keeps it (GET All, catch-up): as sent, in the sender's version, but a 2.1.1 PATCH
+        without last_updated gets the receive time it was sent on with (``read_as_221``), so the copy shows when it
+        changed and ``date_from`` finds it (docs/versions.md, "Routing across versions")."""
+        body = self.original
+        if self.version != V211 or not isinstance(body, dict) or "last_updated" in body:
+            return body
+        stamp = self.read_last_updated()
+        return {**body, "last_updated": stamp} if isinstance(stamp, str) else body
+
     def _add_loss(self, loss: Loss) -> None:
         """One more loss of the last translation reported (``body_for``, ``whole_for``), counted with it."""
         if not self.reports:

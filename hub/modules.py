@@ -252,7 +252,7 @@ async def accepted_by_hub(hub: Hub, req: InboundRequest, msg: Bridge, sender: Pa
     if event in USAGE_EVENTS:
         hub.usage.note(req.module, req.json_body, sender.key, route_.to.key, utcnow().date())
     if event in CATCHUP_EVENTS:
-        await keep_routed(hub, module=req.module, method=req.method, segments=req.segments, json_body=msg.original,
+        await keep_routed(hub, module=req.module, method=req.method, segments=req.segments, json_body=msg.as_kept(),
                           version=version, sender=sender, receiver=route_.to, receiver_platform_id=route_.receiver.id)
 
 
@@ -346,7 +346,7 @@ async def to_hub(request: web.Request, hub: Hub, req: InboundRequest, sender: Pa
         if req.method == "DELETE":  # a 2.1.1 CPO's Tariff DELETE: GET All forgets it too
             await forget_deleted(hub.store, req.module, req.segments)
         else:
-            await store_push(hub.store, req.module, req.method, req.segments, msg.original, req.query,
+            await store_push(hub.store, req.module, req.method, req.segments, msg.as_kept(), req.query,
                              version=msg.version)
         if later:
             puts = await patched_tariff(hub, req, msg, {t.platform.version or V221 for t in later}, refused)

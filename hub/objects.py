@@ -3,7 +3,7 @@ All via Hub).
 
 Only data addressed to the hub is merged into one copy: a direct push to one party is that party's business
 and is never stored (OCPI 2.2.1 Message Routing, maintainer #507/#511). ``last_updated`` is the owner's, never the
-hub's.
+hub's; the one exception is a 2.1.1 PATCH without one, kept with the time the hub received it (``Bridge.as_kept``).
 
 EVSE and Connector pushes are a read-modify-write of the stored Location: ``object_lock`` makes them one writer
 per object at a time, in this process and across hub processes, so concurrent pushes never lose an update.

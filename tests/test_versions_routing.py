@@ -605,3 +605,32 @@ async def test_a_2_1_1_cpos_tariff_delete_reaches_every_emsp_and_leaves_get_all(
     assert status == 200 and doc["data"] == [], doc
     status, headers, doc = await net.emsp221.call(hub.session, "GET", "tariffs", "SENDER", to=HUB)
     assert status == 200 and doc["data"] == [] and headers["X-Total-Count"] == "0", doc
+
+
+async def test_a_2_1_1_patch_without_last_updated_is_found_by_date_from_in_get_all_and_catch_up(net: Net) -> None:
+    """A 2.1.1 PATCH need not carry last_updated; the hub sends 2.2.1 and 2.3.0 receivers the time it received it
+    (docs/versions.md). Its copies for GET All and catch-up show that time too, so a partner syncing with
+    ``date_from`` (OCPI 2.2.1 Pagination) finds the changed object."""
+    hub = net.hub
+    await _token_put_and_patched_211(net, "AA11", "RFID")
+    stamp = (await one(net.cpo230, "PATCH", "/tokens/DE/EMD/AA11")).json()["last_updated"]
+    assert stamp > NOW, stamp
+    status, _, doc = await net.cpo230.call(hub.session, "GET", "tokens", "SENDER", to=HUB, query=f"date_from={stamp}")
+    assert status == 200, doc
+    assert [(t["uid"], t["valid"], t["last_updated"]) for t in doc["data"]] == [("AA11", False, stamp)], doc
+    status, _, doc = await net.cpo211.call(hub.session, "GET", "tokens", "SENDER", query=f"date_from={stamp}")
+    assert status == 200 and [(t["uid"], t["last_updated"]) for t in doc["data"]] == [("AA11", stamp)], doc
+
+    # a 2.1.1 CPO's Session PATCH without last_updated, in the 2.2.1 eMSP's catch-up
+    await net.emsp221.call(hub.session, "PUT", "tokens", "RECEIVER", "DE/EMB/012345678", to=HUB, json=token_221())
+    await one(net.cpo211, "PUT", "/tokens/DE/EMB/012345678")
+    status, _, doc = await net.cpo211.call(hub.session, "PUT", "sessions", "RECEIVER", "NL/CPA/S1", json=session_211())
+    assert status == 200, doc
+    status, _, doc = await net.cpo211.call(hub.session, "PATCH", "sessions", "RECEIVER", "NL/CPA/S1",
+                                           json={"kwh": 5.5})
+    assert status == 200, doc
+    stamp = (await one(net.emsp221, "PATCH", "/sessions/NL/CPA/S1")).json()["last_updated"]
+    status, _, doc = await net.emsp221.call(hub.session, "GET", "sessions", "SENDER", to=HUB,
+                                            query=f"date_from={stamp}")
+    assert status == 200, doc
+    assert [(s["id"], s["kwh"], s["last_updated"]) for s in doc["data"]] == [("S1", 5.5, stamp)], doc
