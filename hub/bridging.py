@@ -12,9 +12,11 @@ from urllib.parse import quote
 import orjson
 
 from hub.context import Hub
+from hub.envelope import envelope
 from hub.objects import merge_patch, object_id
 from hub.store.protocol import RoutedObject
 from routing.bridge import (
+    UNKNOWN_TOKEN,
     owner_from_path,
     refuse_deep_answer,
     reply_kind,
@@ -22,6 +24,7 @@ from routing.bridge import (
     request_kind,
     translate_body,
     translate_reply,
+    unknown_token_211,
 )
 from routing.ocpi.headers import Party
 from routing.ocpi.token_query import query_type, with_query_type
@@ -31,6 +34,7 @@ from routing.ocpi.translate.common import TOKEN_TYPES_211, TOKEN_TYPES_221
 from routing.ocpi.versions import V211, V221
 from routing.platform import utcnow
 from routing.router import InboundRequest
+from routing.wire import Reply
 
 
 class Bridge:
@@ -266,6 +270,22 @@ class Bridge:
             return []
         return [Loss("?type", MAPPED, f"TokenType {quote(found, safe='')} of the URL does not exist in OCPI "
                      f"{target}: sent as OTHER", step)]
+
+    def unknown_token(self, reply: Reply, target: str) -> Reply | None:
+        """A 2.1.1 eMSP's 404 to a newer CPO's authorization, with or without an OCPI body, as a 2.2.1 or 2.3.0
+        eMSP answers an unknown token: HTTP 404, status 2004, no ``data`` (reported ``mapped``). None: any other
+        answer, relayed as usual. The receiver's own status stays in the reply for the audit."""
+        req = self.req
+        status = reply.status if reply.hub_error is None else (
+            reply.receiver_status if reply.cause == "not_ocpi" else None)
+        if status is None or not unknown_token_211(req.module, req.interface_role, req.method, req.segments,
+                                                   self.version, target, status):
+            return None
+        self._note(target, self.version, [Loss("status_code", MAPPED, "HTTP 404 of an OCPI 2.1.1 eMSP: the token is "
+                                               f"unknown to it, answered as {UNKNOWN_TOKEN} Unknown Token without "
+                                               "data", f"{target}>{self.version}")], what="reply")
+        return Reply(status=404, headers=reply.headers, receiver_ms=reply.receiver_ms, ocpi_status=reply.ocpi_status,
+                     body=envelope(status_code=UNKNOWN_TOKEN, message="Unknown Token"))
 
     async def reply_for(self, hub: Hub, body: bytes, target: str, to: Party) -> bytes:
         """The receiver's answer (in ``target``) in the sender's version."""

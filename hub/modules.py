@@ -27,6 +27,7 @@ from hub.objects import forget_deleted, get_all, object_lock, store_push, type_2
 from hub.usage import USAGE_EVENTS
 from routing.agreements import PartyRef
 from routing.bridge import (
+    UNKNOWN_TOKEN,
     addressed_to_hub_211,
     check_charging_preferences,
     command_lacking,
@@ -238,7 +239,9 @@ async def route(request: web.Request, hub: Hub, platform: Platform, version: str
             )
         if reply.accepted:
             await accepted_by_hub(hub, req, msg, sender, route_, version)
-    if target != version and reply.hub_error is None:
+    if target == V211 and version != V211 and (unknown := msg.unknown_token(reply, target)) is not None:
+        reply, ex.ocpi_status = unknown, UNKNOWN_TOKEN  # a 2.1.1 eMSP's 404 as a 2.2.1 eMSP answers it
+    elif target != version and reply.hub_error is None:
         reply.body = await msg.reply_for(hub, reply.body, target, route_.to)
     msg.record(hub, ex)
     return relay(request, reply, answered_by=route_.to)

@@ -87,6 +87,19 @@ def check_charging_preferences(module: str, role: str, segs: list[str], target: 
                                 http_status=404)
 
 
+# OCPI 2.2.1 and 2.3.0 status_codes: 2004 Unknown Token (2.1.1 has no such code).
+UNKNOWN_TOKEN = 2004
+
+
+def unknown_token_211(module: str, role: str, method: str, segs: list[str], source: str, target: str,
+                      status: int) -> bool:
+    """A 2.1.1 eMSP's HTTP ``status`` to a newer CPO's real-time authorization that means "unknown token": OCPI 2.1.1
+    mod_tokens names only the HTTP 404 (whatever the body), OCPI 2.2.1 and 2.3.0 mod_tokens require 404 with 2004
+    and no ``data``, which the hub then answers in its place (docs/versions.md, "Tokens")."""
+    return (status == 404 and target == V211 and source != V211 and module == "tokens" and role == "SENDER"
+            and method == "POST" and len(segs) == 2 and segs[1] == "authorize")
+
+
 def not_supported(command: str, source: str, target: str) -> dict[str, Any]:
     """The CommandResponse NOT_SUPPORTED in the sender's version ``source``: 2.1.1 has only ``result``; 2.2.1 and
     2.3.0 require ``timeout`` (0: no result will follow) and may say why."""

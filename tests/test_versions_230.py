@@ -211,6 +211,41 @@ async def test_an_other_authorization_of_a_uid_the_emsp_gave_two_types_is_refuse
     assert not [r for r in net230.emsp230.received if "/authorize" in r.path]
 
 
+# -- A 2.1.1 eMSP's 404 to a real-time authorization (OCPI 2.2.1 mod_tokens, Sender POST authorize) ------------
+
+_NOT_FOUND_211 = {  # how a 2.1.1 eMSP may answer an unknown token: 2.1.1 names only the HTTP 404
+    "ocpi": lambda: web.json_response(envelope(status_code=2000, message="unknown token"), status=404),
+    "ocpi-with-data": lambda: web.json_response({**envelope(status_code=2001), "data": None}, status=404),
+    "text": lambda: web.Response(status=404, text="404: Not Found"),
+    "empty": lambda: web.Response(status=404),
+}
+
+
+@pytest.mark.parametrize(("cpo", "answer"), [("cpo221", "ocpi"), ("cpo221", "text"), ("cpo221", "empty"),
+                                             ("cpo230", "ocpi-with-data")])
+async def test_a_2_1_1_emsps_404_to_an_authorization_reaches_newer_cpos_as_unknown_token(
+        net230: Net230, cpo: str, answer: str) -> None:
+    """OCPI 2.1.1 mod_tokens: an eMSP answers the authorization of a token it does not know with HTTP 404 (any
+    body); OCPI 2.2.1 and 2.3.0 mod_tokens: HTTP 404 with status 2004 (Unknown Token) and no ``data``. A newer CPO
+    gets the latter, whatever the 2.1.1 eMSP put in its 404 (docs/versions.md, "Tokens")."""
+    hub = net230.hub
+    caller: FakePartner = getattr(net230, cpo)
+
+    async def unknown(request: web.Request, rec: Received) -> web.StreamResponse:
+        return _NOT_FOUND_211[answer]()
+
+    net230.emsp211.responder = unknown
+    status, headers, doc = await caller.call(hub.session, "POST", "tokens", "SENDER", "NOPE1/authorize",
+                                             to=net230.emsp211.party, json={"location_id": "LOC1"})
+    assert status == 404 and doc["status_code"] == 2004 and "data" not in doc, doc
+    assert (headers["OCPI-from-country-code"], headers["OCPI-from-party-id"]) == ("DE", "EMD"), headers
+    assert [r.path for r in net230.emsp211.received if "/authorize" in r.path], "the eMSP was asked"
+    [rec] = [r for r in await records(hub, module="tokens") if r.method == "POST"]
+    assert (rec.http_status, rec.ocpi_status, rec.receiver_http_status) == (404, 2004, 404), rec
+    [reply] = [r for r in translations([rec]) if r["of"] == "reply"]
+    assert [(loss["field"], loss["rule"]) for loss in reply["losses"]] == [("status_code", "mapped")], reply
+
+
 # -- GET All across versions: a left-out object does not move the next page (OCPI 2.2.1 Pagination) ------------
 
 async def test_get_all_pages_past_an_object_the_viewers_version_cannot_hold(net230: Net230) -> None:
