@@ -243,8 +243,9 @@ async def get_all(store: ObjectStore, module: str, viewer_roles: Iterable[str], 
     in the viewer's OCPI ``version``; an object that version cannot hold is left out and reported. ``owners``:
     only those parties' objects (the viewer's roaming partners, routing/roaming.py); None: everyone's.
 
-    Returns the page, the total, the losses and how many objects of the list the page covers (left-out ones
-    included): the next page starts after them (OCPI 2.2.1 Pagination)."""
+    Returns the page, the total, the losses and how many objects of the list the page covers. The total and that
+    count include left-out objects: the offsets index the stored list, so ``X-Total-Count`` is its size and the
+    next page starts after them (OCPI 2.2.1 Pagination; docs/versions.md)."""
     if module not in GET_ALL_MODULES:
         raise InvalidParameters(f"GET All is served for locations, tariffs and tokens; for {module} "
                                 "address the party concerned with OCPI-to-* headers")

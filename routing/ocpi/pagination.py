@@ -60,6 +60,9 @@ def parse_page(query: dict[str, str]) -> Page:
 
 
 def page_headers(base_url: str, page: Page, returned: int, total: int) -> dict[str, str]:
+    """``returned``: how many objects of the list the page covers, ``total``: the list's size. Both count objects
+    the caller's version cannot hold: ``offset`` indexes that list, and clients do offset arithmetic with
+    ``X-Total-Count`` (docs/versions.md, "Routing across versions")."""
     headers = {"X-Total-Count": str(total), "X-Limit": str(MAX_LIMIT)}
     next_offset = page.offset + returned
     if returned and next_offset < total:
