@@ -9,7 +9,7 @@ from aiohttp import web
 
 from hub.context import Hub
 from hub.exchange import exchange_of
-from routing.ocpi.auth import token_candidates
+from routing.ocpi.auth import sole_authorization, token_candidates
 from routing.ocpi.errors import PlatformSuspended, RateLimited, Unauthorized
 from routing.platform import ConnectionStatus, Platform, hash_token
 
@@ -22,7 +22,7 @@ class Caller:
 
 
 async def authenticate(request: web.Request, hub: Hub, *, allow_token_a: bool) -> Caller:
-    header = request.headers.get("Authorization")
+    header = sole_authorization(request.headers)
     registry = hub.registry
     # A header that authenticated before, with nothing changed since, skips Base64 and SHA-256 (hub/registry.py);
     # every check below still runs on the platform as it is now.

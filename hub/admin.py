@@ -81,7 +81,7 @@ async def admin_guard(request: web.Request, handler: Handler) -> web.StreamRespo
     hub's middleware (hub/observe.py) for every /admin path, inside its error answers."""
     started = time.perf_counter()
     hub = hub_of(request)
-    if not bearer_is(request.headers.get("Authorization"), hub.admin_token):
+    if not bearer_is(request.headers, hub.admin_token):
         request.app[FAILED_LOGINS].failed(request, started)
         return _error(401, "admin API needs 'Authorization: Bearer <HUB_ADMIN_TOKEN>'")
     if request.method not in MUTATING:

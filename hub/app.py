@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from multidict import CIMultiDictProxy
 from redis.asyncio import Redis
 
 from hub import admin, clientinfo, credentials, modules, versions
@@ -382,11 +383,11 @@ async def retention_pass(hub: Hub) -> None:
                  tokens, hints, routed)
 
 
-def metrics_authorized(header: str | None, token: str | None) -> bool:
-    """``HUB_METRICS_TOKEN`` unset: open. Set: ``Bearer <token>``, compared in constant time."""
+def metrics_authorized(headers: CIMultiDictProxy[str], token: str | None) -> bool:
+    """``HUB_METRICS_TOKEN`` unset: open. Set: ``Bearer <token>``, sent once, compared in constant time."""
     if token is None:
         return True
-    return bearer_is(header, token)
+    return bearer_is(headers, token)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -413,7 +414,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     hub = request.app[HUB_KEY]
-    if not metrics_authorized(request.headers.get("Authorization"), hub.settings.metrics_token):
+    if not metrics_authorized(request.headers, hub.settings.metrics_token):
         return web.json_response({"error": "/metrics needs Authorization: Bearer <HUB_METRICS_TOKEN>"}, status=401,
                                  headers={"WWW-Authenticate": 'Bearer realm="metrics"', "Cache-Control": "no-store"})
     # Off the event loop: with thousands of receivers the text is 100,000s of lines (and with several workers it

@@ -8,7 +8,19 @@ import base64
 import binascii
 import hmac
 
+from multidict import CIMultiDictProxy
+
 from routing.ocpi.errors import Unauthorized
+
+
+def sole_authorization(headers: CIMultiDictProxy[str]) -> str | None:
+    """The Authorization header, None when absent; ``Unauthorized`` when sent more than once, whatever the values:
+    a proxy in front of the hub may have authorized the request on another line than the hub would read
+    (RFC 9110 §5.3; docs/security.md, "Repeated headers")."""
+    values = headers.getall("Authorization", ())
+    if len(values) > 1:
+        raise Unauthorized("Authorization header sent more than once")
+    return values[0] if values else None
 
 
 def token_candidates(header: str | None) -> list[str]:
@@ -49,7 +61,11 @@ def same_secret(given: str, expected: str) -> bool:
     return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode())
 
 
-def bearer_is(header: str | None, secret: str) -> bool:
-    """``Authorization: Bearer <secret>`` (the admin API, /metrics), compared in constant time."""
+def bearer_is(headers: CIMultiDictProxy[str], secret: str) -> bool:
+    """``Authorization: Bearer <secret>`` (the admin API, /metrics), sent once, compared in constant time."""
+    try:
+        header = sole_authorization(headers)
+    except Unauthorized:
+        return False
     scheme, _, given = (header or "").partition(" ")
     return scheme.lower() == "bearer" and same_secret(given.strip(), secret)

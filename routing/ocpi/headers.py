@@ -59,9 +59,14 @@ class RoutingHeaders:
 
 
 def _pair(request: web.Request, cc_name: str, pid_name: str, what: str) -> Party | None:
-    cc, pid = request.headers.get(cc_name), request.headers.get(pid_name)
-    if cc is None and pid is None:
+    # getall, not get: the same C lookup, and a repeated header is seen without another pass over the headers
+    getall = request.headers.getall
+    ccs, pids = getall(cc_name, ()), getall(pid_name, ())
+    if not ccs and not pids:
         return None
+    if len(ccs) > 1 or len(pids) > 1:
+        raise InvalidParameters(repeated(cc_name if len(ccs) > 1 else pid_name))
+    cc, pid = ccs[0] if ccs else "", pids[0] if pids else ""
     if not cc or not pid:
         # OCPI: TO and FROM are used as pairs (OCPI 2.2.1 Routing headers)
         raise InvalidParameters(f"{what} routing headers must come as a pair: {cc_name} and {pid_name}")
@@ -98,11 +103,31 @@ def claimed_from(request: web.Request) -> Party | None:
         return None
 
 
+def repeated(name: str) -> str:
+    """Why a header that holds one value is refused when sent more than once (RFC 9110 §5.3: only a list may be
+    split over several lines). Any repetition, the same value twice included: an intermediary in front of the hub
+    may have acted on another line than the hub would (docs/security.md, "Repeated headers")."""
+    return f"{name} sent more than once: a header that holds one value must be sent once"
+
+
 def message_ids(request: web.Request) -> MessageIds:
     """The caller's request and correlation ids, checked by the one id validator (``routing.ocpi.ids``): a missing
-    or invalid one is replaced by a new id, and an invalid one is reported for the handler to refuse."""
-    headers = request.headers
-    return checked_message_ids(headers.get(REQUEST_ID), headers.get(CORRELATION_ID), new_id)
+    or invalid one is replaced by a new id, and an invalid one is reported for the handler to refuse. A repeated
+    one counts as invalid: neither of its values is used."""
+    getall = request.headers.getall
+    request_ids, correlation_ids = getall(REQUEST_ID, ()), getall(CORRELATION_ID, ())
+    if len(request_ids) > 1 or len(correlation_ids) > 1:
+        return _without_repeated(request_ids, correlation_ids)
+    return checked_message_ids(request_ids[0] if request_ids else None,
+                               correlation_ids[0] if correlation_ids else None, new_id)
+
+
+def _without_repeated(request_ids: list[str] | tuple[()], correlation_ids: list[str] | tuple[()]) -> MessageIds:
+    """The ids with a repeated one replaced as if missing, reported as the reason to refuse the request."""
+    ids = checked_message_ids(request_ids[0] if len(request_ids) == 1 else None,
+                              correlation_ids[0] if len(correlation_ids) == 1 else None, new_id)
+    names = [name for name, sent in ((REQUEST_ID, request_ids), (CORRELATION_ID, correlation_ids)) if len(sent) > 1]
+    return ids._replace(problem=repeated(" and ".join(names)))
 
 
 def own_request_ids() -> dict[str, str]:
