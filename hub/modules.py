@@ -459,7 +459,8 @@ def relay(request: web.Request, reply: Reply, answered_by: Party | None = None) 
     ``answered_by``: the receiving party, FROM of the answer even when the receiver omits routing headers.
     """
     ex = request[EXCHANGE]
-    ex.receiver_http_status = reply.status if reply.hub_error is None else None
+    # a hub error standing in for an answer the receiver did send (not OCPI, an invalid status): what it sent
+    ex.receiver_http_status = reply.status if reply.hub_error is None else reply.receiver_status
     ex.receiver_ocpi_status = reply.ocpi_status
     ex.latency_receiver_ms = reply.receiver_ms
     headers = dict(ex.reply_headers)

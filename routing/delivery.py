@@ -456,6 +456,11 @@ class Delivery:
             return hub_error_reply(
                 4000, f"receiver's answer is larger than the hub accepts ({self.max_reply_bytes} bytes)", "not_ocpi")
         receiver_ms = (time.perf_counter() - started) * 1000
+        if not 200 <= status <= 599:  # RFC 9110 §15: 100-599 (a 1xx is interim): never relayed as an answer
+            reply = hub_error_reply(4000, f"receiver answered HTTP status {status}, not a final HTTP status "
+                                    "(200-599)", "not_ocpi")
+            reply.receiver_ms, reply.receiver_status = receiver_ms, status
+            return reply
         ocpi_status = ocpi_status_of(body)
         if ocpi_status is None:
             reply = hub_error_reply(4000, f"receiver answered HTTP {status} without an OCPI envelope", "not_ocpi")

@@ -30,8 +30,9 @@ def _hub_error_verdict(reply: Reply) -> Verdict:
     if reply.cause == "not_connected":
         return "not_connected"
     if reply.cause == "not_ocpi":
-        # a bare 502/503/504 page is what a proxy in front of a restarting receiver sends
-        return "transient" if (reply.receiver_status or 0) >= 500 else "permanent"
+        # a bare 502/503/504 page is what a proxy in front of a restarting receiver sends; a status past 599
+        # (not an HTTP status at all) is a broken receiver, as is an unreadable answer under a 2xx
+        return "transient" if 500 <= (reply.receiver_status or 0) <= 599 else "permanent"
     # no endpoint for the module, an unusable URL, or a body in a version the receiver left: sending it again
     # would not help
     return "transient" if reply.cause in _TRANSIENT_CAUSES else "permanent"

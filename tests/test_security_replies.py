@@ -6,14 +6,18 @@ A hostile or broken receiver may answer a forwarded request with an enormous bod
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
 from aiohttp import web
 
+from hub.audit import AuditQuery
+from hub.context import HUB_KEY
 from routing.ocpi.versions import MODULES_211
-from tests.conftest import HubHarness, MakeHub, emsp
+from tests.conftest import HubHarness, MakeHub, cpo, emsp
 from tests.partners import FakePartner, Party, Received, ocpi_token
+from tests.test_dead_letters import location
 from tests.test_routing_errors import as_, assert_hub_error, pair, routing, send
 
 LIMIT = 64 * 1024
@@ -184,3 +188,64 @@ async def test_a_partner_listing_thousands_of_versions_or_endpoints_is_3001_and_
         assert (status, view["status"], view["endpoints"]) == (200, "PLANNED", []), view
     finally:
         await runner.cleanup()
+
+
+ENVELOPE_1000 = b'{"status_code": 1000, "status_message": "Success", "timestamp": "2024-01-01T00:00:00Z"}'
+
+
+def _status(status: int) -> object:
+    """A well-formed OCPI envelope under any HTTP status the receiver chooses (aiohttp writes what it is given)."""
+
+    async def respond(request: web.Request, rec: Received) -> web.StreamResponse:
+        return web.Response(body=ENVELOPE_1000, status=status, content_type="application/json")
+
+    return respond
+
+
+@pytest.mark.parametrize("client", ["lean", "aiohttp"])
+@pytest.mark.parametrize("status", [600, 999])
+async def test_a_receiver_status_outside_100_to_599_is_502_4000_and_recorded(
+        make_hub: MakeHub, status: int, client: str) -> None:
+    """RFC 9110 §15: every valid status code is in 100-599. A receiver answering 999 is broken: its answer is not
+    relayed (the caller would get a status line no HTTP client expects), and the audit keeps what it sent."""
+    hub = await make_hub(forward_client=client)
+    alpha, beta = await pair(hub)
+    beta.responder = _status(status)
+    headers = as_(alpha, **routing(to=beta.party))
+    reply = await send(hub, "GET", alpha.hub_url("locations", "RECEIVER", "NL/CPA/LOC1"), headers)
+    doc = assert_hub_error(reply, headers, http=502, code=4000, requester=alpha.party)
+    assert f"HTTP status {status}" in doc["status_message"]
+    assert len(beta.received) == 1
+    hub_state = hub.app[HUB_KEY]
+    await hub_state.audit.flush()
+    (record,) = await hub_state.store.query_audit(AuditQuery(request_id=headers["X-Request-ID"]))
+    assert (record.http_status, record.ocpi_status, record.receiver_http_status) == (502, 4000, status)
+
+
+async def test_a_receiver_status_of_599_is_valid_and_relayed(hub: HubHarness) -> None:
+    """The upper bound of the valid range: a 5xx with an OCPI envelope is the receiver's own error (relayed)."""
+    alpha, beta = await pair(hub)
+    beta.responder = _status(599)
+    headers = as_(alpha, **routing(to=beta.party))
+    status, _, raw = await send(hub, "GET", alpha.hub_url("locations", "RECEIVER", "NL/CPA/LOC1"), headers)
+    assert (status, raw) == (599, ENVELOPE_1000)
+
+
+async def test_a_push_answered_with_an_invalid_status_is_a_dead_letter_at_once(make_hub: MakeHub) -> None:
+    """A broadcast push answered 999 is not a 5xx the receiver may recover from: it is refused for good (dead
+    letter after one try, as a malformed answer under a non-5xx status), not retried for the whole window."""
+    hub = await make_hub(broadcast_retry_window=30)
+    sender, broken = cpo(), emsp("Broken eMSP", "EMB")
+    await hub.connect(sender)
+    broken_id = (await hub.connect(broken))["id"]
+    broken.responder = _status(999)
+    status, _, body = await sender.call(hub.session, "PUT", "locations", "RECEIVER", "NL/CPA/LOC1",
+                                        to=Party("NL", "HUB", "HUB"), json=location())
+    assert (status, body["status_code"]) == (200, 1000), body
+    deadline = time.monotonic() + 5
+    while not (letters := (await hub.admin("GET", f"/admin/dead-letters?receiver={broken_id}"))[1]):
+        assert time.monotonic() < deadline, f"no dead letter; tries so far: {len(broken.received)}"
+        await asyncio.sleep(0.05)
+    (letter,) = letters
+    assert letter["attempts"] == 1 and "4000" in letter["reason"] and "999" in letter["reason"], letter
+    assert len(broken.received) == 1
