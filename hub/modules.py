@@ -54,7 +54,14 @@ from routing.ocpi.versions import V211, V221, V230, has_module
 from routing.open_routing import find_receiver, learn, learns, type_behind_other, types_as_other
 from routing.platform import ConnectionStatus, Platform, utcnow
 from routing.queue import Message
-from routing.rewrite import Rewritten, rearm_result_callback, rewrite_request, rewrite_response_headers, rewrites
+from routing.rewrite import (
+    Rewritten,
+    check_response_url,
+    rearm_result_callback,
+    rewrite_request,
+    rewrite_response_headers,
+    rewrites,
+)
 from routing.router import (
     InboundRequest,
     Route,
@@ -167,6 +174,8 @@ async def route(request: web.Request, hub: Hub, platform: Platform, version: str
     )
     if hub.settings.audit_bodies:
         ex.request_json = req.json_body
+    if rewrites(module, role):  # as sent, in any version: refused before anything is routed or queued
+        check_response_url(module, req.method, req.json_body, req.query)
     msg = Bridge(version, req)
     if version == V211 and req.json_body is not None:
         await msg.read_as_221(hub)  # the routing core reads 2.2.1: FROM/owner checks and routing keys as usual

@@ -10,8 +10,10 @@ page: that link-value is relayed, as ``<hub URL>; rel="next"``, and every other 
 sees a receiver URL, and a receiver cannot make the hub issue more than one hub URL per answer.
 
 A URL the outbound-URL policy refuses (routing/outbound.py) is never forwarded: a request carrying one is
-refused (400/2001 naming the field); a refused ``Link`` makes the answer unusable (502/4000: dropping it would
-end the caller's crawl early without telling it); a refused ``Location`` is left out of the accepted answer.
+refused (400/2001 naming the field), as is one whose ``response_url`` cannot be replaced at all (no string in the
+body; empty or repeated in the query: ``check_response_url``, called before the request is routed); a refused
+``Link`` makes the answer unusable (502/4000: dropping it would end the caller's crawl early without telling it);
+a refused ``Location`` is left out of the accepted answer.
 """
 
 from __future__ import annotations
@@ -75,6 +77,38 @@ def rewrites(module: str, interface_role: str) -> bool:
     return interface_role == "RECEIVER" and module in ("commands", "chargingprofiles")
 
 
+def _in_body(module: str, method: str) -> bool:
+    """Whether a request of ``rewrites`` carries its ``response_url`` in the body (a command, SetChargingProfile);
+    otherwise a charging-profile GET or DELETE carries it in the query."""
+    return (module == "commands" and method == "POST") or (module == "chargingprofiles" and method == "PUT")
+
+
+def _query_response_urls(query: str) -> list[str]:
+    """Every ``response_url`` of a query as the receiver decodes it: its name may be percent-encoded
+    (``response%5Furl``), and would otherwise reach the receiver unreplaced."""
+    if "response_url" not in query and "%" not in query:
+        return []
+    return [value for name, value in parse_qsl(query, keep_blank_values=True) if name == "response_url"]
+
+
+def check_response_url(module: str, method: str, json_body: Any, query: str) -> None:
+    """Refuses (400/2001), before anything is routed or queued, a ``response_url`` the hub could not replace by a
+    hub URL: in a body, a value that is no string (a number, an object, ``null``); in the query, an empty one or
+    one sent more than once. A string is judged when it is replaced (``rewrite_request``: http(s), length, host).
+    A missing one is the receiver's to refuse, as any other required field."""
+    if _in_body(module, method):
+        if isinstance(json_body, dict) and "response_url" in json_body and not isinstance(
+                json_body["response_url"], str):
+            raise InvalidParameters("response_url must be a URL (a string), not "
+                                    f"{type(json_body['response_url']).__name__}")
+        return
+    values = _query_response_urls(query)  # a charging-profile GET or DELETE (``rewrites`` let nothing else through)
+    if len(values) > 1:
+        raise InvalidParameters("response_url (query parameter) sent more than once")
+    if values and not values[0]:
+        raise InvalidParameters("response_url (query parameter) is empty")
+
+
 async def rewrite_request(
     callbacks: Callbacks, *, module: str, interface_role: str, method: str, body: bytes, json_body: Any,
     query: str, requester: Party, requester_platform: str, receiver: Party, command: str = "",
@@ -91,12 +125,12 @@ async def rewrite_request(
         hub_url = await callbacks.issue(cb, ttl, field=field)
         return hub_url, cb.id
 
-    in_body = (module == "commands" and method == "POST") or (module == "chargingprofiles" and method == "PUT")
+    in_body = _in_body(module, method)
     if in_body and isinstance(json_body, dict) and isinstance(json_body.get("response_url"), str):
         until = holds_until(module, command, json_body)
         hub_url, cb_id = await issue(json_body["response_url"], "response_url", until)
         return Rewritten(orjson.dumps({**json_body, "response_url": hub_url}), query, cb_id, until)
-    if module == "chargingprofiles" and method in ("GET", "DELETE") and "response_url" in query:
+    if module == "chargingprofiles" and method in ("GET", "DELETE") and _query_response_urls(query):
         pairs = parse_qsl(query, keep_blank_values=True)
         issued: str | None = None
         out: list[tuple[str, str]] = []

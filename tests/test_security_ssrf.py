@@ -13,7 +13,7 @@ import asyncio
 import json
 import socket
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, quote, urlencode
 
 import aiohttp
 import pytest
@@ -35,6 +35,7 @@ from tests.conftest import (
     stop_hub,
 )
 from tests.partners import FakePartner, Received, envelope, ocpi_token
+from tests.test_versions_routing import location_211
 
 TS = "2026-01-01T00:00:00Z"
 TOKEN = {"country_code": "DE", "party_id": "EMA", "uid": "TOK1", "type": "RFID", "contract_id": "DE-EMA-C1",
@@ -146,6 +147,83 @@ async def test_a_response_url_that_is_not_plain_http_is_refused_naming_the_field
     status, body = await start_session(ema, cpa, hub, url)
     assert_refused(status, body, "response_url", why)
     assert cpa.received == []
+
+
+NOT_STRINGS = [123, None, True, {"url": "http://127.0.0.1/results/1"}, ["http://127.0.0.1/results/1"]]
+NOT_STRING_IDS = ["number", "null", "bool", "object", "list"]
+PROFILE = {"charging_rate_unit": "W", "charging_profile_period": [{"start_period": 0, "limit": 11000.0}]}
+
+
+def with_response_url(version: str, module: str, value: Any) -> tuple[str, str, str, bytes]:
+    """(method, tail, module, body bytes) of a StartSession or SetChargingProfile whose response_url is ``value``
+    (sent as JSON as given: ``None`` is ``null``)."""
+    if module == "chargingprofiles":
+        return "PUT", "S1", module, json.dumps({"charging_profile": PROFILE, "response_url": value}).encode()
+    token = ({"uid": "TOK1", "type": "RFID", "auth_id": "DE-EMA-C1", "issuer": "Beta", "valid": True,
+              "whitelist": "ALLOWED", "last_updated": TS} if version == "2.1.1" else TOKEN)
+    body = {"response_url": value, "token": token, "location_id": "LOC1"}
+    return "POST", "START_SESSION", module, json.dumps(body).encode()
+
+
+@pytest.mark.parametrize("value", NOT_STRINGS, ids=NOT_STRING_IDS)
+@pytest.mark.parametrize(("version", "module"), [("2.2.1", "commands"), ("2.2.1", "chargingprofiles"),
+                                                 ("2.3.0", "commands"), ("2.3.0", "chargingprofiles"),
+                                                 ("2.1.1", "commands")])
+async def test_a_response_url_that_is_no_string_is_400_2001_and_nothing_is_sent(
+        hub: HubHarness, version: str, module: str, value: Any) -> None:
+    """The hub replaces every response_url by a hub URL (docs/ocpi-decisions.md, Callback URLs): one it cannot
+    replace (not a URL string) used to reach the CPO as sent."""
+    cpa, ema = cpo(), emsp()
+    cpa.version = ema.version = version
+    await hub.connect(cpa)
+    await hub.connect(ema)
+    if version == "2.1.1":  # the hub learns where LOC1 is: a 2.1.1 command is routed by its location_id
+        status, _, doc = await cpa.call(hub.session, "PUT", "locations", "SENDER", "NL/CPA/LOC1",
+                                        json=location_211())
+        assert status == 200, doc
+        cpa.received.clear()
+    method, tail, module, body = with_response_url(version, module, value)
+    status, _, doc = await ema.call(hub.session, method, module, "RECEIVER", tail,
+                                    to=None if version == "2.1.1" else cpa.party, data=body,
+                                    headers={"Content-Type": "application/json"})
+    assert_refused(status, doc, "response_url")
+    assert cpa.received == []
+
+
+@pytest.mark.parametrize("method", ["GET", "DELETE"])
+@pytest.mark.parametrize("query", ["duration=900&response_url=", "response_url",
+                                   "response_url=http://127.0.0.1/a&response_url=http://127.0.0.1/b"],
+                         ids=["empty", "no-value", "repeated"])
+async def test_a_response_url_query_parameter_that_is_empty_or_repeated_is_400_2001(
+        hub: HubHarness, method: str, query: str) -> None:
+    """OCPI 2.2.1 mod_charging_profiles: GET and DELETE carry one response_url in the query; an empty one was
+    forwarded as sent, and of two only the last hub URL was re-armed when the CPO told its timeout."""
+    cpa, ema = cpo(), emsp()
+    await hub.connect(cpa)
+    await hub.connect(ema)
+    status, _, doc = await ema.call(hub.session, method, "chargingprofiles", "RECEIVER", "S1", to=cpa.party,
+                                    query=query)
+    assert_refused(status, doc, "response_url (query parameter)")
+    assert cpa.received == []
+
+
+@pytest.mark.parametrize("name", ["response%5Furl", "response%5furl", "%72esponse_url"])
+async def test_a_percent_encoded_response_url_query_name_is_replaced_by_a_hub_url_too(
+        hub: HubHarness, name: str) -> None:
+    """The CPO decodes the query: a response_url whose name is percent-encoded is the same parameter, and used to
+    reach it as the eMSP's own URL (the CPO would post the result past the hub)."""
+    cpa, ema = cpo(), emsp()
+    await hub.connect(cpa)
+    await hub.connect(ema)
+    original = f"{ema.base_url}/results/1"
+    status, _, raw = await ema.call_raw(hub.session, "GET", "chargingprofiles", "RECEIVER", "S1", to=cpa.party,
+                                        query=f"duration=900&{name}={quote(original, safe='')}", encoded=True)
+    assert status == 200, raw
+    (rec,) = cpa.received
+    sent = parse_qs(rec.raw_query)
+    assert sent["duration"] == ["900"] and len(sent["response_url"]) == 1, rec.query
+    assert sent["response_url"][0].startswith(hub.url + "/ocpi/2.2.1/callbacks/"), rec.query
+    assert ema.base_url not in rec.query
 
 
 async def test_the_operators_allowed_hosts_admit_another_host_until_cleared_then_the_callback_is_refused(
