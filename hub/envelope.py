@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from hub.exchange import exchange_of, reply_headers
 from routing.ocpi.errors import InvalidParameters, OcpiError
@@ -110,9 +110,12 @@ def error_answer(request: web.Request, exc: Exception) -> web.StreamResponse:
         if isinstance(http, web.HTTPRequestEntityTooLarge):  # aiohttp stopped reading at HUB_MAX_BODY_BYTES
             message = f"request body larger than {request.client_max_size} bytes"
         if _is_ocpi_path(request.path):
+            headers = reply_headers(request)
+            if (allow := http.headers.get(hdrs.ALLOW)) is not None:  # a 405 lists the methods (RFC 9110 §15.5.6)
+                headers = {**(headers or {}), hdrs.ALLOW: allow}
             return ocpi_response(
                 status=http.status, status_code=2000 if http.status < 500 else 3000, message=message,
-                headers=reply_headers(request),
+                headers=headers,
             )
         return web.json_response({"error": message}, status=http.status)
     except ConnectionResetError:

@@ -6,7 +6,8 @@ import dataclasses
 import logging
 import time
 
-from aiohttp import web
+from aiohttp import hdrs, web
+from yarl import URL
 
 from hub.admin import admin_guard
 from hub.audit import AuditRecord, outcome_of
@@ -31,6 +32,8 @@ async def observe_middleware(request: web.Request, handler: Handler) -> web.Stre
     Exchange, their errors answered as OCPI envelopes (hub/envelope.py) and one audit record, metrics sample and
     log line; /admin requests the admin guard (hub/admin.py); every other path has its errors answered."""
     if not request.path.startswith("/ocpi"):
+        if request.method == hdrs.METH_CONNECT and request.raw_path.startswith("/ocpi"):
+            return await _connect_on_ocpi(request)
         try:
             if request.path.startswith("/admin"):
                 return await admin_guard(request, handler)
@@ -56,6 +59,16 @@ async def observe_middleware(request: web.Request, handler: Handler) -> web.Stre
         raise
     record(request, ex, response, time.perf_counter() - started)
     return response
+
+
+async def _connect_on_ocpi(request: web.Request) -> web.StreamResponse:
+    """A CONNECT whose target is an OCPI path: aiohttp reads a CONNECT target as an authority (RFC 9112 §3.2.3), so
+    its request path is empty and no route matches. Handled again with the target as its path, it is answered as
+    any other method the path does not take: an OCPI 405 with Allow, after the same checks (docs/security.md)."""
+    as_path = request.clone(rel_url=URL(request.raw_path, encoded=True))
+    if not as_path.path.startswith("/ocpi"):  # never handled again as it is: no second trip through here
+        return error_answer(request, web.HTTPNotFound())
+    return await request.app._handle(as_path)
 
 
 def record(request: web.Request, ex: Exchange, response: web.StreamResponse, elapsed: float) -> None:

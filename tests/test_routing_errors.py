@@ -21,6 +21,7 @@ from multidict import CIMultiDict
 
 from tests.conftest import HubHarness, MakeHub, cpo, emsp
 from tests.partners import FakePartner, Party, Received, ocpi_token
+from tests.rawhttp import raw_request
 
 HUB = ("NL", "HUB")
 LOCATION = {"country_code": "NL", "party_id": "CPA", "id": "LOC1", "last_updated": "2024-01-01T00:00:00Z"}
@@ -402,6 +403,37 @@ async def test_a_method_ocpi_does_not_define_for_the_interface_is_405_and_not_fo
     assert method in doc["status_message"]
     assert "GET" in reply[1].get("Allow", "") or "POST" in reply[1].get("Allow", "")
     assert not beta.received
+
+
+NOT_OCPI_METHODS = ["CONNECT", "TRACE", "OPTIONS"]
+
+
+@pytest.mark.parametrize("method", NOT_OCPI_METHODS)
+@pytest.mark.parametrize(("path", "allowed"), [
+    ("/ocpi/2.2.1/receiver/locations/NL/CPA/LOC1", {"GET", "PUT", "PATCH"}),
+    ("/ocpi/2.1.1/locations/NL/CPA/LOC1", {"GET", "PUT", "PATCH"}),
+    ("/ocpi/versions", {"GET", "HEAD"}),
+    ("/ocpi/2.2.1", {"GET", "HEAD"}),
+    ("/ocpi/2.2.1/credentials", {"GET", "HEAD", "POST", "PUT", "DELETE"}),
+], ids=["module-2.2.1", "module-2.1.1", "versions", "version-details", "credentials"])
+async def test_a_method_ocpi_never_uses_on_an_ocpi_path_is_an_ocpi_405_with_allow(
+        hub: HubHarness, method: str, path: str, allowed: set[str]) -> None:
+    """CONNECT, TRACE and OPTIONS are no OCPI methods: on an OCPI path they get the envelope of every other
+    method the path does not take (RFC 9110 §15.5.6: a 405 lists the methods in Allow). aiohttp reads a CONNECT
+    target as an authority (its request path is empty), which used to make it a plain-JSON 404."""
+    cpa, ema = cpo(), emsp()
+    cpa.version = "2.1.1" if "2.1.1" in path else "2.2.1"
+    await hub.connect(cpa)
+    await hub.connect(ema)
+    token = cpa.token_c if cpa.version == "2.2.1" else None
+    authorization = ocpi_token(token) if token else f"Token {cpa.token_c}"
+    sent = {"Authorization": authorization, **ids(), **routing(to=ema.party, from_=cpa.party)}
+    status, headers, doc = await raw_request(hub.settings.host, hub.settings.port, method, path, dict(sent))
+    assert status == 405, doc
+    assert doc is not None and doc["status_code"] == 2000 and doc["status_message"], doc
+    assert {m.strip() for m in headers.get("Allow", "").split(",") if m.strip()} == allowed, headers
+    assert headers["X-Request-ID"] == sent["X-Request-ID"]
+    assert not ema.received and not [r for r in cpa.received if r.method == method]
 
 
 async def test_the_receivers_own_errors_are_relayed_not_replaced(hub: HubHarness) -> None:
