@@ -6,6 +6,7 @@ Resources open and close in one cleanup context, so tests start the real app on 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import secrets
 from collections.abc import AsyncIterator, Sequence
@@ -21,6 +22,7 @@ from hub import admin, clientinfo, credentials, modules, versions
 from hub.admission import Admission, AdmissionLimits
 from hub.agreements import AgreementKeeper
 from hub.audit import AuditWriter
+from hub.bridging import record_written_again
 from hub.clientinfo import LIVENESS_KEY, Liveness
 from hub.console import add_console
 from hub.context import HUB_KEY, Hub
@@ -202,6 +204,7 @@ def _lifecycle(settings: Settings, given_store: HubStore | None, given_redis: Re
             await clientinfo.introduce(hub, agreements)
 
         keeper.on_saved = introduce
+        delivery.on_written_again = functools.partial(record_written_again, hub)  # audit + metrics of a re-translation
 
         registry.on_change = feed.announce
         await delivery.start()

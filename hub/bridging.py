@@ -6,17 +6,21 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 from typing import Any
 from urllib.parse import quote
 
 import orjson
 
+from hub.audit import AuditRecord
 from hub.context import Hub
 from hub.envelope import envelope
 from hub.objects import merge_patch, object_id
+from hub.redact import redact_path
 from hub.store.protocol import RoutedObject
 from routing.bridge import (
     UNKNOWN_TOKEN,
+    WrittenAgain,
     owner_from_path,
     refuse_deep_answer,
     reply_kind,
@@ -26,15 +30,18 @@ from routing.bridge import (
     translate_reply,
     unknown_token_211,
 )
-from routing.ocpi.headers import Party
+from routing.ocpi.headers import CORRELATION_ID, FROM_CC, FROM_PID, TO_CC, TO_PID, Party, time_ordered_id
 from routing.ocpi.token_query import query_type, with_query_type
 from routing.ocpi.translate import Context, Loss, Untranslatable, translate
 from routing.ocpi.translate.base import AUTHORIZATION_INFO, DEFAULTED, DERIVED, DROPPED, LOCATION, MAPPED, SESSION
 from routing.ocpi.translate.common import TOKEN_TYPES_211, TOKEN_TYPES_221
 from routing.ocpi.versions import V211, V221
 from routing.platform import utcnow
+from routing.queue import Message
 from routing.router import InboundRequest
-from routing.wire import Reply
+from routing.wire import ForwardRequest, Reply
+
+log = logging.getLogger("hub.bridging")
 
 
 class Bridge:
@@ -394,3 +401,30 @@ def with_authorized_token(body: bytes, uid: str, query: str, kept: dict[str, Any
     token_type = query_type(query) or "RFID"
     doc["data"] = {**data, "token": kept if kept is not None else {"uid": uid, "type": token_type}}
     return orjson.dumps(doc)
+
+
+def record_written_again(hub: Hub, msg: Message, fwd: ForwardRequest, again: WrittenAgain, reply: Reply,
+                         request_id: str) -> None:
+    """A queued push translated again at delivery, because its receiver changed OCPI version while it waited
+    (``Delivery.on_written_again``; docs/store-and-forward.md), and accepted by the receiver: its loss report is
+    kept as every translation's is, in an audit record of its own (``of`` = redelivery; the message's first
+    translation is in the record of the request that brought it) and in the translation metrics. The record
+    describes the push as sent: the hub is the caller (no platform), the path is the module's path in the
+    receiver's version."""
+    rules = [loss.rule for loss in again.losses]
+    hub.metrics.count_translation(fwd.module, again.source, again.target, rules)
+    headers = fwd.headers
+    from_ = f"{headers[FROM_CC]}:{headers[FROM_PID]}" if FROM_CC in headers and FROM_PID in headers else None
+    to = f"{headers[TO_CC]}:{headers[TO_PID]}" if TO_CC in headers and TO_PID in headers else None
+    path = f"/ocpi/{again.target}/{fwd.interface_role.lower()}/{fwd.module}" + (f"/{fwd.tail}" if fwd.tail else "")
+    translation = {"reports": [{"of": "redelivery", **report(again.source, again.target, again.losses)}]}
+    hub.audit.add(AuditRecord(
+        id=time_ordered_id(), time=utcnow(), request_id=request_id, correlation_id=headers.get(CORRELATION_ID, ""),
+        platform_id=None, from_party=from_, to_party=to, module=fwd.module, interface_role=fwd.interface_role,
+        method=fwd.method, path=redact_path(path), outcome="forwarded", http_status=reply.status,
+        ocpi_status=reply.ocpi_status, receiver_platform_id=msg.receiver, receiver_http_status=reply.status,
+        receiver_ocpi_status=reply.ocpi_status, latency_receiver_ms=reply.receiver_ms, request_size=len(fwd.body),
+        response_size=len(reply.body), receiver_version=again.target, translation=translation,
+    ))
+    log.info("push %s to %s translated again from OCPI %s to %s at delivery (%d losses)", msg.id, msg.receiver,
+             again.source, again.target, len(again.losses))

@@ -10,14 +10,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote, unquote
 
 import orjson
 
 from routing.broadcast import BROADCAST_DELETES_211, DATA_OWNER
 from routing.ocpi.errors import HubError, InvalidParameters
 from routing.ocpi.models import MAX_JSON_DEPTH, nests_too_deep
+from routing.ocpi.token_query import query_type, with_query_type
 from routing.ocpi.translate import Context, Loss, Untranslatable, translatable, translate
 from routing.ocpi.translate import base as kinds
+from routing.ocpi.translate.base import MAPPED
+from routing.ocpi.translate.common import TOKEN_TYPES_221
 from routing.ocpi.versions import ROLES_211, V211, V221, V230, interface_role_211
 
 _COMMAND_KINDS = {"START_SESSION": kinds.START_SESSION, "STOP_SESSION": kinds.STOP_SESSION,
@@ -36,6 +40,62 @@ def reads_alike(module: str, written_for: str, version: str) -> bool:
     """Whether a message written for a receiver speaking OCPI ``written_for`` means the same to one speaking
     ``version``: the same version, or a module whose objects 2.2.1 and 2.3.0 share (docs/versions.md)."""
     return written_for == version or (module in UNCHANGED_221_230 and {written_for, version} <= {V221, V230})
+
+
+# Modules whose pushes the hub translates object by object; a queued message of another module (with a body) is
+# never translated again at delivery.
+_TRANSLATED_MODULES = frozenset({"locations", "sessions", "cdrs", "tariffs", "tokens", "commands"})
+
+
+@dataclass(frozen=True, slots=True)
+class WrittenAgain:
+    """A queued push, written for its receiver's former version, in the version it speaks now."""
+
+    body: bytes
+    query: str
+    source: str
+    target: str
+    losses: list[Loss]
+
+
+def write_again(module: str, role: str, method: str, tail: str, query: str, body: bytes, *, source: str,
+                target: str) -> WrittenAgain | str:
+    """A queued push written for a receiver speaking OCPI ``source`` (body, query) in ``target``, the version that
+    receiver registered in since; or why it cannot be (docs/store-and-forward.md, "When the receiver changes
+    version or endpoint").
+
+    Only between 2.2.1 and 2.3.0: those steps are functions of the object alone (the method tells a PATCH), and
+    everything the hub read to write the message (the kept Session's periods, a Tariff PATCH sent as a PUT, the
+    TokenType behind the URL) means the same in both. A step into or out of 2.1.1 needs what the hub read when the
+    message arrived (the kept Session, the held Location, token types), which the queue does not hold.
+    """
+    if {source, target} != {V221, V230}:
+        return (f"the receiver now speaks OCPI {target}; this {module} message was written for OCPI {source} and "
+                "a step into or out of 2.1.1 needs what the hub read when it arrived: it is not translated again")
+    segs = [unquote(s) for s in tail.split("/") if s] if tail else []
+    kind = request_kind(module, role, method, segs)
+    losses: list[Loss] = []
+    if body:
+        if module not in _TRANSLATED_MODULES or kind is None or not translatable(kind, source, target):
+            return (f"the receiver now speaks OCPI {target}; this {module} message was written for OCPI {source} "
+                    "and holds no object the hub translates")
+        try:
+            data = orjson.loads(body)
+            done = translate(kind, data, source=source, target=target,
+                             ctx=Context(owner=owner_from_path(module, role, segs), partial=method == "PATCH"))
+        except Untranslatable as exc:
+            return (f"the receiver now speaks OCPI {target}; this {module} message was written for OCPI {source} "
+                    f"and cannot be translated: {exc.message}")
+        except (orjson.JSONDecodeError, RecursionError):
+            return (f"the receiver now speaks OCPI {target}; this {module} message was written for OCPI {source} "
+                    "and its body cannot be read again")
+        body, losses = orjson.dumps(done.data), done.losses
+    if module == "tokens" and target == V221 and (found := query_type(query)) is not None \
+            and found not in TOKEN_TYPES_221:
+        query = with_query_type(query, "OTHER")
+        losses.append(Loss("?type", MAPPED, f"TokenType {quote(found, safe='')} of the URL does not exist in OCPI "
+                           f"{target}: sent as OTHER", f"{source}>{target}"))
+    return WrittenAgain(body, query, source, target, losses)
 
 
 def request_kind(module: str, role: str, method: str, segs: list[str]) -> str | None:

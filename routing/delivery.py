@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import random
@@ -26,7 +27,7 @@ from redis.asyncio import Redis
 from yarl import URL
 
 from routing import keys
-from routing.bridge import reads_alike
+from routing.bridge import WrittenAgain, reads_alike, write_again
 from routing.ocpi.auth import authorization_header
 from routing.ocpi.errors import HubUnavailable
 from routing.ocpi.headers import REQUEST_ID, ROUTING_HEADERS, new_id
@@ -136,16 +137,19 @@ def _live(platform: Platform) -> bool:
     return platform.status == ConnectionStatus.CONNECTED and not platform.removed
 
 
-def _version_moved(fwd: ForwardRequest, platform: Platform) -> str | None:
-    """Why a queued push may not go out as written: its receiver registered again in a version that reads it
-    otherwise (credentials PUT). The queue holds the body in the old version, not what the sender sent, so it is
-    not translated again; the verdict is permanent (a dead letter), never a delivery in a shape the receiver no
-    longer speaks (docs/store-and-forward.md, "When the receiver changes version")."""
+def _in_version(fwd: ForwardRequest, platform: Platform) -> tuple[ForwardRequest, WrittenAgain | None] | str:
+    """A queued push as its receiver reads it now. Written for a version the receiver left (it registered again,
+    credentials PUT): translated from that version into its current one where that needs nothing but the message
+    (2.2.1 ⇄ 2.3.0, ``write_again``), else why not, a permanent verdict (a dead letter); never a delivery in a
+    shape the receiver no longer speaks (docs/store-and-forward.md, "When the receiver changes version")."""
     now = platform.version or V221
     if reads_alike(fwd.module, fwd.receiver_version, now):
-        return None
-    return (f"the receiver now speaks OCPI {now}; this {fwd.module} message was written for OCPI "
-            f"{fwd.receiver_version} and is not translated again")
+        return fwd, None
+    again = write_again(fwd.module, fwd.interface_role, fwd.method, fwd.tail, fwd.query, fwd.body,
+                        source=fwd.receiver_version, target=now)
+    if isinstance(again, str):
+        return again
+    return dataclasses.replace(fwd, body=again.body, query=again.query, receiver_version=now), again
 
 
 @dataclass(slots=True)
@@ -230,6 +234,9 @@ class Delivery:
         # Store-and-forward and replayed pushes: (message, event) for accepted, delivered, retried, dead_lettered,
         # superseded (metrics).
         self.on_stored: Callable[[Message, ForwardRequest, str], None] | None = None
+        # A queued push translated again at delivery (its receiver changed version) that the receiver accepted:
+        # (message, request as sent, translation and its losses, reply, X-Request-ID sent): audit and metrics.
+        self.on_written_again: Callable[[Message, ForwardRequest, WrittenAgain, Reply, str], None] | None = None
         self.process_id = uuid.uuid4().hex
         self.inflight_per_process = queue.max_inflight
         self._pending: dict[str, asyncio.Future[Reply]] = {}
@@ -413,8 +420,12 @@ class Delivery:
             platform = receiver.platform
         if platform is None or platform.removed or platform.status != ConnectionStatus.CONNECTED:
             return hub_error_reply(4003, "receiver is not connected", "not_connected")
-        if fwd.receiver_version and (moved := _version_moved(fwd, platform)) is not None:
-            return hub_error_reply(4001, moved, "version_changed")
+        again: WrittenAgain | None = None
+        if fwd.receiver_version:  # a push written for the receiver's version of the moment (never direct requests)
+            sent = _in_version(fwd, platform)
+            if isinstance(sent, str):
+                return hub_error_reply(4001, sent, "version_changed")
+            fwd, again = sent
         base = fwd.url or platform.endpoint_url(fwd.module, fwd.interface_role)
         if base is None or not platform.outbound_token:
             return hub_error_reply(4003, f"receiver has no {fwd.module} {fwd.interface_role} endpoint", "no_endpoint")
@@ -466,7 +477,10 @@ class Delivery:
             reply = hub_error_reply(4000, f"receiver answered HTTP {status} without an OCPI envelope", "not_ocpi")
             reply.receiver_ms, reply.receiver_status = receiver_ms, status
             return reply
-        return Reply(status=status, headers=relayed, body=body, receiver_ms=receiver_ms, ocpi_status=ocpi_status)
+        reply = Reply(status=status, headers=relayed, body=body, receiver_ms=receiver_ms, ocpi_status=ocpi_status)
+        if again is not None and self.on_written_again is not None and reply.accepted:
+            self.on_written_again(msg, fwd, again, reply, headers[REQUEST_ID])
+        return reply
 
     async def _forward_by_session(self, method: str, url: URL, data: bytes, headers: dict[str, str], budget: float,
                                   ) -> tuple[int, bytes | None, dict[str, str]]:

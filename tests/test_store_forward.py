@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from hub.audit import AuditQuery
+from hub.context import HUB_KEY
 from tests.conftest import ADMIN_TOKEN, HubHarness, MakeHub, cpo, emsp
 from tests.console_helpers import Console
 from tests.partners import FakePartner, Party, Received, default_responder, envelope
@@ -23,6 +25,7 @@ from tests.test_cli import Result
 from tests.test_cli import cli as run_cli
 from tests.test_dead_letters import dead_letters, eventually, failing, location, restart_on_same_port
 from tests.test_versions_registration import MODULES_BOTH, register
+from tests.test_versions_routing import metric
 
 FAST = {"store_forward_max_backoff": 1.0}
 
@@ -354,43 +357,119 @@ async def test_the_console_shows_what_waits_for_whom(make_hub: MakeHub) -> None:
     assert (module, waiting, accepted) == ("cdrs", "2", "2") and oldest.endswith(" s"), cells
 
 
-async def _waiting_at(make_hub: MakeHub, version: str) -> tuple[HubHarness, FakePartner, FakePartner, dict[str, Any],
-                                                                   str]:
-    """A 2.2.1 CPO and an eMSP registered in ``version`` (offering 2.2.1 and 2.3.0) that opted in for CDRs and
+async def _waiting_at(make_hub: MakeHub, version: str, total_cost: dict[str, Any] | None = None,
+                     offered: tuple[str, ...] = ("2.3.0", "2.2.1"),
+                     ) -> tuple[HubHarness, FakePartner, FakePartner, dict[str, Any], str]:
+    """A 2.2.1 CPO and an eMSP registered in ``version`` (offering ``offered``) that opted in for CDRs and
     answers 503: a CDR with a total_cost (a Price, whose shape differs between 2.2.1 and 2.3.0) waits for it."""
     hub = await make_hub(**FAST)
     sender = cpo()
     await hub.connect(sender)
     receiver = FakePartner(name="eMSP moving", parties=[Party("DE", "EMA", "EMSP")], version=version,
-                           offered_versions=("2.3.0", "2.2.1"), modules=dict(MODULES_BOTH))
+                           offered_versions=offered, modules=dict(MODULES_BOTH))
     platform, _ = await register(hub, receiver, version)
     await opt_in(hub, platform["id"], "cdrs")
     receiver.responder = failing(1000, status=503)
     request_id = "moved-" + uuid.uuid4().hex
-    status, body = await send_cdr(hub, sender, receiver, {**cdr(), "total_cost": {"excl_vat": 10.0}}, request_id)
+    status, body = await send_cdr(hub, sender, receiver, {**cdr(), "total_cost": total_cost or {"excl_vat": 10.0}},
+                                  request_id)
     assert (status, body["status_code"]) == (200, 1000), body
     await eventually(lambda: len(receiver.received) >= 1, within=15, what="a first, refused attempt")
     return hub, sender, receiver, platform, request_id
 
 
-async def test_a_waiting_message_is_never_delivered_in_the_version_its_receiver_left(make_hub: MakeHub) -> None:
-    """The eMSP moves from 2.2.1 to 2.3.0 (credentials PUT) while a CDR written for 2.2.1 waits for it. The queue
-    holds the 2.2.1 body and the hub does not translate it again at delivery: it is dead-lettered with a reason
-    naming both versions, never sent to the eMSP in a shape it no longer speaks (docs/store-and-forward.md)."""
-    hub, _, receiver, platform, request_id = await _waiting_at(make_hub, "2.2.1")
-    assert all(r.path == "/ocpi/2.2.1/receiver/cdrs" for r in receiver.received)
-    receiver.version = "2.3.0"
-    status, doc = await receiver.update(hub.session, platform["versions_url"], "2.3.0")
+async def _moves_to(hub: HubHarness, receiver: FakePartner, platform: dict[str, Any], version: str) -> int:
+    """The eMSP registers again in ``version`` (credentials PUT) and takes what comes from now on; how many
+    requests it had received before."""
+    receiver.version = version
+    status, doc = await receiver.update(hub.session, platform["versions_url"], version)
     assert status == 200, doc
     tried = len(receiver.received)
     receiver.responder = default_responder
+    return tried
+
+
+async def _redelivery_reports(hub: HubHarness, receiver_id: str) -> list[dict[str, Any]]:
+    h = hub.app[HUB_KEY]
+    await h.audit.flush()
+    found = await h.store.query_audit(AuditQuery(module="cdrs", limit=100))
+    return [report for rec in found if rec.translation and rec.receiver_platform_id == receiver_id
+            for report in rec.translation["reports"] if report["of"] == "redelivery"]
+
+
+async def test_a_waiting_cdr_reaches_its_emsp_that_moved_from_2_2_1_to_2_3_0_in_2_3_0(make_hub: MakeHub) -> None:
+    """The eMSP moves from 2.2.1 to 2.3.0 (credentials PUT) while a CDR written for 2.2.1 waits for it. A 2.2.1
+    CDR reads as 2.3.0 without anything the hub knew when it arrived: it is translated again at delivery
+    (docs/store-and-forward.md, "When the receiver changes version or endpoint") and delivered in 2.3.0, its
+    Price as OCPI 2.3.0 writes it (before_taxes and taxes), under the request id every attempt carried; the loss
+    report is in the audit and the translation metrics like any other."""
+    hub, _, receiver, platform, request_id = await _waiting_at(make_hub, "2.2.1",
+                                                                {"excl_vat": 10.0, "incl_vat": 12.1})
+    assert all(r.path == "/ocpi/2.2.1/receiver/cdrs" for r in receiver.received)
+    first_id = receiver.received[0].headers["X-Request-ID"]
+    tried = await _moves_to(hub, receiver, platform, "2.3.0")
+
+    await eventually_async(lambda: _state_is(hub, request_id, "delivered"), within=15, what="delivered")
+    later = receiver.received[tried:]
+    assert [r.path for r in later] == ["/ocpi/2.3.0/receiver/cdrs"], [r.path for r in later]
+    got = later[0].json()
+    assert got["total_cost"] == {"before_taxes": 10.0, "taxes": [{"name": "VAT", "amount": 2.1}]}, got
+    assert "excl_vat" not in later[0].body.decode()
+    assert later[0].headers["X-Request-ID"] == first_id, "the one request id of a stored message"
+    [state] = await deliveries(hub, request_id)
+    assert state["state"] == "delivered" and state["last_error"] == "", state
+    assert await dead_letters(hub) == []
+    [report] = await _redelivery_reports(hub, platform["id"])
+    assert (report["from"], report["to"]) == ("2.2.1", "2.3.0"), report
+    assert {(loss["field"], loss["rule"]) for loss in report["losses"]} == {("total_cost.incl_vat", "derived")}
+    assert await metric(hub, "ocpi_hub_translations_total", module="cdrs", from_version="2.2.1",
+                        to_version="2.3.0") == 1
+
+
+async def test_a_waiting_cdr_reaches_its_emsp_that_moved_from_2_3_0_to_2_2_1_in_2_2_1(make_hub: MakeHub) -> None:
+    """The reverse: a CDR written for a 2.3.0 eMSP (its Price with taxes) reaches it in 2.2.1 once it moved
+    there, the taxes summed into incl_vat (derived, reported)."""
+    hub, _, receiver, platform, request_id = await _waiting_at(make_hub, "2.3.0",
+                                                                {"excl_vat": 10.0, "incl_vat": 12.1})
+    assert receiver.received[0].path == "/ocpi/2.3.0/receiver/cdrs"
+    assert receiver.received[0].json()["total_cost"] == {"before_taxes": 10.0,
+                                                         "taxes": [{"name": "VAT", "amount": 2.1}]}
+    tried = await _moves_to(hub, receiver, platform, "2.2.1")
+
+    await eventually_async(lambda: _state_is(hub, request_id, "delivered"), within=15, what="delivered")
+    later = receiver.received[tried:]
+    assert [r.path for r in later] == ["/ocpi/2.2.1/receiver/cdrs"], [r.path for r in later]
+    assert later[0].json()["total_cost"] == {"excl_vat": 10.0, "incl_vat": 12.1}
+    [report] = await _redelivery_reports(hub, platform["id"])
+    assert (report["from"], report["to"]) == ("2.3.0", "2.2.1"), report
+    assert [(loss["field"], loss["rule"], loss["step"]) for loss in report["losses"]] == [
+        ("total_cost.taxes", "derived", "2.3.0>2.2.1")], report
+
+
+async def test_a_waiting_message_is_never_delivered_in_the_version_its_receiver_left(make_hub: MakeHub) -> None:
+    """Into or out of 2.1.1 a message is not translated again (the steps need what the hub read when it arrived):
+    the eMSP moves from 2.2.1 to 2.1.1 while a CDR written for 2.2.1 waits; it is dead-lettered with a reason
+    naming both versions, never sent in a shape the eMSP no longer speaks. Once the eMSP moved on to 2.3.0, a
+    replay of that dead letter is translated 2.2.1 -> 2.3.0 and delivered (docs/store-and-forward.md)."""
+    hub, _, receiver, platform, request_id = await _waiting_at(make_hub, "2.2.1",
+                                                                offered=("2.3.0", "2.2.1", "2.1.1"))
+    tried = await _moves_to(hub, receiver, platform, "2.1.1")
 
     await eventually_async(lambda: _state_is(hub, request_id, "dead_lettered"), within=15, what="dead-lettered")
     assert [(r.path, r.json()) for r in receiver.received[tried:]] == [], "nothing in the 2.2.1 shape"
     [state] = await deliveries(hub, request_id)
-    assert "2.2.1" in state["last_error"] and "2.3.0" in state["last_error"], state
+    assert "2.2.1" in state["last_error"] and "2.1.1" in state["last_error"], state
     [letter] = await dead_letters(hub)
-    assert letter["receiver"] == platform["id"] and "2.3.0" in letter["reason"], letter
+    assert letter["receiver"] == platform["id"] and "2.1.1" in letter["reason"], letter
+
+    tried = await _moves_to(hub, receiver, platform, "2.3.0")
+    status, body = await hub.admin("POST", f"/admin/dead-letters/{letter['id']}/replay")
+    assert status == 200, body
+    await eventually_async(lambda: _state_is(hub, request_id, "delivered"), within=15, what="delivered")
+    later = receiver.received[tried:]
+    assert [r.path for r in later] == ["/ocpi/2.3.0/receiver/cdrs"], [r.path for r in later]
+    assert later[0].json()["total_cost"] == {"before_taxes": 10.0}
+    assert await dead_letters(hub) == []
 
 
 async def test_a_waiting_message_goes_to_the_endpoint_its_receiver_registered_last(make_hub: MakeHub) -> None:
