@@ -166,6 +166,43 @@ async def test_a_retried_push_is_not_sent_once_its_receiver_moved_to_another_ver
     assert "country_code" not in page["data"][0], "GET All gives it in 2.1.1"
 
 
+async def test_a_retried_token_push_reaches_its_cpo_that_moved_from_2_3_0_to_2_2_1_in_2_2_1(
+    make_hub: MakeHub,
+) -> None:
+    """A 2.3.0 eMSP's EMAID Token, fanned out to a CPO on 2.3.0, waits for a retry (503); the CPO moves to 2.2.1.
+    Between 2.2.1 and 2.3.0 a push is translated again at delivery (docs/store-and-forward.md, "When the receiver
+    changes version or endpoint"): the CPO gets the token in 2.2.1, the TokenType 2.2.1 lacks as OTHER in the body
+    and in the URL's ``type``, as a push from a 2.3.0 eMSP to a 2.2.1 CPO always does (docs/versions.md,
+    "Tokens"); no dead letter."""
+    hub = await make_hub(broadcast_retry_window=30)
+    sender = FakePartner(name="eMSP 2.3.0", parties=[Party("DE", "EMC", "EMSP")], version="2.3.0",
+                         modules=dict(MODULES_BOTH))
+    await register(hub, sender, "2.3.0")
+    receiver = FakePartner(name="CPO moving", parties=[Party("NL", "CPM", "CPO")], version="2.3.0",
+                           offered_versions=("2.3.0", "2.2.1"), modules=dict(MODULES_BOTH))
+    platform, _ = await register(hub, receiver, "2.3.0")
+    receiver.responder = failing(1000)
+    token = {"country_code": "DE", "party_id": "EMC", "uid": "P1", "type": "EMAID", "contract_id": "DE8EMC0001",
+             "issuer": "eMSP C", "valid": True, "whitelist": "ALLOWED", "last_updated": TS}
+    status, _, body = await sender.call(hub.session, "PUT", "tokens", "RECEIVER", "DE/EMC/P1", to=HUB, json=token,
+                                        query="type=EMAID")
+    assert (status, body["status_code"]) == (200, 1000), body
+    await eventually(lambda: len(receiver.received) >= 1, what="a first, refused attempt")
+    assert (receiver.received[0].path, receiver.received[0].raw_query) == (
+        "/ocpi/2.3.0/receiver/tokens/DE/EMC/P1", "type=EMAID")
+    receiver.version = "2.2.1"
+    status, doc = await receiver.update(hub.session, platform["versions_url"], "2.2.1")
+    assert status == 200, doc
+    tried = len(receiver.received)
+    receiver.responder = default_responder
+
+    await eventually(lambda: len(receiver.received) > tried, within=15, what="the push in 2.2.1")
+    got = receiver.received[tried]
+    assert (got.path, got.raw_query) == ("/ocpi/2.2.1/receiver/tokens/DE/EMC/P1", "type=OTHER")
+    assert got.json() == {**token, "type": "OTHER"}
+    assert await dead_letters(hub) == []
+
+
 async def eventually_letters(hub: HubHarness, count: int, within: float = 10.0) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
