@@ -26,8 +26,9 @@ class ForwardRequest:
     # view of the receiver is older reads it from the store first (docs/architecture.md, platform registry).
     receiver_revision: int = 0
     # Pushes: the OCPI version of the receiver the body, path and query were written for; "" = not recorded
-    # (direct requests, or a message queued before the field existed). Delivery refuses to send it once the
-    # receiver speaks a version that reads it otherwise (routing/bridge.py ``reads_alike``).
+    # (direct requests, or a message queued before the field existed). Once the receiver speaks a version that
+    # reads it otherwise (routing/bridge.py ``reads_alike``), delivery translates it again between 2.2.1 and
+    # 2.3.0 (``write_again``) and refuses to send it otherwise.
     receiver_version: str = ""
     # Hub pushes: the party the push comes from or is about ("CC:PID:ROLE": a broadcast's owner, a ClientInfo's
     # subject) and the party it is for (a broadcast recipient; empty: the receiving platform). Roaming agreements
@@ -79,7 +80,8 @@ class Reply:
     ocpi_status: int | None = None
     # Why the hub stands in for the receiver, for retry decisions (routing/retry.py): not_connected,
     # unreachable, timeout, no_endpoint, bad_url, refused_url (outbound policy), expired, internal,
-    # version_changed (a push written for a version its receiver left), or not_ocpi (then receiver_status is set).
+    # version_changed (a push written for a version its receiver left, not translatable into its current one), or
+    # not_ocpi (then receiver_status is set).
     cause: str = ""
     receiver_status: int | None = None
 
