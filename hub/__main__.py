@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from hub import __version__
@@ -11,8 +12,8 @@ from hub.cli import add_admin_commands, run_admin
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="ocpi-hub", description="OCPI 2.2.1 roaming hub: 'serve' runs it, the other commands manage a "
-                                     "running hub through its admin API (HUB_URL, HUB_ADMIN_TOKEN)")
+        prog="ocpi-hub", description="OCPI roaming hub (2.1.1, 2.2.1 and 2.3.0): 'serve' runs it, the other commands "
+                                     "manage a running hub through its admin API (HUB_URL, HUB_ADMIN_TOKEN)")
     parser.add_argument("--version", action="version", version=__version__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     srv = sub.add_parser("serve", help="start the hub", description="Start the hub. Settings come from HUB_* "
@@ -33,7 +34,16 @@ def main(argv: list[str] | None = None) -> int:
         from hub.serve import serve
 
         return serve(workers=args.workers, host=args.host, port=args.port)
-    return run_admin(args)
+    try:
+        code = run_admin(args)
+        sys.stdout.flush()  # inside the try: a pipe closed early fails here, not in Python's flush at exit
+        return code
+    except BrokenPipeError:
+        # The reader went away (`ocpi-hub audit | head`): stop quietly, no traceback, and no second error when
+        # Python flushes stdout at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

@@ -235,6 +235,26 @@ def test_without_any_admin_token_the_cli_says_where_to_get_one(tmp_path: Path) -
     assert_clear_failure(result, "HUB_ADMIN_TOKEN")
 
 
+def test_help_names_every_ocpi_version_the_hub_speaks() -> None:
+    done = subprocess.run([OCPI_HUB, "--help"], env=clean_env(), capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    for version in ("2.1.1", "2.2.1", "2.3.0"):
+        assert version in done.stdout, done.stdout
+
+
+def test_output_into_a_pipe_closed_early_ends_without_a_traceback(hub_process: Served) -> None:
+    """`ocpi-hub audit | head`: the reader is gone before the JSON is written."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run([OCPI_HUB, "platforms", "list"], stdout=write_end, stderr=subprocess.PIPE, text=True,
+                              env=clean_env(HUB_URL=hub_process.url, HUB_ADMIN_TOKEN=ADMIN_TOKEN), timeout=30)
+    finally:
+        os.close(write_end)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr and "BrokenPipeError" not in done.stderr, done.stderr
+
+
 # -- the generated admin token ---------------------------------------------------------------------------------------
 
 def test_serve_generates_an_admin_token_that_the_cli_finds(tmp_path: Path) -> None:
