@@ -66,13 +66,13 @@ class FailedLogins:
         self._suppressed = 0
         self._summary: asyncio.TimerHandle | None = None
 
-    def failed(self, request: web.Request, started: float) -> None:
+    def failed(self, request: web.Request, started: float, status: int = 401) -> None:
         now = time.monotonic()
         if now >= self._window_ends:
             self._window_ends, self._recorded = now + self.window, 0
         if self._recorded < self.per_window:
             self._recorded += 1
-            record_action(self.hub, request, f"unauthenticated@{client_address(request)}", 401, None, started,
+            record_action(self.hub, request, f"unauthenticated@{client_address(request)}", status, None, started,
                           "unauthorized")
             return
         self._suppressed += 1

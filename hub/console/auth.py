@@ -166,7 +166,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     ok_form = isinstance(given_form_token, str) and same(given_form_token, expected_form_token) and \
         not _forged_origin(request)
     if not ok_form or not isinstance(token, str) or not same(token.strip(), hub.admin_token):
-        request.config_dict[FAILED_LOGINS].failed(request, started)
+        request.config_dict[FAILED_LOGINS].failed(request, started, 401 if ok_form else 403)
         error = "That is not the hub's admin token." if ok_form else "The login form expired; please try again."
         return render(request, "login.html", {"form_token": expected_form_token, "next": next_, "expired": False,
                                               "error": error, "insecure": _insecure(request)},
