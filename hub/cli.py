@@ -148,7 +148,10 @@ def add_admin_commands(sub: Any) -> None:
     how.add_argument("--rps", type=_positive_float, help="requests per second on average")
     how.add_argument("--default", action="store_true", help="back to HUB_RATE_LIMIT_RPS / HUB_RATE_LIMIT_BURST")
     rate.add_argument("--burst", type=int, help="requests at once above the rate (default: 2 x rps)")
-    con = psub.add_parser("connect", help="register the hub with a partner that issued a Token A")
+    con = psub.add_parser("connect", help="register the hub with a partner that issued a Token A",
+                          description="Register the hub with a partner that issued a Token A to it: the hub reads "
+                                      "the partner's versions, sends its own credentials (Token B) and keeps the "
+                                      "Token C the partner answers with. The platform is then CONNECTED.")
     con.add_argument("--name", required=True, help="the platform's display name")
     con.add_argument("--versions-url", required=True, help="the partner's OCPI versions URL")
     con.add_argument("--token-a", required=True, help="the Token A the partner issued to the hub")
@@ -172,10 +175,15 @@ def add_admin_commands(sub: Any) -> None:
     stored.add_argument("modules", nargs="*", metavar="MODULE", type=_store_forward_module,
                         help="one of: " + ", ".join(sorted(store_forward.MODULES)) + "; none turns it off")
     add_agreement_commands(sub)
-    sub.add_parser("queues", help="depth, in-flight and oldest message age per receiver; per module what "
-                                  "store-and-forward holds and did")
+    queues_help = ("depth, in-flight and oldest message age per receiver; per module what store-and-forward "
+                   "holds and did")
+    sub.add_parser("queues", help=queues_help, description=queues_help[0].upper() + queues_help[1:] + ".")
     deliveries = sub.add_parser("deliveries", help="where the messages a sender sent under one request id stand "
-                                                   "(store-and-forward)")
+                                                   "(store-and-forward)",
+                                description="Where the messages a sender sent under one X-Request-ID stand "
+                                            "(store-and-forward, docs/store-and-forward.md): queued, retrying "
+                                            "(attempts, last error), delivered, dead-lettered or superseded, per "
+                                            "receiver.")
     deliveries.add_argument("request_id", metavar="REQUEST_ID", help="the sender's X-Request-ID")
     audit = sub.add_parser("audit", help="search the audit trail, newest first (one message across hops: "
                                          "--correlation-id)",
@@ -330,7 +338,8 @@ def run_admin(args: argparse.Namespace) -> int:
             result = call(settings, "POST", "/admin/platforms", {"name": args.name, "roles": args.role,
                                                                  "allowed_hosts": args.allowed_host})
         elif args.action == "allowed-hosts":
-            result = call(settings, "PUT", f"/admin/platforms/{args.id}/allowed-hosts", {"allowed_hosts": args.hosts})
+            result = call(settings, "PUT", f"/admin/platforms/{_segment(args.id)}/allowed-hosts",
+                          {"allowed_hosts": args.hosts})
         elif args.action == "list":
             query = "?" + urllib.parse.urlencode({"status": args.status}) if args.status else ""
             result = call(settings, "GET", "/admin/platforms" + query)

@@ -194,6 +194,12 @@ def test_unknown_platform_id_fails_clearly(hub_process: Served, action: str) -> 
     assert_clear_failure(cli("platforms", action, "no-such-id", url=hub_process.url), "404", "no-such-id")
 
 
+def test_allowed_hosts_names_the_platform_as_one_path_segment(hub_process: Served) -> None:
+    # an id holding '/' or '?' must reach the admin API as that id, not as another path or a query
+    result = cli("platforms", "allowed-hosts", "no/such?id", "partner.example", url=hub_process.url)
+    assert_clear_failure(result, "404", "no/such?id")
+
+
 @pytest.mark.parametrize(("role", "fragments"), [
     ("NL-CPA-CPO", ("CC:PID:ROLE",)),
     ("NL:CPA", ("CC:PID:ROLE",)),
