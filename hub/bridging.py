@@ -405,19 +405,24 @@ def with_authorized_token(body: bytes, uid: str, query: str, kept: dict[str, Any
 
 def record_written_again(hub: Hub, msg: Message, fwd: ForwardRequest, again: WrittenAgain, reply: Reply,
                          request_id: str) -> None:
-    """A queued push translated again at delivery, because its receiver changed OCPI version while it waited
-    (``Delivery.on_written_again``; docs/store-and-forward.md), and accepted by the receiver: its loss report is
-    kept as every translation's is, in an audit record of its own (``of`` = redelivery; the message's first
-    translation is in the record of the request that brought it) and in the translation metrics. The record
-    describes the push as sent: the hub is the caller (no platform), the path is the module's path in the
-    receiver's version."""
-    rules = [loss.rule for loss in again.losses]
-    hub.metrics.count_translation(fwd.module, again.source, again.target, rules)
+    """A queued push written again at delivery, because its receiver changed OCPI version while it waited
+    (``Delivery.on_written_again``; docs/store-and-forward.md), and accepted by the receiver: translated from the
+    copy written for the receiver's former version or from what its sender sent (``basis`` queued or sent), or
+    sent as its sender sent it (``from`` = ``to``, no losses). Its loss report is kept as every translation's is,
+    in an audit record of its own (``of`` = redelivery, with ``written_for`` the receiver's former version; the
+    message's first translation is in the record of the request that brought it) and, when it was translated, in
+    the translation metrics. The record describes the push as sent: the hub is the caller (no platform), the path
+    is the module's path in the receiver's version."""
+    if again.source != again.target:
+        hub.metrics.count_translation(fwd.module, again.source, again.target, [loss.rule for loss in again.losses])
     headers = fwd.headers
     from_ = f"{headers[FROM_CC]}:{headers[FROM_PID]}" if FROM_CC in headers and FROM_PID in headers else None
     to = f"{headers[TO_CC]}:{headers[TO_PID]}" if TO_CC in headers and TO_PID in headers else None
-    path = f"/ocpi/{again.target}/{fwd.interface_role.lower()}/{fwd.module}" + (f"/{fwd.tail}" if fwd.tail else "")
-    translation = {"reports": [{"of": "redelivery", **report(again.source, again.target, again.losses)}]}
+    base = f"/ocpi/{V211}/{fwd.module}" if again.target == V211 else \
+        f"/ocpi/{again.target}/{fwd.interface_role.lower()}/{fwd.module}"
+    path = base + (f"/{fwd.tail}" if fwd.tail else "")
+    translation = {"reports": [{"of": "redelivery", **report(again.source, again.target, again.losses),
+                                "written_for": again.written_for, "basis": again.basis}]}
     hub.audit.add(AuditRecord(
         id=time_ordered_id(), time=utcnow(), request_id=request_id, correlation_id=headers.get(CORRELATION_ID, ""),
         platform_id=None, from_party=from_, to_party=to, module=fwd.module, interface_role=fwd.interface_role,
@@ -426,5 +431,11 @@ def record_written_again(hub: Hub, msg: Message, fwd: ForwardRequest, again: Wri
         receiver_ocpi_status=reply.ocpi_status, latency_receiver_ms=reply.receiver_ms, request_size=len(fwd.body),
         response_size=len(reply.body), receiver_version=again.target, translation=translation,
     ))
-    log.info("push %s to %s translated again from OCPI %s to %s at delivery (%d losses)", msg.id, msg.receiver,
-             again.source, again.target, len(again.losses))
+    if again.source == again.target:
+        log.info("push %s to %s, written for OCPI %s, delivered in OCPI %s as its sender sent it", msg.id,
+                 msg.receiver, again.written_for, again.target)
+    else:
+        log.info("push %s to %s, written for OCPI %s, translated again from %s (%s) to %s at delivery (%d losses)",
+                 msg.id, msg.receiver, again.written_for, again.source,
+                 "as its sender sent it" if again.basis == "sent" else "the queued copy", again.target,
+                 len(again.losses))

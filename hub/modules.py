@@ -72,7 +72,7 @@ from routing.router import (
     order_group,
 )
 from routing.store_forward import defers_push, defers_result, object_path, version_of
-from routing.wire import ForwardRequest, Reply
+from routing.wire import ForwardRequest, Reply, Sent
 
 ROLE_OF_PATH = {"sender": "SENDER", "receiver": "RECEIVER"}
 
@@ -225,6 +225,8 @@ async def route(request: web.Request, hub: Hub, platform: Platform, version: str
         fwd = forward_request(request, req, body=rewritten.body, query=rewritten.query, routing=headers,
                               method=method)
         fwd.receiver_version = target  # written for it: never sent once the receiver speaks another version
+        if target != version:  # kept for a receiver that moves to another version before delivery
+            fwd.sent = Sent(version, req.method, request.rel_url.raw_query_string, req.body)
         answer = await store_and_forward.accept(request, hub, req, fwd, route_.receiver.id, route_.group, sender,
                                                 as_sent=msg.original)
         if learns(req):
@@ -316,6 +318,9 @@ async def to_hub(request: web.Request, hub: Hub, req: InboundRequest, sender: Pa
         bodies[V211], refused[V211] = None, "the Location is not published (publish false) and OCPI 2.1.1 has " \
             "no unpublished Locations: a 2.1.1 receiver would show it"
     later: list[Recipient] = []
+    # What the owner sent, kept with every fan-out message written for another version: a receiver that moves to
+    # another version before delivery gets it from this (docs/store-and-forward.md)
+    sent = Sent(msg.version, req.method, request.rel_url.raw_query_string, req.body)
 
     def fan_out(target: Recipient, body: bytes, method: str) -> None:
         to = Party(target.party.country_code, target.party.party_id)
@@ -334,6 +339,7 @@ async def to_hub(request: web.Request, hub: Hub, req: InboundRequest, sender: Pa
             # judged again at delivery: a push queued before its agreement ended is dropped (docs/agreements.md)
             subject=f"{owner.key}:{role}", recipient=f"{target.party.key}:{target.party.role}",
             object_path=path, object_version=pushed_version or 0.0,
+            sent=sent if target_version != msg.version else None,
         )
         messages.append(Message(receiver=target.platform.id, group=group or "", payload=fwd.encode(),
                                 kind="broadcast"))
@@ -542,6 +548,8 @@ async def handle_callback(request: web.Request) -> web.StreamResponse:
         fwd = forward_request(request, req, body=out_body, query="", url=cb.url,
                               routing=routing_reply_headers(to, issued_to))
         fwd.receiver_version = target
+        if target != version:  # kept for a receiver that moves to another version before delivery
+            fwd.sent = Sent(version, req.method, "", body)
         answer = await store_and_forward.accept(request, hub, req, fwd, receiver.id, None, issued_to)
         msg.record(hub, ex)
         return answer

@@ -8,7 +8,7 @@ routing keys (token owner, location id, ...) are then found exactly as for a 2.2
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import quote, unquote
 
@@ -23,6 +23,7 @@ from routing.ocpi.translate import base as kinds
 from routing.ocpi.translate.base import MAPPED
 from routing.ocpi.translate.common import TOKEN_TYPES_221
 from routing.ocpi.versions import ROLES_211, V211, V221, V230, interface_role_211
+from routing.wire import ForwardRequest
 
 _COMMAND_KINDS = {"START_SESSION": kinds.START_SESSION, "STOP_SESSION": kinds.STOP_SESSION,
                   "RESERVE_NOW": kinds.RESERVE_NOW, "CANCEL_RESERVATION": kinds.CANCEL_RESERVATION,
@@ -49,13 +50,49 @@ _TRANSLATED_MODULES = frozenset({"locations", "sessions", "cdrs", "tariffs", "to
 
 @dataclass(frozen=True, slots=True)
 class WrittenAgain:
-    """A queued push, written for its receiver's former version, in the version it speaks now."""
+    """A queued push, written for its receiver's former version, in the version it speaks now: translated from
+    ``source`` (the version of what it was made from) into ``target``, or sent as its sender sent it when
+    ``source`` is ``target``."""
 
     body: bytes
     query: str
     source: str
     target: str
     losses: list[Loss]
+    method: str = ""  # the method it goes with (``write_for`` sets it; a sender's may differ from the queued copy's)
+    written_for: str = ""  # the receiver's former version, the one the queued copy was written for
+    basis: str = "queued"  # what it was made from: "queued" (the copy written for the former version) or "sent"
+
+
+def write_for(fwd: ForwardRequest, now: str) -> WrittenAgain | str:
+    """A queued push ``fwd``, written for its receiver's version of the moment (``fwd.receiver_version``), for that
+    receiver now speaking ``now``; or why it cannot be sent (docs/store-and-forward.md, "When the receiver changes
+    version or endpoint"). Called only when the two versions read the message otherwise (``reads_alike``).
+
+    A cross-version push keeps what its sender sent (``fwd.sent``): a receiver that now speaks the sender's version
+    gets that as it was sent (its path tail is the sender's for every receiver version: hub/modules.py queues
+    ``req.tail``, checked on arrival against the sender's version), and one that moved between 2.2.1 and 2.3.0
+    away from the sender's version gets it translated from that (``write_again``), not from the copy written for
+    its former version, which may have lost fields on the way (into 2.1.1 above all). Otherwise the copy is
+    translated again where that needs nothing but the message (2.2.1 <-> 2.3.0), else refused.
+    """
+    written_for, sent = fwd.receiver_version, fwd.sent
+    if sent is not None:
+        if sent.version == now:
+            return WrittenAgain(sent.body, sent.query, now, now, [], sent.method, written_for, "sent")
+        if {sent.version, now} == {V221, V230}:
+            again = write_again(fwd.module, fwd.interface_role, sent.method, fwd.tail, sent.query, sent.body,
+                                source=sent.version, target=now)
+            return again if isinstance(again, str) else replace(again, method=sent.method, written_for=written_for,
+                                                                basis="sent")
+    again = write_again(fwd.module, fwd.interface_role, fwd.method, fwd.tail, fwd.query, fwd.body,
+                        source=written_for, target=now)
+    if isinstance(again, str):
+        # Into 2.1.1 (from a 2.2.1 or 2.3.0 sender), or out of it (a 2.1.1 sender's message written for its 2.1.1
+        # receiver, which keeps nothing more): the step needs what the hub read when the message arrived (the
+        # kept Session, the held Location, token types). Or a step that refuses a value.
+        return again if sent is None else f"{again} (its sender wrote it in OCPI {sent.version})"
+    return replace(again, method=fwd.method, written_for=written_for)
 
 
 def write_again(module: str, role: str, method: str, tail: str, query: str, body: bytes, *, source: str,

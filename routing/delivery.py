@@ -27,7 +27,7 @@ from redis.asyncio import Redis
 from yarl import URL
 
 from routing import keys
-from routing.bridge import WrittenAgain, reads_alike, write_again
+from routing.bridge import WrittenAgain, reads_alike, write_for
 from routing.ocpi.auth import authorization_header
 from routing.ocpi.errors import HubUnavailable
 from routing.ocpi.headers import REQUEST_ID, ROUTING_HEADERS, new_id
@@ -139,17 +139,20 @@ def _live(platform: Platform) -> bool:
 
 def _in_version(fwd: ForwardRequest, platform: Platform) -> tuple[ForwardRequest, WrittenAgain | None] | str:
     """A queued push as its receiver reads it now. Written for a version the receiver left (it registered again,
-    credentials PUT): translated from that version into its current one where that needs nothing but the message
-    (2.2.1 ⇄ 2.3.0, ``write_again``), else why not, a permanent verdict (a dead letter); never a delivery in a
-    shape the receiver no longer speaks (docs/store-and-forward.md, "When the receiver changes version")."""
+    credentials PUT): as its sender sent it, or translated into the receiver's current version where that needs
+    nothing but the message (``write_for``), else why not, a permanent verdict (a dead letter); never a delivery
+    in a shape the receiver no longer speaks (docs/store-and-forward.md, "When the receiver changes version")."""
     now = platform.version or V221
     if reads_alike(fwd.module, fwd.receiver_version, now):
         return fwd, None
-    again = write_again(fwd.module, fwd.interface_role, fwd.method, fwd.tail, fwd.query, fwd.body,
-                        source=fwd.receiver_version, target=now)
+    again = write_for(fwd, now)
     if isinstance(again, str):
         return again
-    return dataclasses.replace(fwd, body=again.body, query=again.query, receiver_version=now), again
+    headers = fwd.headers
+    if again.body and "Content-Type" not in headers:
+        headers = {**headers, "Content-Type": "application/json"}
+    return dataclasses.replace(fwd, method=again.method, body=again.body, query=again.query,
+                               headers=headers, receiver_version=now, sent=None), again
 
 
 @dataclass(slots=True)
@@ -234,8 +237,9 @@ class Delivery:
         # Store-and-forward and replayed pushes: (message, event) for accepted, delivered, retried, dead_lettered,
         # superseded (metrics).
         self.on_stored: Callable[[Message, ForwardRequest, str], None] | None = None
-        # A queued push translated again at delivery (its receiver changed version) that the receiver accepted:
-        # (message, request as sent, translation and its losses, reply, X-Request-ID sent): audit and metrics.
+        # A queued push written again at delivery (its receiver changed version: translated, or as its sender sent
+        # it) that the receiver accepted: (message, request as sent, how it was written and its losses, reply,
+        # X-Request-ID sent): audit and metrics.
         self.on_written_again: Callable[[Message, ForwardRequest, WrittenAgain, Reply, str], None] | None = None
         self.process_id = uuid.uuid4().hex
         self.inflight_per_process = queue.max_inflight

@@ -11,6 +11,18 @@ from typing import Any
 import orjson
 
 
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """What the sender of a cross-version push sent (its OCPI version differs from the receiver's): kept with the
+    message so that a receiver that registers again in another version before delivery gets it from this rather
+    than from the copy written for its former version (routing/delivery.py ``_in_version``)."""
+
+    version: str
+    method: str
+    query: str
+    body: bytes
+
+
 @dataclass(slots=True)
 class ForwardRequest:
     method: str
@@ -27,8 +39,8 @@ class ForwardRequest:
     receiver_revision: int = 0
     # Pushes: the OCPI version of the receiver the body, path and query were written for; "" = not recorded
     # (direct requests, or a message queued before the field existed). Once the receiver speaks a version that
-    # reads it otherwise (routing/bridge.py ``reads_alike``), delivery translates it again between 2.2.1 and
-    # 2.3.0 (``write_again``) and refuses to send it otherwise.
+    # reads it otherwise (routing/bridge.py ``reads_alike``), delivery sends what the sender sent (``sent``) or
+    # translates it between 2.2.1 and 2.3.0 (``write_for``), and refuses to send it otherwise.
     receiver_version: str = ""
     # Hub pushes: the party the push comes from or is about ("CC:PID:ROLE": a broadcast's owner, a ClientInfo's
     # subject) and the party it is for (a broadcast recipient; empty: the receiving platform). Roaming agreements
@@ -42,6 +54,10 @@ class ForwardRequest:
     sender: str = ""
     object_path: str = ""
     object_version: float = 0.0
+    # Cross-version pushes only (the sender's version is not ``receiver_version``): what the sender sent. Its body
+    # follows the message's body in the payload, its length in the head; same-version pushes and direct requests
+    # leave it out, and a message queued before the field existed has none (docs/store-and-forward.md).
+    sent: Sent | None = None
 
     def encode(self) -> bytes:
         head: dict[str, Any] = {"method": self.method, "module": self.module,
@@ -59,12 +75,19 @@ class ForwardRequest:
             head["sender_request_id"], head["sender"] = self.sender_request_id, self.sender
         if self.object_path:
             head["object_path"], head["object_version"] = self.object_path, self.object_version
-        return orjson.dumps(head) + b"\n" + self.body
+        if (sent := self.sent) is None:
+            return orjson.dumps(head) + b"\n" + self.body
+        head["sent"] = {"version": sent.version, "method": sent.method, "query": sent.query, "size": len(sent.body)}
+        return orjson.dumps(head) + b"\n" + self.body + sent.body
 
     @classmethod
     def decode(cls, data: bytes) -> ForwardRequest:
         head, _, body = data.partition(b"\n")
-        return cls(**orjson.loads(head), body=body)
+        fields = orjson.loads(head)
+        if (sent := fields.pop("sent", None)) is None:
+            return cls(**fields, body=body)
+        cut = len(body) - sent["size"]
+        return cls(**fields, body=body[:cut], sent=Sent(sent["version"], sent["method"], sent["query"], body[cut:]))
 
 
 @dataclass(slots=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from routing.bridge import (
@@ -11,9 +13,11 @@ from routing.bridge import (
     reply_kind,
     request_kind,
     translate_body,
+    write_for,
 )
 from routing.ocpi.errors import InvalidParameters
 from routing.ocpi.translate import Context
+from routing.wire import ForwardRequest, Sent
 
 
 @pytest.mark.parametrize(("module", "role", "method", "segs", "kind"), [
@@ -98,3 +102,52 @@ def test_same_version_and_unchanged_modules_pass_untouched() -> None:
     assert same.data is body and same.losses == []
     with pytest.raises(InvalidParameters, match="cannot carry"):
         translate_body(None, "sessions", body, source="2.2.1", target="2.1.1", ctx=Context())
+
+
+# -- a queued push whose receiver changed version: what it is sent from (docs/store-and-forward.md) ---------------
+
+_CDR_221 = (b'{"country_code": "NL", "party_id": "CPA", "id": "C1", "currency": "EUR",\n'
+            b' "total_cost": {"excl_vat": 10.0, "incl_vat": 12.1}}')
+
+
+def _queued(written_for: str, sender: str | None) -> ForwardRequest:
+    """A CDR POST written for a receiver on ``written_for``; ``sender``: the version its sender wrote it in, kept
+    when that is another one."""
+    sent = Sent(sender, "POST", "", _CDR_221) if sender is not None and sender != written_for else None
+    return ForwardRequest(method="POST", module="cdrs", interface_role="RECEIVER", tail="", query="",
+                          headers={"Content-Type": "application/json"}, body=b'{"id": "C1", "written": "before"}',
+                          receiver_version=written_for, sent=sent)
+
+
+def test_what_a_cross_version_push_keeps_travels_byte_for_byte_and_older_payloads_still_read() -> None:
+    fwd = _queued("2.1.1", "2.2.1")
+    again = ForwardRequest.decode(fwd.encode())
+    assert again == fwd and again.sent is not None and again.sent.body == _CDR_221
+    extra = f',"sent":{{"version":"2.2.1","method":"POST","query":"","size":{len(_CDR_221)}}}'.encode() + _CDR_221
+    assert len(fwd.encode()) - len(dataclasses.replace(fwd, sent=None).encode()) == len(extra)
+    same = _queued("2.2.1", "2.2.1")
+    assert b'"sent"' not in same.encode() and ForwardRequest.decode(same.encode()) == same
+    before = (b'{"method":"POST","module":"cdrs","interface_role":"RECEIVER","tail":"","query":"","headers":{},'
+              b'"url":"","receiver_version":"2.1.1"}\n{"id": "C1"}')
+    assert ForwardRequest.decode(before).sent is None  # queued by a hub without the field: as before
+
+
+@pytest.mark.parametrize(("written_for", "sender", "now", "expected"), [
+    ("2.1.1", "2.2.1", "2.2.1", ("sent", "2.2.1", "2.2.1")),  # now in the sender's version: as sent
+    ("2.1.1", "2.2.1", "2.3.0", ("sent", "2.2.1", "2.3.0")),  # translated from what the sender sent
+    ("2.3.0", "2.2.1", "2.2.1", ("sent", "2.2.1", "2.2.1")),
+    ("2.2.1", "2.3.0", "2.1.1", None),  # into 2.1.1 from another version: needs the hub's store
+    ("2.1.1", "2.1.1", "2.2.1", None),  # out of a 2.1.1 sender's message: likewise (nothing more kept)
+    ("2.1.1", None, "2.2.1", None),  # queued before senders' messages were kept
+    ("2.2.1", None, "2.3.0", ("queued", "2.2.1", "2.3.0")),  # the copy, translated again
+])
+def test_a_push_whose_receiver_moved_is_sent_from_what_its_sender_sent_where_that_serves(
+        written_for: str, sender: str | None, now: str, expected: tuple[str, str, str] | None) -> None:
+    got = write_for(_queued(written_for, sender), now)
+    if expected is None:
+        assert isinstance(got, str) and now in got and written_for in got, got
+        return
+    assert not isinstance(got, str), got
+    assert (got.basis, got.source, got.target, got.written_for, got.method) == (*expected, written_for, "POST")
+    if expected == ("sent", now, now):
+        assert (got.body, got.losses) == (_CDR_221, []), "as the sender sent it"

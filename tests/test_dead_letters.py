@@ -40,6 +40,7 @@ from tests.partners import FakePartner, Party, Received, Responder, default_resp
 from tests.test_cli import Result
 from tests.test_cli import cli as run_cli
 from tests.test_versions_registration import MODULES_BOTH, register
+from tests.test_versions_routing import location_211
 
 HUB = Party("NL", "HUB", "HUB")
 OCPI_HUB = str(Path(sys.executable).with_name("ocpi-hub"))
@@ -164,6 +165,73 @@ async def test_a_retried_push_is_not_sent_once_its_receiver_moved_to_another_ver
     status, _, page = await receiver.call(hub.session, "GET", "locations", "SENDER")
     assert status == 200 and [(x["id"], x["type"]) for x in page["data"]] == [("LOC1", "UNKNOWN")], page
     assert "country_code" not in page["data"][0], "GET All gives it in 2.1.1"
+
+
+async def test_a_retried_push_reaches_its_2_1_1_emsp_back_in_2_2_1_as_its_cpo_sent_it(make_hub: MakeHub) -> None:
+    """A 2.2.1 CPO's Location fan-out, written for an eMSP on 2.1.1, waits for a retry (503) while the eMSP
+    upgrades; it comes back registered in 2.2.1. The fan-out crosses versions, so the hub kept what the CPO sent:
+    the eMSP gets the Location at its 2.2.1 endpoint as the CPO sent it (owner fields, ``type``, which the 2.1.1
+    copy had not), FROM the hub as every fan-out; no dead letter (docs/store-and-forward.md, "When the receiver
+    changes version or endpoint")."""
+    hub = await make_hub(broadcast_retry_window=30)
+    sender = cpo()
+    await hub.connect(sender)
+    receiver = FakePartner(name="eMSP upgrading", parties=[Party("DE", "EMA", "EMSP")], version="2.1.1",
+                           offered_versions=("2.2.1", "2.1.1"), modules=dict(MODULES_BOTH))
+    platform, _ = await register(hub, receiver, "2.1.1")
+    receiver.responder = failing(1000)
+    sent = {**location(), "type": "ON_STREET"}
+    await broadcast(hub.session, sender, sent)
+    await eventually(lambda: len(receiver.received) >= 1, what="a first, refused attempt")
+    assert receiver.received[0].path == "/ocpi/2.1.1/locations/NL/CPA/LOC1"
+    assert "country_code" not in receiver.received[0].json(), "written for 2.1.1"
+    receiver.version = "2.2.1"
+    status, doc = await receiver.update(hub.session, platform["versions_url"], "2.2.1")
+    assert status == 200, doc
+    tried = len(receiver.received)
+    receiver.responder = default_responder
+
+    await eventually(lambda: len(receiver.received) > tried, within=15, what="the push in 2.2.1")
+    got = receiver.received[tried]
+    assert got.path == "/ocpi/2.2.1/receiver/locations/NL/CPA/LOC1", got.path
+    assert got.json() == sent
+    assert (got.headers["OCPI-from-party-id"], got.headers["OCPI-to-party-id"]) == ("HUB", "EMA"), "a broadcast"
+    await asyncio.sleep(0.3)
+    assert len(receiver.received) == tried + 1 and await dead_letters(hub) == []
+
+
+async def test_a_2_1_1_cpos_retried_push_reaches_its_emsp_back_in_2_1_1_as_the_cpo_sent_it(
+    make_hub: MakeHub,
+) -> None:
+    """The other way: a 2.1.1 CPO's Location fan-out, written for an eMSP on 2.2.1, waits for a retry (503); the
+    eMSP moves to 2.1.1. It now speaks the CPO's version: it gets the Location as the CPO sent it, at its 2.1.1
+    endpoint, without routing headers, where the 2.2.1 copy could not go (docs/store-and-forward.md)."""
+    hub = await make_hub(broadcast_retry_window=30)
+    sender = FakePartner(name="CPO 2.1.1", parties=[Party("NL", "CPA", "CPO")], version="2.1.1",
+                         modules=dict(MODULES_BOTH))
+    await register(hub, sender, "2.1.1")
+    receiver = FakePartner(name="eMSP moving", parties=[Party("DE", "EMA", "EMSP")], version="2.2.1",
+                           offered_versions=("2.2.1", "2.1.1"), modules=dict(MODULES_BOTH))
+    platform, _ = await register(hub, receiver, "2.2.1")
+    receiver.responder = failing(1000)
+    sent = location_211()
+    status, _, body = await sender.call(hub.session, "PUT", "locations", "RECEIVER", "NL/CPA/LOC1", json=sent)
+    assert (status, body["status_code"]) == (200, 1000), body
+    await eventually(lambda: len(receiver.received) >= 1, what="a first, refused attempt")
+    assert receiver.received[0].json()["parking_type"] == "ON_STREET", "written for 2.2.1"
+    receiver.version = "2.1.1"
+    status, doc = await receiver.update(hub.session, platform["versions_url"], "2.1.1")
+    assert status == 200, doc
+    tried = len(receiver.received)
+    receiver.responder = default_responder
+
+    await eventually(lambda: len(receiver.received) > tried, within=15, what="the push in 2.1.1")
+    got = receiver.received[tried]
+    assert (got.method, got.path) == ("PUT", "/ocpi/2.1.1/locations/NL/CPA/LOC1"), got.path
+    assert got.json() == sent
+    assert not any(h.startswith("OCPI-") for h in got.headers), "a 2.1.1 receiver gets no routing headers"
+    await asyncio.sleep(0.3)
+    assert len(receiver.received) == tried + 1 and await dead_letters(hub) == []
 
 
 async def test_a_retried_token_push_reaches_its_cpo_that_moved_from_2_3_0_to_2_2_1_in_2_2_1(

@@ -28,6 +28,11 @@ from tests.test_versions_registration import MODULES_BOTH, register
 from tests.test_versions_routing import metric
 
 FAST = {"store_forward_max_backoff": 1.0}
+ALL_VERSIONS = ("2.3.0", "2.2.1", "2.1.1")
+# A 2.2.1 CDR as a CPO writes it: its own key order and spacing, which a delivery as sent keeps byte for byte.
+CDR_AS_SENT = (b'{"id": "CDR1", "country_code": "NL", "party_id": "CPA", "start_date_time": "2024-01-01T10:00:00Z", '
+               b'"end_date_time": "2024-01-01T11:00:00Z", "currency": "EUR", "total_energy": 3.25, '
+               b'"total_cost": {"excl_vat": 10.0, "incl_vat": 12.1}, "last_updated": "2024-01-01T11:00:05Z"}')
 
 
 def cdr(cdr_id: str = "CDR1") -> dict[str, Any]:
@@ -358,21 +363,32 @@ async def test_the_console_shows_what_waits_for_whom(make_hub: MakeHub) -> None:
 
 
 async def _waiting_at(make_hub: MakeHub, version: str, total_cost: dict[str, Any] | None = None,
-                     offered: tuple[str, ...] = ("2.3.0", "2.2.1"),
+                     offered: tuple[str, ...] = ("2.3.0", "2.2.1"), sender_version: str = "2.2.1",
+                     raw: bytes | None = None,
                      ) -> tuple[HubHarness, FakePartner, FakePartner, dict[str, Any], str]:
-    """A 2.2.1 CPO and an eMSP registered in ``version`` (offering ``offered``) that opted in for CDRs and
-    answers 503: a CDR with a total_cost (a Price, whose shape differs between 2.2.1 and 2.3.0) waits for it."""
+    """A CPO in ``sender_version`` and an eMSP registered in ``version`` (offering ``offered``) that opted in for
+    CDRs and answers 503: a CDR with a total_cost (a Price, whose shape differs between 2.2.1 and 2.3.0) waits for
+    it; ``raw``: the CDR's bytes as the CPO sends them."""
     hub = await make_hub(**FAST)
-    sender = cpo()
-    await hub.connect(sender)
+    if sender_version == "2.2.1":
+        sender = cpo()
+        await hub.connect(sender)
+    else:
+        sender = FakePartner(name=f"CPO {sender_version}", parties=[Party("NL", "CPA", "CPO")],
+                             version=sender_version, modules=dict(MODULES_BOTH))
+        await register(hub, sender, sender_version)
     receiver = FakePartner(name="eMSP moving", parties=[Party("DE", "EMA", "EMSP")], version=version,
                            offered_versions=offered, modules=dict(MODULES_BOTH))
     platform, _ = await register(hub, receiver, version)
     await opt_in(hub, platform["id"], "cdrs")
     receiver.responder = failing(1000, status=503)
     request_id = "moved-" + uuid.uuid4().hex
-    status, body = await send_cdr(hub, sender, receiver, {**cdr(), "total_cost": total_cost or {"excl_vat": 10.0}},
-                                  request_id)
+    if raw is None:
+        status, body = await send_cdr(hub, sender, receiver,
+                                      {**cdr(), "total_cost": total_cost or {"excl_vat": 10.0}}, request_id)
+    else:
+        status, _, body = await sender.call(hub.session, "POST", "cdrs", "RECEIVER", "", to=receiver.party, data=raw,
+                                            headers={"X-Request-ID": request_id, "Content-Type": "application/json"})
     assert (status, body["status_code"]) == (200, 1000), body
     await eventually(lambda: len(receiver.received) >= 1, within=15, what="a first, refused attempt")
     return hub, sender, receiver, platform, request_id
@@ -427,13 +443,14 @@ async def test_a_waiting_cdr_reaches_its_emsp_that_moved_from_2_2_1_to_2_3_0_in_
 
 
 async def test_a_waiting_cdr_reaches_its_emsp_that_moved_from_2_3_0_to_2_2_1_in_2_2_1(make_hub: MakeHub) -> None:
-    """The reverse: a CDR written for a 2.3.0 eMSP (its Price with taxes) reaches it in 2.2.1 once it moved
-    there, the taxes summed into incl_vat (derived, reported)."""
-    hub, _, receiver, platform, request_id = await _waiting_at(make_hub, "2.3.0",
-                                                                {"excl_vat": 10.0, "incl_vat": 12.1})
-    assert receiver.received[0].path == "/ocpi/2.3.0/receiver/cdrs"
-    assert receiver.received[0].json()["total_cost"] == {"before_taxes": 10.0,
-                                                         "taxes": [{"name": "VAT", "amount": 2.1}]}
+    """The reverse: a 2.3.0 CPO's CDR written for a 2.3.0 eMSP (its Price with taxes) reaches it in 2.2.1 once it
+    moved there, the taxes summed into incl_vat (derived, reported)."""
+    raw = (b'{"id": "CDR1", "country_code": "NL", "party_id": "CPA", "start_date_time": "2024-01-01T10:00:00Z", '
+           b'"end_date_time": "2024-01-01T11:00:00Z", "currency": "EUR", "total_energy": 3.25, "total_cost": '
+           b'{"before_taxes": 10.0, "taxes": [{"name": "VAT", "amount": 2.1}]}, '
+           b'"last_updated": "2024-01-01T11:00:05Z"}')
+    hub, _, receiver, platform, request_id = await _waiting_at(make_hub, "2.3.0", sender_version="2.3.0", raw=raw)
+    assert (receiver.received[0].path, receiver.received[0].body) == ("/ocpi/2.3.0/receiver/cdrs", raw)
     tried = await _moves_to(hub, receiver, platform, "2.2.1")
 
     await eventually_async(lambda: _state_is(hub, request_id, "delivered"), within=15, what="delivered")
@@ -441,9 +458,26 @@ async def test_a_waiting_cdr_reaches_its_emsp_that_moved_from_2_3_0_to_2_2_1_in_
     assert [r.path for r in later] == ["/ocpi/2.2.1/receiver/cdrs"], [r.path for r in later]
     assert later[0].json()["total_cost"] == {"excl_vat": 10.0, "incl_vat": 12.1}
     [report] = await _redelivery_reports(hub, platform["id"])
-    assert (report["from"], report["to"]) == ("2.3.0", "2.2.1"), report
+    assert (report["from"], report["to"], report["written_for"], report["basis"]) == (
+        "2.3.0", "2.2.1", "2.3.0", "queued"), report
     assert [(loss["field"], loss["rule"], loss["step"]) for loss in report["losses"]] == [
         ("total_cost.taxes", "derived", "2.3.0>2.2.1")], report
+
+
+async def test_a_cdr_written_for_a_2_3_0_emsp_reaches_it_in_2_2_1_as_its_2_2_1_cpo_sent_it(
+        make_hub: MakeHub) -> None:
+    """A 2.2.1 CPO's CDR written for a 2.3.0 eMSP that moves to 2.2.1: the eMSP now speaks the CPO's version and
+    gets the CDR as the CPO sent it (the hub kept it with the cross-version message), not the 2.3.0 copy
+    translated back (which would have made incl_vat from one tax named VAT)."""
+    hub, _, receiver, platform, request_id = await _waiting_at(make_hub, "2.3.0", raw=CDR_AS_SENT)
+    tried = await _moves_to(hub, receiver, platform, "2.2.1")
+
+    await eventually_async(lambda: _state_is(hub, request_id, "delivered"), within=15, what="delivered")
+    later = receiver.received[tried:]
+    assert [(r.path, r.body) for r in later] == [("/ocpi/2.2.1/receiver/cdrs", CDR_AS_SENT)], later
+    [report] = await _redelivery_reports(hub, platform["id"])
+    assert report == {"of": "redelivery", "from": "2.2.1", "to": "2.2.1", "losses": [], "written_for": "2.3.0",
+                      "basis": "sent"}, report
 
 
 async def test_a_waiting_message_is_never_delivered_in_the_version_its_receiver_left(make_hub: MakeHub) -> None:
@@ -469,6 +503,85 @@ async def test_a_waiting_message_is_never_delivered_in_the_version_its_receiver_
     later = receiver.received[tried:]
     assert [r.path for r in later] == ["/ocpi/2.3.0/receiver/cdrs"], [r.path for r in later]
     assert later[0].json()["total_cost"] == {"before_taxes": 10.0}
+    assert await dead_letters(hub) == []
+
+
+async def test_a_waiting_cdr_reaches_its_2_1_1_emsp_back_in_2_2_1_as_its_cpo_sent_it(make_hub: MakeHub) -> None:
+    """The common upgrade: a 2.1.1 eMSP opted in for CDRs is down while a 2.2.1 CPO's CDR, written for 2.1.1,
+    waits for it; it comes back registered in 2.2.1 (credentials PUT). The hub kept what the CPO sent (the message
+    crosses versions), so the eMSP gets the CDR at its 2.2.1 endpoint byte for byte as the CPO sent it, FROM the
+    CPO, under the one request id every attempt carried: state delivered, no dead letter, and one audit record
+    saying it went as sent in the eMSP's new version (docs/store-and-forward.md, "When the receiver changes
+    version or endpoint")."""
+    hub, _, receiver, platform, request_id = await _waiting_at(make_hub, "2.1.1", offered=ALL_VERSIONS,
+                                                                raw=CDR_AS_SENT)
+    assert all(r.path == "/ocpi/2.1.1/cdrs" for r in receiver.received)
+    first_id = receiver.received[0].headers["X-Request-ID"]
+    tried = await _moves_to(hub, receiver, platform, "2.2.1")
+
+    await eventually_async(lambda: _state_is(hub, request_id, "delivered"), within=15, what="delivered")
+    later = receiver.received[tried:]
+    assert [r.path for r in later] == ["/ocpi/2.2.1/receiver/cdrs"], [r.path for r in later]
+    assert later[0].body == CDR_AS_SENT, later[0].body
+    assert later[0].headers["X-Request-ID"] == first_id, "the one request id of a stored message"
+    assert (later[0].headers["OCPI-from-party-id"], later[0].headers["OCPI-to-party-id"]) == ("CPA", "EMA")
+    [state] = await deliveries(hub, request_id)
+    assert state["state"] == "delivered" and state["last_error"] == "", state
+    assert await dead_letters(hub) == []
+    [report] = await _redelivery_reports(hub, platform["id"])
+    assert report == {"of": "redelivery", "from": "2.2.1", "to": "2.2.1", "losses": [], "written_for": "2.1.1",
+                      "basis": "sent"}, report
+
+
+async def test_a_waiting_cdr_reaches_its_2_1_1_emsp_back_in_2_3_0_translated_from_what_its_cpo_sent(
+        make_hub: MakeHub) -> None:
+    """The same eMSP comes back in 2.3.0: the CDR is translated 2.2.1 -> 2.3.0 from what the CPO sent, not from
+    the copy written for 2.1.1 (whose total_cost, a 2.1.1 number, lost incl_vat): its Price has the VAT that
+    incl_vat tells; the loss report is the 2.2.1 -> 2.3.0 step's, in the audit and the translation metrics."""
+    hub, _, receiver, platform, request_id = await _waiting_at(make_hub, "2.1.1", offered=ALL_VERSIONS,
+                                                                raw=CDR_AS_SENT)
+    tried = await _moves_to(hub, receiver, platform, "2.3.0")
+
+    await eventually_async(lambda: _state_is(hub, request_id, "delivered"), within=15, what="delivered")
+    later = receiver.received[tried:]
+    assert [r.path for r in later] == ["/ocpi/2.3.0/receiver/cdrs"], [r.path for r in later]
+    got = later[0].json()
+    assert got["total_cost"] == {"before_taxes": 10.0, "taxes": [{"name": "VAT", "amount": 2.1}]}, got
+    assert (got["country_code"], got["party_id"], got["total_energy"]) == ("NL", "CPA", 3.25), got
+    assert await dead_letters(hub) == []
+    [report] = await _redelivery_reports(hub, platform["id"])
+    assert (report["from"], report["to"], report["written_for"], report["basis"]) == (
+        "2.2.1", "2.3.0", "2.1.1", "sent"), report
+    assert {(loss["field"], loss["rule"]) for loss in report["losses"]} == {("total_cost.incl_vat", "derived")}
+    assert await metric(hub, "ocpi_hub_translations_total", module="cdrs", from_version="2.2.1",
+                        to_version="2.3.0") == 1
+
+
+async def test_a_cross_version_dead_letter_is_replayed_as_its_cpo_sent_it(make_hub: MakeHub) -> None:
+    """A 2.3.0 CPO's CDR waits for a 2.2.1 eMSP, which moves to 2.1.1: the one case still dead-lettered
+    (version_changed): a step from 2.3.0 into 2.1.1 needs what the hub read when the CDR arrived. Once the eMSP
+    moved on to 2.3.0, a replay of that dead letter delivers the CDR as the CPO sent it: its two named taxes,
+    which the copy written for 2.2.1 had summed into incl_vat, arrive as they were."""
+    raw = (b'{"id": "CDR1", "country_code": "NL", "party_id": "CPA", "start_date_time": "2024-01-01T10:00:00Z", '
+           b'"end_date_time": "2024-01-01T11:00:00Z", "currency": "EUR", "total_energy": 3.25, "total_cost": '
+           b'{"before_taxes": 10.0, "taxes": [{"name": "BTW", "amount": 2.1}, {"name": "City", "amount": 0.5}]}, '
+           b'"last_updated": "2024-01-01T11:00:05Z"}')
+    hub, _, receiver, platform, request_id = await _waiting_at(make_hub, "2.2.1", offered=ALL_VERSIONS,
+                                                                sender_version="2.3.0", raw=raw)
+    assert receiver.received[0].json()["total_cost"] == {"excl_vat": 10.0, "incl_vat": 12.6}
+    tried = await _moves_to(hub, receiver, platform, "2.1.1")
+
+    await eventually_async(lambda: _state_is(hub, request_id, "dead_lettered"), within=15, what="dead-lettered")
+    assert receiver.received[tried:] == [], "nothing in a shape the eMSP does not speak"
+    [letter] = await dead_letters(hub)
+    assert "2.1.1" in letter["reason"] and "2.2.1" in letter["reason"], letter
+
+    tried = await _moves_to(hub, receiver, platform, "2.3.0")
+    status, body = await hub.admin("POST", f"/admin/dead-letters/{letter['id']}/replay")
+    assert status == 200, body
+    await eventually_async(lambda: _state_is(hub, request_id, "delivered"), within=15, what="delivered")
+    later = receiver.received[tried:]
+    assert [(r.path, r.body) for r in later] == [("/ocpi/2.3.0/receiver/cdrs", raw)], later
     assert await dead_letters(hub) == []
 
 
