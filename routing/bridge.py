@@ -95,6 +95,15 @@ def write_for(fwd: ForwardRequest, now: str) -> WrittenAgain | str:
     return replace(again, method=fwd.method, written_for=written_for)
 
 
+def from_211_copy(fwd: ForwardRequest, now: str) -> bool:
+    """A queued push whose only body is the one written for its receiver on OCPI 2.1.1 (a 2.1.1 sender's message
+    for a 2.1.1 receiver, which keeps nothing more, or one queued before the sender's copy was kept), for that
+    receiver now on 2.2.1 or 2.3.0. ``write_for`` refuses it (the step out of 2.1.1 needs what the hub knows of
+    the parties); the delivery engine asks the hub to write it (``Delivery.write_from_211``,
+    docs/store-and-forward.md)."""
+    return fwd.receiver_version == V211 and now != V211 and fwd.sent is None
+
+
 def write_again(module: str, role: str, method: str, tail: str, query: str, body: bytes, *, source: str,
                 target: str) -> WrittenAgain | str:
     """A queued push written for a receiver speaking OCPI ``source`` (body, query) in ``target``, the version that

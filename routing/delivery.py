@@ -27,7 +27,7 @@ from redis.asyncio import Redis
 from yarl import URL
 
 from routing import keys
-from routing.bridge import WrittenAgain, reads_alike, write_for
+from routing.bridge import WrittenAgain, from_211_copy, reads_alike, write_for
 from routing.ocpi.auth import authorization_header
 from routing.ocpi.errors import HubUnavailable
 from routing.ocpi.headers import REQUEST_ID, ROUTING_HEADERS, new_id
@@ -140,19 +140,25 @@ def _live(platform: Platform) -> bool:
 def _in_version(fwd: ForwardRequest, platform: Platform) -> tuple[ForwardRequest, WrittenAgain | None] | str:
     """A queued push as its receiver reads it now. Written for a version the receiver left (it registered again,
     credentials PUT): as its sender sent it, or translated into the receiver's current version where that needs
-    nothing but the message (``write_for``), else why not, a permanent verdict (a dead letter); never a delivery
-    in a shape the receiver no longer speaks (docs/store-and-forward.md, "When the receiver changes version")."""
+    nothing but the message (``write_for``), else why not; never a delivery in a shape the receiver no longer
+    speaks (docs/store-and-forward.md, "When the receiver changes version"). Why not is a permanent verdict (a
+    dead letter) unless the hub can still write it from its 2.1.1 body (``from_211_copy``)."""
     now = platform.version or V221
     if reads_alike(fwd.module, fwd.receiver_version, now):
         return fwd, None
     again = write_for(fwd, now)
     if isinstance(again, str):
         return again
+    return _as_written(fwd, again, now), again
+
+
+def _as_written(fwd: ForwardRequest, again: WrittenAgain, now: str) -> ForwardRequest:
+    """The queued push ``fwd`` as ``again`` writes it for a receiver now speaking ``now``."""
     headers = fwd.headers
     if again.body and "Content-Type" not in headers:
         headers = {**headers, "Content-Type": "application/json"}
     return dataclasses.replace(fwd, method=again.method, body=again.body, query=again.query,
-                               headers=headers, receiver_version=now, sent=None), again
+                               headers=headers, receiver_version=now, sent=None)
 
 
 @dataclass(slots=True)
@@ -241,6 +247,11 @@ class Delivery:
         # it) that the receiver accepted: (message, request as sent, how it was written and its losses, reply,
         # X-Request-ID sent): audit and metrics.
         self.on_written_again: Callable[[Message, ForwardRequest, WrittenAgain, Reply, str], None] | None = None
+        # A queued push written in OCPI 2.1.1 for a receiver that now speaks 2.2.1 or 2.3.0, with no other body
+        # than that one (``routing.bridge.from_211_copy``): awaited before it is sent, with the request and the
+        # receiver as it is now, it writes the push in the receiver's version with what the hub knows (the
+        # parties behind a 2.1.1 body: hub/bridging.py), or says why it cannot (a dead letter). None: refused.
+        self.write_from_211: Callable[[ForwardRequest, Platform], Awaitable[WrittenAgain | str]] | None = None
         self.process_id = uuid.uuid4().hex
         self.inflight_per_process = queue.max_inflight
         self._pending: dict[str, asyncio.Future[Reply]] = {}
@@ -427,6 +438,10 @@ class Delivery:
         again: WrittenAgain | None = None
         if fwd.receiver_version:  # a push written for the receiver's version of the moment (never direct requests)
             sent = _in_version(fwd, platform)
+            now = platform.version or V221
+            if isinstance(sent, str) and self.write_from_211 is not None and from_211_copy(fwd, now):
+                written = await self.write_from_211(fwd, platform)
+                sent = written if isinstance(written, str) else (_as_written(fwd, written, now), written)
             if isinstance(sent, str):
                 return hub_error_reply(4001, sent, "version_changed")
             fwd, again = sent

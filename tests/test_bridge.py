@@ -8,6 +8,7 @@ import pytest
 
 from routing.bridge import (
     addressed_to_hub_211,
+    from_211_copy,
     hub_interface_211,
     owner_from_path,
     reply_kind,
@@ -151,3 +152,16 @@ def test_a_push_whose_receiver_moved_is_sent_from_what_its_sender_sent_where_tha
     assert (got.basis, got.source, got.target, got.written_for, got.method) == (*expected, written_for, "POST")
     if expected == ("sent", now, now):
         assert (got.body, got.losses) == (_CDR_221, []), "as the sender sent it"
+
+
+@pytest.mark.parametrize(("written_for", "sender", "now", "asks_the_hub"), [
+    ("2.1.1", "2.1.1", "2.2.1", True),  # a 2.1.1 sender's message for its 2.1.1 receiver, now on 2.2.1
+    ("2.1.1", "2.1.1", "2.3.0", True),
+    ("2.1.1", None, "2.3.0", True),  # queued before senders' messages were kept: its 2.1.1 copy is all there is
+    ("2.1.1", "2.2.1", "2.3.0", False),  # what the sender sent serves (write_for)
+    ("2.2.1", "2.3.0", "2.1.1", False),  # into 2.1.1: not this way
+    ("2.1.1", "2.1.1", "2.1.1", False),
+])
+def test_only_a_push_whose_one_body_is_2_1_1_is_left_to_the_hubs_store_when_its_receiver_moved_up(
+        written_for: str, sender: str | None, now: str, asks_the_hub: bool) -> None:
+    assert from_211_copy(_queued(written_for, sender), now) is asks_the_hub
