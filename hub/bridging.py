@@ -8,14 +8,14 @@ import dataclasses
 import functools
 import logging
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import orjson
 
 from hub.audit import AuditRecord
 from hub.context import Hub
 from hub.envelope import envelope
-from hub.objects import merge_patch, object_id
+from hub.objects import merge_patch, object_id, type_211_token
 from hub.redact import redact_path
 from hub.store.protocol import RoutedObject
 from routing.bridge import (
@@ -30,13 +30,24 @@ from routing.bridge import (
     translate_reply,
     unknown_token_211,
 )
-from routing.ocpi.headers import CORRELATION_ID, FROM_CC, FROM_PID, TO_CC, TO_PID, Party, time_ordered_id
+from routing.ocpi.errors import InvalidParameters
+from routing.ocpi.headers import (
+    CORRELATION_ID,
+    FROM_CC,
+    FROM_PID,
+    TO_CC,
+    TO_PID,
+    Party,
+    RoutingHeaders,
+    time_ordered_id,
+)
+from routing.ocpi.models import parse_json
 from routing.ocpi.token_query import query_type, with_query_type
 from routing.ocpi.translate import Context, Loss, Untranslatable, translate
 from routing.ocpi.translate.base import AUTHORIZATION_INFO, DEFAULTED, DERIVED, DROPPED, LOCATION, MAPPED, SESSION
 from routing.ocpi.translate.common import TOKEN_TYPES_211, TOKEN_TYPES_221
 from routing.ocpi.versions import V211, V221
-from routing.platform import utcnow
+from routing.platform import Platform, utcnow
 from routing.queue import Message
 from routing.router import InboundRequest
 from routing.wire import ForwardRequest, Reply
@@ -55,6 +66,7 @@ class Bridge:
         self.up: list[Loss] = []  # 2.1.1 -> 2.2.1, made once
         self.reports: list[dict[str, Any]] = []
         self._rules: list[tuple[str, str, list[str]]] = []
+        self._lost: list[list[Loss]] = []  # the losses of each report, as objects
         # The TokenType a real-time authorization with ``?type=OTHER`` stands for, put in the query by the router
         # (routing/open_routing.py, ``type_behind_other``); None: the query's type is the sender's.
         self.retyped: str | None = None
@@ -240,6 +252,7 @@ class Bridge:
             self._note(self.version, loss.step.partition(">")[2], [])
         self.reports[-1]["losses"].append(loss.as_dict())
         self._rules[-1][2].append(loss.rule)
+        self._lost[-1].append(loss)
 
     def query_for(self, target: str) -> str:
         """The query in ``target``: a Tokens URL's ``type`` (OCPI 2.2.1 and 2.3.0 mod_tokens) goes as the body's
@@ -318,6 +331,12 @@ class Bridge:
     def _note(self, source: str, target: str, losses: list[Loss], what: str = "request") -> None:
         self.reports.append({"of": what, **report(source, target, losses)})
         self._rules.append((source, target, [loss.rule for loss in losses]))
+        self._lost.append(list(losses))
+
+    def request_losses(self) -> list[Loss]:
+        """The losses of every translation of the request body and query made (``body_for``, ``query_for``)."""
+        return [loss for got, lost in zip(self.reports, self._lost, strict=True) if got["of"] == "request"
+                for loss in lost]
 
     def record(self, hub: Hub, ex: Any) -> None:
         """Loss reports into the audit record, counts into the metrics."""
@@ -439,3 +458,77 @@ def record_written_again(hub: Hub, msg: Message, fwd: ForwardRequest, again: Wri
                  msg.id, msg.receiver, again.written_for, again.source,
                  "as its sender sent it" if again.basis == "sent" else "the queued copy", again.target,
                  len(again.losses))
+
+
+# What a 2.1.1 push written for a 2.1.1 receiver becomes for that receiver back in 2.2.1 or 2.3.0 (module, method
+# on the RECEIVER interface): the pushes the live path translates with the same Bridge steps, nothing read but the
+# parties behind the body (docs/store-and-forward.md, "When the receiver changes version or endpoint").
+_WRITTEN_FROM_211 = frozenset({("cdrs", "POST"), ("sessions", "PUT"), ("locations", "PUT"), ("tariffs", "PUT"),
+                               ("tokens", "PUT")})
+
+
+def _not_from_211(fwd: ForwardRequest, segs: list[str], data: Any) -> str | None:
+    """Why a 2.1.1 push (its body ``data``) cannot be written again in 2.2.1 or 2.3.0 at delivery, or None."""
+    if fwd.module == "sessions" and fwd.method == "PATCH" and isinstance(data, dict) and "charging_periods" in data:
+        return ("its charging_periods are the whole list (a 2.1.1 PATCH replaces it) where a PATCH of that version "
+                "appends, and what the receiver was sent before is read from the hub's copy of the Session, which "
+                "already holds this PATCH and any later one")
+    if fwd.module == "tariffs" and fwd.method == "PATCH":
+        return ("that version has no Tariff PATCH: it gets the patched Tariff as a PUT made from the hub's copy, "
+                "which already holds any later change")
+    if fwd.interface_role != "RECEIVER" or (fwd.module, fwd.method) not in _WRITTEN_FROM_211 or data is None:
+        return (f"only a CDR POST and a Location, Session, Tariff or Token PUT are written again from 2.1.1 at "
+                f"delivery, not a {fwd.module} {fwd.method}")
+    if fwd.module != "cdrs" and len(segs) < 3:
+        return "its path names no object"
+    return None
+
+
+def _pair_of(headers: dict[str, str], cc: str, pid: str) -> Party | None:
+    return Party(headers[cc], headers[pid]) if cc in headers and pid in headers else None
+
+
+async def write_from_211(hub: Hub, fwd: ForwardRequest, receiver: Platform) -> WrittenAgain | str:
+    """A queued push written in OCPI 2.1.1 for a receiver that now speaks 2.2.1 or 2.3.0 and keeps no other body
+    (a 2.1.1 sender's push for a 2.1.1 receiver; ``routing.bridge.from_211_copy``), written in the receiver's
+    version as the live path writes it (``Delivery.write_from_211``; docs/store-and-forward.md): the request is
+    rebuilt from the message (the sender from the owner in the path, else the FROM routing header the hub set; the
+    receiver from TO), read as 2.2.1 with what the hub knows of the parties (``read_as_221``: the eMSP behind a
+    Session's or CDR's ``auth_id``; a Token's type, ``type_211_token``) and written in the receiver's version
+    (``body_for``, ``query_for``), with the losses of those steps. Or why not: a Session PATCH with charging
+    periods and a Tariff PATCH, which the live path writes from the hub's copy of the object (it holds later
+    changes since), any other PATCH or DELETE, and what the translation refuses."""
+    now = receiver.version or V221
+    segs = [unquote(x) for x in fwd.tail.split("/") if x] if fwd.tail else []
+
+    def refused(why: str) -> str:
+        return (f"the receiver now speaks OCPI {now}; this {fwd.module} message was written in OCPI {V211} for "
+                f"OCPI {V211} and {why}: it is not translated again")
+
+    try:
+        data = parse_json(fwd.body) if fwd.body else None
+    except InvalidParameters:
+        return refused("its body cannot be read again")
+    if (why := _not_from_211(fwd, segs, data)) is not None:
+        return refused(why)
+    owner = owner_from_path(fwd.module, fwd.interface_role, segs)
+    sender = Party(*owner) if owner is not None else _pair_of(fwd.headers, FROM_CC, FROM_PID)
+    if sender is None:
+        return refused("names no sender")
+    to = _pair_of(fwd.headers, TO_CC, TO_PID)
+    # The Bridge reads the request, not its caller: the sender's platform while it is registered, else the receiver.
+    caller = hub.registry.by_party(sender.country_code, sender.party_id)
+    try:
+        req = InboundRequest(platform=caller[0] if caller is not None else receiver, module=fwd.module,
+                             interface_role=fwd.interface_role, method=fwd.method, tail=fwd.tail, query=fwd.query,
+                             routing=RoutingHeaders(to=to, from_=sender), body=fwd.body,
+                             json_body=data)
+        msg = Bridge(V211, req)
+        await msg.read_as_221(hub)
+        if fwd.module == "tokens":  # as on arrival (hub/modules.py): 2.2.1 and 2.3.0 name a token by uid and type
+            req.query = await type_211_token(hub.store, req.segments, msg.original, req.query)
+        body, _ = msg.body_for(now, None if fwd.recipient else to)  # a fan-out's body is the same for every party
+        query = msg.query_for(now)
+    except InvalidParameters as exc:  # Untranslatable too
+        return refused(f"cannot be translated: {exc.message}")
+    return WrittenAgain(body, query, V211, now, msg.request_losses(), fwd.method, V211, "queued")

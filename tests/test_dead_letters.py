@@ -26,6 +26,8 @@ import pytest
 from aiohttp import web
 from yarl import URL
 
+from hub.audit import AuditQuery
+from hub.context import HUB_KEY
 from tests import partners
 from tests.conftest import (
     ADMIN_TOKEN,
@@ -232,6 +234,52 @@ async def test_a_2_1_1_cpos_retried_push_reaches_its_emsp_back_in_2_1_1_as_the_c
     assert not any(h.startswith("OCPI-") for h in got.headers), "a 2.1.1 receiver gets no routing headers"
     await asyncio.sleep(0.3)
     assert len(receiver.received) == tried + 1 and await dead_letters(hub) == []
+
+
+async def test_a_2_1_1_cpos_retried_push_reaches_its_2_1_1_emsp_back_in_2_3_0_translated(make_hub: MakeHub) -> None:
+    """Both parties on 2.1.1: the CPO's Location fan-out, written in 2.1.1 as the CPO sent it, waits for a retry
+    (503) while the eMSP upgrades; it comes back registered in 2.3.0. The fan-out kept nothing more (same version),
+    so the hub translates the 2.1.1 Location at delivery as the live fan-out does (the owner from the path,
+    ``type`` as ``parking_type``, voltage and amperage as ``max_voltage`` and ``max_amperage``): the eMSP gets it
+    at its 2.3.0 endpoint in 2.3.0, FROM the hub; no dead letter, and the loss report of the 2.1.1 -> 2.3.0 step in
+    the audit (docs/store-and-forward.md, "When the receiver changes version or endpoint")."""
+    hub = await make_hub(broadcast_retry_window=30)
+    sender = FakePartner(name="CPO 2.1.1", parties=[Party("NL", "CPA", "CPO")], version="2.1.1",
+                         modules=dict(MODULES_BOTH))
+    await register(hub, sender, "2.1.1")
+    receiver = FakePartner(name="eMSP upgrading", parties=[Party("DE", "EMA", "EMSP")], version="2.1.1",
+                           offered_versions=("2.3.0", "2.2.1", "2.1.1"), modules=dict(MODULES_BOTH))
+    platform, _ = await register(hub, receiver, "2.1.1")
+    receiver.responder = failing(1000)
+    sent = location_211()
+    status, _, body = await sender.call(hub.session, "PUT", "locations", "RECEIVER", "NL/CPA/LOC1", json=sent)
+    assert (status, body["status_code"]) == (200, 1000), body
+    await eventually(lambda: len(receiver.received) >= 1, what="a first, refused attempt")
+    assert receiver.received[0].json() == sent, "written in 2.1.1, as the CPO sent it"
+    receiver.version = "2.3.0"
+    status, doc = await receiver.update(hub.session, platform["versions_url"], "2.3.0")
+    assert status == 200, doc
+    tried = len(receiver.received)
+    receiver.responder = default_responder
+
+    await eventually(lambda: len(receiver.received) > tried, within=15, what="the push in 2.3.0")
+    got = receiver.received[tried]
+    assert (got.method, got.path) == ("PUT", "/ocpi/2.3.0/receiver/locations/NL/CPA/LOC1"), got.path
+    loc = got.json()
+    assert (loc["country_code"], loc["party_id"], loc["id"], loc["publish"]) == ("NL", "CPA", "LOC1", True), loc
+    assert loc["parking_type"] == "ON_STREET" and "type" not in loc, loc
+    [connector] = loc["evses"][0]["connectors"]
+    assert (connector["max_voltage"], connector["max_amperage"]) == (220, 16) and "voltage" not in connector, loc
+    assert (got.headers["OCPI-from-party-id"], got.headers["OCPI-to-party-id"]) == ("HUB", "EMA"), "a broadcast"
+    await asyncio.sleep(0.3)
+    assert len(receiver.received) == tried + 1 and await dead_letters(hub) == []
+    h = hub.app[HUB_KEY]
+    await h.audit.flush()
+    found = await h.store.query_audit(AuditQuery(module="locations", limit=100))
+    [report] = [r for rec in found if rec.translation and rec.receiver_platform_id == platform["id"]
+                for r in rec.translation["reports"] if r["of"] == "redelivery"]
+    assert (report["from"], report["to"], report["written_for"], report["basis"]) == (
+        "2.1.1", "2.3.0", "2.1.1", "queued"), report
 
 
 async def test_a_retried_token_push_reaches_its_cpo_that_moved_from_2_3_0_to_2_2_1_in_2_2_1(

@@ -25,7 +25,7 @@ from tests.test_cli import Result
 from tests.test_cli import cli as run_cli
 from tests.test_dead_letters import dead_letters, eventually, failing, location, restart_on_same_port
 from tests.test_versions_registration import MODULES_BOTH, register
-from tests.test_versions_routing import metric
+from tests.test_versions_routing import cdr_211, metric, session_211
 
 FAST = {"store_forward_max_backoff": 1.0}
 ALL_VERSIONS = ("2.3.0", "2.2.1", "2.1.1")
@@ -583,6 +583,110 @@ async def test_a_cross_version_dead_letter_is_replayed_as_its_cpo_sent_it(make_h
     later = receiver.received[tried:]
     assert [(r.path, r.body) for r in later] == [("/ocpi/2.3.0/receiver/cdrs", raw)], later
     assert await dead_letters(hub) == []
+
+
+TOKEN_211 = {"uid": "012345678", "type": "RFID", "auth_id": "DE8EMAC12345678", "issuer": "eMSP A", "valid": True,
+             "whitelist": "ALLOWED", "last_updated": "2024-01-01T09:00:00Z"}
+
+
+async def _both_on_2_1_1(make_hub: MakeHub, module: str,
+                         ) -> tuple[HubHarness, FakePartner, FakePartner, dict[str, Any]]:
+    """A 2.1.1 CPO and a 2.1.1 eMSP (offering every version) that pushed its token to the hub, opted in for
+    ``module`` and now answers 503: what the CPO sends it waits, written in 2.1.1 as the CPO sent it."""
+    hub = await make_hub(**FAST)
+    sender = FakePartner(name="CPO 2.1.1", parties=[Party("NL", "CPA", "CPO")], version="2.1.1",
+                         modules=dict(MODULES_BOTH))
+    await register(hub, sender, "2.1.1")
+    receiver = FakePartner(name="eMSP upgrading", parties=[Party("DE", "EMA", "EMSP")], version="2.1.1",
+                           offered_versions=ALL_VERSIONS, modules=dict(MODULES_BOTH))
+    platform, _ = await register(hub, receiver, "2.1.1")
+    status, _, body = await receiver.call(hub.session, "PUT", "tokens", "RECEIVER", "DE/EMA/012345678",
+                                          json=TOKEN_211)
+    assert (status, body["status_code"]) == (200, 1000), body
+    await opt_in(hub, platform["id"], module)
+    receiver.responder = failing(1000, status=503)
+    return hub, sender, receiver, platform
+
+
+async def test_a_2_1_1_cpos_cdr_reaches_its_2_1_1_emsp_back_in_2_2_1_translated_with_what_the_hub_knows(
+        make_hub: MakeHub) -> None:
+    """The common upgrade between two 2.1.1 parties: the eMSP is down while the 2.1.1 CPO's CDR waits for it,
+    written in 2.1.1 (the CPO's own body, nothing more kept); it comes back registered in 2.2.1. The CDR is
+    translated 2.1.1 -> 2.2.1 at delivery as the live path does it, with what the hub knows: the eMSP behind the
+    ``auth_id`` (from its token push) becomes the ``cdr_token`` owner, the embedded Location the ``cdr_location``,
+    the bare total_cost an ``excl_vat`` Price; state delivered, no dead letter, and the loss report of the step
+    in the audit and the translation metrics (docs/store-and-forward.md, "When the receiver changes version or
+    endpoint")."""
+    hub, sender, receiver, platform = await _both_on_2_1_1(make_hub, "cdrs")
+    request_id = "up-" + uuid.uuid4().hex
+    status, _, body = await sender.call(hub.session, "POST", "cdrs", "RECEIVER",
+                                        json=cdr_211("DE8EMAC12345678"), headers={"X-Request-ID": request_id})
+    assert (status, body["status_code"]) == (200, 1000), body
+    await eventually(lambda: len(receiver.received) >= 1, within=15, what="a first, refused attempt")
+    assert receiver.received[0].path == "/ocpi/2.1.1/cdrs" and receiver.received[0].json() == cdr_211(
+        "DE8EMAC12345678"), "written in 2.1.1, as the CPO sent it"
+    first_id = receiver.received[0].headers["X-Request-ID"]
+    tried = await _moves_to(hub, receiver, platform, "2.2.1")
+
+    await eventually_async(lambda: _state_is(hub, request_id, "delivered"), within=15, what="delivered")
+    later = receiver.received[tried:]
+    assert [(r.method, r.path) for r in later] == [("POST", "/ocpi/2.2.1/receiver/cdrs")], later
+    got = later[0].json()
+    assert (got["country_code"], got["party_id"], got["id"]) == ("NL", "CPA", "CDR1"), got
+    token = got["cdr_token"]
+    assert (token["country_code"], token["party_id"], token["contract_id"]) == ("DE", "EMA", "DE8EMAC12345678"), got
+    place = got["cdr_location"]
+    assert (place["id"], place["evse_uid"], place["connector_id"], place["connector_standard"]) == (
+        "LOC1", "3256", "1", "IEC_62196_T2"), got
+    assert got["total_cost"] == {"excl_vat": 4.0} and got["end_date_time"] == "2026-12-01T11:00:00Z", got
+    assert not {"auth_id", "location", "stop_date_time"} & set(got), got
+    assert later[0].headers["X-Request-ID"] == first_id, "the one request id of a stored message"
+    assert (later[0].headers["OCPI-from-party-id"], later[0].headers["OCPI-to-party-id"]) == ("CPA", "EMA")
+    [state] = await deliveries(hub, request_id)
+    assert state["state"] == "delivered" and state["last_error"] == "", state
+    assert await dead_letters(hub) == []
+    [report] = await _redelivery_reports(hub, platform["id"])
+    assert (report["from"], report["to"], report["written_for"], report["basis"]) == (
+        "2.1.1", "2.2.1", "2.1.1", "queued"), report
+    assert report["losses"] and {loss["step"] for loss in report["losses"]} == {"2.1.1>2.2.1"}, report
+    assert {("country_code", "derived"), ("auth_id", "derived"), ("auth_id", "defaulted"),
+            ("location.type", "dropped")} <= {(loss["field"], loss["rule"]) for loss in report["losses"]}, report
+    assert await metric(hub, "ocpi_hub_translations_total", module="cdrs", from_version="2.1.1",
+                        to_version="2.2.1") == 1
+
+
+async def test_a_2_1_1_session_patch_with_periods_is_still_dead_lettered_when_its_emsp_moves_up(
+        make_hub: MakeHub) -> None:
+    """Same upgrade with a 2.1.1 CPO's Session PUT and a PATCH with charging_periods waiting: the PUT reaches the
+    eMSP back in 2.2.1 translated (its token's owner found as on arrival); the PATCH is not: a 2.1.1 PATCH
+    carries the whole list of periods, a 2.2.1 one only the new ones, and what the eMSP was sent before is read
+    from the kept Session, which already holds this PATCH and any later one. It is dead-lettered (version_changed)
+    with that reason; catch-up gives the eMSP the Session (docs/store-and-forward.md)."""
+    hub, sender, receiver, platform = await _both_on_2_1_1(make_hub, "sessions")
+    put_id, patch_id = "put-" + uuid.uuid4().hex, "patch-" + uuid.uuid4().hex
+    status, _, body = await sender.call(hub.session, "PUT", "sessions", "RECEIVER", "NL/CPA/S1",
+                                        json=session_211("DE8EMAC12345678"), headers={"X-Request-ID": put_id})
+    assert (status, body["status_code"]) == (200, 1000), body
+    periods = [{"start_date_time": "2026-12-01T10:00:00Z", "dimensions": [{"type": "ENERGY", "volume": 2.5}]}]
+    status, _, body = await sender.call(hub.session, "PATCH", "sessions", "RECEIVER", "NL/CPA/S1",
+                                        json={"kwh": 2.5, "charging_periods": periods},
+                                        headers={"X-Request-ID": patch_id})
+    assert (status, body["status_code"]) == (200, 1000), body
+    await eventually(lambda: len(receiver.received) >= 1, within=15, what="a first, refused attempt")
+    tried = await _moves_to(hub, receiver, platform, "2.2.1")
+
+    await eventually_async(lambda: _state_is(hub, patch_id, "dead_lettered"), within=15, what="dead-lettered")
+    [put] = await deliveries(hub, put_id)
+    assert put["state"] == "delivered", put
+    later = receiver.received[tried:]
+    assert [(r.method, r.path) for r in later] == [("PUT", "/ocpi/2.2.1/receiver/sessions/NL/CPA/S1")], later
+    got = later[0].json()
+    assert (got["cdr_token"]["country_code"], got["cdr_token"]["party_id"]) == ("DE", "EMA"), got
+    assert got["location_id"] == "LOC1" and "location" not in got, got
+    [state] = await deliveries(hub, patch_id)
+    assert "charging_periods" in state["last_error"] and "2.2.1" in state["last_error"], state
+    [letter] = await dead_letters(hub)
+    assert letter["receiver"] == platform["id"] and "charging_periods" in letter["reason"], letter
 
 
 async def test_a_waiting_message_goes_to_the_endpoint_its_receiver_registered_last(make_hub: MakeHub) -> None:
