@@ -89,8 +89,8 @@ def write_for(fwd: ForwardRequest, now: str) -> WrittenAgain | str:
                         source=written_for, target=now)
     if isinstance(again, str):
         # Into 2.1.1 (from a 2.2.1 or 2.3.0 sender), or out of it (a 2.1.1 sender's message written for its 2.1.1
-        # receiver, which keeps nothing more): the step needs what the hub read when the message arrived (the
-        # kept Session, the held Location, token types). Or a step that refuses a value.
+        # receiver, which keeps nothing more: the delivery engine then asks the hub, ``from_211_copy``): the step
+        # needs what the hub knows (the kept Session, the held Location, token types). Or a step that refuses.
         return again if sent is None else f"{again} (its sender wrote it in OCPI {sent.version})"
     return replace(again, method=fwd.method, written_for=written_for)
 
