@@ -402,6 +402,16 @@ class FakePartner:
             self.token_b = old_b
         return resp.status, dict(doc)
 
+    async def come_back_in(self, session: aiohttp.ClientSession, hub_versions_url: str, version: str) -> int:
+        """A partner that was down (a failing responder) registers again in ``version`` (credentials PUT) and takes
+        what comes from now on; how many requests it had received before."""
+        self.version = version
+        status, doc = await self.update(session, hub_versions_url, version)
+        assert status == 200, doc
+        tried = len(self.received)
+        self.responder = default_responder
+        return tried
+
     def hub_url(self, module: str, role: str, tail: str = "") -> str:
         base = self.hub_endpoints[(module, role)]
         return base + ("/" + tail.lstrip("/") if tail else "")

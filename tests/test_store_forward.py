@@ -394,17 +394,6 @@ async def _waiting_at(make_hub: MakeHub, version: str, total_cost: dict[str, Any
     return hub, sender, receiver, platform, request_id
 
 
-async def _moves_to(hub: HubHarness, receiver: FakePartner, platform: dict[str, Any], version: str) -> int:
-    """The eMSP registers again in ``version`` (credentials PUT) and takes what comes from now on; how many
-    requests it had received before."""
-    receiver.version = version
-    status, doc = await receiver.update(hub.session, platform["versions_url"], version)
-    assert status == 200, doc
-    tried = len(receiver.received)
-    receiver.responder = default_responder
-    return tried
-
-
 async def _redelivery_reports(hub: HubHarness, receiver_id: str) -> list[dict[str, Any]]:
     h = hub.app[HUB_KEY]
     await h.audit.flush()
@@ -423,7 +412,7 @@ async def test_a_waiting_cdr_reaches_its_emsp_that_moved_from_2_2_1_to_2_3_0_in_
                                                                 {"excl_vat": 10.0, "incl_vat": 12.1})
     assert all(r.path == "/ocpi/2.2.1/receiver/cdrs" for r in receiver.received)
     first_id = receiver.received[0].headers["X-Request-ID"]
-    tried = await _moves_to(hub, receiver, platform, "2.3.0")
+    tried = await receiver.come_back_in(hub.session, platform["versions_url"], "2.3.0")
 
     await eventually_async(lambda: _state_is(hub, request_id, "delivered"), within=15, what="delivered")
     later = receiver.received[tried:]
@@ -451,7 +440,7 @@ async def test_a_waiting_cdr_reaches_its_emsp_that_moved_from_2_3_0_to_2_2_1_in_
            b'"last_updated": "2024-01-01T11:00:05Z"}')
     hub, _, receiver, platform, request_id = await _waiting_at(make_hub, "2.3.0", sender_version="2.3.0", raw=raw)
     assert (receiver.received[0].path, receiver.received[0].body) == ("/ocpi/2.3.0/receiver/cdrs", raw)
-    tried = await _moves_to(hub, receiver, platform, "2.2.1")
+    tried = await receiver.come_back_in(hub.session, platform["versions_url"], "2.2.1")
 
     await eventually_async(lambda: _state_is(hub, request_id, "delivered"), within=15, what="delivered")
     later = receiver.received[tried:]
@@ -470,7 +459,7 @@ async def test_a_cdr_written_for_a_2_3_0_emsp_reaches_it_in_2_2_1_as_its_2_2_1_c
     gets the CDR as the CPO sent it (the hub kept it with the cross-version message), not the 2.3.0 copy
     translated back (which would have made incl_vat from one tax named VAT)."""
     hub, _, receiver, platform, request_id = await _waiting_at(make_hub, "2.3.0", raw=CDR_AS_SENT)
-    tried = await _moves_to(hub, receiver, platform, "2.2.1")
+    tried = await receiver.come_back_in(hub.session, platform["versions_url"], "2.2.1")
 
     await eventually_async(lambda: _state_is(hub, request_id, "delivered"), within=15, what="delivered")
     later = receiver.received[tried:]
@@ -487,7 +476,7 @@ async def test_a_waiting_message_is_never_delivered_in_the_version_its_receiver_
     replay of that dead letter is translated 2.2.1 -> 2.3.0 and delivered (docs/store-and-forward.md)."""
     hub, _, receiver, platform, request_id = await _waiting_at(make_hub, "2.2.1",
                                                                 offered=("2.3.0", "2.2.1", "2.1.1"))
-    tried = await _moves_to(hub, receiver, platform, "2.1.1")
+    tried = await receiver.come_back_in(hub.session, platform["versions_url"], "2.1.1")
 
     await eventually_async(lambda: _state_is(hub, request_id, "dead_lettered"), within=15, what="dead-lettered")
     assert [(r.path, r.json()) for r in receiver.received[tried:]] == [], "nothing in the 2.2.1 shape"
@@ -496,7 +485,7 @@ async def test_a_waiting_message_is_never_delivered_in_the_version_its_receiver_
     [letter] = await dead_letters(hub)
     assert letter["receiver"] == platform["id"] and "2.1.1" in letter["reason"], letter
 
-    tried = await _moves_to(hub, receiver, platform, "2.3.0")
+    tried = await receiver.come_back_in(hub.session, platform["versions_url"], "2.3.0")
     status, body = await hub.admin("POST", f"/admin/dead-letters/{letter['id']}/replay")
     assert status == 200, body
     await eventually_async(lambda: _state_is(hub, request_id, "delivered"), within=15, what="delivered")
@@ -517,7 +506,7 @@ async def test_a_waiting_cdr_reaches_its_2_1_1_emsp_back_in_2_2_1_as_its_cpo_sen
                                                                 raw=CDR_AS_SENT)
     assert all(r.path == "/ocpi/2.1.1/cdrs" for r in receiver.received)
     first_id = receiver.received[0].headers["X-Request-ID"]
-    tried = await _moves_to(hub, receiver, platform, "2.2.1")
+    tried = await receiver.come_back_in(hub.session, platform["versions_url"], "2.2.1")
 
     await eventually_async(lambda: _state_is(hub, request_id, "delivered"), within=15, what="delivered")
     later = receiver.received[tried:]
@@ -540,7 +529,7 @@ async def test_a_waiting_cdr_reaches_its_2_1_1_emsp_back_in_2_3_0_translated_fro
     incl_vat tells; the loss report is the 2.2.1 -> 2.3.0 step's, in the audit and the translation metrics."""
     hub, _, receiver, platform, request_id = await _waiting_at(make_hub, "2.1.1", offered=ALL_VERSIONS,
                                                                 raw=CDR_AS_SENT)
-    tried = await _moves_to(hub, receiver, platform, "2.3.0")
+    tried = await receiver.come_back_in(hub.session, platform["versions_url"], "2.3.0")
 
     await eventually_async(lambda: _state_is(hub, request_id, "delivered"), within=15, what="delivered")
     later = receiver.received[tried:]
@@ -569,14 +558,14 @@ async def test_a_cross_version_dead_letter_is_replayed_as_its_cpo_sent_it(make_h
     hub, _, receiver, platform, request_id = await _waiting_at(make_hub, "2.2.1", offered=ALL_VERSIONS,
                                                                 sender_version="2.3.0", raw=raw)
     assert receiver.received[0].json()["total_cost"] == {"excl_vat": 10.0, "incl_vat": 12.6}
-    tried = await _moves_to(hub, receiver, platform, "2.1.1")
+    tried = await receiver.come_back_in(hub.session, platform["versions_url"], "2.1.1")
 
     await eventually_async(lambda: _state_is(hub, request_id, "dead_lettered"), within=15, what="dead-lettered")
     assert receiver.received[tried:] == [], "nothing in a shape the eMSP does not speak"
     [letter] = await dead_letters(hub)
     assert "2.1.1" in letter["reason"] and "2.2.1" in letter["reason"], letter
 
-    tried = await _moves_to(hub, receiver, platform, "2.3.0")
+    tried = await receiver.come_back_in(hub.session, platform["versions_url"], "2.3.0")
     status, body = await hub.admin("POST", f"/admin/dead-letters/{letter['id']}/replay")
     assert status == 200, body
     await eventually_async(lambda: _state_is(hub, request_id, "delivered"), within=15, what="delivered")
@@ -626,7 +615,7 @@ async def test_a_2_1_1_cpos_cdr_reaches_its_2_1_1_emsp_back_in_2_2_1_translated_
     assert receiver.received[0].path == "/ocpi/2.1.1/cdrs" and receiver.received[0].json() == cdr_211(
         "DE8EMAC12345678"), "written in 2.1.1, as the CPO sent it"
     first_id = receiver.received[0].headers["X-Request-ID"]
-    tried = await _moves_to(hub, receiver, platform, "2.2.1")
+    tried = await receiver.come_back_in(hub.session, platform["versions_url"], "2.2.1")
 
     await eventually_async(lambda: _state_is(hub, request_id, "delivered"), within=15, what="delivered")
     later = receiver.received[tried:]
@@ -673,7 +662,7 @@ async def test_a_2_1_1_session_patch_with_periods_is_still_dead_lettered_when_it
                                         headers={"X-Request-ID": patch_id})
     assert (status, body["status_code"]) == (200, 1000), body
     await eventually(lambda: len(receiver.received) >= 1, within=15, what="a first, refused attempt")
-    tried = await _moves_to(hub, receiver, platform, "2.2.1")
+    tried = await receiver.come_back_in(hub.session, platform["versions_url"], "2.2.1")
 
     await eventually_async(lambda: _state_is(hub, patch_id, "dead_lettered"), within=15, what="dead-lettered")
     [put] = await deliveries(hub, put_id)
