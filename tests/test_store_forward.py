@@ -394,6 +394,19 @@ async def _waiting_at(make_hub: MakeHub, version: str, total_cost: dict[str, Any
     return hub, sender, receiver, platform, request_id
 
 
+async def _cdr_after_coming_back(hub: HubHarness, receiver: FakePartner, platform: dict[str, Any], request_id: str,
+                                  version: str, path: str) -> Received:
+    """The eMSP comes back in ``version``; the one request that then reaches it, at ``path``, once the waiting
+    CDR is delivered, under the request id every attempt carried (the one id of a stored message)."""
+    first_id = receiver.received[0].headers["X-Request-ID"]
+    tried = await receiver.come_back_in(hub.session, platform["versions_url"], version)
+    await eventually_async(lambda: _state_is(hub, request_id, "delivered"), within=15, what="delivered")
+    later = receiver.received[tried:]
+    assert [(r.method, r.path) for r in later] == [("POST", path)], [(r.method, r.path) for r in later]
+    assert later[0].headers["X-Request-ID"] == first_id, "the one request id of a stored message"
+    return later[0]
+
+
 async def _redelivery_reports(hub: HubHarness, receiver_id: str) -> list[dict[str, Any]]:
     h = hub.app[HUB_KEY]
     await h.audit.flush()
@@ -411,16 +424,10 @@ async def test_a_waiting_cdr_reaches_its_emsp_that_moved_from_2_2_1_to_2_3_0_in_
     hub, _, receiver, platform, request_id = await _waiting_at(make_hub, "2.2.1",
                                                                 {"excl_vat": 10.0, "incl_vat": 12.1})
     assert all(r.path == "/ocpi/2.2.1/receiver/cdrs" for r in receiver.received)
-    first_id = receiver.received[0].headers["X-Request-ID"]
-    tried = await receiver.come_back_in(hub.session, platform["versions_url"], "2.3.0")
-
-    await eventually_async(lambda: _state_is(hub, request_id, "delivered"), within=15, what="delivered")
-    later = receiver.received[tried:]
-    assert [r.path for r in later] == ["/ocpi/2.3.0/receiver/cdrs"], [r.path for r in later]
-    got = later[0].json()
+    sent = await _cdr_after_coming_back(hub, receiver, platform, request_id, "2.3.0", "/ocpi/2.3.0/receiver/cdrs")
+    got = sent.json()
     assert got["total_cost"] == {"before_taxes": 10.0, "taxes": [{"name": "VAT", "amount": 2.1}]}, got
-    assert "excl_vat" not in later[0].body.decode()
-    assert later[0].headers["X-Request-ID"] == first_id, "the one request id of a stored message"
+    assert "excl_vat" not in sent.body.decode()
     [state] = await deliveries(hub, request_id)
     assert state["state"] == "delivered" and state["last_error"] == "", state
     assert await dead_letters(hub) == []
@@ -440,12 +447,8 @@ async def test_a_waiting_cdr_reaches_its_emsp_that_moved_from_2_3_0_to_2_2_1_in_
            b'"last_updated": "2024-01-01T11:00:05Z"}')
     hub, _, receiver, platform, request_id = await _waiting_at(make_hub, "2.3.0", sender_version="2.3.0", raw=raw)
     assert (receiver.received[0].path, receiver.received[0].body) == ("/ocpi/2.3.0/receiver/cdrs", raw)
-    tried = await receiver.come_back_in(hub.session, platform["versions_url"], "2.2.1")
-
-    await eventually_async(lambda: _state_is(hub, request_id, "delivered"), within=15, what="delivered")
-    later = receiver.received[tried:]
-    assert [r.path for r in later] == ["/ocpi/2.2.1/receiver/cdrs"], [r.path for r in later]
-    assert later[0].json()["total_cost"] == {"excl_vat": 10.0, "incl_vat": 12.1}
+    sent = await _cdr_after_coming_back(hub, receiver, platform, request_id, "2.2.1", "/ocpi/2.2.1/receiver/cdrs")
+    assert sent.json()["total_cost"] == {"excl_vat": 10.0, "incl_vat": 12.1}
     [report] = await _redelivery_reports(hub, platform["id"])
     assert (report["from"], report["to"], report["written_for"], report["basis"]) == (
         "2.3.0", "2.2.1", "2.3.0", "queued"), report
@@ -505,15 +508,9 @@ async def test_a_waiting_cdr_reaches_its_2_1_1_emsp_back_in_2_2_1_as_its_cpo_sen
     hub, _, receiver, platform, request_id = await _waiting_at(make_hub, "2.1.1", offered=ALL_VERSIONS,
                                                                 raw=CDR_AS_SENT)
     assert all(r.path == "/ocpi/2.1.1/cdrs" for r in receiver.received)
-    first_id = receiver.received[0].headers["X-Request-ID"]
-    tried = await receiver.come_back_in(hub.session, platform["versions_url"], "2.2.1")
-
-    await eventually_async(lambda: _state_is(hub, request_id, "delivered"), within=15, what="delivered")
-    later = receiver.received[tried:]
-    assert [r.path for r in later] == ["/ocpi/2.2.1/receiver/cdrs"], [r.path for r in later]
-    assert later[0].body == CDR_AS_SENT, later[0].body
-    assert later[0].headers["X-Request-ID"] == first_id, "the one request id of a stored message"
-    assert (later[0].headers["OCPI-from-party-id"], later[0].headers["OCPI-to-party-id"]) == ("CPA", "EMA")
+    sent = await _cdr_after_coming_back(hub, receiver, platform, request_id, "2.2.1", "/ocpi/2.2.1/receiver/cdrs")
+    assert sent.body == CDR_AS_SENT, sent.body
+    assert (sent.headers["OCPI-from-party-id"], sent.headers["OCPI-to-party-id"]) == ("CPA", "EMA")
     [state] = await deliveries(hub, request_id)
     assert state["state"] == "delivered" and state["last_error"] == "", state
     assert await dead_letters(hub) == []
@@ -614,13 +611,8 @@ async def test_a_2_1_1_cpos_cdr_reaches_its_2_1_1_emsp_back_in_2_2_1_translated_
     await eventually(lambda: len(receiver.received) >= 1, within=15, what="a first, refused attempt")
     assert receiver.received[0].path == "/ocpi/2.1.1/cdrs" and receiver.received[0].json() == cdr_211(
         "DE8EMAC12345678"), "written in 2.1.1, as the CPO sent it"
-    first_id = receiver.received[0].headers["X-Request-ID"]
-    tried = await receiver.come_back_in(hub.session, platform["versions_url"], "2.2.1")
-
-    await eventually_async(lambda: _state_is(hub, request_id, "delivered"), within=15, what="delivered")
-    later = receiver.received[tried:]
-    assert [(r.method, r.path) for r in later] == [("POST", "/ocpi/2.2.1/receiver/cdrs")], later
-    got = later[0].json()
+    sent = await _cdr_after_coming_back(hub, receiver, platform, request_id, "2.2.1", "/ocpi/2.2.1/receiver/cdrs")
+    got = sent.json()
     assert (got["country_code"], got["party_id"], got["id"]) == ("NL", "CPA", "CDR1"), got
     token = got["cdr_token"]
     assert (token["country_code"], token["party_id"], token["contract_id"]) == ("DE", "EMA", "DE8EMAC12345678"), got
@@ -629,8 +621,7 @@ async def test_a_2_1_1_cpos_cdr_reaches_its_2_1_1_emsp_back_in_2_2_1_translated_
         "LOC1", "3256", "1", "IEC_62196_T2"), got
     assert got["total_cost"] == {"excl_vat": 4.0} and got["end_date_time"] == "2026-12-01T11:00:00Z", got
     assert not {"auth_id", "location", "stop_date_time"} & set(got), got
-    assert later[0].headers["X-Request-ID"] == first_id, "the one request id of a stored message"
-    assert (later[0].headers["OCPI-from-party-id"], later[0].headers["OCPI-to-party-id"]) == ("CPA", "EMA")
+    assert (sent.headers["OCPI-from-party-id"], sent.headers["OCPI-to-party-id"]) == ("CPA", "EMA")
     [state] = await deliveries(hub, request_id)
     assert state["state"] == "delivered" and state["last_error"] == "", state
     assert await dead_letters(hub) == []
