@@ -85,6 +85,10 @@ def write_for(fwd: ForwardRequest, now: str) -> WrittenAgain | str:
                                 source=sent.version, target=now)
             return again if isinstance(again, str) else replace(again, method=sent.method, written_for=written_for,
                                                                 basis="sent")
+    if fwd.method == "DELETE" and not fwd.body and fwd.module in BROADCAST_DELETES_211 \
+            and fwd.interface_role == "RECEIVER":
+        # A Tariff DELETE has no body, and its path and query mean the same in every version: nothing to write.
+        return WrittenAgain(b"", fwd.query, written_for, now, [], fwd.method, written_for)
     again = write_again(fwd.module, fwd.interface_role, fwd.method, fwd.tail, fwd.query, fwd.body,
                         source=written_for, target=now)
     if isinstance(again, str):

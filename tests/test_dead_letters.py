@@ -266,6 +266,36 @@ async def test_a_2_1_1_cpos_retried_push_reaches_its_2_1_1_emsp_back_in_2_3_0_tr
         "2.1.1", "2.3.0", "2.1.1", "queued"), report
 
 
+async def test_a_2_1_1_cpos_retried_tariff_delete_reaches_its_2_1_1_emsp_back_in_2_2_1(make_hub: MakeHub) -> None:
+    """Both parties on 2.1.1: the CPO's Tariff DELETE, broadcast like its PUT, waits for a retry (503) while the
+    eMSP upgrades; it comes back registered in 2.2.1. A DELETE has no body and its path
+    ({country_code}/{party_id}/{tariff_id}) is the same in every version: nothing the hub read on arrival is
+    needed to send it again, so the eMSP gets it at its 2.2.1 endpoint, FROM the hub, instead of a dead letter that
+    would leave it a tariff its CPO deleted (the hub's GET All copy is already gone, so catch-up cannot tell it)."""
+    hub = await make_hub(broadcast_retry_window=30)
+    sender = FakePartner(name="CPO 2.1.1", parties=[Party("NL", "CPA", "CPO")], version="2.1.1",
+                         modules=dict(MODULES_BOTH))
+    await register(hub, sender, "2.1.1")
+    receiver = FakePartner(name="eMSP upgrading", parties=[Party("DE", "EMA", "EMSP")], version="2.1.1",
+                           offered_versions=("2.2.1", "2.1.1"), modules=dict(MODULES_BOTH))
+    platform, _ = await register(hub, receiver, "2.1.1")
+    receiver.responder = failing(1000)
+    status, _, body = await sender.call(hub.session, "DELETE", "tariffs", "RECEIVER", "NL/CPA/T2")
+    assert (status, body["status_code"]) == (200, 1000), body
+    await eventually(lambda: len(receiver.received) >= 1, what="a first, refused attempt")
+    assert (receiver.received[0].method, receiver.received[0].path) == ("DELETE", "/ocpi/2.1.1/tariffs/NL/CPA/T2")
+    tried = await receiver.come_back_in(hub.session, platform["versions_url"], "2.2.1")
+
+    deadline = asyncio.get_running_loop().time() + 15
+    while len(receiver.received) == tried and not (letters := await dead_letters(hub)):
+        assert asyncio.get_running_loop().time() < deadline, "neither delivered nor dead-lettered"
+        await asyncio.sleep(0.05)
+    assert await dead_letters(hub) == [], letters
+    got = receiver.received[tried]
+    assert (got.method, got.path, got.body) == ("DELETE", "/ocpi/2.2.1/receiver/tariffs/NL/CPA/T2", b""), got.path
+    assert (got.headers["OCPI-from-party-id"], got.headers["OCPI-to-party-id"]) == ("HUB", "EMA"), "a broadcast"
+
+
 async def test_a_retried_token_push_reaches_its_cpo_that_moved_from_2_3_0_to_2_2_1_in_2_2_1(
     make_hub: MakeHub,
 ) -> None:
