@@ -296,6 +296,98 @@ async def test_a_2_1_1_cpos_retried_tariff_delete_reaches_its_2_1_1_emsp_back_in
     assert (got.headers["OCPI-from-party-id"], got.headers["OCPI-to-party-id"]) == ("HUB", "EMA"), "a broadcast"
 
 
+async def test_a_2_1_1_cpos_retried_tariff_put_reaches_its_2_1_1_emsp_back_in_2_2_1_in_2_2_1(make_hub: MakeHub) -> None:
+    """Both parties on 2.1.1: the CPO's Tariff fan-out, written in 2.1.1 as the CPO sent it, waits for a retry
+    (503) while the eMSP upgrades; it comes back registered in 2.2.1. It gets the Tariff at its 2.2.1 endpoint as a
+    2.2.1 eMSP gets that PUT live (the owner from the path as ``country_code`` and ``party_id``, which a 2.1.1
+    Tariff lacks), FROM the hub; no dead letter (docs/store-and-forward.md, "When the receiver changes version or
+    endpoint")."""
+    hub = await make_hub(broadcast_retry_window=30)
+    sender = FakePartner(name="CPO 2.1.1", parties=[Party("NL", "CPA", "CPO")], version="2.1.1",
+                         modules=dict(MODULES_BOTH))
+    await register(hub, sender, "2.1.1")
+    live = FakePartner(name="eMSP 2.2.1", parties=[Party("DE", "EMB", "EMSP")], version="2.2.1",
+                       modules=dict(MODULES_BOTH))
+    await register(hub, live, "2.2.1")
+    receiver = FakePartner(name="eMSP upgrading", parties=[Party("DE", "EMA", "EMSP")], version="2.1.1",
+                           offered_versions=("2.2.1", "2.1.1"), modules=dict(MODULES_BOTH))
+    platform, _ = await register(hub, receiver, "2.1.1")
+    receiver.responder = failing(1000)
+    tariff = {"id": "T1", "currency": "EUR", "tariff_alt_text": [{"language": "en", "text": "2 EUR/hour"}],
+              "elements": [{"price_components": [{"type": "TIME", "price": 2.0, "step_size": 300}],
+                            "restrictions": {"start_time": "08:00", "end_time": "20:00"}}],
+              "last_updated": TS}
+    status, _, body = await sender.call(hub.session, "PUT", "tariffs", "RECEIVER", "NL/CPA/T1", json=tariff)
+    assert (status, body["status_code"]) == (200, 1000), body
+    await eventually(lambda: len(receiver.received) >= 1 and len(live.received) >= 1, what="a first attempt each")
+    assert receiver.received[0].json() == tariff, "written in 2.1.1, as the CPO sent it"
+    tried = await receiver.come_back_in(hub.session, platform["versions_url"], "2.2.1")
+
+    await eventually(lambda: len(receiver.received) > tried, within=15, what="the Tariff in 2.2.1")
+    got = receiver.received[tried]
+    assert (got.method, got.path, got.raw_query) == ("PUT", "/ocpi/2.2.1/receiver/tariffs/NL/CPA/T1", "")
+    sent = got.json()
+    assert (sent["country_code"], sent["party_id"], sent["id"]) == ("NL", "CPA", "T1"), sent
+    assert {k: v for k, v in sent.items() if k not in ("country_code", "party_id")} == tariff, sent
+    assert sent == live.received[0].json(), "as a 2.2.1 eMSP gets it live"
+    assert (got.headers["OCPI-from-party-id"], got.headers["OCPI-to-party-id"]) == ("HUB", "EMA"), "a broadcast"
+    await asyncio.sleep(0.3)
+    assert len(receiver.received) == tried + 1 and await dead_letters(hub) == []
+
+
+async def test_a_2_1_1_emsps_retried_token_put_reaches_its_2_1_1_cpo_back_in_2_2_1_in_2_2_1(make_hub: MakeHub) -> None:
+    """Both parties on 2.1.1: the eMSP's Token fan-out, written in 2.1.1 as the eMSP sent it (no owner fields,
+    ``auth_id``, a URL without ``type``), waits for a retry (503) while the CPO upgrades; it comes back registered
+    in 2.2.1. It gets the Token at its 2.2.1 endpoint as a 2.2.1 CPO gets that PUT live: the owner from the path as
+    ``country_code`` and ``party_id``, ``auth_id`` as ``contract_id``, and the ``type`` the eMSP gave in the body
+    and, not being 2.2.1's default RFID, in the URL's ``?type=`` (OCPI 2.2.1 mod_tokens; an RFID token's URL has
+    none), FROM the hub; no dead letter."""
+    hub = await make_hub(broadcast_retry_window=30)
+    sender = FakePartner(name="eMSP 2.1.1", parties=[Party("DE", "EMD", "EMSP")], version="2.1.1",
+                         modules=dict(MODULES_BOTH))
+    await register(hub, sender, "2.1.1")
+    live = FakePartner(name="CPO 2.2.1", parties=[Party("NL", "CPB", "CPO")], version="2.2.1",
+                       modules=dict(MODULES_BOTH))
+    await register(hub, live, "2.2.1")
+    receiver = FakePartner(name="CPO upgrading", parties=[Party("NL", "CPM", "CPO")], version="2.1.1",
+                           offered_versions=("2.2.1", "2.1.1"), modules=dict(MODULES_BOTH))
+    platform, _ = await register(hub, receiver, "2.1.1")
+    receiver.responder = failing(1000)
+    token = {"uid": "AA11", "type": "OTHER", "auth_id": "DE8EMDC0001", "issuer": "eMSP D", "valid": True,
+             "whitelist": "ALLOWED", "language": "de", "last_updated": TS}
+    rfid = {**token, "uid": "BB22", "type": "RFID"}
+    for sent in (token, rfid):
+        status, _, body = await sender.call(hub.session, "PUT", "tokens", "RECEIVER", f"DE/EMD/{sent['uid']}",
+                                            json=sent)
+        assert (status, body["status_code"]) == (200, 1000), body
+    await eventually(lambda: len({r.path for r in receiver.received}) == 2 and len(live.received) >= 2,
+                     what="a first attempt each")
+    # one object each, so no order between them (routing/router.py order_group)
+    first = {r.path: r for r in receiver.received}
+    assert [(r.raw_query, r.json()) for r in (first["/ocpi/2.1.1/tokens/DE/EMD/AA11"],
+                                             first["/ocpi/2.1.1/tokens/DE/EMD/BB22"])] == [("", token), ("", rfid)]
+    at_live = {r.path.rsplit("/", 1)[1]: r for r in live.received}
+    tried = await receiver.come_back_in(hub.session, platform["versions_url"], "2.2.1")
+
+    def in_221() -> dict[str, Received]:
+        return {r.path: r for r in receiver.received[tried:]}
+
+    await eventually(lambda: len(in_221()) == 2, within=15, what="both Tokens in 2.2.1")
+    got = in_221()["/ocpi/2.2.1/receiver/tokens/DE/EMD/AA11"]
+    assert (got.method, got.raw_query) == ("PUT", "type=OTHER")
+    assert got.json() == {"country_code": "DE", "party_id": "EMD", "uid": "AA11", "type": "OTHER",
+                          "contract_id": "DE8EMDC0001", "issuer": "eMSP D", "valid": True, "whitelist": "ALLOWED",
+                          "language": "de", "last_updated": TS}, got.json()
+    assert (got.json(), got.raw_query) == (at_live["AA11"].json(), at_live["AA11"].raw_query), "as a 2.2.1 CPO gets it"
+    assert (got.headers["OCPI-from-party-id"], got.headers["OCPI-to-party-id"]) == ("HUB", "CPM"), "a broadcast"
+    got = in_221()["/ocpi/2.2.1/receiver/tokens/DE/EMD/BB22"]
+    assert (got.method, got.raw_query) == ("PUT", ""), "RFID: 2.2.1's default type, none in the URL"
+    assert (got.json()["type"], got.json()["contract_id"]) == ("RFID", "DE8EMDC0001"), got.json()
+    assert (got.json(), got.raw_query) == (at_live["BB22"].json(), at_live["BB22"].raw_query)
+    await asyncio.sleep(0.3)
+    assert len(receiver.received) == tried + 2 and await dead_letters(hub) == []
+
+
 async def test_a_retried_token_push_reaches_its_cpo_that_moved_from_2_3_0_to_2_2_1_in_2_2_1(
     make_hub: MakeHub,
 ) -> None:
