@@ -34,7 +34,7 @@ from routing.bridge import (
     hub_interface_211,
     not_supported,
 )
-from routing.broadcast import Recipient, broadcast_role, check_broadcast, recipients
+from routing.broadcast import Recipient, broadcast_role, check_broadcast, check_broadcast_path, recipients
 from routing.ocpi.errors import InvalidParameters, MethodNotAllowed, NotFound, PartyNotAllowed, ReceiverNotConnected
 from routing.ocpi.headers import (
     CORRELATION_ID,
@@ -298,6 +298,7 @@ async def to_hub(request: web.Request, hub: Hub, req: InboundRequest, sender: Pa
                                            "losses": [loss.as_dict() for loss in losses]}]}
         return ocpi_response(items, headers=headers)
     check_broadcast(req.module, req.interface_role, req.method, msg.version)
+    check_broadcast_path(req.module, req.segments)
     role = broadcast_role(roles, req.module)
     owner = PartyRef(sender.country_code, sender.party_id, role)
     targets = recipients(hub.registry.all(), req.platform, role, req.module,

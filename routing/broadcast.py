@@ -50,6 +50,21 @@ def check_broadcast(module: str, interface_role: str, method: str, version: str 
                                 "locations, tariffs and tokens RECEIVER pushes")
 
 
+# Path segments below the module of a broadcast push: {country_code}/{party_id}/{id}, and for Locations down to an
+# EVSE ({evse_uid}) and a Connector ({connector_id}) (OCPI 2.2.1 mod_locations, mod_tariffs, mod_tokens Receiver
+# interfaces; 2.1.1 the same).
+_PATH_DEPTH = {"locations": (3, 5), "tariffs": (3, 3), "tokens": (3, 3)}
+
+
+def check_broadcast_path(module: str, segs: list[str]) -> None:
+    """A broadcast push names one object the hub keeps a copy of and every receiver gets: a path below it (or above)
+    names none, and would be fanned out as the sender wrote it."""
+    low, high = _PATH_DEPTH.get(module, (3, 3))
+    if not low <= len(segs) <= high:
+        shape = "{country_code}/{party_id}/{id}" + ("[/{evse_uid}[/{connector_id}]]" if module == "locations" else "")
+        raise InvalidParameters(f"a {module} push names one object: {shape}; got {len(segs)} path segments")
+
+
 def broadcast_role(roles: Iterable[str], module: str) -> str:
     """The role the sender broadcasts as: one pair may hold several (e.g. CPO and EMSP under NL/ABC), and its
     Tokens are eMSP data, its Locations CPO data, whichever role its platform listed first."""

@@ -312,6 +312,10 @@ REFUSED = [
      {"response_url": "https://emsp.example/cb/1", "token": TOKEN, "location_id": "LOC1"}),
     # DELETE is not a broadcast method (OCPI 2.2.1 Broadcast Push; docs/ocpi-decisions.md item 6: our decision)
     ("cpo_a", "DELETE", "tariffs", "RECEIVER", "NL/CPA/T1", "", None),
+    # a path past the object: a Tariff or Token has no parts, a Location's deepest is its Connector
+    ("cpo_a", "PUT", "tariffs", "RECEIVER", "NL/CPA/T1/extra", "", TARIFF),
+    ("emsp_a", "PUT", "tokens", "RECEIVER", "DE/EMA/TOK1/extra", "type=RFID", TOKEN),
+    ("cpo_a", "PUT", "locations", "RECEIVER", "NL/CPA/LOC1/EVSE1/1/extra", "", CONNECTOR),
 ]
 
 

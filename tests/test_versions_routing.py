@@ -5,6 +5,7 @@ partner sends no routing headers and gets none."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -605,6 +606,15 @@ async def test_a_2_1_1_cpos_tariff_delete_reaches_every_emsp_and_leaves_get_all(
     assert status == 200 and doc["data"] == [], doc
     status, headers, doc = await net.emsp221.call(hub.session, "GET", "tariffs", "SENDER", to=HUB)
     assert status == 200 and doc["data"] == [] and headers["X-Total-Count"] == "0", doc
+
+
+async def test_a_2_1_1_cpos_tariff_delete_past_the_tariff_is_refused(net: Net) -> None:
+    """``DELETE {country_code}/{party_id}/{tariff_id}`` and nothing below it (OCPI 2.1.1 mod_tariffs): a longer path
+    names no tariff; fanned out, every eMSP would get a URL of the sender's making and the hub's copy would stay."""
+    status, _, doc = await net.cpo211.call(net.hub.session, "DELETE", "tariffs", "RECEIVER", "NL/CPA/T2/extra")
+    assert (status, doc["status_code"]) == (400, 2001), doc
+    await asyncio.sleep(0.3)
+    assert not any(r.method == "DELETE" for p in (net.emsp211, net.emsp221, net.emsp230) for r in p.received)
 
 
 async def test_a_2_1_1_patch_without_last_updated_is_found_by_date_from_in_get_all_and_catch_up(net: Net) -> None:
