@@ -8,7 +8,7 @@ import dataclasses
 import functools
 import logging
 from typing import Any
-from urllib.parse import quote, unquote
+from urllib.parse import unquote
 
 import orjson
 
@@ -28,6 +28,8 @@ from routing.bridge import (
     request_kind,
     translate_body,
     translate_reply,
+    type_sent_as_other,
+    type_target_lacks,
     unknown_token_211,
 )
 from routing.ocpi.errors import InvalidParameters
@@ -45,7 +47,6 @@ from routing.ocpi.models import parse_json
 from routing.ocpi.token_query import query_type, with_query_type
 from routing.ocpi.translate import Context, Loss, Untranslatable, translate
 from routing.ocpi.translate.base import AUTHORIZATION_INFO, DEFAULTED, DERIVED, DROPPED, LOCATION, MAPPED, SESSION
-from routing.ocpi.translate.common import TOKEN_TYPES_211, TOKEN_TYPES_221
 from routing.ocpi.versions import V211, V221
 from routing.platform import Platform, utcnow
 from routing.queue import Message
@@ -271,11 +272,7 @@ class Bridge:
 
     def _token_type(self, target: str) -> str | None:
         """The query's TokenType, when ``target`` does not have that type."""
-        if self.req.module != "tokens" or target == self.version or target not in (V211, V221):
-            return None
-        found = query_type(self.req.query)
-        return found if found is not None and found not in (TOKEN_TYPES_211 if target == V211 else TOKEN_TYPES_221) \
-            else None
+        return type_target_lacks(self.req.module, self.req.query, self.version, target)
 
     def _type_loss(self, target: str) -> list[Loss]:
         """How the URL's TokenType changed on the way to ``target``: mapped to OTHER (a type ``target`` lacks), or
@@ -286,10 +283,7 @@ class Bridge:
                          f"OCPI {self.version} lacks (the caller got it as OTHER); sent as {self.retyped}, the type "
                          "its eMSP gave it", step)]
         found = self._token_type(target)
-        if found is None:
-            return []
-        return [Loss("?type", MAPPED, f"TokenType {quote(found, safe='')} of the URL does not exist in OCPI "
-                     f"{target}: sent as OTHER", step)]
+        return [] if found is None else [type_sent_as_other(found, self.version, target)]
 
     def unknown_token(self, reply: Reply, target: str) -> Reply | None:
         """A 2.1.1 eMSP's 404 to a newer CPO's authorization, with or without an OCPI body, as a 2.2.1 or 2.3.0

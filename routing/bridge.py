@@ -21,7 +21,7 @@ from routing.ocpi.token_query import query_type, with_query_type
 from routing.ocpi.translate import Context, Loss, Untranslatable, translatable, translate
 from routing.ocpi.translate import base as kinds
 from routing.ocpi.translate.base import MAPPED
-from routing.ocpi.translate.common import TOKEN_TYPES_221
+from routing.ocpi.translate.common import TOKEN_TYPES_211, TOKEN_TYPES_221
 from routing.ocpi.versions import ROLES_211, V211, V221, V230, interface_role_211
 from routing.wire import ForwardRequest
 
@@ -140,12 +140,26 @@ def write_again(module: str, role: str, method: str, tail: str, query: str, body
             return (f"the receiver now speaks OCPI {target}; this {module} message was written for OCPI {source} "
                     "and its body cannot be read again")
         body, losses = orjson.dumps(done.data), done.losses
-    if module == "tokens" and target == V221 and (found := query_type(query)) is not None \
-            and found not in TOKEN_TYPES_221:
+    if (found := type_target_lacks(module, query, source, target)) is not None:
         query = with_query_type(query, "OTHER")
-        losses.append(Loss("?type", MAPPED, f"TokenType {quote(found, safe='')} of the URL does not exist in OCPI "
-                           f"{target}: sent as OTHER", f"{source}>{target}"))
+        losses.append(type_sent_as_other(found, source, target))
     return WrittenAgain(body, query, source, target, losses)
+
+
+def type_target_lacks(module: str, query: str, source: str, target: str) -> str | None:
+    """A Tokens URL's TokenType (``?type=``, OCPI 2.2.1 and 2.3.0 mod_tokens) that OCPI ``target`` does not have,
+    so it goes there as OTHER (docs/versions.md, "Tokens"); None: the query goes as it is."""
+    if module != "tokens" or target == source or target not in (V211, V221):
+        return None
+    found = query_type(query)
+    return found if found is not None and found not in (TOKEN_TYPES_211 if target == V211 else TOKEN_TYPES_221) \
+        else None
+
+
+def type_sent_as_other(found: str, source: str, target: str) -> Loss:
+    """The loss report of ``type_target_lacks``: the URL's TokenType ``found`` sent to ``target`` as OTHER."""
+    return Loss("?type", MAPPED, f"TokenType {quote(found, safe='')} of the URL does not exist in OCPI {target}: sent "
+                "as OTHER", f"{source}>{target}")
 
 
 def request_kind(module: str, role: str, method: str, segs: list[str]) -> str | None:
