@@ -137,21 +137,6 @@ def _live(platform: Platform) -> bool:
     return platform.status == ConnectionStatus.CONNECTED and not platform.removed
 
 
-def _in_version(fwd: ForwardRequest, platform: Platform) -> tuple[ForwardRequest, WrittenAgain | None] | str:
-    """A queued push as its receiver reads it now. Written for a version the receiver left (it registered again,
-    credentials PUT): as its sender sent it, or translated into the receiver's current version where that needs
-    nothing but the message (``write_for``), else why not; never a delivery in a shape the receiver no longer
-    speaks (docs/store-and-forward.md, "When the receiver changes version"). Why not is a permanent verdict (a
-    dead letter) unless the hub can still write it from its 2.1.1 body (``from_211_copy``)."""
-    now = platform.version or V221
-    if reads_alike(fwd.module, fwd.receiver_version, now):
-        return fwd, None
-    again = write_for(fwd, now)
-    if isinstance(again, str):
-        return again
-    return _as_written(fwd, again, now), again
-
-
 def _as_written(fwd: ForwardRequest, again: WrittenAgain, now: str) -> ForwardRequest:
     """The queued push ``fwd`` as ``again`` writes it for a receiver now speaking ``now``."""
     headers = fwd.headers
@@ -421,6 +406,24 @@ class Delivery:
             log.warning("could not read receiver %s from the store", receiver_id, exc_info=True)
             return _Receiver(platform, unconfirmed=True)
 
+    async def _in_version(self, fwd: ForwardRequest, platform: Platform,
+                          ) -> tuple[ForwardRequest, WrittenAgain | None] | str:
+        """A queued push as its receiver reads it now. Written for a version the receiver left (it registered
+        again, credentials PUT): as its sender sent it, or translated into the receiver's current version where
+        that needs nothing but the message (``write_for``), or, for a push whose only body is a 2.1.1 one
+        (``from_211_copy``), by the hub with what it knows of the parties (``write_from_211``); else why not, a
+        permanent verdict (a dead letter). Never a delivery in a shape the receiver no longer speaks
+        (docs/store-and-forward.md, "When the receiver changes version or endpoint")."""
+        now = platform.version or V221
+        if reads_alike(fwd.module, fwd.receiver_version, now):
+            return fwd, None
+        again = write_for(fwd, now)
+        if isinstance(again, str) and self.write_from_211 is not None and from_211_copy(fwd, now):
+            again = await self.write_from_211(fwd, platform)
+        if isinstance(again, str):
+            return again
+        return _as_written(fwd, again, now), again
+
     async def _forward(self, msg: Message, fwd: ForwardRequest | None, receiver: _Receiver | None = None) -> Reply:
         if fwd is None:
             fwd = ForwardRequest.decode(msg.payload)
@@ -437,11 +440,7 @@ class Delivery:
             return hub_error_reply(4003, "receiver is not connected", "not_connected")
         again: WrittenAgain | None = None
         if fwd.receiver_version:  # a push written for the receiver's version of the moment (never direct requests)
-            sent = _in_version(fwd, platform)
-            now = platform.version or V221
-            if isinstance(sent, str) and self.write_from_211 is not None and from_211_copy(fwd, now):
-                written = await self.write_from_211(fwd, platform)
-                sent = written if isinstance(written, str) else (_as_written(fwd, written, now), written)
+            sent = await self._in_version(fwd, platform)
             if isinstance(sent, str):
                 return hub_error_reply(4001, sent, "version_changed")
             fwd, again = sent

@@ -15,7 +15,7 @@ import orjson
 class Sent:
     """What the sender of a cross-version push sent (its OCPI version differs from the receiver's): kept with the
     message so that a receiver that registers again in another version before delivery gets it from this rather
-    than from the copy written for its former version (routing/delivery.py ``_in_version``)."""
+    than from the copy written for its former version (routing/delivery.py ``Delivery._in_version``)."""
 
     version: str
     method: str
