@@ -11,11 +11,14 @@ after a 1 s warm-up. What is reported per method:
 - each hub's CPU per request on its event loop and on its other threads (the SQLite store's audit writer), from
   ``/proc/<pid>/task``: steadier than req/s, and it shows where a change moved the work.
 
-A side is a checkout (``--a-src``/``--b-src``, default this one) and the request ids its load sends
-(``--a-ids``/``--b-ids``, see ``run.py --request-ids``). docs/architecture.md, "Request ids as platforms send them",
-was measured this way: ``python bench/ab.py --b-ids random --turns 10 --duration 4``.
+A side is a checkout (``--a-src``/``--b-src``, default this one), the interpreter its hub runs on
+(``--a-python``/``--b-python``: a virtualenv's python with the hub's dependencies, default this one's) and the
+request ids its load sends (``--a-ids``/``--b-ids``, see ``run.py --request-ids``). docs/architecture.md,
+"Request ids as platforms send them", was measured this way: ``python bench/ab.py --b-ids random --turns 10
+--duration 4``.
 
-Usage: python bench/ab.py [--a-src DIR] [--b-src DIR] [--a-ids sequential|random] [--b-ids ...] [--turns 10]
+Usage: python bench/ab.py [--a-src DIR] [--b-src DIR] [--a-python PY] [--b-python PY]
+       [--a-ids sequential|random] [--b-ids ...] [--turns 10]
        [--duration 4] [--json FILE]
 """
 
@@ -41,6 +44,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="two hubs side by side, loaded in turn (A/B)")
     for side in ("a", "b"):
         p.add_argument(f"--{side}-src", type=Path, help=f"side {side.upper()}'s checkout (default: this one)")
+        p.add_argument(f"--{side}-python", type=Path,
+                       help=f"side {side.upper()}'s hub interpreter: a virtualenv's python with the hub's "
+                            "dependencies (default: this one's)")
         p.add_argument(f"--{side}-ids", choices=("sequential", "random"), default="sequential",
                        help=f"side {side.upper()}'s request ids (run.py --request-ids)")
     p.add_argument("--turns", type=int, default=10)
@@ -89,6 +95,7 @@ class AB:
                                              "--connections", str(args.connections)])
             side_args.hub_src = getattr(args, f"{name.lower()}_src")
             side_args.request_ids = getattr(args, f"{name.lower()}_ids")
+            side_args.hub_python = getattr(args, f"{name.lower()}_python")
             folder = tmp / name
             folder.mkdir()
             self.sides.append(Side(name, benchrun.Bench(side_args, wrk, folder)))
@@ -119,6 +126,7 @@ class AB:
     def figures(self) -> dict[str, Any]:
         a, b = self.sides
         out: dict[str, Any] = {"sides": {s.name: {"src": str(s.bench.args.hub_src or HERE.parent),
+                                                  "python": str(s.bench.args.hub_python or sys.executable),
                                                   "request_ids": s.bench.args.request_ids} for s in self.sides},
                                "turns": self.args.turns, "duration_s": self.args.duration, "methods": {}}
         for m in METHODS:
@@ -138,8 +146,9 @@ def _median(values: list[float]) -> float | None:
 
 
 def render(fig: dict[str, Any]) -> str:
-    lines = [f"A: {fig['sides']['A']['src']} ({fig['sides']['A']['request_ids']} ids); "
-             f"B: {fig['sides']['B']['src']} ({fig['sides']['B']['request_ids']} ids); "
+    sides = fig["sides"]
+    lines = [f"A: {sides['A']['src']} on {sides['A']['python']} ({sides['A']['request_ids']} ids); "
+             f"B: {sides['B']['src']} on {sides['B']['python']} ({sides['B']['request_ids']} ids); "
              f"{fig['turns']} turns of {fig['duration_s']:g} s per hub and method"]
     for m, f in fig["methods"].items():
         lines.append(f"{m}: B/A {f['b_over_a_median']} (median of turns: "

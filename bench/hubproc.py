@@ -48,11 +48,14 @@ def new_prefix() -> str:
 
 
 def hub_child(port: int, data_dir: Path, redis_url: str | None, prefix: str, src: Path | None = None,
-              name: str = "hub", extra_env: dict[str, str] | None = None, workers: int = 1) -> Child:
+              name: str = "hub", extra_env: dict[str, str] | None = None, workers: int = 1,
+              python: Path | None = None) -> Child:
     """``ocpi-hub serve`` (one process, or ``--workers N``) with only the settings the bench chose, none inherited.
 
     ``src``: run the hub of another checkout instead (``python -m hub serve`` there), for A/B comparisons.
     ``extra_env``: more HUB_* settings (e.g. ``HUB_ROAMING_POLICY=agreements`` for the second hub).
+    ``python``: the interpreter to run the hub on (a virtualenv's ``python`` with the hub's dependencies; the
+    hub's code is still ``src`` or this checkout), to compare CPython versions.
     """
     data_dir.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
@@ -69,8 +72,9 @@ def hub_child(port: int, data_dir: Path, redis_url: str | None, prefix: str, src
         env["HUB_REDIS_URL"] = redis_url
     env.update(extra_env or {})
     serve = ["serve", "--workers", str(workers)] if workers > 1 else ["serve"]
-    if src is not None:
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(src.resolve()), env.get("PYTHONPATH")) if p)
-        return Child(name, [sys.executable, "-m", "hub", *serve], data_dir, env, cwd=src.resolve())
+    if src is not None or python is not None:
+        code = (src or Path(__file__).resolve().parent.parent).resolve()
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(code), env.get("PYTHONPATH")) if p)
+        return Child(name, [str(python or sys.executable), "-m", "hub", *serve], data_dir, env, cwd=code)
     exe = Path(sys.executable).with_name("ocpi-hub")
     return Child(name, [str(exe), *serve], data_dir, env)

@@ -164,7 +164,8 @@ class Bench:
             self.redis_url = hubproc.REDIS_URL
         hub_port, proxy_port = free_port(), free_port()
         hub_url, proxy_url = f"http://{LOOPBACK}:{hub_port}", f"http://{LOOPBACK}:{proxy_port}"
-        hub_child = hubproc.hub_child(hub_port, self.tmp, self.redis_url, self.prefix, self.args.hub_src)
+        hub_child = hubproc.hub_child(hub_port, self.tmp, self.redis_url, self.prefix, self.args.hub_src,
+                                      python=getattr(self.args, "hub_python", None))
         hub = await self.spawn(hub_child, f"{hub_url}/healthz")
         self.hub, self.hub_url = hub, hub_url
         recv = await onboard.connect(self.session, hub_url, hubproc.ADMIN_TOKEN, "Bench Receiver",

@@ -20,13 +20,21 @@ from tests.conftest import BENCH, bench_runnable
 
 @pytest.mark.skipif(not bench_runnable(), reason="needs wrk and Redis on 127.0.0.1:6379")
 def test_two_hubs_loaded_in_turn_report_per_turn_ratios_and_thread_cpu(tmp_path: Path) -> None:
+    """Side B's hub runs on the interpreter ``--b-python`` names (here a wrapper that leaves a mark, then runs
+    this interpreter): how CPython versions are compared."""
+    mark = tmp_path / "b-python-ran"
+    wrapper = tmp_path / "python-b"
+    wrapper.write_text(f'#!/bin/sh\necho "$@" >> {mark}\nexec {sys.executable} "$@"\n')
+    wrapper.chmod(0o755)
     out = subprocess.run(
         [sys.executable, str(BENCH / "ab.py"), "--turns", "2", "--duration", "1", "--b-ids", "random",
-         "--time-limit", "150", "--json", str(tmp_path / "ab.json")],
+         "--b-python", str(wrapper), "--time-limit", "150", "--json", str(tmp_path / "ab.json")],
         capture_output=True, text=True, timeout=200)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "turn 2/2: GET A " in out.stdout
+    assert mark.read_text().split() == ["-m", "hub", "serve"]  # side B's hub, and only it
     fig = json.loads((tmp_path / "ab.json").read_text())
+    assert (fig["sides"]["A"]["python"], fig["sides"]["B"]["python"]) == (sys.executable, str(wrapper))
     for method in ("GET", "PUT"):
         f = fig["methods"][method]
         assert len(f["b_over_a_by_turn"]) == 2 and all(r > 0 for r in f["b_over_a_by_turn"])
