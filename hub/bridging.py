@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote
 
@@ -86,9 +87,10 @@ class Bridge:
         return Context(owner=owner, partial=req.method == "PATCH",
                        counterpart=(counterpart.country_code, counterpart.party_id) if counterpart else None)
 
-    async def read_as_221(self, hub: Hub) -> None:
+    async def read_as_221(self, hub: Hub, received: datetime | None = None) -> None:
         """A 2.1.1 body in 2.2.1; a session or CDR names its token by ``auth_id`` only, so the eMSP that pushed
-        that token (learned from its token pushes) becomes the ``cdr_token`` owner."""
+        that token (learned from its token pushes) becomes the ``cdr_token`` owner. ``received``: when the hub
+        received the request, for one written again at delivery (``write_from_211``); None: now, on arrival."""
         req = self.req
         counterpart = None
         body = self.original
@@ -99,7 +101,8 @@ class Bridge:
         if req.method == "PATCH" and isinstance(req.json_body, dict) and "last_updated" not in req.json_body:
             # 2.2.1 requires last_updated in every PATCH, 2.1.1 does not: the time the hub received it, the least
             # bad value (a hub must not change last_updated, but there is none to keep).
-            req.json_body = {**req.json_body, "last_updated": utcnow().strftime("%Y-%m-%dT%H:%M:%SZ")}
+            stamp = (received or utcnow()).strftime("%Y-%m-%dT%H:%M:%SZ")
+            req.json_body = {**req.json_body, "last_updated": stamp}
             self.up.append(Loss("last_updated", DEFAULTED, "2.2.1 requires last_updated in a PATCH: the time the "
                                 "hub received it", f"{V211}>{V221}"))
 
@@ -482,16 +485,18 @@ def _pair_of(headers: dict[str, str], cc: str, pid: str) -> Party | None:
     return Party(headers[cc], headers[pid]) if cc in headers and pid in headers else None
 
 
-async def write_from_211(hub: Hub, fwd: ForwardRequest, receiver: Platform) -> WrittenAgain | str:
+async def write_from_211(hub: Hub, fwd: ForwardRequest, receiver: Platform, accepted_at: float,
+                         ) -> WrittenAgain | str:
     """A queued push written in OCPI 2.1.1 for a receiver that now speaks 2.2.1 or 2.3.0 and keeps no other body
     (a 2.1.1 sender's push for a 2.1.1 receiver; ``routing.bridge.from_211_copy``), written in the receiver's
     version as the live path writes it (``Delivery.write_from_211``; docs/store-and-forward.md): the request is
     rebuilt from the message (the sender from the owner in the path, else the FROM routing header the hub set; the
     receiver from TO), read as 2.2.1 with what the hub knows of the parties (``read_as_221``: the eMSP behind a
     Session's or CDR's ``auth_id``; a Token's type, ``type_211_token``) and written in the receiver's version
-    (``body_for``, ``query_for``), with the losses of those steps. Or why not: a Session PATCH with charging
-    periods and a Tariff PATCH, which the live path writes from the hub's copy of the object (it holds later
-    changes since), any other PATCH or DELETE, and what the translation refuses."""
+    (``body_for``, ``query_for``), with the losses of those steps. ``accepted_at``: when the hub accepted the push
+    (seconds since the epoch), the last_updated a 2.1.1 PATCH without one gets, as on arrival. Or why not: a Session
+    PATCH with charging periods and a Tariff PATCH, which the live path writes from the hub's copy of the object (it
+    holds later changes since), any other PATCH or DELETE, and what the translation refuses."""
     now = receiver.version or V221
     segs = [unquote(x) for x in fwd.tail.split("/") if x] if fwd.tail else []
 
@@ -518,7 +523,7 @@ async def write_from_211(hub: Hub, fwd: ForwardRequest, receiver: Platform) -> W
                              routing=RoutingHeaders(to=to, from_=sender), body=fwd.body,
                              json_body=data)
         msg = Bridge(V211, req)
-        await msg.read_as_221(hub)
+        await msg.read_as_221(hub, datetime.fromtimestamp(accepted_at, UTC))
         if fwd.module == "tokens":  # as on arrival (hub/modules.py): 2.2.1 and 2.3.0 name a token by uid and type
             req.query = await type_211_token(hub.store, req.segments, msg.original, req.query)
         body, _ = msg.body_for(now, None if fwd.recipient else to)  # a fan-out's body is the same for every party

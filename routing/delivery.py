@@ -233,10 +233,11 @@ class Delivery:
         # X-Request-ID sent): audit and metrics.
         self.on_written_again: Callable[[Message, ForwardRequest, WrittenAgain, Reply, str], None] | None = None
         # A queued push written in OCPI 2.1.1 for a receiver that now speaks 2.2.1 or 2.3.0, with no other body
-        # than that one (``routing.bridge.from_211_copy``): awaited before it is sent, with the request and the
-        # receiver as it is now, it writes the push in the receiver's version with what the hub knows (the
+        # than that one (``routing.bridge.from_211_copy``): awaited before it is sent, with the request, the
+        # receiver as it is now and when the hub accepted the push (``Message.accepted_at``: the last_updated a
+        # 2.1.1 PATCH without one gets), it writes the push in the receiver's version with what the hub knows (the
         # parties behind a 2.1.1 body: hub/bridging.py), or says why it cannot (a dead letter). None: refused.
-        self.write_from_211: Callable[[ForwardRequest, Platform], Awaitable[WrittenAgain | str]] | None = None
+        self.write_from_211: Callable[[ForwardRequest, Platform, float], Awaitable[WrittenAgain | str]] | None = None
         self.process_id = uuid.uuid4().hex
         self.inflight_per_process = queue.max_inflight
         self._pending: dict[str, asyncio.Future[Reply]] = {}
@@ -406,20 +407,21 @@ class Delivery:
             log.warning("could not read receiver %s from the store", receiver_id, exc_info=True)
             return _Receiver(platform, unconfirmed=True)
 
-    async def _in_version(self, fwd: ForwardRequest, platform: Platform,
+    async def _in_version(self, fwd: ForwardRequest, platform: Platform, accepted_at: float,
                           ) -> tuple[ForwardRequest, WrittenAgain | None] | str:
         """A queued push as its receiver reads it now. Written for a version the receiver left (it registered
         again, credentials PUT): as its sender sent it, or translated into the receiver's current version where
         that needs nothing but the message (``write_for``), or, for a push whose only body is a 2.1.1 one
-        (``from_211_copy``), by the hub with what it knows of the parties (``write_from_211``); else why not, a
-        permanent verdict (a dead letter). Never a delivery in a shape the receiver no longer speaks
-        (docs/store-and-forward.md, "When the receiver changes version or endpoint")."""
+        (``from_211_copy``), by the hub with what it knows of the parties and when it accepted the push
+        (``accepted_at``; ``write_from_211``); else why not, a permanent verdict (a dead letter). Never a delivery
+        in a shape the receiver no longer speaks (docs/store-and-forward.md, "When the receiver changes version or
+        endpoint")."""
         now = platform.version or V221
         if reads_alike(fwd.module, fwd.receiver_version, now):
             return fwd, None
         again = write_for(fwd, now)
         if isinstance(again, str) and self.write_from_211 is not None and from_211_copy(fwd, now):
-            again = await self.write_from_211(fwd, platform)
+            again = await self.write_from_211(fwd, platform, accepted_at)
         if isinstance(again, str):
             return again
         return _as_written(fwd, again, now), again
@@ -440,7 +442,7 @@ class Delivery:
             return hub_error_reply(4003, "receiver is not connected", "not_connected")
         again: WrittenAgain | None = None
         if fwd.receiver_version:  # a push written for the receiver's version of the moment (never direct requests)
-            sent = await self._in_version(fwd, platform)
+            sent = await self._in_version(fwd, platform, msg.accepted_at)
             if isinstance(sent, str):
                 return hub_error_reply(4001, sent, "version_changed")
             fwd, again = sent

@@ -78,7 +78,7 @@ from redis.commands.core import AsyncScript
 from routing import keys
 from routing.batching import ScriptRunner, script_runner
 from routing.keys import group_token
-from routing.ocpi.headers import time_ordered_id
+from routing.ocpi.headers import time_of_id, time_ordered_id
 from routing.platform import PER_PLATFORM_CACHE
 from routing.resp import bulk
 
@@ -113,6 +113,13 @@ class Message:
     def __post_init__(self) -> None:
         if not self.group:
             self.group = "msg:" + self.id
+
+    @property
+    def accepted_at(self) -> float:
+        """When the hub made the message (seconds since the epoch): the time its id carries, which a replayed dead
+        letter keeps, where ``enqueued_at`` starts its window again; ``enqueued_at`` for an id of another form."""
+        made = time_of_id(self.id)
+        return self.enqueued_at if made is None else made
 
 
 @dataclass(frozen=True)

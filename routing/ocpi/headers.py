@@ -40,6 +40,16 @@ def time_ordered_id() -> str:
     return ((time.time_ns() // 1_000_000) << 80 | random.getrandbits(80)).to_bytes(16, "big").hex()
 
 
+def time_of_id(value: str) -> float | None:
+    """When a ``time_ordered_id`` was made (seconds since the epoch, to the millisecond); None: not such an id."""
+    if len(value) != 32:
+        return None
+    try:
+        return int(value[:12], 16) / 1000
+    except ValueError:
+        return None
+
+
 @dataclass(frozen=True)
 class Party:
     """A (country_code, party_id) pair as carried by routing headers; upper-cased (CiString)."""
