@@ -459,9 +459,10 @@ def record_written_again(hub: Hub, msg: Message, fwd: ForwardRequest, again: Wri
 
 # What a 2.1.1 push written for a 2.1.1 receiver becomes for that receiver back in 2.2.1 or 2.3.0 (module, method
 # on the RECEIVER interface): the pushes the live path translates with the same Bridge steps, nothing read but the
-# parties behind the body (docs/store-and-forward.md, "When the receiver changes version or endpoint").
-_WRITTEN_FROM_211 = frozenset({("cdrs", "POST"), ("sessions", "PUT"), ("locations", "PUT"), ("tariffs", "PUT"),
-                               ("tokens", "PUT")})
+# parties behind the body and a Token's type (docs/store-and-forward.md, "When the receiver changes version or
+# endpoint"). A PATCH without last_updated gets the time the hub accepted it, as it got on arrival.
+_WRITTEN_FROM_211 = frozenset({("cdrs", "POST"), ("sessions", "PUT"), ("sessions", "PATCH"), ("locations", "PUT"),
+                               ("locations", "PATCH"), ("tariffs", "PUT"), ("tokens", "PUT"), ("tokens", "PATCH")})
 
 
 def _not_from_211(fwd: ForwardRequest, segs: list[str], data: Any) -> str | None:
@@ -474,8 +475,8 @@ def _not_from_211(fwd: ForwardRequest, segs: list[str], data: Any) -> str | None
         return ("that version has no Tariff PATCH: it gets the patched Tariff as a PUT made from the hub's copy, "
                 "which already holds any later change")
     if fwd.interface_role != "RECEIVER" or (fwd.module, fwd.method) not in _WRITTEN_FROM_211 or data is None:
-        return (f"only a CDR POST and a Location, Session, Tariff or Token PUT are written again from 2.1.1 at "
-                f"delivery, not a {fwd.module} {fwd.method}")
+        return (f"only a CDR POST, a Location, Session, Tariff or Token PUT and a Location, Session or Token PATCH "
+                f"are written again from 2.1.1 at delivery, not a {fwd.module} {fwd.method}")
     if fwd.module != "cdrs" and len(segs) < 3:
         return "its path names no object"
     return None
@@ -493,10 +494,11 @@ async def write_from_211(hub: Hub, fwd: ForwardRequest, receiver: Platform, acce
     rebuilt from the message (the sender from the owner in the path, else the FROM routing header the hub set; the
     receiver from TO), read as 2.2.1 with what the hub knows of the parties (``read_as_221``: the eMSP behind a
     Session's or CDR's ``auth_id``; a Token's type, ``type_211_token``) and written in the receiver's version
-    (``body_for``, ``query_for``), with the losses of those steps. ``accepted_at``: when the hub accepted the push
-    (seconds since the epoch), the last_updated a 2.1.1 PATCH without one gets, as on arrival. Or why not: a Session
-    PATCH with charging periods and a Tariff PATCH, which the live path writes from the hub's copy of the object (it
-    holds later changes since), any other PATCH or DELETE, and what the translation refuses."""
+    (``body_for``, ``query_for``), with the losses of those steps. A PATCH without last_updated gets the time the
+    hub accepted the push (``accepted_at``, seconds since the epoch), as on arrival: not the delivery time, which
+    would make an old change look newer than later ones. Or why not: a Session PATCH with charging periods and a
+    Tariff PATCH, which the live path writes from the hub's copy of the object (it holds later changes since), a
+    DELETE or any other method, and what the translation refuses."""
     now = receiver.version or V221
     segs = [unquote(x) for x in fwd.tail.split("/") if x] if fwd.tail else []
 

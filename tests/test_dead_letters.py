@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import shutil
 import signal
@@ -18,6 +19,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +115,34 @@ async def queue_depth(hub: HubHarness) -> int:
     status, queues = await hub.admin("GET", "/admin/queues")
     assert status == 200, queues
     return sum(q["depth"] for q in queues)
+
+
+async def redelivery_reports(hub: HubHarness, module: str, receiver_id: str) -> list[dict[str, Any]]:
+    """The loss reports of the pushes of ``module`` written again at delivery for ``receiver_id`` (audit)."""
+    h = hub.app[HUB_KEY]
+    await h.audit.flush()
+    found = await h.store.query_audit(AuditQuery(module=module, limit=100))
+    return [report for rec in found if rec.translation and rec.receiver_platform_id == receiver_id
+            for report in rec.translation["reports"] if report["of"] == "redelivery"]
+
+
+def received_between(stamp: Any, sent: float, answered: float) -> bool:
+    """A ``last_updated`` the hub wrote (whole seconds) for a push it received after ``sent`` and answered by
+    ``answered``: the time it received it, not a later one."""
+    if not isinstance(stamp, str):
+        return False
+    return math.floor(sent) <= datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() <= answered
+
+
+def unstamped(doc: dict[str, Any]) -> dict[str, Any]:
+    """A PATCH without the last_updated the hub gave it: taken when it made the queued message, milliseconds after
+    the live receivers' copies were stamped, it may be one whole second later."""
+    return {k: v for k, v in doc.items() if k != "last_updated"}
+
+
+async def a_second_past(moment: float) -> None:
+    """Wait until a stamp of the current time (whole seconds) is later than ``moment``."""
+    await asyncio.sleep(max(0.0, math.floor(moment) + 1.2 - time.time()))
 
 
 async def test_transient_failures_are_retried_in_order_until_delivered(make_hub: MakeHub) -> None:
@@ -386,6 +416,199 @@ async def test_a_2_1_1_emsps_retried_token_put_reaches_its_2_1_1_cpo_back_in_2_2
     assert (got.json(), got.raw_query) == (at_live["BB22"].json(), at_live["BB22"].raw_query)
     await asyncio.sleep(0.3)
     assert len(receiver.received) == tried + 2 and await dead_letters(hub) == []
+
+
+ROUTED_BY_HUB = {"OCPI-from-country-code": "NL", "OCPI-from-party-id": "HUB", "OCPI-to-country-code": "DE",
+                 "OCPI-to-party-id": "EMA"}
+
+
+@pytest.mark.parametrize("version", ["2.2.1", "2.3.0"])
+async def test_a_2_1_1_cpos_retried_location_patches_reach_its_2_1_1_emsp_back_in_a_newer_version(
+    make_hub: MakeHub, version: str,
+) -> None:
+    """Both parties on 2.1.1: the CPO's Location, EVSE status and Connector PATCHes, without last_updated (OCPI
+    2.1.1 does not require it), wait for a retry (503), written in 2.1.1 as the CPO sent them, while the eMSP
+    upgrades; it comes back registered in 2.2.1 or 2.3.0 a few seconds later. Each reaches it as a PATCH at its new
+    endpoint, in order, as an eMSP of that version gets it live (``type`` as ``parking_type``, ``voltage`` as
+    ``max_voltage``), FROM the hub, with the ``last_updated`` that version requires: the time the hub received the
+    PATCH, not the time it was delivered, which would make an old status look newer than it is (OCPI 2.2.1
+    mod_locations, PATCH; docs/store-and-forward.md). No dead letter; each is in the audit as a redelivery."""
+    hub = await make_hub(broadcast_retry_window=30)
+    sender = FakePartner(name="CPO 2.1.1", parties=[Party("NL", "CPA", "CPO")], version="2.1.1",
+                         modules=dict(MODULES_BOTH))
+    await register(hub, sender, "2.1.1")
+    live = FakePartner(name=f"eMSP {version}", parties=[Party("DE", "EMB", "EMSP")], version=version,
+                       modules=dict(MODULES_BOTH))
+    await register(hub, live, version)
+    receiver = FakePartner(name="eMSP upgrading", parties=[Party("DE", "EMA", "EMSP")], version="2.1.1",
+                           offered_versions=("2.3.0", "2.2.1", "2.1.1"), modules=dict(MODULES_BOTH))
+    platform, _ = await register(hub, receiver, "2.1.1")
+    status, _, body = await sender.call(hub.session, "PUT", "locations", "RECEIVER", "NL/CPA/LOC1",
+                                        json=location_211())
+    assert (status, body["status_code"]) == (200, 1000), body
+    await eventually(lambda: len(receiver.received) == 1 and len(live.received) == 1, what="the Location")
+    receiver.responder = failing(1000)
+    patches = [("NL/CPA/LOC1", {"type": "PARKING_LOT"}), ("NL/CPA/LOC1/3256", {"status": "CHARGING"}),
+               ("NL/CPA/LOC1/3256/1", {"voltage": 230})]
+    sent = time.time()
+    for tail, patch in patches:
+        status, _, body = await sender.call(hub.session, "PATCH", "locations", "RECEIVER", tail, json=patch)
+        assert (status, body["status_code"]) == (200, 1000), body
+    answered = time.time()
+    await eventually(lambda: len(receiver.received) >= 2 and len(live.received) == 4, what="a first attempt")
+    assert (receiver.received[1].method, receiver.received[1].path, receiver.received[1].json()) == (
+        "PATCH", "/ocpi/2.1.1/locations/NL/CPA/LOC1", {"type": "PARKING_LOT"}), "written in 2.1.1, as sent"
+    await a_second_past(answered)
+    tried = await receiver.come_back_in(hub.session, platform["versions_url"], version)
+
+    await eventually(lambda: len(receiver.received) >= tried + 3, within=15, what=f"the PATCHes in {version}")
+    got = receiver.received[tried:]
+    base = f"/ocpi/{version}/receiver/locations/NL/CPA/LOC1"
+    assert [(r.method, r.path) for r in got] == [("PATCH", base), ("PATCH", f"{base}/3256"),
+                                                 ("PATCH", f"{base}/3256/1")], [(r.method, r.path) for r in got]
+    assert [unstamped(r.json()) for r in got] == [unstamped(r.json()) for r in live.received[1:]], "as live"
+    assert [set(r.json()) for r in got] == [{"parking_type", "last_updated"}, {"status", "last_updated"},
+                                            {"max_voltage", "last_updated"}], [r.json() for r in got]
+    assert got[1].json()["status"] == "CHARGING"
+    for r in got:
+        assert received_between(r.json()["last_updated"], sent, answered), (r.json(), sent, answered)
+        assert {h: r.headers[h] for h in ROUTED_BY_HUB} == ROUTED_BY_HUB, r.headers
+        assert r.headers["X-Request-ID"] and r.headers["X-Correlation-ID"], r.headers
+    await asyncio.sleep(0.3)
+    assert len(receiver.received) == tried + 3 and await dead_letters(hub) == []
+    reports = await redelivery_reports(hub, "locations", platform["id"])
+    assert len(reports) == 3 and {(r["from"], r["to"], r["written_for"], r["basis"]) for r in reports} == {
+        ("2.1.1", version, "2.1.1", "queued")}, reports
+    assert all(("last_updated", "defaulted") in {(loss["field"], loss["rule"]) for loss in r["losses"]}
+               for r in reports), reports
+
+
+async def test_a_2_1_1_evse_status_patch_replayed_for_its_emsp_back_in_2_2_1_keeps_the_time_it_was_received(
+    make_hub: MakeHub,
+) -> None:
+    """Both parties on 2.1.1: the CPO's EVSE status PATCH (no last_updated) outlasts its retry window while the eMSP
+    is down and becomes a dead letter; the eMSP comes back registered in 2.2.1 and the operator replays it. It
+    reaches the eMSP as a 2.2.1 PATCH stamped with the time the hub received it, not the time of the replay (which
+    starts the message's retry window again, docs/store-and-forward.md)."""
+    hub = await make_hub(broadcast_retry_window=1.5)
+    sender = FakePartner(name="CPO 2.1.1", parties=[Party("NL", "CPA", "CPO")], version="2.1.1",
+                         modules=dict(MODULES_BOTH))
+    await register(hub, sender, "2.1.1")
+    receiver = FakePartner(name="eMSP upgrading", parties=[Party("DE", "EMA", "EMSP")], version="2.1.1",
+                           offered_versions=("2.2.1", "2.1.1"), modules=dict(MODULES_BOTH))
+    platform, _ = await register(hub, receiver, "2.1.1")
+    receiver.responder = failing(1000)
+    sent = time.time()
+    status, _, body = await sender.call(hub.session, "PATCH", "locations", "RECEIVER", "NL/CPA/LOC1/3256",
+                                        json={"status": "CHARGING"})
+    assert (status, body["status_code"]) == (200, 1000), body
+    answered = time.time()
+    await eventually_letters(hub, 1, within=15)
+    [letter] = await dead_letters(hub)
+    await a_second_past(answered)
+    tried = await receiver.come_back_in(hub.session, platform["versions_url"], "2.2.1")
+    status, body = await hub.admin("POST", f"/admin/dead-letters/{letter['id']}/replay")
+    assert (status, body["status"]) == (200, "queued"), body
+
+    await eventually(lambda: len(receiver.received) > tried, within=15, what="the replayed PATCH in 2.2.1")
+    got = receiver.received[tried]
+    assert (got.method, got.path) == ("PATCH", "/ocpi/2.2.1/receiver/locations/NL/CPA/LOC1/3256"), got.path
+    assert set(got.json()) == {"status", "last_updated"} and got.json()["status"] == "CHARGING", got.json()
+    assert received_between(got.json()["last_updated"], sent, answered), (got.json(), sent, answered)
+    await asyncio.sleep(0.3)
+    assert len(receiver.received) == tried + 1 and await dead_letters(hub) == []
+
+
+async def test_a_2_1_1_emsps_retried_token_patch_reaches_its_2_1_1_cpo_back_in_2_2_1_with_its_type(
+    make_hub: MakeHub,
+) -> None:
+    """Both parties on 2.1.1: the eMSP blocks two tokens it pushed before (an OTHER and an RFID one) with PATCHes
+    that carry neither ``type`` nor ``last_updated``; they wait for a retry (503), written in 2.1.1 as sent, while
+    the CPO upgrades; it comes back registered in 2.2.1. OCPI 2.2.1 names a token by uid and ``?type=`` (default
+    RFID; mod_tokens): the OTHER token's PATCH reaches it with ``type=OTHER``, the type the hub holds for that uid,
+    the RFID one's without, both as a 2.2.1 CPO gets them live, stamped with the time the hub received them."""
+    hub = await make_hub(broadcast_retry_window=30)
+    sender = FakePartner(name="eMSP 2.1.1", parties=[Party("DE", "EMD", "EMSP")], version="2.1.1",
+                         modules=dict(MODULES_BOTH))
+    await register(hub, sender, "2.1.1")
+    live = FakePartner(name="CPO 2.2.1", parties=[Party("NL", "CPB", "CPO")], version="2.2.1",
+                       modules=dict(MODULES_BOTH))
+    await register(hub, live, "2.2.1")
+    receiver = FakePartner(name="CPO upgrading", parties=[Party("NL", "CPM", "CPO")], version="2.1.1",
+                           offered_versions=("2.2.1", "2.1.1"), modules=dict(MODULES_BOTH))
+    platform, _ = await register(hub, receiver, "2.1.1")
+    token = {"uid": "AA11", "type": "OTHER", "auth_id": "DE8EMDC0001", "issuer": "eMSP D", "valid": True,
+             "whitelist": "ALLOWED", "last_updated": TS}
+    for doc in (token, {**token, "uid": "BB22", "type": "RFID"}):
+        status, _, body = await sender.call(hub.session, "PUT", "tokens", "RECEIVER", f"DE/EMD/{doc['uid']}",
+                                            json=doc)
+        assert (status, body["status_code"]) == (200, 1000), body
+    await eventually(lambda: len(receiver.received) == 2 and len(live.received) == 2, what="the Tokens")
+    receiver.responder = failing(1000)
+    sent = time.time()
+    for uid in ("AA11", "BB22"):
+        status, _, body = await sender.call(hub.session, "PATCH", "tokens", "RECEIVER", f"DE/EMD/{uid}",
+                                            json={"valid": False})
+        assert (status, body["status_code"]) == (200, 1000), body
+    answered = time.time()
+    await eventually(lambda: len({r.path for r in receiver.received[2:]}) == 2 and len(live.received) == 4,
+                     what="a first attempt each")
+    assert all((r.raw_query, r.json()) == ("", {"valid": False}) for r in receiver.received[2:]), "as sent"
+    at_live = {r.path.rsplit("/", 1)[1]: r for r in live.received[2:]}
+    await a_second_past(answered)
+    tried = await receiver.come_back_in(hub.session, platform["versions_url"], "2.2.1")
+
+    def in_221() -> dict[str, Received]:
+        return {r.path.rsplit("/", 1)[1]: r for r in receiver.received[tried:]}
+
+    await eventually(lambda: len(in_221()) == 2, within=15, what="both PATCHes in 2.2.1")
+    got = in_221()
+    assert {uid: (r.method, r.path, r.raw_query) for uid, r in got.items()} == {
+        "AA11": ("PATCH", "/ocpi/2.2.1/receiver/tokens/DE/EMD/AA11", "type=OTHER"),
+        "BB22": ("PATCH", "/ocpi/2.2.1/receiver/tokens/DE/EMD/BB22", "")}, got
+    for uid, r in got.items():
+        assert (unstamped(r.json()), r.raw_query) == (unstamped(at_live[uid].json()), at_live[uid].raw_query), \
+            "as a 2.2.1 CPO gets it"
+        assert set(r.json()) == {"valid", "last_updated"} and r.json()["valid"] is False, r.json()
+        assert received_between(r.json()["last_updated"], sent, answered), (r.json(), sent, answered)
+        assert (r.headers["OCPI-from-party-id"], r.headers["OCPI-to-party-id"]) == ("HUB", "CPM"), "a broadcast"
+    await asyncio.sleep(0.3)
+    assert len(receiver.received) == tried + 2 and await dead_letters(hub) == []
+    reports = await redelivery_reports(hub, "tokens", platform["id"])
+    assert len(reports) == 2 and {(r["from"], r["to"], r["basis"]) for r in reports} == {
+        ("2.1.1", "2.2.1", "queued")}, reports
+
+
+async def test_a_2_1_1_cpos_retried_tariff_patch_is_still_dead_lettered_when_its_emsp_moves_up(
+    make_hub: MakeHub,
+) -> None:
+    """Both parties on 2.1.1: the CPO's Tariff PATCH waits for a retry while the eMSP upgrades to 2.2.1. OCPI 2.2.1
+    has no Tariff PATCH: live, a 2.2.1 eMSP gets the patched Tariff as a PUT made from the hub's copy, which by
+    delivery holds any later change. So it is dead-lettered (version_changed), the reason saying why, and nothing
+    reaches the eMSP in a shape it does not read (docs/store-and-forward.md)."""
+    hub = await make_hub(broadcast_retry_window=30)
+    sender = FakePartner(name="CPO 2.1.1", parties=[Party("NL", "CPA", "CPO")], version="2.1.1",
+                         modules=dict(MODULES_BOTH))
+    await register(hub, sender, "2.1.1")
+    receiver = FakePartner(name="eMSP upgrading", parties=[Party("DE", "EMA", "EMSP")], version="2.1.1",
+                           offered_versions=("2.2.1", "2.1.1"), modules=dict(MODULES_BOTH))
+    platform, _ = await register(hub, receiver, "2.1.1")
+    tariff = {"id": "T1", "currency": "EUR", "elements": [{"price_components": [
+        {"type": "TIME", "price": 2.0, "step_size": 300}]}], "last_updated": TS}
+    status, _, body = await sender.call(hub.session, "PUT", "tariffs", "RECEIVER", "NL/CPA/T1", json=tariff)
+    assert (status, body["status_code"]) == (200, 1000), body
+    await eventually(lambda: len(receiver.received) == 1, what="the Tariff")
+    receiver.responder = failing(1000)
+    status, _, body = await sender.call(hub.session, "PATCH", "tariffs", "RECEIVER", "NL/CPA/T1",
+                                        json={"currency": "USD"})
+    assert (status, body["status_code"]) == (200, 1000), body
+    await eventually(lambda: len(receiver.received) >= 2, what="a first attempt")
+    tried = await receiver.come_back_in(hub.session, platform["versions_url"], "2.2.1")
+
+    await eventually_letters(hub, 1, within=15)
+    assert receiver.received[tried:] == [], "nothing in a shape the eMSP does not read"
+    [letter] = await dead_letters(hub)
+    assert letter["receiver"] == platform["id"] and "no Tariff PATCH" in letter["reason"], letter
 
 
 async def test_a_retried_token_push_reaches_its_cpo_that_moved_from_2_3_0_to_2_2_1_in_2_2_1(

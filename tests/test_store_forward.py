@@ -9,21 +9,29 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 import uuid
 from typing import Any
 
 import pytest
 from aiohttp import web
 
-from hub.audit import AuditQuery
-from hub.context import HUB_KEY
 from tests.conftest import ADMIN_TOKEN, HubHarness, MakeHub, cpo, emsp
 from tests.console_helpers import Console
 from tests.partners import FakePartner, Party, Received, default_responder, envelope
 from tests.test_callbacks import from_, issue, post_raw
 from tests.test_cli import Result
 from tests.test_cli import cli as run_cli
-from tests.test_dead_letters import dead_letters, eventually, failing, location, restart_on_same_port
+from tests.test_dead_letters import (
+    a_second_past,
+    dead_letters,
+    eventually,
+    failing,
+    location,
+    received_between,
+    redelivery_reports,
+    restart_on_same_port,
+)
 from tests.test_versions_registration import MODULES_BOTH, register
 from tests.test_versions_routing import cdr_211, metric, session_211
 
@@ -408,11 +416,7 @@ async def _cdr_after_coming_back(hub: HubHarness, receiver: FakePartner, platfor
 
 
 async def _redelivery_reports(hub: HubHarness, receiver_id: str) -> list[dict[str, Any]]:
-    h = hub.app[HUB_KEY]
-    await h.audit.flush()
-    found = await h.store.query_audit(AuditQuery(module="cdrs", limit=100))
-    return [report for rec in found if rec.translation and rec.receiver_platform_id == receiver_id
-            for report in rec.translation["reports"] if report["of"] == "redelivery"]
+    return await redelivery_reports(hub, "cdrs", receiver_id)
 
 
 async def test_a_waiting_cdr_reaches_its_emsp_that_moved_from_2_2_1_to_2_3_0_in_2_3_0(make_hub: MakeHub) -> None:
@@ -667,6 +671,46 @@ async def test_a_2_1_1_session_patch_with_periods_is_still_dead_lettered_when_it
     assert "charging_periods" in state["last_error"] and "2.2.1" in state["last_error"], state
     [letter] = await dead_letters(hub)
     assert letter["receiver"] == platform["id"] and "charging_periods" in letter["reason"], letter
+
+
+async def test_a_2_1_1_session_patch_without_periods_reaches_its_2_1_1_emsp_back_in_2_2_1(make_hub: MakeHub) -> None:
+    """Same upgrade with a 2.1.1 CPO's Session PUT and a PATCH without charging_periods and without last_updated
+    waiting: the PATCH needs nothing the hub read on arrival (no periods to read against the kept Session), so it
+    reaches the eMSP back in 2.2.1 as a 2.2.1 PATCH, after the PUT, with the last_updated OCPI 2.2.1 requires: the
+    time the hub received it, not the time it was delivered; FROM the CPO, TO the eMSP, under the message's one
+    request id; state delivered, and a redelivery record in the audit (docs/store-and-forward.md)."""
+    hub, sender, receiver, platform = await _both_on_2_1_1(make_hub, "sessions")
+    put_id, patch_id = "put-" + uuid.uuid4().hex, "patch-" + uuid.uuid4().hex
+    status, _, body = await sender.call(hub.session, "PUT", "sessions", "RECEIVER", "NL/CPA/S1",
+                                        json=session_211("DE8EMAC12345678"), headers={"X-Request-ID": put_id})
+    assert (status, body["status_code"]) == (200, 1000), body
+    sent = time.time()
+    status, _, body = await sender.call(hub.session, "PATCH", "sessions", "RECEIVER", "NL/CPA/S1",
+                                        json={"kwh": 3.0}, headers={"X-Request-ID": patch_id})
+    assert (status, body["status_code"]) == (200, 1000), body
+    answered = time.time()
+    await eventually(lambda: len(receiver.received) >= 1, within=15, what="a first, refused attempt")
+    await a_second_past(answered)
+    tried = await receiver.come_back_in(hub.session, platform["versions_url"], "2.2.1")
+
+    await eventually_async(lambda: _state_is(hub, patch_id, "delivered"), within=15, what="delivered")
+    later = receiver.received[tried:]
+    path = "/ocpi/2.2.1/receiver/sessions/NL/CPA/S1"
+    assert [(r.method, r.path) for r in later] == [("PUT", path), ("PATCH", path)], later
+    patch = later[1]
+    got = patch.json()
+    assert set(got) == {"kwh", "last_updated"} and got["kwh"] == 3.0, got
+    assert received_between(got["last_updated"], sent, answered), (got, sent, answered)
+    assert (patch.headers["OCPI-from-country-code"], patch.headers["OCPI-from-party-id"],
+            patch.headers["OCPI-to-country-code"], patch.headers["OCPI-to-party-id"]) == ("NL", "CPA", "DE", "EMA")
+    [state] = await deliveries(hub, patch_id)
+    assert state["state"] == "delivered" and patch.headers["X-Request-ID"] == state["forwarded_request_id"], state
+    assert await dead_letters(hub) == []
+    reports = await redelivery_reports(hub, "sessions", platform["id"])
+    assert len(reports) == 2 and {(r["from"], r["to"], r["written_for"], r["basis"]) for r in reports} == {
+        ("2.1.1", "2.2.1", "2.1.1", "queued")}, reports
+    assert any(("last_updated", "defaulted") in {(loss["field"], loss["rule"]) for loss in r["losses"]}
+               for r in reports), reports
 
 
 async def test_a_waiting_message_goes_to_the_endpoint_its_receiver_registered_last(make_hub: MakeHub) -> None:
