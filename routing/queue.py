@@ -90,6 +90,7 @@ _ALLOW_OOM = frozenset({"ack", "claim", "retry", "dead_letter", "reap", "delete_
 _SHEBANG = "#!lua flags=allow-oom\n"
 
 _Arg = str | bytes | int
+_ID_TIME_SPAN = 366 * 86400.0  # a message replayed later than this after it was made gets its replay time
 
 
 @dataclass(slots=True)
@@ -117,9 +118,14 @@ class Message:
     @property
     def accepted_at(self) -> float:
         """When the hub made the message (seconds since the epoch): the time its id carries, which a replayed dead
-        letter keeps, where ``enqueued_at`` starts its window again; ``enqueued_at`` for an id of another form."""
+        letter keeps, where ``enqueued_at`` starts its window again. ``enqueued_at`` for an id of another form, or
+        one whose time cannot be the message's (before the hub used time-ordered ids, a message's id was a random
+        UUID's 32 hex digits: the time read from it would be any date): it must precede ``enqueued_at`` by less
+        than a year."""
         made = time_of_id(self.id)
-        return self.enqueued_at if made is None else made
+        if made is None or not self.enqueued_at - _ID_TIME_SPAN <= made <= self.enqueued_at + 1.0:
+            return self.enqueued_at
+        return made
 
 
 @dataclass(frozen=True)

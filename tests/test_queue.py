@@ -437,6 +437,28 @@ async def test_attempts_increment_per_claim(rb: Backend) -> None:
 # -- dead letters --------------------------------------------------------------------------------------------
 
 
+async def test_a_replayed_message_keeps_the_time_it_was_accepted_where_its_window_restarts(rb: Backend) -> None:
+    """``accepted_at`` is the time the message's id carries: a replay an hour later restarts ``enqueued_at`` (the
+    retry window) but not that. An id that cannot carry the message's time (a random UUID's hex, as ids were made
+    before they were time-ordered) gives ``enqueued_at``."""
+    q = rb.queue()
+    made = time.time()
+    m = msg("R", "g", b"status")
+    await q.enqueue(m)
+    [claimed] = await q.claim(1)
+    assert claimed.accepted_at == pytest.approx(made, abs=0.01)
+    assert await q.dead_letter(claimed, "receiver gone")
+    rb.clock.advance(3600)
+    assert await q.replay_dead_letter(m.id) is not None
+    [again] = await q.claim(1)
+    assert again.enqueued_at == pytest.approx(rb.clock.now), "the window counts from the replay"
+    assert again.accepted_at == pytest.approx(made, abs=0.01), "the time the hub accepted it does not"
+
+    legacy = msg("R", "h", b"old", id=uuid.uuid4().hex, enqueued_at=made)
+    assert legacy.accepted_at == made
+    assert msg("R", "i", b"odd", id="not-an-id", enqueued_at=made).accepted_at == made
+
+
 async def test_dead_letter_list_get_replay_delete(rb: Backend) -> None:
     q = rb.queue()
     a = msg("R", "g", b"\x00binary\xff", kind="callback", origin="proc-1")
