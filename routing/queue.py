@@ -66,6 +66,7 @@ in :mod:`routing.keys`; the scripts are in ``routing/lua`` (``lib.lua`` is the s
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -184,7 +185,30 @@ def _load_scripts() -> dict[str, str]:
         "hasten",
         "busy",
     )
-    return {name: prelude + "\n" + (folder / f"{name}.lua").read_text(encoding="utf-8") for name in names}
+    return {name: _with_prelude(prelude, (folder / f"{name}.lua").read_text(encoding="utf-8")) for name in names}
+
+
+_LOCAL_FUNCTION = re.compile(r"^local function (\w+)", re.MULTILINE)
+
+
+def _with_prelude(prelude: str, body: str) -> str:
+    """``body`` after the part of ``lib.lua`` it uses: the shared head (keys, arguments) and only the functions
+    the script calls, directly or through each other, in their order. Redis runs a script's whole text on every
+    call, and each ``local function`` is a closure made anew: all sixteen cost 3 µs of Redis CPU per call, a
+    tenth of an ``ack`` (bench/queue_redis_cpu.py)."""
+    starts = [m.start() for m in _LOCAL_FUNCTION.finditer(prelude)]
+    head = prelude[:starts[0]]
+    chunks = {_LOCAL_FUNCTION.match(prelude, a)[1]: prelude[a:b]  # type: ignore[index]
+              for a, b in zip(starts, [*starts[1:], len(prelude)], strict=True)}
+    used: set[str] = set()
+    todo = [body]
+    while todo:
+        text = todo.pop()
+        for name, chunk in chunks.items():
+            if name not in used and re.search(rf"\b{name}\(", text):
+                used.add(name)
+                todo.append(chunk)
+    return head + "".join(chunk for name, chunk in chunks.items() if name in used) + "\n" + body
 
 
 _SCRIPTS = _load_scripts()
