@@ -316,9 +316,10 @@ class Delivery:
                 reply = await asyncio.wait_for(future, timeout=wait)
             except TimeoutError:
                 reply, waited_out = hub_error_reply(4002, "receiver did not answer in time", "timeout"), True
-            if (waited_out or reply.cause == "expired") and self.health.recently_out(wait + self.forward_timeout + 2):
+            if (waited_out or reply.cause == "expired") and self.health.recently_out(wait + self.forward_timeout + 3):
                 # It never left the queue, while Redis was out or behind a lease the outage left without a holder
-                # (held until its message's deadline + 1 s, reaped within another second): the hub failed, not
+                # (held until its message's deadline + 1 s, rounded up to the whole second, and reaped within
+                # another second: routing/lua/lib.lua, lease): the hub failed, not
                 # the receiver. A receiver that was asked and did not answer in time is still 4002.
                 raise HubUnavailable("The hub is temporarily unavailable: it could not reach its queue store",
                                      retry_after=self.health.retry_after)

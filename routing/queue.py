@@ -562,7 +562,7 @@ class DeliveryQueue:
                 return sorted(out, key=lambda s: s.receiver)
 
     async def stats(self) -> list[ReceiverStats]:
-        """Queue health per receiver, sorted by receiver; two round trips, O(receivers)."""
+        """Queue health per receiver, sorted by receiver; three round trips, O(receivers)."""
         p = self.prefix
         members: set[bytes | str] = await self.redis.smembers(keys.receivers(p))
         receivers = sorted(_str(r) for r in members)
@@ -577,15 +577,28 @@ class DeliveryQueue:
             pipe.zrange(keys.pending(p, r), 0, 0, withscores=True)
             pipe.zcard(keys.dead_letters_of(p, r))
         results = await pipe.execute()
+        # The pending zset's scores are whole seconds (lib.lua): the exact time is the oldest message's own.
+        firsts = {r: results[4 + 3 * i][0] for i, r in enumerate(receivers) if results[4 + 3 * i]}
+        exact = dict(zip(firsts, await self._enqueued_at([m for m, _ in firsts.values()]), strict=True))
         now = self._clock()
         inflight, dead_bytes, evicted = ({_str(r): int(n) for r, n in results[i].items()} for i in range(3))
         out = []
         for i, r in enumerate(receivers):
-            depth, oldest, dead = results[3 + 3 * i : 6 + 3 * i]
-            age = max(0.0, now - float(oldest[0][1])) if oldest else 0.0
+            depth, dead = results[3 + 3 * i], results[5 + 3 * i]
+            oldest = exact.get(r) or (firsts[r][1] if r in firsts else None)
+            age = max(0.0, now - float(oldest)) if oldest is not None else 0.0
             out.append(ReceiverStats(r, int(depth), inflight.get(r, 0), age, int(dead),
                                      dead_bytes.get(r, 0), evicted.get(r, 0)))
         return out
+
+    async def _enqueued_at(self, ids: list[bytes | str]) -> list[Any]:
+        """The ``enqueued_at`` field of each message (None where it is gone), in one round trip."""
+        if not ids:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for msg_id in ids:
+            pipe.hget(keys.message(self.prefix, _str(msg_id)), "enqueued_at")
+        return list(await pipe.execute())
 
     # -- dead letters -----------------------------------------------------------------------------------
 

@@ -11,10 +11,9 @@ for _, receiver in ipairs(scan[2]) do
   local inflight = tonumber(redis.call('HGET', INFLIGHT, receiver) or '0')
   local dead = redis.call('ZCARD', BASE .. 'dead-of:' .. receiver)
   if depth > 0 or inflight > 0 or dead > 0 then
-    local oldest = redis.call('ZRANGE', pending, 0, 0, 'WITHSCORES')
     out[#out + 1] = receiver
     out[#out + 1] = depth
-    out[#out + 1] = oldest[2] or ''
+    out[#out + 1] = oldest_enqueued_at(pending) or ''
     out[#out + 1] = inflight
     out[#out + 1] = dead
     out[#out + 1] = tonumber(redis.call('HGET', KEYS[6], receiver) or '0')

@@ -8,7 +8,7 @@ if redis.call('EXISTS', mkey) == 1 then return -1 end
 redis.call('HSET', mkey, 'receiver', ARGV[5], 'group', ARGV[6], 'token', ARGV[7], 'kind', ARGV[8],
   'payload', ARGV[9], 'deadline', ARGV[10], 'origin', ARGV[11], 'enqueued_at', ARGV[12], 'attempts', 0)
 local n = redis.call('RPUSH', gkey, id)
-redis.call('ZADD', KEYS[7], ARGV[12], id)
+redis.call('ZADD', KEYS[7], math.floor(tonumber(ARGV[12])), id) -- whole seconds (lib.lua)
 redis.call('SADD', KEYS[8], ARGV[5])
 local leased = 0
 if n == 1 then

@@ -12,7 +12,7 @@ drop_dead_letter(id, ARGV[5], KEYS[6], KEYS[7], KEYS[13])
 redis.call('HSET', mkey, 'receiver', ARGV[5], 'group', ARGV[6], 'token', ARGV[7], 'kind', d[3],
   'payload', d[4], 'deadline', ARGV[8], 'origin', '', 'enqueued_at', ARGV[2], 'attempts', 0)
 local n = redis.call('RPUSH', gkey, id)
-redis.call('ZADD', KEYS[10], ARGV[2], id)
+redis.call('ZADD', KEYS[10], math.floor(NOW), id) -- whole seconds (lib.lua)
 redis.call('SADD', KEYS[11], ARGV[5])
 if n == 1 then start_group(id, mkey, ARGV[7], ARGV[5], KEYS[12], false, ARGV[8], tonumber(ARGV[9]), 0) end
 wake()
