@@ -18,7 +18,7 @@ from hub.context import Hub
 from hub.envelope import envelope
 from hub.objects import merge_patch, object_id, type_211_token
 from hub.redact import redact_path
-from hub.store.protocol import RoutedObject
+from hub.store.protocol import RoutedObject, StoredObject
 from routing.bridge import (
     UNKNOWN_TOKEN,
     WrittenAgain,
@@ -358,6 +358,19 @@ async def kept_session(hub: Hub, req: InboundRequest, to: Party) -> RoutedObject
         return None
     cc, pid, session_id = req.segments
     return await hub.store.get_routed("sessions", to.key, cc.upper(), pid.upper(), session_id)
+
+
+async def kept_tariff(hub: Hub, req: InboundRequest) -> StoredObject | None:
+    """The hub's copy of the Tariff a PATCH names (GET All's, in its owner's version), the patched Tariff a version
+    without Tariff PATCH gets whole; None once deleted, or never pushed whole (docs/versions.md, "Tariffs")."""
+    cc, pid, tariff_id = req.segments[:3]
+    return await hub.store.get_object("tariffs", cc.upper(), pid.upper(), tariff_id)
+
+
+def no_tariff_copy(version: str, tariff_id: str, since: str = "") -> str:
+    """Why a 2.1.1 Tariff PATCH cannot reach a party of ``version`` (it has none): no copy to send whole."""
+    return (f"OCPI {version} has no Tariff PATCH, and the hub holds no copy of tariff {tariff_id}{since} to send "
+            "whole as a PUT")
 
 
 def _periods_in(kept: RoutedObject, version: str) -> list[Any]:

@@ -17,7 +17,7 @@ from hub import store_and_forward
 from hub.access import authenticate
 from hub.admission import admit, admitted
 from hub.answer import Answer
-from hub.bridging import Bridge
+from hub.bridging import Bridge, kept_tariff, no_tariff_copy
 from hub.catchup import CATCHUP_EVENTS, CATCHUP_MODULES, fetch, keep_routed
 from hub.context import Hub, hub_of
 from hub.credentials_shapes import parties_211
@@ -389,13 +389,11 @@ async def patched_tariff(hub: Hub, req: InboundRequest, msg: Bridge, versions: s
                          refused: dict[str, str]) -> dict[str, bytes]:
     """The Tariff a 2.1.1 PATCH was just merged into, whole, per version in ``versions`` (those without Tariff
     PATCH); a version that cannot get it is noted in ``refused``. Without a copy there is nothing whole to send."""
-    cc, pid, tariff_id = req.segments[0].upper(), req.segments[1].upper(), req.segments[2]
-    kept = await hub.store.get_object("tariffs", cc, pid, tariff_id)
+    kept = await kept_tariff(hub, req)
     out: dict[str, bytes] = {}
     for version in sorted(versions):
         if kept is None:
-            refused[version] = (f"OCPI {version} has no Tariff PATCH, and the hub holds no copy of tariff "
-                                f"{tariff_id} to send whole as a PUT")
+            refused[version] = no_tariff_copy(version, req.segments[2])
             continue
         # The PATCH's last_updated (the time the hub received it when it had none): the Tariff changed then.
         stamp = msg.read_last_updated()
