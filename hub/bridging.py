@@ -132,6 +132,15 @@ class Bridge:
         self._note(written_in, target, done.losses)
         return orjson.dumps(done.data)
 
+    def whole_at_delivery(self, target: str, data: Any, written_in: str, to: Party | None, why: str) -> bytes:
+        """A 2.1.1 PATCH that waited for a receiver now on ``target`` as a PUT of the hub's copy of its object
+        (``data``, written in ``written_in``) as it is at delivery (``write_from_211``), reported: the copy holds
+        this PATCH and may hold later changes, which the receiver then gets with it. ``why``: why not a PATCH."""
+        body = self.whole_for(target, data, written_in, to)
+        self._add_loss(Loss("", DERIVED, f"sent as a PUT of the whole object: the hub's copy as it is at delivery, "
+                            f"which holds this PATCH and may hold later changes; {why}", f"{written_in}>{target}"))
+        return body
+
     async def with_held_location(self, hub: Hub, target: str, data: Any) -> tuple[bytes, Any] | None:
         """A Session from 2.2.1 or 2.3.0 names its Location by ids only, and the translator sends a 2.1.1 receiver
         a skeleton of it: the Location the hub holds for that CPO (its broadcast copy) fills it in, with only the
@@ -432,12 +441,17 @@ def with_authorized_token(body: bytes, uid: str, query: str, kept: dict[str, Any
     return orjson.dumps(doc)
 
 
+_BASES = {"sent": "as its sender sent it", "queued": "the queued copy",
+          "kept": "the hub's copy of the object at delivery, as a PUT"}
+
+
 def record_written_again(hub: Hub, msg: Message, fwd: ForwardRequest, again: WrittenAgain, reply: Reply,
                          request_id: str) -> None:
     """A queued push written again at delivery, because its receiver changed OCPI version while it waited
     (``Delivery.on_written_again``; docs/store-and-forward.md), and accepted by the receiver: translated from the
-    copy written for the receiver's former version or from what its sender sent (``basis`` queued or sent), or
-    sent as its sender sent it (``from`` = ``to``, no losses). Its loss report is kept as every translation's is,
+    copy written for the receiver's former version or from what its sender sent (``basis`` queued or sent), made
+    from the hub's copy of the object as it is at delivery (``basis`` kept: a 2.1.1 PATCH sent as a PUT), or sent as
+    its sender sent it (``from`` = ``to``, no losses). Its loss report is kept as every translation's is,
     in an audit record of its own (``of`` = redelivery, with ``written_for`` the receiver's former version; the
     message's first translation is in the record of the request that brought it) and, when it was translated, in
     the translation metrics. The record describes the push as sent: the hub is the caller (no platform), the path
@@ -460,39 +474,65 @@ def record_written_again(hub: Hub, msg: Message, fwd: ForwardRequest, again: Wri
         receiver_ocpi_status=reply.ocpi_status, latency_receiver_ms=reply.receiver_ms, request_size=len(fwd.body),
         response_size=len(reply.body), receiver_version=again.target, translation=translation,
     ))
-    if again.source == again.target:
+    if again.source == again.target and again.basis != "kept":
         log.info("push %s to %s, written for OCPI %s, delivered in OCPI %s as its sender sent it", msg.id,
                  msg.receiver, again.written_for, again.target)
     else:
-        log.info("push %s to %s, written for OCPI %s, translated again from %s (%s) to %s at delivery (%d losses)",
-                 msg.id, msg.receiver, again.written_for, again.source,
-                 "as its sender sent it" if again.basis == "sent" else "the queued copy", again.target,
-                 len(again.losses))
+        log.info("push %s to %s, written for OCPI %s, written again from %s (%s) in %s at delivery (%d losses)",
+                 msg.id, msg.receiver, again.written_for, again.source, _BASES.get(again.basis, again.basis),
+                 again.target, len(again.losses))
 
 
 # What a 2.1.1 push written for a 2.1.1 receiver becomes for that receiver back in 2.2.1 or 2.3.0 (module, method
 # on the RECEIVER interface): the pushes the live path translates with the same Bridge steps, nothing read but the
-# parties behind the body and a Token's type (docs/store-and-forward.md, "When the receiver changes version or
-# endpoint"). A PATCH without last_updated gets the time the hub accepted it, as it got on arrival.
+# parties behind the body and a Token's type, and the PATCHes it sends as a PUT made from the hub's copy of the
+# object (a Tariff PATCH, a Session PATCH with charging_periods: ``_whole_from_copy``) (docs/store-and-forward.md,
+# "When the receiver changes version or endpoint"). A PATCH without last_updated gets the time the hub accepted it,
+# as it got on arrival.
 _WRITTEN_FROM_211 = frozenset({("cdrs", "POST"), ("sessions", "PUT"), ("sessions", "PATCH"), ("locations", "PUT"),
-                               ("locations", "PATCH"), ("tariffs", "PUT"), ("tokens", "PUT"), ("tokens", "PATCH")})
+                               ("locations", "PATCH"), ("tariffs", "PUT"), ("tariffs", "PATCH"), ("tokens", "PUT"),
+                               ("tokens", "PATCH")})
 
 
 def _not_from_211(fwd: ForwardRequest, segs: list[str], data: Any) -> str | None:
     """Why a 2.1.1 push (its body ``data``) cannot be written again in 2.2.1 or 2.3.0 at delivery, or None."""
-    if fwd.module == "sessions" and fwd.method == "PATCH" and isinstance(data, dict) and "charging_periods" in data:
-        return ("its charging_periods are the whole list (a 2.1.1 PATCH replaces it) where a PATCH of that version "
-                "appends, and what the receiver was sent before is read from the hub's copy of the Session, which "
-                "already holds this PATCH and any later one")
-    if fwd.module == "tariffs" and fwd.method == "PATCH":
-        return ("that version has no Tariff PATCH: it gets the patched Tariff as a PUT made from the hub's copy, "
-                "which already holds any later change")
     if fwd.interface_role != "RECEIVER" or (fwd.module, fwd.method) not in _WRITTEN_FROM_211 or data is None:
-        return (f"only a CDR POST, a Location, Session, Tariff or Token PUT and a Location, Session or Token PATCH "
-                f"are written again from 2.1.1 at delivery, not a {fwd.module} {fwd.method}")
+        return (f"only a CDR POST and a Location, Session, Tariff or Token PUT or PATCH are written again from "
+                f"2.1.1 at delivery, not a {fwd.module} {fwd.method}")
     if fwd.module != "cdrs" and len(segs) < 3:
         return "its path names no object"
     return None
+
+
+# Why a PATCH goes as a PUT of the hub's copy (``Bridge.whole_at_delivery``), per module.
+_AS_PUT = {"tariffs": "OCPI {target} has no Tariff PATCH (OCPI 2.1.1 mod_tariffs has one)",
+           "sessions": "a 2.1.1 PATCH carries the whole list of charging_periods, an OCPI {target} PATCH appends to "
+                       "the receiver's, and to replace periods the Sender SHALL PUT (OCPI 2.2.1 mod_sessions)"}
+
+
+async def _whole_from_copy(hub: Hub, msg: Bridge, now: str, to: Party | None) -> WrittenAgain | str:
+    """A 2.1.1 PATCH the live path sends a 2.2.1 or 2.3.0 receiver as a PUT made from the hub's copy of its object
+    (a Tariff PATCH, ``patched_tariff`` in hub/modules.py; a Session PATCH with charging_periods, ``periods_for``),
+    written at delivery as a PUT of that copy as it is then: the Tariff the hub keeps (``kept_tariff``), the
+    Session as the receiver was sent it (``kept_session``). The copy holds this PATCH and any later change, and every
+    later message of the object follows in the same ordering group (a PUT of the copy again, a PATCH, a DELETE): the
+    receiver ends with the object's current state, where a dead letter would leave it a stale one. Or why not: the
+    hub holds no copy. Only the object the message names, for the receiver it was queued for: no one sees more."""
+    req = msg.req
+    if req.module == "tariffs":
+        kept: StoredObject | RoutedObject | None = await kept_tariff(hub, req)
+        if kept is None:
+            return no_tariff_copy(now, req.segments[2], " (deleted since?)")
+        to = None  # a fan-out's body is the same for every party, as live
+    else:
+        kept = await kept_session(hub, req, to) if to is not None else None
+        if kept is None:
+            return (f"its charging_periods are the whole list (a 2.1.1 PATCH replaces it) where a PATCH of that "
+                    f"version appends, and the hub keeps no copy of what the receiver was sent of session "
+                    f"{req.segments[2]} (catch-up off, HUB_CATCHUP_DAYS=0; the copy purged; or the Session never "
+                    "routed through the hub) to send whole as a PUT")
+    body = msg.whole_at_delivery(now, kept.data, kept.ocpi_version, to, _AS_PUT[req.module].format(target=now))
+    return WrittenAgain(body, msg.query_for(now), kept.ocpi_version, now, msg.request_losses(), "PUT", V211, "kept")
 
 
 def _pair_of(headers: dict[str, str], cc: str, pid: str) -> Party | None:
@@ -509,9 +549,10 @@ async def write_from_211(hub: Hub, fwd: ForwardRequest, receiver: Platform, acce
     Session's or CDR's ``auth_id``; a Token's type, ``type_211_token``) and written in the receiver's version
     (``body_for``, ``query_for``), with the losses of those steps. A PATCH without last_updated gets the time the
     hub accepted the push (``accepted_at``, seconds since the epoch), as on arrival: not the delivery time, which
-    would make an old change look newer than later ones. Or why not: a Session PATCH with charging periods and a
-    Tariff PATCH, which the live path writes from the hub's copy of the object (it holds later changes since), a
-    DELETE or any other method, and what the translation refuses."""
+    would make an old change look newer than later ones. A Tariff PATCH and a Session PATCH with charging periods,
+    which the live path writes from the hub's copy of the object, go as a PUT of that copy as it is at delivery
+    (``_whole_from_copy``). Or why not: no such copy, a DELETE or any other method, and what the translation
+    refuses."""
     now = receiver.version or V221
     segs = [unquote(x) for x in fwd.tail.split("/") if x] if fwd.tail else []
 
@@ -538,6 +579,9 @@ async def write_from_211(hub: Hub, fwd: ForwardRequest, receiver: Platform, acce
                              routing=RoutingHeaders(to=to, from_=sender), body=fwd.body,
                              json_body=data)
         msg = Bridge(V211, req)
+        if fwd.method == "PATCH" and (fwd.module == "tariffs" or msg.crosses_periods(now)):
+            again = await _whole_from_copy(hub, msg, now, to)
+            return refused(again) if isinstance(again, str) else again
         await msg.read_as_221(hub, datetime.fromtimestamp(accepted_at, UTC))
         if fwd.module == "tokens":  # as on arrival (hub/modules.py): 2.2.1 and 2.3.0 name a token by uid and type
             req.query = await type_211_token(hub.store, req.segments, msg.original, req.query)

@@ -59,9 +59,13 @@ class WrittenAgain:
     source: str
     target: str
     losses: list[Loss]
-    method: str = ""  # the method it goes with (``write_for`` sets it; a sender's may differ from the queued copy's)
+    # The method it goes with (``write_for`` sets it; a sender's may differ from the queued copy's, and a 2.1.1
+    # PATCH the hub writes from its copy of the object goes as a PUT: hub/bridging.py, ``write_from_211``).
+    method: str = ""
     written_for: str = ""  # the receiver's former version, the one the queued copy was written for
-    basis: str = "queued"  # what it was made from: "queued" (the copy written for the former version) or "sent"
+    # What it was made from: "queued" (the copy written for the former version), "sent" (what its sender sent) or
+    # "kept" (the hub's copy of the object as it is at delivery).
+    basis: str = "queued"
 
 
 def write_for(fwd: ForwardRequest, now: str) -> WrittenAgain | str:

@@ -236,7 +236,9 @@ class Delivery:
         # than that one (``routing.bridge.from_211_copy``): awaited before it is sent, with the request, the
         # receiver as it is now and when the hub accepted the push (``Message.accepted_at``: the last_updated a
         # 2.1.1 PATCH without one gets), it writes the push in the receiver's version with what the hub knows (the
-        # parties behind a 2.1.1 body: hub/bridging.py), or says why it cannot (a dead letter). None: refused.
+        # parties behind a 2.1.1 body; for a Tariff PATCH or a Session PATCH with charging_periods, a PUT of the
+        # hub's copy of the object as it is then: hub/bridging.py), or says why it cannot (a dead letter). None:
+        # refused.
         self.write_from_211: Callable[[ForwardRequest, Platform, float], Awaitable[WrittenAgain | str]] | None = None
         self.process_id = uuid.uuid4().hex
         self.inflight_per_process = queue.max_inflight
@@ -413,7 +415,8 @@ class Delivery:
         """A queued push as its receiver reads it now. Written for a version the receiver left (it registered
         again, credentials PUT): as its sender sent it, or translated into the receiver's current version where
         that needs nothing but the message (``write_for``), or, for a push whose only body is a 2.1.1 one
-        (``from_211_copy``), by the hub with what it knows of the parties and when it accepted the push
+        (``from_211_copy``), by the hub with what it knows of the parties (or its copy of the object, sent whole
+        for a PATCH the live path writes from it) and when it accepted the push
         (``accepted_at``; ``write_from_211``); else why not, a permanent verdict (a dead letter). Never a delivery
         in a shape the receiver no longer speaks (docs/store-and-forward.md, "When the receiver changes version or
         endpoint")."""

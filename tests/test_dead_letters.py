@@ -117,13 +117,26 @@ async def queue_depth(hub: HubHarness) -> int:
     return sum(q["depth"] for q in queues)
 
 
-async def redelivery_reports(hub: HubHarness, module: str, receiver_id: str) -> list[dict[str, Any]]:
-    """The loss reports of the pushes of ``module`` written again at delivery for ``receiver_id`` (audit)."""
+async def redeliveries(hub: HubHarness, module: str, receiver_id: str) -> list[tuple[str, dict[str, Any]]]:
+    """The method and loss report of each push of ``module`` written again at delivery for ``receiver_id``
+    (audit)."""
     h = hub.app[HUB_KEY]
     await h.audit.flush()
     found = await h.store.query_audit(AuditQuery(module=module, limit=100))
-    return [report for rec in found if rec.translation and rec.receiver_platform_id == receiver_id
+    return [(rec.method, report) for rec in found if rec.translation and rec.receiver_platform_id == receiver_id
             for report in rec.translation["reports"] if report["of"] == "redelivery"]
+
+
+async def redelivery_reports(hub: HubHarness, module: str, receiver_id: str) -> list[dict[str, Any]]:
+    """The loss reports of the pushes of ``module`` written again at delivery for ``receiver_id`` (audit)."""
+    return [report for _, report in await redeliveries(hub, module, receiver_id)]
+
+
+def from_the_hubs_copy(report: dict[str, Any]) -> bool:
+    """A redelivery made from the hub's copy of the object as it is at delivery, and reported so."""
+    return report["basis"] == "kept" and any(
+        (loss["field"], loss["rule"]) == ("", "derived") and "the hub's copy as it is at delivery" in loss["detail"]
+        and "later changes" in loss["detail"] for loss in report["losses"])
 
 
 def received_between(stamp: Any, sent: float, answered: float) -> bool:
@@ -579,36 +592,111 @@ async def test_a_2_1_1_emsps_retried_token_patch_reaches_its_2_1_1_cpo_back_in_2
         ("2.1.1", "2.2.1", "queued")}, reports
 
 
-async def test_a_2_1_1_cpos_retried_tariff_patch_is_still_dead_lettered_when_its_emsp_moves_up(
-    make_hub: MakeHub,
-) -> None:
-    """Both parties on 2.1.1: the CPO's Tariff PATCH waits for a retry while the eMSP upgrades to 2.2.1. OCPI 2.2.1
-    has no Tariff PATCH: live, a 2.2.1 eMSP gets the patched Tariff as a PUT made from the hub's copy, which by
-    delivery holds any later change. So it is dead-lettered (version_changed), the reason saying why, and nothing
-    reaches the eMSP in a shape it does not read (docs/store-and-forward.md)."""
+TARIFF_211 = {"id": "T1", "currency": "EUR", "elements": [{"price_components": [
+    {"type": "TIME", "price": 2.0, "step_size": 300}]}], "last_updated": TS}
+
+
+async def _tariff_pushes_waiting(make_hub: MakeHub, version: str, *pushes: tuple[str, dict[str, Any] | None],
+                                 ) -> tuple[HubHarness, FakePartner, FakePartner, dict[str, Any], int]:
+    """A 2.1.1 CPO, a live eMSP on ``version`` and a 2.1.1 eMSP that is down (503) while the CPO's Tariff
+    ``pushes`` (method, body) of NL/CPA/T1 wait for it, written in 2.1.1 as the CPO sent them; it then comes back
+    registered in ``version``. Returns how many requests it had received before."""
     hub = await make_hub(broadcast_retry_window=30)
     sender = FakePartner(name="CPO 2.1.1", parties=[Party("NL", "CPA", "CPO")], version="2.1.1",
                          modules=dict(MODULES_BOTH))
     await register(hub, sender, "2.1.1")
+    live = FakePartner(name=f"eMSP {version}", parties=[Party("DE", "EMB", "EMSP")], version=version,
+                       modules=dict(MODULES_BOTH))
+    await register(hub, live, version)
     receiver = FakePartner(name="eMSP upgrading", parties=[Party("DE", "EMA", "EMSP")], version="2.1.1",
-                           offered_versions=("2.2.1", "2.1.1"), modules=dict(MODULES_BOTH))
+                           offered_versions=("2.3.0", "2.2.1", "2.1.1"), modules=dict(MODULES_BOTH))
     platform, _ = await register(hub, receiver, "2.1.1")
-    tariff = {"id": "T1", "currency": "EUR", "elements": [{"price_components": [
-        {"type": "TIME", "price": 2.0, "step_size": 300}]}], "last_updated": TS}
-    status, _, body = await sender.call(hub.session, "PUT", "tariffs", "RECEIVER", "NL/CPA/T1", json=tariff)
-    assert (status, body["status_code"]) == (200, 1000), body
-    await eventually(lambda: len(receiver.received) == 1, what="the Tariff")
     receiver.responder = failing(1000)
-    status, _, body = await sender.call(hub.session, "PATCH", "tariffs", "RECEIVER", "NL/CPA/T1",
-                                        json={"currency": "USD"})
-    assert (status, body["status_code"]) == (200, 1000), body
-    await eventually(lambda: len(receiver.received) >= 2, what="a first attempt")
-    tried = await receiver.come_back_in(hub.session, platform["versions_url"], "2.2.1")
+    for method, doc in pushes:
+        status, _, body = await sender.call(hub.session, method, "tariffs", "RECEIVER", "NL/CPA/T1", json=doc)
+        assert (status, body["status_code"]) == (200, 1000), body
+    await eventually(lambda: len(receiver.received) >= 1 and len(live.received) == len(pushes),
+                     what="a first attempt, and every push at the live eMSP")
+    assert (receiver.received[0].method, receiver.received[0].path) == ("PUT", "/ocpi/2.1.1/tariffs/NL/CPA/T1")
+    tried = await receiver.come_back_in(hub.session, platform["versions_url"], version)
+    return hub, live, receiver, platform, tried
 
+
+async def test_a_2_1_1_cpos_retried_tariff_patch_reaches_its_2_1_1_emsp_back_in_2_2_1_as_a_put_of_the_tariff(
+    make_hub: MakeHub,
+) -> None:
+    """Both parties on 2.1.1: the CPO's Tariff PUT and then a PATCH wait for a retry (503), written in 2.1.1 as the
+    CPO sent them, while the eMSP upgrades; it comes back registered in 2.2.1, which has no Tariff PATCH. Live, a
+    2.2.1 eMSP gets the patched Tariff as a PUT made from the hub's copy; so does the eMSP at delivery: the PUT,
+    then a PUT (not a PATCH) of the hub's copy of the Tariff in 2.2.1, exactly as the live 2.2.1 eMSP got it, FROM
+    the hub. No dead letter; the audit has both as redeliveries, the PATCH sent as a PUT made from the hub's copy as
+    it is at delivery (docs/store-and-forward.md)."""
+    hub, live, receiver, platform, tried = await _tariff_pushes_waiting(
+        make_hub, "2.2.1", ("PUT", TARIFF_211), ("PATCH", {"currency": "USD"}))
+
+    await eventually(lambda: len(receiver.received) >= tried + 2, within=15, what="the Tariff twice in 2.2.1")
+    got = receiver.received[tried:]
+    path = "/ocpi/2.2.1/receiver/tariffs/NL/CPA/T1"
+    assert [(r.method, r.path) for r in got] == [("PUT", path), ("PUT", path)], [(r.method, r.path) for r in got]
+    assert [r.json() for r in got] == [r.json() for r in live.received], "as the live 2.2.1 eMSP got them"
+    patched = got[1].json()
+    assert (patched["country_code"], patched["party_id"], patched["id"], patched["currency"]) == (
+        "NL", "CPA", "T1", "USD"), patched
+    assert patched["elements"] == TARIFF_211["elements"] and isinstance(patched["last_updated"], str), patched
+    assert all((r.headers["OCPI-from-party-id"], r.headers["OCPI-to-party-id"]) == ("HUB", "EMA") for r in got)
+    await asyncio.sleep(0.3)
+    assert len(receiver.received) == tried + 2 and await dead_letters(hub) == []
+    found = await redeliveries(hub, "tariffs", platform["id"])
+    assert len(found) == 2 and all(method == "PUT" for method, _ in found), found
+    [(_, report)] = [(m, r) for m, r in found if r["basis"] == "kept"]
+    assert (report["from"], report["to"], report["written_for"]) == ("2.1.1", "2.2.1", "2.1.1"), report
+    assert from_the_hubs_copy(report), report
+
+
+async def test_a_2_1_1_cpos_retried_tariff_patches_reach_its_emsp_back_in_2_3_0_as_puts_of_the_tariff_now(
+    make_hub: MakeHub,
+) -> None:
+    """As above with a second PATCH queued behind the first, the eMSP back in 2.3.0: each PATCH goes as a PUT of
+    the hub's copy as it is at delivery, so the first already holds the later change and the second repeats it
+    (idempotent). The eMSP ends with the Tariff as the live 2.3.0 eMSP has it; no dead letter."""
+    hub, live, receiver, platform, tried = await _tariff_pushes_waiting(
+        make_hub, "2.3.0", ("PUT", TARIFF_211), ("PATCH", {"currency": "USD"}),
+        ("PATCH", {"elements": [{"price_components": [{"type": "TIME", "price": 2.5, "step_size": 300}]}]}))
+
+    await eventually(lambda: len(receiver.received) >= tried + 3, within=15, what="the Tariff three times in 2.3.0")
+    got = receiver.received[tried:]
+    path = "/ocpi/2.3.0/receiver/tariffs/NL/CPA/T1"
+    assert [(r.method, r.path) for r in got] == [("PUT", path)] * 3, [(r.method, r.path) for r in got]
+    now = live.received[-1].json()
+    assert (now["currency"], now["elements"][0]["price_components"][0]["price"]) == ("USD", 2.5), now
+    assert got[0].json() == live.received[0].json(), "the PUT as the CPO sent it, in 2.3.0"
+    assert got[1].json() == got[2].json() == now, "the Tariff as it is now, as the live 2.3.0 eMSP has it"
+    await asyncio.sleep(0.3)
+    assert len(receiver.received) == tried + 3 and await dead_letters(hub) == []
+    kept = [r for _, r in await redeliveries(hub, "tariffs", platform["id"]) if r["basis"] == "kept"]
+    assert len(kept) == 2 and all(from_the_hubs_copy(r) and r["to"] == "2.3.0" for r in kept), kept
+
+
+async def test_a_2_1_1_cpos_retried_tariff_patch_of_a_tariff_deleted_since_is_dead_lettered_saying_so(
+    make_hub: MakeHub,
+) -> None:
+    """As above, the CPO's PUT, PATCH and DELETE of the Tariff waiting: by delivery the hub holds no copy of it (the
+    DELETE, a broadcast too, removed it), so there is nothing whole to send for the PATCH. It is dead-lettered
+    (version_changed), the reason saying there is no copy; the PUT before it and the DELETE after it reach the eMSP
+    back in 2.2.1, which ends without the Tariff."""
+    hub, _, receiver, platform, tried = await _tariff_pushes_waiting(
+        make_hub, "2.2.1", ("PUT", TARIFF_211), ("PATCH", {"currency": "USD"}), ("DELETE", None))
+
+    await eventually(lambda: len(receiver.received) >= tried + 2, within=15, what="the PUT and the DELETE")
+    path = "/ocpi/2.2.1/receiver/tariffs/NL/CPA/T1"
+    got = receiver.received[tried:]
+    assert [(r.method, r.path) for r in got] == [("PUT", path), ("DELETE", path)], [(r.method, r.path) for r in got]
     await eventually_letters(hub, 1, within=15)
-    assert receiver.received[tried:] == [], "nothing in a shape the eMSP does not read"
     [letter] = await dead_letters(hub)
-    assert letter["receiver"] == platform["id"] and "no Tariff PATCH" in letter["reason"], letter
+    assert letter["receiver"] == platform["id"], letter
+    assert "no Tariff PATCH" in letter["reason"] and "holds no copy of tariff T1 (deleted since?)" in letter["reason"]
+    await asyncio.sleep(0.3)
+    assert len(receiver.received) == tried + 2
 
 
 async def test_a_retried_token_push_reaches_its_cpo_that_moved_from_2_3_0_to_2_2_1_in_2_2_1(

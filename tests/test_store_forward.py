@@ -27,8 +27,10 @@ from tests.test_dead_letters import (
     dead_letters,
     eventually,
     failing,
+    from_the_hubs_copy,
     location,
     received_between,
+    redeliveries,
     redelivery_reports,
     restart_on_same_port,
 )
@@ -579,11 +581,12 @@ TOKEN_211 = {"uid": "012345678", "type": "RFID", "auth_id": "DE8EMAC12345678", "
              "whitelist": "ALLOWED", "last_updated": "2024-01-01T09:00:00Z"}
 
 
-async def _both_on_2_1_1(make_hub: MakeHub, module: str,
+async def _both_on_2_1_1(make_hub: MakeHub, module: str, **settings: Any,
                          ) -> tuple[HubHarness, FakePartner, FakePartner, dict[str, Any]]:
     """A 2.1.1 CPO and a 2.1.1 eMSP (offering every version) that pushed its token to the hub, opted in for
-    ``module`` and now answers 503: what the CPO sends it waits, written in 2.1.1 as the CPO sent it."""
-    hub = await make_hub(**FAST)
+    ``module`` and now answers 503: what the CPO sends it waits, written in 2.1.1 as the CPO sent it. ``settings``:
+    the hub's, beyond the fast retries."""
+    hub = await make_hub(**FAST, **settings)
     sender = FakePartner(name="CPO 2.1.1", parties=[Party("NL", "CPA", "CPO")], version="2.1.1",
                          modules=dict(MODULES_BOTH))
     await register(hub, sender, "2.1.1")
@@ -639,23 +642,68 @@ async def test_a_2_1_1_cpos_cdr_reaches_its_2_1_1_emsp_back_in_2_2_1_translated_
                         to_version="2.2.1") == 1
 
 
-async def test_a_2_1_1_session_patch_with_periods_is_still_dead_lettered_when_its_emsp_moves_up(
-        make_hub: MakeHub) -> None:
-    """Same upgrade with a 2.1.1 CPO's Session PUT and a PATCH with charging_periods waiting: the PUT reaches the
-    eMSP back in 2.2.1 translated (its token's owner found as on arrival); the PATCH is not: a 2.1.1 PATCH
-    carries the whole list of periods, a 2.2.1 one only the new ones, and what the eMSP was sent before is read
-    from the kept Session, which already holds this PATCH and any later one. It is dead-lettered (version_changed)
-    with that reason; catch-up gives the eMSP the Session (docs/store-and-forward.md)."""
+PERIODS = [{"start_date_time": "2026-12-01T10:00:00Z", "dimensions": [{"type": "ENERGY", "volume": 2.5}]}]
+
+
+async def _session_put_and_patches(hub: HubHarness, sender: FakePartner, *patches: dict[str, Any]) -> list[str]:
+    """The CPO's Session PUT of NL/CPA/S1 and then ``patches``, accepted for the eMSP: their request ids."""
+    ids = []
+    for method, doc in [("PUT", session_211("DE8EMAC12345678")), *(("PATCH", p) for p in patches)]:
+        ids.append(f"{method.lower()}-{uuid.uuid4().hex}")
+        status, _, body = await sender.call(hub.session, method, "sessions", "RECEIVER", "NL/CPA/S1", json=doc,
+                                            headers={"X-Request-ID": ids[-1]})
+        assert (status, body["status_code"]) == (200, 1000), body
+    return ids
+
+
+@pytest.mark.parametrize("version", ["2.2.1", "2.3.0"])
+async def test_a_2_1_1_session_patch_with_periods_reaches_its_2_1_1_emsp_back_in_a_newer_version_as_a_put(
+        make_hub: MakeHub, version: str) -> None:
+    """Same upgrade with a 2.1.1 CPO's Session PUT, a PATCH with charging_periods and a later PATCH without them
+    (neither with last_updated) waiting; the eMSP comes back in 2.2.1 or 2.3.0. A 2.1.1 PATCH carries the whole
+    list of periods, a PATCH of those versions appends to the receiver's, and to replace periods the Sender SHALL
+    PUT (OCPI 2.2.1 mod_sessions): the PATCH with periods reaches the eMSP as a PUT of the whole Session, the hub's
+    catch-up copy of what the eMSP was sent as it is at delivery, in the eMSP's version (its token's owner found as
+    on arrival): it holds the periods and already the later PATCH's kwh and receive time; that PATCH follows as a
+    PATCH. All delivered, no dead letter; the audit has the PUT made from the hub's copy, reported so."""
     hub, sender, receiver, platform = await _both_on_2_1_1(make_hub, "sessions")
-    put_id, patch_id = "put-" + uuid.uuid4().hex, "patch-" + uuid.uuid4().hex
-    status, _, body = await sender.call(hub.session, "PUT", "sessions", "RECEIVER", "NL/CPA/S1",
-                                        json=session_211("DE8EMAC12345678"), headers={"X-Request-ID": put_id})
-    assert (status, body["status_code"]) == (200, 1000), body
-    periods = [{"start_date_time": "2026-12-01T10:00:00Z", "dimensions": [{"type": "ENERGY", "volume": 2.5}]}]
-    status, _, body = await sender.call(hub.session, "PATCH", "sessions", "RECEIVER", "NL/CPA/S1",
-                                        json={"kwh": 2.5, "charging_periods": periods},
-                                        headers={"X-Request-ID": patch_id})
-    assert (status, body["status_code"]) == (200, 1000), body
+    sent = time.time()
+    put_id, periods_id, later_id = await _session_put_and_patches(
+        hub, sender, {"kwh": 2.5, "charging_periods": PERIODS}, {"kwh": 3.0})
+    answered = time.time()
+    await eventually(lambda: len(receiver.received) >= 1, within=15, what="a first, refused attempt")
+    tried = await receiver.come_back_in(hub.session, platform["versions_url"], version)
+
+    await eventually_async(lambda: _state_is(hub, later_id, "delivered"), within=15, what="delivered")
+    later = receiver.received[tried:]
+    path = f"/ocpi/{version}/receiver/sessions/NL/CPA/S1"
+    assert [(r.method, r.path) for r in later] == [("PUT", path), ("PUT", path), ("PATCH", path)], later
+    first, whole = later[0].json(), later[1].json()
+    assert (whole["cdr_token"]["country_code"], whole["cdr_token"]["party_id"]) == ("DE", "EMA"), whole
+    assert whole["location_id"] == "LOC1" and "location" not in whole, whole
+    assert [{k: p[k] for k in ("start_date_time", "dimensions")} for p in whole["charging_periods"]] == PERIODS
+    assert whole["kwh"] == 3.0, "the copy as it is at delivery, with the later change"
+    assert received_between(whole["last_updated"], sent, answered), (whole, sent, answered)
+    changed = ("kwh", "charging_periods", "last_updated")
+    assert {k: v for k, v in whole.items() if k not in changed} == {k: v for k, v in first.items() if k not in changed}
+    assert set(later[2].json()) == {"kwh", "last_updated"} and later[2].json()["kwh"] == 3.0, later[2].json()
+    assert [r.headers["X-Request-ID"] for r in later] == [
+        (await deliveries(hub, rid))[0]["forwarded_request_id"] for rid in (put_id, periods_id, later_id)]
+    assert await dead_letters(hub) == []
+    found = await redeliveries(hub, "sessions", platform["id"])
+    assert sorted(method for method, _ in found) == ["PATCH", "PUT", "PUT"], found
+    [report] = [r for _, r in found if r["basis"] == "kept"]
+    assert (report["from"], report["to"], report["written_for"]) == ("2.1.1", version, "2.1.1"), report
+    assert from_the_hubs_copy(report), report
+
+
+async def test_a_2_1_1_session_patch_with_periods_is_dead_lettered_when_the_hub_keeps_no_copy(
+        make_hub: MakeHub) -> None:
+    """As above with catch-up off (``HUB_CATCHUP_DAYS=0``): the hub keeps no copy of what the eMSP was sent of
+    the Session, so there is no whole Session to send for the PATCH with periods. The PUT reaches the eMSP back in
+    2.2.1; the PATCH is dead-lettered (version_changed), the reason naming the missing copy."""
+    hub, sender, receiver, platform = await _both_on_2_1_1(make_hub, "sessions", catchup_days=0)
+    put_id, patch_id = await _session_put_and_patches(hub, sender, {"kwh": 2.5, "charging_periods": PERIODS})
     await eventually(lambda: len(receiver.received) >= 1, within=15, what="a first, refused attempt")
     tried = await receiver.come_back_in(hub.session, platform["versions_url"], "2.2.1")
 
@@ -664,13 +712,10 @@ async def test_a_2_1_1_session_patch_with_periods_is_still_dead_lettered_when_it
     assert put["state"] == "delivered", put
     later = receiver.received[tried:]
     assert [(r.method, r.path) for r in later] == [("PUT", "/ocpi/2.2.1/receiver/sessions/NL/CPA/S1")], later
-    got = later[0].json()
-    assert (got["cdr_token"]["country_code"], got["cdr_token"]["party_id"]) == ("DE", "EMA"), got
-    assert got["location_id"] == "LOC1" and "location" not in got, got
-    [state] = await deliveries(hub, patch_id)
-    assert "charging_periods" in state["last_error"] and "2.2.1" in state["last_error"], state
     [letter] = await dead_letters(hub)
-    assert letter["receiver"] == platform["id"] and "charging_periods" in letter["reason"], letter
+    assert letter["receiver"] == platform["id"], letter
+    assert "charging_periods" in letter["reason"] and "keeps no copy" in letter["reason"] \
+        and "HUB_CATCHUP_DAYS=0" in letter["reason"], letter
 
 
 async def test_a_2_1_1_session_patch_without_periods_reaches_its_2_1_1_emsp_back_in_2_2_1(make_hub: MakeHub) -> None:
