@@ -152,6 +152,32 @@ def unstamped(doc: dict[str, Any]) -> dict[str, Any]:
     the live receivers' copies were stamped, it may be one whole second later."""
     return {k: v for k, v in doc.items() if k != "last_updated"}
 
+async def _upgrading(make_hub: MakeHub, sender_role: str, *, live: str | None = None, window: float = 30,
+                     ) -> tuple[HubHarness, FakePartner, FakePartner | None, FakePartner, dict[str, Any]]:
+    """A hub (fan-out retried for ``window`` seconds), a 2.1.1 ``sender_role`` ("CPO": NL/CPA; "EMSP": DE/EMD),
+    a live counterpart on ``live`` when named (DE/EMB or NL/CPB), and a 2.1.1 counterpart that will upgrade
+    (DE/EMA or NL/CPM; it offers the newer versions too): the set-up of every "comes back in another version"
+    test below. Returns the hub, sender, live partner, upgrading receiver and its platform."""
+    hub = await make_hub(broadcast_retry_window=window)
+    cpo = sender_role == "CPO"
+    other = "EMSP" if cpo else "CPO"
+    mine, theirs, upgrading = (("NL", "CPA"), ("DE", "EMB"), ("DE", "EMA")) if cpo else (
+        ("DE", "EMD"), ("NL", "CPB"), ("NL", "CPM"))
+    sender = FakePartner(name=f"{sender_role} 2.1.1", parties=[Party(*mine, sender_role)], version="2.1.1",
+                         modules=dict(MODULES_BOTH))
+    await register(hub, sender, "2.1.1")
+    partner = None
+    if live is not None:
+        partner = FakePartner(name=f"{other} {live}", parties=[Party(*theirs, other)], version=live,
+                              modules=dict(MODULES_BOTH))
+        await register(hub, partner, live)
+    receiver = FakePartner(name=f"{other} upgrading", parties=[Party(*upgrading, other)], version="2.1.1",
+                           offered_versions=("2.3.0", "2.2.1", "2.1.1") if cpo else ("2.2.1", "2.1.1"),
+                           modules=dict(MODULES_BOTH))
+    platform, _ = await register(hub, receiver, "2.1.1")
+    return hub, sender, partner, receiver, platform
+
+
 
 async def a_second_past(moment: float) -> None:
     """Wait until a stamp of the current time (whole seconds) is later than ``moment``."""
@@ -274,13 +300,7 @@ async def test_a_2_1_1_cpos_retried_push_reaches_its_2_1_1_emsp_back_in_2_3_0_tr
     ``type`` as ``parking_type``, voltage and amperage as ``max_voltage`` and ``max_amperage``): the eMSP gets it
     at its 2.3.0 endpoint in 2.3.0, FROM the hub; no dead letter, and the loss report of the 2.1.1 -> 2.3.0 step in
     the audit (docs/store-and-forward.md, "When the receiver changes version or endpoint")."""
-    hub = await make_hub(broadcast_retry_window=30)
-    sender = FakePartner(name="CPO 2.1.1", parties=[Party("NL", "CPA", "CPO")], version="2.1.1",
-                         modules=dict(MODULES_BOTH))
-    await register(hub, sender, "2.1.1")
-    receiver = FakePartner(name="eMSP upgrading", parties=[Party("DE", "EMA", "EMSP")], version="2.1.1",
-                           offered_versions=("2.3.0", "2.2.1", "2.1.1"), modules=dict(MODULES_BOTH))
-    platform, _ = await register(hub, receiver, "2.1.1")
+    hub, sender, _, receiver, platform = await _upgrading(make_hub, "CPO")
     receiver.responder = failing(1000)
     sent = location_211()
     status, _, body = await sender.call(hub.session, "PUT", "locations", "RECEIVER", "NL/CPA/LOC1", json=sent)
@@ -315,13 +335,7 @@ async def test_a_2_1_1_cpos_retried_tariff_delete_reaches_its_2_1_1_emsp_back_in
     ({country_code}/{party_id}/{tariff_id}) is the same in every version: nothing the hub read on arrival is
     needed to send it again, so the eMSP gets it at its 2.2.1 endpoint, FROM the hub, instead of a dead letter that
     would leave it a tariff its CPO deleted (the hub's GET All copy is already gone, so catch-up cannot tell it)."""
-    hub = await make_hub(broadcast_retry_window=30)
-    sender = FakePartner(name="CPO 2.1.1", parties=[Party("NL", "CPA", "CPO")], version="2.1.1",
-                         modules=dict(MODULES_BOTH))
-    await register(hub, sender, "2.1.1")
-    receiver = FakePartner(name="eMSP upgrading", parties=[Party("DE", "EMA", "EMSP")], version="2.1.1",
-                           offered_versions=("2.2.1", "2.1.1"), modules=dict(MODULES_BOTH))
-    platform, _ = await register(hub, receiver, "2.1.1")
+    hub, sender, _, receiver, platform = await _upgrading(make_hub, "CPO")
     receiver.responder = failing(1000)
     status, _, body = await sender.call(hub.session, "DELETE", "tariffs", "RECEIVER", "NL/CPA/T2")
     assert (status, body["status_code"]) == (200, 1000), body
@@ -345,16 +359,7 @@ async def test_a_2_1_1_cpos_retried_tariff_put_reaches_its_2_1_1_emsp_back_in_2_
     2.2.1 eMSP gets that PUT live (the owner from the path as ``country_code`` and ``party_id``, which a 2.1.1
     Tariff lacks), FROM the hub; no dead letter (docs/store-and-forward.md, "When the receiver changes version or
     endpoint")."""
-    hub = await make_hub(broadcast_retry_window=30)
-    sender = FakePartner(name="CPO 2.1.1", parties=[Party("NL", "CPA", "CPO")], version="2.1.1",
-                         modules=dict(MODULES_BOTH))
-    await register(hub, sender, "2.1.1")
-    live = FakePartner(name="eMSP 2.2.1", parties=[Party("DE", "EMB", "EMSP")], version="2.2.1",
-                       modules=dict(MODULES_BOTH))
-    await register(hub, live, "2.2.1")
-    receiver = FakePartner(name="eMSP upgrading", parties=[Party("DE", "EMA", "EMSP")], version="2.1.1",
-                           offered_versions=("2.2.1", "2.1.1"), modules=dict(MODULES_BOTH))
-    platform, _ = await register(hub, receiver, "2.1.1")
+    hub, sender, live, receiver, platform = await _upgrading(make_hub, "CPO", live="2.2.1")
     receiver.responder = failing(1000)
     tariff = {"id": "T1", "currency": "EUR", "tariff_alt_text": [{"language": "en", "text": "2 EUR/hour"}],
               "elements": [{"price_components": [{"type": "TIME", "price": 2.0, "step_size": 300}],
@@ -385,16 +390,7 @@ async def test_a_2_1_1_emsps_retried_token_put_reaches_its_2_1_1_cpo_back_in_2_2
     ``country_code`` and ``party_id``, ``auth_id`` as ``contract_id``, and the ``type`` the eMSP gave in the body
     and, not being 2.2.1's default RFID, in the URL's ``?type=`` (OCPI 2.2.1 mod_tokens; an RFID token's URL has
     none), FROM the hub; no dead letter."""
-    hub = await make_hub(broadcast_retry_window=30)
-    sender = FakePartner(name="eMSP 2.1.1", parties=[Party("DE", "EMD", "EMSP")], version="2.1.1",
-                         modules=dict(MODULES_BOTH))
-    await register(hub, sender, "2.1.1")
-    live = FakePartner(name="CPO 2.2.1", parties=[Party("NL", "CPB", "CPO")], version="2.2.1",
-                       modules=dict(MODULES_BOTH))
-    await register(hub, live, "2.2.1")
-    receiver = FakePartner(name="CPO upgrading", parties=[Party("NL", "CPM", "CPO")], version="2.1.1",
-                           offered_versions=("2.2.1", "2.1.1"), modules=dict(MODULES_BOTH))
-    platform, _ = await register(hub, receiver, "2.1.1")
+    hub, sender, live, receiver, platform = await _upgrading(make_hub, "EMSP", live="2.2.1")
     receiver.responder = failing(1000)
     token = {"uid": "AA11", "type": "OTHER", "auth_id": "DE8EMDC0001", "issuer": "eMSP D", "valid": True,
              "whitelist": "ALLOWED", "language": "de", "last_updated": TS}
@@ -446,16 +442,7 @@ async def test_a_2_1_1_cpos_retried_location_patches_reach_its_2_1_1_emsp_back_i
     ``max_voltage``), FROM the hub, with the ``last_updated`` that version requires: the time the hub received the
     PATCH, not the time it was delivered, which would make an old status look newer than it is (OCPI 2.2.1
     mod_locations, PATCH; docs/store-and-forward.md). No dead letter; each is in the audit as a redelivery."""
-    hub = await make_hub(broadcast_retry_window=30)
-    sender = FakePartner(name="CPO 2.1.1", parties=[Party("NL", "CPA", "CPO")], version="2.1.1",
-                         modules=dict(MODULES_BOTH))
-    await register(hub, sender, "2.1.1")
-    live = FakePartner(name=f"eMSP {version}", parties=[Party("DE", "EMB", "EMSP")], version=version,
-                       modules=dict(MODULES_BOTH))
-    await register(hub, live, version)
-    receiver = FakePartner(name="eMSP upgrading", parties=[Party("DE", "EMA", "EMSP")], version="2.1.1",
-                           offered_versions=("2.3.0", "2.2.1", "2.1.1"), modules=dict(MODULES_BOTH))
-    platform, _ = await register(hub, receiver, "2.1.1")
+    hub, sender, live, receiver, platform = await _upgrading(make_hub, "CPO", live=version)
     status, _, body = await sender.call(hub.session, "PUT", "locations", "RECEIVER", "NL/CPA/LOC1",
                                         json=location_211())
     assert (status, body["status_code"]) == (200, 1000), body
@@ -503,13 +490,7 @@ async def test_a_2_1_1_evse_status_patch_replayed_for_its_emsp_back_in_2_2_1_kee
     is down and becomes a dead letter; the eMSP comes back registered in 2.2.1 and the operator replays it. It
     reaches the eMSP as a 2.2.1 PATCH stamped with the time the hub received it, not the time of the replay (which
     starts the message's retry window again, docs/store-and-forward.md)."""
-    hub = await make_hub(broadcast_retry_window=1.5)
-    sender = FakePartner(name="CPO 2.1.1", parties=[Party("NL", "CPA", "CPO")], version="2.1.1",
-                         modules=dict(MODULES_BOTH))
-    await register(hub, sender, "2.1.1")
-    receiver = FakePartner(name="eMSP upgrading", parties=[Party("DE", "EMA", "EMSP")], version="2.1.1",
-                           offered_versions=("2.2.1", "2.1.1"), modules=dict(MODULES_BOTH))
-    platform, _ = await register(hub, receiver, "2.1.1")
+    hub, sender, _, receiver, platform = await _upgrading(make_hub, "CPO", window=1.5)
     receiver.responder = failing(1000)
     sent = time.time()
     status, _, body = await sender.call(hub.session, "PATCH", "locations", "RECEIVER", "NL/CPA/LOC1/3256",
@@ -540,16 +521,7 @@ async def test_a_2_1_1_emsps_retried_token_patch_reaches_its_2_1_1_cpo_back_in_2
     the CPO upgrades; it comes back registered in 2.2.1. OCPI 2.2.1 names a token by uid and ``?type=`` (default
     RFID; mod_tokens): the OTHER token's PATCH reaches it with ``type=OTHER``, the type the hub holds for that uid,
     the RFID one's without, both as a 2.2.1 CPO gets them live, stamped with the time the hub received them."""
-    hub = await make_hub(broadcast_retry_window=30)
-    sender = FakePartner(name="eMSP 2.1.1", parties=[Party("DE", "EMD", "EMSP")], version="2.1.1",
-                         modules=dict(MODULES_BOTH))
-    await register(hub, sender, "2.1.1")
-    live = FakePartner(name="CPO 2.2.1", parties=[Party("NL", "CPB", "CPO")], version="2.2.1",
-                       modules=dict(MODULES_BOTH))
-    await register(hub, live, "2.2.1")
-    receiver = FakePartner(name="CPO upgrading", parties=[Party("NL", "CPM", "CPO")], version="2.1.1",
-                           offered_versions=("2.2.1", "2.1.1"), modules=dict(MODULES_BOTH))
-    platform, _ = await register(hub, receiver, "2.1.1")
+    hub, sender, live, receiver, platform = await _upgrading(make_hub, "EMSP", live="2.2.1")
     token = {"uid": "AA11", "type": "OTHER", "auth_id": "DE8EMDC0001", "issuer": "eMSP D", "valid": True,
              "whitelist": "ALLOWED", "last_updated": TS}
     for doc in (token, {**token, "uid": "BB22", "type": "RFID"}):
@@ -601,16 +573,7 @@ async def _tariff_pushes_waiting(make_hub: MakeHub, version: str, *pushes: tuple
     """A 2.1.1 CPO, a live eMSP on ``version`` and a 2.1.1 eMSP that is down (503) while the CPO's Tariff
     ``pushes`` (method, body) of NL/CPA/T1 wait for it, written in 2.1.1 as the CPO sent them; it then comes back
     registered in ``version``. Returns how many requests it had received before."""
-    hub = await make_hub(broadcast_retry_window=30)
-    sender = FakePartner(name="CPO 2.1.1", parties=[Party("NL", "CPA", "CPO")], version="2.1.1",
-                         modules=dict(MODULES_BOTH))
-    await register(hub, sender, "2.1.1")
-    live = FakePartner(name=f"eMSP {version}", parties=[Party("DE", "EMB", "EMSP")], version=version,
-                       modules=dict(MODULES_BOTH))
-    await register(hub, live, version)
-    receiver = FakePartner(name="eMSP upgrading", parties=[Party("DE", "EMA", "EMSP")], version="2.1.1",
-                           offered_versions=("2.3.0", "2.2.1", "2.1.1"), modules=dict(MODULES_BOTH))
-    platform, _ = await register(hub, receiver, "2.1.1")
+    hub, sender, live, receiver, platform = await _upgrading(make_hub, "CPO", live=version)
     receiver.responder = failing(1000)
     for method, doc in pushes:
         status, _, body = await sender.call(hub.session, method, "tariffs", "RECEIVER", "NL/CPA/T1", json=doc)
