@@ -16,9 +16,9 @@ Delivery queue layout (``P`` = ``{prefix}:``; *token* = ``group_token(receiver, 
 ``P ready``                list    tokens of groups whose head can be claimed now
 ``P parked:<receiver>``    list    tokens of ready groups waiting for an in-flight slot
 ``P gstate``               hash    token -> r (ready) | u (ready, slot reserved) | p (parked) | l (leased)
-``P leases``               zset    message id -> lease expiry, or retry time after retry_later
+``P leases``               zset    message id -> lease expiry (whole seconds, rounded up), or retry time
 ``P inflight``             hash    receiver -> in-flight slots in use (leases + reserved hand-overs)
-``P pending:<receiver>``   zset    message id -> enqueued_at of every unacked message (stats)
+``P pending:<receiver>``   zset    message id -> enqueued_at, whole seconds, of every unacked message (stats)
 ``P receivers``            set     receivers with queued messages or dead letters (stats)
 ``P dl:<id>``              hash    one dead letter
 ``P dead``                 zset    dead-letter id -> time it was dead-lettered

@@ -47,9 +47,10 @@ Model
   channel instead of polling hard. A
   dispatcher loop is: ``claim()``; deliver each message and ``ack``/``retry_later``/``dead_letter`` it;
   when ``claim`` returned fewer than asked, wait for a wake message or a short poll timeout.
-* **Stats** are O(receivers): ``pending:<receiver>`` (id -> enqueued_at of every unacked message) gives
-  depth and the oldest age, ``inflight`` the slots, ``dead-of:<receiver>`` the dead-letter count,
-  ``dead-bytes`` and ``dead-evicted`` their bytes and how many were evicted.
+* **Stats** are O(receivers): ``pending:<receiver>`` (id -> enqueued_at in whole seconds, of every unacked
+  message; the exact time is in the message's hash) gives depth and the oldest age, ``inflight`` the slots,
+  ``dead-of:<receiver>`` the dead-letter count, ``dead-bytes`` and ``dead-evicted`` their bytes and how many were
+  evicted.
 * **Dead letters are bounded** per receiver by count, bytes and age (docs/security.md). ``dead_letter`` enforces
   all three in the same script that stores the new one, evicting the oldest first; ``trim_dead_letters`` (every
   process's reaper, now and then) expires the ones of receivers that get no new dead letters. Evictions are
