@@ -9,7 +9,6 @@ import functools
 import logging
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import unquote
 
 import orjson
 
@@ -51,7 +50,7 @@ from routing.ocpi.translate.base import AUTHORIZATION_INFO, DEFAULTED, DERIVED, 
 from routing.ocpi.versions import V211, V221
 from routing.platform import Platform, utcnow
 from routing.queue import Message
-from routing.router import InboundRequest
+from routing.router import InboundRequest, path_segments
 from routing.wire import ForwardRequest, Reply
 
 log = logging.getLogger("hub.bridging")
@@ -554,7 +553,7 @@ async def write_from_211(hub: Hub, fwd: ForwardRequest, receiver: Platform, acce
     (``_whole_from_copy``). Or why not: no such copy, a DELETE or any other method, and what the translation
     refuses."""
     now = receiver.version or V221
-    segs = [unquote(x) for x in fwd.tail.split("/") if x] if fwd.tail else []
+    segs = path_segments(fwd.tail)
 
     def refused(why: str) -> str:
         return (f"the receiver now speaks OCPI {now}; this {fwd.module} message was written in OCPI {V211} for "

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from urllib.parse import quote, unquote
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -70,6 +70,7 @@ from routing.router import (
     check_sender,
     direct_route,
     order_group,
+    path_segments,
 )
 from routing.store_forward import defers_push, defers_result, object_path, version_of
 from routing.wire import ForwardRequest, Reply, Sent
@@ -134,7 +135,7 @@ async def handle_211(request: web.Request) -> web.StreamResponse:
     ex.interface_role = role
     _check_method(request, module, role, V211)
     tail = raw_tail(request, f"/ocpi/2.1.1/{module}")
-    segs = [unquote(x) for x in tail.split("/") if x] if tail else []
+    segs = path_segments(tail)
     sender = Party(party.country_code, party.party_id)
     to = hub.party if addressed_to_hub_211(party.role, module, role, request.method, segs) else None
     return await route(request, hub, caller.platform, V211, module, role, RoutingHeaders(to=to, from_=sender), tail)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from typing import Any
-from urllib.parse import quote, unquote
+from urllib.parse import quote
 
 import orjson
 
@@ -23,6 +23,7 @@ from routing.ocpi.translate import base as kinds
 from routing.ocpi.translate.base import MAPPED
 from routing.ocpi.translate.common import TOKEN_TYPES_211, TOKEN_TYPES_221
 from routing.ocpi.versions import ROLES_211, V211, V221, V230, interface_role_211
+from routing.router import path_segments
 from routing.wire import ForwardRequest
 
 _COMMAND_KINDS = {"START_SESSION": kinds.START_SESSION, "STOP_SESSION": kinds.STOP_SESSION,
@@ -126,7 +127,7 @@ def write_again(module: str, role: str, method: str, tail: str, query: str, body
     if {source, target} != {V221, V230}:
         return (f"the receiver now speaks OCPI {target}; this {module} message was written for OCPI {source} and "
                 "a step into or out of 2.1.1 needs what the hub read when it arrived: it is not translated again")
-    segs = [unquote(s) for s in tail.split("/") if s] if tail else []
+    segs = path_segments(tail)
     kind = request_kind(module, role, method, segs)
     losses: list[Loss] = []
     if body:

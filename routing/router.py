@@ -61,6 +61,12 @@ ALLOWED_METHODS: dict[tuple[str, str], frozenset[str]] = {
 }
 
 
+def path_segments(tail: str) -> list[str]:
+    """The decoded segments of a path tail as sent; split before decoding, so an id holding an encoded '/' stays
+    one segment."""
+    return [unquote(s) for s in tail.split("/") if s] if tail else []
+
+
 class Directory(Protocol):
     def by_party(self, country_code: str, party_id: str) -> tuple[Platform, PlatformParty] | None: ...
 
@@ -82,9 +88,9 @@ class InboundRequest:
 
     @property
     def segments(self) -> list[str]:
-        """Decoded path segments; split before decoding so an id holding an encoded '/' stays one segment."""
+        """Decoded path segments (``path_segments``), split once per request."""
         if self._segments is None:
-            self._segments = [unquote(s) for s in self.tail.split("/") if s] if self.tail else []
+            self._segments = path_segments(self.tail)
         return self._segments
 
 
