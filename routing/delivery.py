@@ -410,22 +410,20 @@ class Delivery:
             log.warning("could not read receiver %s from the store", receiver_id, exc_info=True)
             return _Receiver(platform, unconfirmed=True)
 
-    async def _in_version(self, fwd: ForwardRequest, platform: Platform, accepted_at: float,
-                          ) -> tuple[ForwardRequest, WrittenAgain | None] | str:
+    async def _in_version(self, fwd: ForwardRequest, platform: Platform, msg: Message,
+                          ) -> tuple[ForwardRequest, WrittenAgain] | str:
         """A queued push as its receiver reads it now. Written for a version the receiver left (it registered
         again, credentials PUT): as its sender sent it, or translated into the receiver's current version where
         that needs nothing but the message (``write_for``), or, for a push whose only body is a 2.1.1 one
         (``from_211_copy``), by the hub with what it knows of the parties (or its copy of the object, sent whole
         for a PATCH the live path writes from it) and when it accepted the push
-        (``accepted_at``; ``write_from_211``); else why not, a permanent verdict (a dead letter). Never a delivery
-        in a shape the receiver no longer speaks (docs/store-and-forward.md, "When the receiver changes version or
-        endpoint")."""
+        (``msg.accepted_at``; ``write_from_211``); else why not, a permanent verdict (a dead letter). Never a
+        delivery in a shape the receiver no longer speaks (docs/store-and-forward.md, "When the receiver changes
+        version or endpoint"). Called only when the receiver's version reads the push otherwise (``reads_alike``)."""
         now = platform.version or V221
-        if reads_alike(fwd.module, fwd.receiver_version, now):
-            return fwd, None
         again = write_for(fwd, now)
         if isinstance(again, str) and self.write_from_211 is not None and from_211_copy(fwd, now):
-            again = await self.write_from_211(fwd, platform, accepted_at)
+            again = await self.write_from_211(fwd, platform, msg.accepted_at)
         if isinstance(again, str):
             return again
         return _as_written(fwd, again, now), again
@@ -445,8 +443,9 @@ class Delivery:
         if platform is None or platform.removed or platform.status != ConnectionStatus.CONNECTED:
             return hub_error_reply(4003, "receiver is not connected", "not_connected")
         again: WrittenAgain | None = None
-        if fwd.receiver_version:  # a push written for the receiver's version of the moment (never direct requests)
-            sent = await self._in_version(fwd, platform, msg.accepted_at)
+        # A push is written for the receiver's version of the moment (never direct requests): rarely another now.
+        if fwd.receiver_version and not reads_alike(fwd.module, fwd.receiver_version, platform.version or V221):
+            sent = await self._in_version(fwd, platform, msg)
             if isinstance(sent, str):
                 return hub_error_reply(4001, sent, "version_changed")
             fwd, again = sent
