@@ -164,6 +164,18 @@ class Bridge:
         self._add_loss(loss)  # with the report of this translation (body_for)
         return orjson.dumps(out), out
 
+    async def unpublished_below(self, hub: Hub) -> bool:
+        """An EVSE or Connector push, or a PATCH, of a Location the hub holds with ``publish: false``: what 2.1.1
+        receivers were refused as a whole must not reach them in parts (docs/versions.md, Locations)."""
+        req = self.req
+        segs = req.segments
+        if req.module != "locations" or len(segs) < 3 or (req.method == "PUT" and len(segs) == 3):
+            return False
+        if isinstance(req.json_body, dict) and req.json_body.get("publish") is not None:
+            return False  # a PATCH that sets publish: translated (and refused for 2.1.1 when false) as it is
+        kept = await hub.store.get_object("locations", segs[0].upper(), segs[1].upper(), segs[2])
+        return kept is not None and kept.data.get("publish") is False
+
     def crosses_periods(self, target: str) -> bool:
         """A Session PATCH with ``charging_periods`` between 2.1.1 and 2.2.1 or 2.3.0: OCPI 2.2.1 and 2.3.0
         mod_sessions append a PATCH's periods to the receiver's, a 2.1.1 PATCH replaces them (the general PATCH
@@ -503,20 +515,25 @@ def _not_from_211(fwd: ForwardRequest, segs: list[str], data: Any) -> str | None
     return None
 
 
-# Why a PATCH goes as a PUT of the hub's copy (``Bridge.whole_at_delivery``), per module.
-_AS_PUT = {"tariffs": "OCPI {target} has no Tariff PATCH (OCPI 2.1.1 mod_tariffs has one)",
-           "sessions": "a 2.1.1 PATCH carries the whole list of charging_periods, an OCPI {target} PATCH appends to "
-                       "the receiver's, and to replace periods the Sender SHALL PUT (OCPI 2.2.1 mod_sessions)"}
+# Why a PATCH goes as a PUT of the hub's copy (``Bridge.whole_at_delivery``), per module and direction.
+_AS_PUT = {("tariffs", "up"): "OCPI {target} has no Tariff PATCH (OCPI 2.1.1 mod_tariffs has one)",
+           ("sessions", "up"): "a 2.1.1 PATCH carries the whole list of charging_periods, an OCPI {target} PATCH "
+                               "appends to the receiver's, and to replace periods the Sender SHALL PUT (OCPI 2.2.1 "
+                               "mod_sessions)",
+           ("sessions", "down"): "an OCPI {source} PATCH's charging_periods are appended to the receiver's, a 2.1.1 "
+                                 "PATCH's replace them (OCPI 2.1.1 mod_sessions): the whole Session says both"}
 
 
-async def _whole_from_copy(hub: Hub, msg: Bridge, now: str, to: Party | None) -> WrittenAgain | str:
-    """A 2.1.1 PATCH the live path sends a 2.2.1 or 2.3.0 receiver as a PUT made from the hub's copy of its object
-    (a Tariff PATCH, ``patched_tariff`` in hub/modules.py; a Session PATCH with charging_periods, ``periods_for``),
-    written at delivery as a PUT of that copy as it is then: the Tariff the hub keeps (``kept_tariff``), the
-    Session as the receiver was sent it (``kept_session``). The copy holds this PATCH and any later change, and every
-    later message of the object follows in the same ordering group (a PUT of the copy again, a PATCH, a DELETE): the
-    receiver ends with the object's current state, where a dead letter would leave it a stale one. Or why not: the
-    hub holds no copy. Only the object the message names, for the receiver it was queued for: no one sees more."""
+async def _whole_from_copy(hub: Hub, msg: Bridge, now: str, to: Party | None, written_for: str,
+                           ) -> WrittenAgain | str:
+    """A PATCH the live path sends a receiver of ``now`` as a PUT made from (a 2.1.1 Tariff PATCH to 2.2.1 or 2.3.0,
+    ``patched_tariff`` in hub/modules.py) or completed with (a Session PATCH with charging_periods across 2.1.1,
+    ``periods_for``) the hub's copy of its object, written at delivery as a PUT of that copy as it is then: the
+    Tariff the hub keeps (``kept_tariff``), the Session as the receiver was sent it (``kept_session``). The copy
+    holds this PATCH and any later change, and every later message of the object follows in the same ordering group
+    (a PUT of the copy again, a PATCH, a DELETE): the receiver ends with the object's current state, where a dead
+    letter would leave it a stale one. Or why not: the hub holds no copy. Only the object the message names, for
+    the receiver it was queued for: no one sees more."""
     req = msg.req
     if req.module == "tariffs":
         kept: StoredObject | RoutedObject | None = await kept_tariff(hub, req)
@@ -526,25 +543,54 @@ async def _whole_from_copy(hub: Hub, msg: Bridge, now: str, to: Party | None) ->
     else:
         kept = await kept_session(hub, req, to) if to is not None else None
         if kept is None:
-            return (f"its charging_periods are the whole list (a 2.1.1 PATCH replaces it) where a PATCH of that "
-                    f"version appends, and the hub keeps no copy of what the receiver was sent of session "
-                    f"{req.segments[2]} (catch-up off, HUB_CATCHUP_DAYS=0; the copy purged; or the Session never "
-                    "routed through the hub) to send whole as a PUT")
-    body = msg.whole_at_delivery(now, kept.data, kept.ocpi_version, to, _AS_PUT[req.module].format(target=now))
-    return WrittenAgain(body, msg.query_for(now), kept.ocpi_version, now, msg.request_losses(), "PUT", V211, "kept")
+            return (f"its charging_periods are {'the whole list' if msg.version == V211 else 'appended'} where a "
+                    f"PATCH of OCPI {now} {'appends' if msg.version == V211 else 'replaces the list'}, and the hub "
+                    f"keeps no copy of what the receiver was sent of session {req.segments[2]} (catch-up off, "
+                    "HUB_CATCHUP_DAYS=0; the copy purged; or the Session never routed through the hub) to send "
+                    "whole as a PUT")
+    why = _AS_PUT[(req.module, "down" if now == V211 else "up")].format(source=msg.version, target=now)
+    body = msg.whole_at_delivery(now, kept.data, kept.ocpi_version, to, why)
+    return WrittenAgain(body, msg.query_for(now), kept.ocpi_version, now, msg.request_losses(), "PUT", written_for,
+                        "kept")
 
 
 def _pair_of(headers: dict[str, str], cc: str, pid: str) -> Party | None:
     return Party(headers[cc], headers[pid]) if cc in headers and pid in headers else None
 
 
+def _rebuilt(hub: Hub, fwd: ForwardRequest, receiver: Platform, version: str, method: str, query: str, body: bytes,
+             data: Any) -> tuple[Bridge, Party | None] | None:
+    """The request a queued push was made from, rebuilt from the message (the sender from the owner in the path,
+    else the FROM routing header the hub set; the receiver from TO) as a ``Bridge`` in ``version``, and the party it
+    was sent to. None: it names no sender."""
+    owner = owner_from_path(fwd.module, fwd.interface_role, path_segments(fwd.tail))
+    sender = Party(*owner) if owner is not None else _pair_of(fwd.headers, FROM_CC, FROM_PID)
+    if sender is None:
+        return None
+    to = _pair_of(fwd.headers, TO_CC, TO_PID)
+    # The Bridge reads the request, not its caller: the sender's platform while it is registered, else the receiver.
+    caller = hub.registry.by_party(sender.country_code, sender.party_id)
+    req = InboundRequest(platform=caller[0] if caller is not None else receiver, module=fwd.module,
+                         interface_role=fwd.interface_role, method=method, tail=fwd.tail, query=query,
+                         routing=RoutingHeaders(to=to, from_=sender), body=body, json_body=data)
+    return Bridge(version, req), to
+
+
+async def write_at_delivery(hub: Hub, fwd: ForwardRequest, receiver: Platform, accepted_at: float,
+                            ) -> WrittenAgain | str:
+    """A queued push that only the hub can write in its receiver's new version (``Delivery.write_with_hub``):
+    into 2.1.1 (``write_into_211``) or out of a 2.1.1 copy (``write_from_211``)."""
+    if receiver.version == V211:
+        return await write_into_211(hub, fwd, receiver)
+    return await write_from_211(hub, fwd, receiver, accepted_at)
+
+
 async def write_from_211(hub: Hub, fwd: ForwardRequest, receiver: Platform, accepted_at: float,
                          ) -> WrittenAgain | str:
     """A queued push written in OCPI 2.1.1 for a receiver that now speaks 2.2.1 or 2.3.0 and keeps no other body
     (a 2.1.1 sender's push for a 2.1.1 receiver; ``routing.bridge.from_211_copy``), written in the receiver's
-    version as the live path writes it (``Delivery.write_from_211``; docs/store-and-forward.md): the request is
-    rebuilt from the message (the sender from the owner in the path, else the FROM routing header the hub set; the
-    receiver from TO), read as 2.2.1 with what the hub knows of the parties (``read_as_221``: the eMSP behind a
+    version as the live path writes it (docs/store-and-forward.md): the request is rebuilt from the message
+    (``_rebuilt``), read as 2.2.1 with what the hub knows of the parties (``read_as_221``: the eMSP behind a
     Session's or CDR's ``auth_id``; a Token's type, ``type_211_token``) and written in the receiver's version
     (``body_for``, ``query_for``), with the losses of those steps. A PATCH without last_updated gets the time the
     hub accepted the push (``accepted_at``, seconds since the epoch), as on arrival: not the delivery time, which
@@ -565,21 +611,13 @@ async def write_from_211(hub: Hub, fwd: ForwardRequest, receiver: Platform, acce
         return refused("its body cannot be read again")
     if (why := _not_from_211(fwd, segs, data)) is not None:
         return refused(why)
-    owner = owner_from_path(fwd.module, fwd.interface_role, segs)
-    sender = Party(*owner) if owner is not None else _pair_of(fwd.headers, FROM_CC, FROM_PID)
-    if sender is None:
-        return refused("names no sender")
-    to = _pair_of(fwd.headers, TO_CC, TO_PID)
-    # The Bridge reads the request, not its caller: the sender's platform while it is registered, else the receiver.
-    caller = hub.registry.by_party(sender.country_code, sender.party_id)
     try:
-        req = InboundRequest(platform=caller[0] if caller is not None else receiver, module=fwd.module,
-                             interface_role=fwd.interface_role, method=fwd.method, tail=fwd.tail, query=fwd.query,
-                             routing=RoutingHeaders(to=to, from_=sender), body=fwd.body,
-                             json_body=data)
-        msg = Bridge(V211, req)
+        if (rebuilt := _rebuilt(hub, fwd, receiver, V211, fwd.method, fwd.query, fwd.body, data)) is None:
+            return refused("names no sender")
+        msg, to = rebuilt
+        req = msg.req
         if fwd.method == "PATCH" and (fwd.module == "tariffs" or msg.crosses_periods(now)):
-            again = await _whole_from_copy(hub, msg, now, to)
+            again = await _whole_from_copy(hub, msg, now, to, V211)
             return refused(again) if isinstance(again, str) else again
         await msg.read_as_221(hub, datetime.fromtimestamp(accepted_at, UTC))
         if fwd.module == "tokens":  # as on arrival (hub/modules.py): 2.2.1 and 2.3.0 name a token by uid and type
@@ -589,3 +627,63 @@ async def write_from_211(hub: Hub, fwd: ForwardRequest, receiver: Platform, acce
     except InvalidParameters as exc:  # Untranslatable too
         return refused(f"cannot be translated: {exc.message}")
     return WrittenAgain(body, query, V211, now, msg.request_losses(), fwd.method, V211, "queued")
+
+
+# What a push written in 2.2.1 or 2.3.0 becomes for a receiver that moved down to 2.1.1 (module, method on the
+# RECEIVER interface, as its sender sent it): the pushes the live path writes into 2.1.1, with the same Bridge
+# steps (a Tariff DELETE, with no body, goes as queued: ``routing.bridge.write_for``).
+_WRITTEN_INTO_211 = frozenset({("cdrs", "POST"), ("sessions", "PUT"), ("sessions", "PATCH"), ("locations", "PUT"),
+                               ("locations", "PATCH"), ("tariffs", "PUT"), ("tokens", "PUT"), ("tokens", "PATCH")})
+
+_UNPUBLISHED = ("its Location is not published (publish false), and OCPI 2.1.1 has no unpublished Locations: a 2.1.1 "
+                "receiver would show it (the live path does not send it either)")
+
+
+async def write_into_211(hub: Hub, fwd: ForwardRequest, receiver: Platform) -> WrittenAgain | str:
+    """A queued push written in OCPI 2.2.1 or 2.3.0 for a receiver that now speaks 2.1.1 (it moved down, e.g.
+    rolling back an upgrade; ``routing.bridge.into_211``), written in 2.1.1 as the live path writes it
+    (docs/store-and-forward.md): from what its sender sent (``fwd.sent``; else the queued copy, which is what the
+    sender sent when both spoke one version), the request rebuilt from the message (``_rebuilt``), translated
+    (``body_for``, ``query_for``) with what the hub holds as it is at delivery: the Location a 2.1.1 Session
+    embeds (``with_held_location``), and for a Session PATCH with charging_periods (a 2.1.1 PATCH replaces the
+    receiver's list, a 2.2.1 or 2.3.0 one appends to it) a PUT of the Session as the receiver was sent it
+    (``_whole_from_copy``). Or why not: no such copy, a Location the hub holds unpublished (``unpublished_below``),
+    a message of another kind, and what the translation refuses."""
+    written_for, sent = fwd.receiver_version, fwd.sent
+    version, method, query, raw = (sent.version, sent.method, sent.query, sent.body) if sent is not None else (
+        written_for, fwd.method, fwd.query, fwd.body)
+    wrote = f" (its sender wrote it in OCPI {version})" if version != written_for else ""
+
+    def refused(why: str) -> str:
+        return (f"the receiver now speaks OCPI {V211}; this {fwd.module} message was written for OCPI "
+                f"{written_for}{wrote} and {why}: it is not translated again")
+
+    try:
+        data = parse_json(raw) if raw else None
+    except InvalidParameters:
+        return refused("its body cannot be read again")
+    if fwd.interface_role != "RECEIVER" or (fwd.module, method) not in _WRITTEN_INTO_211 or data is None:
+        return refused(f"only a CDR POST, a Location, Session or Token PUT or PATCH and a Tariff PUT are written "
+                       f"into 2.1.1 at delivery, not a {fwd.module} {method}")
+    if fwd.module != "cdrs" and len(path_segments(fwd.tail)) < 3:
+        return refused("its path names no object")
+    try:
+        if (rebuilt := _rebuilt(hub, fwd, receiver, version, method, query, raw, data)) is None:
+            return refused("names no sender")
+        msg, to = rebuilt
+        if method == "PATCH" and msg.crosses_periods(V211):
+            whole = await _whole_from_copy(hub, msg, V211, to, written_for)
+            if isinstance(whole, str):
+                return refused(whole)
+            body, out, method, source, basis = whole.body, orjson.loads(whole.body), "PUT", whole.source, "kept"
+        elif await msg.unpublished_below(hub):
+            return refused(_UNPUBLISHED)
+        else:
+            body, out = msg.body_for(V211, None if fwd.recipient else to)  # a fan-out's body: the same for every party
+            source, basis = version, "sent" if sent is not None else "queued"
+        if (held := await msg.with_held_location(hub, V211, out)) is not None:
+            body = held[0]
+        query = msg.query_for(V211)
+    except InvalidParameters as exc:  # Untranslatable too
+        return refused(f"cannot be translated: {exc.message}")
+    return WrittenAgain(body, query, source, V211, msg.request_losses(), method, written_for, basis)

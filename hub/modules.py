@@ -315,7 +315,7 @@ async def to_hub(request: web.Request, hub: Hub, req: InboundRequest, sender: Pa
     messages = []
     bodies: dict[str, bytes | None] = {}  # per receiver version, translated once
     refused: dict[str, str] = {}
-    if any(t.platform.version == V211 for t in targets) and await _unpublished_below(hub, req):
+    if any(t.platform.version == V211 for t in targets) and await msg.unpublished_below(hub):
         # 2.1.1 parties never got this Location: nor do they get its parts and changes
         bodies[V211], refused[V211] = None, "the Location is not published (publish false) and OCPI 2.1.1 has " \
             "no unpublished Locations: a 2.1.1 receiver would show it"
@@ -404,18 +404,6 @@ async def patched_tariff(hub: Hub, req: InboundRequest, msg: Bridge, versions: s
         except InvalidParameters as exc:
             refused[version] = exc.message
     return out
-
-
-async def _unpublished_below(hub: Hub, req: InboundRequest) -> bool:
-    """An EVSE or Connector push, or a PATCH, of a Location the hub holds with ``publish: false``: what 2.1.1
-    receivers were refused as a whole must not reach them in parts (docs/versions.md, Locations)."""
-    segs = req.segments
-    if req.module != "locations" or len(segs) < 3 or (req.method == "PUT" and len(segs) == 3):
-        return False
-    if isinstance(req.json_body, dict) and req.json_body.get("publish") is not None:
-        return False  # a PATCH that sets publish: translated (and refused for 2.1.1 when false) as it is
-    kept = await hub.store.get_object("locations", segs[0].upper(), segs[1].upper(), segs[2])
-    return kept is not None and kept.data.get("publish") is False
 
 
 def raw_tail(request: web.Request, prefix: str) -> str:

@@ -61,7 +61,7 @@ class WrittenAgain:
     target: str
     losses: list[Loss]
     # The method it goes with (``write_for`` sets it; a sender's may differ from the queued copy's, and a 2.1.1
-    # PATCH the hub writes from its copy of the object goes as a PUT: hub/bridging.py, ``write_from_211``).
+    # PATCH the hub writes from its copy of the object goes as a PUT: hub/bridging.py, ``write_at_delivery``).
     method: str = ""
     written_for: str = ""  # the receiver's former version, the one the queued copy was written for
     # What it was made from: "queued" (the copy written for the former version), "sent" (what its sender sent) or
@@ -97,9 +97,10 @@ def write_for(fwd: ForwardRequest, now: str) -> WrittenAgain | str:
     again = write_again(fwd.module, fwd.interface_role, fwd.method, fwd.tail, fwd.query, fwd.body,
                         source=written_for, target=now)
     if isinstance(again, str):
-        # Into 2.1.1 (from a 2.2.1 or 2.3.0 sender), or out of it (a 2.1.1 sender's message written for its 2.1.1
-        # receiver, which keeps nothing more: the delivery engine then asks the hub, ``from_211_copy``): the step
-        # needs what the hub knows (the kept Session, the held Location, token types). Or a step that refuses.
+        # Into 2.1.1 (from a 2.2.1 or 2.3.0 sender, ``into_211``), or out of it (a 2.1.1 sender's message written
+        # for its 2.1.1 receiver, which keeps nothing more, ``from_211_copy``): the step needs what the hub knows
+        # (the kept Session, the held Location, token types), so the delivery engine asks the hub. Or a step that
+        # refuses.
         return again if sent is None else f"{again} (its sender wrote it in OCPI {sent.version})"
     return replace(again, method=fwd.method, written_for=written_for)
 
@@ -108,9 +109,18 @@ def from_211_copy(fwd: ForwardRequest, now: str) -> bool:
     """A queued push whose only body is the one written for its receiver on OCPI 2.1.1 (a 2.1.1 sender's message
     for a 2.1.1 receiver, which keeps nothing more, or one queued before the sender's copy was kept), for that
     receiver now on 2.2.1 or 2.3.0. ``write_for`` refuses it (the step out of 2.1.1 needs what the hub knows of
-    the parties); the delivery engine asks the hub to write it (``Delivery.write_from_211``,
+    the parties); the delivery engine asks the hub to write it (``Delivery.write_with_hub``,
     docs/store-and-forward.md)."""
     return fwd.receiver_version == V211 and now != V211 and fwd.sent is None
+
+
+def into_211(fwd: ForwardRequest, now: str) -> bool:
+    """A queued push written for a receiver on OCPI 2.2.1 or 2.3.0, whose sender did not write it in 2.1.1, for that
+    receiver now on 2.1.1 (it moved down, e.g. rolling back an upgrade). ``write_for`` refuses it (the step into
+    2.1.1 needs what the hub holds: the Location a 2.1.1 Session embeds, the Session a PATCH's periods complete);
+    the delivery engine asks the hub to write it (``Delivery.write_with_hub``, docs/store-and-forward.md)."""
+    return (now == V211 and fwd.receiver_version not in ("", V211)
+            and (fwd.sent is None or fwd.sent.version != V211))
 
 
 def write_again(module: str, role: str, method: str, tail: str, query: str, body: bytes, *, source: str,

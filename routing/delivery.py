@@ -27,7 +27,7 @@ from redis.asyncio import Redis
 from yarl import URL
 
 from routing import keys
-from routing.bridge import WrittenAgain, from_211_copy, reads_alike, write_for
+from routing.bridge import WrittenAgain, from_211_copy, into_211, reads_alike, write_for
 from routing.ocpi.auth import authorization_header
 from routing.ocpi.errors import HubUnavailable
 from routing.ocpi.headers import REQUEST_ID, ROUTING_HEADERS, new_id
@@ -232,14 +232,15 @@ class Delivery:
         # it) that the receiver accepted: (message, request as sent, how it was written and its losses, reply,
         # X-Request-ID sent): audit and metrics.
         self.on_written_again: Callable[[Message, ForwardRequest, WrittenAgain, Reply, str], None] | None = None
-        # A queued push written in OCPI 2.1.1 for a receiver that now speaks 2.2.1 or 2.3.0, with no other body
-        # than that one (``routing.bridge.from_211_copy``): awaited before it is sent, with the request, the
-        # receiver as it is now and when the hub accepted the push (``Message.accepted_at``: the last_updated a
-        # 2.1.1 PATCH without one gets), it writes the push in the receiver's version with what the hub knows (the
-        # parties behind a 2.1.1 body; for a Tariff PATCH or a Session PATCH with charging_periods, a PUT of the
-        # hub's copy of the object as it is then: hub/bridging.py), or says why it cannot (a dead letter). None:
-        # refused.
-        self.write_from_211: Callable[[ForwardRequest, Platform, float], Awaitable[WrittenAgain | str]] | None = None
+        # A queued push that only the hub can write in its receiver's new version, with what it holds: one written
+        # in OCPI 2.1.1 for a receiver now on 2.2.1 or 2.3.0, with no other body (``routing.bridge.from_211_copy``),
+        # or one written in 2.2.1 or 2.3.0 for a receiver now on 2.1.1 (``routing.bridge.into_211``). Awaited
+        # before it is sent, with the request, the receiver as it is now and when the hub accepted the push
+        # (``Message.accepted_at``: the last_updated a 2.1.1 PATCH without one gets), it writes the push in the
+        # receiver's version as the live path does (the parties behind a 2.1.1 body, the Location a 2.1.1 Session
+        # embeds; a PATCH the live path writes from the hub's copy of the object as a PUT of that copy as it is
+        # then: hub/bridging.py), or says why it cannot (a dead letter). None: refused.
+        self.write_with_hub: Callable[[ForwardRequest, Platform, float], Awaitable[WrittenAgain | str]] | None = None
         self.process_id = uuid.uuid4().hex
         self.inflight_per_process = queue.max_inflight
         self._pending: dict[str, asyncio.Future[Reply]] = {}
@@ -415,15 +416,17 @@ class Delivery:
         """A queued push as its receiver reads it now. Written for a version the receiver left (it registered
         again, credentials PUT): as its sender sent it, or translated into the receiver's current version where
         that needs nothing but the message (``write_for``), or, for a push whose only body is a 2.1.1 one
-        (``from_211_copy``), by the hub with what it knows of the parties (or its copy of the object, sent whole
-        for a PATCH the live path writes from it) and when it accepted the push
-        (``msg.accepted_at``; ``write_from_211``); else why not, a permanent verdict (a dead letter). Never a
-        delivery in a shape the receiver no longer speaks (docs/store-and-forward.md, "When the receiver changes
-        version or endpoint"). Called only when the receiver's version reads the push otherwise (``reads_alike``)."""
+        (``from_211_copy``) or one going down into 2.1.1 (``into_211``), by the hub with what it knows of the
+        parties and objects (or its copy of the object, sent whole for a PATCH the live path writes from it) and
+        when it accepted the push (``msg.accepted_at``; ``write_with_hub``); else why not, a permanent verdict (a
+        dead letter). Never a delivery in a shape the receiver no longer speaks (docs/store-and-forward.md, "When
+        the receiver changes version or endpoint"). Called only when the receiver's version reads the push
+        otherwise (``reads_alike``)."""
         now = platform.version or V221
         again = write_for(fwd, now)
-        if isinstance(again, str) and self.write_from_211 is not None and from_211_copy(fwd, now):
-            again = await self.write_from_211(fwd, platform, msg.accepted_at)
+        if isinstance(again, str) and self.write_with_hub is not None and (from_211_copy(fwd, now)
+                                                                           or into_211(fwd, now)):
+            again = await self.write_with_hub(fwd, platform, msg.accepted_at)
         if isinstance(again, str):
             return again
         return _as_written(fwd, again, now), again

@@ -10,6 +10,7 @@ from routing.bridge import (
     addressed_to_hub_211,
     from_211_copy,
     hub_interface_211,
+    into_211,
     owner_from_path,
     reply_kind,
     request_kind,
@@ -165,3 +166,17 @@ def test_a_push_whose_receiver_moved_is_sent_from_what_its_sender_sent_where_tha
 def test_only_a_push_whose_one_body_is_2_1_1_is_left_to_the_hubs_store_when_its_receiver_moved_up(
         written_for: str, sender: str | None, now: str, asks_the_hub: bool) -> None:
     assert from_211_copy(_queued(written_for, sender), now) is asks_the_hub
+
+
+@pytest.mark.parametrize(("written_for", "sender", "now", "asks_the_hub"), [
+    ("2.2.1", None, "2.1.1", True),  # a 2.2.1 sender's message for its 2.2.1 receiver, now on 2.1.1
+    ("2.3.0", None, "2.1.1", True),
+    ("2.2.1", "2.3.0", "2.1.1", True),  # a cross-version message: from what the sender sent
+    ("2.2.1", "2.1.1", "2.1.1", False),  # the receiver now speaks the sender's version: as sent (write_for)
+    ("2.1.1", "2.1.1", "2.2.1", False),  # out of 2.1.1: from_211_copy
+    ("2.2.1", None, "2.3.0", False),
+])
+def test_a_push_into_2_1_1_from_a_newer_sender_is_left_to_the_hub_when_its_receiver_moved_down(
+        written_for: str, sender: str | None, now: str, asks_the_hub: bool) -> None:
+    assert into_211(_queued(written_for, sender), now) is asks_the_hub
+

@@ -209,10 +209,13 @@ async def test_transient_failures_are_retried_in_order_until_delivered(make_hub:
     assert len(flaky.received) == 4
 
 
-async def test_a_retried_push_is_not_sent_once_its_receiver_moved_to_another_version(make_hub: MakeHub) -> None:
-    """A Location fan-out written for an eMSP on 2.2.1 waits for a retry (503); the eMSP moves to 2.1.1 by a
-    credentials PUT. The push is dead-lettered naming both versions, never sent to the eMSP's 2.1.1 endpoint in
-    the 2.2.1 shape (owner fields, no ``type``) it no longer reads; GET All serves the Location in 2.1.1."""
+async def test_a_retried_push_reaches_its_emsp_moved_down_to_2_1_1_as_the_live_fan_out_writes_it(
+        make_hub: MakeHub) -> None:
+    """A 2.2.1 CPO's Location fan-out, written for an eMSP on 2.2.1, waits for a retry (503); the eMSP moves down to
+    2.1.1 by a credentials PUT (a rolled-back upgrade). The hub writes the push again in 2.1.1 from what the CPO
+    sent, as the live fan-out writes it: at the eMSP's 2.1.1 endpoint, without routing headers, the Location as GET
+    All serves it in 2.1.1 (no owner fields, ``type``), never in the 2.2.1 shape the eMSP no longer reads. No dead
+    letter; the redelivery's audit record says how it was written (docs/store-and-forward.md)."""
     hub = await make_hub(broadcast_retry_window=30)
     sender = cpo()
     await hub.connect(sender)
@@ -222,16 +225,21 @@ async def test_a_retried_push_is_not_sent_once_its_receiver_moved_to_another_ver
     receiver.responder = failing(1000)
     await broadcast(hub.session, sender, location())
     await eventually(lambda: len(receiver.received) >= 1, what="a first, refused attempt")
+    assert "country_code" in receiver.received[0].json(), "written for 2.2.1"
     tried = await receiver.come_back_in(hub.session, platform["versions_url"], "2.1.1")
 
-    await eventually_letters(hub, 1, within=15)
-    assert [(r.path, r.json()) for r in receiver.received[tried:]] == [], "nothing in the 2.2.1 shape"
-    [letter] = await dead_letters(hub)
-    assert letter["receiver"] == platform["id"], letter
-    assert "2.1.1" in letter["reason"] and "2.2.1" in letter["reason"], letter
+    await eventually(lambda: len(receiver.received) > tried, within=15, what="the push in 2.1.1")
+    got = receiver.received[tried]
+    assert (got.method, got.path) == ("PUT", "/ocpi/2.1.1/locations/NL/CPA/LOC1"), got.path
+    assert not any(h.startswith("OCPI-") for h in got.headers), "a 2.1.1 receiver gets no routing headers"
     status, _, page = await receiver.call(hub.session, "GET", "locations", "SENDER")
-    assert status == 200 and [(x["id"], x["type"]) for x in page["data"]] == [("LOC1", "UNKNOWN")], page
-    assert "country_code" not in page["data"][0], "GET All gives it in 2.1.1"
+    assert status == 200 and [got.json()] == page["data"], (got.json(), page)
+    assert got.json()["type"] == "UNKNOWN" and "country_code" not in got.json(), got.json()
+    await asyncio.sleep(0.3)
+    assert len(receiver.received) == tried + 1 and await dead_letters(hub) == []
+    [report] = await redelivery_reports(hub, "locations", platform["id"])
+    assert (report["from"], report["to"], report["written_for"], report["basis"]) == (
+        "2.2.1", "2.1.1", "2.2.1", "queued"), report
 
 
 async def test_a_retried_push_reaches_its_2_1_1_emsp_back_in_2_2_1_as_its_cpo_sent_it(make_hub: MakeHub) -> None:
@@ -662,6 +670,34 @@ async def test_a_2_1_1_cpos_retried_tariff_patch_of_a_tariff_deleted_since_is_de
     assert len(receiver.received) == tried + 2
 
 
+EMAID_TOKEN = {"country_code": "DE", "party_id": "EMC", "uid": "P1", "type": "EMAID", "contract_id": "DE8EMC0001",
+               "issuer": "eMSP C", "valid": True, "whitelist": "ALLOWED", "last_updated": TS}
+
+
+async def _emaid_token_waiting(make_hub: MakeHub, moves_to: str, live: FakePartner | None = None,
+                               ) -> tuple[HubHarness, FakePartner, dict[str, Any]]:
+    """A 2.3.0 eMSP's EMAID Token fanned out to a CPO on 2.3.0 (offering ``moves_to`` too) that answers 503, and
+    to ``live`` when given (registered in its version): the hub, the CPO and its platform, after a first attempt."""
+    hub = await make_hub(broadcast_retry_window=30)
+    sender = FakePartner(name="eMSP 2.3.0", parties=[Party("DE", "EMC", "EMSP")], version="2.3.0",
+                         modules=dict(MODULES_BOTH))
+    await register(hub, sender, "2.3.0")
+    if live is not None:
+        await register(hub, live, live.version)
+    receiver = FakePartner(name="CPO moving", parties=[Party("NL", "CPM", "CPO")], version="2.3.0",
+                           offered_versions=("2.3.0", moves_to), modules=dict(MODULES_BOTH))
+    platform, _ = await register(hub, receiver, "2.3.0")
+    receiver.responder = failing(1000)
+    status, _, body = await sender.call(hub.session, "PUT", "tokens", "RECEIVER", "DE/EMC/P1", to=HUB,
+                                        json=EMAID_TOKEN, query="type=EMAID")
+    assert (status, body["status_code"]) == (200, 1000), body
+    await eventually(lambda: len(receiver.received) >= 1 and (live is None or len(live.received) == 1),
+                     what="a first, refused attempt")
+    assert (receiver.received[0].path, receiver.received[0].raw_query) == (
+        "/ocpi/2.3.0/receiver/tokens/DE/EMC/P1", "type=EMAID")
+    return hub, receiver, platform
+
+
 async def test_a_retried_token_push_reaches_its_cpo_that_moved_from_2_3_0_to_2_2_1_in_2_2_1(
     make_hub: MakeHub,
 ) -> None:
@@ -670,29 +706,70 @@ async def test_a_retried_token_push_reaches_its_cpo_that_moved_from_2_3_0_to_2_2
     changes version or endpoint"): the CPO gets the token in 2.2.1, the TokenType 2.2.1 lacks as OTHER in the body
     and in the URL's ``type``, as a push from a 2.3.0 eMSP to a 2.2.1 CPO always does (docs/versions.md,
     "Tokens"); no dead letter."""
-    hub = await make_hub(broadcast_retry_window=30)
-    sender = FakePartner(name="eMSP 2.3.0", parties=[Party("DE", "EMC", "EMSP")], version="2.3.0",
-                         modules=dict(MODULES_BOTH))
-    await register(hub, sender, "2.3.0")
-    receiver = FakePartner(name="CPO moving", parties=[Party("NL", "CPM", "CPO")], version="2.3.0",
-                           offered_versions=("2.3.0", "2.2.1"), modules=dict(MODULES_BOTH))
-    platform, _ = await register(hub, receiver, "2.3.0")
-    receiver.responder = failing(1000)
-    token = {"country_code": "DE", "party_id": "EMC", "uid": "P1", "type": "EMAID", "contract_id": "DE8EMC0001",
-             "issuer": "eMSP C", "valid": True, "whitelist": "ALLOWED", "last_updated": TS}
-    status, _, body = await sender.call(hub.session, "PUT", "tokens", "RECEIVER", "DE/EMC/P1", to=HUB, json=token,
-                                        query="type=EMAID")
-    assert (status, body["status_code"]) == (200, 1000), body
-    await eventually(lambda: len(receiver.received) >= 1, what="a first, refused attempt")
-    assert (receiver.received[0].path, receiver.received[0].raw_query) == (
-        "/ocpi/2.3.0/receiver/tokens/DE/EMC/P1", "type=EMAID")
+    hub, receiver, platform = await _emaid_token_waiting(make_hub, "2.2.1")
     tried = await receiver.come_back_in(hub.session, platform["versions_url"], "2.2.1")
 
     await eventually(lambda: len(receiver.received) > tried, within=15, what="the push in 2.2.1")
     got = receiver.received[tried]
     assert (got.path, got.raw_query) == ("/ocpi/2.2.1/receiver/tokens/DE/EMC/P1", "type=OTHER")
-    assert got.json() == {**token, "type": "OTHER"}
+    assert got.json() == {**EMAID_TOKEN, "type": "OTHER"}
     assert await dead_letters(hub) == []
+
+
+async def test_a_retried_token_push_reaches_its_cpo_moved_down_to_2_1_1_as_a_live_2_1_1_cpo_gets_it(
+    make_hub: MakeHub,
+) -> None:
+    """A 2.3.0 eMSP's EMAID Token, fanned out to a CPO on 2.3.0, waits for a retry (503); the CPO moves down to
+    2.1.1. The hub writes the push in 2.1.1 from what the eMSP sent, as the live fan-out writes it: the moving CPO
+    gets exactly what a CPO that was on 2.1.1 all along got (``auth_id``, the TokenType 2.1.1 lacks as OTHER), at
+    its 2.1.1 endpoint, without routing headers; no dead letter (docs/store-and-forward.md)."""
+    live = FakePartner(name="CPO 2.1.1", parties=[Party("NL", "CPL", "CPO")], version="2.1.1",
+                       modules=dict(MODULES_BOTH))
+    hub, receiver, platform = await _emaid_token_waiting(make_hub, "2.1.1", live)
+    tried = await receiver.come_back_in(hub.session, platform["versions_url"], "2.1.1")
+
+    await eventually(lambda: len(receiver.received) > tried, within=15, what="the push in 2.1.1")
+    got, expected = receiver.received[tried], live.received[0]
+    assert (got.method, got.path, got.raw_query) == ("PUT", "/ocpi/2.1.1/tokens/DE/EMC/P1", expected.raw_query)
+    assert got.json() == expected.json(), (got.json(), expected.json())
+    assert (got.json()["auth_id"], got.json()["type"]) == ("DE8EMC0001", "OTHER"), got.json()
+    assert not any(h.startswith("OCPI-") for h in got.headers), "a 2.1.1 receiver gets no routing headers"
+    await asyncio.sleep(0.3)
+    assert len(receiver.received) == tried + 1 and await dead_letters(hub) == []
+
+
+async def test_an_unpublished_locations_pushes_waiting_for_an_emsp_moved_down_to_2_1_1_are_dead_letters(
+    make_hub: MakeHub,
+) -> None:
+    """A 2.2.1 CPO's Location with ``publish: false`` and then an EVSE status PATCH of it wait for a 2.2.1 eMSP
+    (which reads unpublished Locations); the eMSP moves down to 2.1.1, which has no unpublished Locations. As live,
+    where a 2.1.1 eMSP is sent neither, neither is sent: both are dead letters, their reasons saying why, and the
+    2.1.1 eMSP connected all along got nothing (docs/versions.md, "Locations")."""
+    hub = await make_hub(broadcast_retry_window=30)
+    sender = cpo()
+    await hub.connect(sender)
+    live = FakePartner(name="eMSP 2.1.1", parties=[Party("DE", "EML", "EMSP")], version="2.1.1",
+                       modules=dict(MODULES_BOTH))
+    await register(hub, live, "2.1.1")
+    receiver = FakePartner(name="eMSP moving", parties=[Party("DE", "EMA", "EMSP")], version="2.2.1",
+                           offered_versions=("2.2.1", "2.1.1"), modules=dict(MODULES_BOTH))
+    platform, _ = await register(hub, receiver, "2.2.1")
+    receiver.responder = failing(1000)
+    hidden = {**location(), "publish": False, "evses": [
+        {"uid": "E1", "status": "AVAILABLE", "last_updated": TS, "connectors": [
+            {"id": "1", "standard": "IEC_62196_T2", "format": "SOCKET", "power_type": "AC_3_PHASE",
+             "max_voltage": 230, "max_amperage": 16, "last_updated": TS}]}]}
+    await broadcast(hub.session, sender, hidden)
+    status, _, body = await sender.call(hub.session, "PATCH", "locations", "RECEIVER", "NL/CPA/LOC1/E1", to=HUB,
+                                        json={"status": "CHARGING", "last_updated": TS})
+    assert (status, body["status_code"]) == (200, 1000), body
+    await eventually(lambda: len(receiver.received) >= 1, what="a first, refused attempt")
+    tried = await receiver.come_back_in(hub.session, platform["versions_url"], "2.1.1")
+
+    await eventually_letters(hub, 2, within=15)
+    assert receiver.received[tried:] == [] and live.received == [], "no 2.1.1 party gets an unpublished Location"
+    reasons = sorted(letter["reason"] for letter in await dead_letters(hub))
+    assert all("2.1.1" in why and "2.2.1" in why and "publish" in why for why in reasons), reasons
 
 
 async def eventually_letters(hub: HubHarness, count: int, within: float = 10.0) -> None:

@@ -35,7 +35,7 @@ from tests.test_dead_letters import (
     restart_on_same_port,
 )
 from tests.test_versions_registration import MODULES_BOTH, register
-from tests.test_versions_routing import cdr_211, metric, session_211
+from tests.test_versions_routing import HUB, cdr_211, metric, session_211
 
 FAST = {"store_forward_max_backoff": 1.0}
 ALL_VERSIONS = ("2.3.0", "2.2.1", "2.1.1")
@@ -478,30 +478,38 @@ async def test_a_cdr_written_for_a_2_3_0_emsp_reaches_it_in_2_2_1_as_its_2_2_1_c
                       "basis": "sent"}, report
 
 
-async def test_a_waiting_message_is_never_delivered_in_the_version_its_receiver_left(make_hub: MakeHub) -> None:
-    """Into or out of 2.1.1 a message is not translated again (the steps need what the hub read when it arrived):
-    the eMSP moves from 2.2.1 to 2.1.1 while a CDR written for 2.2.1 waits; it is dead-lettered with a reason
-    naming both versions, never sent in a shape the eMSP no longer speaks. Once the eMSP moved on to 2.3.0, a
-    replay of that dead letter is translated 2.2.1 -> 2.3.0 and delivered (docs/store-and-forward.md)."""
-    hub, _, receiver, platform, request_id = await _waiting_at(make_hub, "2.2.1",
-                                                                offered=("2.3.0", "2.2.1", "2.1.1"))
-    tried = await receiver.come_back_in(hub.session, platform["versions_url"], "2.1.1")
+# A 2.3.0 CDR whose two named taxes the copy written for 2.2.1 summed into incl_vat.
+CDR_230_AS_SENT = (b'{"id": "CDR1", "country_code": "NL", "party_id": "CPA", '
+                   b'"start_date_time": "2024-01-01T10:00:00Z", "end_date_time": "2024-01-01T11:00:00Z", '
+                   b'"currency": "EUR", "total_energy": 3.25, "total_cost": {"before_taxes": 10.0, "taxes": '
+                   b'[{"name": "BTW", "amount": 2.1}, {"name": "City", "amount": 0.5}]}, '
+                   b'"last_updated": "2024-01-01T11:00:05Z"}')
 
-    await eventually_async(lambda: _state_is(hub, request_id, "dead_lettered"), within=15, what="dead-lettered")
-    assert [(r.path, r.json()) for r in receiver.received[tried:]] == [], "nothing in the 2.2.1 shape"
+
+@pytest.mark.parametrize(("sender_version", "raw", "basis"), [("2.2.1", CDR_AS_SENT, "queued"),
+                                                               ("2.3.0", CDR_230_AS_SENT, "sent")])
+async def test_a_waiting_cdr_reaches_its_emsp_moved_down_to_2_1_1_translated_from_what_its_cpo_sent(
+        make_hub: MakeHub, sender_version: str, raw: bytes, basis: str) -> None:
+    """A CPO's CDR written for a 2.2.1 eMSP waits for it; the eMSP moves down to 2.1.1 (credentials PUT: a rolled
+    back upgrade). The hub writes the CDR in 2.1.1 from what the CPO sent (a 2.2.1 CPO's is the queued copy; a 2.3.0
+    CPO's was kept with the message), as the live path writes it for a 2.1.1 eMSP: at the eMSP's 2.1.1 endpoint,
+    without routing headers, under the one request id of the stored message, never in the 2.2.1 shape. Delivered,
+    no dead letter, the redelivery's audit record names the steps (docs/store-and-forward.md)."""
+    hub, _, receiver, platform, request_id = await _waiting_at(make_hub, "2.2.1", offered=("2.2.1", "2.1.1"),
+                                                                sender_version=sender_version, raw=raw)
+    assert "country_code" in receiver.received[0].json(), "written for 2.2.1"
+    got = await _cdr_after_coming_back(hub, receiver, platform, request_id, "2.1.1", "/ocpi/2.1.1/cdrs")
+    doc = got.json()
+    assert (doc["id"], doc["total_energy"], doc["stop_date_time"]) == ("CDR1", 3.25, "2024-01-01T11:00:00Z"), doc
+    assert doc["total_cost"] == 10.0 and "country_code" not in doc, doc
+    assert not any(h.startswith("OCPI-") for h in got.headers), "a 2.1.1 receiver gets no routing headers"
     [state] = await deliveries(hub, request_id)
-    assert "2.2.1" in state["last_error"] and "2.1.1" in state["last_error"], state
-    [letter] = await dead_letters(hub)
-    assert letter["receiver"] == platform["id"] and "2.1.1" in letter["reason"], letter
-
-    tried = await receiver.come_back_in(hub.session, platform["versions_url"], "2.3.0")
-    status, body = await hub.admin("POST", f"/admin/dead-letters/{letter['id']}/replay")
-    assert status == 200, body
-    await eventually_async(lambda: _state_is(hub, request_id, "delivered"), within=15, what="delivered")
-    later = receiver.received[tried:]
-    assert [r.path for r in later] == ["/ocpi/2.3.0/receiver/cdrs"], [r.path for r in later]
-    assert later[0].json()["total_cost"] == {"before_taxes": 10.0}
+    assert state["state"] == "delivered" and state["last_error"] == "", state
     assert await dead_letters(hub) == []
+    [report] = await _redelivery_reports(hub, platform["id"])
+    assert (report["from"], report["to"], report["written_for"], report["basis"]) == (
+        sender_version, "2.1.1", "2.2.1", basis), report
+    assert any(loss["field"].startswith("total_cost.") for loss in report["losses"]), report
 
 
 async def test_a_waiting_cdr_reaches_its_2_1_1_emsp_back_in_2_2_1_as_its_cpo_sent_it(make_hub: MakeHub) -> None:
@@ -547,34 +555,6 @@ async def test_a_waiting_cdr_reaches_its_2_1_1_emsp_back_in_2_3_0_translated_fro
     assert {(loss["field"], loss["rule"]) for loss in report["losses"]} == {("total_cost.incl_vat", "derived")}
     assert await metric(hub, "ocpi_hub_translations_total", module="cdrs", from_version="2.2.1",
                         to_version="2.3.0") == 1
-
-
-async def test_a_cross_version_dead_letter_is_replayed_as_its_cpo_sent_it(make_hub: MakeHub) -> None:
-    """A 2.3.0 CPO's CDR waits for a 2.2.1 eMSP, which moves to 2.1.1: the one case still dead-lettered
-    (version_changed): a step from 2.3.0 into 2.1.1 needs what the hub read when the CDR arrived. Once the eMSP
-    moved on to 2.3.0, a replay of that dead letter delivers the CDR as the CPO sent it: its two named taxes,
-    which the copy written for 2.2.1 had summed into incl_vat, arrive as they were."""
-    raw = (b'{"id": "CDR1", "country_code": "NL", "party_id": "CPA", "start_date_time": "2024-01-01T10:00:00Z", '
-           b'"end_date_time": "2024-01-01T11:00:00Z", "currency": "EUR", "total_energy": 3.25, "total_cost": '
-           b'{"before_taxes": 10.0, "taxes": [{"name": "BTW", "amount": 2.1}, {"name": "City", "amount": 0.5}]}, '
-           b'"last_updated": "2024-01-01T11:00:05Z"}')
-    hub, _, receiver, platform, request_id = await _waiting_at(make_hub, "2.2.1", offered=ALL_VERSIONS,
-                                                                sender_version="2.3.0", raw=raw)
-    assert receiver.received[0].json()["total_cost"] == {"excl_vat": 10.0, "incl_vat": 12.6}
-    tried = await receiver.come_back_in(hub.session, platform["versions_url"], "2.1.1")
-
-    await eventually_async(lambda: _state_is(hub, request_id, "dead_lettered"), within=15, what="dead-lettered")
-    assert receiver.received[tried:] == [], "nothing in a shape the eMSP does not speak"
-    [letter] = await dead_letters(hub)
-    assert "2.1.1" in letter["reason"] and "2.2.1" in letter["reason"], letter
-
-    tried = await receiver.come_back_in(hub.session, platform["versions_url"], "2.3.0")
-    status, body = await hub.admin("POST", f"/admin/dead-letters/{letter['id']}/replay")
-    assert status == 200, body
-    await eventually_async(lambda: _state_is(hub, request_id, "delivered"), within=15, what="delivered")
-    later = receiver.received[tried:]
-    assert [(r.path, r.body) for r in later] == [("/ocpi/2.3.0/receiver/cdrs", raw)], later
-    assert await dead_letters(hub) == []
 
 
 TOKEN_211 = {"uid": "012345678", "type": "RFID", "auth_id": "DE8EMAC12345678", "issuer": "eMSP A", "valid": True,
@@ -773,3 +753,113 @@ async def test_a_waiting_message_goes_to_the_endpoint_its_receiver_registered_la
     later = receiver.received[tried:]
     assert later and all(r.path == "/ocpi/2.2.1/receiver/cdrs-v2" for r in later), [r.path for r in later]
     assert later[-1].json()["total_cost"] == {"excl_vat": 10.0}
+
+
+# Sessions into 2.1.1 (an eMSP moving down): a 2.2.1 CPO's Location, held by the hub, and a Session at it.
+T0, T1, T2 = "2026-12-01T10:00:00Z", "2026-12-01T10:15:00Z", "2026-12-01T10:30:00Z"
+LOCATION_221 = {"country_code": "NL", "party_id": "CPA", "id": "LOC1", "publish": True, "name": "Gent Zuid",
+                "address": "F.Rooseveltlaan 3A", "city": "Gent", "postal_code": "9000", "country": "BEL",
+                "coordinates": {"latitude": "51.047599", "longitude": "3.729944"}, "parking_type": "ON_STREET",
+                "time_zone": "Europe/Brussels", "last_updated": T0,
+                "evses": [{"uid": uid, "status": "AVAILABLE", "last_updated": T0, "connectors": [
+                    {"id": "1", "standard": "IEC_62196_T2", "format": "CABLE", "power_type": "AC_3_PHASE",
+                     "max_voltage": 220, "max_amperage": 16, "last_updated": T0}]} for uid in ("3256", "3257")]}
+SESSION_221 = {"country_code": "NL", "party_id": "CPA", "id": "S1", "start_date_time": T0, "kwh": 0.0,
+               "cdr_token": {"country_code": "DE", "party_id": "EMA", "uid": "012345678", "type": "RFID",
+                             "contract_id": "DE8EMAC12345678"},
+               "auth_method": "WHITELIST", "location_id": "LOC1", "evse_uid": "3256", "connector_id": "1",
+               "currency": "EUR", "status": "ACTIVE", "last_updated": T0}
+
+
+async def _sessions_moving_down(make_hub: MakeHub, later: bool = True, **settings: Any,
+                                ) -> tuple[HubHarness, FakePartner, FakePartner, dict[str, Any], list[str]]:
+    """A 2.2.1 CPO that broadcast its Location (the hub holds it) and a 2.2.1 eMSP (offering 2.1.1 too) opted in
+    for Sessions, answering 503 while the CPO's Session PUT, a PATCH with charging_periods and (``later``) a later
+    PATCH wait: the hub, CPO, eMSP, its platform and the request ids."""
+    hub = await make_hub(**{**FAST, **settings})
+    sender = cpo()
+    await hub.connect(sender)
+    receiver = FakePartner(name="eMSP moving down", parties=[Party("DE", "EMA", "EMSP")], version="2.2.1",
+                           offered_versions=("2.2.1", "2.1.1"), modules=dict(MODULES_BOTH))
+    platform, _ = await register(hub, receiver, "2.2.1")
+    status, _, body = await sender.call(hub.session, "PUT", "locations", "RECEIVER", "NL/CPA/LOC1", to=HUB,
+                                        json=LOCATION_221)
+    assert (status, body["status_code"]) == (200, 1000), body
+    await eventually(lambda: len(receiver.received) == 1, what="the Location at the eMSP")
+    await opt_in(hub, platform["id"], "sessions")
+    receiver.responder = failing(1000, status=503)
+    ids = []
+    pushes = [("PUT", SESSION_221), ("PATCH", {"kwh": 2.5, "charging_periods": PERIODS, "last_updated": T1}),
+              ("PATCH", {"kwh": 3.0, "last_updated": T2})]
+    for method, doc in pushes if later else pushes[:2]:
+        ids.append(f"{method.lower()}-{uuid.uuid4().hex}")
+        status, _, body = await sender.call(hub.session, method, "sessions", "RECEIVER", "NL/CPA/S1", json=doc,
+                                            to=receiver.party, headers={"X-Request-ID": ids[-1]})
+        assert (status, body["status_code"]) == (200, 1000), body
+    await eventually(lambda: len(receiver.received) >= 2, within=15, what="a first, refused attempt")
+    return hub, sender, receiver, platform, ids
+
+
+async def test_waiting_sessions_reach_their_emsp_moved_down_to_2_1_1_with_the_held_location_and_periods(
+        make_hub: MakeHub) -> None:
+    """A 2.2.1 CPO's Session PUT, a PATCH with charging_periods and a later PATCH wait for a 2.2.1 eMSP, which moves
+    down to 2.1.1. The hub writes them in 2.1.1 as the live path does: the PUT with the Location it holds embedded
+    (OCPI 2.1.1 mod_sessions: a Session carries its Location, with the session's EVSE and connector only) and
+    ``auth_id`` from the token; the PATCH with periods, whose periods a 2.1.1 eMSP would take for the whole list
+    (a 2.2.1 PATCH appends them), as a PUT of the hub's copy of what the eMSP was sent of the Session, as it is at
+    delivery (it already holds the later kwh); the later PATCH as a PATCH. All delivered, no dead letter."""
+    hub, _, receiver, platform, ids = await _sessions_moving_down(make_hub)
+    tried = await receiver.come_back_in(hub.session, platform["versions_url"], "2.1.1")
+
+    await eventually_async(lambda: _state_is(hub, ids[-1], "delivered"), within=15, what="delivered")
+    later = receiver.received[tried:]
+    path = "/ocpi/2.1.1/sessions/NL/CPA/S1"
+    assert [(r.method, r.path) for r in later] == [("PUT", path), ("PUT", path), ("PATCH", path)], later
+    assert not any(h.startswith("OCPI-") for r in later for h in r.headers), "no routing headers in 2.1.1"
+    first, whole, last = (r.json() for r in later)
+    for doc in (first, whole):
+        assert doc["auth_id"] == "DE8EMAC12345678" and "cdr_token" not in doc and "country_code" not in doc, doc
+        held = doc["location"]
+        assert (held["id"], held["name"], held["type"]) == ("LOC1", "Gent Zuid", "ON_STREET"), held
+        assert [e["uid"] for e in held["evses"]] == ["3256"], "the session's EVSE only"
+    assert "charging_periods" not in first or first["charging_periods"] == [], first
+    assert [{k: p[k] for k in ("start_date_time", "dimensions")} for p in whole["charging_periods"]] == PERIODS
+    assert whole["kwh"] == 3.0 and whole["last_updated"] == T2, "the copy as it is at delivery"
+    assert last == {"kwh": 3.0, "last_updated": T2}, last
+    assert [r.headers["X-Request-ID"] for r in later] == [
+        (await deliveries(hub, rid))[0]["forwarded_request_id"] for rid in ids]
+    assert await dead_letters(hub) == []
+    found = await redeliveries(hub, "sessions", platform["id"])
+    assert sorted((method, r["basis"]) for method, r in found) == [
+        ("PATCH", "queued"), ("PUT", "kept"), ("PUT", "queued")], found
+    [kept] = [r for _, r in found if r["basis"] == "kept"]
+    assert (kept["from"], kept["to"], kept["written_for"]) == ("2.2.1", "2.1.1", "2.2.1"), kept
+    assert from_the_hubs_copy(kept), kept
+
+
+async def test_a_session_patch_with_periods_into_2_1_1_without_a_copy_is_a_dead_letter_replayed_as_sent_later(
+        make_hub: MakeHub) -> None:
+    """As above with catch-up off (``HUB_CATCHUP_DAYS=0``) and no later PATCH: no copy of the Session to send whole,
+    and the PATCH's periods alone would wipe the 2.1.1 eMSP's earlier ones, so that PATCH is dead-lettered
+    (version_changed), the reason naming the missing copy; the PUT reaches the eMSP in 2.1.1. Once the eMSP is back
+    on 2.2.1, a replay of the dead letter delivers the PATCH as the CPO sent it."""
+    hub, _, receiver, platform, ids = await _sessions_moving_down(make_hub, later=False, catchup_days=0)
+    tried = await receiver.come_back_in(hub.session, platform["versions_url"], "2.1.1")
+
+    await eventually_async(lambda: _state_is(hub, ids[1], "dead_lettered"), within=15, what="dead-lettered")
+    [put] = await deliveries(hub, ids[0])
+    assert put["state"] == "delivered", put
+    assert [(r.method, r.path) for r in receiver.received[tried:]] == [("PUT", "/ocpi/2.1.1/sessions/NL/CPA/S1")]
+    [letter] = await dead_letters(hub)
+    assert letter["receiver"] == platform["id"], letter
+    assert all(text in letter["reason"] for text in ("2.1.1", "2.2.1", "charging_periods", "keeps no copy",
+                                                     "HUB_CATCHUP_DAYS=0")), letter
+
+    tried = await receiver.come_back_in(hub.session, platform["versions_url"], "2.2.1")
+    status, body = await hub.admin("POST", f"/admin/dead-letters/{letter['id']}/replay")
+    assert status == 200, body
+    await eventually_async(lambda: _state_is(hub, ids[1], "delivered"), within=15, what="replayed")
+    [got] = receiver.received[tried:]
+    assert (got.method, got.path) == ("PATCH", "/ocpi/2.2.1/receiver/sessions/NL/CPA/S1"), got.path
+    assert got.json() == {"kwh": 2.5, "charging_periods": PERIODS, "last_updated": T1}
+    assert await dead_letters(hub) == []
