@@ -7,7 +7,7 @@
 -- capped (oldest first, the new one included if it alone is over the byte cap).
 -- Returns {1, capped, expired}, or {0, 0, 0} without lease.
 local mkey, gkey, id, token, receiver = KEYS[5], KEYS[6], ARGV[4], ARGV[6], ARGV[7]
-if not holds_lease(mkey, id, ARGV[5], token) then return {0, 0, 0} end
+if not holds_lease(mkey, ARGV[5], token) then return {0, 0, 0} end
 local f = redis.call('HMGET', mkey, 'group', 'kind', 'payload', 'deadline', 'origin', 'attempts',
   'enqueued_at')
 local size = string.len(f[3] or '') + string.len(ARGV[8])

@@ -52,26 +52,32 @@ local function wake()
   if woken > 0 then redis.call('PUBLISH', WAKE, woken) end
 end
 
--- True when (id, attempts, token) is the live lease: the message is in the lease set, the lease was
--- granted by claim number `attempts` (retry_later and reap clear the field) and it belongs to `token`.
-local function holds_lease(mkey, id, attempts, token)
-  if not redis.call('ZSCORE', LEASES, id) then return false end
+-- True when (id, attempts, token) is the live lease: the lease was granted by claim number `attempts` and belongs
+-- to `token`. The field is set only with the message's entry in the lease set (lease, enqueue) and cleared
+-- whenever that entry stops being a lease (reap_due, retry_later; ack, dead_letter and purge delete the message),
+-- so the field alone tells, without a ZSCORE.
+local function holds_lease(mkey, attempts, token)
   local m = redis.call('HMGET', mkey, 'lease', 'token')
   return m[1] == attempts and m[2] == token
 end
 
--- Lease a group head: claim number attempts+1; the caller has already accounted the in-flight slot.
--- A message with a deadline is leased until one second past it at most (rounded up to the whole second, as
--- every lease: see pending:<receiver> above on why scores are whole seconds): nobody forwards it after its
--- deadline, so a lease whose holder is gone (a process killed, or a claim Redis ran after its caller had given
--- up on a frozen Redis) holds the group no longer than the message could have lived anyway.
-local function lease(mkey, id, token, lease_seconds, deadline)
-  local attempts = redis.call('HINCRBY', mkey, 'attempts', 1)
+-- Put a leased group head in the lease set and the group in state l. A message with a deadline is leased until one
+-- second past it at most (rounded up to the whole second, as every lease: see pending:<receiver> above on why
+-- scores are whole seconds): nobody forwards it after its deadline, so a lease whose holder is gone (a process
+-- killed, or a claim Redis ran after its caller had given up on a frozen Redis) holds the group no longer than the
+-- message could have lived anyway. The caller has accounted the in-flight slot and set the message's fields.
+local function hold(id, token, lease_seconds, deadline)
   local expiry, d = NOW + lease_seconds, tonumber(deadline) or 0
   if d > 0 and d + 1 < expiry then expiry = d + 1 end
-  redis.call('HSET', mkey, 'lease', attempts)
   redis.call('ZADD', LEASES, math.ceil(expiry), id)
   redis.call('HSET', GSTATE, token, 'l')
+end
+
+-- Lease a queued group head: claim number attempts+1; the caller has already accounted the in-flight slot.
+local function lease(mkey, id, token, lease_seconds, deadline)
+  local attempts = redis.call('HINCRBY', mkey, 'attempts', 1)
+  redis.call('HSET', mkey, 'lease', attempts)
+  hold(id, token, lease_seconds, deadline)
   return attempts
 end
 
@@ -116,24 +122,29 @@ local function remove_message(id, mkey, gkey, pkey)
   redis.call('ZREM', LEASES, id)
 end
 
--- A message became the head of an empty group: lease it right away (claim-on-enqueue), park the group if
--- the receiver has no free slot, or make it ready. Returns 1 when leased.
-local function start_group(id, mkey, token, receiver, parked, claim, deadline, max_inflight, lease_seconds)
+-- How a message that became the head of an empty group starts: 'l' leased right away to the caller
+-- (claim-on-enqueue), 'p' parked (the receiver has no free slot) or 'r' ready. Decided before the message's fields
+-- are written, so a leased one is written with its lease in the same HSET (start_group then does the rest).
+local function group_start(receiver, claim, deadline, max_inflight)
   local inflight = tonumber(redis.call('HGET', INFLIGHT, receiver) or '0')
-  if inflight >= max_inflight then
+  if inflight >= max_inflight then return 'p' end
+  if claim and not expired(deadline) then return 'l' end
+  return 'r'
+end
+
+-- Start a group as group_start decided; for 'l' the message already has attempts 1 and lease 1.
+local function start_group(start, id, token, receiver, parked, deadline, lease_seconds)
+  if start == 'l' then
+    redis.call('HINCRBY', INFLIGHT, receiver, 1)
+    hold(id, token, lease_seconds, deadline)
+  elseif start == 'p' then
     redis.call('HSET', GSTATE, token, 'p')
     redis.call('RPUSH', parked, token)
-    return 0
+  else
+    redis.call('HSET', GSTATE, token, 'r')
+    redis.call('RPUSH', READY, token)
+    woken = woken + 1
   end
-  if claim and not expired(deadline) then
-    redis.call('HINCRBY', INFLIGHT, receiver, 1)
-    lease(mkey, id, token, lease_seconds, deadline)
-    return 1
-  end
-  redis.call('HSET', GSTATE, token, 'r')
-  redis.call('RPUSH', READY, token)
-  woken = woken + 1
-  return 0
 end
 
 -- Put back up to `limit` groups whose lease expired (holder died) or whose retry delay is over. The group

@@ -14,6 +14,8 @@ redis.call('HSET', mkey, 'receiver', ARGV[5], 'group', ARGV[6], 'token', ARGV[7]
 local n = redis.call('RPUSH', gkey, id)
 redis.call('ZADD', KEYS[10], math.floor(NOW), id) -- whole seconds (lib.lua)
 redis.call('SADD', KEYS[11], ARGV[5])
-if n == 1 then start_group(id, mkey, ARGV[7], ARGV[5], KEYS[12], false, ARGV[8], tonumber(ARGV[9]), 0) end
+if n == 1 then
+  start_group(group_start(ARGV[5], false, ARGV[8], tonumber(ARGV[9])), id, ARGV[7], ARGV[5], KEYS[12], ARGV[8], 0)
+end
 wake()
 return {d[3], d[4]}
