@@ -211,11 +211,12 @@ async def test_transient_failures_are_retried_in_order_until_delivered(make_hub:
 
 async def test_a_retried_push_reaches_its_emsp_moved_down_to_2_1_1_as_the_live_fan_out_writes_it(
         make_hub: MakeHub) -> None:
-    """A 2.2.1 CPO's Location fan-out, written for an eMSP on 2.2.1, waits for a retry (503); the eMSP moves down to
-    2.1.1 by a credentials PUT (a rolled-back upgrade). The hub writes the push again in 2.1.1 from what the CPO
-    sent, as the live fan-out writes it: at the eMSP's 2.1.1 endpoint, without routing headers, the Location as GET
-    All serves it in 2.1.1 (no owner fields, ``type``), never in the 2.2.1 shape the eMSP no longer reads. No dead
-    letter; the redelivery's audit record says how it was written (docs/store-and-forward.md)."""
+    """A 2.2.1 CPO's Location fan-out and an EVSE status PATCH behind it, written for an eMSP on 2.2.1, wait for a
+    retry (503); the eMSP moves down to 2.1.1 by a credentials PUT (a rolled-back upgrade). The hub writes both
+    again in 2.1.1 from what the CPO sent, as the live fan-out writes them: at the eMSP's 2.1.1 endpoint, without
+    routing headers, the Location as GET All serves it in 2.1.1 (no owner fields, ``type``), the PATCH as sent,
+    never in the 2.2.1 shape the eMSP no longer reads. No dead letter; the redeliveries' audit records say how
+    they were written (docs/store-and-forward.md)."""
     hub = await make_hub(broadcast_retry_window=30)
     sender = cpo()
     await hub.connect(sender)
@@ -224,22 +225,27 @@ async def test_a_retried_push_reaches_its_emsp_moved_down_to_2_1_1_as_the_live_f
     platform, _ = await register(hub, receiver, "2.2.1")
     receiver.responder = failing(1000)
     await broadcast(hub.session, sender, location())
+    status, _, body = await sender.call(hub.session, "PATCH", "locations", "RECEIVER", "NL/CPA/LOC1/E1", to=HUB,
+                                        json={"status": "CHARGING", "last_updated": TS})  # the most frequent push
+    assert (status, body["status_code"]) == (200, 1000), body
     await eventually(lambda: len(receiver.received) >= 1, what="a first, refused attempt")
     assert "country_code" in receiver.received[0].json(), "written for 2.2.1"
     tried = await receiver.come_back_in(hub.session, platform["versions_url"], "2.1.1")
 
-    await eventually(lambda: len(receiver.received) > tried, within=15, what="the push in 2.1.1")
-    got = receiver.received[tried]
+    await eventually(lambda: len(receiver.received) >= tried + 2, within=15, what="the pushes in 2.1.1")
+    got, patch = receiver.received[tried:tried + 2]
     assert (got.method, got.path) == ("PUT", "/ocpi/2.1.1/locations/NL/CPA/LOC1"), got.path
     assert not any(h.startswith("OCPI-") for h in got.headers), "a 2.1.1 receiver gets no routing headers"
     status, _, page = await receiver.call(hub.session, "GET", "locations", "SENDER")
     assert status == 200 and [got.json()] == page["data"], (got.json(), page)
     assert got.json()["type"] == "UNKNOWN" and "country_code" not in got.json(), got.json()
+    assert (patch.method, patch.path, patch.json()) == (
+        "PATCH", "/ocpi/2.1.1/locations/NL/CPA/LOC1/E1", {"status": "CHARGING", "last_updated": TS})
     await asyncio.sleep(0.3)
-    assert len(receiver.received) == tried + 1 and await dead_letters(hub) == []
-    [report] = await redelivery_reports(hub, "locations", platform["id"])
-    assert (report["from"], report["to"], report["written_for"], report["basis"]) == (
-        "2.2.1", "2.1.1", "2.2.1", "queued"), report
+    assert len(receiver.received) == tried + 2 and await dead_letters(hub) == []
+    reports = await redelivery_reports(hub, "locations", platform["id"])
+    assert [(r["from"], r["to"], r["written_for"], r["basis"]) for r in reports] == [
+        ("2.2.1", "2.1.1", "2.2.1", "queued")] * 2, reports
 
 
 async def test_a_retried_push_reaches_its_2_1_1_emsp_back_in_2_2_1_as_its_cpo_sent_it(make_hub: MakeHub) -> None:
