@@ -60,8 +60,9 @@ class WrittenAgain:
     source: str
     target: str
     losses: list[Loss]
-    # The method it goes with (``write_for`` sets it; a sender's may differ from the queued copy's, and a 2.1.1
-    # PATCH the hub writes from its copy of the object goes as a PUT: hub/bridging.py, ``write_at_delivery``).
+    # The method it goes with (``write_for`` sets it; a sender's may differ from the queued copy's, and a PATCH the
+    # hub writes from its copy of the object goes as a PUT, both ways across 2.1.1: hub/bridging.py,
+    # ``write_at_delivery``).
     method: str = ""
     written_for: str = ""  # the receiver's former version, the one the queued copy was written for
     # What it was made from: "queued" (the copy written for the former version), "sent" (what its sender sent) or
