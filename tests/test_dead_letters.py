@@ -179,6 +179,16 @@ async def _upgrading(make_hub: MakeHub, sender_role: str, *, live: str | None = 
 
 
 
+async def emsp_refusing_on_2_2_1(hub: HubHarness) -> tuple[FakePartner, dict[str, Any]]:
+    """An eMSP (DE/EMA) registered in 2.2.1, offering 2.1.1 too, that refuses every push for now (OCPI 503): what
+    is pushed to it waits for a retry, written for 2.2.1. Returns it and its platform."""
+    receiver = FakePartner(name="eMSP moving", parties=[Party("DE", "EMA", "EMSP")], version="2.2.1",
+                           offered_versions=("2.2.1", "2.1.1"), modules=dict(MODULES_BOTH))
+    platform, _ = await register(hub, receiver, "2.2.1")
+    receiver.responder = failing(1000)
+    return receiver, platform
+
+
 async def a_second_past(moment: float) -> None:
     """Wait until a stamp of the current time (whole seconds) is later than ``moment``."""
     await asyncio.sleep(max(0.0, math.floor(moment) + 1.2 - time.time()))
@@ -220,10 +230,7 @@ async def test_a_retried_push_reaches_its_emsp_moved_down_to_2_1_1_as_the_live_f
     hub = await make_hub(broadcast_retry_window=30)
     sender = cpo()
     await hub.connect(sender)
-    receiver = FakePartner(name="eMSP moving", parties=[Party("DE", "EMA", "EMSP")], version="2.2.1",
-                           offered_versions=("2.2.1", "2.1.1"), modules=dict(MODULES_BOTH))
-    platform, _ = await register(hub, receiver, "2.2.1")
-    receiver.responder = failing(1000)
+    receiver, platform = await emsp_refusing_on_2_2_1(hub)
     await broadcast(hub.session, sender, location())
     status, _, body = await sender.call(hub.session, "PATCH", "locations", "RECEIVER", "NL/CPA/LOC1/E1", to=HUB,
                                         json={"status": "CHARGING", "last_updated": TS})  # the most frequent push
@@ -287,10 +294,7 @@ async def test_a_2_1_1_cpos_retried_push_reaches_its_emsp_back_in_2_1_1_as_the_c
     sender = FakePartner(name="CPO 2.1.1", parties=[Party("NL", "CPA", "CPO")], version="2.1.1",
                          modules=dict(MODULES_BOTH))
     await register(hub, sender, "2.1.1")
-    receiver = FakePartner(name="eMSP moving", parties=[Party("DE", "EMA", "EMSP")], version="2.2.1",
-                           offered_versions=("2.2.1", "2.1.1"), modules=dict(MODULES_BOTH))
-    platform, _ = await register(hub, receiver, "2.2.1")
-    receiver.responder = failing(1000)
+    receiver, platform = await emsp_refusing_on_2_2_1(hub)
     sent = location_211()
     status, _, body = await sender.call(hub.session, "PUT", "locations", "RECEIVER", "NL/CPA/LOC1", json=sent)
     assert (status, body["status_code"]) == (200, 1000), body
@@ -757,10 +761,7 @@ async def test_an_unpublished_locations_pushes_waiting_for_an_emsp_moved_down_to
     live = FakePartner(name="eMSP 2.1.1", parties=[Party("DE", "EML", "EMSP")], version="2.1.1",
                        modules=dict(MODULES_BOTH))
     await register(hub, live, "2.1.1")
-    receiver = FakePartner(name="eMSP moving", parties=[Party("DE", "EMA", "EMSP")], version="2.2.1",
-                           offered_versions=("2.2.1", "2.1.1"), modules=dict(MODULES_BOTH))
-    platform, _ = await register(hub, receiver, "2.2.1")
-    receiver.responder = failing(1000)
+    receiver, platform = await emsp_refusing_on_2_2_1(hub)
     hidden = {**location(), "publish": False, "evses": [
         {"uid": "E1", "status": "AVAILABLE", "last_updated": TS, "connectors": [
             {"id": "1", "standard": "IEC_62196_T2", "format": "SOCKET", "power_type": "AC_3_PHASE",
