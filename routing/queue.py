@@ -67,6 +67,7 @@ in :mod:`routing.keys`; the scripts are in ``routing/lua`` (``lib.lua`` is the s
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -563,43 +564,16 @@ class DeliveryQueue:
                 return sorted(out, key=lambda s: s.receiver)
 
     async def stats(self) -> list[ReceiverStats]:
-        """Queue health per receiver, sorted by receiver; three round trips, O(receivers)."""
+        """Queue health of every receiver the queue remembers, sorted by receiver: ``busy_stats`` for those with
+        anything unacked, in flight or dead-lettered (Redis reads them, the oldest message's exact enqueued_at
+        included), zeros for the idle rest, and how many dead letters each had evicted. O(receivers)."""
         p = self.prefix
         members: set[bytes | str] = await self.redis.smembers(keys.receivers(p))
-        receivers = sorted(_str(r) for r in members)
-        if not receivers:
-            return []
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hgetall(keys.inflight(p))
-        pipe.hgetall(keys.dead_letter_bytes(p))
-        pipe.hgetall(keys.dead_letters_evicted(p))
-        for r in receivers:
-            pipe.zcard(keys.pending(p, r))
-            pipe.zrange(keys.pending(p, r), 0, 0, withscores=True)
-            pipe.zcard(keys.dead_letters_of(p, r))
-        results = await pipe.execute()
-        # The pending zset's scores are whole seconds (lib.lua): the exact time is the oldest message's own.
-        firsts = {r: results[4 + 3 * i][0] for i, r in enumerate(receivers) if results[4 + 3 * i]}
-        exact = dict(zip(firsts, await self._enqueued_at([m for m, _ in firsts.values()]), strict=True))
-        now = self._clock()
-        inflight, dead_bytes, evicted = ({_str(r): int(n) for r, n in results[i].items()} for i in range(3))
-        out = []
-        for i, r in enumerate(receivers):
-            depth, dead = results[3 + 3 * i], results[5 + 3 * i]
-            oldest = exact.get(r) or (firsts[r][1] if r in firsts else None)
-            age = max(0.0, now - float(oldest)) if oldest is not None else 0.0
-            out.append(ReceiverStats(r, int(depth), inflight.get(r, 0), age, int(dead),
-                                     dead_bytes.get(r, 0), evicted.get(r, 0)))
-        return out
-
-    async def _enqueued_at(self, ids: list[bytes | str]) -> list[Any]:
-        """The ``enqueued_at`` field of each message (None where it is gone), in one round trip."""
-        if not ids:
-            return []
-        pipe = self.redis.pipeline(transaction=False)
-        for msg_id in ids:
-            pipe.hget(keys.message(self.prefix, _str(msg_id)), "enqueued_at")
-        return list(await pipe.execute())
+        evicted = {_str(r): int(n) for r, n in (await self.redis.hgetall(keys.dead_letters_evicted(p))).items()}
+        busy = {s.receiver: s for s in await self.busy_stats()}
+        idle = ReceiverStats("", 0, 0, 0.0, 0)
+        return [dataclasses.replace(busy.get(r) or idle, receiver=r, dead_letters_evicted=evicted.get(r, 0))
+                for r in sorted({_str(m) for m in members} | busy.keys())]
 
     # -- dead letters -----------------------------------------------------------------------------------
 
