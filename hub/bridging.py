@@ -56,6 +56,12 @@ from routing.wire import ForwardRequest, Reply
 log = logging.getLogger("hub.bridging")
 
 
+# Why no push of a Location the hub holds unpublished reaches a 2.1.1 party (``Bridge.unpublished_below``): live
+# (the broadcast) and at delivery (a receiver that moved down to 2.1.1).
+UNPUBLISHED_211 = ("the Location is not published (publish false) and OCPI 2.1.1 has no unpublished Locations: a "
+                   "2.1.1 receiver would show it")
+
+
 class Bridge:
     """One request across versions: its body as the sender wrote it, as 2.2.1 for the routing core (2.1.1
     senders), and as each receiver's version needs it; the losses of every translation made."""
@@ -132,9 +138,10 @@ class Bridge:
         return orjson.dumps(done.data)
 
     def whole_at_delivery(self, target: str, data: Any, written_in: str, to: Party | None, why: str) -> bytes:
-        """A 2.1.1 PATCH that waited for a receiver now on ``target`` as a PUT of the hub's copy of its object
-        (``data``, written in ``written_in``) as it is at delivery (``write_from_211``), reported: the copy holds
-        this PATCH and may hold later changes, which the receiver then gets with it. ``why``: why not a PATCH."""
+        """A PATCH that waited for a receiver now on ``target`` (across 2.1.1, either way) as a PUT of the hub's copy
+        of its object (``data``, written in ``written_in``) as it is at delivery (``_whole_from_copy``), reported:
+        the copy holds this PATCH and may hold later changes, which the receiver then gets with it. ``why``: why not
+        a PATCH."""
         body = self.whole_for(target, data, written_in, to)
         self._add_loss(Loss("", DERIVED, f"sent as a PUT of the whole object: the hub's copy as it is at delivery, "
                             f"which holds this PATCH and may hold later changes; {why}", f"{written_in}>{target}"))
@@ -503,14 +510,19 @@ def record_written_again(hub: Hub, msg: Message, fwd: ForwardRequest, again: Wri
 _WRITTEN_FROM_211 = frozenset({("cdrs", "POST"), ("sessions", "PUT"), ("sessions", "PATCH"), ("locations", "PUT"),
                                ("locations", "PATCH"), ("tariffs", "PUT"), ("tariffs", "PATCH"), ("tokens", "PUT"),
                                ("tokens", "PATCH")})
+# What a push written in 2.2.1 or 2.3.0 becomes for a receiver that moved down to 2.1.1 (as its sender sent it): the
+# pushes the live path writes into 2.1.1, with the same Bridge steps; the same but for a Tariff PATCH, which 2.2.1
+# and 2.3.0 do not have (a Tariff DELETE, with no body, goes as queued: ``routing.bridge.write_for``).
+_WRITTEN_INTO_211 = _WRITTEN_FROM_211 - {("tariffs", "PATCH")}
 
 
-def _not_from_211(fwd: ForwardRequest, segs: list[str], data: Any) -> str | None:
-    """Why a 2.1.1 push (its body ``data``) cannot be written again in 2.2.1 or 2.3.0 at delivery, or None."""
-    if fwd.interface_role != "RECEIVER" or (fwd.module, fwd.method) not in _WRITTEN_FROM_211 or data is None:
-        return (f"only a CDR POST and a Location, Session, Tariff or Token PUT or PATCH are written again from "
-                f"2.1.1 at delivery, not a {fwd.module} {fwd.method}")
-    if fwd.module != "cdrs" and len(segs) < 3:
+def _not_written(fwd: ForwardRequest, method: str, data: Any, written: frozenset[tuple[str, str]]) -> str | None:
+    """Why a queued push (its method and body ``data`` as the hub starts from them) is not one the hub writes at
+    delivery (``written``: the module and method pairs it writes), or None."""
+    if fwd.interface_role != "RECEIVER" or (fwd.module, method) not in written or data is None:
+        kinds = sorted({f"{module} {verb}" for module, verb in written})
+        return f"only these pushes are written at delivery ({', '.join(kinds)}), not a {fwd.module} {method}"
+    if fwd.module != "cdrs" and len(path_segments(fwd.tail)) < 3:
         return "its path names no object"
     return None
 
@@ -599,7 +611,6 @@ async def write_from_211(hub: Hub, fwd: ForwardRequest, receiver: Platform, acce
     (``_whole_from_copy``). Or why not: no such copy, a DELETE or any other method, and what the translation
     refuses."""
     now = receiver.version or V221
-    segs = path_segments(fwd.tail)
 
     def refused(why: str) -> str:
         return (f"the receiver now speaks OCPI {now}; this {fwd.module} message was written in OCPI {V211} for "
@@ -609,7 +620,7 @@ async def write_from_211(hub: Hub, fwd: ForwardRequest, receiver: Platform, acce
         data = parse_json(fwd.body) if fwd.body else None
     except InvalidParameters:
         return refused("its body cannot be read again")
-    if (why := _not_from_211(fwd, segs, data)) is not None:
+    if (why := _not_written(fwd, fwd.method, data, _WRITTEN_FROM_211)) is not None:
         return refused(why)
     try:
         if (rebuilt := _rebuilt(hub, fwd, receiver, V211, fwd.method, fwd.query, fwd.body, data)) is None:
@@ -627,16 +638,6 @@ async def write_from_211(hub: Hub, fwd: ForwardRequest, receiver: Platform, acce
     except InvalidParameters as exc:  # Untranslatable too
         return refused(f"cannot be translated: {exc.message}")
     return WrittenAgain(body, query, V211, now, msg.request_losses(), fwd.method, V211, "queued")
-
-
-# What a push written in 2.2.1 or 2.3.0 becomes for a receiver that moved down to 2.1.1 (module, method on the
-# RECEIVER interface, as its sender sent it): the pushes the live path writes into 2.1.1, with the same Bridge
-# steps (a Tariff DELETE, with no body, goes as queued: ``routing.bridge.write_for``).
-_WRITTEN_INTO_211 = frozenset({("cdrs", "POST"), ("sessions", "PUT"), ("sessions", "PATCH"), ("locations", "PUT"),
-                               ("locations", "PATCH"), ("tariffs", "PUT"), ("tokens", "PUT"), ("tokens", "PATCH")})
-
-_UNPUBLISHED = ("its Location is not published (publish false), and OCPI 2.1.1 has no unpublished Locations: a 2.1.1 "
-                "receiver would show it (the live path does not send it either)")
 
 
 async def write_into_211(hub: Hub, fwd: ForwardRequest, receiver: Platform) -> WrittenAgain | str:
@@ -662,11 +663,8 @@ async def write_into_211(hub: Hub, fwd: ForwardRequest, receiver: Platform) -> W
         data = parse_json(raw) if raw else None
     except InvalidParameters:
         return refused("its body cannot be read again")
-    if fwd.interface_role != "RECEIVER" or (fwd.module, method) not in _WRITTEN_INTO_211 or data is None:
-        return refused(f"only a CDR POST, a Location, Session or Token PUT or PATCH and a Tariff PUT are written "
-                       f"into 2.1.1 at delivery, not a {fwd.module} {method}")
-    if fwd.module != "cdrs" and len(path_segments(fwd.tail)) < 3:
-        return refused("its path names no object")
+    if (why := _not_written(fwd, method, data, _WRITTEN_INTO_211)) is not None:
+        return refused(why)
     try:
         if (rebuilt := _rebuilt(hub, fwd, receiver, version, method, query, raw, data)) is None:
             return refused("names no sender")
@@ -677,7 +675,7 @@ async def write_into_211(hub: Hub, fwd: ForwardRequest, receiver: Platform) -> W
                 return refused(whole)
             body, out, method, source, basis = whole.body, orjson.loads(whole.body), "PUT", whole.source, "kept"
         elif await msg.unpublished_below(hub):
-            return refused(_UNPUBLISHED)
+            return refused(UNPUBLISHED_211)
         else:
             body, out = msg.body_for(V211, None if fwd.recipient else to)  # a fan-out's body: the same for every party
             source, basis = version, "sent" if sent is not None else "queued"

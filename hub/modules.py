@@ -17,7 +17,7 @@ from hub import store_and_forward
 from hub.access import authenticate
 from hub.admission import admit, admitted
 from hub.answer import Answer
-from hub.bridging import Bridge, kept_tariff, no_tariff_copy
+from hub.bridging import UNPUBLISHED_211, Bridge, kept_tariff, no_tariff_copy
 from hub.catchup import CATCHUP_EVENTS, CATCHUP_MODULES, fetch, keep_routed
 from hub.context import Hub, hub_of
 from hub.credentials_shapes import parties_211
@@ -317,8 +317,7 @@ async def to_hub(request: web.Request, hub: Hub, req: InboundRequest, sender: Pa
     refused: dict[str, str] = {}
     if any(t.platform.version == V211 for t in targets) and await msg.unpublished_below(hub):
         # 2.1.1 parties never got this Location: nor do they get its parts and changes
-        bodies[V211], refused[V211] = None, "the Location is not published (publish false) and OCPI 2.1.1 has " \
-            "no unpublished Locations: a 2.1.1 receiver would show it"
+        bodies[V211], refused[V211] = None, UNPUBLISHED_211
     later: list[Recipient] = []
     # What the owner sent, kept with every fan-out message written for another version: a receiver that moves to
     # another version before delivery gets it from this (docs/store-and-forward.md)
