@@ -9,14 +9,10 @@ local start = nil -- a group that already has messages is going: nothing to star
 if redis.call('RPUSH', gkey, id) == 1 then
   start = group_start(ARGV[5], ARGV[13] == '1', ARGV[10], tonumber(ARGV[14]))
 end
-if start == 'l' then -- leased to the caller: claim number 1, written with the message
-  redis.call('HSET', mkey, 'receiver', ARGV[5], 'group', ARGV[6], 'token', ARGV[7], 'kind', ARGV[8],
-    'payload', ARGV[9], 'deadline', ARGV[10], 'origin', ARGV[11], 'enqueued_at', ARGV[12], 'attempts', 1,
-    'lease', 1)
-else
-  redis.call('HSET', mkey, 'receiver', ARGV[5], 'group', ARGV[6], 'token', ARGV[7], 'kind', ARGV[8],
-    'payload', ARGV[9], 'deadline', ARGV[10], 'origin', ARGV[11], 'enqueued_at', ARGV[12], 'attempts', 0)
-end
+-- leased to the caller: claim number 1, written with the message
+local claimed = start == 'l' and {'attempts', 1, 'lease', 1} or {'attempts', 0}
+redis.call('HSET', mkey, 'receiver', ARGV[5], 'group', ARGV[6], 'token', ARGV[7], 'kind', ARGV[8],
+  'payload', ARGV[9], 'deadline', ARGV[10], 'origin', ARGV[11], 'enqueued_at', ARGV[12], unpack(claimed))
 redis.call('ZADD', KEYS[7], math.floor(tonumber(ARGV[12])), id) -- whole seconds (lib.lua)
 redis.call('SADD', KEYS[8], ARGV[5])
 if start then start_group(start, id, ARGV[7], ARGV[5], KEYS[9], ARGV[10], tonumber(ARGV[15])) end

@@ -52,7 +52,7 @@ local function wake()
   if woken > 0 then redis.call('PUBLISH', WAKE, woken) end
 end
 
--- True when (id, attempts, token) is the live lease: the lease was granted by claim number `attempts` and belongs
+-- True when (attempts, token) is the live lease of the message at mkey: the lease was granted by claim number `attempts` and belongs
 -- to `token`. The field is set only with the message's entry in the lease set (lease, enqueue) and cleared
 -- whenever that entry stops being a lease (reap_due, retry_later; ack, dead_letter and purge delete the message),
 -- so the field alone tells, without a ZSCORE.
