@@ -22,7 +22,7 @@ from hub import admin, clientinfo, credentials, modules, versions
 from hub.admission import Admission, AdmissionLimits
 from hub.agreements import AgreementKeeper
 from hub.audit import AuditWriter
-from hub.bridging import record_written_again, write_at_delivery
+from hub.bridging import record_written_again, write_at_delivery, write_superseded
 from hub.clientinfo import LIVENESS_KEY, Liveness
 from hub.console import add_console
 from hub.context import HUB_KEY, Hub
@@ -206,6 +206,7 @@ def _lifecycle(settings: Settings, given_store: HubStore | None, given_redis: Re
         keeper.on_saved = introduce
         delivery.on_written_again = functools.partial(record_written_again, hub)  # audit + metrics of a re-translation
         delivery.write_with_hub = functools.partial(write_at_delivery, hub)  # a push into or out of 2.1.1
+        delivery.write_superseded = functools.partial(write_superseded, hub)  # periods a newer Session lacks
 
         registry.on_change = feed.announce
         await delivery.start()

@@ -138,10 +138,10 @@ class Bridge:
         return orjson.dumps(done.data)
 
     def whole_at_delivery(self, target: str, data: Any, written_in: str, to: Party | None, why: str) -> bytes:
-        """A PATCH that waited for a receiver now on ``target`` (across 2.1.1, either way) as a PUT of the hub's copy
-        of its object (``data``, written in ``written_in``) as it is at delivery (``_whole_from_copy``), reported:
-        the copy holds this PATCH and may hold later changes, which the receiver then gets with it. ``why``: why not
-        a PATCH."""
+        """A PATCH that waited for a receiver now on ``target`` (across 2.1.1, either way, or overtaken by a newer
+        version of its Session: ``write_superseded``) as a PUT of the hub's copy of its object (``data``, written in
+        ``written_in``) as it is at delivery (``_whole_from_copy``), reported: the copy holds this PATCH and may hold
+        later changes, which the receiver then gets with it. ``why``: why not a PATCH."""
         body = self.whole_for(target, data, written_in, to)
         self._add_loss(Loss("", DERIVED, f"sent as a PUT of the whole object: the hub's copy as it is at delivery, "
                             f"which holds this PATCH and may hold later changes; {why}", f"{written_in}>{target}"))
@@ -465,10 +465,11 @@ _BASES = {"sent": "as its sender sent it", "queued": "the queued copy",
 
 def record_written_again(hub: Hub, msg: Message, fwd: ForwardRequest, again: WrittenAgain, reply: Reply,
                          request_id: str) -> None:
-    """A queued push written again at delivery, because its receiver changed OCPI version while it waited
-    (``Delivery.on_written_again``; docs/store-and-forward.md), and accepted by the receiver: translated from the
-    copy written for the receiver's former version or from what its sender sent (``basis`` queued or sent), made
-    from the hub's copy of the object as it is at delivery (``basis`` kept: a 2.1.1 PATCH sent as a PUT), or sent as
+    """A queued push written again at delivery, because its receiver changed OCPI version while it waited or got a
+    newer version of the Session whose periods it carries (``Delivery.on_written_again``; docs/store-and-forward.md),
+    and accepted by the receiver: translated from the copy written for the receiver's former version or from what
+    its sender sent (``basis`` queued or sent), made from the hub's copy of the object as it is at delivery (``basis``
+    kept: a PATCH sent as a PUT), or sent as
     its sender sent it (``from`` = ``to``, no losses). Its loss report is kept as every translation's is,
     in an audit record of its own (``of`` = redelivery, with ``written_for`` the receiver's former version; the
     message's first translation is in the record of the request that brought it) and, when it was translated, in
@@ -685,3 +686,35 @@ async def write_into_211(hub: Hub, fwd: ForwardRequest, receiver: Platform) -> W
     except InvalidParameters as exc:  # Untranslatable too
         return refused(f"cannot be translated: {exc.message}")
     return WrittenAgain(body, query, source, V211, msg.request_losses(), method, written_for, basis)
+
+
+async def write_superseded(hub: Hub, fwd: ForwardRequest, receiver: Platform) -> WrittenAgain | str:
+    """A queued Session PATCH with charging_periods, written for OCPI 2.2.1 or 2.3.0, after a newer version of the
+    Session reached the receiver (a replayed dead letter, ``routing.bridge.appends_periods``): the newer version
+    does not carry these periods, which such a PATCH appends, so dropping it as superseded would lose them. It goes
+    as a PUT of the Session as the receiver was sent it (``kept_session``), as it is at delivery, in the receiver's
+    version (the held Location embedded for 2.1.1, as ``write_into_211`` does): the copy holds every period, this
+    PATCH's included, in the order the hub accepted them (docs/store-and-forward.md, "Exactly once, as far as OCPI
+    allows"). Or why not: the hub keeps no copy, the message names no sender, or the translation refuses; the PATCH
+    is then dropped as superseded, as any older push is."""
+    now, written_for = receiver.version or V221, fwd.receiver_version
+    lost = ("a newer version of the Session was delivered; this PATCH's charging_periods, which it does not carry, "
+            "are lost to the receiver: ")
+    try:
+        data = parse_json(fwd.body)
+        if (rebuilt := _rebuilt(hub, fwd, receiver, written_for, "PATCH", fwd.query, fwd.body, data)) is None:
+            return lost + "the message names no sender"
+        msg, to = rebuilt
+        kept = await kept_session(hub, msg.req, to) if to is not None else None
+        if kept is None:
+            return lost + (f"the hub keeps no copy of what the receiver was sent of session {msg.req.segments[2]} "
+                           "(catch-up off, HUB_CATCHUP_DAYS=0; the copy purged) to send whole as a PUT")
+        why = (f"a newer version of the Session reached the receiver before this PATCH, whose charging_periods an OCPI "
+               f"{written_for} PATCH appends (OCPI 2.2.1 mod_sessions): sent as the whole Session, they are not lost")
+        body = msg.whole_at_delivery(now, kept.data, kept.ocpi_version, to, why)
+        if now == V211 and (held := await msg.with_held_location(hub, V211, orjson.loads(body))) is not None:
+            body = held[0]
+        query = msg.query_for(now)
+    except InvalidParameters as exc:  # Untranslatable too
+        return lost + f"the hub's copy cannot be written in OCPI {now}: {exc.message}"
+    return WrittenAgain(body, query, kept.ocpi_version, now, msg.request_losses(), "PUT", written_for, "kept")

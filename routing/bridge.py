@@ -124,6 +124,21 @@ def into_211(fwd: ForwardRequest, now: str) -> bool:
             and (fwd.sent is None or fwd.sent.version != V211))
 
 
+def appends_periods(fwd: ForwardRequest) -> bool:
+    """A queued Session PATCH written for OCPI 2.2.1 or 2.3.0 with charging periods: they are appended to the
+    receiver's (OCPI 2.2.1 mod_sessions, PATCH), so a newer version of the Session does not carry them, and dropping
+    the PATCH as superseded would lose them (``Delivery.write_superseded``). A 2.1.1 PATCH's periods replace the
+    receiver's list: a newer version says it all."""
+    if (fwd.module != "sessions" or fwd.method != "PATCH" or fwd.interface_role != "RECEIVER"
+            or fwd.receiver_version in ("", V211) or b'"charging_periods"' not in fwd.body):
+        return False
+    try:
+        data = orjson.loads(fwd.body)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(data, dict) and bool(data.get("charging_periods"))
+
+
 def write_again(module: str, role: str, method: str, tail: str, query: str, body: bytes, *, source: str,
                 target: str) -> WrittenAgain | str:
     """A queued push written for a receiver speaking OCPI ``source`` (body, query) in ``target``, the version that

@@ -27,7 +27,7 @@ from redis.asyncio import Redis
 from yarl import URL
 
 from routing import keys
-from routing.bridge import WrittenAgain, from_211_copy, into_211, reads_alike, write_for
+from routing.bridge import WrittenAgain, appends_periods, from_211_copy, into_211, reads_alike, write_for
 from routing.ocpi.auth import authorization_header
 from routing.ocpi.errors import HubUnavailable
 from routing.ocpi.headers import REQUEST_ID, ROUTING_HEADERS, new_id
@@ -229,8 +229,8 @@ class Delivery:
         # superseded (metrics).
         self.on_stored: Callable[[Message, ForwardRequest, str], None] | None = None
         # A queued push written again at delivery (its receiver changed version: translated, or as its sender sent
-        # it) that the receiver accepted: (message, request as sent, how it was written and its losses, reply,
-        # X-Request-ID sent): audit and metrics.
+        # it; or sent whole by ``write_superseded``) that the receiver accepted: (message, request as sent, how it
+        # was written and its losses, reply, X-Request-ID sent): audit and metrics.
         self.on_written_again: Callable[[Message, ForwardRequest, WrittenAgain, Reply, str], None] | None = None
         # A queued push that only the hub can write in its receiver's new version, with what it holds: one written
         # in OCPI 2.1.1 for a receiver now on 2.2.1 or 2.3.0, with no other body (``routing.bridge.from_211_copy``),
@@ -241,6 +241,11 @@ class Delivery:
         # embeds; a PATCH the live path writes from the hub's copy of the object as a PUT of that copy as it is
         # then: hub/bridging.py), or says why it cannot (a dead letter). None: refused.
         self.write_with_hub: Callable[[ForwardRequest, Platform, float], Awaitable[WrittenAgain | str]] | None = None
+        # A queued Session PATCH whose charging_periods a newer delivered version does not carry (a replayed dead
+        # letter; ``routing.bridge.appends_periods``): awaited with the request and the receiver as it is now, it
+        # writes the hub's copy of the Session as a PUT in the receiver's version (hub/bridging.py), or says why not
+        # (the PATCH is then dropped as superseded). None: dropped as superseded.
+        self.write_superseded: Callable[[ForwardRequest, Platform], Awaitable[WrittenAgain | str]] | None = None
         self.process_id = uuid.uuid4().hex
         self.inflight_per_process = queue.max_inflight
         self._pending: dict[str, asyncio.Future[Reply]] = {}
@@ -365,8 +370,8 @@ class Delivery:
 
     # -- forwarding --------------------------------------------------------------------------------------
     async def _deliver(self, msg: Message, fwd: ForwardRequest | None = None, receiver: _Receiver | None = None,
-                       ) -> Reply:
-        reply = await self._forward(msg, fwd, receiver)
+                       again: WrittenAgain | None = None) -> Reply:
+        reply = await self._forward(msg, fwd, receiver, again)
         if self._failing and reply.accepted:
             self.answered_again(msg.receiver)
         if self.on_result is not None and (result := reply.result) is not None:
@@ -431,7 +436,10 @@ class Delivery:
             return again
         return _as_written(fwd, again, now), again
 
-    async def _forward(self, msg: Message, fwd: ForwardRequest | None, receiver: _Receiver | None = None) -> Reply:
+    async def _forward(self, msg: Message, fwd: ForwardRequest | None, receiver: _Receiver | None = None,
+                       again: WrittenAgain | None = None) -> Reply:
+        """One forward of ``msg`` (``fwd``, decoded) to its receiver. ``again``: how the hub already wrote it
+        again (``write_superseded``), reported with the answer as a write at delivery is."""
         if fwd is None:
             fwd = ForwardRequest.decode(msg.payload)
         if receiver is None:
@@ -445,7 +453,6 @@ class Delivery:
             platform = receiver.platform
         if platform is None or platform.removed or platform.status != ConnectionStatus.CONNECTED:
             return hub_error_reply(4003, "receiver is not connected", "not_connected")
-        again: WrittenAgain | None = None
         # A push is written for the receiver's version of the moment (never direct requests): rarely another now.
         if fwd.receiver_version and not reads_alike(fwd.module, fwd.receiver_version, platform.version or V221):
             sent = await self._in_version(fwd, platform, msg)
@@ -563,29 +570,35 @@ class Delivery:
         was judged on, the push is tried again at once with the new state instead.
 
         A push of an object older than the version the receiver already got from the hub (a replayed dead
-        letter, a retry overtaken) is dropped as superseded, never delivered."""
+        letter, a retry overtaken) is dropped as superseded, never delivered; but for a Session PATCH whose
+        charging_periods the newer version lacks, which goes as a PUT of the hub's copy of the Session
+        (``write_superseded``)."""
         stored = msg.kind == KIND
         fwd: ForwardRequest | None = None
         receiver: _Receiver | None = None
         known: float | None = None
+        whole: WrittenAgain | None = None
         try:
             fwd = ForwardRequest.decode(msg.payload)
             if self.admit_push is not None and (why := self.admit_push(fwd, self.resolve(msg.receiver))) is not None:
                 await self._refuse_push(msg, why)
                 return
+            receiver = await self._receiver(msg.receiver, fwd.receiver_revision)
             if fwd.object_path and self.ledger is not None:
                 known = await self.ledger.delivered_version_of(msg.receiver, fwd.object_path)
                 if known is not None and known > fwd.object_version:
-                    await self._finish(msg, fwd, SUPERSEDED, "a newer version of the object was delivered")
-                    return
-            receiver = await self._receiver(msg.receiver, fwd.receiver_revision)
-            reply = await self._deliver(msg, fwd, receiver)
+                    sent = await self._superseded(msg, fwd, receiver.platform)
+                    if isinstance(sent, str):
+                        await self._finish(msg, fwd, SUPERSEDED, sent)
+                        return
+                    fwd, whole = sent
+            reply = await self._deliver(msg, fwd, receiver, whole)
             if (push_verdict(reply) in ("permanent", "not_connected") and not receiver.refreshed
                     and self.refresh is not None):
                 fresh = await self.refresh(msg.receiver, 0)
                 if fresh is not None and (receiver.platform is None or fresh.revision != receiver.platform.revision):
                     receiver = _Receiver(fresh, refreshed=True)
-                    reply = await self._deliver(msg, fwd, receiver)
+                    reply = await self._deliver(msg, fwd, receiver, whole)
         except Exception:
             log.exception("push %s to %s failed", msg.id, msg.receiver)
             reply = hub_error_reply(3000, "internal hub error while forwarding", "internal")
@@ -613,6 +626,19 @@ class Delivery:
                 await self.queue.dead_letter(msg, describe(reply))
         except Exception as exc:  # the lease expires and the push is delivered again: at least once
             self.health.report(exc, log, "finishing push %s to %s failed", msg.id, msg.receiver)
+
+    async def _superseded(self, msg: Message, fwd: ForwardRequest, platform: Platform | None,
+                          ) -> tuple[ForwardRequest, WrittenAgain] | str:
+        """A push older than what its receiver already got: why it is dropped, or, for a Session PATCH whose
+        periods would be lost with it (``appends_periods``), the PUT of the hub's copy it goes as."""
+        superseded = "a newer version of the object was delivered"
+        if self.write_superseded is None or platform is None or not appends_periods(fwd):
+            return superseded
+        whole = await self.write_superseded(fwd, platform)
+        if isinstance(whole, str):
+            log.warning("push %s to %s dropped as superseded: %s", msg.id, msg.receiver, whole)
+            return whole
+        return _as_written(fwd, whole, platform.version or V221), whole
 
     async def _finish(self, msg: Message, fwd: ForwardRequest | None, event: str, why: str = "",
                       version: tuple[str, float] | None = None) -> None:

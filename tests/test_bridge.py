@@ -8,6 +8,7 @@ import pytest
 
 from routing.bridge import (
     addressed_to_hub_211,
+    appends_periods,
     from_211_copy,
     hub_interface_211,
     into_211,
@@ -180,3 +181,24 @@ def test_a_push_into_2_1_1_from_a_newer_sender_is_left_to_the_hub_when_its_recei
         written_for: str, sender: str | None, now: str, asks_the_hub: bool) -> None:
     assert into_211(_queued(written_for, sender), now) is asks_the_hub
 
+
+
+_PERIOD = b'{"start_date_time": "2024-01-01T10:00:00Z", "dimensions": [{"type": "ENERGY", "volume": 2.5}]}'
+
+
+@pytest.mark.parametrize(("written_for", "method", "body", "appends"), [
+    ("2.2.1", "PATCH", b'{"charging_periods": [%s], "last_updated": "2024-01-01T10:05:00Z"}' % _PERIOD, True),
+    ("2.3.0", "PATCH", b'{"charging_periods": [%s], "last_updated": "2024-01-01T10:05:00Z"}' % _PERIOD, True),
+    ("2.1.1", "PATCH", b'{"charging_periods": [%s], "last_updated": "2024-01-01T10:05:00Z"}' % _PERIOD, False),
+    ("2.2.1", "PATCH", b'{"charging_periods": [], "last_updated": "2024-01-01T10:05:00Z"}', False),
+    ("2.2.1", "PATCH", b'{"kwh": 2.5, "last_updated": "2024-01-01T10:05:00Z"}', False),
+    ("2.2.1", "PUT", b'{"id": "S1", "charging_periods": [%s]}' % _PERIOD, False),
+    ("2.2.1", "PATCH", b'{"charging_periods": [', False),
+])
+def test_only_a_session_patch_whose_periods_are_appended_is_kept_from_being_dropped_as_superseded(
+        written_for: str, method: str, body: bytes, appends: bool) -> None:
+    """OCPI 2.2.1 and 2.3.0 mod_sessions append a PATCH's charging_periods, a 2.1.1 PATCH replaces them; an empty
+    list changes nothing, and a PUT carries the whole list."""
+    fwd = ForwardRequest(method=method, module="sessions", interface_role="RECEIVER", tail="NL/CPA/S1", query="",
+                         headers={}, body=body, receiver_version=written_for)
+    assert appends_periods(fwd) is appends

@@ -227,6 +227,73 @@ async def test_an_older_version_never_overwrites_a_newer_one_on_replay(make_hub:
     assert (await stored_figures(hub, receiver_id, "sessions"))["superseded"] == 1
 
 
+def _period(start: str, kwh: float) -> dict[str, Any]:
+    return {"start_date_time": start, "dimensions": [{"type": "ENERGY", "volume": kwh}]}
+
+
+async def _periods_patch_refused_then_overtaken(make_hub: MakeHub, **settings: Any,
+                                                ) -> tuple[HubHarness, FakePartner, str, str]:
+    """A Session PUT the eMSP takes; a PATCH with a charging period that it refuses (a dead letter); a newer PATCH
+    with the next period that it takes. Then the dead letter is replayed: the eMSP's platform id, the PATCH's
+    request id."""
+    hub, sender, receiver, receiver_id = await pair(make_hub, **settings)
+    await opt_in(hub, receiver_id, "sessions")
+    refused_id = uuid.uuid4().hex
+    calls = [("PUT", "NL/CPA/S1", session("S1", "2024-01-01T10:00:00Z"), uuid.uuid4().hex),
+             ("PATCH", "NL/CPA/S1", {"kwh": 2.5, "charging_periods": [_period("2024-01-01T10:00:00Z", 2.5)],
+                                     "last_updated": "2024-01-01T10:05:00Z"}, refused_id),
+             ("PATCH", "NL/CPA/S1", {"kwh": 4.0, "charging_periods": [_period("2024-01-01T10:05:00Z", 1.5)],
+                                     "last_updated": "2024-01-01T10:10:00Z"}, uuid.uuid4().hex)]
+    for i, (method, path, doc, request_id) in enumerate(calls):
+        if i == 1:
+            receiver.responder = failing(1, status=400, ocpi_status=2001)
+        status, _, body = await sender.call(hub.session, method, "sessions", "RECEIVER", path, to=receiver.party,
+                                            json=doc, headers={"X-Request-ID": request_id})
+        assert (status, body["status_code"]) == (200, 1000), body
+        await eventually(lambda n=i + 1: len(receiver.received) == n, within=15, what=f"{method} number {i + 1}")
+    await eventually_async(lambda: _state_is(hub, refused_id, "dead_lettered"), what="dead-lettered")
+    [letter] = await dead_letters(hub)
+    status, body = await hub.admin("POST", f"/admin/dead-letters/{letter['id']}/replay")
+    assert status == 200, body
+    return hub, receiver, receiver_id, refused_id
+
+
+async def test_a_replayed_session_patch_whose_periods_a_newer_version_lacks_goes_as_the_whole_session(
+        make_hub: MakeHub) -> None:
+    """OCPI 2.2.1 mod_sessions: the charging_periods of a PATCH are appended to the receiver's. The newer PATCH the
+    eMSP took carries only its own period, so dropping the replayed one as superseded would lose the first period
+    for good: it goes as a PUT of the Session as the hub holds it, every period in the order accepted, and the
+    newest state (a replay never takes the Session back to older data)."""
+    hub, receiver, receiver_id, refused_id = await _periods_patch_refused_then_overtaken(make_hub)
+
+    await eventually(lambda: len(receiver.received) == 4, within=15, what="the replayed PATCH, as a PUT")
+    await eventually_async(lambda: _state_is(hub, refused_id, "delivered"), what="delivered")
+    whole = receiver.received[-1]
+    assert (whole.method, whole.path) == ("PUT", "/ocpi/2.2.1/receiver/sessions/NL/CPA/S1")
+    doc = whole.json()
+    assert doc["charging_periods"] == [_period("2024-01-01T10:00:00Z", 2.5), _period("2024-01-01T10:05:00Z", 1.5)]
+    assert (doc["kwh"], doc["last_updated"], doc["status"]) == (4.0, "2024-01-01T10:10:00Z", "ACTIVE")
+    [state] = await deliveries(hub, refused_id)
+    assert state["last_error"] == "" and whole.headers["X-Request-ID"] == state["forwarded_request_id"], state
+    assert (await stored_figures(hub, receiver_id, "sessions"))["superseded"] == 0
+    [report] = await redelivery_reports(hub, "sessions", receiver_id)
+    assert from_the_hubs_copy(report) and report["written_for"] == "2.2.1", report
+    assert any("are not lost" in loss["detail"] for loss in report["losses"]), report
+
+
+async def test_without_a_copy_of_the_session_the_replayed_periods_patch_is_dropped_and_says_what_is_lost(
+        make_hub: MakeHub) -> None:
+    """With catch-up off (HUB_CATCHUP_DAYS=0) the hub holds no Session to send whole: the replayed PATCH is dropped
+    as superseded as before, and its state says that its periods are lost to the receiver."""
+    hub, receiver, receiver_id, refused_id = await _periods_patch_refused_then_overtaken(make_hub, catchup_days=0)
+
+    await eventually_async(lambda: _state_is(hub, refused_id, "superseded"), what="superseded")
+    assert len(receiver.received) == 3
+    assert (await stored_figures(hub, receiver_id, "sessions"))["superseded"] == 1
+    [state] = await deliveries(hub, refused_id)
+    assert "charging_periods" in state["last_error"] and "HUB_CATCHUP_DAYS=0" in state["last_error"], state
+
+
 async def test_a_message_the_receiver_never_takes_is_dead_lettered_after_the_window(make_hub: MakeHub) -> None:
     hub, sender, receiver, receiver_id = await pair(make_hub, store_forward_window=1.5)
     await opt_in(hub, receiver_id, "cdrs")
