@@ -16,6 +16,7 @@ import asyncio
 import importlib.metadata
 import os
 import platform
+import re
 import signal
 import subprocess
 import sys
@@ -293,11 +294,13 @@ class Bench:
         if exe is None:
             print("  --profile: py-spy not found (pip install py-spy into the venv)", flush=True)
             return
-        raw = self.tmp / f"profile-{sc.load.method}.raw"
+        # One file per scenario: the PUT scenarios (same-version, bridged, stored) share a method.
+        name = re.sub(r"[^A-Za-z0-9.]+", "-", sc.name).strip("-")
+        raw = self.tmp / f"profile-{name}.raw"
         seconds = self.args.duration
         await asyncio.gather(pyspy.record(exe, sc.procs["hub"].pid, seconds, raw),
                              self.load(sc.load, sc.origin, seconds))
-        out = pyspy.save(raw, report.RESULTS, f"hub-{sc.load.method}")
+        out = pyspy.save(raw, report.RESULTS, name)
         print(f"  profile of {sc.name}: {out}", flush=True)
 
     async def close(self) -> None:
