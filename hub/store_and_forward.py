@@ -21,10 +21,12 @@ from routing.wire import ForwardRequest
 
 
 async def accept(request: web.Request, hub: Hub, req: InboundRequest, fwd: ForwardRequest, receiver_id: str,
-                 group: str | None, sender: Party, as_sent: Any = None) -> web.Response:
+                 group: str | None, sender: Party, as_sent: Any = None) -> tuple[web.Response, bool]:
     """Queue ``fwd`` for ``receiver_id`` and answer the sender; the same request id sent again is answered
     from the first acceptance, not queued twice. ``as_sent``: the body in the sender's version, when the hub
-    read it into another one (its version is the ``last_updated`` the sender gave, not one the hub filled in)."""
+    read it into another one (its version is the ``last_updated`` the sender gave, not one the hub filled in).
+    Also whether this is the first acceptance: what follows one (the catch-up copy, Insights) must not follow a
+    repeat, or a Session PATCH's charging_periods would be appended to the copy twice."""
     ex = request[EXCHANGE]
     fwd.headers[REQUEST_ID] = new_id()  # one id for every attempt: the receiver can tell a retry from a new message
     fwd.sender_request_id, fwd.sender = ex.request_id, sender.key
@@ -37,4 +39,4 @@ async def accept(request: web.Request, hub: Hub, req: InboundRequest, fwd: Forwa
     again = state.message_id != msg.id
     note = (f"{ACCEPTED_MESSAGE} (request id {ex.request_id} was accepted before; state: {state.state})" if again
             else f"{ACCEPTED_MESSAGE}: it is kept and delivered to the receiver as soon as it can take it")
-    return ocpi_response(message=note, headers=ex.reply_headers)
+    return ocpi_response(message=note, headers=ex.reply_headers), not again

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from hub.context import HUB_KEY
 from tests.conftest import ADMIN_TOKEN, HubHarness, MakeHub, cpo, emsp
 from tests.console_helpers import Console
 from tests.partners import FakePartner, Party, Received, default_responder, envelope
@@ -179,6 +180,34 @@ async def test_a_sender_repeating_a_request_id_is_answered_again_but_delivered_o
     await eventually(lambda: receiver.received, within=15, what="the CDR")
     await eventually_async(lambda: _state_is(hub, request_id, "delivered"), what="delivered")
     assert len(receiver.received) == 1
+
+
+async def test_a_repeated_request_id_is_kept_for_catch_up_and_counted_once(make_hub: MakeHub) -> None:
+    """A sender's retry of what the hub accepted (same X-Request-ID) is not a second message: the catch-up copy
+    does not take a Session PATCH's charging_periods twice (a PATCH's periods are appended, OCPI 2.2.1
+    mod_sessions), and Insights count a CDR once."""
+    hub, sender, receiver, receiver_id = await pair(make_hub)
+    await opt_in(hub, receiver_id, "cdrs", "sessions")
+    await receiver.stop()  # everything waits in the queue: the catch-up copy is all the eMSP can see
+    patch = {"kwh": 2.5, "charging_periods": [_period("2024-01-01T10:00:00Z", 2.5)],
+             "last_updated": "2024-01-01T10:05:00Z"}
+    calls = [("PUT", "sessions", "NL/CPA/S1", session("S1", "2024-01-01T10:00:00Z"), uuid.uuid4().hex),
+             ("PATCH", "sessions", "NL/CPA/S1", patch, uuid.uuid4().hex),
+             ("POST", "cdrs", "", cdr(), uuid.uuid4().hex)]
+    for method, module, path, doc, request_id in calls:
+        for attempt in ("first", "repeat"):
+            status, _, body = await sender.call(hub.session, method, module, "RECEIVER", path, to=receiver.party,
+                                                json=doc, headers={"X-Request-ID": request_id})
+            assert (status, body["status_code"]) == (200, 1000), body
+            assert ("accepted before" in body["status_message"]) is (attempt == "repeat"), body
+
+    status, _, page = await receiver.call(hub.session, "GET", "sessions", "SENDER", "", to=HUB)
+    assert status == 200, page
+    [kept] = page["data"]
+    assert kept["charging_periods"] == patch["charging_periods"] and kept["kwh"] == 2.5, kept
+    h = hub.app[HUB_KEY]
+    await h.usage.flush()
+    assert {row.module: row.count for row in await h.store.query_usage()} == {"sessions": 1, "cdrs": 1}
 
 
 async def test_session_updates_reach_the_emsp_in_order_and_never_before_the_put(make_hub: MakeHub) -> None:
