@@ -570,9 +570,9 @@ class Delivery:
         was judged on, the push is tried again at once with the new state instead.
 
         A push of an object older than the version the receiver already got from the hub (a replayed dead
-        letter, a retry overtaken) is dropped as superseded, never delivered; but for a Session PATCH whose
-        charging_periods the newer version lacks, which goes as a PUT of the hub's copy of the Session
-        (``write_superseded``)."""
+        letter, a retry overtaken), or than a PUT of the Location or EVSE holding it, is dropped as superseded,
+        never delivered; but for a Session PATCH whose charging_periods the newer version lacks, which goes as a
+        PUT of the hub's copy of the Session (``write_superseded``)."""
         stored = msg.kind == KIND
         fwd: ForwardRequest | None = None
         receiver: _Receiver | None = None
@@ -585,7 +585,12 @@ class Delivery:
                 return
             receiver = await self._receiver(msg.receiver, fwd.receiver_revision)
             if fwd.object_path and self.ledger is not None:
-                known = await self.ledger.delivered_version_of(msg.receiver, fwd.object_path)
+                got = await self.ledger.delivered_versions(msg.receiver, fwd.object_path)
+                known = got.version
+                if got.whole is not None and got.whole > fwd.object_version:
+                    # A newer PUT of it, or of the Location (or EVSE) holding it, carried all of it.
+                    await self._finish(msg, fwd, SUPERSEDED, "a newer version of the object was delivered whole")
+                    return
                 if known is not None and known > fwd.object_version:
                     sent = await self._superseded(msg, fwd, receiver.platform)
                     if isinstance(sent, str):
@@ -610,8 +615,8 @@ class Delivery:
         try:
             if verdict == "ok":
                 newer = fwd is not None and fwd.object_path and (known is None or fwd.object_version > known)
-                await self._finish(msg, fwd, DELIVERED,
-                                   version=(fwd.object_path, fwd.object_version) if fwd and newer else None)
+                await self._finish(msg, fwd, DELIVERED, version=(
+                    fwd.object_path, fwd.object_version, fwd.method == "PUT") if fwd and newer else None)
             elif verdict == "transient" and time.time() - msg.enqueued_at < window:
                 self._failing.add(msg.receiver)
                 if stored and fwd is not None:
@@ -641,7 +646,7 @@ class Delivery:
         return _as_written(fwd, whole, platform.version or V221), whole
 
     async def _finish(self, msg: Message, fwd: ForwardRequest | None, event: str, why: str = "",
-                      version: tuple[str, float] | None = None) -> None:
+                      version: tuple[str, float, bool] | None = None) -> None:
         """Delivered or superseded: the state (and the object version the receiver now has) first, then the ack
         (a crash in between delivers it again, with the same request id, rather than lose it)."""
         if fwd is not None:
@@ -649,7 +654,7 @@ class Delivery:
         await self.queue.ack(msg)
 
     async def _note(self, msg: Message, fwd: ForwardRequest, event: str, why: str = "",
-                    version: tuple[str, float] | None = None) -> None:
+                    version: tuple[str, float, bool] | None = None) -> None:
         if self.ledger is not None:
             if fwd.sender_request_id:  # a stored message: its state, in one round trip with the version
                 await self.ledger.moved(msg.id, msg.receiver, fwd.module, event, attempts=msg.attempts,

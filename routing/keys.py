@@ -212,6 +212,11 @@ def sf_version(prefix: str, receiver: str, path: str) -> str:
     return f"{base(prefix)}sf-version:{receiver}:{path}"
 
 
+def sf_whole(prefix: str, receiver: str, path: str) -> str:
+    """The newest version of the object at ``path`` that reached ``receiver`` whole (a PUT)."""
+    return f"{base(prefix)}sf-whole:{receiver}:{path}"
+
+
 def processes(prefix: str) -> str:
     """Live hub processes (delivery engines), by last heartbeat."""
     return f"{base(prefix)}processes"

@@ -93,6 +93,23 @@ def object_path(module: str, segments: list[str], query: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class Delivered:
+    """What a receiver already got of one object (``DeliveryLedger.delivered_versions``)."""
+
+    version: float | None  # the newest last_updated of any push of it
+    whole: float | None  # the newest last_updated of a PUT of it or of an object holding it
+
+
+def holders(path: str) -> tuple[str, ...]:
+    """The objects that hold the object at ``path`` (module and path ids) whole: a PUT of one of them carries it. A
+    Location holds its EVSEs, an EVSE its Connectors (OCPI 2.2.1 mod_locations); nothing else nests."""
+    parts = path.split("/")
+    if parts[0] != "locations" or len(parts) <= 4:
+        return ()
+    return tuple("/".join(parts[:n]) for n in range(4, len(parts)))
+
+
+@dataclass(frozen=True, slots=True)
 class DeliveryState:
     """Where one message accepted for later delivery stands (admin API ``/admin/deliveries/{request_id}``)."""
 
@@ -185,10 +202,10 @@ class DeliveryLedger:
         await pipe.execute()
 
     async def moved(self, message_id: str, receiver: str, module: str, state: str, *, attempts: int,
-                    error: str = "", version: tuple[str, float] | None = None) -> None:
+                    error: str = "", version: tuple[str, float, bool] | None = None) -> None:
         """A message's new state, written before the queue step it announces; final states leave the waiting
-        set, others (a replayed dead letter retried) join it again. ``version``: (object path, last_updated)
-        the receiver now has (see ``delivered_version``), in the same round trip."""
+        set, others (a replayed dead letter retried) join it again. ``version``: (object path, last_updated,
+        whole) the receiver now has (see ``delivered_version``), in the same round trip."""
         p, msg_key, now = self.prefix, keys.sf_message(self.prefix, message_id), self._clock()
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(msg_key, mapping={"state": state, "attempts": str(attempts), "updated_at": repr(now),
@@ -285,21 +302,29 @@ class DeliveryLedger:
         return dropped
 
     # -- object versions: an older retry or replay never overwrites a newer delivered version -----------------
-    async def delivered_version_of(self, receiver: str, path: str) -> float | None:
-        """The newest version (last_updated) of the object at ``path`` that reached ``receiver`` from the hub."""
-        raw = await self.redis.get(keys.sf_version(self.prefix, receiver, path))
-        return None if raw is None else float(raw)
+    async def delivered_versions(self, receiver: str, path: str) -> Delivered:
+        """What of the object at ``path`` reached ``receiver`` from the hub, in one round trip: the newest version
+        (last_updated) of any push of it, and the newest version sent whole (a PUT) of it or of an object it is
+        part of (``holders``: the Location of an EVSE, the Location and EVSE of a Connector)."""
+        p = self.prefix
+        names = [keys.sf_version(p, receiver, path), *(keys.sf_whole(p, receiver, at) for at in (path, *holders(path)))]
+        raw = await self.redis.mget(names)
+        wholes = [float(x) for x in raw[1:] if x is not None]
+        return Delivered(None if raw[0] is None else float(raw[0]), max(wholes) if wholes else None)
 
-    async def delivered_version(self, receiver: str, path: str, version: float) -> None:
-        """Remember that ``receiver`` now has ``version`` of the object at ``path``. The caller read the version
-        before delivering and calls this with a newer one only: messages of one object go out one at a time
-        (one ordering group), so nothing moved it in between."""
+    async def delivered_version(self, receiver: str, path: str, version: float, whole: bool) -> None:
+        """Remember that ``receiver`` now has ``version`` of the object at ``path`` (``whole``: sent whole, a PUT).
+        The caller read the versions before delivering and calls this with a newer one only: messages of one
+        object (a Location with its EVSEs and Connectors) go out one at a time (one ordering group), so nothing
+        moved them in between."""
         pipe = self.redis.pipeline(transaction=False)
-        self._set_version(pipe, receiver, path, version)
+        self._set_version(pipe, receiver, path, version, whole)
         await pipe.execute()
 
-    def _set_version(self, pipe: Any, receiver: str, path: str, version: float) -> None:
+    def _set_version(self, pipe: Any, receiver: str, path: str, version: float, whole: bool) -> None:
         pipe.set(keys.sf_version(self.prefix, receiver, path), repr(version), ex=self.keep_for)
+        if whole:
+            pipe.set(keys.sf_whole(self.prefix, receiver, path), repr(version), ex=self.keep_for)
 
 
 def _field(sender: str, receiver: str) -> str:

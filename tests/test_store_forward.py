@@ -435,6 +435,71 @@ async def test_a_replayed_broadcast_older_than_what_the_receiver_has_is_dropped(
     assert sum(q["depth"] for q in queues) == 0
 
 
+CONNECTOR = {"id": "1", "standard": "IEC_62196_T2", "format": "SOCKET", "power_type": "AC_3_PHASE",
+             "max_voltage": 230, "max_amperage": 16, "last_updated": "2024-01-01T10:00:00Z"}
+
+
+def _evse(stamp: str, status: str = "AVAILABLE") -> dict[str, Any]:
+    return {"uid": "EVSE1", "evse_id": "NL*CPA*E1", "status": status, "connectors": [{**CONNECTOR}],
+            "last_updated": stamp}
+
+
+async def _superseded_count(hub: HubHarness) -> int:
+    async with hub.session.get(hub.url + "/metrics") as resp:
+        found = re.search(r'event="superseded",module="locations",receiver="[^"]*"} (\S+)', await resp.text())
+    return int(float(found.group(1))) if found else 0
+
+
+@pytest.mark.parametrize(("part", "change", "later"), [
+    ("NL/CPA/LOC1/EVSE1", {"status": "CHARGING"}, ("PUT", "NL/CPA/LOC1")),  # the Location PUT holds the EVSE
+    ("NL/CPA/LOC1/EVSE1/1", {"max_amperage": 32}, ("PUT", "NL/CPA/LOC1/EVSE1")),  # the EVSE PUT the Connector
+    ("NL/CPA/LOC1/EVSE1/1", {"max_amperage": 32}, ("PUT", "NL/CPA/LOC1")),
+    ("NL/CPA/LOC1/EVSE1", {"status": "CHARGING"}, ("PATCH", "NL/CPA/LOC1")),  # a PATCH holds only its fields
+])
+async def test_a_replayed_evse_or_connector_push_older_than_a_put_holding_it_is_dropped(
+        make_hub: MakeHub, part: str, change: dict[str, Any], later: tuple[str, str]) -> None:
+    """An EVSE status PATCH the eMSP refused, then a newer PUT of its Location (a CPO's periodic full push): the
+    PUT carried the EVSE as it is then, so replaying the PATCH would put the older status back. It is dropped as
+    superseded, as is a Connector PATCH behind a newer PUT of its EVSE or Location. A newer Location PATCH carries
+    only its own fields: the replayed EVSE PATCH is still news, and is delivered."""
+    hub = await make_hub(**FAST)
+    sender, receiver = cpo(), emsp()
+    await hub.connect(sender)
+    await hub.connect(receiver)
+    hub_party = Party("NL", "HUB", "HUB")
+    whole = {**location(), "evses": [_evse("2024-01-01T10:00:00Z")], "last_updated": "2024-01-01T10:00:00Z"}
+    method, path = later
+    newer = {"name": "v2", "last_updated": "2024-01-01T10:10:00Z"} if method == "PATCH" else (
+        {**whole, "last_updated": "2024-01-01T10:10:00Z"} if path == "NL/CPA/LOC1" else _evse("2024-01-01T10:10:00Z"))
+    pushes = [("PUT", "NL/CPA/LOC1", whole), ("PATCH", part, {**change, "last_updated": "2024-01-01T10:05:00Z"}),
+              (method, path, newer)]
+    for i, (verb, at, doc) in enumerate(pushes):
+        if i == 1:
+            receiver.responder = failing(1, status=400, ocpi_status=2001)
+        status, _, body = await sender.call(hub.session, verb, "locations", "RECEIVER", at, to=hub_party, json=doc)
+        assert (status, body["status_code"]) == (200, 1000), body
+        await eventually(lambda n=i + 1: len(receiver.received) == n, within=15, what=f"push number {i + 1}")
+    [letter] = await dead_letters(hub)
+
+    status, body = await hub.admin("POST", f"/admin/dead-letters/{letter['id']}/replay")
+    assert status == 200, body
+
+    if method == "PATCH":
+        await eventually(lambda: len(receiver.received) == 4, within=15, what="the replayed PATCH")
+        assert receiver.received[-1].path.endswith(part) and receiver.received[-1].method == "PATCH"
+        assert await _superseded_count(hub) == 0
+    else:
+        await eventually_async(lambda: _count_is(hub, 1), what="the superseded count")
+        assert [(r.method, r.path.split("/locations/")[1]) for r in receiver.received] == [
+            (verb, at) for verb, at, _ in pushes]
+    status, queues = await hub.admin("GET", "/admin/queues")
+    assert sum(q["depth"] for q in queues) == 0
+
+
+async def _count_is(hub: HubHarness, count: int) -> bool:
+    return await _superseded_count(hub) == count
+
+
 async def test_a_cdr_accepted_for_later_delivery_can_be_fetched_through_catch_up_at_once(make_hub: MakeHub) -> None:
     """Accepted means kept: the eMSP that was away can fetch it from the hub (docs/catchup.md) even before the
     hub managed to deliver it."""
