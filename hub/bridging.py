@@ -689,28 +689,82 @@ async def write_into_211(hub: Hub, fwd: ForwardRequest, receiver: Platform) -> W
 
 
 async def write_superseded(hub: Hub, fwd: ForwardRequest, receiver: Platform) -> WrittenAgain | str:
-    """A queued Session PATCH with charging_periods, written for OCPI 2.2.1 or 2.3.0, after a newer version of the
-    Session reached the receiver (a replayed dead letter, ``routing.bridge.appends_periods``): the newer version
-    does not carry these periods, which such a PATCH appends, so dropping it as superseded would lose them. It goes
-    as a PUT of the Session as the receiver was sent it (``kept_session``), as it is at delivery, in the receiver's
-    version (the held Location embedded for 2.1.1, as ``write_into_211`` does): the copy holds every period, this
-    PATCH's included, in the order the hub accepted them (docs/store-and-forward.md, "Exactly once, as far as OCPI
-    allows"). Or why not: the hub keeps no copy, the message names no sender, or the translation refuses; the PATCH
-    is then dropped as superseded, as any older push is."""
+    """A queued push older than what its receiver already got of the object or of a part of it, whose change the
+    newer pushes may not carry (``routing.bridge.whole_when_behind``), written as a PUT of the hub's copy of the
+    object as it is at delivery, in the receiver's version: a Location, EVSE or Connector from the Location the hub
+    holds (``_location_behind``), a Session from the Session as the receiver was sent it (``_session_behind``).
+    Or why not: it is then dropped as superseded, as any older push is (docs/store-and-forward.md, "Exactly once,
+    as far as OCPI allows")."""
+    if fwd.module == "locations":
+        return await _location_behind(hub, fwd, receiver)
+    return await _session_behind(hub, fwd, receiver)
+
+
+async def _location_behind(hub: Hub, fwd: ForwardRequest, receiver: Platform) -> WrittenAgain | str:
+    """A Location, EVSE or Connector push older than a push of it, or of a part of it, that the receiver got
+    (a replayed dead letter after newer pushes): it goes as a PUT of that object as the hub holds it (the Location
+    GET All serves, which every push the hub accepted went into), so the receiver gets its change without losing
+    the newer ones. Or why not: no copy, no such EVSE or Connector in it any more, or unpublished for a 2.1.1
+    receiver (``UNPUBLISHED_211``)."""
     now, written_for = receiver.version or V221, fwd.receiver_version
-    lost = ("a newer version of the Session was delivered; this PATCH's charging_periods, which it does not carry, "
-            "are lost to the receiver: ")
+    segs = path_segments(fwd.tail)
+    what = {3: "Location", 4: "EVSE", 5: "Connector"}.get(len(segs), "object")
+    lost = f"a newer push of this {what} or of a part of it was delivered, and this older one is not sent: "
+    held = await hub.store.get_object("locations", segs[0].upper(), segs[1].upper(), segs[2])
+    if held is None:
+        return lost + "the hub holds no copy of the Location to send whole as a PUT"
+    part = _part_of(held.data, segs[3:])
+    if part is None:
+        return lost + f"the Location the hub holds has no {what} {segs[-1]} any more"
+    if now == V211 and held.data.get("publish") is False:
+        return lost + UNPUBLISHED_211
+    try:
+        if (rebuilt := _rebuilt(hub, fwd, receiver, held.ocpi_version, "PUT", fwd.query, b"", part)) is None:
+            return lost + "the message names no sender"
+        msg, _ = rebuilt
+        why = (f"a newer push of this {what} or of a part of it reached the receiver first, and may not carry "
+               "this push's change: sent whole, the receiver has both")
+        body = msg.whole_at_delivery(now, part, held.ocpi_version, None, why)  # a fan-out's body: the same for all
+    except InvalidParameters as exc:  # Untranslatable too
+        return lost + f"the hub's copy cannot be written in OCPI {now}: {exc.message}"
+    return WrittenAgain(body, msg.query_for(now), held.ocpi_version, now, msg.request_losses(), "PUT", written_for,
+                        "kept")
+
+
+def _part_of(location: dict[str, Any], ids: list[str]) -> dict[str, Any] | None:
+    """The Location itself, one of its EVSEs (by uid) or one of an EVSE's Connectors (by id); None: not in it."""
+    part: dict[str, Any] | None = location
+    for key, list_name, wanted in zip(("uid", "id"), ("evses", "connectors"), ids, strict=False):
+        items = part.get(list_name) if part is not None else None
+        part = next((i for i in items if isinstance(i, dict) and i.get(key) == wanted), None) \
+            if isinstance(items, list) else None
+    return part
+
+
+async def _session_behind(hub: Hub, fwd: ForwardRequest, receiver: Platform) -> WrittenAgain | str:
+    """A queued Session PUT or PATCH older than a version of the Session the receiver got (a replayed dead
+    letter): the newer version may not carry its changes (a newer PATCH, of other fields; in OCPI 2.2.1 and 2.3.0
+    a PATCH's charging_periods are appended, so no newer version carries an older PATCH's). It goes as a PUT of the
+    Session as the receiver was sent it (``kept_session``), as it is at delivery, in the receiver's version (the
+    held Location embedded for 2.1.1, as ``write_into_211`` does): the copy holds every accepted change, every
+    period in the order the hub accepted them. Or why not: the hub keeps no copy, the message names no sender, or
+    the translation refuses."""
+    now, written_for = receiver.version or V221, fwd.receiver_version
+    lost = (f"a newer version of the Session was delivered, which may not carry this {fwd.method}'s changes (an "
+            "OCPI 2.2.1 or 2.3.0 PATCH's charging_periods are appended), and this older one is not sent: ")
     try:
         data = parse_json(fwd.body)
-        if (rebuilt := _rebuilt(hub, fwd, receiver, written_for, "PATCH", fwd.query, fwd.body, data)) is None:
+        if (rebuilt := _rebuilt(hub, fwd, receiver, written_for, fwd.method, fwd.query, fwd.body, data)) is None:
             return lost + "the message names no sender"
-        msg, to = rebuilt
-        kept = await kept_session(hub, msg.req, to) if to is not None else None
+        req, to = rebuilt[0].req, rebuilt[1]
+        kept = await kept_session(hub, req, to) if to is not None else None
         if kept is None:
-            return lost + (f"the hub keeps no copy of what the receiver was sent of session {msg.req.segments[2]} "
+            return lost + (f"the hub keeps no copy of what the receiver was sent of session {req.segments[2]} "
                            "(catch-up off, HUB_CATCHUP_DAYS=0; the copy purged) to send whole as a PUT")
-        why = (f"a newer version of the Session reached the receiver before this PATCH, whose charging_periods an OCPI "
-               f"{written_for} PATCH appends (OCPI 2.2.1 mod_sessions): sent as the whole Session, they are not lost")
+        msg = Bridge(kept.ocpi_version, req)  # what is sent is the copy, in its version
+        why = (f"a newer version of the Session reached the receiver before this {fwd.method}, and may not carry its "
+               "changes (an OCPI 2.2.1 or 2.3.0 PATCH's charging_periods are appended): sent as the whole Session, "
+               "the receiver has both")
         body = msg.whole_at_delivery(now, kept.data, kept.ocpi_version, to, why)
         if now == V211 and (held := await msg.with_held_location(hub, V211, orjson.loads(body))) is not None:
             body = held[0]

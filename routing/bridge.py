@@ -124,19 +124,16 @@ def into_211(fwd: ForwardRequest, now: str) -> bool:
             and (fwd.sent is None or fwd.sent.version != V211))
 
 
-def appends_periods(fwd: ForwardRequest) -> bool:
-    """A queued Session PATCH written for OCPI 2.2.1 or 2.3.0 with charging periods: they are appended to the
-    receiver's (OCPI 2.2.1 mod_sessions, PATCH), so a newer version of the Session does not carry them, and dropping
-    the PATCH as superseded would lose them (``Delivery.write_superseded``). A 2.1.1 PATCH's periods replace the
-    receiver's list: a newer version says it all."""
-    if (fwd.module != "sessions" or fwd.method != "PATCH" or fwd.interface_role != "RECEIVER"
-            or fwd.receiver_version in ("", V211) or b'"charging_periods"' not in fwd.body):
-        return False
-    try:
-        data = orjson.loads(fwd.body)
-    except orjson.JSONDecodeError:
-        return False
-    return isinstance(data, dict) and bool(data.get("charging_periods"))
+def whole_when_behind(fwd: ForwardRequest) -> bool:
+    """A push older than what its receiver already got of the object (or of a part of it) that is sent as a PUT of
+    the hub's copy of the object rather than dropped (``Delivery.write_superseded``): a Location, EVSE or Connector
+    push (a newer push of another part, or a PATCH of other fields, does not carry its change; the hub holds the
+    Location as GET All serves it) and a Session PUT or PATCH (a newer PATCH does not carry an older one's fields,
+    nor, in OCPI 2.2.1 and 2.3.0, its charging_periods, which are appended; the hub keeps the Session as the
+    receiver was sent it, for catch-up). A newer PUT of the object or of one holding it carried all of it: that
+    drops any older push before this is asked."""
+    return (fwd.module in ("locations", "sessions") and fwd.interface_role == "RECEIVER"
+            and fwd.method in ("PUT", "PATCH") and len(path_segments(fwd.tail)) >= 3)
 
 
 def write_again(module: str, role: str, method: str, tail: str, query: str, body: bytes, *, source: str,

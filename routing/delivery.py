@@ -27,7 +27,7 @@ from redis.asyncio import Redis
 from yarl import URL
 
 from routing import keys
-from routing.bridge import WrittenAgain, appends_periods, from_211_copy, into_211, reads_alike, write_for
+from routing.bridge import WrittenAgain, from_211_copy, into_211, reads_alike, whole_when_behind, write_for
 from routing.ocpi.auth import authorization_header
 from routing.ocpi.errors import HubUnavailable
 from routing.ocpi.headers import REQUEST_ID, ROUTING_HEADERS, new_id
@@ -37,7 +37,17 @@ from routing.platform import PER_ENDPOINT_CACHE, PER_PLATFORM_CACHE, ConnectionS
 from routing.queue import DeliveryQueue, Message
 from routing.redis_health import RedisHealth
 from routing.retry import backoff, describe, push_verdict
-from routing.store_forward import DEAD_LETTERED, DELIVERED, KIND, RETRYING, SUPERSEDED, DeliveryLedger, DeliveryState
+from routing.store_forward import (
+    DEAD_LETTERED,
+    DELIVERED,
+    KIND,
+    RETRYING,
+    SUPERSEDED,
+    Delivered,
+    DeliveryLedger,
+    DeliveryState,
+    Newer,
+)
 from routing.tasks import stop_task
 from routing.upstream import Upstream
 from routing.wire import ForwardRequest, Reply
@@ -241,10 +251,11 @@ class Delivery:
         # embeds; a PATCH the live path writes from the hub's copy of the object as a PUT of that copy as it is
         # then: hub/bridging.py), or says why it cannot (a dead letter). None: refused.
         self.write_with_hub: Callable[[ForwardRequest, Platform, float], Awaitable[WrittenAgain | str]] | None = None
-        # A queued Session PATCH whose charging_periods a newer delivered version does not carry (a replayed dead
-        # letter; ``routing.bridge.appends_periods``): awaited with the request and the receiver as it is now, it
-        # writes the hub's copy of the Session as a PUT in the receiver's version (hub/bridging.py), or says why not
-        # (the PATCH is then dropped as superseded). None: dropped as superseded.
+        # A queued push older than what its receiver got of the object, whose change the newer pushes may not carry
+        # (a replayed dead letter; ``routing.bridge.whole_when_behind``: Location and Session pushes): awaited with
+        # the request and the receiver as it is now, it writes the hub's copy of the object as a PUT in the
+        # receiver's version (hub/bridging.py), or says why not (the push is then dropped as superseded). None:
+        # dropped as superseded.
         self.write_superseded: Callable[[ForwardRequest, Platform], Awaitable[WrittenAgain | str]] | None = None
         self.process_id = uuid.uuid4().hex
         self.inflight_per_process = queue.max_inflight
@@ -571,13 +582,13 @@ class Delivery:
 
         A push of an object older than the version the receiver already got from the hub (a replayed dead
         letter, a retry overtaken), or than a PUT of the Location or EVSE holding it, is dropped as superseded,
-        never delivered; but for a Session PATCH whose charging_periods the newer version lacks, which goes as a
-        PUT of the hub's copy of the Session (``write_superseded``)."""
+        never delivered; but for a Location or Session push whose change the newer ones may not carry, which goes
+        as a PUT of the hub's copy of the object (``write_superseded``)."""
         stored = msg.kind == KIND
         fwd: ForwardRequest | None = None
         receiver: _Receiver | None = None
-        known: float | None = None
-        whole: WrittenAgain | None = None
+        got: Delivered | None = None
+        rewritten: WrittenAgain | None = None
         try:
             fwd = ForwardRequest.decode(msg.payload)
             if self.admit_push is not None and (why := self.admit_push(fwd, self.resolve(msg.receiver))) is not None:
@@ -586,24 +597,23 @@ class Delivery:
             receiver = await self._receiver(msg.receiver, fwd.receiver_revision)
             if fwd.object_path and self.ledger is not None:
                 got = await self.ledger.delivered_versions(msg.receiver, fwd.object_path)
-                known = got.version
                 if got.whole is not None and got.whole > fwd.object_version:
                     # A newer PUT of it, or of the Location (or EVSE) holding it, carried all of it.
                     await self._finish(msg, fwd, SUPERSEDED, "a newer version of the object was delivered whole")
                     return
-                if known is not None and known > fwd.object_version:
+                if got.version is not None and got.version > fwd.object_version:
                     sent = await self._superseded(msg, fwd, receiver.platform)
                     if isinstance(sent, str):
                         await self._finish(msg, fwd, SUPERSEDED, sent)
                         return
-                    fwd, whole = sent
-            reply = await self._deliver(msg, fwd, receiver, whole)
+                    fwd, rewritten = sent
+            reply = await self._deliver(msg, fwd, receiver, rewritten)
             if (push_verdict(reply) in ("permanent", "not_connected") and not receiver.refreshed
                     and self.refresh is not None):
                 fresh = await self.refresh(msg.receiver, 0)
                 if fresh is not None and (receiver.platform is None or fresh.revision != receiver.platform.revision):
                     receiver = _Receiver(fresh, refreshed=True)
-                    reply = await self._deliver(msg, fwd, receiver, whole)
+                    reply = await self._deliver(msg, fwd, receiver, rewritten)
         except Exception:
             log.exception("push %s to %s failed", msg.id, msg.receiver)
             reply = hub_error_reply(3000, "internal hub error while forwarding", "internal")
@@ -614,9 +624,9 @@ class Delivery:
         window = self.store_forward_window if stored else self.retry_window
         try:
             if verdict == "ok":
-                newer = fwd is not None and fwd.object_path and (known is None or fwd.object_version > known)
-                await self._finish(msg, fwd, DELIVERED, version=(
-                    fwd.object_path, fwd.object_version, fwd.method == "PUT") if fwd and newer else None)
+                newer = None if fwd is None or got is None or rewritten is not None else got.newer(
+                    msg.receiver, fwd.object_version, fwd.method == "PUT")
+                await self._finish(msg, fwd, DELIVERED, version=newer)
             elif verdict == "transient" and time.time() - msg.enqueued_at < window:
                 self._failing.add(msg.receiver)
                 if stored and fwd is not None:
@@ -634,10 +644,11 @@ class Delivery:
 
     async def _superseded(self, msg: Message, fwd: ForwardRequest, platform: Platform | None,
                           ) -> tuple[ForwardRequest, WrittenAgain] | str:
-        """A push older than what its receiver already got: why it is dropped, or, for a Session PATCH whose
-        periods would be lost with it (``appends_periods``), the PUT of the hub's copy it goes as."""
+        """A push older than what its receiver already got: why it is dropped, or, for one whose change the newer
+        pushes may not carry (``whole_when_behind``: a Location or Session push), the PUT of the hub's copy it goes
+        as."""
         superseded = "a newer version of the object was delivered"
-        if self.write_superseded is None or platform is None or not appends_periods(fwd):
+        if self.write_superseded is None or platform is None or not whole_when_behind(fwd):
             return superseded
         whole = await self.write_superseded(fwd, platform)
         if isinstance(whole, str):
@@ -646,7 +657,7 @@ class Delivery:
         return _as_written(fwd, whole, platform.version or V221), whole
 
     async def _finish(self, msg: Message, fwd: ForwardRequest | None, event: str, why: str = "",
-                      version: tuple[str, float, bool] | None = None) -> None:
+                      version: Newer | None = None) -> None:
         """Delivered or superseded: the state (and the object version the receiver now has) first, then the ack
         (a crash in between delivers it again, with the same request id, rather than lose it)."""
         if fwd is not None:
@@ -654,13 +665,13 @@ class Delivery:
         await self.queue.ack(msg)
 
     async def _note(self, msg: Message, fwd: ForwardRequest, event: str, why: str = "",
-                    version: tuple[str, float, bool] | None = None) -> None:
+                    version: Newer | None = None) -> None:
         if self.ledger is not None:
             if fwd.sender_request_id:  # a stored message: its state, in one round trip with the version
                 await self.ledger.moved(msg.id, msg.receiver, fwd.module, event, attempts=msg.attempts,
                                         error=why, version=version)
             elif version is not None:  # a hub push (broadcast): only the version
-                await self.ledger.delivered_version(msg.receiver, *version)
+                await self.ledger.delivered_version(version)
         if self.on_stored is not None and (fwd.sender_request_id or event == SUPERSEDED):
             self.on_stored(msg, fwd, event)
 

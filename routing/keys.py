@@ -38,7 +38,8 @@ Delivery queue layout (``P`` = ``{prefix}:``; *token* = ``group_token(receiver, 
 ``P sf-waiting:<r>:<mod>`` zset    store-and-forward messages not yet delivered -> accepted at
 ``P sf-index``             set     "<receiver>\x1f<module>" pairs that have store-and-forward figures
 ``P sf-counts``            hash    "<receiver>\x1f<module>\x1f<event>" -> count (accepted, delivered, ...)
-``P sf-version:<r>:<path>`` string newest last_updated (timestamp) of an object delivered to a receiver
+``P sf-version:<r>:<path>`` string newest last_updated (timestamp) of an object or a part of it sent to a receiver
+``P sf-whole:<r>:<path>``  string newest last_updated (timestamp) of a PUT of an object sent to a receiver
 =========================  ======  ===============================================================
 
 The Lua scripts in ``routing/lua`` build ``m:``, ``q:``, ``parked:`` and ``pending:`` keys themselves for

@@ -93,11 +93,31 @@ def object_path(module: str, segments: list[str], query: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class Newer:
+    """A version a receiver now has of one object, for the ledger (``DeliveryLedger.delivered_version``)."""
+
+    receiver: str
+    path: str
+    version: float
+    whole: bool  # sent whole: a PUT
+    holders: tuple[str, ...] = ()  # objects holding it whose newest version it now is
+
+
+@dataclass(frozen=True, slots=True)
 class Delivered:
     """What a receiver already got of one object (``DeliveryLedger.delivered_versions``)."""
 
-    version: float | None  # the newest last_updated of any push of it
+    path: str
+    version: float | None  # the newest last_updated of any push of it or of a part of it
     whole: float | None  # the newest last_updated of a PUT of it or of an object holding it
+    holders: tuple[tuple[str, float | None], ...] = ()  # (path, version as above) of the objects holding it
+
+    def newer(self, receiver: str, version: float, whole: bool) -> Newer | None:
+        """What to remember once ``version`` of the object reached ``receiver``, or None: nothing newer."""
+        if self.version is not None and version <= self.version:
+            return None
+        raised = tuple(at for at, seen in self.holders if seen is None or version > seen)
+        return Newer(receiver, self.path, version, whole, raised)
 
 
 def holders(path: str) -> tuple[str, ...]:
@@ -202,10 +222,10 @@ class DeliveryLedger:
         await pipe.execute()
 
     async def moved(self, message_id: str, receiver: str, module: str, state: str, *, attempts: int,
-                    error: str = "", version: tuple[str, float, bool] | None = None) -> None:
+                    error: str = "", version: Newer | None = None) -> None:
         """A message's new state, written before the queue step it announces; final states leave the waiting
-        set, others (a replayed dead letter retried) join it again. ``version``: (object path, last_updated,
-        whole) the receiver now has (see ``delivered_version``), in the same round trip."""
+        set, others (a replayed dead letter retried) join it again. ``version``: what the receiver now has of the
+        object (see ``delivered_version``), in the same round trip."""
         p, msg_key, now = self.prefix, keys.sf_message(self.prefix, message_id), self._clock()
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(msg_key, mapping={"state": state, "attempts": str(attempts), "updated_at": repr(now),
@@ -221,7 +241,7 @@ class DeliveryLedger:
             pipe.zadd(waiting, {message_id: now}, nx=True)
             pipe.sadd(keys.sf_index(p), _index_member(receiver, module))
         if version is not None:
-            self._set_version(pipe, receiver, *version)
+            self._set_version(pipe, version)
         await pipe.execute()
 
     async def _state(self, message_id: str) -> DeliveryState | None:
@@ -304,27 +324,31 @@ class DeliveryLedger:
     # -- object versions: an older retry or replay never overwrites a newer delivered version -----------------
     async def delivered_versions(self, receiver: str, path: str) -> Delivered:
         """What of the object at ``path`` reached ``receiver`` from the hub, in one round trip: the newest version
-        (last_updated) of any push of it, and the newest version sent whole (a PUT) of it or of an object it is
-        part of (``holders``: the Location of an EVSE, the Location and EVSE of a Connector)."""
-        p = self.prefix
-        names = [keys.sf_version(p, receiver, path), *(keys.sf_whole(p, receiver, at) for at in (path, *holders(path)))]
-        raw = await self.redis.mget(names)
-        wholes = [float(x) for x in raw[1:] if x is not None]
-        return Delivered(None if raw[0] is None else float(raw[0]), max(wholes) if wholes else None)
+        (last_updated) of any push of it or of a part of it, the same for each object holding it (``holders``: the
+        Location of an EVSE, the Location and EVSE of a Connector), and the newest version sent whole (a PUT) of
+        it or of an object holding it."""
+        p, held = self.prefix, holders(path)
+        names = [keys.sf_version(p, receiver, at) for at in (path, *held)]
+        names += [keys.sf_whole(p, receiver, at) for at in (path, *held)]
+        raw = [None if x is None else float(x) for x in await self.redis.mget(names)]
+        wholes = [x for x in raw[1 + len(held):] if x is not None]
+        return Delivered(path, raw[0], max(wholes) if wholes else None, tuple(zip(held, raw[1:1 + len(held)],
+                                                                                   strict=True)))
 
-    async def delivered_version(self, receiver: str, path: str, version: float, whole: bool) -> None:
-        """Remember that ``receiver`` now has ``version`` of the object at ``path`` (``whole``: sent whole, a PUT).
-        The caller read the versions before delivering and calls this with a newer one only: messages of one
-        object (a Location with its EVSEs and Connectors) go out one at a time (one ordering group), so nothing
-        moved them in between."""
+    async def delivered_version(self, newer: Newer) -> None:
+        """Remember what the receiver got (``Delivered.newer``). The caller read the versions before delivering:
+        messages of one object (a Location with its EVSEs and Connectors) go out one at a time (one ordering
+        group), so nothing moved them in between."""
         pipe = self.redis.pipeline(transaction=False)
-        self._set_version(pipe, receiver, path, version, whole)
+        self._set_version(pipe, newer)
         await pipe.execute()
 
-    def _set_version(self, pipe: Any, receiver: str, path: str, version: float, whole: bool) -> None:
-        pipe.set(keys.sf_version(self.prefix, receiver, path), repr(version), ex=self.keep_for)
-        if whole:
-            pipe.set(keys.sf_whole(self.prefix, receiver, path), repr(version), ex=self.keep_for)
+    def _set_version(self, pipe: Any, newer: Newer) -> None:
+        p, version = self.prefix, repr(newer.version)
+        for at in (newer.path, *newer.holders):
+            pipe.set(keys.sf_version(p, newer.receiver, at), version, ex=self.keep_for)
+        if newer.whole:
+            pipe.set(keys.sf_whole(p, newer.receiver, newer.path), version, ex=self.keep_for)
 
 
 def _field(sender: str, receiver: str) -> str:

@@ -8,7 +8,6 @@ import pytest
 
 from routing.bridge import (
     addressed_to_hub_211,
-    appends_periods,
     from_211_copy,
     hub_interface_211,
     into_211,
@@ -16,6 +15,7 @@ from routing.bridge import (
     reply_kind,
     request_kind,
     translate_body,
+    whole_when_behind,
     write_for,
 )
 from routing.ocpi.errors import InvalidParameters
@@ -183,22 +183,18 @@ def test_a_push_into_2_1_1_from_a_newer_sender_is_left_to_the_hub_when_its_recei
 
 
 
-_PERIOD = b'{"start_date_time": "2024-01-01T10:00:00Z", "dimensions": [{"type": "ENERGY", "volume": 2.5}]}'
-
-
-@pytest.mark.parametrize(("written_for", "method", "body", "appends"), [
-    ("2.2.1", "PATCH", b'{"charging_periods": [%s], "last_updated": "2024-01-01T10:05:00Z"}' % _PERIOD, True),
-    ("2.3.0", "PATCH", b'{"charging_periods": [%s], "last_updated": "2024-01-01T10:05:00Z"}' % _PERIOD, True),
-    ("2.1.1", "PATCH", b'{"charging_periods": [%s], "last_updated": "2024-01-01T10:05:00Z"}' % _PERIOD, False),
-    ("2.2.1", "PATCH", b'{"charging_periods": [], "last_updated": "2024-01-01T10:05:00Z"}', False),
-    ("2.2.1", "PATCH", b'{"kwh": 2.5, "last_updated": "2024-01-01T10:05:00Z"}', False),
-    ("2.2.1", "PUT", b'{"id": "S1", "charging_periods": [%s]}' % _PERIOD, False),
-    ("2.2.1", "PATCH", b'{"charging_periods": [', False),
+@pytest.mark.parametrize(("module", "method", "tail", "whole"), [
+    ("locations", "PUT", "NL/CPA/LOC1", True),
+    ("locations", "PATCH", "NL/CPA/LOC1/EVSE1", True),
+    ("locations", "PATCH", "NL/CPA/LOC1/EVSE1/1", True),
+    ("sessions", "PATCH", "NL/CPA/S1", True),
+    ("sessions", "PUT", "NL/CPA/S1", True),
+    ("tokens", "PATCH", "DE/EMA/U1", False),  # a Token PATCH behind a newer one: dropped
+    ("tariffs", "PUT", "NL/CPA/T1", False),
+    ("locations", "DELETE", "NL/CPA/LOC1", False),
 ])
-def test_only_a_session_patch_whose_periods_are_appended_is_kept_from_being_dropped_as_superseded(
-        written_for: str, method: str, body: bytes, appends: bool) -> None:
-    """OCPI 2.2.1 and 2.3.0 mod_sessions append a PATCH's charging_periods, a 2.1.1 PATCH replaces them; an empty
-    list changes nothing, and a PUT carries the whole list."""
-    fwd = ForwardRequest(method=method, module="sessions", interface_role="RECEIVER", tail="NL/CPA/S1", query="",
-                         headers={}, body=body, receiver_version=written_for)
-    assert appends_periods(fwd) is appends
+def test_only_location_and_session_pushes_behind_newer_ones_go_as_the_hubs_copy(
+        module: str, method: str, tail: str, whole: bool) -> None:
+    fwd = ForwardRequest(method=method, module=module, interface_role="RECEIVER", tail=tail, query="", headers={},
+                         body=b"{}", receiver_version="2.2.1")
+    assert whole_when_behind(fwd) is whole
