@@ -691,44 +691,53 @@ async def write_into_211(hub: Hub, fwd: ForwardRequest, receiver: Platform) -> W
 async def write_superseded(hub: Hub, fwd: ForwardRequest, receiver: Platform) -> WrittenAgain | str:
     """A queued push older than what its receiver already got of the object or of a part of it, whose change the
     newer pushes may not carry (``routing.bridge.whole_when_behind``), written as a PUT of the hub's copy of the
-    object as it is at delivery, in the receiver's version: a Location, EVSE or Connector from the Location the hub
-    holds (``_location_behind``), a Session from the Session as the receiver was sent it (``_session_behind``).
-    Or why not: it is then dropped as superseded, as any older push is (docs/store-and-forward.md, "Exactly once,
-    as far as OCPI allows")."""
-    if fwd.module == "locations":
-        return await _location_behind(hub, fwd, receiver)
-    return await _session_behind(hub, fwd, receiver)
+    object as it is at delivery, in the receiver's version: a Location, EVSE or Connector, a Tariff or a Token
+    from what the hub holds for GET All (``_held_behind``), a Session from the Session as the receiver was sent it
+    (``_session_behind``). Or why not: it is then dropped as superseded, as any older push is
+    (docs/store-and-forward.md, "Exactly once, as far as OCPI allows")."""
+    if fwd.module == "sessions":
+        return await _session_behind(hub, fwd, receiver)
+    return await _held_behind(hub, fwd, receiver)
 
 
-async def _location_behind(hub: Hub, fwd: ForwardRequest, receiver: Platform) -> WrittenAgain | str:
-    """A Location, EVSE or Connector push older than a push of it, or of a part of it, that the receiver got
-    (a replayed dead letter after newer pushes): it goes as a PUT of that object as the hub holds it (the Location
-    GET All serves, which every push the hub accepted went into), so the receiver gets its change without losing
-    the newer ones. Or why not: no copy, no such EVSE or Connector in it any more, or unpublished for a 2.1.1
-    receiver (``UNPUBLISHED_211``)."""
-    now, written_for = receiver.version or V221, fwd.receiver_version
+_WHAT = {"tariffs": "Tariff", "tokens": "Token"}
+_LOCATION_PART = {3: "Location", 4: "EVSE", 5: "Connector"}
+
+
+async def _held_behind(hub: Hub, fwd: ForwardRequest, receiver: Platform) -> WrittenAgain | str:
+    """A Location (EVSE, Connector), Tariff or Token push older than a push of it, or of a part of it, that the
+    receiver got (a replayed dead letter after newer pushes): it goes as a PUT of that object as the hub holds it
+    for GET All, which every push the hub accepted went into, so the receiver gets its change without losing the
+    newer ones. Or why not: no copy (a Token of another type than the URL names included), no such EVSE or
+    Connector in the Location any more, or a Location unpublished for a 2.1.1 receiver (``UNPUBLISHED_211``)."""
+    now, written_for, module = receiver.version or V221, fwd.receiver_version, fwd.module
     segs = path_segments(fwd.tail)
-    what = {3: "Location", 4: "EVSE", 5: "Connector"}.get(len(segs), "object")
-    lost = f"a newer push of this {what} or of a part of it was delivered, and this older one is not sent: "
-    held = await hub.store.get_object("locations", segs[0].upper(), segs[1].upper(), segs[2])
+    what = _LOCATION_PART.get(len(segs), "object") if module == "locations" else _WHAT.get(module, "object")
+    newer = f"a newer push of this {what}{' or of a part of it' if module == 'locations' else ''}"
+    lost = f"{newer} was delivered, and this older one is not sent: "
+    try:
+        data = parse_json(fwd.body) if fwd.body else None
+    except InvalidParameters:
+        data = None
+    held = await hub.store.get_object(module, segs[0].upper(), segs[1].upper(),
+                                      object_id(module, segs, data, fwd.query))
     if held is None:
-        return lost + "the hub holds no copy of the Location to send whole as a PUT"
-    part = _part_of(held.data, segs[3:])
+        return lost + f"the hub holds no copy of the {what if module != 'locations' else 'Location'} to send whole"
+    part = _part_of(held.data, segs[3:]) if module == "locations" else held.data
     if part is None:
         return lost + f"the Location the hub holds has no {what} {segs[-1]} any more"
-    if now == V211 and held.data.get("publish") is False:
+    if module == "locations" and now == V211 and held.data.get("publish") is False:
         return lost + UNPUBLISHED_211
     try:
-        if (rebuilt := _rebuilt(hub, fwd, receiver, held.ocpi_version, "PUT", fwd.query, b"", part)) is None:
+        if (rebuilt := _rebuilt(hub, fwd, receiver, written_for, "PUT", fwd.query, b"", part)) is None:
             return lost + "the message names no sender"
         msg, _ = rebuilt
-        why = (f"a newer push of this {what} or of a part of it reached the receiver first, and may not carry "
-               "this push's change: sent whole, the receiver has both")
+        why = f"{newer} reached the receiver first, and may not carry this push's change: sent whole, it has both"
         body = msg.whole_at_delivery(now, part, held.ocpi_version, None, why)  # a fan-out's body: the same for all
+        query = msg.query_for(now)
     except InvalidParameters as exc:  # Untranslatable too
         return lost + f"the hub's copy cannot be written in OCPI {now}: {exc.message}"
-    return WrittenAgain(body, msg.query_for(now), held.ocpi_version, now, msg.request_losses(), "PUT", written_for,
-                        "kept")
+    return WrittenAgain(body, query, held.ocpi_version, now, msg.request_losses(), "PUT", written_for, "kept")
 
 
 def _part_of(location: dict[str, Any], ids: list[str]) -> dict[str, Any] | None:

@@ -126,13 +126,12 @@ def into_211(fwd: ForwardRequest, now: str) -> bool:
 
 def whole_when_behind(fwd: ForwardRequest) -> bool:
     """A push older than what its receiver already got of the object (or of a part of it) that is sent as a PUT of
-    the hub's copy of the object rather than dropped (``Delivery.write_superseded``): a Location, EVSE or Connector
-    push (a newer push of another part, or a PATCH of other fields, does not carry its change; the hub holds the
-    Location as GET All serves it) and a Session PUT or PATCH (a newer PATCH does not carry an older one's fields,
-    nor, in OCPI 2.2.1 and 2.3.0, its charging_periods, which are appended; the hub keeps the Session as the
-    receiver was sent it, for catch-up). A newer PUT of the object or of one holding it carried all of it: that
-    drops any older push before this is asked."""
-    return (fwd.module in ("locations", "sessions") and fwd.interface_role == "RECEIVER"
+    the hub's copy of the object rather than dropped (``Delivery.write_superseded``): a PUT or PATCH of a Location
+    (EVSE, Connector), Tariff or Token, which the hub holds as GET All serves them, or of a Session, which it keeps
+    as the receiver was sent it (catch-up). A newer PATCH, or a push of another part of a Location, does not carry
+    its change (nor, in OCPI 2.2.1 and 2.3.0, an older Session PATCH's charging_periods, which are appended). A newer
+    PUT of the object or of one holding it carried all of it: that drops any older push before this is asked."""
+    return (fwd.module in ("locations", "sessions", "tariffs", "tokens") and fwd.interface_role == "RECEIVER"
             and fwd.method in ("PUT", "PATCH") and len(path_segments(fwd.tail)) >= 3)
 
 

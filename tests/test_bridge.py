@@ -189,11 +189,13 @@ def test_a_push_into_2_1_1_from_a_newer_sender_is_left_to_the_hub_when_its_recei
     ("locations", "PATCH", "NL/CPA/LOC1/EVSE1/1", True),
     ("sessions", "PATCH", "NL/CPA/S1", True),
     ("sessions", "PUT", "NL/CPA/S1", True),
-    ("tokens", "PATCH", "DE/EMA/U1", False),  # a Token PATCH behind a newer one: dropped
-    ("tariffs", "PUT", "NL/CPA/T1", False),
+    ("tokens", "PATCH", "DE/EMA/U1", True),
+    ("tariffs", "PUT", "NL/CPA/T1", True),
+    ("cdrs", "POST", "", False),
+    ("commands", "POST", "START_SESSION", False),
     ("locations", "DELETE", "NL/CPA/LOC1", False),
 ])
-def test_only_location_and_session_pushes_behind_newer_ones_go_as_the_hubs_copy(
+def test_only_object_pushes_behind_newer_ones_go_as_the_hubs_copy(
         module: str, method: str, tail: str, whole: bool) -> None:
     fwd = ForwardRequest(method=method, module=module, interface_role="RECEIVER", tail=tail, query="", headers={},
                          body=b"{}", receiver_version="2.2.1")

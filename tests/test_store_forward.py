@@ -545,6 +545,39 @@ async def test_a_replayed_location_push_behind_newer_ones_goes_as_the_hubs_copy(
     assert from_the_hubs_copy(report), report
 
 
+async def test_a_replayed_token_patch_behind_a_newer_one_goes_as_the_hubs_copy(make_hub: MakeHub) -> None:
+    """An eMSP blocks a token (PATCH valid: false) while a CPO refuses it, then changes its whitelist (a newer PATCH
+    the CPO takes): dropped as superseded on replay, the block would never reach the CPO. It goes as a PUT of the
+    Token as the hub holds it: blocked, with the newer whitelist."""
+    hub = await make_hub(**FAST)
+    sender, receiver = emsp(), cpo()
+    await hub.connect(sender)
+    receiver_id = (await hub.connect(receiver))["id"]
+    token = {"country_code": "DE", "party_id": "EMA", "uid": "TOK1", "type": "RFID", "contract_id": "DE-EMA-C1",
+             "issuer": "eMSP A", "valid": True, "whitelist": "ALLOWED", "last_updated": "2024-01-01T10:00:00Z"}
+    pushes = [("PUT", token), ("PATCH", {"valid": False, "last_updated": "2024-01-01T10:05:00Z"}),
+              ("PATCH", {"whitelist": "ALLOWED_OFFLINE", "last_updated": "2024-01-01T10:10:00Z"})]
+    for i, (verb, doc) in enumerate(pushes):
+        if i == 1:
+            receiver.responder = failing(1, status=400, ocpi_status=2001)
+        status, _, body = await sender.call(hub.session, verb, "tokens", "RECEIVER", "DE/EMA/TOK1",
+                                            to=Party("NL", "HUB", "HUB"), json=doc)
+        assert (status, body["status_code"]) == (200, 1000), body
+        await eventually(lambda n=i + 1: len(receiver.received) == n, within=15, what=f"push number {i + 1}")
+    [letter] = await dead_letters(hub)
+
+    status, body = await hub.admin("POST", f"/admin/dead-letters/{letter['id']}/replay")
+    assert status == 200, body
+
+    await eventually(lambda: len(receiver.received) == 4, within=15, what="the replayed PATCH, as the hub's copy")
+    sent = receiver.received[-1]
+    assert (sent.method, sent.path) == ("PUT", "/ocpi/2.2.1/receiver/tokens/DE/EMA/TOK1"), sent
+    assert {k: sent.json()[k] for k in ("uid", "valid", "whitelist", "last_updated")} == {
+        "uid": "TOK1", "valid": False, "whitelist": "ALLOWED_OFFLINE", "last_updated": "2024-01-01T10:10:00Z"}
+    [report] = await redelivery_reports(hub, "tokens", receiver_id)
+    assert from_the_hubs_copy(report), report
+
+
 async def _count_is(hub: HubHarness, count: int) -> bool:
     return await _superseded_count(hub) == count
 
