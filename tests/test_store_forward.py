@@ -450,6 +450,22 @@ async def _superseded_count(hub: HubHarness) -> int:
     return int(float(found.group(1))) if found else 0
 
 
+async def _second_refused_then_replayed(hub: HubHarness, sender: FakePartner, receiver: FakePartner, module: str,
+                                        pushes: list[tuple[str, str, dict[str, Any]]]) -> None:
+    """``pushes`` (method, path, body) broadcast in turn, the second refused by ``receiver`` (a dead letter), then
+    that dead letter replayed."""
+    for i, (verb, path, doc) in enumerate(pushes):
+        if i == 1:
+            receiver.responder = failing(1, status=400, ocpi_status=2001)
+        status, _, body = await sender.call(hub.session, verb, module, "RECEIVER", path, to=Party("NL", "HUB", "HUB"),
+                                            json=doc)
+        assert (status, body["status_code"]) == (200, 1000), body
+        await eventually(lambda n=i + 1: len(receiver.received) == n, within=15, what=f"push number {i + 1}")
+    [letter] = await dead_letters(hub)
+    status, body = await hub.admin("POST", f"/admin/dead-letters/{letter['id']}/replay")
+    assert status == 200, body
+
+
 @pytest.mark.parametrize(("part", "change", "later"), [
     ("NL/CPA/LOC1/EVSE1", {"status": "CHARGING"}, ("PUT", "NL/CPA/LOC1")),  # the Location PUT holds the EVSE
     ("NL/CPA/LOC1/EVSE1/1", {"max_amperage": 32}, ("PUT", "NL/CPA/LOC1/EVSE1")),  # the EVSE PUT the Connector
@@ -466,23 +482,13 @@ async def test_a_replayed_evse_or_connector_push_older_than_a_put_holding_it_is_
     sender, receiver = cpo(), emsp()
     await hub.connect(sender)
     await hub.connect(receiver)
-    hub_party = Party("NL", "HUB", "HUB")
     whole = {**location(), "evses": [_evse("2024-01-01T10:00:00Z")], "last_updated": "2024-01-01T10:00:00Z"}
     method, path = later
     newer = {"name": "v2", "last_updated": "2024-01-01T10:10:00Z"} if method == "PATCH" else (
         {**whole, "last_updated": "2024-01-01T10:10:00Z"} if path == "NL/CPA/LOC1" else _evse("2024-01-01T10:10:00Z"))
     pushes = [("PUT", "NL/CPA/LOC1", whole), ("PATCH", part, {**change, "last_updated": "2024-01-01T10:05:00Z"}),
               (method, path, newer)]
-    for i, (verb, at, doc) in enumerate(pushes):
-        if i == 1:
-            receiver.responder = failing(1, status=400, ocpi_status=2001)
-        status, _, body = await sender.call(hub.session, verb, "locations", "RECEIVER", at, to=hub_party, json=doc)
-        assert (status, body["status_code"]) == (200, 1000), body
-        await eventually(lambda n=i + 1: len(receiver.received) == n, within=15, what=f"push number {i + 1}")
-    [letter] = await dead_letters(hub)
-
-    status, body = await hub.admin("POST", f"/admin/dead-letters/{letter['id']}/replay")
-    assert status == 200, body
+    await _second_refused_then_replayed(hub, sender, receiver, "locations", pushes)
 
     if method == "PATCH":
         await eventually(lambda: len(receiver.received) == 4, within=15, what="the replayed PATCH")
@@ -493,7 +499,7 @@ async def test_a_replayed_evse_or_connector_push_older_than_a_put_holding_it_is_
         assert [(r.method, r.path.split("/locations/")[1]) for r in receiver.received] == [
             (verb, at) for verb, at, _ in pushes]
     status, queues = await hub.admin("GET", "/admin/queues")
-    assert sum(q["depth"] for q in queues) == 0
+    assert status == 200 and sum(q["depth"] for q in queues) == 0, queues
 
 
 @pytest.mark.parametrize(("refused", "newer"), [
@@ -511,7 +517,6 @@ async def test_a_replayed_location_push_behind_newer_ones_goes_as_the_hubs_copy(
     sender, receiver = cpo(), emsp()
     await hub.connect(sender)
     receiver_id = (await hub.connect(receiver))["id"]
-    hub_party = Party("NL", "HUB", "HUB")
     whole = {**location(), "evses": [_evse("2024-01-01T10:00:00Z")], "last_updated": "2024-01-01T10:00:00Z"}
 
     def at(stamp: str, push: tuple[str, str, dict[str, Any]]) -> tuple[str, str, dict[str, Any]]:
@@ -520,16 +525,7 @@ async def test_a_replayed_location_push_behind_newer_ones_goes_as_the_hubs_copy(
         return verb, path, {**doc, "last_updated": stamp}
 
     pushes = [("PUT", "NL/CPA/LOC1", whole), at("2024-01-01T10:05:00Z", refused), at("2024-01-01T10:10:00Z", newer)]
-    for i, (verb, path, doc) in enumerate(pushes):
-        if i == 1:
-            receiver.responder = failing(1, status=400, ocpi_status=2001)
-        status, _, body = await sender.call(hub.session, verb, "locations", "RECEIVER", path, to=hub_party, json=doc)
-        assert (status, body["status_code"]) == (200, 1000), body
-        await eventually(lambda n=i + 1: len(receiver.received) == n, within=15, what=f"push number {i + 1}")
-    [letter] = await dead_letters(hub)
-
-    status, body = await hub.admin("POST", f"/admin/dead-letters/{letter['id']}/replay")
-    assert status == 200, body
+    await _second_refused_then_replayed(hub, sender, receiver, "locations", pushes)
 
     await eventually(lambda: len(receiver.received) == 4, within=15, what="the replayed push, as the hub's copy")
     sent = receiver.received[-1]
@@ -555,19 +551,10 @@ async def test_a_replayed_token_patch_behind_a_newer_one_goes_as_the_hubs_copy(m
     receiver_id = (await hub.connect(receiver))["id"]
     token = {"country_code": "DE", "party_id": "EMA", "uid": "TOK1", "type": "RFID", "contract_id": "DE-EMA-C1",
              "issuer": "eMSP A", "valid": True, "whitelist": "ALLOWED", "last_updated": "2024-01-01T10:00:00Z"}
-    pushes = [("PUT", token), ("PATCH", {"valid": False, "last_updated": "2024-01-01T10:05:00Z"}),
-              ("PATCH", {"whitelist": "ALLOWED_OFFLINE", "last_updated": "2024-01-01T10:10:00Z"})]
-    for i, (verb, doc) in enumerate(pushes):
-        if i == 1:
-            receiver.responder = failing(1, status=400, ocpi_status=2001)
-        status, _, body = await sender.call(hub.session, verb, "tokens", "RECEIVER", "DE/EMA/TOK1",
-                                            to=Party("NL", "HUB", "HUB"), json=doc)
-        assert (status, body["status_code"]) == (200, 1000), body
-        await eventually(lambda n=i + 1: len(receiver.received) == n, within=15, what=f"push number {i + 1}")
-    [letter] = await dead_letters(hub)
-
-    status, body = await hub.admin("POST", f"/admin/dead-letters/{letter['id']}/replay")
-    assert status == 200, body
+    pushes = [("PUT", "DE/EMA/TOK1", token),
+              ("PATCH", "DE/EMA/TOK1", {"valid": False, "last_updated": "2024-01-01T10:05:00Z"}),
+              ("PATCH", "DE/EMA/TOK1", {"whitelist": "ALLOWED_OFFLINE", "last_updated": "2024-01-01T10:10:00Z"})]
+    await _second_refused_then_replayed(hub, sender, receiver, "tokens", pushes)
 
     await eventually(lambda: len(receiver.received) == 4, within=15, what="the replayed PATCH, as the hub's copy")
     sent = receiver.received[-1]
