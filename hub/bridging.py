@@ -138,10 +138,10 @@ class Bridge:
         return orjson.dumps(done.data)
 
     def whole_at_delivery(self, target: str, data: Any, written_in: str, to: Party | None, why: str) -> bytes:
-        """A PATCH that waited for a receiver now on ``target`` (across 2.1.1, either way, or overtaken by a newer
-        version of its Session: ``write_superseded``) as a PUT of the hub's copy of its object (``data``, written in
-        ``written_in``) as it is at delivery (``_whole_from_copy``), reported: the copy holds this PATCH and may hold
-        later changes, which the receiver then gets with it. ``why``: why not a PATCH."""
+        """A PATCH that waited for a receiver now on ``target`` (across 2.1.1, either way: ``_whole_from_copy``), or a
+        push behind newer ones of its object (``write_superseded``), as a PUT of the hub's copy of its object
+        (``data``, written in ``written_in``) as it is at delivery, reported: the copy holds this push and may hold
+        later changes, which the receiver then gets with it. ``why``: why not the push as it is."""
         body = self.whole_for(target, data, written_in, to)
         self._add_loss(Loss("", DERIVED, f"sent as a PUT of the whole object: the hub's copy as it is at delivery, "
                             f"which holds this PATCH and may hold later changes; {why}", f"{written_in}>{target}"))
@@ -465,16 +465,15 @@ _BASES = {"sent": "as its sender sent it", "queued": "the queued copy",
 
 def record_written_again(hub: Hub, msg: Message, fwd: ForwardRequest, again: WrittenAgain, reply: Reply,
                          request_id: str) -> None:
-    """A queued push written again at delivery, because its receiver changed OCPI version while it waited or got a
-    newer version of the Session whose periods it carries (``Delivery.on_written_again``; docs/store-and-forward.md),
-    and accepted by the receiver: translated from the copy written for the receiver's former version or from what
-    its sender sent (``basis`` queued or sent), made from the hub's copy of the object as it is at delivery (``basis``
-    kept: a PATCH sent as a PUT), or sent as
-    its sender sent it (``from`` = ``to``, no losses). Its loss report is kept as every translation's is,
-    in an audit record of its own (``of`` = redelivery, with ``written_for`` the receiver's former version; the
-    message's first translation is in the record of the request that brought it) and, when it was translated, in
-    the translation metrics. The record describes the push as sent: the hub is the caller (no platform), the path
-    is the module's path in the receiver's version."""
+    """A queued push written again at delivery, because its receiver changed OCPI version while it waited or got
+    newer pushes of the object first (``Delivery.on_written_again``; docs/store-and-forward.md), and accepted by the
+    receiver: translated from the copy written for the receiver's former version or from what its sender sent
+    (``basis`` queued or sent), made from the hub's copy of the object as it is at delivery (``basis`` kept: sent as
+    a PUT), or sent as its sender sent it (``from`` = ``to``, no losses). Its loss report is kept as every
+    translation's is, in an audit record of its own (``of`` = redelivery, with ``written_for`` the version the push
+    was written for; the message's first translation is in the record of the request that brought it) and, when it
+    was translated, in the translation metrics. The record describes the push as sent: the hub is the caller (no
+    platform), the path is the module's path in the receiver's version."""
     if again.source != again.target:
         hub.metrics.count_translation(fwd.module, again.source, again.target, [loss.rule for loss in again.losses])
     headers = fwd.headers
