@@ -310,6 +310,36 @@ async def test_a_replayed_session_patch_whose_periods_a_newer_version_lacks_goes
     assert any("the receiver has both" in loss["detail"] for loss in report["losses"]), report
 
 
+async def test_a_replayed_session_put_behind_a_newer_patch_goes_as_the_whole_session(make_hub: MakeHub) -> None:
+    """The eMSP refuses the PUT that completes a Session, then takes a newer PATCH of its kWh: dropped as superseded
+    on replay, the Session would stay ACTIVE at the eMSP for good; sent as it is, it would take the kWh back. It
+    goes as the Session the hub holds: COMPLETED, with the newer kWh."""
+    hub, sender, receiver, receiver_id = await pair(make_hub)
+    await opt_in(hub, receiver_id, "sessions")
+    refused_id = uuid.uuid4().hex
+    done = {**session("S1", "2024-01-01T11:00:00Z", "COMPLETED"), "kwh": 3.0, "end_date_time": "2024-01-01T11:00:00Z"}
+    calls = [("PUT", session("S1", "2024-01-01T10:00:00Z"), uuid.uuid4().hex), ("PUT", done, refused_id),
+             ("PATCH", {"kwh": 3.25, "last_updated": "2024-01-01T11:05:00Z"}, uuid.uuid4().hex)]
+    for i, (method, doc, request_id) in enumerate(calls):
+        if i == 1:
+            receiver.responder = failing(1, status=400, ocpi_status=2001)
+        status, _, body = await sender.call(hub.session, method, "sessions", "RECEIVER", "NL/CPA/S1",
+                                            to=receiver.party, json=doc, headers={"X-Request-ID": request_id})
+        assert (status, body["status_code"]) == (200, 1000), body
+        await eventually(lambda n=i + 1: len(receiver.received) == n, within=15, what=f"{method} number {i + 1}")
+    await eventually_async(lambda: _state_is(hub, refused_id, "dead_lettered"), what="dead-lettered")
+    [letter] = await dead_letters(hub)
+    status, body = await hub.admin("POST", f"/admin/dead-letters/{letter['id']}/replay")
+    assert status == 200, body
+
+    await eventually_async(lambda: _state_is(hub, refused_id, "delivered"), what="delivered")
+    whole = receiver.received[-1]
+    assert (len(receiver.received), whole.method) == (4, "PUT")
+    assert {k: whole.json()[k] for k in ("status", "kwh", "end_date_time", "last_updated")} == {
+        "status": "COMPLETED", "kwh": 3.25, "end_date_time": "2024-01-01T11:00:00Z",
+        "last_updated": "2024-01-01T11:05:00Z"}, whole.json()
+
+
 async def test_without_a_copy_of_the_session_the_replayed_periods_patch_is_dropped_and_says_what_is_lost(
         make_hub: MakeHub) -> None:
     """With catch-up off (HUB_CATCHUP_DAYS=0) the hub holds no Session to send whole: the replayed PATCH is dropped
