@@ -260,6 +260,26 @@ def _period(start: str, kwh: float) -> dict[str, Any]:
     return {"start_date_time": start, "dimensions": [{"type": "ENERGY", "volume": kwh}]}
 
 
+async def _second_refused_then_replayed(hub: HubHarness, sender: FakePartner, receiver: FakePartner, module: str,
+                                        pushes: list[tuple[str, str, dict[str, Any]]], to: Party | None = None,
+                                        ) -> str:
+    """``pushes`` (method, path, body) sent in turn to ``to`` (default: the hub, a broadcast), each under an
+    X-Request-ID of its own, the second refused by ``receiver`` (a dead letter), then that dead letter replayed: the
+    refused push's request id."""
+    request_ids = [uuid.uuid4().hex for _ in pushes]
+    for i, (verb, path, doc) in enumerate(pushes):
+        if i == 1:
+            receiver.responder = failing(1, status=400, ocpi_status=2001)
+        status, _, body = await sender.call(hub.session, verb, module, "RECEIVER", path, to=to or HUB, json=doc,
+                                            headers={"X-Request-ID": request_ids[i]})
+        assert (status, body["status_code"]) == (200, 1000), body
+        await eventually(lambda n=i + 1: len(receiver.received) == n, within=15, what=f"push number {i + 1}")
+    [letter] = await dead_letters(hub)  # the third push waited for it: one ordering group per object
+    status, body = await hub.admin("POST", f"/admin/dead-letters/{letter['id']}/replay")
+    assert status == 200, body
+    return request_ids[1]
+
+
 async def _periods_patch_refused_then_overtaken(make_hub: MakeHub, **settings: Any,
                                                 ) -> tuple[HubHarness, FakePartner, str, str]:
     """A Session PUT the eMSP takes; a PATCH with a charging period that it refuses (a dead letter); a newer PATCH
@@ -267,23 +287,12 @@ async def _periods_patch_refused_then_overtaken(make_hub: MakeHub, **settings: A
     request id."""
     hub, sender, receiver, receiver_id = await pair(make_hub, **settings)
     await opt_in(hub, receiver_id, "sessions")
-    refused_id = uuid.uuid4().hex
-    calls = [("PUT", "NL/CPA/S1", session("S1", "2024-01-01T10:00:00Z"), uuid.uuid4().hex),
-             ("PATCH", "NL/CPA/S1", {"kwh": 2.5, "charging_periods": [_period("2024-01-01T10:00:00Z", 2.5)],
-                                     "last_updated": "2024-01-01T10:05:00Z"}, refused_id),
-             ("PATCH", "NL/CPA/S1", {"kwh": 4.0, "charging_periods": [_period("2024-01-01T10:05:00Z", 1.5)],
-                                     "last_updated": "2024-01-01T10:10:00Z"}, uuid.uuid4().hex)]
-    for i, (method, path, doc, request_id) in enumerate(calls):
-        if i == 1:
-            receiver.responder = failing(1, status=400, ocpi_status=2001)
-        status, _, body = await sender.call(hub.session, method, "sessions", "RECEIVER", path, to=receiver.party,
-                                            json=doc, headers={"X-Request-ID": request_id})
-        assert (status, body["status_code"]) == (200, 1000), body
-        await eventually(lambda n=i + 1: len(receiver.received) == n, within=15, what=f"{method} number {i + 1}")
-    await eventually_async(lambda: _state_is(hub, refused_id, "dead_lettered"), what="dead-lettered")
-    [letter] = await dead_letters(hub)
-    status, body = await hub.admin("POST", f"/admin/dead-letters/{letter['id']}/replay")
-    assert status == 200, body
+    pushes = [("PUT", "NL/CPA/S1", session("S1", "2024-01-01T10:00:00Z")),
+              ("PATCH", "NL/CPA/S1", {"kwh": 2.5, "charging_periods": [_period("2024-01-01T10:00:00Z", 2.5)],
+                                      "last_updated": "2024-01-01T10:05:00Z"}),
+              ("PATCH", "NL/CPA/S1", {"kwh": 4.0, "charging_periods": [_period("2024-01-01T10:05:00Z", 1.5)],
+                                      "last_updated": "2024-01-01T10:10:00Z"})]
+    refused_id = await _second_refused_then_replayed(hub, sender, receiver, "sessions", pushes, receiver.party)
     return hub, receiver, receiver_id, refused_id
 
 
@@ -316,21 +325,10 @@ async def test_a_replayed_session_put_behind_a_newer_patch_goes_as_the_whole_ses
     goes as the Session the hub holds: COMPLETED, with the newer kWh."""
     hub, sender, receiver, receiver_id = await pair(make_hub)
     await opt_in(hub, receiver_id, "sessions")
-    refused_id = uuid.uuid4().hex
     done = {**session("S1", "2024-01-01T11:00:00Z", "COMPLETED"), "kwh": 3.0, "end_date_time": "2024-01-01T11:00:00Z"}
-    calls = [("PUT", session("S1", "2024-01-01T10:00:00Z"), uuid.uuid4().hex), ("PUT", done, refused_id),
-             ("PATCH", {"kwh": 3.25, "last_updated": "2024-01-01T11:05:00Z"}, uuid.uuid4().hex)]
-    for i, (method, doc, request_id) in enumerate(calls):
-        if i == 1:
-            receiver.responder = failing(1, status=400, ocpi_status=2001)
-        status, _, body = await sender.call(hub.session, method, "sessions", "RECEIVER", "NL/CPA/S1",
-                                            to=receiver.party, json=doc, headers={"X-Request-ID": request_id})
-        assert (status, body["status_code"]) == (200, 1000), body
-        await eventually(lambda n=i + 1: len(receiver.received) == n, within=15, what=f"{method} number {i + 1}")
-    await eventually_async(lambda: _state_is(hub, refused_id, "dead_lettered"), what="dead-lettered")
-    [letter] = await dead_letters(hub)
-    status, body = await hub.admin("POST", f"/admin/dead-letters/{letter['id']}/replay")
-    assert status == 200, body
+    pushes = [("PUT", "NL/CPA/S1", session("S1", "2024-01-01T10:00:00Z")), ("PUT", "NL/CPA/S1", done),
+              ("PATCH", "NL/CPA/S1", {"kwh": 3.25, "last_updated": "2024-01-01T11:05:00Z"})]
+    refused_id = await _second_refused_then_replayed(hub, sender, receiver, "sessions", pushes, receiver.party)
 
     await eventually_async(lambda: _state_is(hub, refused_id, "delivered"), what="delivered")
     whole = receiver.received[-1]
@@ -478,22 +476,6 @@ async def _superseded_count(hub: HubHarness) -> int:
     async with hub.session.get(hub.url + "/metrics") as resp:
         found = re.search(r'event="superseded",module="locations",receiver="[^"]*"} (\S+)', await resp.text())
     return int(float(found.group(1))) if found else 0
-
-
-async def _second_refused_then_replayed(hub: HubHarness, sender: FakePartner, receiver: FakePartner, module: str,
-                                        pushes: list[tuple[str, str, dict[str, Any]]]) -> None:
-    """``pushes`` (method, path, body) broadcast in turn, the second refused by ``receiver`` (a dead letter), then
-    that dead letter replayed."""
-    for i, (verb, path, doc) in enumerate(pushes):
-        if i == 1:
-            receiver.responder = failing(1, status=400, ocpi_status=2001)
-        status, _, body = await sender.call(hub.session, verb, module, "RECEIVER", path, to=Party("NL", "HUB", "HUB"),
-                                            json=doc)
-        assert (status, body["status_code"]) == (200, 1000), body
-        await eventually(lambda n=i + 1: len(receiver.received) == n, within=15, what=f"push number {i + 1}")
-    [letter] = await dead_letters(hub)
-    status, body = await hub.admin("POST", f"/admin/dead-letters/{letter['id']}/replay")
-    assert status == 200, body
 
 
 @pytest.mark.parametrize(("part", "change", "later"), [
