@@ -206,7 +206,7 @@ def _lifecycle(settings: Settings, given_store: HubStore | None, given_redis: Re
         keeper.on_saved = introduce
         delivery.on_written_again = functools.partial(record_written_again, hub)  # audit + metrics of a re-translation
         delivery.write_with_hub = functools.partial(write_at_delivery, hub)  # a push into or out of 2.1.1
-        delivery.write_superseded = functools.partial(write_superseded, hub)  # periods a newer Session lacks
+        delivery.write_superseded = functools.partial(write_superseded, hub)  # a push behind newer ones, whole
 
         registry.on_change = feed.announce
         await delivery.start()

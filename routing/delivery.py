@@ -252,10 +252,10 @@ class Delivery:
         # then: hub/bridging.py), or says why it cannot (a dead letter). None: refused.
         self.write_with_hub: Callable[[ForwardRequest, Platform, float], Awaitable[WrittenAgain | str]] | None = None
         # A queued push older than what its receiver got of the object, whose change the newer pushes may not carry
-        # (a replayed dead letter; ``routing.bridge.whole_when_behind``: Location and Session pushes): awaited with
-        # the request and the receiver as it is now, it writes the hub's copy of the object as a PUT in the
-        # receiver's version (hub/bridging.py), or says why not (the push is then dropped as superseded). None:
-        # dropped as superseded.
+        # (a replayed dead letter; ``routing.bridge.whole_when_behind``: Location, Session, Tariff and Token
+        # pushes): awaited with the request and the receiver as it is now, it writes the hub's copy of the object as
+        # a PUT in the receiver's version (hub/bridging.py), or says why not (the push is then dropped as
+        # superseded). None: dropped as superseded.
         self.write_superseded: Callable[[ForwardRequest, Platform], Awaitable[WrittenAgain | str]] | None = None
         self.process_id = uuid.uuid4().hex
         self.inflight_per_process = queue.max_inflight
@@ -582,8 +582,8 @@ class Delivery:
 
         A push of an object older than the version the receiver already got from the hub (a replayed dead
         letter, a retry overtaken), or than a PUT of the Location or EVSE holding it, is dropped as superseded,
-        never delivered; but for a Location or Session push whose change the newer ones may not carry, which goes
-        as a PUT of the hub's copy of the object (``write_superseded``)."""
+        never delivered; but for a push whose change the newer ones may not carry (``whole_when_behind``), which
+        goes as a PUT of the hub's copy of the object (``write_superseded``)."""
         stored = msg.kind == KIND
         fwd: ForwardRequest | None = None
         receiver: _Receiver | None = None
@@ -594,19 +594,19 @@ class Delivery:
             if self.admit_push is not None and (why := self.admit_push(fwd, self.resolve(msg.receiver))) is not None:
                 await self._refuse_push(msg, why)
                 return
-            receiver = await self._receiver(msg.receiver, fwd.receiver_revision)
             if fwd.object_path and self.ledger is not None:
                 got = await self.ledger.delivered_versions(msg.receiver, fwd.object_path)
                 if got.whole is not None and got.whole > fwd.object_version:
                     # A newer PUT of it, or of the Location (or EVSE) holding it, carried all of it.
                     await self._finish(msg, fwd, SUPERSEDED, "a newer version of the object was delivered whole")
                     return
-                if got.version is not None and got.version > fwd.object_version:
-                    sent = await self._superseded(msg, fwd, receiver.platform)
-                    if isinstance(sent, str):
-                        await self._finish(msg, fwd, SUPERSEDED, sent)
-                        return
-                    fwd, rewritten = sent
+            receiver = await self._receiver(msg.receiver, fwd.receiver_revision)
+            if got is not None and got.version is not None and got.version > fwd.object_version:
+                sent = await self._superseded(msg, fwd, receiver.platform)
+                if isinstance(sent, str):
+                    await self._finish(msg, fwd, SUPERSEDED, sent)
+                    return
+                fwd, rewritten = sent
             reply = await self._deliver(msg, fwd, receiver, rewritten)
             if (push_verdict(reply) in ("permanent", "not_connected") and not receiver.refreshed
                     and self.refresh is not None):
@@ -645,8 +645,8 @@ class Delivery:
     async def _superseded(self, msg: Message, fwd: ForwardRequest, platform: Platform | None,
                           ) -> tuple[ForwardRequest, WrittenAgain] | str:
         """A push older than what its receiver already got: why it is dropped, or, for one whose change the newer
-        pushes may not carry (``whole_when_behind``: a Location or Session push), the PUT of the hub's copy it goes
-        as."""
+        pushes may not carry (``whole_when_behind``: a Location, Session, Tariff or Token push), the PUT of the hub's
+        copy it goes as."""
         superseded = "a newer version of the object was delivered"
         if self.write_superseded is None or platform is None or not whole_when_behind(fwd):
             return superseded

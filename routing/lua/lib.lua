@@ -52,10 +52,10 @@ local function wake()
   if woken > 0 then redis.call('PUBLISH', WAKE, woken) end
 end
 
--- True when (attempts, token) is the live lease of the message at mkey: the lease was granted by claim number `attempts` and belongs
--- to `token`. The field is set only with the message's entry in the lease set (lease, enqueue) and cleared
--- whenever that entry stops being a lease (reap_due, retry_later; ack, dead_letter and purge delete the message),
--- so the field alone tells, without a ZSCORE.
+-- True when (attempts, token) is the live lease of the message at mkey: the lease was granted by claim number
+-- `attempts` and belongs to `token`. The field is set only with the message's entry in the lease set (lease,
+-- enqueue) and cleared whenever that entry stops being a lease (reap_due, retry_later; ack, dead_letter and purge
+-- delete the message), so the field alone tells, without a ZSCORE.
 local function holds_lease(mkey, attempts, token)
   local m = redis.call('HMGET', mkey, 'lease', 'token')
   return m[1] == attempts and m[2] == token
