@@ -9,6 +9,7 @@ import asyncio
 import base64
 import contextlib
 import os
+import random
 import signal
 import socket
 import sys
@@ -24,10 +25,26 @@ LOOPBACK = "127.0.0.1"
 
 
 def free_port() -> int:
-    """A free loopback port (the OS picks; a race with another binder is possible but harmless here)."""
-    with socket.socket() as s:
-        s.bind((LOOPBACK, 0))
-        return int(s.getsockname()[1])
+    """A free loopback port below the kernel's ephemeral range.
+
+    ``bind(0)`` picks from the ephemeral range, which every outgoing connection draws its local port from too:
+    between this check and the server's own bind, a client socket (wrk, the hub's forwards) could take the port,
+    and the server then failed with EADDRINUSE (seen after a benchmark run's hundreds of thousands of connections).
+    Below that range only another server takes a port, and a random pick makes two callers' picks unlikely to meet.
+    """
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 0
+    for _ in range(200):
+        with socket.socket() as s:
+            port = random.randrange(max(1024, low - 20000), low) if low > 2048 else 0
+            try:
+                s.bind((LOOPBACK, port))
+            except OSError:
+                continue
+            return int(s.getsockname()[1])
+    raise OSError("no free loopback port below the ephemeral range")
 
 
 def ocpi_token(token: str) -> str:

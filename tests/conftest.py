@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 import uuid
@@ -18,6 +17,7 @@ import redis as sync_redis
 from aiohttp import web
 from mongomock_motor import AsyncMongoMockClient
 
+from bench.common import free_port  # one port picker for the tests and the benchmark
 from hub.app import create_app
 from hub.connections import start_site
 from hub.settings import Settings
@@ -27,12 +27,6 @@ from tests.partners import ALL_MODULES, FakePartner, Party
 ADMIN_TOKEN = "test-admin-token-7Qx2Lm9Vp4Rz8Kd3"  # strong enough for `serve` outside development
 REDIS_URL = "redis://127.0.0.1:6379/0"
 SHARED = Path(__file__).resolve().parents[2] / "shared"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class ScratchRedis:
