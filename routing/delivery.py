@@ -751,8 +751,17 @@ class Delivery:
             if channel == wake:
                 self._wake.set()
                 continue
-            msg_id, _, data = bytes(message["data"]).partition(b"\n")
-            self._resolve(msg_id.decode(), Reply.decode(data))
+            raw = bytes(message["data"])
+            msg_id, _, data = raw.partition(b"\n")
+            try:
+                msg_id_text, reply = msg_id.decode(), Reply.decode(data)
+            except (ValueError, TypeError) as exc:  # orjson's and UTF-8's errors are ValueErrors
+                # Skipped, never fatal: a loop that ended here would leave every later reply unheard, and each
+                # request another process delivered for this one a 504.
+                log.warning("skipped a message on this process's reply channel that is no reply it can read "
+                            "(%s): %.120r", exc, raw)
+                continue
+            self._resolve(msg_id_text, reply)
 
     async def _reap(self) -> None:
         loop = asyncio.get_running_loop()

@@ -5,8 +5,8 @@ The body is never re-serialised, so objects reach the receiver byte for byte (OC
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, fields
+from typing import Any, Final
 
 import orjson
 
@@ -133,5 +133,16 @@ class Reply:
 
     @classmethod
     def decode(cls, data: bytes) -> Reply:
+        """A reply another hub process published; one of a newer hub (a rolling upgrade) may carry fields this one
+        does not know: the caller still gets the receiver's answer, read by the fields it knows."""
         head, _, body = data.partition(b"\n")
-        return cls(**orjson.loads(head), body=body)
+        values = orjson.loads(head)
+        try:
+            return cls(**values, body=body)
+        except TypeError:
+            if not isinstance(values, dict):
+                raise
+            return cls(**{k: v for k, v in values.items() if k in _REPLY_FIELDS}, body=body)
+
+
+_REPLY_FIELDS: Final = frozenset(f.name for f in fields(Reply)) - {"body"}

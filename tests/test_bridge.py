@@ -20,7 +20,7 @@ from routing.bridge import (
 )
 from routing.ocpi.errors import InvalidParameters
 from routing.ocpi.translate import Context
-from routing.wire import ForwardRequest, Sent
+from routing.wire import ForwardRequest, Reply, Sent
 
 
 @pytest.mark.parametrize(("module", "role", "method", "segs", "kind"), [
@@ -133,6 +133,17 @@ def test_what_a_cross_version_push_keeps_travels_byte_for_byte_and_older_payload
     before = (b'{"method":"POST","module":"cdrs","interface_role":"RECEIVER","tail":"","query":"","headers":{},'
               b'"url":"","receiver_version":"2.1.1"}\n{"id": "C1"}')
     assert ForwardRequest.decode(before).sent is None  # queued by a hub without the field: as before
+
+
+def test_a_reply_of_a_newer_hub_is_read_by_the_fields_this_one_knows() -> None:
+    reply = Reply(200, {"OCPI-from-party-id": "CPA"}, b'{"status_code":1000}', 3.5, ocpi_status=1000)
+    assert Reply.decode(reply.encode()) == reply
+    head, _, body = reply.encode().partition(b"\n")
+    newer = head[:-1] + b',"field_of_a_newer_hub":{"x":1}}\n' + body
+    assert Reply.decode(newer) == reply
+    for unreadable in (b"", b"[1,2]\n", b'{"headers":{}}\n'):  # no JSON, no object, no status: refused
+        with pytest.raises((ValueError, TypeError)):
+            Reply.decode(unreadable)
 
 
 @pytest.mark.parametrize(("written_for", "sender", "now", "expected"), [
