@@ -224,9 +224,11 @@ def _lifecycle(settings: Settings, given_store: HubStore | None, given_redis: Re
         if metrics_.multiprocess_dir is not None:  # serve --workers N: the others' scrapes read this worker's files
             loops.append(asyncio.create_task(metrics_.receivers.share(), name="receiver-metrics"))
             loops.append(asyncio.create_task(metrics_.run_request_flush(), name="request-metrics"))
+        hub.loops.watch(*loops, *delivery.loops, audit.task, hub.usage.task, liveness.task)
         try:
             yield
         finally:
+            hub.loops.stopping()
             for task in loops:
                 await stop_task(task)
             if metrics_.multiprocess_dir is not None:  # what this worker counted stays part of the hub's totals
@@ -396,6 +398,10 @@ def metrics_authorized(headers: CIMultiDictProxy[str], token: str | None) -> boo
 
 
 async def healthz(request: web.Request) -> web.Response:
+    """Alive: serving, and every background loop still running (routing/tasks.py ``LoopWatch``)."""
+    ended = request.app[HUB_KEY].loops.ended
+    if ended:
+        return web.json_response({"status": "failing", "ended": ended}, status=503)
     return web.json_response({"status": "ok"})
 
 

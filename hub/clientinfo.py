@@ -173,6 +173,10 @@ class Liveness:
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="liveness")
 
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        return self._task
+
     async def stop(self) -> None:
         if self._task is not None:
             await stop_task(self._task)

@@ -29,6 +29,7 @@ from routing.outbound import OutboundPolicy
 from routing.queue import DeliveryQueue
 from routing.redis_health import RedisHealth
 from routing.roaming import Roaming
+from routing.tasks import LoopWatch
 
 
 @dataclass
@@ -55,6 +56,7 @@ class Hub:
     outbound: OutboundPolicy = field(default_factory=OutboundPolicy)  # which URLs the hub calls (routing/outbound.py)
     on_seen: Callable[[str], None] | None = None  # platform id heard from (still-alive tracking)
     client_log: ThrottledLog | None = None  # refused requests and malformed HTTP: a bounded number of lines
+    loops: LoopWatch = field(default_factory=LoopWatch)  # background loops that ended: /healthz 503
 
     @functools.cached_property
     def party(self) -> Party:

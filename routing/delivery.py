@@ -283,6 +283,11 @@ class Delivery:
             asyncio.create_task(self._reap(), name="delivery-reap"),
         ]
 
+    @property
+    def loops(self) -> list[asyncio.Task[None]]:
+        """The listener, dispatcher and reaper: running from ``start`` until ``stop``."""
+        return list(self._loops)
+
     def wake(self) -> None:
         """Tell this process's dispatcher there is queued work (other processes hear the wake channel)."""
         self._wake.set()

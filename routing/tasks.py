@@ -29,6 +29,37 @@ async def stop_task(task: asyncio.Task[Any], *, patience: float = 10.0) -> None:
         log.warning("task %s had failed", task.get_name(), exc_info=task.exception())
 
 
+class LoopWatch:
+    """The background loops a process cannot do without (delivery, the platform feed, the audit writer, ...).
+
+    Each runs until shutdown and answers its own errors; one that ends anyway (a bug) would leave the process
+    serving while part of its work silently stopped: the delivery listener, for one, took every later reply
+    another process delivered for it along. Such an end is logged at once, and ``ended`` makes ``/healthz``
+    answer 503, so that what supervises the process (Kubernetes' liveness probe, Docker's health check)
+    restarts it. Ends after ``stopping`` are shutdown's own."""
+
+    def __init__(self) -> None:
+        self.ended: dict[str, str] = {}
+        self._stopping = False
+
+    def watch(self, *tasks: asyncio.Task[Any] | None) -> None:
+        for task in tasks:
+            if task is not None:
+                task.add_done_callback(self._done)
+
+    def stopping(self) -> None:
+        self._stopping = True
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        if self._stopping or task.cancelled():
+            return
+        exc = task.exception()
+        # The error's type only: /healthz is open to anyone, and a message may name internals (the log has it).
+        self.ended[task.get_name()] = type(exc).__name__ if exc is not None else "returned"
+        log.error("background task %s ended (%s): this process no longer does all its work, and /healthz answers "
+                  "503 until it is restarted", task.get_name(), exc if exc is not None else "returned", exc_info=exc)
+
+
 class PeriodicFlush:
     """What buffers writes and flushes them every ``interval`` seconds on one background task (the audit writer,
     the usage recorder); ``stop`` flushes what is left. Subclasses set ``interval`` and implement ``flush``."""
@@ -42,6 +73,10 @@ class PeriodicFlush:
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=self.task_name)
+
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        return self._task
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -7,11 +7,14 @@ latency histograms add up exactly to what the test sent.
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from typing import Any
 
 import aiohttp
 import fakeredis
+import orjson
+import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -51,6 +54,46 @@ async def test_healthz_answers_without_a_token(hub: HubHarness) -> None:
     assert status == 200
     assert content_type.startswith("application/json")
     assert text == '{"status": "ok"}'
+
+
+class LoopKiller(BaseException):
+    """Not an Exception: what no background loop's own error handling takes, as a bug in it would not be."""
+
+
+async def test_a_background_loop_that_ends_makes_healthz_503_and_is_logged_at_once(
+        caplog: pytest.LogCaptureFixture) -> None:
+    h = await start_hub(hub_settings())
+    try:
+        hub = h.app[HUB_KEY]
+        assert (await get(h.session, h.url + "/healthz"))[0] == 200
+
+        async def claim(*args: Any, **kwargs: Any) -> Any:
+            raise LoopKiller("the dispatcher's claim broke")
+
+        hub.queue.claim = claim  # type: ignore[method-assign]  # the one fault injected: a bug in a loop
+        hub.delivery.wake()
+        deadline = asyncio.get_running_loop().time() + 5
+        while (answer := await get(h.session, h.url + "/healthz"))[0] == 200:
+            assert asyncio.get_running_loop().time() < deadline, "a dead dispatcher left /healthz at 200"
+            await asyncio.sleep(0.05)
+        status, _, text = answer
+        assert status == 503
+        assert orjson.loads(text) == {"status": "failing",
+                                      "ended": {"delivery-dispatch": "LoopKiller"}}
+        errors = [r for r in caplog.records if r.levelno == logging.ERROR and r.name == "hub.tasks"]
+        assert len(errors) == 1, errors
+        assert "delivery-dispatch" in errors[0].getMessage() and "claim broke" in errors[0].getMessage()
+    finally:
+        await stop_hub(h)
+
+
+async def test_a_hub_that_stops_normally_reports_no_ended_loop(caplog: pytest.LogCaptureFixture) -> None:
+    h = await start_hub(hub_settings())
+    hub = h.app[HUB_KEY]
+    assert (await get(h.session, h.url + "/healthz"))[0] == 200
+    await stop_hub(h)
+    assert hub.loops.ended == {}
+    assert not [r for r in caplog.records if r.name == "hub.tasks" and r.levelno >= logging.WARNING]
 
 
 async def test_readyz_reports_redis_and_store(hub: HubHarness) -> None:
