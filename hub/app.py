@@ -344,7 +344,10 @@ async def _flush_logs(interval: float, *logs: ThrottledLog) -> None:
     while True:
         await asyncio.sleep(interval)
         for throttled in logs:
-            throttled.flush()
+            try:
+                throttled.flush()
+            except Exception:  # a broken log handler: the next interval tries again
+                log.warning("reporting what a log throttle held back failed", exc_info=True)
 
 
 AUDIT_PURGE_INTERVAL = 3600.0  # seconds between retention purges (one also runs at start)

@@ -16,6 +16,7 @@ mode they use ``multiprocess_mode="mostrecent"``: the latest reading of any work
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from array import array
 from bisect import bisect_left
@@ -26,6 +27,8 @@ from prometheus_client import values as _values
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from hub.receiver_metrics import ReceiverMetrics
+
+log = logging.getLogger("hub.metrics")
 
 # 1 ms to 30 s: hub-added latency sits at the bottom, receiver timeouts at the top.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -223,7 +226,10 @@ class Metrics:
         """With several workers, another worker's scrape reads what this one flushed."""
         while True:
             await asyncio.sleep(every)
-            self.flush_requests()
+            try:
+                self.flush_requests()
+            except Exception:  # e.g. the multiprocess directory's disk full: metrics lag, requests go on
+                log.warning("flushing the request metrics failed; trying again in %.0f s", every, exc_info=True)
 
     def observe_receiver(self, module: str, receiver: str, seconds: float) -> None:
         self.receivers.observe(module, receiver, seconds)
