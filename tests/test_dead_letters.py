@@ -1019,11 +1019,14 @@ async def test_every_broadcast_answered_1000_reaches_every_receiver_across_a_kil
     and SQLite. Deliveries in flight at the kill count only when the receiver finished them before it: the
     others must come again (lease expiry), the queued ones must come at all. At least once, never missing."""
     deliveries: dict[str, list[Delivery]] = {}
+    in_flight = [0]  # deliveries arrived and not answered yet: the kill cuts them short
 
     def slow(name: str) -> Responder:
         async def respond(request: web.Request, rec: Received) -> web.StreamResponse:
             arrived = time.monotonic()
+            in_flight[0] += 1
             await asyncio.sleep(0.4)
+            in_flight[0] -= 1
             deliveries.setdefault(name, []).append(Delivery(rec.json()["name"], arrived, time.monotonic()))
             return await default_responder(request, rec)
 
@@ -1047,6 +1050,11 @@ async def test_every_broadcast_answered_1000_reaches_every_receiver_across_a_kil
 
             for lid, version in pushes:
                 await broadcast(session, sender, location(lid, version))
+            # On a loaded machine the hub may not have begun a delivery yet: kill it while one is under way.
+            deadline = time.monotonic() + 10
+            while not in_flight[0]:
+                assert time.monotonic() < deadline, "no delivery began within 10 s"
+                await asyncio.sleep(0.005)
             hub.kill()
             killed_at = time.monotonic()
             finished_before = sum(1 for ds in deliveries.values() for d in ds if d.done < killed_at)
