@@ -228,14 +228,12 @@ async def route(request: web.Request, hub: Hub, platform: Platform, version: str
         fwd.receiver_version = target  # written for it: never sent once the receiver speaks another version
         if target != version:  # kept for a receiver that moves to another version before delivery
             fwd.sent = Sent(version, req.method, request.rel_url.raw_query_string, req.body)
-        # Kept (catch-up) and counted before the 1000, and before a dispatcher can deliver it: a receiver now in
-        # another version gets a Session PATCH as a PUT of that copy. A sender's repeat (same request id) is no
-        # second message: not kept nor counted again.
-        answer = await store_and_forward.accept(
-            request, hub, req, fwd, route_.receiver.id, route_.group, sender, as_sent=msg.original,
-            first=functools.partial(accepted_by_hub, hub, req, msg, sender, route_, version))
+        answer, first = await store_and_forward.accept(request, hub, req, fwd, route_.receiver.id, route_.group,
+                                                       sender, as_sent=msg.original)
         if learns(req):
             await learn(req, hub.hints, route_.to)
+        if first:  # a sender's repeat (same request id) is no second message: not kept nor counted again
+            await accepted_by_hub(hub, req, msg, sender, route_, version)  # kept before the 1000 (catch-up)
         msg.record(hub, ex)
         return answer
     reply = await forward(request, hub, req, route_.receiver.id, route_.group, body=rewritten.body,
@@ -540,7 +538,7 @@ async def handle_callback(request: web.Request) -> web.StreamResponse:
         fwd.receiver_version = target
         if target != version:  # kept for a receiver that moves to another version before delivery
             fwd.sent = Sent(version, req.method, "", body)
-        answer = await store_and_forward.accept(request, hub, req, fwd, receiver.id, None, issued_to)
+        answer, _ = await store_and_forward.accept(request, hub, req, fwd, receiver.id, None, issued_to)
         msg.record(hub, ex)
         return answer
     reply = await forward(request, hub, req, receiver.id, None, body=out_body, query="", url=cb.url,

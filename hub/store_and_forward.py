@@ -6,7 +6,6 @@ within ``HUB_STORE_FORWARD_WINDOW``, always under the one ``X-Request-ID`` chose
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -22,13 +21,12 @@ from routing.wire import ForwardRequest
 
 
 async def accept(request: web.Request, hub: Hub, req: InboundRequest, fwd: ForwardRequest, receiver_id: str,
-                 group: str | None, sender: Party, as_sent: Any = None,
-                 first: Callable[[], Awaitable[None]] | None = None) -> web.Response:
+                 group: str | None, sender: Party, as_sent: Any = None) -> tuple[web.Response, bool]:
     """Queue ``fwd`` for ``receiver_id`` and answer the sender; the same request id sent again is answered
     from the first acceptance, not queued twice. ``as_sent``: the body in the sender's version, when the hub
     read it into another one (its version is the ``last_updated`` the sender gave, not one the hub filled in).
-    ``first``: what the first acceptance does before the message is queued (the catch-up copy, Insights) and a
-    repeat must not do again, or a Session PATCH's charging_periods would be appended to the copy twice."""
+    Also whether this is the first acceptance: what follows one (the catch-up copy, Insights) must not follow a
+    repeat, or a Session PATCH's charging_periods would be appended to the copy twice."""
     ex = request[EXCHANGE]
     fwd.headers[REQUEST_ID] = new_id()  # one id for every attempt: the receiver can tell a retry from a new message
     fwd.sender_request_id, fwd.sender = ex.request_id, sender.key
@@ -36,9 +34,9 @@ async def accept(request: web.Request, hub: Hub, req: InboundRequest, fwd: Forwa
     if version is not None and req.segments:
         fwd.object_path, fwd.object_version = object_path(req.module, req.segments, req.query), version
     msg = Message(receiver=receiver_id, group=group or "", payload=fwd.encode(), kind=KIND)
-    state = await hub.delivery.defer(msg, fwd, req.module, before_queued=first)
+    state = await hub.delivery.defer(msg, fwd, req.module)
     ex.outcome = "stored"
-    note = (f"{ACCEPTED_MESSAGE} (request id {ex.request_id} was accepted before; state: {state.state})"
-            if state.message_id != msg.id
+    again = state.message_id != msg.id
+    note = (f"{ACCEPTED_MESSAGE} (request id {ex.request_id} was accepted before; state: {state.state})" if again
             else f"{ACCEPTED_MESSAGE}: it is kept and delivered to the receiver as soon as it can take it")
-    return ocpi_response(message=note, headers=ex.reply_headers)
+    return ocpi_response(message=note, headers=ex.reply_headers), not again

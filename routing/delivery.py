@@ -357,15 +357,12 @@ class Delivery:
                 log.warning("ack failed: %s", exc)
 
     # -- store-and-forward ------------------------------------------------------------------------------
-    async def defer(self, msg: Message, fwd: ForwardRequest, module: str,
-                    before_queued: Callable[[], Awaitable[None]] | None = None) -> DeliveryState:
+    async def defer(self, msg: Message, fwd: ForwardRequest, module: str) -> DeliveryState:
         """Accept a message for later delivery: once this returns, it is in the receiver's queue (as durable as
         Redis is configured to be, docs/store-and-forward.md) and will be delivered or dead-lettered.
 
         A sender that sends the same request id to the same receiver again (it did not get the answer) gets the
-        first message's state back, and nothing is queued twice. ``before_queued`` runs for the first acceptance
-        only, before any dispatcher can take the message: what delivery may read of it (the hub's catch-up copy of
-        a Session, which a receiver now in another version is sent whole) already holds it.
+        first message's state back, and nothing is queued twice.
         """
         assert self.ledger is not None and msg.kind == KIND
         now = time.time()
@@ -377,8 +374,6 @@ class Delivery:
             return existing
         msg.enqueued_at = now  # the window counts from the acceptance the sender was told of
         try:
-            if before_queued is not None:
-                await before_queued()
             await self.queue.enqueue(msg)
         except BaseException:
             with contextlib.suppress(Exception):
