@@ -224,6 +224,7 @@ def _lifecycle(settings: Settings, given_store: HubStore | None, given_redis: Re
         if metrics_.multiprocess_dir is not None:  # serve --workers N: the others' scrapes read this worker's files
             loops.append(asyncio.create_task(metrics_.receivers.share(), name="receiver-metrics"))
             loops.append(asyncio.create_task(metrics_.run_request_flush(), name="request-metrics"))
+        hub.loops.on_ended = metrics_.loops_ended.set
         hub.loops.watch(*loops, *delivery.loops, audit.task, hub.usage.task, liveness.task)
         try:
             yield

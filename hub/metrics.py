@@ -124,6 +124,12 @@ class Metrics:
             "ocpi_hub_redis_outages", "Redis outages noticed (each answered 503 until it ended), by kind",
             ["kind"], registry=r,
         )
+        # Per process: loops that run until shutdown (routing/tasks.py LoopWatch); livemax: any live worker shows.
+        self.loops_ended = Gauge(
+            "ocpi_hub_background_loops_ended",
+            "Background loops of this hub process that ended although they run until shutdown (a bug): /healthz "
+            "answers 503 and the process must be restarted", registry=r, multiprocess_mode="livemax",
+        )
         self.redis_failovers = Counter(
             "ocpi_hub_redis_failovers",
             "Redis primary changes (Sentinel failovers) this hub process noticed; summed over processes, so one "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 log = logging.getLogger("hub.tasks")
@@ -40,6 +41,7 @@ class LoopWatch:
 
     def __init__(self) -> None:
         self.ended: dict[str, str] = {}
+        self.on_ended: Callable[[int], None] | None = None  # told how many have ended (a metric)
         self._stopping = False
 
     def watch(self, *tasks: asyncio.Task[Any] | None) -> None:
@@ -58,6 +60,8 @@ class LoopWatch:
         self.ended[task.get_name()] = type(exc).__name__ if exc is not None else "returned"
         log.error("background task %s ended (%s): this process no longer does all its work, and /healthz answers "
                   "503 until it is restarted", task.get_name(), exc if exc is not None else "returned", exc_info=exc)
+        if self.on_ended is not None:
+            self.on_ended(len(self.ended))
 
 
 class PeriodicFlush:

@@ -82,6 +82,8 @@ async def test_a_background_loop_that_ends_makes_healthz_503_and_is_logged_at_on
                                       "ended": {"delivery-dispatch": "LoopKiller"}}
         errors = [r for r in caplog.records if r.levelno == logging.ERROR and r.name == "hub.tasks"]
         assert len(errors) == 1, errors
+        _, _, text = await get(h.session, h.url + "/metrics")
+        assert samples(text, "ocpi_hub_background_loops_ended") == {(): 1.0}
         assert "delivery-dispatch" in errors[0].getMessage() and "claim broke" in errors[0].getMessage()
     finally:
         await stop_hub(h)
@@ -91,6 +93,8 @@ async def test_a_hub_that_stops_normally_reports_no_ended_loop(caplog: pytest.Lo
     h = await start_hub(hub_settings())
     hub = h.app[HUB_KEY]
     assert (await get(h.session, h.url + "/healthz"))[0] == 200
+    _, _, text = await get(h.session, h.url + "/metrics")
+    assert samples(text, "ocpi_hub_background_loops_ended") == {(): 0.0}
     await stop_hub(h)
     assert hub.loops.ended == {}
     assert not [r for r in caplog.records if r.name == "hub.tasks" and r.levelno >= logging.WARNING]
