@@ -35,9 +35,9 @@ class LoopWatch:
 
     Each runs until shutdown and answers its own errors; one that ends anyway (a bug) would leave the process
     serving while part of its work silently stopped: the delivery listener, for one, took every later reply
-    another process delivered for it along. Such an end is logged at once, and ``ended`` makes ``/healthz``
-    answer 503, so that what supervises the process (Kubernetes' liveness probe, Docker's health check)
-    restarts it. Ends after ``stopping`` are shutdown's own."""
+    another process delivered for it along. Such an end is logged at once, counted in a metric (``on_ended``), and
+    ``ended`` makes ``/healthz`` answer 503, so that what supervises the process (Kubernetes' liveness probe)
+    restarts it; Docker marks the container unhealthy. Ends after ``stopping`` are shutdown's own."""
 
     def __init__(self) -> None:
         self.ended: dict[str, str] = {}
