@@ -303,3 +303,32 @@ async def test_health_and_metrics_show_no_party_data_or_tokens(hub: HubHarness) 
         assert status == 200, (path, text)
         leaked = [s for s in secrets_ if s and s in text]
         assert not leaked, (path, leaked)
+
+
+async def test_the_request_metrics_flush_loop_goes_on_after_a_failed_flush(caplog: pytest.LogCaptureFixture) -> None:
+    """A flush that fails (a full disk under the multiprocess directory, say) is logged; the loop flushes again at
+    the next interval instead of ending, so the counts of later requests still reach the exposition."""
+    from hub.metrics import Metrics
+
+    metrics = Metrics()
+    flush, calls = metrics.flush_requests, []
+
+    def failing_once() -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError("No space left on device")  # the one fault injected
+        flush()
+
+    metrics.flush_requests = failing_once  # type: ignore[method-assign]
+    loop = asyncio.create_task(metrics.run_request_flush(every=0.01))
+    try:
+        metrics.count_request("locations", "SENDER", "GET", "forwarded", 0.01)
+        deadline = asyncio.get_running_loop().time() + 2
+        while not samples(metrics.exposition().decode(), "ocpi_hub_requests_total"):
+            assert not loop.done(), "the flush loop ended"
+            assert asyncio.get_running_loop().time() < deadline, "nothing flushed after the failure"
+            await asyncio.sleep(0.01)
+        assert len(calls) >= 2
+        assert any("flushing the request metrics failed" in r.getMessage() for r in caplog.records)
+    finally:
+        loop.cancel()
